@@ -1,0 +1,90 @@
+# sluice: one Makefile. `make` builds build/sluice; see README.md.
+
+VERSION    := 0.1.0
+BUILD      := build
+PKGS       := rdkafka hiredis libpq libevent msgpack yaml-0.1 jansson
+TEST_PKGS  := criterion
+
+CC         ?= cc
+CSTD       := -std=c11 -D_GNU_SOURCE
+WARN       := -Wall -Wextra -Wshadow -Wformat=2 -Werror
+OPT        ?= -O2 -g
+ifeq ($(SANITIZE),1)
+OPT        := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDSAN      := -fsanitize=address,undefined
+endif
+
+PKG_CFLAGS  = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS    = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+TEST_CFLAGS = $(shell pkg-config --cflags $(TEST_PKGS) 2>/dev/null)
+TEST_LIBS   = $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
+
+CFLAGS_ALL  = $(CSTD) $(WARN) $(OPT) -Iinclude -MMD -MP -DSL_VERSION='"$(VERSION)"' $(PKG_CFLAGS) $(CFLAGS)
+LDFLAGS_ALL = $(LDSAN) $(LDFLAGS)
+LIBS_ALL    = $(PKG_LIBS) -lpthread -lm
+
+LIB_SRCS   := $(filter-out core/main.c,$(wildcard core/*.c config/*.c))
+LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+MAIN_OBJ   := $(BUILD)/obj/core/main.o
+UNIT_SRCS  := $(wildcard tests/unit/*.c)
+UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
+INTEG_SRCS := $(wildcard tests/integration/*.c)
+INTEG_BINS := $(INTEG_SRCS:tests/integration/%.c=$(BUILD)/tests/integration/%)
+
+.PHONY: all deps test unit run bench docs clean check-docs
+.DEFAULT_GOAL := all
+
+all: $(BUILD)/sluice
+
+# Rebuild everything when the flags change (SANITIZE=1 and back).
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CFLAGS_ALL) $(LDFLAGS_ALL)' | cmp -s - $@ || echo '$(CFLAGS_ALL) $(LDFLAGS_ALL)' > $@
+FORCE:
+
+$(BUILD)/obj/%.o: %.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/libsluice.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/sluice: $(MAIN_OBJ) $(BUILD)/libsluice.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS_ALL)
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Iconfig $(TEST_CFLAGS) -MF $@.d -o $@ $< $(BUILD)/libsluice.a $(LDFLAGS_ALL) $(TEST_LIBS) $(LIBS_ALL)
+
+$(BUILD)/tests/integration/%: tests/integration/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) -MF $@.d -o $@ $< $(BUILD)/libsluice.a $(LDFLAGS_ALL) $(TEST_LIBS) $(LIBS_ALL)
+
+# Debian packages for the build, the tests and the demo; quiet when present.
+deps:
+	@tests/deps
+
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT_BINS) $(INTEG_BINS)
+	@tests/run
+
+unit: all $(UNIT_BINS)
+	@tests/run --unit
+
+run: deps all
+	@examples/demo
+
+bench: deps all
+	@bench/run all
+
+docs: all
+	$(BUILD)/sluice config-docs > docs/CONFIGURATION.md
+
+check-docs: all
+	@$(BUILD)/sluice config-docs | diff -u docs/CONFIGURATION.md - && echo "docs/CONFIGURATION.md is current"
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

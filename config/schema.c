@@ -1,0 +1,422 @@
+/* Key tables: one row per configuration key. The loader, `sluice lint` and
+ * docs/CONFIGURATION.md are all driven from here; a key that is not in a
+ * table does not exist. */
+#include <ctype.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "schema.h"
+#include "sluice/log.h"
+
+#define KAFKA    (1u << SL_SOURCE_KAFKA)
+#define REDIS    (1u << SL_SOURCE_REDIS)
+#define POSTGRES (1u << SL_SOURCE_POSTGRES)
+#define STREAMS  (KAFKA | POSTGRES)
+
+#define S_FILE     (1u << SL_SINK_FILE)
+#define S_REDIS    (1u << SL_SINK_REDIS)
+#define S_KAFKA    (1u << SL_SINK_KAFKA)
+#define S_POSTGRES (1u << SL_SINK_POSTGRES)
+#define S_SQLITE   (1u << SL_SINK_SQLITE)
+
+#define SEC  1000     /* ms per second */
+#define MIN  60000
+#define MB   (1024 * 1024)
+
+const char *const sl__source_type_names[] = { "kafka", "redis", "postgres", NULL };
+const char *const sl__sink_type_names[] = { "file", "redis", "kafka", "postgres", "sqlite", NULL };
+
+static const char *const runtime_names[] = { "native", "lambda", NULL };
+static const char *const network_names[] = { "none", "host", NULL };
+static const char *const sandbox_names[] = { "strict", "relaxed", NULL };
+static const char *const start_names[] = { "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", NULL };
+static const char *const mode_names[] = { "stream", "list", NULL };
+static const char *const view_names[] = {
+    "NEW_AND_OLD_IMAGES", "NEW_IMAGE", "OLD_IMAGE", "KEYS_ONLY", NULL,
+};
+static const char *const format_names[] = { "text", "json", NULL };
+
+const char *sl_source_type_name(int type)
+{
+    return type >= 0 && type < SL_SOURCE__COUNT ? sl__source_type_names[type] : "?";
+}
+
+const char *sl_sink_type_name(int type)
+{
+    return type >= 0 && type < SL_SINK__COUNT ? sl__sink_type_names[type] : "?";
+}
+
+/* ------------------------------------------------------------------ */
+/* Check hooks                                                         */
+
+static void check_handler(struct sl__load *ld, const struct sl__ckey *k, void *field,
+                          yaml_node_t *node)
+{
+    const char *path = *(char **)field;
+    struct stat st;
+
+    (void)k;
+    if (stat(path, &st) != 0)
+        sl__load_error(ld, node, "handler %s does not exist", path);
+    else if (!S_ISREG(st.st_mode))
+        sl__load_error(ld, node, "handler %s is not a regular file", path);
+    else if (access(path, X_OK) != 0)
+        sl__load_error(ld, node, "handler %s is not executable", path);
+}
+
+static void check_layers(struct sl__load *ld, const struct sl__ckey *k, void *field,
+                         yaml_node_t *node)
+{
+    const struct sl_strlist *l = field;
+    struct stat st;
+
+    (void)k;
+    for (size_t i = 0; i < l->n; i++)
+        if (stat(l->v[i], &st) != 0 || !S_ISDIR(st.st_mode))
+            sl__load_error(ld, node, "layer %s is not a directory", l->v[i]);
+}
+
+/* Lambda's own rules for variables: reserved names are refused, keys start
+ * with a letter, use [A-Za-z0-9_], and all of them fit in 4 KB. */
+static const char *const reserved_env[] = {
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "TZ", NULL,
+};
+
+static void check_environment(struct sl__load *ld, const struct sl__ckey *k, void *field,
+                              yaml_node_t *node)
+{
+    const struct sl_kvlist *env = field;
+    size_t total = 0;
+
+    (void)k;
+    for (size_t i = 0; i < env->n; i++) {
+        const char *key = env->v[i].key;
+        int ok = isalpha((unsigned char)key[0]) && key[1] != '\0';
+
+        for (const char *p = key; ok && *p; p++)
+            ok = isalnum((unsigned char)*p) || *p == '_';
+        if (!ok)
+            sl__load_error(ld, node, "variable name '%s' must start with a letter, have at least "
+                           "2 characters and use only letters, digits and '_'", key);
+        for (int r = 0; reserved_env[r]; r++)
+            if (strcmp(key, reserved_env[r]) == 0)
+                sl__load_error(ld, node, "variable name '%s' is reserved", key);
+        total += strlen(key) + strlen(env->v[i].value);
+    }
+    if (total > 4096)
+        sl__load_error(ld, node, "variables take %zu bytes, more than the 4 KB limit", total);
+}
+
+static void check_function_ref(struct sl__load *ld, const struct sl__ckey *k, void *field,
+                               yaml_node_t *node)
+{
+    const char *name = *(char **)field;
+
+    (void)k;
+    if (!sl__load_has_function(ld, name))
+        sl__load_error(ld, node, "no function named '%s'", name);
+}
+
+static void check_sink_ref(struct sl__load *ld, const struct sl__ckey *k, void *field,
+                           yaml_node_t *node)
+{
+    const char *name = *(char **)field;
+
+    (void)k;
+    if (!sl__load_has_sink(ld, name))
+        sl__load_error(ld, node, "no sink named '%s'", name);
+}
+
+/* ISO-8601 UTC ("2026-01-02T03:04:05Z") or Unix seconds. */
+static void check_timestamp(struct sl__load *ld, const struct sl__ckey *k, void *field,
+                            yaml_node_t *node)
+{
+    const char *s = *(char **)field;
+    struct tm tm;
+    const char *end;
+    int64_t secs;
+    char why[64];
+
+    (void)k;
+    if (sl__parse_int(s, &secs, why, sizeof(why)) == 0 && secs >= 0)
+        return;
+    memset(&tm, 0, sizeof(tm));
+    end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (end && (*end == 'Z' || *end == '\0'))
+        return;
+    sl__load_error(ld, node, "'%s' is not a timestamp (ISO-8601 like 2026-01-02T03:04:05Z, "
+                   "or Unix seconds)", s);
+}
+
+static void check_debug(struct sl__load *ld, const struct sl__ckey *k, void *field,
+                        yaml_node_t *node)
+{
+    const struct sl_strlist *l = field;
+    struct sl_log_conf *lc = (struct sl_log_conf *)((char *)field - k->off);
+
+    lc->debug = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        long bit = sl_log_ctx_parse(l->v[i]);
+        if (bit < 0)
+            sl__load_error(ld, node, "unknown debug context '%s' (one of: all, config, kafka, "
+                           "redis, postgres, sandbox, dispatch, api, sink)", l->v[i]);
+        else
+            lc->debug |= (unsigned)bit;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* functions.<name>.async                                              */
+
+#define F(field) offsetof(struct sl_async_conf, field)
+static const struct sl__ckey async_keys[] = {
+    { .name = "maximum_retry_attempts", .type = CK_INT, .def = "2", .min = 0, .max = 2,
+      .off = F(maximum_retry_attempts),
+      .desc = "Retries after a failed asynchronous invocation." },
+    { .name = "maximum_event_age_s", .type = CK_DURATION, .def = "6h", .unit = SEC,
+      .min = 60, .max = 21600, .off = F(maximum_event_age_ms),
+      .desc = "An event older than this is not retried again and goes to `on_failure`." },
+    { .name = "on_success", .type = CK_STRING, .flags = CK_REF_SINK, .off = F(on_success),
+      .check = check_sink_ref, .desc = "Sink that receives a record of each successful invocation." },
+    { .name = "on_failure", .type = CK_STRING, .flags = CK_REF_SINK, .off = F(on_failure),
+      .check = check_sink_ref,
+      .desc = "Sink that receives events whose retries ran out or that expired." },
+};
+#undef F
+
+const struct sl__ctable sl__async_table = {
+    .path = "functions.<name>.async", .title = "Asynchronous invocation",
+    .intro = "How events sent with `X-Amz-Invocation-Type: Event` are retried and where they go.",
+    .keys = async_keys, .nkeys = sizeof(async_keys) / sizeof(async_keys[0]),
+};
+
+/* ------------------------------------------------------------------ */
+/* functions.<name>                                                    */
+
+#define F(field) offsetof(struct sl_function_conf, field)
+static const struct sl__ckey function_keys[] = {
+    { .name = "handler", .type = CK_PATH, .flags = CK_REQUIRED, .off = F(handler),
+      .check = check_handler,
+      .desc = "Executable run in each environment; relative to the configuration file." },
+    { .name = "runtime", .type = CK_ENUM, .def = "native", .enums = runtime_names,
+      .off = F(runtime),
+      .desc = "`native`: msgpack frames on fd 3. `lambda`: the Lambda Runtime API over HTTP." },
+    { .name = "memory_mb", .type = CK_SIZE, .def = "128", .unit = MB, .min = 128, .max = 10240,
+      .off = F(memory_mb),
+      .desc = "Memory limit of an environment; CPU share grows with it (1769 MB = 1 CPU)." },
+    { .name = "timeout_s", .type = CK_DURATION, .def = "3", .unit = SEC, .min = 1, .max = 900,
+      .off = F(timeout_ms), .desc = "Longest an invocation may run before its environment is killed." },
+    { .name = "init_timeout_s", .type = CK_DURATION, .def = "10", .unit = SEC, .min = 1,
+      .max = 900, .off = F(init_timeout_ms),
+      .desc = "Longest the handler may take to start and report ready." },
+    { .name = "ephemeral_storage_mb", .type = CK_SIZE, .def = "512", .unit = MB, .min = 512,
+      .max = 10240, .off = F(ephemeral_storage_mb), .desc = "Size of the environment's `/tmp`." },
+    { .name = "environment", .type = CK_MAP, .off = F(environment), .check = check_environment,
+      .desc = "Variables for the handler (Lambda's rules: no reserved names, 4 KB in all)." },
+    { .name = "layers", .type = CK_PATHLIST, .off = F(layers), .check = check_layers,
+      .desc = "Directories mounted read-only under `/opt`, in order." },
+    { .name = "network", .type = CK_ENUM, .def = "none", .enums = network_names,
+      .off = F(network), .desc = "`none`: no network at all. `host`: the host's network." },
+    { .name = "sandbox", .type = CK_ENUM, .def = "strict", .enums = sandbox_names,
+      .off = F(sandbox),
+      .desc = "`relaxed` runs without namespaces, for hosts that cannot create them." },
+    { .name = "reserved_concurrency", .type = CK_INT, .def = "-1", .min = 0, .max = 100000,
+      .flags = CK_NEG1, .off = F(reserved_concurrency),
+      .desc = "Most environments of this function at once; -1 shares the unreserved pool." },
+    { .name = "provisioned_concurrency", .type = CK_INT, .def = "0", .min = 0, .max = 100000,
+      .off = F(provisioned_concurrency), .desc = "Environments kept initialized at all times." },
+    { .name = "snapstart", .type = CK_BOOL, .def = "false", .off = F(snapstart),
+      .desc = "Start new environments by forking an initialized template." },
+    { .name = "async", .type = CK_OBJECT, .sub = &sl__async_table, .off = F(async),
+      .desc = "Asynchronous invocation settings (below)." },
+};
+#undef F
+
+const struct sl__ctable sl__function_table = {
+    .path = "functions.<name>", .title = "Functions",
+    .intro = "A function is a handler program and the limits of the environments it runs in. "
+             "Names use letters, digits, `-` and `_`, at most 64 characters.",
+    .keys = function_keys, .nkeys = sizeof(function_keys) / sizeof(function_keys[0]),
+};
+
+/* ------------------------------------------------------------------ */
+/* sources.<name>                                                      */
+
+#define F(field) offsetof(struct sl_source_conf, field)
+static const struct sl__ckey source_keys[] = {
+    { .name = "type", .type = CK_ENUM, .flags = CK_REQUIRED, .enums = sl__source_type_names,
+      .off = F(type), .desc = "Which poller reads this source." },
+    { .name = "function", .type = CK_STRING, .flags = CK_REQUIRED | CK_REF_FUNC,
+      .off = F(function), .check = check_function_ref,
+      .desc = "Function that receives the batches." },
+    { .name = "enabled", .type = CK_BOOL, .def = "true", .off = F(enabled),
+      .desc = "`false` keeps the source configured but stops polling." },
+    { .name = "batch_size", .type = CK_INT, .def = "100", .tdef = { [SL_SOURCE_REDIS] = "10" },
+      .min = 1, .max = 10000, .off = F(batch_size), .desc = "Most records in one batch." },
+    { .name = "maximum_batching_window_ms", .type = CK_DURATION, .def = "500ms",
+      .tdef = { [SL_SOURCE_REDIS] = "0", [SL_SOURCE_POSTGRES] = "0" }, .unit = 1, .min = 0,
+      .max = 300000, .off = F(maximum_batching_window_ms),
+      .desc = "Longest a batch waits to fill before it is sent." },
+    { .name = "starting_position", .type = CK_ENUM, .def = "TRIM_HORIZON", .enums = start_names,
+      .off = F(starting_position),
+      .desc = "Where a new consumer starts: the oldest record, new records, or a time (Kafka)." },
+    { .name = "starting_position_timestamp", .type = CK_STRING, .types = KAFKA,
+      .off = F(starting_position_timestamp), .check = check_timestamp,
+      .desc = "Time for `AT_TIMESTAMP`: ISO-8601 UTC or Unix seconds." },
+    { .name = "maximum_retry_attempts", .type = CK_INT, .def = "-1", .min = 0, .max = 10000,
+      .flags = CK_NEG1, .types = STREAMS, .off = F(maximum_retry_attempts),
+      .desc = "Retries of a failed batch before it goes to `on_failure`; -1 retries until success." },
+    { .name = "maximum_record_age_s", .type = CK_DURATION, .def = "-1", .unit = SEC, .min = 60,
+      .max = 604800, .flags = CK_NEG1, .types = STREAMS, .off = F(maximum_record_age_ms),
+      .desc = "Records older than this are not retried again; -1 means no limit." },
+    { .name = "bisect_batch_on_function_error", .type = CK_BOOL, .def = "false", .types = STREAMS,
+      .off = F(bisect_batch_on_function_error),
+      .desc = "Split a failing batch in two and retry each half." },
+    { .name = "report_batch_item_failures", .type = CK_BOOL, .def = "false",
+      .off = F(report_batch_item_failures),
+      .desc = "Honour `batchItemFailures` in the handler's response." },
+    { .name = "parallelization_factor", .type = CK_INT, .def = "1", .min = 1, .max = 10,
+      .types = STREAMS, .off = F(parallelization_factor),
+      .desc = "Concurrent batches per partition (Kafka) or stream (Postgres), split by key." },
+    { .name = "filter_criteria", .type = CK_JSON, .off = F(filter_criteria),
+      .desc = "Event filter patterns (Lambda syntax); a record matching none is skipped." },
+    { .name = "on_failure", .type = CK_STRING, .flags = CK_REF_SINK, .off = F(on_failure),
+      .check = check_sink_ref,
+      .desc = "Sink for records that failed for good (streams) or were redriven (queues)." },
+    /* kafka */
+    { .name = "brokers", .type = CK_STRING, .types = KAFKA, .req_types = KAFKA,
+      .off = F(brokers), .desc = "Bootstrap servers, `host:port[,host:port…]`." },
+    { .name = "topics", .type = CK_STRLIST, .types = KAFKA, .req_types = KAFKA,
+      .off = F(topics), .desc = "Topics to consume." },
+    { .name = "consumer_group_id", .type = CK_STRING, .types = KAFKA,
+      .off = F(consumer_group_id), .desc = "Consumer group; default `sluice-<source name>`." },
+    { .name = "kafka", .type = CK_MAP, .types = KAFKA, .off = F(kafka),
+      .desc = "librdkafka properties passed through (security, SASL, TLS, fetch tuning)." },
+    /* redis */
+    { .name = "url", .type = CK_STRING, .types = REDIS, .req_types = REDIS, .off = F(url),
+      .desc = "`redis://[user:password@]host:port[/db]` or `rediss://` for TLS." },
+    { .name = "key", .type = CK_STRING, .types = REDIS, .req_types = REDIS, .off = F(key),
+      .desc = "Stream or list key of the queue." },
+    { .name = "mode", .type = CK_ENUM, .def = "stream", .enums = mode_names, .types = REDIS,
+      .off = F(mode), .desc = "`stream`: a consumer group on a stream. `list`: a reliable list queue." },
+    { .name = "group", .type = CK_STRING, .def = "sluice", .types = REDIS, .off = F(group),
+      .desc = "Consumer group of a stream queue." },
+    { .name = "consumer", .type = CK_STRING, .types = REDIS, .off = F(consumer),
+      .desc = "Consumer name, unique per instance; default host name and pid." },
+    { .name = "visibility_timeout_s", .type = CK_DURATION, .def = "30", .unit = SEC, .min = 0,
+      .max = 43200, .types = REDIS, .off = F(visibility_timeout_ms),
+      .desc = "A received message that is not acknowledged is delivered again after this." },
+    { .name = "max_receive_count", .type = CK_INT, .def = "5", .min = 1, .max = 1000,
+      .types = REDIS, .off = F(max_receive_count),
+      .desc = "Receives after which a failing message is redriven to `on_failure`." },
+    { .name = "delete_on_ack", .type = CK_BOOL, .def = "false", .types = REDIS,
+      .off = F(delete_on_ack), .desc = "XDEL stream entries once acknowledged." },
+    { .name = "maximum_concurrency", .type = CK_INT, .def = "2", .min = 2, .max = 1000,
+      .types = REDIS, .off = F(maximum_concurrency),
+      .desc = "Most invocations of this source at once." },
+    /* postgres */
+    { .name = "dsn", .type = CK_STRING, .types = POSTGRES, .req_types = POSTGRES, .off = F(dsn),
+      .desc = "libpq connection string of the database to stream." },
+    { .name = "slot", .type = CK_STRING, .types = POSTGRES, .off = F(slot),
+      .desc = "Logical replication slot; default `sluice_<source name>`." },
+    { .name = "publication", .type = CK_STRING, .types = POSTGRES, .off = F(publication),
+      .desc = "Publication; default `sluice_<source name>`." },
+    { .name = "tables", .type = CK_STRLIST, .types = POSTGRES, .off = F(tables),
+      .desc = "`schema.table` names to publish; all tables when empty." },
+    { .name = "stream_view_type", .type = CK_ENUM, .def = "NEW_AND_OLD_IMAGES",
+      .enums = view_names, .types = POSTGRES, .off = F(stream_view_type),
+      .desc = "Which row images records carry." },
+};
+#undef F
+
+const struct sl__ctable sl__source_table = {
+    .path = "sources.<name>", .title = "Sources",
+    .intro = "A source (an event source mapping) polls one Kafka topic set, Redis queue or "
+             "Postgres change stream and sends batches to one function.",
+    .keys = source_keys, .nkeys = sizeof(source_keys) / sizeof(source_keys[0]),
+    .type_names = sl__source_type_names,
+};
+
+/* ------------------------------------------------------------------ */
+/* sinks.<name>                                                        */
+
+#define F(field) offsetof(struct sl_sink_conf, field)
+static const struct sl__ckey sink_keys[] = {
+    { .name = "type", .type = CK_ENUM, .flags = CK_REQUIRED, .enums = sl__sink_type_names,
+      .off = F(type), .desc = "Where records are written." },
+    { .name = "path", .type = CK_PATH, .types = S_FILE | S_SQLITE,
+      .req_types = S_FILE | S_SQLITE, .off = F(path),
+      .desc = "File (JSON lines) or SQLite database; relative to the configuration file." },
+    { .name = "fsync", .type = CK_BOOL, .def = "true", .types = S_FILE, .off = F(fsync),
+      .desc = "fsync each write before confirming it." },
+    { .name = "url", .type = CK_STRING, .types = S_REDIS, .req_types = S_REDIS, .off = F(url),
+      .desc = "Redis URL." },
+    { .name = "key", .type = CK_STRING, .types = S_REDIS, .req_types = S_REDIS, .off = F(key),
+      .desc = "Stream the records are added to (XADD)." },
+    { .name = "brokers", .type = CK_STRING, .types = S_KAFKA, .req_types = S_KAFKA,
+      .off = F(brokers), .desc = "Bootstrap servers." },
+    { .name = "topic", .type = CK_STRING, .types = S_KAFKA, .req_types = S_KAFKA,
+      .off = F(topic), .desc = "Topic the records are produced to." },
+    { .name = "dsn", .type = CK_STRING, .types = S_POSTGRES, .req_types = S_POSTGRES,
+      .off = F(dsn), .desc = "libpq connection string." },
+    { .name = "table", .type = CK_STRING, .def = "sluice_dlq", .types = S_POSTGRES,
+      .off = F(table), .desc = "Table the records are inserted into (created if missing)." },
+};
+#undef F
+
+const struct sl__ctable sl__sink_table = {
+    .path = "sinks.<name>", .title = "Sinks",
+    .intro = "A sink holds records after their final failure (a dead-letter queue) or "
+             "success (a destination). A record's source position advances only after the "
+             "sink confirmed the write.",
+    .keys = sink_keys, .nkeys = sizeof(sink_keys) / sizeof(sink_keys[0]),
+    .type_names = sl__sink_type_names,
+};
+
+/* ------------------------------------------------------------------ */
+/* server, log                                                         */
+
+#define F(field) offsetof(struct sl_server_conf, field)
+static const struct sl__ckey server_keys[] = {
+    { .name = "listen", .type = CK_STRING, .def = "127.0.0.1:9001", .off = F(listen),
+      .desc = "Address of the HTTP API (Invoke API, health, metrics)." },
+    { .name = "concurrency_limit", .type = CK_INT, .def = "1000", .min = 1, .max = 100000,
+      .off = F(concurrency_limit), .desc = "Most environments running at once, all functions together." },
+    { .name = "data_dir", .type = CK_PATH, .def = ".sluice", .off = F(data_dir),
+      .desc = "Directory for durable state; relative to the configuration file." },
+    { .name = "shutdown_timeout_s", .type = CK_DURATION, .def = "30", .unit = SEC, .min = 0,
+      .max = 900, .off = F(shutdown_timeout_ms),
+      .desc = "On SIGTERM, how long in-flight invocations may finish before they are stopped." },
+    { .name = "worker_threads", .type = CK_INT, .def = "2", .min = 1, .max = 64,
+      .off = F(worker_threads), .desc = "Threads for blocking work kept off the event loop." },
+};
+#undef F
+
+const struct sl__ctable sl__server_table = {
+    .path = "server", .title = "Server", .intro = "The process itself.",
+    .keys = server_keys, .nkeys = sizeof(server_keys) / sizeof(server_keys[0]),
+};
+
+#define F(field) offsetof(struct sl_log_conf, field)
+static const struct sl__ckey log_keys[] = {
+    { .name = "level", .type = CK_ENUM, .def = "info", .enums = sl_log_level_names,
+      .off = F(level), .desc = "Least severe level written." },
+    { .name = "format", .type = CK_ENUM, .def = "text", .enums = format_names, .off = F(format),
+      .desc = "`text` lines or `json` lines, on stderr." },
+    { .name = "debug", .type = CK_STRLIST, .off = F(debug_names), .check = check_debug,
+      .desc = "Areas whose debug lines are written whatever the level: `all`, `config`, "
+              "`kafka`, `redis`, `postgres`, `sandbox`, `dispatch`, `api`, `sink`." },
+};
+#undef F
+
+const struct sl__ctable sl__log_table = {
+    .path = "log", .title = "Logging", .intro = "Logs never contain passwords.",
+    .keys = log_keys, .nkeys = sizeof(log_keys) / sizeof(log_keys[0]),
+};

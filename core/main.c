@@ -1,0 +1,219 @@
+/* sluice command line: run, lint, version, help, config-docs. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/config.h"
+#include "sluice/log.h"
+#include "sluice/runtime.h"
+
+#ifndef SL_VERSION
+#define SL_VERSION "0.0.0-dev"
+#endif
+
+/* Exit codes, documented in `sluice help`. */
+#define EXIT_OK     0
+#define EXIT_FAIL   1   /* invalid configuration, or the service failed */
+#define EXIT_USAGE  2   /* bad command line */
+
+struct command {
+    const char *name;
+    const char *args;
+    const char *summary;
+    const char *help;
+    int (*fn)(int argc, char **argv);
+};
+
+static const struct command *find_command(const char *name);
+static void usage(FILE *out);
+
+/* ------------------------------------------------------------------ */
+
+static int load(const char *path, struct sl_config **c)
+{
+    struct sl_diags d;
+    int rc;
+
+    sl_diags_init(&d, path);
+    rc = sl_config_load(path, c, &d);
+    if (rc != 0) {
+        sl_diags_print(&d, stderr);
+        if (d.n > 1)
+            fprintf(stderr, "%s: %zu errors\n", path, d.n);
+    }
+    sl_diags_destroy(&d);
+    return rc;
+}
+
+static int cmd_lint(int argc, char **argv)
+{
+    struct sl_config *c;
+
+    if (argc != 2) {
+        fprintf(stderr, "usage: sluice lint CONFIG\n");
+        return EXIT_USAGE;
+    }
+    if (load(argv[1], &c) != 0)
+        return EXIT_FAIL;
+    printf("%s: ok (%zu functions, %zu sources, %zu sinks)\n", argv[1], c->nfunctions,
+           c->nsources, c->nsinks);
+    sl_config_free(c);
+    return EXIT_OK;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    struct sl_runtime *rt;
+    struct sl_config *c;
+    struct sl_err err;
+    int code;
+
+    if (argc != 2) {
+        fprintf(stderr, "usage: sluice run CONFIG\n");
+        return EXIT_USAGE;
+    }
+    if (load(argv[1], &c) != 0)
+        return EXIT_FAIL;
+    sl_log_set_level(c->log.level);
+    sl_log_set_format(c->log.format);
+    sl_log_set_debug(c->log.debug);
+
+    sl_err_clear(&err);
+    if (sl_runtime_new(c, &rt, &err) != 0) {
+        SL_ERROR(NULL, "cannot start: %s", err.msg);
+        sl_config_free(c);
+        return EXIT_FAIL;
+    }
+    /* Pollers and sinks arrive with their own issues; until then say
+     * plainly what is configured but not running. */
+    for (size_t i = 0; i < c->nsources; i++) {
+        char inst[96];
+        snprintf(inst, sizeof(inst), "source:%s", c->sources[i].name);
+        SL_WARN(inst, "not started: this build has no %s poller yet",
+                sl_source_type_name(c->sources[i].type));
+    }
+    for (size_t i = 0; i < c->nsinks; i++) {
+        char inst[96];
+        snprintf(inst, sizeof(inst), "sink:%s", c->sinks[i].name);
+        SL_WARN(inst, "not started: this build has no %s sink yet",
+                sl_sink_type_name(c->sinks[i].type));
+    }
+    SL_INFO(NULL, "sluice %s running %s: %zu functions, %zu sources, %zu sinks", SL_VERSION,
+            argv[1], c->nfunctions, c->nsources, c->nsinks);
+    code = sl_runtime_run(rt);
+    SL_INFO(NULL, "stopped (exit code %d)", code);
+    sl_runtime_free(rt);
+    return code;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1) {
+        fprintf(stderr, "usage: sluice version\n");
+        return EXIT_USAGE;
+    }
+    printf("sluice %s\n", SL_VERSION);
+    return EXIT_OK;
+}
+
+static int cmd_config_docs(int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1) {
+        fprintf(stderr, "usage: sluice config-docs\n");
+        return EXIT_USAGE;
+    }
+    sl_config_docs(stdout);
+    return EXIT_OK;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    const struct command *cmd;
+
+    if (argc == 1) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    cmd = argc == 2 ? find_command(argv[1]) : NULL;
+    if (!cmd) {
+        fprintf(stderr, "sluice: no command '%s'; see 'sluice help'\n", argc >= 2 ? argv[1] : "");
+        return EXIT_USAGE;
+    }
+    printf("usage: sluice %s%s%s\n\n%s\n", cmd->name, cmd->args[0] ? " " : "", cmd->args,
+           cmd->help);
+    return EXIT_OK;
+}
+
+static const struct command commands[] = {
+    { "run", "CONFIG", "run the service in the foreground",
+      "Loads CONFIG, starts every source, sink and function it names and runs until\n"
+      "SIGTERM or SIGINT, which stop it gracefully: in-flight invocations may finish\n"
+      "within server.shutdown_timeout_s, and nothing unfinished is checkpointed. A\n"
+      "second SIGTERM/SIGINT stops at once. SIGHUP is reserved for reload. Logs go to\n"
+      "stderr (log.format: text or json).\n\n"
+      "Exit codes: 0 stopped cleanly, 1 invalid configuration or a failure, 2 usage.",
+      cmd_run },
+    { "lint", "CONFIG", "check a configuration file without running it",
+      "Reads CONFIG, checks every key against the reference (docs/CONFIGURATION.md),\n"
+      "interpolates ${VAR}, and prints every problem as file:line:col: message.\n\n"
+      "Exit codes: 0 valid, 1 invalid (or unreadable), 2 usage.",
+      cmd_lint },
+    { "version", "", "print the version", "Prints 'sluice VERSION'. Exit code 0.", cmd_version },
+    { "config-docs", "", "print the configuration reference (Markdown)",
+      "Prints docs/CONFIGURATION.md, generated from the key tables. Exit code 0.",
+      cmd_config_docs },
+    { "help", "[COMMAND]", "show help for sluice or one command",
+      "Without COMMAND, lists the commands; with one, describes it.", cmd_help },
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "sluice %s: Lambda-style event source mappings for Kafka, Redis and Postgres\n\n"
+                 "usage: sluice COMMAND [ARGS]\n\ncommands:\n", SL_VERSION);
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        char left[64];
+        snprintf(left, sizeof(left), "%s %s", commands[i].name, commands[i].args);
+        fprintf(out, "  %-22s %s\n", left, commands[i].summary);
+    }
+    fprintf(out, "\n'sluice help COMMAND' or 'sluice COMMAND --help' describes one command.\n"
+                 "Exit codes: 0 success, 1 failure (invalid configuration, service error),"
+                 " 2 usage error.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const struct command *cmd;
+
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+        return cmd_help(1, argv);
+    if (strcmp(argv[1], "--version") == 0)
+        return cmd_version(1, argv);
+    cmd = find_command(argv[1]);
+    if (!cmd) {
+        fprintf(stderr, "sluice: unknown command '%s'; see 'sluice help'\n", argv[1]);
+        return EXIT_USAGE;
+    }
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            char *h[] = { "help", (char *)cmd->name, NULL };
+            return cmd_help(2, h);
+        }
+    }
+    return cmd->fn(argc - 1, argv + 1);
+}

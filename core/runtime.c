@@ -1,0 +1,201 @@
+/* Runtime root: event loop, signals, component registry, graceful stop. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/log.h"
+#include "sluice/mem.h"
+#include "sluice/runtime.h"
+
+struct sl_component {
+    struct sl_runtime             *rt;
+    const struct sl_component_ops *ops;
+    void                          *ctx;
+    char                          *name;    /* "kind:name" */
+    int                            started;
+    int                            stopped;
+};
+
+const char *sl_component_name(const struct sl_component *c)
+{
+    return c->name;
+}
+
+static void finish_stop(struct sl_runtime *rt)
+{
+    event_base_loopexit(rt->base, NULL);
+}
+
+void sl_component_stopped(struct sl_component *c)
+{
+    struct sl_runtime *rt = c->rt;
+
+    if (c->stopped)
+        return;
+    c->stopped = 1;
+    SL_DEBUG(SL_DBG_DISPATCH, c->name, "stopped");
+    if (rt->nstopping > 0 && --rt->nstopping == 0)
+        finish_stop(rt);
+}
+
+static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_runtime *rt = arg;
+
+    (void)fd, (void)what;
+    for (size_t i = 0; i < rt->ncomponents; i++)
+        if (rt->components[i].started && !rt->components[i].stopped)
+            SL_WARN(rt->components[i].name, "did not stop within shutdown_timeout_s; "
+                    "in-flight work will be redelivered");
+    finish_stop(rt);
+}
+
+void sl_runtime_stop(struct sl_runtime *rt, int exit_code)
+{
+    struct timeval tv;
+
+    if (rt->stopping)
+        return;
+    rt->stopping = 1;
+    rt->exit_code = exit_code;
+    tv.tv_sec = rt->conf->server.shutdown_timeout_ms / 1000;
+    tv.tv_usec = (rt->conf->server.shutdown_timeout_ms % 1000) * 1000;
+    evtimer_add(rt->stop_timer, &tv);
+
+    /* reverse start order: sources stop before the sinks they write to */
+    rt->nstopping = 0;
+    for (size_t i = rt->ncomponents; i-- > 0;)
+        if (rt->components[i].started)
+            rt->nstopping++;
+    if (rt->nstopping == 0) {
+        finish_stop(rt);
+        return;
+    }
+    /* hold one count so a synchronous stop cannot finish early */
+    rt->nstopping++;
+    for (size_t i = rt->ncomponents; i-- > 0;) {
+        struct sl_component *c = &rt->components[i];
+        if (!c->started)
+            continue;
+        if (c->ops->stop)
+            c->ops->stop(c->ctx, c);
+        else
+            sl_component_stopped(c);
+    }
+    if (--rt->nstopping == 0)
+        finish_stop(rt);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct sl_runtime *rt = arg;
+
+    (void)what;
+    if (sig == SIGHUP) {
+        SL_WARN(NULL, "SIGHUP received: configuration reload is not supported yet; ignored");
+        return;
+    }
+    if (rt->stopping) {
+        SL_WARN(NULL, "second %s: stopping now", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        rt->exit_code = 1;
+        event_base_loopbreak(rt->base);
+        return;
+    }
+    SL_INFO(NULL, "%s received: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    sl_runtime_stop(rt, 0);
+}
+
+int sl_runtime_new(struct sl_config *conf, struct sl_runtime **out, struct sl_err *err)
+{
+    struct sl_runtime *rt = sl_calloc(1, sizeof(*rt));
+    int rc;
+
+    rt->base = event_base_new();
+    if (!rt->base) {
+        rc = sl_err_set(err, SL_EIO, false, "cannot create the event loop");
+        goto fail;
+    }
+    rt->sig_term = evsignal_new(rt->base, SIGTERM, on_signal, rt);
+    rt->sig_int = evsignal_new(rt->base, SIGINT, on_signal, rt);
+    rt->sig_hup = evsignal_new(rt->base, SIGHUP, on_signal, rt);
+    rt->stop_timer = evtimer_new(rt->base, on_stop_timeout, rt);
+    if (!rt->sig_term || !rt->sig_int || !rt->sig_hup || !rt->stop_timer ||
+        evsignal_add(rt->sig_term, NULL) || evsignal_add(rt->sig_int, NULL) ||
+        evsignal_add(rt->sig_hup, NULL)) {
+        rc = sl_err_set(err, SL_EIO, false, "cannot install signal handlers");
+        goto fail;
+    }
+    /* a peer closing a socket or pipe is an error return, not a death */
+    signal(SIGPIPE, SIG_IGN);
+    rc = sl_pool_new(rt->base, (int)conf->server.worker_threads, &rt->pool, err);
+    if (rc != 0)
+        goto fail;
+    rt->conf = conf;
+    *out = rt;
+    return 0;
+
+fail:
+    sl_runtime_free(rt);
+    return rc;
+}
+
+void sl_runtime_add(struct sl_runtime *rt, const char *name, const struct sl_component_ops *ops,
+                    void *ctx)
+{
+    struct sl_component *c;
+
+    rt->components = sl_realloc(rt->components, (rt->ncomponents + 1) * sizeof(*c));
+    c = &rt->components[rt->ncomponents++];
+    memset(c, 0, sizeof(*c));
+    c->rt = rt;
+    c->ops = ops;
+    c->ctx = ctx;
+    c->name = sl_asprintf("%s:%s", ops->kind, name);
+}
+
+int sl_runtime_run(struct sl_runtime *rt)
+{
+    struct sl_err err;
+
+    for (size_t i = 0; i < rt->ncomponents && !rt->stopping; i++) {
+        struct sl_component *c = &rt->components[i];
+
+        sl_err_clear(&err);
+        if (c->ops->start && c->ops->start(c->ctx, &err) != 0) {
+            SL_ERROR(c->name, "cannot start: %s", err.msg[0] ? err.msg : sl_strerror(err.code));
+            sl_runtime_stop(rt, 1);
+            break;
+        }
+        c->started = 1;
+    }
+    if (!rt->stopping || rt->nstopping > 0)
+        event_base_dispatch(rt->base);
+    return rt->exit_code;
+}
+
+void sl_runtime_free(struct sl_runtime *rt)
+{
+    if (!rt)
+        return;
+    /* blocking work finishes before the components it reports to go away */
+    sl_pool_free(rt->pool);
+    for (size_t i = rt->ncomponents; i-- > 0;) {
+        struct sl_component *c = &rt->components[i];
+        if (c->ops->free)
+            c->ops->free(c->ctx);
+        free(c->name);
+    }
+    free(rt->components);
+    if (rt->sig_term)
+        event_free(rt->sig_term);
+    if (rt->sig_int)
+        event_free(rt->sig_int);
+    if (rt->sig_hup)
+        event_free(rt->sig_hup);
+    if (rt->stop_timer)
+        event_free(rt->stop_timer);
+    if (rt->base)
+        event_base_free(rt->base);
+    sl_config_free(rt->conf);
+    free(rt);
+}

@@ -1,0 +1,65 @@
+/* sluice: the runtime root.
+ *
+ * One per process: the event_base every component registers with, the
+ * loaded configuration, the worker pool, and the registry of running
+ * components (pollers, sinks, the HTTP API) that are started in order and
+ * stopped in reverse order. No other mutable globals. */
+#ifndef SLUICE_RUNTIME_H
+#define SLUICE_RUNTIME_H
+
+#include <event2/event.h>
+
+#include "sluice/config.h"
+#include "sluice/err.h"
+#include "sluice/pool.h"
+
+struct sl_runtime;
+struct sl_component;
+
+/* What the runtime needs to drive a component. */
+struct sl_component_ops {
+    const char *kind;                                 /* "source", "sink", "api" */
+    int  (*start)(void *ctx, struct sl_err *err);     /* register events; no blocking */
+    /* Begin a graceful stop; call sl_component_stopped(c) when finished,
+     * possibly before returning. NULL: stops at once. */
+    void (*stop)(void *ctx, struct sl_component *c);
+    void (*free)(void *ctx);                          /* may be NULL */
+};
+
+struct sl_runtime {
+    struct event_base *base;
+    struct sl_config  *conf;         /* owned */
+    struct sl_pool    *pool;         /* blocking work */
+    struct event      *sig_term, *sig_int, *sig_hup;
+    struct event      *stop_timer;   /* shutdown_timeout_s */
+    struct sl_component *components; /* registry, in start order */
+    size_t             ncomponents;
+    size_t             nstopping;    /* components still stopping */
+    int                stopping;
+    int                exit_code;
+};
+
+/* Build the root around `conf`. Takes ownership of `conf` on success only. */
+int sl_runtime_new(struct sl_config *conf, struct sl_runtime **out, struct sl_err *err);
+
+/* Register a component; the runtime owns `ctx` from now on (ops->free).
+ * `name` is copied and becomes the log prefix "kind:name". */
+void sl_runtime_add(struct sl_runtime *rt, const char *name, const struct sl_component_ops *ops,
+                    void *ctx);
+
+/* Start every component, then run the loop until a stop completes.
+ * Returns the process exit code (0 after a graceful stop). */
+int sl_runtime_run(struct sl_runtime *rt);
+
+/* Ask for a graceful stop (what SIGTERM does). Safe to call twice. */
+void sl_runtime_stop(struct sl_runtime *rt, int exit_code);
+
+/* Reported by a component when its stop finished. */
+void sl_component_stopped(struct sl_component *c);
+
+/* Log prefix of a component ("source:orders"). */
+const char *sl_component_name(const struct sl_component *c);
+
+void sl_runtime_free(struct sl_runtime *rt);
+
+#endif
