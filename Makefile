@@ -30,6 +30,8 @@ UNIT_SRCS  := $(wildcard tests/unit/*.c)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
 INTEG_SRCS := $(wildcard tests/integration/*.c)
 INTEG_BINS := $(INTEG_SRCS:tests/integration/%.c=$(BUILD)/tests/integration/%)
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all deps test unit run bench docs clean check-docs
 .DEFAULT_GOAL := all
@@ -60,6 +62,10 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
 $(BUILD)/tests/integration/%: tests/integration/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) -MF $@.d -o $@ $< $(BUILD)/libsluice.a $(LDFLAGS_ALL) $(TEST_LIBS) $(LIBS_ALL)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MF $@.d -o $@ $< $(BUILD)/libsluice.a $(LDFLAGS_ALL) $(LIBS_ALL)
 
 # Debian packages for the build, the tests and the demo; quiet when present.
 deps:

@@ -53,6 +53,7 @@ static void diags_addv(struct sl_diags *d, int line, int col, const char *fmt, v
     d->v = sl_realloc(d->v, (d->n + 1) * sizeof(*d->v));
     d->v[d->n].line = line;
     d->v[d->n].col = col;
+    d->v[d->n].seq = d->n;
     d->v[d->n].msg = sl_strdup(buf);
     d->n++;
 }
@@ -74,12 +75,13 @@ static int diag_cmp(const void *a, const void *b)
         return x->line < y->line ? -1 : 1;
     if (x->col != y->col)
         return x->col < y->col ? -1 : 1;
-    return x->msg < y->msg ? -1 : x->msg > y->msg; /* stable by insertion (address) */
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
 void sl_diags_print(struct sl_diags *d, FILE *out)
 {
-    qsort(d->v, d->n, sizeof(*d->v), diag_cmp);
+    if (d->n > 1)
+        qsort(d->v, d->n, sizeof(*d->v), diag_cmp);
     for (size_t i = 0; i < d->n; i++) {
         if (d->v[i].line > 0)
             fprintf(out, "%s:%d:%d: %s\n", d->file, d->v[i].line, d->v[i].col, d->v[i].msg);

@@ -184,8 +184,9 @@ struct sl_config {
 /* Diagnostics                                                         */
 
 struct sl_diag {
-    int   line, col;                 /* 1-based; 0 when not tied to a place */
-    char *msg;
+    int    line, col;                /* 1-based; 0 when not tied to a place */
+    size_t seq;                      /* insertion order, keeps sorting stable */
+    char  *msg;
 };
 
 struct sl_diags {

@@ -1,0 +1,442 @@
+/* Config loader: a table of good and bad files with their exact messages,
+ * value parsing, defaults, interpolation, and the generated reference. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "schema.h"
+#include "sluice/config.h"
+#include "sluice/err.h"
+
+#define FIX "tests/unit/fixtures"
+
+/* Load `yaml` as file "t.yaml" relative to the fixtures; return the
+ * printed diagnostics (caller frees) and the config in *out when valid. */
+static char *load(const char *yaml, struct sl_config **out)
+{
+    struct sl_diags d;
+    struct sl_config *c = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    sl_diags_init(&d, "t.yaml");
+    sl_config_load_buffer("t.yaml", FIX, yaml, strlen(yaml), &c, &d);
+    f = open_memstream(&text, &len);
+    sl_diags_print(&d, f);
+    fclose(f);
+    sl_diags_destroy(&d);
+    if (out)
+        *out = c;
+    else
+        sl_config_free(c);
+    return text;
+}
+
+struct bad_case {
+    const char *name;
+    const char *yaml;
+    const char *expect; /* the whole printed output */
+};
+
+static const struct bad_case bad[] = {
+    { "yaml syntax",
+      "functions:\n  f: [\n",
+      "t.yaml:3:1: yaml: did not find expected node content while parsing a flow node\n" },
+    { "empty file", "", "t.yaml: the configuration is empty\n" },
+    { "top is a list", "- a\n- b\n", "t.yaml:1:1: expected a mapping at the top, got a list\n" },
+    { "unknown top key", "funcs: {}\n",
+      "t.yaml:1:1: funcs: unknown key (expected functions, sources, sinks, server or log)\n" },
+    { "unknown key with suggestion",
+      "functions:\n  f:\n    handler: handler.sh\n    memory_md: 256\n",
+      "t.yaml:4:5: functions.f.memory_md: unknown key (did you mean 'memory_mb'?)\n" },
+    { "unknown key without suggestion",
+      "functions:\n  f:\n    handler: handler.sh\n    colour: red\n",
+      "t.yaml:4:5: functions.f.colour: unknown key\n" },
+    { "duplicate key",
+      "functions:\n  f:\n    handler: handler.sh\n    timeout_s: 3\n    timeout_s: 4\n",
+      "t.yaml:5:5: functions.f.timeout_s: duplicate key\n" },
+    { "wrong type int",
+      "functions:\n  f:\n    handler: handler.sh\n    reserved_concurrency: lots\n",
+      "t.yaml:4:27: functions.f.reserved_concurrency: 'lots' is not an integer\n" },
+    { "wrong type mapping for scalar",
+      "functions:\n  f:\n    handler: { a: 1 }\n",
+      "t.yaml:3:14: functions.f.handler: expected a scalar, got a mapping\n" },
+    { "out of range",
+      "functions:\n  f:\n    handler: handler.sh\n    memory_mb: 64\n",
+      "t.yaml:4:16: functions.f.memory_mb: 64 is out of range 128..10240 MB\n" },
+    { "duration out of range with unit",
+      "functions:\n  f:\n    handler: handler.sh\n    timeout_s: 500ms\n",
+      "t.yaml:4:16: functions.f.timeout_s: 500ms is out of range 1..900 s\n" },
+    { "bad duration unit",
+      "functions:\n  f:\n    handler: handler.sh\n    timeout_s: 3 fortnights\n",
+      "t.yaml:4:16: functions.f.timeout_s: '3 fortnights' has an unknown unit 'fortnights'\n" },
+    { "size not whole MB",
+      "functions:\n  f:\n    handler: handler.sh\n    memory_mb: 1000KB\n",
+      "t.yaml:4:16: functions.f.memory_mb: '1000KB' is not a whole number of MB\n" },
+    { "enum",
+      "functions:\n  f:\n    handler: handler.sh\n    network: wifi\n",
+      "t.yaml:4:14: functions.f.network: 'wifi' is not one of none, host\n" },
+    { "bool",
+      "functions:\n  f:\n    handler: handler.sh\n    snapstart: maybe\n",
+      "t.yaml:4:16: functions.f.snapstart: 'maybe' is not a boolean (true or false)\n" },
+    { "missing handler file",
+      "functions:\n  f:\n    handler: nope.sh\n",
+      "t.yaml:3:14: functions.f.handler: handler tests/unit/fixtures/nope.sh does not exist\n" },
+    { "handler not executable",
+      "functions:\n  f:\n    handler: plain.txt\n",
+      "t.yaml:3:14: functions.f.handler: handler tests/unit/fixtures/plain.txt is not executable\n" },
+    { "missing required",
+      "functions:\n  f:\n    memory_mb: 256\n",
+      "t.yaml:2:3: functions.f: missing required key 'handler'\n" },
+    { "bad name",
+      "functions:\n  bad name:\n    handler: handler.sh\n",
+      "t.yaml:2:3: functions.bad name: name must be 1 to 64 letters, digits, '-' or '_'\n" },
+    { "dangling function",
+      "functions:\n  f:\n    handler: handler.sh\nsources:\n  s:\n    type: redis\n"
+      "    function: g\n    url: redis://x\n    key: q\n",
+      "t.yaml:7:15: sources.s.function: no function named 'g'\n" },
+    { "dangling sink",
+      "functions:\n  f:\n    handler: handler.sh\n    async:\n      on_failure: dlq\n",
+      "t.yaml:5:19: functions.f.async.on_failure: no sink named 'dlq'\n" },
+    { "key of another source type",
+      "functions:\n  f:\n    handler: handler.sh\nsources:\n  s:\n    type: redis\n"
+      "    function: f\n    url: redis://x\n    key: q\n    topics: [a]\n",
+      "t.yaml:10:5: sources.s.topics: not a key of redis sources\n" },
+    { "unknown source type",
+      "functions:\n  f:\n    handler: handler.sh\nsources:\n  s:\n    type: kinesis\n"
+      "    function: f\n",
+      "t.yaml:6:11: sources.s.type: 'kinesis' is not one of kafka, redis, postgres\n" },
+    { "type-specific required",
+      "functions:\n  f:\n    handler: handler.sh\nsources:\n  s:\n    type: kafka\n"
+      "    function: f\n    topics: orders\n",
+      "t.yaml:5:3: sources.s: missing required key 'brokers'\n" },
+    { "unset variable",
+      "functions:\n  f:\n    handler: ${SLUICE_TEST_UNSET_VAR}\n",
+      "t.yaml:3:14: functions.f.handler: environment variable SLUICE_TEST_UNSET_VAR is not set "
+      "(use ${SLUICE_TEST_UNSET_VAR:-default} for a default)\n" },
+    { "unterminated variable",
+      "functions:\n  f:\n    handler: ${HOME\n",
+      "t.yaml:3:14: functions.f.handler: unterminated '${' in '${HOME'\n" },
+    { "reserved environment variable",
+      "functions:\n  f:\n    handler: handler.sh\n    environment: { AWS_REGION: x }\n",
+      "t.yaml:4:18: functions.f.environment: variable name 'AWS_REGION' is reserved\n" },
+    { "provisioned above reserved",
+      "functions:\n  f:\n    handler: handler.sh\n    reserved_concurrency: 2\n"
+      "    provisioned_concurrency: 3\n",
+      "t.yaml:2:3: functions.f: provisioned_concurrency (3) is more than reserved_concurrency (2)\n" },
+    { "at timestamp needs time",
+      "functions:\n  f:\n    handler: handler.sh\nsources:\n  s:\n    type: kafka\n"
+      "    function: f\n    brokers: b:1\n    topics: t\n    starting_position: AT_TIMESTAMP\n",
+      "t.yaml:5:3: sources.s: starting_position AT_TIMESTAMP needs starting_position_timestamp\n" },
+    { "bad debug context",
+      "log:\n  debug: [kafka, disk]\n",
+      "t.yaml:2:10: log.debug: unknown debug context 'disk' (one of: all, config, kafka, redis, "
+      "postgres, sandbox, dispatch, api, sink)\n" },
+    { "two documents",
+      "log: {}\n---\nlog: {}\n",
+      "t.yaml:2:1: only one YAML document is allowed\n" },
+    { "all errors at once, in file order",
+      "functions:\n  f:\n    handler: handler.sh\n    memory_mb: 1\n    timeout_s: x\n"
+      "sinks:\n  d:\n    type: file\n    url: redis://x\nlog:\n  level: loud\n",
+      "t.yaml:4:16: functions.f.memory_mb: 1 is out of range 128..10240 MB\n"
+      "t.yaml:5:16: functions.f.timeout_s: 'x' is not a duration\n"
+      "t.yaml:7:3: sinks.d: missing required key 'path'\n"
+      "t.yaml:9:5: sinks.d.url: not a key of file sinks\n"
+      "t.yaml:11:10: log.level: 'loud' is not one of error, warn, info, debug\n" },
+};
+
+Test(config, bad_files_report_exact_messages)
+{
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct sl_config *c = NULL;
+        char *got = load(bad[i].yaml, &c);
+
+        cr_expect_null(c, "case '%s' loaded although it is invalid", bad[i].name);
+        cr_expect_str_eq(got, bad[i].expect, "case '%s'", bad[i].name);
+        sl_config_free(c);
+        free(got);
+    }
+}
+
+Test(config, good_file_gets_defaults_and_units)
+{
+    struct sl_config *c;
+    char *got;
+
+    setenv("SLUICE_TEST_BROKERS", "127.0.0.1:19092", 1);
+    unsetenv("SLUICE_TEST_EMPTY");
+    got = load("functions:\n"
+               "  f:\n"
+               "    handler: ./handler.sh\n"
+               "    memory_mb: 1GB\n"
+               "    timeout_s: 2m\n"
+               "    environment: { GREETING: hi, PORT: 8080 }\n"
+               "    layers: [layer]\n"
+               "sources:\n"
+               "  k:\n"
+               "    type: kafka\n"
+               "    function: f\n"
+               "    brokers: ${SLUICE_TEST_BROKERS}\n"
+               "    topics: orders\n"
+               "    maximum_record_age_s: -1\n"
+               "    filter_criteria: [ { value: { n: [ { numeric: ['>', 5] } ], s: ['5'] } } ]\n"
+               "  r:\n"
+               "    type: redis\n"
+               "    function: f\n"
+               "    url: ${SLUICE_TEST_EMPTY:-redis://127.0.0.1:6379}\n"
+               "    key: 'price: $$5'\n"
+               "    visibility_timeout_s: 1500ms\n"
+               "    on_failure:\n"
+               "server:\n"
+               "  listen: 127.0.0.1:9999\n", &c);
+    cr_assert_str_eq(got, "");
+    cr_assert_not_null(c);
+    free(got);
+
+    cr_assert_eq(c->nfunctions, 1);
+    cr_expect_eq(c->functions[0].memory_mb, 1024);
+    cr_expect_eq(c->functions[0].timeout_ms, 120000);
+    cr_expect_eq(c->functions[0].init_timeout_ms, 10000);
+    cr_expect_eq(c->functions[0].reserved_concurrency, -1);
+    cr_expect_eq(c->functions[0].async.maximum_retry_attempts, 2);
+    cr_expect_eq(c->functions[0].async.maximum_event_age_ms, 6 * 3600 * 1000LL);
+    cr_expect_str_eq(c->functions[0].handler, FIX "/handler.sh");
+    cr_expect_str_eq(c->functions[0].layers.v[0], FIX "/layer");
+    cr_assert_eq(c->functions[0].environment.n, 2);
+    cr_expect_str_eq(c->functions[0].environment.v[1].key, "PORT");
+    cr_expect_str_eq(c->functions[0].environment.v[1].value, "8080");
+
+    cr_assert_eq(c->nsources, 2);
+    cr_expect_str_eq(c->sources[0].brokers, "127.0.0.1:19092");
+    cr_expect_eq(c->sources[0].topics.n, 1);
+    cr_expect_str_eq(c->sources[0].topics.v[0], "orders");
+    cr_expect_eq(c->sources[0].batch_size, 100);
+    cr_expect_eq(c->sources[0].maximum_batching_window_ms, 500);
+    cr_expect_eq(c->sources[0].maximum_record_age_ms, -1);
+    cr_expect_eq(c->sources[0].maximum_retry_attempts, -1);
+    cr_expect(c->sources[0].enabled);
+    {
+        char *js = json_dumps(c->sources[0].filter_criteria, JSON_COMPACT | JSON_SORT_KEYS);
+        cr_expect_str_eq(js, "[{\"value\":{\"n\":[{\"numeric\":[\">\",5]}],\"s\":[\"5\"]}}]");
+        free(js);
+    }
+    /* per-type defaults: redis batches are 10 and have no window */
+    cr_expect_eq(c->sources[1].batch_size, 10);
+    cr_expect_eq(c->sources[1].maximum_batching_window_ms, 0);
+    cr_expect_str_eq(c->sources[1].url, "redis://127.0.0.1:6379");
+    cr_expect_str_eq(c->sources[1].key, "price: $5");
+    cr_expect_eq(c->sources[1].visibility_timeout_ms, 1500);
+    cr_expect_null(c->sources[1].on_failure);
+    cr_expect_eq(c->sources[1].max_receive_count, 5);
+
+    cr_expect_str_eq(c->server.listen, "127.0.0.1:9999");
+    cr_expect_eq(c->server.concurrency_limit, 1000);
+    cr_expect_str_eq(c->server.data_dir, FIX "/.sluice");
+    cr_expect_eq(c->log.level, 2);
+    sl_config_free(c);
+}
+
+Test(config, quickstart_example_is_valid)
+{
+    struct sl_diags d;
+    struct sl_config *c = NULL;
+    int rc;
+
+    sl_diags_init(&d, "examples/quickstart.yaml");
+    rc = sl_config_load("examples/quickstart.yaml", &c, &d);
+    cr_assert_eq(rc, 0, "quickstart has %zu errors, first: %s", d.n, d.n ? d.v[0].msg : "");
+    cr_expect_eq(c->nfunctions, 1);
+    cr_expect_eq(c->nsources, 3);
+    sl_diags_destroy(&d);
+    sl_config_free(c);
+}
+
+Test(config, missing_file_is_a_clear_error)
+{
+    struct sl_diags d;
+    struct sl_config *c = NULL;
+    char *text = NULL;
+    size_t len;
+    FILE *f;
+
+    sl_diags_init(&d, "nope.yaml");
+    cr_assert_eq(sl_config_load("tests/unit/fixtures/nope.yaml", &c, &d), SL_EIO);
+    f = open_memstream(&text, &len);
+    sl_diags_print(&d, f);
+    fclose(f);
+    cr_expect_str_eq(text, "nope.yaml: cannot open: No such file or directory\n");
+    cr_expect_null(c);
+    free(text);
+    sl_diags_destroy(&d);
+}
+
+Test(config, binary_garbage_is_rejected)
+{
+    static const char junk[] = "\x01\x02\xff\xfe\x00\x80garbage";
+    struct sl_diags d;
+    struct sl_config *c = NULL;
+
+    sl_diags_init(&d, "junk");
+    cr_expect_neq(sl_config_load_buffer("junk", ".", junk, sizeof(junk) - 1, &c, &d), 0);
+    cr_expect_geq(d.n, 1);
+    cr_expect_null(c);
+    sl_diags_destroy(&d);
+}
+
+/* ------------------------------------------------------------------ */
+
+Test(values, integers)
+{
+    int64_t v;
+    char why[128];
+
+    cr_expect_eq(sl__parse_int("42", &v, why, sizeof(why)), 0);
+    cr_expect_eq(v, 42);
+    cr_expect_eq(sl__parse_int("-7", &v, why, sizeof(why)), 0);
+    cr_expect_eq(v, -7);
+    cr_expect_eq(sl__parse_int("4x", &v, why, sizeof(why)), -1);
+    cr_expect_str_eq(why, "'4x' is not an integer");
+    cr_expect_eq(sl__parse_int("", &v, why, sizeof(why)), -1);
+    cr_expect_eq(sl__parse_int("99999999999999999999", &v, why, sizeof(why)), -1);
+    cr_expect_str_eq(why, "'99999999999999999999' is too large");
+}
+
+Test(values, durations)
+{
+    int64_t ms;
+    char why[128];
+
+    cr_expect_eq(sl__parse_duration("500ms", 1000, &ms, why, sizeof(why)), 0);
+    cr_expect_eq(ms, 500);
+    cr_expect_eq(sl__parse_duration("30", 1000, &ms, why, sizeof(why)), 0);
+    cr_expect_eq(ms, 30000);
+    cr_expect_eq(sl__parse_duration("30", 1, &ms, why, sizeof(why)), 0);
+    cr_expect_eq(ms, 30);
+    cr_expect_eq(sl__parse_duration("1.5s", 1000, &ms, why, sizeof(why)), 0);
+    cr_expect_eq(ms, 1500);
+    cr_expect_eq(sl__parse_duration("6h", 1000, &ms, why, sizeof(why)), 0);
+    cr_expect_eq(ms, 21600000);
+    cr_expect_eq(sl__parse_duration("2m", 1000, &ms, why, sizeof(why)), 0);
+    cr_expect_eq(ms, 120000);
+    cr_expect_eq(sl__parse_duration("0.5ms", 1, &ms, why, sizeof(why)), -1);
+    cr_expect_str_eq(why, "'0.5ms' is not a whole number of milliseconds");
+    cr_expect_eq(sl__parse_duration("s", 1, &ms, why, sizeof(why)), -1);
+    cr_expect_str_eq(why, "'s' is not a duration");
+}
+
+Test(values, sizes)
+{
+    int64_t v;
+    char why[128];
+
+    cr_expect_eq(sl__parse_size("256MB", 1024 * 1024, &v, why, sizeof(why)), 0);
+    cr_expect_eq(v, 256);
+    cr_expect_eq(sl__parse_size("256", 1024 * 1024, &v, why, sizeof(why)), 0);
+    cr_expect_eq(v, 256);
+    cr_expect_eq(sl__parse_size("2GiB", 1024 * 1024, &v, why, sizeof(why)), 0);
+    cr_expect_eq(v, 2048);
+    cr_expect_eq(sl__parse_size("6MB", 1, &v, why, sizeof(why)), 0);
+    cr_expect_eq(v, 6 * 1024 * 1024);
+    cr_expect_eq(sl__parse_size("10 KB", 1, &v, why, sizeof(why)), 0);
+    cr_expect_eq(v, 10240);
+    cr_expect_eq(sl__parse_size("5XB", 1, &v, why, sizeof(why)), -1);
+    cr_expect_str_eq(why, "'5XB' has an unknown unit 'XB'");
+}
+
+Test(values, booleans)
+{
+    bool b;
+    char why[128];
+
+    cr_expect_eq(sl__parse_bool("true", &b, why, sizeof(why)), 0);
+    cr_expect(b);
+    cr_expect_eq(sl__parse_bool("Off", &b, why, sizeof(why)), 0);
+    cr_expect_not(b);
+    cr_expect_eq(sl__parse_bool("1", &b, why, sizeof(why)), -1);
+}
+
+Test(values, interpolation)
+{
+    char why[256], *s;
+
+    setenv("SL_T_A", "alpha", 1);
+    setenv("SL_T_EMPTY", "", 1);
+    unsetenv("SL_T_UNSET");
+
+    s = sl__interpolate("x-${SL_T_A}-y", why, sizeof(why));
+    cr_expect_str_eq(s, "x-alpha-y");
+    free(s);
+    s = sl__interpolate("${SL_T_UNSET:-fallback:1}", why, sizeof(why));
+    cr_expect_str_eq(s, "fallback:1");
+    free(s);
+    s = sl__interpolate("${SL_T_EMPTY:-d}", why, sizeof(why));
+    cr_expect_str_eq(s, "d");
+    free(s);
+    s = sl__interpolate("$${SL_T_A} costs $5", why, sizeof(why));
+    cr_expect_str_eq(s, "${SL_T_A} costs $5");
+    free(s);
+    s = sl__interpolate("${SL_T_EMPTY}", why, sizeof(why));
+    cr_expect_str_eq(s, "");
+    free(s);
+
+    cr_expect_null(sl__interpolate("${SL_T_UNSET}", why, sizeof(why)));
+    cr_expect_null(sl__interpolate("${1BAD}", why, sizeof(why)));
+    cr_expect_str_eq(why, "bad variable reference '${1BAD}'");
+    cr_expect_null(sl__interpolate("${A B}", why, sizeof(why)));
+}
+
+/* ------------------------------------------------------------------ */
+
+Test(config, every_table_default_parses)
+{
+    /* A config with one of each source and sink type takes every default,
+     * so a bad default in a table fails here rather than for a user. */
+    struct sl_config *c;
+    char *got = load("functions: { f: { handler: handler.sh } }\n"
+                     "sources:\n"
+                     "  k: { type: kafka, function: f, brokers: b:1, topics: t }\n"
+                     "  r: { type: redis, function: f, url: redis://x, key: q }\n"
+                     "  p: { type: postgres, function: f, dsn: 'dbname=x' }\n"
+                     "sinks:\n"
+                     "  a: { type: file, path: a.jsonl }\n"
+                     "  b: { type: redis, url: redis://x, key: d }\n"
+                     "  c: { type: kafka, brokers: b:1, topic: d }\n"
+                     "  d: { type: postgres, dsn: 'dbname=x' }\n"
+                     "  e: { type: sqlite, path: e.db }\n", &c);
+    cr_assert_str_eq(got, "");
+    free(got);
+    cr_expect_eq(c->nsinks, 5);
+    cr_expect_str_eq(c->sinks[3].table, "sluice_dlq");
+    cr_expect(c->sinks[0].fsync);
+    sl_config_free(c);
+}
+
+Test(config, generated_reference_is_current)
+{
+    char *gen = NULL, *disk = NULL;
+    size_t glen = 0, dlen = 0;
+    FILE *f;
+
+    f = open_memstream(&gen, &glen);
+    sl_config_docs(f);
+    fclose(f);
+
+    f = fopen("docs/CONFIGURATION.md", "r");
+    cr_assert_not_null(f, "docs/CONFIGURATION.md is missing: run `make docs`");
+    {
+        FILE *m = open_memstream(&disk, &dlen);
+        char buf[4096];
+        size_t r;
+        while ((r = fread(buf, 1, sizeof(buf), f)) > 0)
+            fwrite(buf, 1, r, m);
+        fclose(m);
+    }
+    fclose(f);
+    cr_expect(glen == dlen && memcmp(gen, disk, glen) == 0,
+              "docs/CONFIGURATION.md is stale: run `make docs` and commit it");
+    cr_expect(strstr(gen, "| `batch_size` | integer | `100`, redis: `10` | 1..10000 |") != NULL);
+    free(gen);
+    free(disk);
+}

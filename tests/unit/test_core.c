@@ -1,0 +1,405 @@
+/* Core: error codes, logging (text, JSON, levels, redaction), the worker
+ * pool and the runtime's start/stop sequencing. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sluice/err.h"
+#include "sluice/log.h"
+#include "sluice/mem.h"
+#include "sluice/pool.h"
+#include "sluice/runtime.h"
+
+/* ------------------------------------------------------------------ */
+/* errors                                                              */
+
+Test(err, every_code_has_text_and_name)
+{
+    for (int code = -1; code >= SL_EINTERNAL; code--) {
+        cr_expect_str_neq(sl_strerror(code), "unknown error", "code %d", code);
+        cr_expect_eq(strncmp(sl_errname(code), "SL_E", 4), 0);
+        cr_expect_str_neq(sl_errname(code), "SL_E?", "code %d", code);
+    }
+    cr_expect_str_eq(sl_strerror(SL_ENOMEM), "out of memory");
+    cr_expect_str_eq(sl_errname(SL_ETIMEDOUT), "SL_ETIMEDOUT");
+    cr_expect_str_eq(sl_strerror(0), "success");
+    cr_expect_str_eq(sl_strerror(SL_EINTERNAL - 1), "unknown error");
+    cr_expect_str_eq(sl_strerror(5), "unknown error");
+}
+
+Test(err, set_fills_detail_and_returns_code)
+{
+    struct sl_err e;
+
+    sl_err_clear(&e);
+    cr_expect_eq(sl_err_set(&e, SL_ECONN, true, "cannot connect to %s: %s", "127.0.0.1:1",
+                            "connection refused"), SL_ECONN);
+    cr_expect_eq(e.code, SL_ECONN);
+    cr_expect(e.retriable);
+    cr_expect_str_eq(e.msg, "cannot connect to 127.0.0.1:1: connection refused");
+    cr_expect_eq(sl_err_set(NULL, SL_EIO, false, "x"), SL_EIO);
+}
+
+/* ------------------------------------------------------------------ */
+/* logging: lines go to a pipe we read back                            */
+
+static int logp[2];
+
+static void log_setup(void)
+{
+    cr_assert_eq(pipe(logp), 0);
+    sl_log_set_fd(logp[1]);
+    sl_log_set_level(SL_LOG_INFO);
+    sl_log_set_format(SL_LOG_TEXT);
+    sl_log_set_debug(0);
+}
+
+static char *log_read(void)
+{
+    static char buf[65536];
+    ssize_t n;
+
+    close(logp[1]);
+    n = read(logp[0], buf, sizeof(buf) - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    close(logp[0]);
+    return buf;
+}
+
+Test(log, text_lines_have_level_and_instance, .init = log_setup)
+{
+    char *out;
+
+    SL_INFO("source:orders", "started %d lanes", 4);
+    SL_WARN(NULL, "plain");
+    out = log_read();
+    cr_expect(strstr(out, "info  [source:orders] started 4 lanes\n") != NULL, "got: %s", out);
+    cr_expect(strstr(out, "warn  plain\n") != NULL, "got: %s", out);
+    cr_expect_eq(out[4], '-'); /* starts with an ISO date */
+    cr_expect_eq(out[23], 'Z');
+}
+
+static int evaluated;
+static int side_effect(void)
+{
+    return ++evaluated;
+}
+
+Test(log, levels_filter_before_arguments_are_evaluated, .init = log_setup)
+{
+    char *out;
+
+    sl_log_set_level(SL_LOG_WARN);
+    SL_INFO(NULL, "hidden %d", side_effect());
+    SL_DEBUG(SL_DBG_KAFKA, NULL, "hidden too %d", side_effect());
+    sl_log_set_debug(1u << SL_DBG_KAFKA);
+    SL_DEBUG(SL_DBG_KAFKA, "source:k", "kafka debug %d", side_effect());
+    SL_DEBUG(SL_DBG_REDIS, NULL, "redis debug %d", side_effect());
+    SL_ERROR(NULL, "shown");
+    out = log_read();
+    cr_expect_eq(evaluated, 1, "arguments of filtered lines were evaluated");
+    cr_expect(strstr(out, "hidden") == NULL);
+    cr_expect(strstr(out, "redis debug") == NULL);
+    cr_expect(strstr(out, "debug [source:k] kafka debug 1\n") != NULL, "got: %s", out);
+    cr_expect(strstr(out, "error shown\n") != NULL);
+}
+
+Test(log, json_lines_parse_and_escape, .init = log_setup)
+{
+    json_t *j;
+    json_error_t jerr;
+    char *out;
+
+    sl_log_set_format(SL_LOG_JSON);
+    SL_ERROR("sink:d\"q", "bad \"value\"\n\tand \x01 control");
+    out = log_read();
+    cr_expect_eq(out[strlen(out) - 1], '\n');
+    j = json_loads(out, 0, &jerr);
+    cr_assert_not_null(j, "not JSON: %s (%s)", out, jerr.text);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "level")), "error");
+    cr_expect_str_eq(json_string_value(json_object_get(j, "instance")), "sink:d\"q");
+    cr_expect_str_eq(json_string_value(json_object_get(j, "msg")), "bad \"value\"\n\tand \x01 control");
+    cr_expect_not_null(json_object_get(j, "ts"));
+    json_decref(j);
+}
+
+Test(log, long_lines_are_cut_but_stay_one_line, .init = log_setup)
+{
+    char *big = sl_malloc(20000), *out;
+
+    memset(big, 'x', 19999);
+    big[19999] = '\0';
+    SL_INFO(NULL, "%s", big);
+    out = log_read();
+    cr_expect_eq(strchr(out, '\n'), out + strlen(out) - 1, "one line only");
+    cr_expect_lt(strlen(out), 9000);
+    free(big);
+}
+
+Test(log, debug_context_names)
+{
+    cr_expect_eq(sl_log_ctx_parse("kafka"), 1L << SL_DBG_KAFKA);
+    cr_expect_eq(sl_log_ctx_parse("sink"), 1L << SL_DBG_SINK);
+    cr_expect_eq(sl_log_ctx_parse("all"), (1L << SL_DBG__COUNT) - 1);
+    cr_expect_eq(sl_log_ctx_parse("disk"), -1);
+}
+
+Test(log, redaction_hides_passwords)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        { "redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0" },
+        { "redis://user:p@ss@host:1", "redis://user:***@host:1" },
+        { "redis://127.0.0.1:6379", "redis://127.0.0.1:6379" },
+        { "rediss://alice@host", "rediss://alice@host" },
+        { "host=db user=app password=hunter2 dbname=x", "host=db user=app password=*** dbname=x" },
+        { "host=db password='a b\\' c' port=1", "host=db password=*** port=1" },
+        { "postgresql://app:pw@db/x?password=two&sslmode=require",
+          "postgresql://app:***@db/x?password=***&sslmode=require" },
+        { "no secrets here", "no secrets here" },
+    };
+    char out[256];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sl_log_redact(cases[i].in, out, sizeof(out));
+        cr_expect_str_eq(out, cases[i].out, "input %s", cases[i].in);
+    }
+    sl_log_redact("redis://:verylongpassword@h", out, 12);
+    cr_expect_eq(strlen(out), 11);
+    cr_expect(strstr(out, "verylong") == NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* worker pool                                                         */
+
+struct pool_job {
+    int              id;
+    pthread_t        worker;
+    struct event_base *base;
+};
+
+static atomic_int worked;
+static int done_order[64], ndone;
+static pthread_t loop_thread;
+static int done_off_loop;
+
+static void job_work(void *arg)
+{
+    struct pool_job *j = arg;
+
+    j->worker = pthread_self();
+    usleep(1000);
+    atomic_fetch_add(&worked, 1);
+}
+
+static void job_done(void *arg)
+{
+    struct pool_job *j = arg;
+
+    if (!pthread_equal(pthread_self(), loop_thread))
+        done_off_loop++;
+    done_order[ndone++] = j->id;
+    if (ndone == 64)
+        event_base_loopexit(j->base, NULL);
+}
+
+Test(pool, work_runs_on_workers_and_done_on_the_loop)
+{
+    struct event_base *base = event_base_new();
+    struct pool_job jobs[64];
+    struct sl_pool *pool;
+    struct sl_err err;
+    int off_loop = 0;
+
+    loop_thread = pthread_self();
+    cr_assert_eq(sl_pool_new(base, 3, &pool, &err), 0);
+    for (int i = 0; i < 64; i++) {
+        jobs[i].id = i;
+        jobs[i].base = base;
+        sl_pool_submit(pool, job_work, job_done, &jobs[i]);
+    }
+    cr_expect_gt(sl_pool_pending(pool), 0);
+    event_base_dispatch(base);
+    cr_expect_eq(atomic_load(&worked), 64);
+    cr_expect_eq(ndone, 64);
+    cr_expect_eq(done_off_loop, 0, "done callbacks ran off the loop thread");
+    for (int i = 0; i < 64; i++)
+        off_loop += !pthread_equal(jobs[i].worker, loop_thread);
+    cr_expect_eq(off_loop, 64, "work ran on the loop thread");
+    cr_expect_eq(sl_pool_pending(pool), 0);
+    sl_pool_free(pool);
+    event_base_free(base);
+}
+
+Test(pool, free_finishes_queued_work)
+{
+    struct event_base *base = event_base_new();
+    struct pool_job jobs[10];
+    struct sl_pool *pool;
+    struct sl_err err;
+
+    loop_thread = pthread_self();
+    cr_assert_eq(sl_pool_new(base, 1, &pool, &err), 0);
+    for (int i = 0; i < 10; i++) {
+        jobs[i].id = i;
+        jobs[i].base = base;
+        sl_pool_submit(pool, job_work, job_done, &jobs[i]);
+    }
+    sl_pool_free(pool); /* no loop run: free must still run all of it */
+    cr_expect_eq(atomic_load(&worked), 10);
+    cr_expect_eq(ndone, 10);
+    for (int i = 0; i < 10; i++)
+        cr_expect_eq(done_order[i], i, "done out of order");
+    event_base_free(base);
+}
+
+/* ------------------------------------------------------------------ */
+/* runtime                                                             */
+
+struct comp {
+    struct sl_runtime   *rt;
+    const char          *name;
+    int                  fail_start;
+    int                  async_stop;   /* finish stop from a timer */
+    int                  never_stop;
+    struct event        *timer;
+    struct sl_component *c;
+    char                *trace;        /* shared trace buffer */
+};
+
+static void trace(struct comp *k, const char *what)
+{
+    strcat(k->trace, what);
+    strcat(k->trace, ":");
+    strcat(k->trace, k->name);
+    strcat(k->trace, " ");
+}
+
+static int comp_start(void *ctx, struct sl_err *err)
+{
+    struct comp *k = ctx;
+
+    trace(k, "start");
+    if (k->fail_start)
+        return sl_err_set(err, SL_ECONN, true, "cannot connect");
+    return 0;
+}
+
+static void comp_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct comp *k = arg;
+
+    (void)fd, (void)what;
+    trace(k, "stopped");
+    sl_component_stopped(k->c);
+}
+
+static void comp_stop(void *ctx, struct sl_component *c)
+{
+    struct comp *k = ctx;
+    struct timeval tv = { 0, 20000 };
+
+    trace(k, "stop");
+    k->c = c;
+    if (k->never_stop)
+        return;
+    if (k->async_stop) {
+        k->timer = evtimer_new(k->rt->base, comp_timer, k);
+        evtimer_add(k->timer, &tv);
+        return;
+    }
+    sl_component_stopped(c);
+}
+
+static void comp_free(void *ctx)
+{
+    struct comp *k = ctx;
+
+    if (k->timer)
+        event_free(k->timer);
+    trace(k, "free");
+}
+
+static const struct sl_component_ops comp_ops = {
+    .kind = "test", .start = comp_start, .stop = comp_stop, .free = comp_free,
+};
+
+static struct sl_runtime *make_rt(int64_t shutdown_ms)
+{
+    struct sl_config *conf = sl_calloc(1, sizeof(*conf));
+    struct sl_runtime *rt;
+    struct sl_err err;
+
+    conf->server.worker_threads = 1;
+    conf->server.shutdown_timeout_ms = shutdown_ms;
+    cr_assert_eq(sl_runtime_new(conf, &rt, &err), 0, "%s", err.msg);
+    return rt;
+}
+
+static void send_term(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    kill(getpid(), SIGTERM);
+}
+
+Test(runtime, sigterm_stops_components_in_reverse_order, .init = log_setup)
+{
+    static char tr[512];
+    struct sl_runtime *rt = make_rt(5000);
+    struct comp a = { .rt = rt, .name = "a", .trace = tr };
+    struct comp b = { .rt = rt, .name = "b", .async_stop = 1, .trace = tr };
+    struct timeval tv = { 0, 10000 };
+    struct event *t = evtimer_new(rt->base, send_term, NULL);
+
+    tr[0] = '\0';
+    sl_runtime_add(rt, "a", &comp_ops, &a);
+    sl_runtime_add(rt, "b", &comp_ops, &b);
+    evtimer_add(t, &tv);
+    cr_expect_eq(sl_runtime_run(rt), 0);
+    event_free(t);
+    sl_runtime_free(rt);
+    cr_expect_str_eq(tr, "start:a start:b stop:b stop:a stopped:b free:b free:a ");
+    cr_expect(strstr(log_read(), "SIGTERM received: stopping") != NULL);
+}
+
+Test(runtime, stop_timeout_ends_a_stuck_stop, .init = log_setup)
+{
+    static char tr[512];
+    struct sl_runtime *rt = make_rt(50);
+    struct comp a = { .rt = rt, .name = "a", .never_stop = 1, .trace = tr };
+    struct timeval tv = { 0, 1000 };
+    struct event *t = evtimer_new(rt->base, send_term, NULL);
+
+    tr[0] = '\0';
+    sl_runtime_add(rt, "stuck", &comp_ops, &a);
+    evtimer_add(t, &tv);
+    cr_expect_eq(sl_runtime_run(rt), 0);
+    event_free(t);
+    sl_runtime_free(rt);
+    cr_expect_str_eq(tr, "start:a stop:a free:a ");
+    cr_expect(strstr(log_read(), "[test:stuck] did not stop within shutdown_timeout_s") != NULL);
+}
+
+Test(runtime, failed_start_stops_what_started, .init = log_setup)
+{
+    static char tr[512];
+    struct sl_runtime *rt = make_rt(1000);
+    struct comp a = { .rt = rt, .name = "a", .trace = tr };
+    struct comp b = { .rt = rt, .name = "b", .fail_start = 1, .trace = tr };
+    struct comp c = { .rt = rt, .name = "c", .trace = tr };
+
+    tr[0] = '\0';
+    sl_runtime_add(rt, "a", &comp_ops, &a);
+    sl_runtime_add(rt, "b", &comp_ops, &b);
+    sl_runtime_add(rt, "c", &comp_ops, &c);
+    cr_expect_eq(sl_runtime_run(rt), 1);
+    sl_runtime_free(rt);
+    cr_expect_str_eq(tr, "start:a start:b stop:a free:c free:b free:a ");
+    cr_expect(strstr(log_read(), "[test:b] cannot start: cannot connect") != NULL);
+}
