@@ -632,6 +632,40 @@ static void apply_table(struct sl__load *ld, const struct sl__ctable *t, void *b
 
 enum section { SEC_FUNCTIONS, SEC_SOURCES, SEC_SINKS };
 
+struct name_ref {
+    const char *name;
+    size_t      idx;
+};
+
+static int name_ref_cmp(const void *a, const void *b)
+{
+    const struct name_ref *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+
+    return c ? c : (x->idx < y->idx ? -1 : 1);
+}
+
+/* One flag per pair of `map`: set when an earlier pair has the same scalar
+ * key. Sorting keeps thousands of sources from costing n^2 compares. */
+static char *find_duplicates(struct sl__load *ld, yaml_node_t *map)
+{
+    size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start), m = 0;
+    struct name_ref *refs = sl_calloc(n ? n : 1, sizeof(*refs));
+    char *dup = sl_calloc(n ? n : 1, 1);
+
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *k = node_at(ld, map->data.mapping.pairs.start[i].key);
+        if (k->type == YAML_SCALAR_NODE)
+            refs[m++] = (struct name_ref){ scalar(k), i };
+    }
+    qsort(refs, m, sizeof(*refs), name_ref_cmp);
+    for (size_t i = 1; i < m; i++)
+        if (strcmp(refs[i - 1].name, refs[i].name) == 0)
+            dup[refs[i].idx] = 1;
+    free(refs);
+    return dup;
+}
+
 /* Load `functions:`, `sources:` or `sinks:` (a mapping of name -> object)
  * into a freshly allocated array. */
 static void load_named(struct sl__load *ld, yaml_node_t *node, enum section sec)
@@ -646,7 +680,7 @@ static void load_named(struct sl__load *ld, yaml_node_t *node, enum section sec)
         [SEC_SINKS] = { "sinks", &sl__sink_table, sizeof(struct sl_sink_conf) },
     };
     size_t npairs, n = 0, mark;
-    char *arr;
+    char *arr, *dups;
 
     mark = path_push(ld, secs[sec].name);
     if (is_null(node)) {
@@ -660,11 +694,12 @@ static void load_named(struct sl__load *ld, yaml_node_t *node, enum section sec)
     }
     npairs = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
     arr = sl_calloc(npairs ? npairs : 1, secs[sec].size);
+    dups = find_duplicates(ld, node);
     for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = node_at(ld, p->key), *vn = node_at(ld, p->value);
         void *base = arr + n * secs[sec].size;
         char **name = NULL;
-        int *line = NULL, *col = NULL, type = -1, dup = 0;
+        int *line = NULL, *col = NULL, type = -1;
         size_t m;
 
         if (kn->type != YAML_SCALAR_NODE) {
@@ -672,11 +707,7 @@ static void load_named(struct sl__load *ld, yaml_node_t *node, enum section sec)
             continue;
         }
         m = path_push(ld, scalar(kn));
-        for (yaml_node_pair_t *q = node->data.mapping.pairs.start; q < p; q++) {
-            yaml_node_t *qk = node_at(ld, q->key);
-            dup |= qk->type == YAML_SCALAR_NODE && strcmp(scalar(qk), scalar(kn)) == 0;
-        }
-        if (dup) {
+        if (dups[p - node->data.mapping.pairs.start]) {
             sl__load_error(ld, kn, "duplicate name");
             path_pop(ld, m);
             continue;
@@ -726,6 +757,7 @@ static void load_named(struct sl__load *ld, yaml_node_t *node, enum section sec)
         }
         path_pop(ld, m);
     }
+    free(dups);
     switch (sec) {
     case SEC_FUNCTIONS:
         ld->c->functions = (struct sl_function_conf *)arr, ld->c->nfunctions = n;

@@ -150,7 +150,7 @@ static const struct command commands[] = {
     { "run", "CONFIG", "run the service in the foreground",
       "Loads CONFIG, starts every source, sink and function it names and runs until\n"
       "SIGTERM or SIGINT, which stop it gracefully: in-flight invocations may finish\n"
-      "within server.shutdown_timeout_s, and nothing unfinished is checkpointed. A\n"
+      "within server.shutdown_grace_s, and nothing unfinished is checkpointed. A\n"
       "second SIGTERM/SIGINT stops at once. SIGHUP is reserved for reload. Logs go to\n"
       "stderr (log.format: text or json).\n\n"
       "Exit codes: 0 stopped cleanly, 1 invalid configuration or a failure, 2 usage.",

@@ -45,7 +45,7 @@ static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     for (size_t i = 0; i < rt->ncomponents; i++)
         if (rt->components[i].started && !rt->components[i].stopped)
-            SL_WARN(rt->components[i].name, "did not stop within shutdown_timeout_s; "
+            SL_WARN(rt->components[i].name, "did not stop within shutdown_grace_s; "
                     "in-flight work will be redelivered");
     finish_stop(rt);
 }
@@ -58,8 +58,8 @@ void sl_runtime_stop(struct sl_runtime *rt, int exit_code)
         return;
     rt->stopping = 1;
     rt->exit_code = exit_code;
-    tv.tv_sec = rt->conf->server.shutdown_timeout_ms / 1000;
-    tv.tv_usec = (rt->conf->server.shutdown_timeout_ms % 1000) * 1000;
+    tv.tv_sec = rt->conf->server.shutdown_grace_ms / 1000;
+    tv.tv_usec = (rt->conf->server.shutdown_grace_ms % 1000) * 1000;
     evtimer_add(rt->stop_timer, &tv);
 
     /* reverse start order: sources stop before the sinks they write to */

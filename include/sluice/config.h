@@ -156,7 +156,7 @@ struct sl_server_conf {
     char   *listen;                  /* host:port of the HTTP API */
     int64_t concurrency_limit;
     char   *data_dir;                /* absolute */
-    int64_t shutdown_timeout_ms;
+    int64_t shutdown_grace_ms;
     int64_t worker_threads;
 };
 

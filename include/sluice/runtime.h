@@ -31,7 +31,7 @@ struct sl_runtime {
     struct sl_config  *conf;         /* owned */
     struct sl_pool    *pool;         /* blocking work */
     struct event      *sig_term, *sig_int, *sig_hup;
-    struct event      *stop_timer;   /* shutdown_timeout_s */
+    struct event      *stop_timer;   /* shutdown_grace_s */
     struct sl_component *components; /* registry, in start order */
     size_t             ncomponents;
     size_t             nstopping;    /* components still stopping */

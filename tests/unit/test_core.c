@@ -337,7 +337,7 @@ static struct sl_runtime *make_rt(int64_t shutdown_ms)
     struct sl_err err;
 
     conf->server.worker_threads = 1;
-    conf->server.shutdown_timeout_ms = shutdown_ms;
+    conf->server.shutdown_grace_ms = shutdown_ms;
     cr_assert_eq(sl_runtime_new(conf, &rt, &err), 0, "%s", err.msg);
     return rt;
 }
@@ -383,7 +383,7 @@ Test(runtime, stop_timeout_ends_a_stuck_stop, .init = log_setup)
     event_free(t);
     sl_runtime_free(rt);
     cr_expect_str_eq(tr, "start:a stop:a free:a ");
-    cr_expect(strstr(log_read(), "[test:stuck] did not stop within shutdown_timeout_s") != NULL);
+    cr_expect(strstr(log_read(), "[test:stuck] did not stop within shutdown_grace_s") != NULL);
 }
 
 Test(runtime, failed_start_stops_what_started, .init = log_setup)
