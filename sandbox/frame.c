@@ -1,0 +1,274 @@
+/* Native protocol frames: msgpack maps behind a big-endian length. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "sluice/err.h"
+#include "sluice/frame.h"
+#include "sluice/mem.h"
+
+/* ------------------------------------------------------------------ */
+/* Encoding                                                            */
+
+struct enc {
+    msgpack_sbuffer sb;
+    msgpack_packer  pk;
+};
+
+static void enc_begin(struct enc *e, size_t nkeys)
+{
+    static const char zero[4];
+
+    msgpack_sbuffer_init(&e->sb);
+    msgpack_packer_init(&e->pk, &e->sb, msgpack_sbuffer_write);
+    msgpack_sbuffer_write(&e->sb, zero, 4); /* length, patched in enc_end */
+    msgpack_pack_map(&e->pk, nkeys);
+}
+
+static void enc_key(struct enc *e, const char *k)
+{
+    msgpack_pack_str_with_body(&e->pk, k, strlen(k));
+}
+
+static void enc_str(struct enc *e, const char *k, const char *v)
+{
+    enc_key(e, k);
+    if (v)
+        msgpack_pack_str_with_body(&e->pk, v, strlen(v));
+    else
+        msgpack_pack_nil(&e->pk);
+}
+
+static void enc_int(struct enc *e, const char *k, int64_t v)
+{
+    enc_key(e, k);
+    msgpack_pack_int64(&e->pk, v);
+}
+
+static int enc_end(struct enc *e, char **out, size_t *len)
+{
+    size_t body = e->sb.size - 4;
+
+    if (body > SL_FRAME_MAX) {
+        msgpack_sbuffer_destroy(&e->sb);
+        return SL_ETOOBIG;
+    }
+    e->sb.data[0] = (char)(body >> 24);
+    e->sb.data[1] = (char)(body >> 16);
+    e->sb.data[2] = (char)(body >> 8);
+    e->sb.data[3] = (char)body;
+    *len = e->sb.size;
+    *out = msgpack_sbuffer_release(&e->sb);
+    return 0;
+}
+
+int sl_frame_invoke(const struct sl_invoke_msg *m, char **out, size_t *len)
+{
+    struct enc e;
+
+    if (m->event_len > SL_PAYLOAD_MAX)
+        return SL_ETOOBIG;
+    enc_begin(&e, 9);
+    enc_str(&e, "type", "invoke");
+    enc_str(&e, "request_id", m->request_id);
+    enc_int(&e, "deadline_ms", m->deadline_ms);
+    enc_str(&e, "function_name", m->function_name);
+    enc_str(&e, "function_version", m->function_version);
+    enc_int(&e, "memory_mb", m->memory_mb);
+    enc_str(&e, "invoked_function_arn", m->invoked_function_arn);
+    enc_str(&e, "client_context", m->client_context);
+    enc_key(&e, "event");
+    msgpack_pack_bin_with_body(&e.pk, m->event, m->event_len);
+    return enc_end(&e, out, len);
+}
+
+int sl_frame_shutdown(const char *reason, int64_t deadline_ms, char **out, size_t *len)
+{
+    struct enc e;
+
+    enc_begin(&e, 3);
+    enc_str(&e, "type", "shutdown");
+    enc_str(&e, "reason", reason);
+    enc_int(&e, "deadline_ms", deadline_ms);
+    return enc_end(&e, out, len);
+}
+
+int sl_frame_snapshot(char **out, size_t *len)
+{
+    struct enc e;
+
+    enc_begin(&e, 1);
+    enc_str(&e, "type", "snapshot");
+    return enc_end(&e, out, len);
+}
+
+int sl_frame_fork(const char *env_id, char **out, size_t *len)
+{
+    struct enc e;
+
+    enc_begin(&e, 2);
+    enc_str(&e, "type", "fork");
+    enc_str(&e, "env_id", env_id);
+    return enc_end(&e, out, len);
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding                                                            */
+
+static int key_is(const msgpack_object *k, const char *name)
+{
+    size_t n = strlen(name);
+
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+           memcmp(k->via.str.ptr, name, n) == 0;
+}
+
+/* str or bin into `b`; returns 0, or -1 when `o` is neither. */
+static int get_bytes(const msgpack_object *o, struct sl_bytes *b)
+{
+    if (o->type == MSGPACK_OBJECT_STR) {
+        b->p = o->via.str.ptr;
+        b->n = o->via.str.size;
+        return 0;
+    }
+    if (o->type == MSGPACK_OBJECT_BIN) {
+        b->p = o->via.bin.ptr;
+        b->n = o->via.bin.size;
+        return 0;
+    }
+    return -1;
+}
+
+#define BAD(...) do { snprintf(why, whylen, __VA_ARGS__); goto bad; } while (0)
+
+int sl_msg_decode(char *body, size_t len, struct sl_msg *m, char *why, size_t whylen)
+{
+    const msgpack_object *root;
+    struct sl_bytes type = { NULL, 0 };
+    int has_ok = 0;
+    size_t off = 0;
+
+    memset(m, 0, sizeof(*m));
+    m->body = body;
+    msgpack_unpacked_init(&m->up);
+    if (msgpack_unpack_next(&m->up, body, len, &off) != MSGPACK_UNPACK_SUCCESS)
+        BAD("frame body is not msgpack");
+    if (off != len)
+        BAD("%zu bytes after the message in the frame", len - off);
+    root = &m->up.data;
+    if (root->type != MSGPACK_OBJECT_MAP)
+        BAD("message is not a map");
+
+    for (uint32_t i = 0; i < root->via.map.size; i++) {
+        const msgpack_object *k = &root->via.map.ptr[i].key, *v = &root->via.map.ptr[i].val;
+        struct sl_bytes *dst = NULL;
+
+        if (key_is(k, "type"))
+            dst = &type;
+        else if (key_is(k, "request_id"))
+            dst = &m->request_id;
+        else if (key_is(k, "payload"))
+            dst = &m->payload;
+        else if (key_is(k, "error_type"))
+            dst = &m->error_type;
+        else if (key_is(k, "error_message"))
+            dst = &m->error_message;
+        else if (key_is(k, "env_id"))
+            dst = &m->env_id;
+        if (dst) {
+            if (v->type == MSGPACK_OBJECT_NIL)
+                continue;
+            if (get_bytes(v, dst) != 0)
+                BAD("'%.*s' is not a string", (int)k->via.str.size, k->via.str.ptr);
+        } else if (key_is(k, "ok")) {
+            if (v->type != MSGPACK_OBJECT_BOOLEAN)
+                BAD("'ok' is not a boolean");
+            m->ok = v->via.boolean;
+            has_ok = 1;
+        } else if (key_is(k, "restored")) {
+            m->restored = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
+        } else if (key_is(k, "pid")) {
+            if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+                BAD("'pid' is not a positive integer");
+            m->pid = (int64_t)v->via.u64;
+        } else if (key_is(k, "stack")) {
+            if (v->type == MSGPACK_OBJECT_ARRAY)
+                m->stack = (msgpack_object *)v;
+        }
+        /* unknown keys are ignored: either side may add some */
+    }
+
+    if (!type.p)
+        BAD("message has no 'type'");
+#define TYPE_IS(s) (type.n == strlen(s) && memcmp(type.p, s, type.n) == 0)
+    if (TYPE_IS("ready")) {
+        m->type = SL_MSG_READY;
+    } else if (TYPE_IS("init_error")) {
+        m->type = SL_MSG_INIT_ERROR;
+        if (!m->error_type.p)
+            BAD("init_error without 'error_type'");
+    } else if (TYPE_IS("result")) {
+        m->type = SL_MSG_RESULT;
+        if (!has_ok)
+            BAD("result without 'ok'");
+        if (!m->request_id.p)
+            BAD("result without 'request_id'");
+        if (m->ok && !m->payload.p)
+            BAD("successful result without 'payload'");
+        if (!m->ok && !m->error_type.p)
+            BAD("failed result without 'error_type'");
+    } else if (TYPE_IS("snapshot_ready")) {
+        m->type = SL_MSG_SNAPSHOT_READY;
+    } else if (TYPE_IS("forked")) {
+        m->type = SL_MSG_FORKED;
+        if (!m->env_id.p)
+            BAD("forked without 'env_id'");
+    } else {
+        BAD("unknown message type '%.*s'", (int)(type.n > 64 ? 64 : type.n), type.p);
+    }
+#undef TYPE_IS
+    return 0;
+
+bad:
+    sl_msg_destroy(m);
+    return SL_EPROTO;
+}
+
+void sl_msg_destroy(struct sl_msg *m)
+{
+    if (!m || !m->body)
+        return;
+    msgpack_unpacked_destroy(&m->up);
+    free(m->body);
+    m->body = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading from a bufferevent's input                                  */
+
+int sl_frame_take(struct evbuffer *in, struct sl_msg *m, char *why, size_t whylen)
+{
+    unsigned char hdr[4];
+    uint32_t blen;
+    char *body;
+    int rc;
+
+    if (evbuffer_get_length(in) < 4)
+        return 0;
+    evbuffer_copyout(in, hdr, 4);
+    blen = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+    if (blen > SL_FRAME_MAX) {
+        snprintf(why, whylen, "frame of %u bytes is over the %d byte limit", blen, SL_FRAME_MAX);
+        return SL_ETOOBIG;
+    }
+    if (evbuffer_get_length(in) < 4 + (size_t)blen)
+        return 0;
+    evbuffer_drain(in, 4);
+    body = sl_malloc(blen ? blen : 1);
+    evbuffer_remove(in, body, blen);
+    rc = sl_msg_decode(body, blen, m, why, whylen);
+    return rc == 0 ? 1 : rc;
+}
