@@ -2,7 +2,7 @@
 
 VERSION    := 0.1.0
 BUILD      := build
-PKGS       := rdkafka hiredis libpq libevent msgpack yaml-0.1 jansson
+PKGS       := rdkafka hiredis libpq libevent msgpack yaml-0.1 jansson libseccomp
 TEST_PKGS  := criterion
 
 CC         ?= cc

@@ -1,8 +1,17 @@
-#!/usr/bin/env python3
-"""Demo handler: logs how many records each batch holds and succeeds.
+#!/usr/bin/python3
+"""echo: answers every event with the event itself.
 
-It speaks sluice's native protocol once the runtime library lands
-(runtime/python); until then the quickstart only loads and validates it."""
-import sys
+Prints one line per invocation, which sluice logs under the invocation's
+request id. Needs runtime/python on PYTHONPATH (sluice sets it)."""
+import json
 
-print("echo handler started", file=sys.stderr)
+import sluice_runtime
+
+
+def handler(event, context):
+    size = len(json.dumps(event))
+    print("echo: got %d bytes (%d ms left)" % (size, context.get_remaining_time_in_millis()))
+    return event
+
+
+sluice_runtime.start(handler)

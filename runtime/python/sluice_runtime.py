@@ -1,0 +1,464 @@
+"""sluice_runtime: the handler side of sluice's native protocol, for Python.
+
+A handler script imports this module first, then calls start()::
+
+    #!/usr/bin/python3
+    import sluice_runtime          # first: failures from here on are reported
+
+    import orders                  # may raise: sent as init_error
+
+    def handler(event, context):
+        return {"ok": True, "left_ms": context.get_remaining_time_in_millis()}
+
+    sluice_runtime.start(handler)
+
+The module speaks docs/PROTOCOL.md on fd 3: ``ready``, then one ``result``
+per ``invoke``; it exits on ``shutdown`` and does the SnapStart
+``snapshot``/``fork`` exchange, running the hooks registered with
+register_before_snapshot() and register_after_restore().
+
+Failures before ``ready``: an exception that escapes the script after this
+module is imported is reported as ``init_error`` (ImportError as
+Runtime.ImportModuleError, SyntaxError as Runtime.UserCodeSyntaxError,
+anything else by its class name). A script may also report one itself with
+init_error(type, message), e.g. around an optional import.
+
+Needs msgpack (Debian's python3-msgpack); handlers run with /usr/bin/python3.
+"""
+
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+
+import msgpack
+
+__all__ = [
+    "Context",
+    "init_error",
+    "register_after_restore",
+    "register_before_snapshot",
+    "start",
+]
+
+RUNTIME = "python/0.1"
+FRAME_MAX = 6 * 1024 * 1024 + 64 * 1024  # frame body bytes, either way
+PAYLOAD_MAX = 6 * 1024 * 1024            # event or result JSON bytes
+_FDS_MAX = 8                             # descriptors kept between frames
+_MESSAGE_MAX = 256 * 1024                # error_message characters sent
+_STACK_MAX = 200                         # stack lines sent
+
+_before_snapshot = []
+_after_restore = []
+_state = {"started": False, "ready": False}
+
+
+class ProtocolError(Exception):
+    """sluice said something this runtime cannot read; the process ends."""
+
+
+# --------------------------------------------------------------------------
+# Context
+
+
+class Context:
+    """What sluice said about the running invocation, named as Lambda's
+    Python context names it."""
+
+    def __init__(self, msg):
+        self.aws_request_id = msg["request_id"]
+        self.function_name = msg.get("function_name") or ""
+        self.function_version = msg.get("function_version") or ""
+        self.invoked_function_arn = msg.get("invoked_function_arn") or ""
+        self.memory_limit_in_mb = msg.get("memory_mb") or 0
+        self.deadline_ms = msg.get("deadline_ms") or 0
+        self.log_group_name = "/aws/lambda/" + self.function_name
+        self.log_stream_name = ""
+        self.identity = None
+        cc = msg.get("client_context")
+        if isinstance(cc, bytes):
+            cc = cc.decode("utf-8", "replace")
+        # Lambda hands over the decoded object; text that is not JSON stays text.
+        try:
+            self.client_context = json.loads(cc) if cc else None
+        except ValueError:
+            self.client_context = cc
+
+    def get_remaining_time_in_millis(self):
+        return int(self.deadline_ms - time.time() * 1000)
+
+    def __repr__(self):
+        return "Context(aws_request_id=%r, function_name=%r)" % (
+            self.aws_request_id, self.function_name)
+
+
+# --------------------------------------------------------------------------
+# Frames
+
+
+class _Channel:
+    """The protocol socket. Reads go through recvmsg so that a descriptor
+    attached to a ``fork`` frame is collected with whichever read first
+    touches that frame; reads never go past the frame being read."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.sock = socket.socket(fileno=fd)  # ENOTSOCK/EBADF when it is not a socket
+        self.fds = []
+
+    def _read_exact(self, n, eof_ok):
+        buf = bytearray()
+        anc = socket.CMSG_SPACE(_FDS_MAX * 4)
+        while len(buf) < n:
+            try:
+                data, ancdata, flags, _ = self.sock.recvmsg(
+                    min(n - len(buf), 1 << 20), anc, socket.MSG_CMSG_CLOEXEC)
+            except InterruptedError:
+                continue
+            except OSError as e:
+                raise ProtocolError("cannot read from sluice: %s" % e.strerror) from None
+            for level, kind, cdata in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    usable = len(cdata) - len(cdata) % 4
+                    self.fds.extend(struct.unpack("%di" % (usable // 4), cdata[:usable]))
+            if flags & socket.MSG_CTRUNC:
+                raise ProtocolError("control data from sluice was truncated")
+            if len(self.fds) > _FDS_MAX:
+                raise ProtocolError("sluice sent more than %d descriptors" % _FDS_MAX)
+            if not data:
+                if not buf and eof_ok:
+                    return None
+                raise ProtocolError("sluice closed the socket mid-frame (%d of %d bytes)"
+                                    % (len(buf), n))
+            buf += data
+        return bytes(buf)
+
+    def read(self):
+        """One message (a dict with a str `type`), or None at end of stream."""
+        hdr = self._read_exact(4, True)
+        if hdr is None:
+            return None
+        (n,) = struct.unpack(">I", hdr)
+        if n > FRAME_MAX:
+            raise ProtocolError("frame of %d bytes from sluice is past the %d-byte cap"
+                                % (n, FRAME_MAX))
+        if n == 0:
+            raise ProtocolError("empty frame from sluice")
+        body = self._read_exact(n, False)
+        try:
+            msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        except Exception as e:  # msgpack raises several kinds: all mean garbage
+            raise ProtocolError("frame from sluice is not valid msgpack: %s" % e) from None
+        if not isinstance(msg, dict):
+            raise ProtocolError("frame from sluice is not a map")
+        if not isinstance(msg.get("type"), str):
+            raise ProtocolError("message from sluice lacks a string `type`")
+        return msg
+
+    def write(self, msg, creds=False):
+        """Send one message, whole. With `creds`, the first sendmsg carries
+        SCM_CREDENTIALS so sluice learns the pid of a forked environment."""
+        body = msgpack.packb(msg, use_bin_type=True)
+        if len(body) > FRAME_MAX:
+            raise ProtocolError("frame of %d bytes is past the %d-byte cap"
+                                % (len(body), FRAME_MAX))
+        view = memoryview(struct.pack(">I", len(body)) + body)
+        anc = []
+        if creds:
+            anc = [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS,
+                    struct.pack("iII", os.getpid(), os.getuid(), os.getgid()))]
+        while view:
+            try:
+                n = self.sock.sendmsg([view], anc)
+            except InterruptedError:
+                continue
+            except OSError as e:
+                raise ProtocolError("cannot write to sluice: %s" % e.strerror) from None
+            view = view[n:]
+            anc = []
+
+    def take_fds(self):
+        fds, self.fds = self.fds, []
+        return fds
+
+    def replace(self, newfd):
+        """Move `newfd` onto our fd number, dropping the socket there."""
+        self.sock.detach()  # dup2 below closes the old socket; the object must not
+        os.dup2(newfd, self.fd, inheritable=False)
+        os.close(newfd)
+        self.sock = socket.socket(fileno=self.fd)
+
+
+def _runtime_fd():
+    try:
+        return int(os.environ.get("SLUICE_RUNTIME_FD", "3"))
+    except ValueError:
+        return 3
+
+
+def _die(msg):
+    print("sluice_runtime: %s" % msg, file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+# --------------------------------------------------------------------------
+# Errors
+
+
+def _stack_of(exc, skip=0):
+    """Lambda's `stackTrace`: one formatted string per frame."""
+    tb = exc.__traceback__
+    for _ in range(skip):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    lines = traceback.format_list(traceback.extract_tb(tb))
+    return lines[-_STACK_MAX:]
+
+
+def _error_fields(error_type, message, stack):
+    return {
+        "error_type": str(error_type)[:256],
+        "error_message": str(message)[:_MESSAGE_MAX],
+        "stack": [str(s) for s in stack or []],
+    }
+
+
+def _init_error_type(exc):
+    if isinstance(exc, SyntaxError):
+        return "Runtime.UserCodeSyntaxError"
+    if isinstance(exc, ImportError):
+        return "Runtime.ImportModuleError"
+    return type(exc).__name__
+
+
+def _send_init_error(chan, error_type, message, stack=None):
+    msg = {"type": "init_error"}
+    msg.update(_error_fields(error_type, message, stack))
+    chan.write(msg)
+
+
+def init_error(error_type, message, stack=None):
+    """Report a failed init to sluice (instead of ``ready``) and exit(1)."""
+    print("init error: %s: %s" % (error_type, message), file=sys.stderr, flush=True)
+    try:
+        _send_init_error(_Channel(_runtime_fd()), error_type, message, stack)
+    except (OSError, ProtocolError) as e:
+        print("sluice_runtime: cannot report the init error: %s" % e, file=sys.stderr)
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def _excepthook(kind, exc, tb):
+    """An exception that escapes the script before ``ready`` is an init
+    error; after it, the process dies (Runtime.ExitError) as usual."""
+    sys.__excepthook__(kind, exc, tb)
+    if _state["ready"] or not issubclass(kind, Exception):
+        return
+    init_error(_init_error_type(exc), str(exc), _stack_of(exc))
+
+
+# --------------------------------------------------------------------------
+# Hooks
+
+
+def register_before_snapshot(fn):
+    """Run fn() in the template before its snapshot (close connections, stop
+    threads: fork keeps only the calling thread). An exception ends the
+    template with init_error. Returns fn, so it works as a decorator."""
+    _before_snapshot.append(fn)
+    return fn
+
+
+def register_after_restore(fn):
+    """Run fn() in each environment forked from the template, after the
+    `random` module has been re-seeded. An exception ends that environment
+    with init_error. Returns fn, so it works as a decorator."""
+    _after_restore.append(fn)
+    return fn
+
+
+# --------------------------------------------------------------------------
+# Messages
+
+
+def _on_invoke(chan, msg, handler):
+    rid = msg.get("request_id")
+    event = msg.get("event")
+    if not isinstance(rid, str):
+        raise ProtocolError("`invoke` from sluice lacks a string `request_id`")
+    if not isinstance(event, (bytes, str)):
+        raise ProtocolError("`invoke` from sluice lacks `event`")
+    for key in ("deadline_ms", "memory_mb"):
+        if not isinstance(msg.get(key, 0), (int, type(None))):
+            raise ProtocolError("`%s` from sluice is not an integer" % key)
+    for key in ("function_name", "function_version", "invoked_function_arn"):
+        if not isinstance(msg.get(key, ""), (str, type(None))):
+            raise ProtocolError("`%s` from sluice is not a string" % key)
+    if not isinstance(msg.get("client_context"), (str, bytes, type(None))):
+        raise ProtocolError("`client_context` from sluice has the wrong type")
+
+    res = {"type": "result", "request_id": rid}
+    context = Context(msg)
+    try:
+        event = json.loads(event)
+    except ValueError as e:
+        res["ok"] = False
+        res.update(_error_fields("Runtime.UnmarshalError",
+                                 "Unable to unmarshal input: %s" % e, []))
+        chan.write(res)
+        return
+    try:
+        out = handler(event, context)
+    except Exception as e:
+        res["ok"] = False
+        res.update(_error_fields(type(e).__name__, str(e), _stack_of(e, skip=1)))
+    else:
+        try:
+            payload = json.dumps(out).encode("utf-8")
+        except (TypeError, ValueError) as e:
+            res["ok"] = False
+            res.update(_error_fields("Runtime.MarshalError",
+                                     "Unable to marshal response: %s" % e, []))
+        else:
+            if len(payload) > PAYLOAD_MAX:
+                # Past the cap the frame itself would be illegal: say why here.
+                res["ok"] = False
+                res.update(_error_fields(
+                    "Function.ResponseSizeTooLarge",
+                    "Response payload size (%d bytes) exceeded maximum allowed payload "
+                    "size (%d bytes)." % (len(payload), PAYLOAD_MAX), []))
+            else:
+                res["ok"] = True
+                res["payload"] = payload
+    sys.stdout.flush()  # the handler's lines belong to this request id
+    sys.stderr.flush()
+    chan.write(res)
+
+
+def _run_hooks(chan, hooks, error_type):
+    for fn in hooks:
+        try:
+            fn()
+        except Exception as e:
+            traceback.print_exc()
+            _send_init_error(chan, error_type, "%s: %s" % (type(e).__name__, e),
+                             _stack_of(e, skip=1))
+            return False
+    return True
+
+
+def _on_fork(chan, msg, chld):
+    """Returns "child" in the new environment, "parent" in the template, or
+    None when the child's after-restore hooks failed (init_error sent)."""
+    env_id = msg.get("env_id")
+    fds = chan.take_fds()
+    if not isinstance(env_id, str):
+        raise ProtocolError("`fork` from sluice lacks a string `env_id`")
+    if len(fds) != 1:
+        raise ProtocolError("`fork` from sluice came with %d descriptors, not 1" % len(fds))
+    newfd = fds[0]
+    if chld[0] is None:
+        # Forked environments are our children; let the kernel reap them so
+        # dead ones never pile up as zombies in the template.
+        chld[0] = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        # No message says "fork failed": dying tells sluice plainly, and
+        # closes the new environment's socket as well.
+        raise ProtocolError("cannot fork environment %s: %s" % (env_id, e.strerror)) from None
+    if pid == 0:
+        signal.signal(signal.SIGCHLD, chld[0])
+        chld[0] = None
+        chan.replace(newfd)
+        random.seed()
+        os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
+        if not _run_hooks(chan, _after_restore, "Runtime.AfterRestoreError"):
+            return None
+        chan.write({"type": "ready", "runtime": RUNTIME, "restored": True}, creds=True)
+        return "child"
+    os.close(newfd)
+    chan.write({"type": "forked", "env_id": env_id, "pid": pid})
+    return "parent"
+
+
+def _serve(chan, handler):
+    snapshotted = False
+    chld = [None]  # the template's SIGCHLD disposition before SIG_IGN
+    while True:
+        msg = chan.read()
+        if msg is None:
+            return 0  # sluice went away between frames: nothing left to do
+        kind = msg["type"]
+        if chan.fds and kind != "fork":
+            raise ProtocolError("sluice attached a descriptor to `%s`" % kind)
+        if kind == "invoke":
+            if snapshotted:
+                raise ProtocolError("sluice sent `invoke` to a snapshotted template")
+            _on_invoke(chan, msg, handler)
+        elif kind == "shutdown":
+            return 0
+        elif kind == "snapshot":
+            if not _run_hooks(chan, _before_snapshot, "Runtime.BeforeSnapshotError"):
+                return 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+            snapshotted = True
+            chan.write({"type": "snapshot_ready"})
+        elif kind == "fork":
+            side = _on_fork(chan, msg, chld)
+            if side is None:
+                return 1
+            if side == "child":
+                snapshotted = False  # an ordinary environment from here on
+        else:
+            # A newer sluice may say more; what we do not know we skip.
+            print("sluice_runtime: ignoring message `%s`" % kind, file=sys.stderr)
+
+
+def start(handler):
+    """Serve invocations with handler(event, context) until sluice says
+    ``shutdown``; then exit. The return value is sent JSON-encoded (None
+    as null); an exception fails the invocation with its class name,
+    message and traceback. Never returns."""
+    if _state["started"]:
+        raise RuntimeError("sluice_runtime.start() called twice")
+    _state["started"] = True
+    try:
+        if not callable(handler):
+            raise TypeError("handler %r is not callable" % (handler,))
+        fd = _runtime_fd()
+        try:
+            chan = _Channel(fd)
+        except OSError as e:
+            _die("fd %d is not sluice's socket (%s); run this handler under sluice"
+                 % (fd, e.strerror))
+        if chan.sock.family != socket.AF_UNIX or chan.sock.type != socket.SOCK_STREAM:
+            _die("fd %d is not sluice's socket; run this handler under sluice" % fd)
+        os.set_inheritable(fd, False)  # processes the handler spawns must not hold it
+    except Exception as e:
+        init_error("Runtime.InitError", str(e), _stack_of(e))
+    try:
+        chan.write({"type": "ready", "runtime": RUNTIME})
+        _state["ready"] = True
+        code = _serve(chan, handler)
+    except ProtocolError as e:
+        _die(str(e))
+    sys.exit(code)  # atexit handlers and finally blocks run
+
+
+# Prints show up line by line in sluice's log, tagged with the request id
+# of the invocation that was running when the line was written.
+for _stream in (sys.stdout, sys.stderr):
+    try:
+        _stream.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError):
+        pass
+sys.excepthook = _excepthook

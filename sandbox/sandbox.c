@@ -1,0 +1,231 @@
+/* Host preparation for sandboxes: cgroups, the shared empty network
+ * namespace, the root skeleton and a curated /etc, the seccomp filter. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "sluice/log.h"
+#include "sluice/mem.h"
+
+static int mkdir_p(const char *path)
+{
+    char buf[1024];
+
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static int put_file(const char *dir, const char *name, const char *text)
+{
+    char path[1024];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (!(f = fopen(path, "we")))
+        return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+/* Copy a host file if it exists; symlinks are copied as symlinks. */
+static void copy_in(const char *dir, const char *src, const char *name)
+{
+    char dst[1024], buf[65536], target[512];
+    struct stat st;
+    ssize_t n;
+    int in, out;
+
+    snprintf(dst, sizeof(dst), "%s/%s", dir, name);
+    if (lstat(src, &st) != 0)
+        return;
+    unlink(dst);
+    if (S_ISLNK(st.st_mode)) {
+        n = readlink(src, target, sizeof(target) - 1);
+        if (n > 0) {
+            target[n] = '\0';
+            if (symlink(target, dst) != 0)
+                SL_DEBUG(SL_DBG_SANDBOX, NULL, "cannot link %s: %s", dst, strerror(errno));
+        }
+        return;
+    }
+    if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0)
+        return;
+    if ((out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) >= 0) {
+        while ((n = read(in, buf, sizeof(buf))) > 0)
+            if (write(out, buf, (size_t)n) != n)
+                break;
+        close(out);
+    }
+    close(in);
+}
+
+/* A curated /etc: what dynamically linked programs and Python look at,
+ * and nothing about the host's users or configuration. */
+static int build_etc(const char *etc)
+{
+    char sub[1024];
+
+    if (mkdir_p(etc) != 0)
+        return -1;
+    if (put_file(etc, "passwd", "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                                "sbx_user1051:x:993:990::/tmp:/usr/sbin/nologin\n"
+                                "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n") ||
+        put_file(etc, "group", "root:x:0:\nsbx_user1051:x:990:\nnogroup:x:65534:\n") ||
+        put_file(etc, "hosts", "127.0.0.1 localhost\n::1 localhost\n") ||
+        put_file(etc, "hostname", "sluice\n"))
+        return -1;
+    copy_in(etc, "/etc/ld.so.cache", "ld.so.cache");
+    copy_in(etc, "/etc/nsswitch.conf", "nsswitch.conf");
+    copy_in(etc, "/etc/resolv.conf", "resolv.conf");
+    copy_in(etc, "/etc/protocols", "protocols");
+    copy_in(etc, "/etc/services", "services");
+    unlink(strcat(strcpy(sub, etc), "/localtime"));
+    if (symlink("/usr/share/zoneinfo/Etc/UTC", sub) != 0)
+        return -1;
+    snprintf(sub, sizeof(sub), "%s/ssl/certs", etc);
+    if (mkdir_p(sub) != 0)
+        return -1;
+    copy_in(sub, "/etc/ssl/certs/ca-certificates.crt", "ca-certificates.crt");
+    return 0;
+}
+
+/* The shared empty network namespace: a short-lived child creates it and
+ * we keep a descriptor, which keeps the namespace alive. */
+static int make_netns(struct sl_err *err)
+{
+    int sync[2], fd = -1;
+    char path[64], c = 0;
+    pid_t pid;
+
+    if (pipe2(sync, O_CLOEXEC) != 0)
+        return sl_err_set(err, SL_ESANDBOX, false, "network namespace: pipe: %s",
+                          strerror(errno));
+    pid = (pid_t)syscall(SYS_clone, CLONE_NEWNET | SIGCHLD, NULL, NULL, NULL, 0);
+    if (pid == 0) {
+        ssize_t r;
+        close(sync[1]);
+        r = read(sync[0], &c, 1); /* wait until the parent opened our namespace */
+        _exit(r < 0);
+    }
+    close(sync[0]);
+    if (pid < 0) {
+        close(sync[1]);
+        return sl_err_set(err, SL_ESANDBOX, false,
+                          "network namespace: cannot create one: %s", strerror(errno));
+    }
+    snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    close(sync[1]);
+    waitpid(pid, NULL, 0);
+    if (fd < 0)
+        return sl_err_set(err, SL_ESANDBOX, false, "network namespace: cannot open %s: %s",
+                          path, strerror(errno));
+    return fd;
+}
+
+int sl_sandbox_new(const struct sl_sandbox_opts *o, struct sl_sandbox **out, struct sl_err *err)
+{
+    static const char *const sysdirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64",
+                                           "libx32", NULL };
+    struct sl_sandbox *sb = sl_calloc(1, sizeof(*sb));
+    int rc;
+
+    sb->netns = -1;
+    sb->userns = geteuid() != 0;
+    sb->state_dir = sl_strdup(o->state_dir);
+    sb->root = sl_asprintf("%s/root", o->state_dir);
+    sb->etc = sl_asprintf("%s/etc", o->state_dir);
+    sb->runtime_dir = o->runtime_dir ? sl_strdup(o->runtime_dir) : NULL;
+
+    if (mkdir_p(sb->root) != 0) {
+        rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot create %s: %s", sb->root,
+                        strerror(errno));
+        goto fail;
+    }
+    if (build_etc(sb->etc) != 0) {
+        rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot prepare %s: %s", sb->etc,
+                        strerror(errno));
+        goto fail;
+    }
+    for (int i = 0; sysdirs[i] && sb->nents < 8; i++) {
+        char path[64];
+        struct stat st;
+        struct sl__rootent *e = &sb->ents[sb->nents];
+
+        snprintf(path, sizeof(path), "/%s", sysdirs[i]);
+        if (lstat(path, &st) != 0)
+            continue;
+        snprintf(e->name, sizeof(e->name), "%s", sysdirs[i]);
+        e->link[0] = '\0';
+        if (S_ISLNK(st.st_mode)) {
+            ssize_t n = readlink(path, e->link, sizeof(e->link) - 1);
+            if (n <= 0)
+                continue;
+            e->link[n] = '\0';
+        } else if (!S_ISDIR(st.st_mode)) {
+            continue;
+        }
+        sb->nents++;
+    }
+
+    rc = sl__cgroups_init(&sb->cg, err);
+    if (rc != 0) {
+        if (!o->relaxed_only)
+            goto fail;
+        SL_WARN(NULL, "sandbox: no cgroups (%s); relaxed functions run without resource limits",
+                err->msg);
+        sl_err_clear(err);
+    }
+    if (!o->relaxed_only) {
+        rc = make_netns(err);
+        if (rc < 0)
+            goto fail;
+        sb->netns = rc;
+    }
+    rc = sl__seccomp_build(&sb->filter, err);
+    if (rc != 0)
+        goto fail;
+    *out = sb;
+    return 0;
+
+fail:
+    sl_sandbox_free(sb);
+    return rc;
+}
+
+const char *sl_sandbox_cgroups(const struct sl_sandbox *sb)
+{
+    return sb->cg.kind == CG_NONE ? "none" : sb->cg.desc;
+}
+
+void sl_sandbox_free(struct sl_sandbox *sb)
+{
+    if (!sb)
+        return;
+    sl__cgroups_destroy(&sb->cg);
+    if (sb->netns >= 0)
+        close(sb->netns);
+    free(sb->filter.filter);
+    free(sb->state_dir);
+    free(sb->root);
+    free(sb->etc);
+    free(sb->runtime_dir);
+    free(sb);
+}

@@ -1,0 +1,648 @@
+/* Starting one environment.
+ *
+ * The parent prepares everything (paths, environment, pipes, cgroups,
+ * the compiled seccomp filter), then clones a child into new pid, mount,
+ * ipc and uts namespaces. The child is the environment's init (pid 1):
+ * it joins the shared empty network namespace, builds a read-only root
+ * with pivot_root, forks the handler, drops every privilege and reaps
+ * orphans until the handler exits. A child forked from a threaded process
+ * may only make plain system calls, so nothing below the clone allocates
+ * or formats with stdio. Any failed step is reported on the setup pipe
+ * as "step:errno" and the environment exits. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "sluice/log.h"
+#include "sluice/mem.h"
+
+#define SBX_UID 993   /* Lambda's sbx_user1051 */
+#define SBX_GID 990
+#define MAX_MOUNTS 32
+#define PATH_LEN 512
+
+/* One mount (or symlink) the child makes under the new root. */
+struct mnt {
+    char        target[PATH_LEN];   /* absolute, under the new root */
+    const char *source;             /* bind source / fs name; NULL: mkdir only */
+    const char *fstype;             /* NULL: bind mount */
+    const char *data;
+    unsigned long flags;
+    int         readonly;           /* bind: remount read-only after */
+    const char *symlink;            /* create a symlink to this instead */
+    const char *step;               /* names the step in errors */
+};
+
+struct child {
+    int         relaxed;
+    int         userns;
+    int         netns;
+    int         sync_r, setup_w, sock, out_w, err_w;
+    const char *root;
+    char        old_root[PATH_LEN];
+    struct mnt  m[MAX_MOUNTS];
+    int         nm;
+    char        tmp_data[64];
+    char        opt_data[2048];
+    char        dev[6][PATH_LEN];   /* device nodes under <root>/dev */
+    char        exe[PATH_LEN];      /* as seen inside */
+    char        cwd[PATH_LEN];
+    char      **argv;
+    char      **envp;
+    struct sock_fprog *filter;
+    rlim_t      fsize;
+};
+
+/* ------------------------------------------------------------------ */
+/* Child side: system calls only                                       */
+
+static void put_num(char *buf, size_t *len, long v)
+{
+    char tmp[24];
+    int n = 0;
+
+    if (v < 0) {
+        buf[(*len)++] = '-';
+        v = -v;
+    }
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v && n < 20);
+    while (n)
+        buf[(*len)++] = tmp[--n];
+}
+
+static void fail(const struct child *c, const char *step) __attribute__((noreturn));
+
+static void fail(const struct child *c, const char *step)
+{
+    char buf[160];
+    size_t len = 0, sl = strlen(step);
+    int e = errno;
+
+    if (sl > 120)
+        sl = 120;
+    memcpy(buf, step, sl);
+    len = sl;
+    buf[len++] = ':';
+    put_num(buf, &len, e);
+    buf[len++] = '\n';
+    if (write(c->setup_w, buf, len) < 0) {
+        /* nothing left to tell anyone */
+    }
+    _exit(127);
+}
+
+static void drop_privileges(const struct child *c)
+{
+    struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+
+    for (int cap = 0; cap <= 63; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
+            fail(c, "drop capability bounding set");
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    if (!c->userns && !c->relaxed) {
+        if (setgroups(0, NULL) != 0)
+            fail(c, "setgroups");
+        if (setresgid(SBX_GID, SBX_GID, SBX_GID) != 0)
+            fail(c, "setresgid");
+        if (setresuid(SBX_UID, SBX_UID, SBX_UID) != 0)
+            fail(c, "setresuid");
+    }
+    memset(data, 0, sizeof(data));
+    if (syscall(SYS_capset, &hdr, data) != 0)
+        fail(c, "drop capabilities");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        fail(c, "no_new_privs");
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, c->filter, 0, 0) != 0)
+        fail(c, "seccomp");
+}
+
+static void set_limits(const struct child *c)
+{
+    struct rlimit core = { 0, 0 }, nofile = { 1024, 1024 }, fsize = { c->fsize, c->fsize };
+
+    if (setrlimit(RLIMIT_CORE, &core) != 0 || setrlimit(RLIMIT_NOFILE, &nofile) != 0 ||
+        setrlimit(RLIMIT_FSIZE, &fsize) != 0)
+        fail(c, "rlimits");
+}
+
+/* Put stdin/stdout/stderr/fd 3 in place and the setup pipe at fd 4
+ * (close-on-exec: a successful exec closes it, which the parent sees as
+ * EOF), even when the fds overlap; close everything else. */
+static void place_fds(struct child *c, int devnull)
+{
+    int fds[5] = { devnull, c->out_w, c->err_w, c->sock, c->setup_w }, high[5];
+
+    for (int i = 0; i < 5; i++) {
+        high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 16);
+        if (high[i] < 0)
+            fail(c, "dup");
+    }
+    for (int i = 0; i < 4; i++)
+        if (dup2(high[i], i) != i)
+            fail(c, "dup2");
+    if (dup3(high[4], 4, O_CLOEXEC) != 4)
+        fail(c, "dup3");
+    c->setup_w = 4;
+    if (syscall(SYS_close_range, 5, ~0U, 0) != 0)
+        for (int fd = 5; fd < 1024; fd++)
+            close(fd);
+}
+
+static void exec_handler(struct child *c, int devnull) __attribute__((noreturn));
+
+static void exec_handler(struct child *c, int devnull)
+{
+    place_fds(c, devnull);
+    drop_privileges(c);
+    if (chdir(c->cwd) != 0)
+        fail(c, "chdir to the code directory");
+    execve(c->exe, c->argv, c->envp);
+    fail(c, "exec handler");
+}
+
+static void build_root(struct child *c)
+{
+    static const struct { const char *name; unsigned maj, min; } devs[6] = {
+        { "null", 1, 3 }, { "zero", 1, 5 }, { "full", 1, 7 },
+        { "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 },
+    };
+
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        fail(c, "make mounts private");
+    if (mount("sluice", c->root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755") != 0)
+        fail(c, "mount root tmpfs");
+    for (int i = 0; i < c->nm; i++) {
+        struct mnt *m = &c->m[i];
+
+        if (m->symlink) {
+            if (symlink(m->symlink, m->target) != 0)
+                fail(c, m->step);
+            continue;
+        }
+        if (mkdir(m->target, 0755) != 0 && errno != EEXIST)
+            fail(c, m->step);
+        if (!m->source)
+            continue;
+        if (m->fstype) {
+            if (mount(m->source, m->target, m->fstype, m->flags, m->data) != 0)
+                fail(c, m->step);
+            continue;
+        }
+        if (mount(m->source, m->target, NULL, MS_BIND | MS_REC, NULL) != 0)
+            fail(c, m->step);
+        if (m->readonly && mount(NULL, m->target, NULL,
+                                 MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                                 NULL) != 0)
+            fail(c, m->step);
+    }
+    for (int i = 0; i < 6; i++) {
+        if (!c->userns) {
+            if (mknod(c->dev[i], S_IFCHR | 0666, makedev(devs[i].maj, devs[i].min)) != 0)
+                fail(c, "create /dev nodes");
+        }
+        /* (user namespaces cannot mknod; those hosts get no /dev nodes) */
+    }
+    if (mkdir(c->old_root, 0700) != 0)
+        fail(c, "create old root");
+    if (syscall(SYS_pivot_root, c->root, c->old_root) != 0)
+        fail(c, "pivot_root");
+    if (chdir("/") != 0)
+        fail(c, "chdir /");
+    if (umount2("/.old", MNT_DETACH) != 0)
+        fail(c, "detach the host root");
+    if (rmdir("/.old") != 0)
+        fail(c, "remove old root");
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
+        fail(c, "make root read-only");
+}
+
+static void child_main(struct child *c) __attribute__((noreturn));
+
+static void child_main(struct child *c)
+{
+    pid_t handler;
+    char go;
+    int devnull, st;
+
+    /* die with sluice, and wait until it placed us in our cgroups */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+        fail(c, "parent death signal");
+    if (read(c->sync_r, &go, 1) != 1)
+        _exit(1);
+    close(c->sync_r);
+    set_limits(c);
+
+    if (c->relaxed) {
+        setsid();
+        if ((devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+            fail(c, "open /dev/null");
+        exec_handler(c, devnull);
+    }
+
+    if (c->netns >= 0 && setns(c->netns, CLONE_NEWNET) != 0)
+        fail(c, "join the empty network namespace");
+    if (sethostname("sluice", 6) != 0)
+        fail(c, "set hostname");
+    build_root(c);
+    if ((devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+        fail(c, "open /dev/null");
+
+    handler = fork();
+    if (handler < 0)
+        fail(c, "fork handler");
+    if (handler == 0)
+        exec_handler(c, devnull);
+
+    /* init: hold nothing the handler uses, reap every orphan, and exit
+     * with the handler's status */
+    close(c->sock);
+    close(c->out_w);
+    close(c->err_w);
+    close(devnull);
+    close(c->setup_w);
+    c->setup_w = 2; /* nowhere better to report from here on */
+    drop_privileges(c);
+    for (;;) {
+        pid_t w = waitpid(-1, &st, 0);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            _exit(126);
+        if (w != handler)
+            continue;
+        if (WIFEXITED(st))
+            _exit(WEXITSTATUS(st));
+        _exit(128 + WTERMSIG(st));
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Parent side                                                         */
+
+static struct mnt *add(struct child *c, const char *step, const char *rel)
+{
+    struct mnt *m = &c->m[c->nm++];
+
+    memset(m, 0, sizeof(*m));
+    snprintf(m->target, sizeof(m->target), "%s/%s", c->root, rel);
+    m->step = step;
+    return m;
+}
+
+static char **build_env(const struct sl_sandbox *sb, const struct sl_function_conf *fn,
+                        const char *init_type, const char *task_root, const char *base,
+                        int relaxed)
+{
+    size_t n = 0, cap = fn->environment.n + 24;
+    char **env = sl_calloc(cap, sizeof(char *));
+    const char *rt = relaxed ? sb->runtime_dir : "/var/runtime";
+
+    env[n++] = sl_strdup("PATH=/usr/local/bin:/usr/bin:/bin:/opt/bin");
+    env[n++] = sl_strdup("LANG=C.UTF-8");
+    env[n++] = sl_strdup("TZ=:UTC");
+    env[n++] = sl_asprintf("LAMBDA_TASK_ROOT=%s", task_root);
+    env[n++] = sl_asprintf("LAMBDA_RUNTIME_DIR=%s", rt ? rt : "");
+    env[n++] = sl_asprintf("PYTHONPATH=%s/python:/opt/python", rt ? rt : "");
+    env[n++] = sl_asprintf("_HANDLER=%s", base);
+    env[n++] = sl_asprintf("AWS_LAMBDA_FUNCTION_NAME=%s", fn->name);
+    env[n++] = sl_asprintf("AWS_LAMBDA_FUNCTION_MEMORY_SIZE=%lld", (long long)fn->memory_mb);
+    env[n++] = sl_strdup("AWS_LAMBDA_FUNCTION_VERSION=$LATEST");
+    env[n++] = sl_asprintf("AWS_LAMBDA_INITIALIZATION_TYPE=%s", init_type);
+    env[n++] = sl_strdup("AWS_REGION=us-east-1");
+    env[n++] = sl_strdup("AWS_DEFAULT_REGION=us-east-1");
+    env[n++] = sl_strdup("SLUICE_RUNTIME_FD=3");
+    env[n++] = sl_strdup("HOME=/tmp");
+    for (size_t i = 0; i < fn->environment.n; i++)
+        env[n++] = sl_asprintf("%s=%s", fn->environment.v[i].key, fn->environment.v[i].value);
+    env[n] = NULL;
+    return env;
+}
+
+static void free_strv(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void set_nonblock(int fd)
+{
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+/* Read what the setup pipe holds (non-blocking) into `err`. */
+static void read_setup_error(int fd, struct sl_err *err)
+{
+    char buf[200];
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    char *colon;
+
+    if (n <= 0)
+        return;
+    buf[n] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    colon = strrchr(buf, ':');
+    if (colon) {
+        *colon = '\0';
+        sl_err_set(err, SL_ESANDBOX, false, "sandbox setup failed at '%s': %s", buf,
+                   strerror(atoi(colon + 1)));
+    }
+}
+
+int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
+                     const char *init_type, struct sl_sbx_proc *p, struct sl_err *err)
+{
+    struct child *c = sl_calloc(1, sizeof(*c));
+    int sv[2] = { -1, -1 }, outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
+    int syncp[2] = { -1, -1 }, setupp[2] = { -1, -1 }, pidfd = -1, rc;
+    char *code_dir = sl_strdup(fn->handler), *slash = strrchr(code_dir, '/');
+    const char *base = slash ? slash + 1 : fn->handler;
+    pid_t pid;
+    unsigned long flags;
+
+    memset(p, 0, sizeof(*p));
+    p->pid = -1;
+    p->pidfd = p->sock = p->out = p->err = p->setup = -1;
+    if (slash)
+        *slash = '\0';
+    c->relaxed = fn->sandbox == SL_SANDBOX_RELAXED;
+    c->userns = sb->userns;
+    c->netns = fn->network == SL_NETWORK_NONE ? sb->netns : -1;
+    c->root = sb->root;
+    c->filter = &sb->filter;
+    c->fsize = (rlim_t)fn->ephemeral_storage_mb * 1024 * 1024;
+    p->relaxed = c->relaxed;
+
+    if (c->relaxed) {
+        snprintf(c->exe, sizeof(c->exe), "%s", fn->handler);
+        snprintf(c->cwd, sizeof(c->cwd), "%s", code_dir);
+    } else {
+        if (c->netns < 0 && fn->network == SL_NETWORK_NONE) {
+            rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: no shared network namespace");
+            goto fail;
+        }
+        snprintf(c->exe, sizeof(c->exe), "/var/task/%s", base);
+        snprintf(c->cwd, sizeof(c->cwd), "/var/task");
+        snprintf(c->old_root, sizeof(c->old_root), "%s/.old", sb->root);
+        for (int i = 0; i < sb->nents; i++) {
+            struct mnt *m = add(c, "bind system directory", sb->ents[i].name);
+            if (sb->ents[i].link[0]) {
+                m->symlink = sb->ents[i].link;
+            } else {
+                static char srcs[8][24];
+                snprintf(srcs[i], sizeof(srcs[i]), "/%s", sb->ents[i].name);
+                m->source = srcs[i];
+                m->readonly = 1;
+            }
+        }
+        add(c, "bind /etc", "etc")->source = sb->etc;
+        c->m[c->nm - 1].readonly = 1;
+        add(c, "create /var", "var");
+        add(c, "bind code at /var/task", "var/task")->source = code_dir;
+        c->m[c->nm - 1].readonly = 1;
+        if (sb->runtime_dir) {
+            add(c, "bind /var/runtime", "var/runtime")->source = sb->runtime_dir;
+            c->m[c->nm - 1].readonly = 1;
+        }
+        if (fn->layers.n == 1) {
+            add(c, "bind layer at /opt", "opt")->source = fn->layers.v[0];
+            c->m[c->nm - 1].readonly = 1;
+        } else if (fn->layers.n > 1) {
+            /* later layers win, as in Lambda: overlay lists the top first */
+            size_t len = 0;
+            len += (size_t)snprintf(c->opt_data, sizeof(c->opt_data), "lowerdir=");
+            for (size_t i = fn->layers.n; i-- > 0 && len < sizeof(c->opt_data);)
+                len += (size_t)snprintf(c->opt_data + len, sizeof(c->opt_data) - len, "%s%s",
+                                        fn->layers.v[i], i ? ":" : "");
+            struct mnt *m = add(c, "overlay layers at /opt", "opt");
+            m->source = "overlay";
+            m->fstype = "overlay";
+            m->flags = MS_RDONLY | MS_NOSUID | MS_NODEV;
+            m->data = c->opt_data;
+        } else {
+            add(c, "create /opt", "opt");
+        }
+        snprintf(c->tmp_data, sizeof(c->tmp_data), "size=%lldm,mode=1777",
+                 (long long)fn->ephemeral_storage_mb);
+        {
+            struct mnt *m = add(c, "mount /tmp", "tmp");
+            m->source = "tmpfs";
+            m->fstype = "tmpfs";
+            m->flags = MS_NOSUID | MS_NODEV;
+            m->data = c->tmp_data;
+            m = add(c, "mount /proc", "proc");
+            m->source = "proc";
+            m->fstype = "proc";
+            m->flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+            m = add(c, "mount /dev", "dev");
+            m->source = "tmpfs";
+            m->fstype = "tmpfs";
+            m->flags = MS_NOSUID | MS_NOEXEC;
+            m->data = "size=64k,mode=0755";
+            add(c, "link /dev/fd", "dev/fd")->symlink = "/proc/self/fd";
+            add(c, "link /dev/stdin", "dev/stdin")->symlink = "/proc/self/fd/0";
+            add(c, "link /dev/stdout", "dev/stdout")->symlink = "/proc/self/fd/1";
+            add(c, "link /dev/stderr", "dev/stderr")->symlink = "/proc/self/fd/2";
+        }
+        {
+            static const char *const names[6] = { "null", "zero", "full", "random", "urandom",
+                                                  "tty" };
+            for (int i = 0; i < 6; i++)
+                snprintf(c->dev[i], sizeof(c->dev[i]), "%s/dev/%s", sb->root, names[i]);
+        }
+    }
+    c->argv = sl_calloc(2, sizeof(char *));
+    c->argv[0] = sl_strdup(c->exe);
+    c->envp = build_env(sb, fn, init_type, c->relaxed ? code_dir : "/var/task", base, c->relaxed);
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
+        pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0 ||
+        pipe2(syncp, O_CLOEXEC) != 0 || pipe2(setupp, O_CLOEXEC) != 0) {
+        rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot create pipes: %s",
+                        strerror(errno));
+        goto fail;
+    }
+    c->sync_r = syncp[0];
+    c->setup_w = setupp[1];
+    c->sock = sv[1];
+    c->out_w = outp[1];
+    c->err_w = errp[1];
+
+    if (sb->cg.kind != CG_NONE) {
+        rc = sl_sandbox_cgroup_new(sb, fn, p, err);
+        if (rc != 0)
+            goto fail;
+    }
+
+    flags = SIGCHLD | CLONE_PIDFD;
+    if (!c->relaxed)
+        flags |= CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
+                 (c->userns ? CLONE_NEWUSER : 0);
+    pid = (pid_t)syscall(SYS_clone, flags, NULL, &pidfd, NULL, 0);
+    if (pid == 0)
+        child_main(c);
+    if (pid < 0) {
+        rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot create namespaces (clone): %s"
+                        "; hosts without namespace support need `sandbox: relaxed`",
+                        strerror(errno));
+        goto fail;
+    }
+    p->pid = pid;
+    p->pidfd = pidfd;
+    close(syncp[0]);
+    syncp[0] = -1;
+    close(sv[1]);
+    close(outp[1]);
+    close(errp[1]);
+    close(setupp[1]);
+    sv[1] = outp[1] = errp[1] = setupp[1] = -1;
+
+    if (c->userns) {
+        char path[64], map[64];
+        int fd;
+        snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)pid);
+        if ((fd = open(path, O_WRONLY | O_CLOEXEC)) >= 0) {
+            if (write(fd, "deny", 4) != 4)
+                SL_DEBUG(SL_DBG_SANDBOX, NULL, "setgroups deny: %s", strerror(errno));
+            close(fd);
+        }
+        snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+        snprintf(map, sizeof(map), "0 %d 1", (int)getuid());
+        if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0 ||
+            write(fd, map, strlen(map)) != (ssize_t)strlen(map)) {
+            rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot write uid_map: %s",
+                            strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            goto fail_child;
+        }
+        close(fd);
+        snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+        snprintf(map, sizeof(map), "0 %d 1", (int)getgid());
+        if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0 ||
+            write(fd, map, strlen(map)) != (ssize_t)strlen(map)) {
+            rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot write gid_map: %s",
+                            strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            goto fail_child;
+        }
+        close(fd);
+    }
+    if (p->ncgroup && (rc = sl_sandbox_adopt(sb, p, pid, err)) != 0)
+        goto fail_child;
+    if (write(syncp[1], "g", 1) != 1) {
+        rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: environment died during setup");
+        goto fail_child;
+    }
+    close(syncp[1]);
+
+    p->sock = sv[0];
+    p->out = outp[0];
+    p->err = errp[0];
+    p->setup = setupp[0];
+    set_nonblock(p->sock);
+    set_nonblock(p->out);
+    set_nonblock(p->err);
+    set_nonblock(p->setup);
+    free_strv(c->argv);
+    free_strv(c->envp);
+    free(c);
+    free(code_dir);
+    return 0;
+
+fail_child:
+    sl_sandbox_kill(sb, p);
+    while (!sl_sandbox_reap(p))
+        usleep(100);
+    read_setup_error(setupp[0], err);
+fail:
+    for (int i = 0; i < 2; i++) {
+        int *fds[] = { &sv[i], &outp[i], &errp[i], &syncp[i], &setupp[i] };
+        for (size_t k = 0; k < sizeof(fds) / sizeof(fds[0]); k++)
+            if (*fds[k] >= 0)
+                close(*fds[k]);
+    }
+    p->sock = p->out = p->err = p->setup = -1;
+    sl_sandbox_release(sb, p);
+    if (c->argv)
+        free_strv(c->argv);
+    if (c->envp)
+        free_strv(c->envp);
+    free(c);
+    free(code_dir);
+    return rc;
+}
+
+void sl_sandbox_kill(struct sl_sandbox *sb, struct sl_sbx_proc *p)
+{
+    (void)sb;
+    if (p->pid > 0 && !p->reaped) {
+        /* the init of a pid namespace takes everything in it along */
+        if (p->pidfd >= 0)
+            syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
+        else
+            kill(p->pid, SIGKILL);
+        if (p->relaxed)
+            kill(-p->pid, SIGKILL);
+    }
+    sl__cgroup_kill(p);
+}
+
+bool sl_sandbox_reap(struct sl_sbx_proc *p)
+{
+    int st;
+    pid_t w;
+
+    if (p->reaped || p->pid <= 0)
+        return true;
+    w = waitpid(p->pid, &st, WNOHANG);
+    if (w == p->pid) {
+        p->reaped = true;
+        p->status = st;
+    } else if (w < 0 && errno == ECHILD) {
+        p->reaped = true;
+        p->status = 0;
+    }
+    return p->reaped;
+}
+
+void sl_sandbox_release(struct sl_sandbox *sb, struct sl_sbx_proc *p)
+{
+    int *fds[] = { &p->pidfd, &p->sock, &p->out, &p->err, &p->setup };
+
+    (void)sb;
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+    sl__cgroup_remove(p);
+}
+
+/* Exposed for the environment code: a setup failure message, if any. */
+void sl__sandbox_setup_error(int fd, struct sl_err *err)
+{
+    read_setup_error(fd, err);
+}
