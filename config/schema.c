@@ -234,6 +234,9 @@ static const struct sl__ckey function_keys[] = {
       .off = F(provisioned_concurrency), .desc = "Environments kept initialized at all times." },
     { .name = "snapstart", .type = CK_BOOL, .def = "false", .off = F(snapstart),
       .desc = "Start new environments by forking an initialized template." },
+    { .name = "idle_timeout_s", .type = CK_DURATION, .def = "10m", .unit = SEC, .min = 1,
+      .max = 86400, .off = F(idle_timeout_ms),
+      .desc = "An environment idle this long is shut down (provisioned ones are kept)." },
     { .name = "async", .type = CK_OBJECT, .sub = &sl__async_table, .off = F(async),
       .desc = "Asynchronous invocation settings (below)." },
 };

@@ -1,9 +1,14 @@
 /* sluice command line: run, lint, version, help, config-docs. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+#include <jansson.h>
+
 #include "sluice/config.h"
+#include "sluice/env.h"
 #include "sluice/log.h"
 #include "sluice/runtime.h"
 
@@ -106,6 +111,153 @@ static int cmd_run(int argc, char **argv)
     return code;
 }
 
+/* ------------------------------------------------------------------ */
+/* invoke --local                                                      */
+
+struct local_result {
+    struct event_base *base;
+    int    done, ok;
+    char  *out;          /* what goes to stdout */
+    double duration_ms, init_ms;
+    long long max_memory_mb, memory_mb;
+};
+
+static void on_local_result(const struct sl_invoke_result *r, void *arg)
+{
+    struct local_result *lr = arg;
+
+    lr->done = 1;
+    lr->ok = r->ok;
+    lr->duration_ms = r->duration_ms;
+    lr->init_ms = r->init_ms;
+    lr->max_memory_mb = (long long)r->max_memory_mb;
+    if (r->ok) {
+        lr->out = strndup(r->payload, r->payload_len);
+    } else {
+        json_t *e = json_pack("{s:s, s:s}", "errorMessage",
+                              r->error_message ? r->error_message : "", "errorType",
+                              r->error_type ? r->error_type : "Unknown");
+        if (!e) /* the handler's text was not UTF-8 */
+            e = json_pack("{s:s, s:s}", "errorMessage", "(not UTF-8)", "errorType",
+                          "Runtime.InvalidResponse");
+        if (r->stack)
+            json_object_set(e, "stackTrace", r->stack);
+        lr->out = json_dumps(e, JSON_COMPACT);
+        json_decref(e);
+    }
+    event_base_loopbreak(lr->base);
+}
+
+static char *read_payload(const char *arg)
+{
+    FILE *f;
+    char *buf = NULL;
+    size_t len = 0;
+
+    if (arg[0] != '@')
+        return strdup(arg);
+    f = fopen(arg + 1, "rb");
+    if (!f) {
+        fprintf(stderr, "sluice: cannot open %s: %s\n", arg + 1, strerror(errno));
+        return NULL;
+    }
+    {
+        FILE *m = open_memstream(&buf, &len);
+        char chunk[65536];
+        size_t n;
+        while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && len < 7 * 1024 * 1024)
+            fwrite(chunk, 1, n, m);
+        fclose(m);
+    }
+    fclose(f);
+    return buf;
+}
+
+static int cmd_invoke(int argc, char **argv)
+{
+    const char *config = NULL, *fname = NULL, *payload_arg = "{}";
+    struct local_result lr = { 0 };
+    struct sl_functions *fns = NULL;
+    struct sl_invoke_req req = { 0 };
+    struct sl_fnpool *pool;
+    struct sl_config *c = NULL;
+    struct sl_err err;
+    json_error_t jerr;
+    json_t *check;
+    char *payload;
+    int local = 0, code = EXIT_FAIL;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--local") == 0)
+            local = 1;
+        else if (strcmp(argv[i], "--payload") == 0 && i + 1 < argc)
+            payload_arg = argv[++i];
+        else if (argv[i][0] == '-')
+            return fprintf(stderr, "sluice invoke: unknown option %s\n", argv[i]), EXIT_USAGE;
+        else if (!config)
+            config = argv[i];
+        else if (!fname)
+            fname = argv[i];
+        else
+            return fprintf(stderr, "usage: sluice invoke --local CONFIG FUNCTION "
+                                   "[--payload JSON|@FILE]\n"), EXIT_USAGE;
+    }
+    if (!local || !config || !fname) {
+        fprintf(stderr, "usage: sluice invoke --local CONFIG FUNCTION [--payload JSON|@FILE]\n");
+        return EXIT_USAGE;
+    }
+    if (!(payload = read_payload(payload_arg)))
+        return EXIT_FAIL;
+    check = json_loads(payload, JSON_DECODE_ANY, &jerr);
+    if (!check) {
+        fprintf(stderr, "sluice: the payload is not JSON: %s (line %d, column %d)\n", jerr.text,
+                jerr.line, jerr.column);
+        free(payload);
+        return EXIT_FAIL;
+    }
+    json_decref(check);
+    if (load(config, &c) != 0) {
+        free(payload);
+        return EXIT_FAIL;
+    }
+    sl_log_set_level(c->log.level);
+    sl_log_set_format(c->log.format);
+    sl_log_set_debug(c->log.debug);
+    if (!sl_config_function(c, fname)) {
+        fprintf(stderr, "sluice: %s has no function named '%s'\n", config, fname);
+        goto out;
+    }
+    lr.base = event_base_new();
+    sl_err_clear(&err);
+    if (sl_functions_new(lr.base, c, fname, &fns, &err) != 0) {
+        fprintf(stderr, "sluice: %s\n", err.msg);
+        goto out;
+    }
+    pool = sl_functions_pool(fns, fname);
+    req.event = payload;
+    req.event_len = strlen(payload);
+    if (sl_fnpool_invoke(pool, &req, on_local_result, &lr) != 0) {
+        fprintf(stderr, "sluice: function %s has no concurrency (reserved_concurrency: 0)\n",
+                fname);
+        goto out;
+    }
+    while (!lr.done)
+        event_base_loop(lr.base, EVLOOP_ONCE);
+    printf("%s\n", lr.out ? lr.out : "");
+    fprintf(stderr, "duration: %.2f ms, init: %.2f ms, max memory used: %lld MB of %lld MB\n",
+            lr.duration_ms, lr.init_ms, lr.max_memory_mb,
+            (long long)sl_config_function(c, fname)->memory_mb);
+    code = lr.ok ? EXIT_OK : EXIT_FAIL;
+out:
+    sl_functions_free(fns);
+    if (lr.base)
+        event_base_free(lr.base);
+    free(lr.out);
+    free(payload);
+    sl_config_free(c);
+    return code;
+}
+
 static int cmd_version(int argc, char **argv)
 {
     (void)argv;
@@ -160,6 +312,15 @@ static const struct command commands[] = {
       "interpolates ${VAR}, and prints every problem as file:line:col: message.\n\n"
       "Exit codes: 0 valid, 1 invalid (or unreadable), 2 usage.",
       cmd_lint },
+    { "invoke", "--local CONFIG FUNCTION [--payload JSON|@FILE]",
+      "run one invocation of a function in its sandbox",
+      "Starts an environment of FUNCTION from CONFIG (sandbox and all), invokes it\n"
+      "once with the payload (default {}), prints the result JSON to stdout and\n"
+      "the duration, init duration and peak memory to stderr, like sam local invoke.\n"
+      "A function error prints Lambda's error JSON ({\"errorMessage\", \"errorType\",\n"
+      "\"stackTrace\"}) and exits 1.\n\n"
+      "Exit codes: 0 success, 1 function error or failure, 2 usage.",
+      cmd_invoke },
     { "version", "", "print the version", "Prints 'sluice VERSION'. Exit code 0.", cmd_version },
     { "config-docs", "", "print the configuration reference (Markdown)",
       "Prints docs/CONFIGURATION.md, generated from the key tables. Exit code 0.",

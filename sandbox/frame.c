@@ -261,8 +261,9 @@ int sl_frame_take(struct evbuffer *in, struct sl_msg *m, char *why, size_t whyle
     evbuffer_copyout(in, hdr, 4);
     blen = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
     if (blen > SL_FRAME_MAX) {
+        /* a few MB over: an oversized result; far beyond: not a frame at all */
         snprintf(why, whylen, "frame of %u bytes is over the %d byte limit", blen, SL_FRAME_MAX);
-        return SL_ETOOBIG;
+        return blen <= SL_FRAME_GARBAGE ? SL_ETOOBIG : SL_EPROTO;
     }
     if (evbuffer_get_length(in) < 4 + (size_t)blen)
         return 0;

@@ -218,7 +218,9 @@ static void build_root(struct child *c)
     }
     for (int i = 0; i < 6; i++) {
         if (!c->userns) {
-            if (mknod(c->dev[i], S_IFCHR | 0666, makedev(devs[i].maj, devs[i].min)) != 0)
+            /* chmod: mknod's mode is cut by the umask */
+            if (mknod(c->dev[i], S_IFCHR | 0666, makedev(devs[i].maj, devs[i].min)) != 0 ||
+                chmod(c->dev[i], 0666) != 0)
                 fail(c, "create /dev nodes");
         }
         /* (user namespaces cannot mknod; those hosts get no /dev nodes) */
@@ -260,6 +262,9 @@ static void child_main(struct child *c)
         exec_handler(c, devnull);
     }
 
+    /* now that we are in our cgroups, make them our cgroup root */
+    if (unshare(CLONE_NEWCGROUP) != 0)
+        fail(c, "create cgroup namespace");
     if (c->netns >= 0 && setns(c->netns, CLONE_NEWNET) != 0)
         fail(c, "join the empty network namespace");
     if (sethostname("sluice", 6) != 0)

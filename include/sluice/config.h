@@ -94,6 +94,7 @@ struct sl_function_conf {
     int64_t reserved_concurrency;    /* -1: draws from the unreserved pool */
     int64_t provisioned_concurrency;
     bool    snapstart;
+    int64_t idle_timeout_ms;         /* reap idle envs after this */
     struct sl_async_conf async;
     int     line, col;               /* where the function is defined */
 };

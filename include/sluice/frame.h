@@ -15,6 +15,7 @@
 
 #define SL_FRAME_MAX       (6 * 1024 * 1024 + 64 * 1024)  /* body bytes, either way */
 #define SL_PAYLOAD_MAX     (6 * 1024 * 1024)              /* event or result JSON */
+#define SL_FRAME_GARBAGE   (64 * 1024 * 1024)             /* longer "frames" are noise */
 
 /* ------------------------------------------------------------------ */
 /* Encoding (sluice -> handler). Each returns a malloc'd frame (length
@@ -71,8 +72,9 @@ struct sl_msg {
 
 /* Take one whole frame from `in` (a bufferevent's input). Returns 1 with
  * `m` filled (release with sl_msg_destroy), 0 when more bytes are needed,
- * SL_ETOOBIG for a frame past SL_FRAME_MAX, or SL_EPROTO for a body that
- * is not a valid message (`why` says what). After an error the stream
+ * SL_ETOOBIG for a frame past SL_FRAME_MAX (up to SL_FRAME_GARBAGE), or
+ * SL_EPROTO for a length beyond that or a body that is not a valid message
+ * (`why` says what). After an error the stream
  * cannot be resynchronised. */
 int sl_frame_take(struct evbuffer *in, struct sl_msg *m, char *why, size_t whylen);
 

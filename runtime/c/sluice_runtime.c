@@ -59,6 +59,19 @@ static struct {
     size_t           body_cap;
 } rt = {.fd = 3};
 
+/* sluice says where the socket is; 3 unless told otherwise. */
+static int runtime_fd(void)
+{
+    const char *env = getenv("SLUICE_RUNTIME_FD");
+    char *end;
+    long fd;
+
+    if (!env || !*env)
+        return 3;
+    fd = strtol(env, &end, 10);
+    return *end || fd < 0 || fd > INT32_MAX ? 3 : (int)fd;
+}
+
 /* Protocol and I/O failures end the process, so they are explained here,
  * once, where they are detected. Returns -EPROTO for `return fail(...)`. */
 __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
@@ -106,7 +119,8 @@ static void set_error_v(const char *type, const char *fmt, va_list ap)
 {
     char *msg = NULL;
 
-    snprintf(rt.err_type, sizeof rt.err_type, "%s", type && *type ? type : "HandlerError");
+    /* No type: whoever reports the failure fills in its own default. */
+    snprintf(rt.err_type, sizeof rt.err_type, "%s", type ? type : "");
     free(rt.err_msg);
     rt.err_msg = NULL;
     if (fmt && vasprintf(&msg, fmt, ap) >= 0) {
@@ -253,7 +267,8 @@ static int read_frame(msgpack_unpacked *up, size_t *len)
     case MSGPACK_UNPACK_EXTRA_BYTES:
         return fail("frame from sluice holds bytes after its map");
     case MSGPACK_UNPACK_NOMEM_ERROR:
-        return fail("out of memory unpacking a frame from sluice");
+        /* msgpack-c says this for nesting past its fixed stack, too. */
+        return fail("cannot unpack a frame from sluice: nested too deeply or out of memory");
     default:
         return fail("frame from sluice is not valid msgpack");
     }
@@ -333,13 +348,25 @@ struct out {
     msgpack_packer  pk;
 };
 
+/* msgpack_sbuffer_write with xmalloc's policy: a frame that silently lost
+ * bytes would be worse than no frame. */
+static int sbuf_write(void *data, const char *buf, size_t len)
+{
+    if (msgpack_sbuffer_write(data, buf, len) < 0) {
+        fprintf(stderr, "sluice_runtime: out of memory building a frame (%zu bytes)\n",
+                ((msgpack_sbuffer *)data)->size + len);
+        abort();
+    }
+    return 0;
+}
+
 static void out_init(struct out *o, size_t nkeys, const char *type)
 {
     static const char zero[4];
 
     msgpack_sbuffer_init(&o->sb);
-    msgpack_packer_init(&o->pk, &o->sb, msgpack_sbuffer_write);
-    msgpack_sbuffer_write(&o->sb, zero, sizeof zero);
+    msgpack_packer_init(&o->pk, &o->sb, sbuf_write);
+    sbuf_write(&o->sb, zero, sizeof zero);
     msgpack_pack_map(&o->pk, nkeys);
     msgpack_pack_str_with_body(&o->pk, "type", 4);
     msgpack_pack_str_with_body(&o->pk, type, strlen(type));
@@ -364,8 +391,6 @@ static int out_send(struct out *o, int creds)
     size_t len = o->sb.size, done = 0, body = len - 4;
     unsigned char *p = (unsigned char *)o->sb.data;
 
-    if (!p) /* msgpack_sbuffer_write failed to grow */
-        return fail("out of memory building a frame");
     if (body > SLR_FRAME_MAX)
         return fail("frame of %zu bytes is past the %d-byte cap", body, SLR_FRAME_MAX);
     p[0] = (unsigned char)(body >> 24);
@@ -456,14 +481,13 @@ static int send_init_error(const char *def_type)
 _Noreturn void slr_init_error(const char *type, const char *fmt, ...)
 {
     va_list ap;
-    const char *env = getenv("SLUICE_RUNTIME_FD");
 
-    if (env && *env)
-        rt.fd = atoi(env);
+    rt.fd = runtime_fd();
     va_start(ap, fmt);
     set_error_v(type, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "init error: %s: %s\n", rt.err_type, rt.err_msg ? rt.err_msg : "");
+    fprintf(stderr, "init error: %s: %s\n", rt.err_type[0] ? rt.err_type : "Runtime.InitError",
+            rt.err_msg ? rt.err_msg : "");
     send_init_error("Runtime.InitError");
     exit(1);
 }
@@ -697,19 +721,30 @@ static int on_fork(const msgpack_object *m)
     return rc;
 }
 
+/* Whether sluice's bytes can go to our stderr as they are. */
+static int printable(const char *s, size_t n)
+{
+    size_t i;
+
+    if (n > 64)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
 /* ------------------------------------------------------------------ */
 /* The loop                                                            */
 
 int slr_start(slr_handler_fn fn, void *arg)
 {
-    const char *env = getenv("SLUICE_RUNTIME_FD");
     msgpack_unpacked up;
     struct stat st;
     int rc = 0, done = 0;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
-    if (env && *env)
-        rt.fd = atoi(env);
+    rt.fd = runtime_fd();
     if (fstat(rt.fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
         fail("fd %d is not sluice's socket; run this handler under sluice", rt.fd);
         return 1;
@@ -750,7 +785,8 @@ int slr_start(slr_handler_fn fn, void *arg)
             rc = on_fork(&up.data);
         } else {
             /* A newer sluice may say more; what we do not know we skip. */
-            fprintf(stderr, "sluice_runtime: ignoring message `%.*s`\n", (int)tlen, type);
+            fprintf(stderr, "sluice_runtime: ignoring message `%.*s`\n",
+                    printable(type, tlen) ? (int)tlen : 1, printable(type, tlen) ? type : "?");
         }
         if (rc < 0)
             break;

@@ -60,8 +60,10 @@ typedef int (*slr_handler_fn)(const char *event, size_t len, const struct slr_co
 
 /* Set the error_type and error_message (printf-style) of the failure being
  * reported: by a handler, a hook or slr_init_error(). Returns -1 so a
- * handler can end with `return slr_set_error(...)`. Without a call the
- * failure reads "HandlerError". */
+ * handler can end with `return slr_set_error(...)`. A NULL type, or no call
+ * at all, reports the default: "HandlerError" for a handler,
+ * "Runtime.BeforeSnapshotError" / "Runtime.AfterRestoreError" for a hook,
+ * "Runtime.InitError" for slr_init_error(). */
 int slr_set_error(const char *type, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* SnapStart hooks, run in registration order. A before-snapshot hook runs
@@ -77,14 +79,16 @@ int slr_on_before_snapshot(slr_hook_fn fn, void *arg);
 int slr_on_after_restore(slr_hook_fn fn, void *arg);
 
 /* Run the handler loop until sluice says `shutdown` or closes the socket.
- * Makes stdout line-buffered, sends `ready`, then serves `invoke`,
+ * Makes stdout line-buffered (call it before printing anything), sends
+ * `ready`, then serves `invoke`,
  * `snapshot` and `fork`. Returns the process's exit code: 0 after
  * `shutdown` or end of stream, 1 after a protocol or I/O error (explained
  * on stderr). `fn` is called with `arg` once per invocation. */
 int slr_start(slr_handler_fn fn, void *arg);
 
 /* Report a failed init (instead of `ready`) with `type` and a printf-style
- * message, then exit(1). For setup that fails before slr_start(). */
+ * message, then exit(1). For setup that fails before slr_start(). The
+ * message also goes to stderr. */
 _Noreturn void slr_init_error(const char *type, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -153,7 +153,8 @@ class _Channel:
         try:
             msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception as e:  # msgpack raises several kinds: all mean garbage
-            raise ProtocolError("frame from sluice is not valid msgpack: %s" % e) from None
+            raise ProtocolError("frame from sluice is not valid msgpack: %s"
+                                % (str(e) or type(e).__name__)) from None
         if not isinstance(msg, dict):
             raise ProtocolError("frame from sluice is not a map")
         if not isinstance(msg.get("type"), str):

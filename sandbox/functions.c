@@ -1,0 +1,112 @@
+/* All functions of a configuration: one sandbox preparation, one pool each. */
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sluice/env.h"
+#include "sluice/log.h"
+#include "sluice/mem.h"
+
+struct sl_functions {
+    struct sl_sandbox  *sb;
+    struct sl_fnpool  **pools;      /* parallel to conf->functions */
+    const struct sl_config *conf;
+};
+
+char *sl_runtime_dir(void)
+{
+    const char *env = getenv("SLUICE_RUNTIME_DIR");
+    char exe[PATH_MAX], *dir;
+    struct stat st;
+    ssize_t n;
+
+    if (env && *env)
+        return stat(env, &st) == 0 && S_ISDIR(st.st_mode) ? sl_strdup(env) : NULL;
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return NULL;
+    exe[n] = '\0';
+    /* <prefix>/build/sluice -> <prefix>/runtime (dirname works in place) */
+    dir = sl_asprintf("%s/runtime", dirname(dirname(exe)));
+    {
+        char real[PATH_MAX];
+        char *r = realpath(dir, real) ? sl_strdup(real) : NULL;
+        free(dir);
+        if (r && (stat(r, &st) != 0 || !S_ISDIR(st.st_mode))) {
+            free(r);
+            r = NULL;
+        }
+        return r;
+    }
+}
+
+int sl_functions_new(struct event_base *base, const struct sl_config *conf, const char *only,
+                     struct sl_functions **out, struct sl_err *err)
+{
+    struct sl_functions *f = sl_calloc(1, sizeof(*f));
+    struct sl_sandbox_opts so;
+    struct sl_fnpool_opts po = { .idle_ms = 600000, .max_envs = conf->server.concurrency_limit };
+    bool relaxed_only = conf->nfunctions > 0;
+    char *rtdir = sl_runtime_dir();
+    char *state = sl_asprintf("%s/sandbox", conf->server.data_dir);
+    int rc;
+
+    f->conf = conf;
+    for (size_t i = 0; i < conf->nfunctions; i++)
+        if (!only || strcmp(conf->functions[i].name, only) == 0)
+            relaxed_only &= conf->functions[i].sandbox == SL_SANDBOX_RELAXED;
+    so.state_dir = state;
+    so.runtime_dir = rtdir;
+    so.relaxed_only = relaxed_only;
+    if (!rtdir)
+        SL_WARN(NULL, "no runtime/ directory found beside the sluice binary (set "
+                "SLUICE_RUNTIME_DIR): handlers cannot import the runtime libraries");
+    rc = sl_sandbox_new(&so, &f->sb, err);
+    free(state);
+    free(rtdir);
+    if (rc != 0) {
+        free(f);
+        return rc;
+    }
+    SL_INFO(NULL, "sandbox: resource limits through %s", sl_sandbox_cgroups(f->sb));
+    f->pools = sl_calloc(conf->nfunctions ? conf->nfunctions : 1, sizeof(*f->pools));
+    for (size_t i = 0; i < conf->nfunctions; i++) {
+        const struct sl_function_conf *fn = &conf->functions[i];
+        if (only && strcmp(fn->name, only) != 0)
+            continue;
+        if (fn->idle_timeout_ms > 0)
+            po.idle_ms = fn->idle_timeout_ms;
+        rc = sl_fnpool_new(base, f->sb, fn, &po, &f->pools[i], err);
+        if (rc != 0) {
+            char msg[SL_ERR_MSG_MAX];
+            snprintf(msg, sizeof(msg), "%s", err->msg);
+            sl_err_set(err, rc, false, "function %s: %s", fn->name, msg);
+            sl_functions_free(f);
+            return rc;
+        }
+    }
+    *out = f;
+    return 0;
+}
+
+struct sl_fnpool *sl_functions_pool(struct sl_functions *f, const char *name)
+{
+    for (size_t i = 0; i < f->conf->nfunctions; i++)
+        if (strcmp(f->conf->functions[i].name, name) == 0)
+            return f->pools[i];
+    return NULL;
+}
+
+void sl_functions_free(struct sl_functions *f)
+{
+    if (!f)
+        return;
+    for (size_t i = 0; f->pools && i < f->conf->nfunctions; i++)
+        sl_fnpool_free(f->pools[i]); /* NULL for functions left out */
+    free(f->pools);
+    sl_sandbox_free(f->sb);
+    free(f);
+}
