@@ -30,13 +30,15 @@ UNIT_SRCS  := $(wildcard tests/unit/*.c)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
 INTEG_SRCS := $(wildcard tests/integration/*.c)
 INTEG_BINS := $(INTEG_SRCS:tests/integration/%.c=$(BUILD)/tests/integration/%)
+HANDLER_SRCS := $(wildcard examples/handlers/*.c)
+HANDLER_BINS := $(HANDLER_SRCS:examples/handlers/%.c=$(BUILD)/handlers/%)
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all deps test unit run bench docs clean check-docs
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/sluice
+all: $(BUILD)/sluice $(HANDLER_BINS)
 
 # Rebuild everything when the flags change (SANITIZE=1 and back).
 $(BUILD)/.flags: FORCE
@@ -62,6 +64,15 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
 $(BUILD)/tests/integration/%: tests/integration/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) -MF $@.d -o $@ $< $(BUILD)/libsluice.a $(LDFLAGS_ALL) $(TEST_LIBS) $(LIBS_ALL)
+
+# C handlers: the example handlers linked with the C runtime library
+$(BUILD)/obj/runtime/c/sluice_runtime.o: runtime/c/sluice_runtime.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/handlers/%: examples/handlers/%.c $(BUILD)/obj/runtime/c/sluice_runtime.o $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Iruntime/c -MF $@.d -o $@ $< $(BUILD)/obj/runtime/c/sluice_runtime.o $(LDFLAGS_ALL) -lmsgpackc
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)

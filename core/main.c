@@ -66,6 +66,42 @@ static int cmd_lint(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* The functions' environments as a runtime component: started before the
+ * sources that feed them, stopped after. */
+struct functions_comp {
+    struct sl_runtime   *rt;
+    struct sl_functions *fns;
+};
+
+static int functions_start(void *ctx, struct sl_err *err)
+{
+    struct functions_comp *fc = ctx;
+
+    return sl_functions_new(fc->rt->base, fc->rt->conf, NULL, &fc->fns, err);
+}
+
+static void functions_stop(void *ctx, struct sl_component *c)
+{
+    struct functions_comp *fc = ctx;
+
+    sl_functions_free(fc->fns);
+    fc->fns = NULL;
+    sl_component_stopped(c);
+}
+
+static void functions_free(void *ctx)
+{
+    struct functions_comp *fc = ctx;
+
+    sl_functions_free(fc->fns);
+    free(fc);
+}
+
+static const struct sl_component_ops functions_ops = {
+    .kind = "functions", .start = functions_start, .stop = functions_stop,
+    .free = functions_free,
+};
+
 static int cmd_run(int argc, char **argv)
 {
     struct sl_runtime *rt;
@@ -88,6 +124,13 @@ static int cmd_run(int argc, char **argv)
         SL_ERROR(NULL, "cannot start: %s", err.msg);
         sl_config_free(c);
         return EXIT_FAIL;
+    }
+    {
+        struct functions_comp *fc = calloc(1, sizeof(*fc));
+        if (!fc)
+            abort();
+        fc->rt = rt;
+        sl_runtime_add(rt, "all", &functions_ops, fc);
     }
     /* Pollers and sinks arrive with their own issues; until then say
      * plainly what is configured but not running. */

@@ -1,8 +1,8 @@
 /* sluice_runtime: the handler side of sluice's native protocol (docs/PROTOCOL.md).
  *
  * One process, one thread, one socket (fd 3). Frames are read with
- * recvmsg() one exact piece at a time (header, then body) so that a
- * descriptor sluice attaches to a `fork` frame is always collected, never
+ * recvmsg() one exact piece at a time (header, then body) so that the
+ * descriptors sluice attaches to a `fork` frame are always collected, never
  * read past. Anything malformed from sluice ends the process with a line on
  * stderr: the stream cannot be resynchronised and sluice discards the
  * environment anyway. */
@@ -29,7 +29,7 @@
 
 #include <msgpack.h>
 
-#define RT_FDS_MAX    8            /* descriptors held between frames; sluice sends one */
+#define RT_FDS_MAX    8            /* descriptors held between frames; `fork` brings 3 */
 #define RT_TYPE_MAX   256          /* error_type bytes kept */
 #define RT_MSG_MAX    (256 * 1024) /* error_message bytes kept, so an error frame fits */
 #define RT_EOF        1            /* read_frame(): the stream ended between frames */
@@ -174,7 +174,7 @@ int slr_on_after_restore(slr_hook_fn fn, void *arg)
 /* Reading frames                                                      */
 
 /* Keep every descriptor that came with the bytes just read: sluice
- * attaches one to a `fork` frame, and the kernel hands it over with
+ * attaches three to a `fork` frame, and the kernel hands them over with
  * whichever read first touches that frame. */
 static int take_fds(struct msghdr *mh)
 {
@@ -635,23 +635,45 @@ static void reseed(void)
     seed48(s48);
 }
 
-/* In the new environment: own the new socket, forget the template's, then
- * announce ourselves with credentials. */
-static int fork_child(int newfd)
+/* Descriptors a `fork` frame carries, in this order. */
+enum { FORK_SOCK, FORK_STDOUT, FORK_STDERR, FORK_NFDS };
+
+static void close_fds(int *fds, size_t n)
 {
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+/* In the new environment: take over the received socket and output pipes
+ * as fds 3, 1 and 2 (dropping the template's), then announce ourselves
+ * with credentials. Takes ownership of fds[]. */
+static int fork_child(int fds[FORK_NFDS])
+{
+    const int target[FORK_NFDS] = {rt.fd, STDOUT_FILENO, STDERR_FILENO};
+    int tmp[FORK_NFDS];
     size_t i;
 
     if (rt.chld_ignored)
         sigaction(SIGCHLD, &rt.chld_old, NULL);
     rt.chld_ignored = 0;
     rt.snapshotted = 0;
-    /* dup3 closes the template's socket, which sat on rt.fd. */
-    if (dup3(newfd, rt.fd, O_CLOEXEC) < 0)
-        return fail("cannot move the new socket to fd %d: %s", rt.fd, strerror(errno));
-    close(newfd);
-    for (i = 0; i < rt.nfds; i++)
-        close(rt.fds[i]);
-    rt.nfds = 0;
+    /* Park the received fds above every target first: one of them may sit
+     * on a target number (the template had closed its stdout, say). */
+    for (i = 0; i < FORK_NFDS; i++) {
+        tmp[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10);
+        if (tmp[i] < 0)
+            return fail("cannot take over the new environment's fds: %s", strerror(errno));
+    }
+    close_fds(fds, FORK_NFDS);
+    /* dup3 closes what sat on each target: the template's socket and
+     * output. Only the protocol socket stays close-on-exec. */
+    for (i = 0; i < FORK_NFDS; i++) {
+        if (dup3(tmp[i], target[i], i == FORK_SOCK ? O_CLOEXEC : 0) < 0)
+            return fail("cannot move a descriptor to fd %d: %s", target[i], strerror(errno));
+    }
+    close_fds(tmp, FORK_NFDS);
     reseed();
     setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start", 1);
     clear_error();
@@ -669,18 +691,19 @@ static int fork_child(int newfd)
 
 static int on_fork(const msgpack_object *m)
 {
+    int fds[FORK_NFDS];
     const char *p;
-    size_t n, i;
+    size_t n;
     char *env_id;
     struct out o;
     pid_t pid;
-    int newfd, rc;
+    int rc;
 
     if ((rc = get_bytes(m, "env_id", 1, 0, &p, &n)) < 0)
         return rc;
-    if (rt.nfds != 1)
-        return fail("`fork` from sluice came with %zu descriptors, not 1", rt.nfds);
-    newfd = rt.fds[0];
+    if (rt.nfds != FORK_NFDS)
+        return fail("`fork` from sluice came with %zu descriptors, not %d", rt.nfds, FORK_NFDS);
+    memcpy(fds, rt.fds, sizeof fds);
     rt.nfds = 0;
     env_id = xstrndup(p, n);
 
@@ -699,18 +722,15 @@ static int on_fork(const msgpack_object *m)
         /* No message says "fork failed": dying tells sluice plainly, and
          * closes the new environment's socket as well. */
         rc = fail("cannot fork environment %s: %s", env_id, strerror(errno));
-        close(newfd);
+        close_fds(fds, FORK_NFDS);
         free(env_id);
         return rc;
     }
     if (pid == 0) {
         free(env_id);
-        return fork_child(newfd);
+        return fork_child(fds);
     }
-    close(newfd);
-    for (i = 0; i < rt.nfds; i++)
-        close(rt.fds[i]);
-    rt.nfds = 0;
+    close_fds(fds, FORK_NFDS);
     out_init(&o, 3, "forked");
     out_str(&o, "env_id", env_id);
     msgpack_pack_str_with_body(&o.pk, "pid", 3);

@@ -26,6 +26,7 @@ init_error(type, message), e.g. around an optional import.
 Needs msgpack (Debian's python3-msgpack); handlers run with /usr/bin/python3.
 """
 
+import fcntl
 import json
 import os
 import random
@@ -102,8 +103,8 @@ class Context:
 
 
 class _Channel:
-    """The protocol socket. Reads go through recvmsg so that a descriptor
-    attached to a ``fork`` frame is collected with whichever read first
+    """The protocol socket. Reads go through recvmsg so that the descriptors
+    attached to a ``fork`` frame are collected with whichever read first
     touches that frame; reads never go past the frame being read."""
 
     def __init__(self, fd):
@@ -187,11 +188,20 @@ class _Channel:
         fds, self.fds = self.fds, []
         return fds
 
-    def replace(self, newfd):
-        """Move `newfd` onto our fd number, dropping the socket there."""
+    def take_over(self, sock_fd, out_fd, err_fd):
+        """In a forked environment: move its socket and output pipes onto our
+        fd, 1 and 2, dropping the template's. Takes ownership of all three."""
+        # Park them above the targets first: one may sit on 1 or 2 when the
+        # template had closed its own stdout or stderr.
+        parked = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (sock_fd, out_fd, err_fd)]
+        for fd in (sock_fd, out_fd, err_fd):
+            os.close(fd)
         self.sock.detach()  # dup2 below closes the old socket; the object must not
-        os.dup2(newfd, self.fd, inheritable=False)
-        os.close(newfd)
+        os.dup2(parked[0], self.fd, inheritable=False)
+        os.dup2(parked[1], 1)
+        os.dup2(parked[2], 2)
+        for fd in parked:
+            os.close(fd)
         self.sock = socket.socket(fileno=self.fd)
 
 
@@ -360,9 +370,8 @@ def _on_fork(chan, msg, chld):
     fds = chan.take_fds()
     if not isinstance(env_id, str):
         raise ProtocolError("`fork` from sluice lacks a string `env_id`")
-    if len(fds) != 1:
-        raise ProtocolError("`fork` from sluice came with %d descriptors, not 1" % len(fds))
-    newfd = fds[0]
+    if len(fds) != 3:  # the new socket, stdout pipe and stderr pipe, in this order
+        raise ProtocolError("`fork` from sluice came with %d descriptors, not 3" % len(fds))
     if chld[0] is None:
         # Forked environments are our children; let the kernel reap them so
         # dead ones never pile up as zombies in the template.
@@ -374,18 +383,21 @@ def _on_fork(chan, msg, chld):
     except OSError as e:
         # No message says "fork failed": dying tells sluice plainly, and
         # closes the new environment's socket as well.
+        for fd in fds:
+            os.close(fd)
         raise ProtocolError("cannot fork environment %s: %s" % (env_id, e.strerror)) from None
     if pid == 0:
         signal.signal(signal.SIGCHLD, chld[0])
         chld[0] = None
-        chan.replace(newfd)
+        chan.take_over(*fds)
         random.seed()
         os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
         if not _run_hooks(chan, _after_restore, "Runtime.AfterRestoreError"):
             return None
         chan.write({"type": "ready", "runtime": RUNTIME, "restored": True}, creds=True)
         return "child"
-    os.close(newfd)
+    for fd in fds:
+        os.close(fd)
     chan.write({"type": "forked", "env_id": env_id, "pid": pid})
     return "parent"
 
