@@ -117,6 +117,20 @@ static char *own_path(const char *ctrl)
     return found;
 }
 
+static void kill_procs(const char *dir)
+{
+    char path[1800];
+    long pid;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+    if (!(f = fopen(path, "re")))
+        return;
+    while (fscanf(f, "%ld", &pid) == 1)
+        kill((pid_t)pid, SIGKILL);
+    fclose(f);
+}
+
 static void remove_children(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -129,7 +143,11 @@ static void remove_children(const char *dir)
         if (e->d_type != DT_DIR || e->d_name[0] == '.')
             continue;
         snprintf(p2, sizeof(p2), "%s/%s", dir, e->d_name);
-        rmdir(p2);
+        /* a stale env may still hold processes (a sluice killed before
+         * its envs): they are ours, and nobody talks to them any more */
+        kill_procs(p2);
+        for (int tries = 0; tries < 20 && rmdir(p2) != 0 && errno == EBUSY; tries++)
+            usleep(1000);
     }
     closedir(d);
 }

@@ -390,6 +390,8 @@ static void on_ready(struct sl_env *env, const struct sl_msg *m)
         env_send_invoke(env);
         return;
     }
+    /* nobody waited for this init: the first invocation will be warm */
+    env->init_ms = 0;
     set_state(env, ENV_IDLE);
     env->idle_ms = mono_ms();
 }
@@ -696,7 +698,20 @@ static void on_first(evutil_socket_t fd, short what, void *arg)
         env_fail(env, "Sandbox.Failure", "cannot watch the restored environment");
         return;
     }
-    evbuffer_add(bufferevent_get_input(env->bev), buf, (size_t)n);
+    {
+        /* a socket bufferevent freezes the end of its input: thaw it to
+         * put back the frame recvmsg already took */
+        struct evbuffer *in = bufferevent_get_input(env->bev);
+        int added;
+
+        evbuffer_unfreeze(in, 0);
+        added = evbuffer_add(in, buf, (size_t)n);
+        evbuffer_freeze(in, 0);
+        if (added != 0) {
+            env_fail(env, "Sandbox.Failure", "cannot buffer the restored environment's frame");
+            return;
+        }
+    }
     on_read(env->bev, env);
 }
 

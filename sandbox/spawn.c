@@ -111,7 +111,11 @@ static void fail(const struct child *c, const char *step)
     _exit(127);
 }
 
-static void drop_privileges(const struct child *c)
+/* Drop capabilities (and with `switch_uid`, become sbx_user1051), set
+ * no_new_privs and load the seccomp filter. The env's init keeps uid 0:
+ * changing uid would clear its parent-death signal, and a uid-993 handler
+ * cannot signal a uid-0 process anyway. */
+static void drop_privileges(const struct child *c, int switch_uid)
 {
     struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
     struct __user_cap_data_struct data[2];
@@ -120,7 +124,7 @@ static void drop_privileges(const struct child *c)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
             fail(c, "drop capability bounding set");
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-    if (!c->userns && !c->relaxed) {
+    if (switch_uid && !c->userns && !c->relaxed) {
         if (setgroups(0, NULL) != 0)
             fail(c, "setgroups");
         if (setresgid(SBX_GID, SBX_GID, SBX_GID) != 0)
@@ -174,7 +178,7 @@ static void exec_handler(struct child *c, int devnull) __attribute__((noreturn))
 static void exec_handler(struct child *c, int devnull)
 {
     place_fds(c, devnull);
-    drop_privileges(c);
+    drop_privileges(c, 1);
     if (chdir(c->cwd) != 0)
         fail(c, "chdir to the code directory");
     execve(c->exe, c->argv, c->envp);
@@ -287,7 +291,7 @@ static void child_main(struct child *c)
     close(devnull);
     close(c->setup_w);
     c->setup_w = 2; /* nowhere better to report from here on */
-    drop_privileges(c);
+    drop_privileges(c, 0);
     for (;;) {
         pid_t w = waitpid(-1, &st, 0);
         if (w < 0 && errno == EINTR)

@@ -1,0 +1,1095 @@
+/* Sandboxes and environments, end to end: real handlers (tests/handlers,
+ * examples/handlers, tests/integration/fixtures) run in real sandboxes
+ * through the library (config from YAML text, sl_functions_new, pools,
+ * the event loop), and the sluice binary for `run` and `invoke --local`.
+ *
+ * Needs root (namespaces, cgroups) and build/ (make). Run from the repo
+ * root; SLUICE_RUNTIME_DIR is set to <cwd>/runtime by every test.
+ * Every test has its own data_dir (/tmp/sluice-test-sbx-<pid>), so tests
+ * run in parallel (-j2). The log goes to a memfd that tests read back;
+ * set SLUICE_TEST_LOG=1 to see it on stderr instead. */
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "sluice/config.h"
+#include "sluice/env.h"
+#include "sluice/err.h"
+#include "sluice/log.h"
+
+#define ESCAPE   "tests/handlers/escape.py"
+#define COUNTER  "tests/handlers/counter.py"
+#define ECHO_PY  "examples/handlers/echo.py"
+#define FAIL_PY  "examples/handlers/fail.py"
+#define SLOW_PY  "examples/handlers/slow.py"
+#define ECHO_C   "build/handlers/echo"
+#define BAD      "tests/integration/fixtures/bad_frames.py"
+
+/* ------------------------------------------------------------------ */
+/* Per-test state (each Criterion test runs in its own process)        */
+
+static char root_dir[PATH_MAX];      /* the repository: cwd */
+static char data_dir[256];           /* /tmp/sluice-test-sbx-<pid> */
+static struct event_base *base;
+static struct sl_config *conf;
+static struct sl_functions *fns;
+static int log_fd = -1;
+static pid_t spawned = -1;           /* a sluice process a test started */
+static char orphan_needle[64];       /* cmdline marker of test 16's handlers */
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    cr_assert_not_null(s);
+    return s;
+}
+
+/* An absolute path under the repository. */
+static char *repo(const char *rel)
+{
+    return xasprintf("%s/%s", root_dir, rel);
+}
+
+static void rm_rf(const char *dir)
+{
+    char cmd[512];
+
+    if (strncmp(dir, "/tmp/sluice-test-sbx-", 21) != 0)
+        return; /* never anything else */
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0) {
+        /* leftovers in /tmp are harmless */
+    }
+}
+
+static void setup(void)
+{
+    char rt[PATH_MAX + 16];
+
+    cr_assert_not_null(getcwd(root_dir, sizeof(root_dir)));
+    snprintf(rt, sizeof(rt), "%s/runtime", root_dir);
+    cr_assert_eq(access(rt, R_OK), 0, "run the tests from the repository root (no %s)", rt);
+    setenv("SLUICE_RUNTIME_DIR", rt, 1);
+    snprintf(data_dir, sizeof(data_dir), "/tmp/sluice-test-sbx-%d", (int)getpid());
+    rm_rf(data_dir);
+    cr_assert_eq(mkdir(data_dir, 0755), 0, "mkdir %s: %s", data_dir, strerror(errno));
+    chmod(data_dir, 0755); /* code dirs below it are mounted for uid 993 */
+
+    sl_log_set_level(SL_LOG_INFO);
+    sl_log_set_format(SL_LOG_TEXT);
+    sl_log_set_debug(0);
+    if (!getenv("SLUICE_TEST_LOG")) {
+        log_fd = memfd_create("sluice-test-log", MFD_CLOEXEC);
+        cr_assert_geq(log_fd, 0);
+        sl_log_set_fd(log_fd);
+    }
+    base = event_base_new();
+    cr_assert_not_null(base);
+}
+
+/* Kill whatever host process still runs a handler of test 16, by pid. */
+static int scan_procs(const char *needle, size_t nlen, const char *cg, pid_t *out, int max);
+
+static void teardown(void)
+{
+    if (spawned > 0) {
+        kill(spawned, SIGKILL);
+        waitpid(spawned, NULL, 0);
+        spawned = -1;
+    }
+    if (orphan_needle[0]) {
+        pid_t pids[64];
+        int n = scan_procs(orphan_needle, strlen(orphan_needle), NULL, pids, 64);
+        for (int i = 0; i < n; i++)
+            kill(pids[i], SIGKILL);
+    }
+    sl_functions_free(fns);
+    fns = NULL;
+    sl_config_free(conf);
+    conf = NULL;
+    if (base)
+        event_base_free(base);
+    base = NULL;
+    rm_rf(data_dir);
+}
+
+/* The captured log so far (static buffer), "" when it goes to stderr. */
+static const char *log_text(void)
+{
+    static char buf[1 << 20];
+    ssize_t n = log_fd >= 0 ? pread(log_fd, buf, sizeof(buf) - 1, 0) : 0;
+
+    buf[n > 0 ? n : 0] = '\0';
+    return buf;
+}
+
+/* The last `n` bytes of the log, for assertion messages. */
+static const char *log_tail(size_t n)
+{
+    const char *t = log_text();
+    size_t len = strlen(t);
+
+    return len > n ? t + len - n : t;
+}
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                       */
+
+/* One function's YAML block. `extra` holds more keys, each line indented
+ * by four spaces ("    reserved_concurrency: 2\n"), or NULL. */
+static char *fn_yaml(const char *name, const char *handler_abs, int memory_mb, int timeout_s,
+                     const char *extra)
+{
+    return xasprintf("  %s:\n"
+                     "    handler: %s\n"
+                     "    memory_mb: %d\n"
+                     "    timeout_s: %d\n"
+                     "%s",
+                     name, handler_abs, memory_mb, timeout_s, extra ? extra : "");
+}
+
+static char *config_yaml(const char *functions, const char *dir)
+{
+    return xasprintf("functions:\n%sserver:\n  data_dir: %s\n", functions, dir);
+}
+
+/* Load `functions` (YAML blocks from fn_yaml) and prepare every pool. */
+static void start(const char *functions)
+{
+    char *text = config_yaml(functions, data_dir), *dtext = NULL;
+    struct sl_diags d;
+    struct sl_err err;
+    size_t dlen = 0;
+    int rc;
+
+    sl_diags_init(&d, "test.yaml");
+    rc = sl_config_load_buffer("test.yaml", root_dir, text, strlen(text), &conf, &d);
+    if (rc != 0) {
+        FILE *m = open_memstream(&dtext, &dlen);
+        sl_diags_print(&d, m);
+        fclose(m);
+    }
+    sl_diags_destroy(&d);
+    cr_assert_eq(rc, 0, "config does not load:\n%s\n%s", text, dtext ? dtext : "");
+    free(text);
+    sl_err_clear(&err);
+    rc = sl_functions_new(base, conf, NULL, &fns, &err);
+    cr_assert_eq(rc, 0, "sl_functions_new: %s", err.msg);
+}
+
+static struct sl_fnpool *pool_of(const char *name)
+{
+    struct sl_fnpool *p = sl_functions_pool(fns, name);
+    cr_assert_not_null(p, "no pool for %s", name);
+    return p;
+}
+
+/* ------------------------------------------------------------------ */
+/* Invocations                                                         */
+
+/* One invocation's outcome, copied out of the callback. Always static or
+ * global: a pool freed after a failed assertion still calls back. */
+struct call {
+    int     done;
+    bool    ok;
+    char   *event;              /* owned: borrowed by the pool until cb */
+    char   *payload;
+    json_t *json;               /* parsed payload (ok only) */
+    char    etype[128];
+    char    emsg[1024];
+    char    request_id[40];
+    bool    cold;
+    double  init_ms, duration_ms;
+    double  started_ms, ended_ms;
+};
+
+static void on_result(const struct sl_invoke_result *r, void *arg)
+{
+    struct call *c = arg;
+
+    c->done++;
+    c->ok = r->ok;
+    c->cold = r->cold;
+    c->init_ms = r->init_ms;
+    c->duration_ms = r->duration_ms;
+    c->ended_ms = now_ms();
+    snprintf(c->request_id, sizeof(c->request_id), "%s", r->request_id ? r->request_id : "");
+    snprintf(c->etype, sizeof(c->etype), "%s", r->error_type ? r->error_type : "");
+    snprintf(c->emsg, sizeof(c->emsg), "%s", r->error_message ? r->error_message : "");
+    if (r->ok && r->payload) {
+        c->payload = strndup(r->payload, r->payload_len);
+        c->json = json_loadb(r->payload, r->payload_len, JSON_DECODE_ANY, NULL);
+    }
+}
+
+static void noop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+}
+
+/* Run the loop until pred(arg) or `timeout_ms` passed; returns pred(arg).
+ * A 10 ms ticker keeps EVLOOP_ONCE from sleeping past the deadline. */
+static bool wait_cond(bool (*pred)(void *), void *arg, int timeout_ms)
+{
+    struct event *tick = event_new(base, -1, EV_PERSIST, noop_cb, NULL);
+    struct timeval tv = { 0, 10000 };
+    double end = now_ms() + timeout_ms;
+
+    event_add(tick, &tv);
+    while (!pred(arg) && now_ms() < end)
+        event_base_loop(base, EVLOOP_ONCE);
+    event_free(tick);
+    return pred(arg);
+}
+
+static bool flag_set(void *arg)
+{
+    return *(int *)arg != 0;
+}
+
+static bool wait_until(int *flag, int timeout_ms)
+{
+    return wait_cond(flag_set, flag, timeout_ms);
+}
+
+static bool never(void *arg)
+{
+    (void)arg;
+    return false;
+}
+
+/* Let the loop run for `ms`. */
+static void pump(int ms)
+{
+    wait_cond(never, NULL, ms);
+}
+
+/* Start an invocation; returns what sl_fnpool_invoke returned. */
+static int invoke_rc(struct sl_fnpool *pool, const char *event, struct call *c)
+{
+    struct sl_invoke_req req;
+
+    free(c->payload);
+    json_decref(c->json);
+    free(c->event);
+    memset(c, 0, sizeof(*c));
+    c->event = strdup(event);
+    memset(&req, 0, sizeof(req));
+    req.event = c->event;
+    req.event_len = strlen(c->event);
+    c->started_ms = now_ms();
+    return sl_fnpool_invoke(pool, &req, on_result, c);
+}
+
+static void invoke(struct sl_fnpool *pool, const char *event, struct call *c)
+{
+    int rc = invoke_rc(pool, event, c);
+    cr_assert_eq(rc, 0, "sl_fnpool_invoke(%s) = %d (%s)", event, rc, sl_errname(rc));
+}
+
+/* Invoke and wait for the result (asserting that it came). */
+static void call(struct sl_fnpool *pool, const char *event, struct call *c, int timeout_ms)
+{
+    invoke(pool, event, c);
+    cr_assert(wait_until(&c->done, timeout_ms), "no result for %s within %d ms; log:\n%s",
+              event, timeout_ms, log_tail(3000));
+    cr_assert_eq(c->done, 1, "callback ran %d times", c->done);
+}
+
+/* Assert success with a JSON payload. */
+static json_t *ok_json(const struct call *c)
+{
+    cr_assert(c->ok, "invocation failed: %s: %s; log:\n%s", c->etype, c->emsg, log_tail(3000));
+    cr_assert_not_null(c->json, "payload is not JSON: %.200s", c->payload ? c->payload : "");
+    return c->json;
+}
+
+static json_t *jget(const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    cr_assert_not_null(v, "no key '%s' in %s", key, json_dumps(o, JSON_COMPACT));
+    return v;
+}
+
+static long long jint(const json_t *o, const char *key)
+{
+    json_t *v = jget(o, key);
+    cr_assert(json_is_integer(v), "'%s' is not an integer", key);
+    return (long long)json_integer_value(v);
+}
+
+static const char *jstr(const json_t *o, const char *key)
+{
+    json_t *v = jget(o, key);
+    cr_assert(json_is_string(v), "'%s' is not a string", key);
+    return json_string_value(v);
+}
+
+/* ------------------------------------------------------------------ */
+/* Host processes                                                      */
+
+/* Read a whole /proc file (cmdline keeps its NUL separators). */
+static ssize_t read_proc(pid_t pid, const char *file, char *buf, size_t n)
+{
+    char path[64];
+    ssize_t len = 0, r;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return -1;
+    while (len < (ssize_t)n - 1 && (r = read(fd, buf + len, n - 1 - (size_t)len)) > 0)
+        len += r;
+    close(fd);
+    buf[len] = '\0';
+    return len;
+}
+
+/* Host pids (other than ours) whose cmdline holds the `nlen` bytes of
+ * `needle` and, when `cg` is not NULL, whose /proc/PID/cgroup holds `cg`.
+ * Zombies have an empty cmdline and never match. */
+static int scan_procs(const char *needle, size_t nlen, const char *cg, pid_t *out, int max)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+
+    if (!d)
+        return 0;
+    while ((e = readdir(d)) && n < max) {
+        char buf[8192];
+        pid_t pid = (pid_t)atoi(e->d_name);
+        ssize_t len;
+
+        if (pid <= 0 || pid == getpid())
+            continue;
+        len = read_proc(pid, "cmdline", buf, sizeof(buf));
+        if (len <= 0 || !memmem(buf, (size_t)len, needle, nlen))
+            continue;
+        if (cg && (read_proc(pid, "cgroup", buf, sizeof(buf)) <= 0 || !strstr(buf, cg)))
+            continue;
+        out[n++] = pid;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Does host process `pid` still run a command line holding `needle`? */
+static bool proc_runs(pid_t pid, const char *needle, size_t nlen)
+{
+    char buf[4096];
+    ssize_t len = read_proc(pid, "cmdline", buf, sizeof(buf));
+
+    return len > 0 && memmem(buf, (size_t)len, needle, nlen) != NULL;
+}
+
+/* Write a file, creating directories is the caller's business. */
+static void put_file(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "we");
+
+    cr_assert_not_null(f, "cannot write %s: %s", path, strerror(errno));
+    fputs(text, f);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(chmod(path, mode), 0);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m;
+    char chunk[4096];
+    size_t n;
+
+    if (!f)
+        return strdup("");
+    m = open_memstream(&buf, &len);
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        fwrite(chunk, 1, n, m);
+    fclose(m);
+    fclose(f);
+    return buf;
+}
+
+/* ================================================================== */
+/* 1. the root is read-only, /tmp is not                               */
+
+Test(sandbox, writes_outside_tmp_fail_with_erofs, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    static struct call c;
+    json_t *j, *r;
+
+    start(fn_yaml("escape", repo(ESCAPE), 1769, 10, NULL));
+    call(pool_of("escape"), "{\"action\":\"write_outside\"}", &c, 20000);
+    j = ok_json(&c);
+
+    r = jget(j, "/etc/sluice-escape");
+    cr_expect(!json_is_true(jget(r, "ok")), "wrote /etc");
+    cr_expect_eq(jint(r, "errno"), EROFS, "/etc: %s", json_dumps(r, JSON_COMPACT));
+
+    r = jget(j, "/var/task/x");
+    cr_expect(!json_is_true(jget(r, "ok")), "wrote /var/task");
+    cr_expect_eq(jint(r, "errno"), EROFS, "/var/task: %s", json_dumps(r, JSON_COMPACT));
+
+    r = jget(j, "/tmp/sluice-escape-control");
+    cr_expect(json_is_true(jget(r, "ok")), "/tmp is not writable: %s",
+              json_dumps(r, JSON_COMPACT));
+
+    /* and nothing reached the host */
+    cr_expect_neq(access("/etc/sluice-escape", F_OK), 0, "/etc/sluice-escape exists on the host");
+    cr_expect_neq(access("/tmp/sluice-escape-control", F_OK), 0,
+                  "the sandbox's /tmp is the host's /tmp");
+}
+
+/* ------------------------------------------------------------------ */
+/* 2. host files outside the mounts do not exist inside                */
+
+Test(sandbox, host_files_are_not_visible, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call c;
+    char *secret = xasprintf("%s/build/tests/secret-%d", root_dir, (int)getpid());
+    char *event = xasprintf("{\"action\":\"read_host\",\"path\":\"%s\"}", secret);
+    json_t *j;
+
+    put_file(secret, "top secret\n", 0644);
+    start(fn_yaml("escape", repo(ESCAPE), 1769, 10, NULL));
+    call(pool_of("escape"), event, &c, 20000);
+    unlink(secret);
+    j = ok_json(&c);
+    cr_expect(!json_is_true(jget(j, "ok")), "read the host's file: %s",
+              json_dumps(j, JSON_COMPACT));
+    cr_expect_eq(jint(j, "errno"), ENOENT, "%s", json_dumps(j, JSON_COMPACT));
+    cr_expect_null(json_object_get(j, "data"));
+}
+
+/* ------------------------------------------------------------------ */
+/* 3. no network: the host's loopback is unreachable                   */
+
+Test(sandbox, network_is_unreachable, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call c;
+    struct sockaddr_in sa;
+    socklen_t slen = sizeof(sa);
+    int ls, port, fd;
+    char *event;
+    json_t *j;
+
+    ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    cr_assert_geq(ls, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(ls, 16), 0);
+    cr_assert_eq(getsockname(ls, (struct sockaddr *)&sa, &slen), 0);
+    port = ntohs(sa.sin_port);
+
+    start(fn_yaml("escape", repo(ESCAPE), 1769, 10, NULL));
+    event = xasprintf("{\"action\":\"connect\",\"port\":%d}", port);
+    call(pool_of("escape"), event, &c, 20000);
+    j = ok_json(&c);
+    cr_expect(!json_is_true(jget(j, "ok")), "connected to the host: %s",
+              json_dumps(j, JSON_COMPACT));
+    cr_expect_eq(jint(j, "errno"), ENETUNREACH, "%s", json_dumps(j, JSON_COMPACT));
+
+    fd = accept(ls, NULL, NULL);
+    cr_expect_eq(fd, -1, "the listener got a connection");
+    cr_expect(errno == EAGAIN || errno == EWOULDBLOCK, "accept: %s", strerror(errno));
+    close(ls);
+}
+
+/* ------------------------------------------------------------------ */
+/* 4. a fork bomb stops at the pids limit and harms nobody else        */
+
+Test(sandbox, fork_bomb_hits_pids_limit, .init = setup, .fini = teardown, .timeout = 120)
+{
+    static struct call c, e;
+    char *fns_yaml;
+    json_t *j, *stop;
+    long long forked;
+
+    fns_yaml = xasprintf("%s%s", fn_yaml("escape", repo(ESCAPE), 1769, 60, NULL),
+                         fn_yaml("echo", repo(ECHO_C), 128, 10, NULL));
+    start(fns_yaml);
+    call(pool_of("escape"), "{\"action\":\"fork_bomb\",\"max\":3000}", &c, 90000);
+    j = ok_json(&c);
+    forked = jint(j, "forked");
+    cr_expect_lt(forked, 1100, "forked %lld processes: no pids limit (1024)", forked);
+    cr_expect_gt(forked, 100, "forked only %lld: the limit is far below 1024", forked);
+    stop = jget(j, "stopped_by");
+    cr_assert(json_is_object(stop), "the bomb was not stopped: %s", json_dumps(j, JSON_COMPACT));
+    cr_expect_eq(jint(stop, "errno"), EAGAIN, "%s", json_dumps(stop, JSON_COMPACT));
+
+    /* the service is alive: a fresh function starts and answers */
+    call(pool_of("echo"), "{\"alive\":true}", &e, 20000);
+    ok_json(&e);
+    cr_expect(e.cold);
+    cr_expect(json_is_true(jget(e.json, "alive")), "echo answered %s", e.payload);
+    /* and so is the bombed one: its env survived with all processes reaped */
+    call(pool_of("escape"), "{\"action\":\"whoami\"}", &c, 20000);
+    ok_json(&c);
+}
+
+/* ------------------------------------------------------------------ */
+/* 5. memory_mb is a hard limit; the pool recovers                     */
+
+Test(sandbox, out_of_memory_then_new_env, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call c;
+    struct sl_fnpool *pool;
+
+    start(fn_yaml("escape", repo(ESCAPE), 256, 30, NULL));
+    pool = pool_of("escape");
+    call(pool, "{\"action\":\"alloc\",\"mb\":600}", &c, 40000);
+    cr_expect(!c.ok, "allocated 600 MB under a 256 MB limit: %s", c.payload);
+    cr_expect_str_eq(c.etype, "Runtime.OutOfMemory", "%s: %s", c.etype, c.emsg);
+    cr_expect(strstr(c.emsg, "256 MB") != NULL, "message: %s", c.emsg);
+    cr_expect_eq(sl_fnpool_envs(pool), 0, "the killed env was kept");
+
+    call(pool, "{\"action\":\"whoami\"}", &c, 20000);
+    ok_json(&c);
+    cr_expect(c.cold, "the next invocation did not get a new env");
+    cr_expect_eq(sl_fnpool_envs(pool), 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* 6. kernel administration is refused                                 */
+
+Test(sandbox, ptrace_mount_unshare_are_eperm, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static const char *const actions[] = { "ptrace", "mount", "unshare" };
+    static struct call c;
+    struct sl_fnpool *pool;
+
+    start(fn_yaml("escape", repo(ESCAPE), 1769, 10, NULL));
+    pool = pool_of("escape");
+    for (size_t i = 0; i < 3; i++) {
+        char *event = xasprintf("{\"action\":\"%s\"}", actions[i]);
+        json_t *j;
+        call(pool, event, &c, 20000);
+        j = ok_json(&c);
+        cr_expect_eq(jint(j, "ret"), -1, "%s succeeded: %s", actions[i], c.payload);
+        cr_expect_eq(jint(j, "errno"), EPERM, "%s: %s", actions[i], c.payload);
+        free(event);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* 7. a timeout kills every process of the environment                 */
+
+/* The children escape.py starts run `sleep 1000`, a fixed command that
+ * another test process could run too. So a process counts as ours only
+ * when its /proc/PID/cgroup names this test process's cgroup tree
+ * ("/sluice-<our pid>/", where sluice puts each env's cgroup), and we
+ * also follow the exact host pids seen before the timeout. */
+Test(sandbox, timeout_kills_children, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static const char sleep_cmd[] = "sleep\0" "1000";
+    static struct call c;
+    char cg[64];
+    pid_t before[16], after[16];
+    int nbefore, nafter = -1;
+    double t_end;
+
+    snprintf(cg, sizeof(cg), "/sluice-%d/", (int)getpid());
+    start(fn_yaml("escape", repo(ESCAPE), 1769, 2, NULL));
+    invoke(pool_of("escape"), "{\"action\":\"sleep_with_children\",\"sleep_ms\":60000}", &c);
+    pump(1000);
+    cr_assert_eq(c.done, 0, "ended early: %s: %s", c.etype, c.emsg);
+    nbefore = scan_procs(sleep_cmd, sizeof(sleep_cmd), cg, before, 16);
+    cr_expect_eq(nbefore, 3, "expected the handler's 3 `sleep 1000` children in %s", cg);
+
+    cr_assert(wait_until(&c.done, 5000), "no timeout within 5 s");
+    cr_expect(!c.ok);
+    cr_expect_str_eq(c.etype, "Sandbox.Timedout", "%s: %s", c.etype, c.emsg);
+    cr_expect(strstr(c.emsg, "2.00 seconds") != NULL, "message: %s", c.emsg);
+    cr_expect_lt(c.ended_ms - c.started_ms, 3000, "took %.0f ms", c.ended_ms - c.started_ms);
+    cr_expect_geq(c.ended_ms - c.started_ms, 1900, "took %.0f ms", c.ended_ms - c.started_ms);
+
+    t_end = now_ms() + 2000;
+    while (now_ms() < t_end) {
+        bool any = false;
+        for (int i = 0; i < nbefore; i++)
+            any |= proc_runs(before[i], sleep_cmd, sizeof(sleep_cmd));
+        nafter = scan_procs(sleep_cmd, sizeof(sleep_cmd), cg, after, 16);
+        if (!any && nafter == 0)
+            break;
+        usleep(20000);
+    }
+    cr_expect_eq(nafter, 0, "%d `sleep 1000` left in %s after the timeout (e.g. pid %d)", nafter,
+                 cg, nafter > 0 ? (int)after[0] : 0);
+    for (int i = 0; i < nbefore; i++)
+        cr_expect(!proc_runs(before[i], sleep_cmd, sizeof(sleep_cmd)),
+                  "child %d survived the timeout", (int)before[i]);
+    cr_expect_eq(sl_fnpool_envs(pool_of("escape")), 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* 8, 9. init failures                                                 */
+
+Test(sandbox, exit_during_init_is_exit_error, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call c;
+
+    start(fn_yaml("initexit", repo("tests/handlers/init_exit.py"), 1769, 10, NULL));
+    call(pool_of("initexit"), "{}", &c, 20000);
+    cr_expect(!c.ok);
+    cr_expect_str_eq(c.etype, "Runtime.ExitError", "%s: %s", c.etype, c.emsg);
+    cr_expect(strstr(c.emsg, "exit status 7") != NULL, "message: %s", c.emsg);
+    cr_expect_eq(sl_fnpool_envs(pool_of("initexit")), 0);
+}
+
+Test(sandbox, init_error_is_reported, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call c;
+
+    start(fn_yaml("initerr", repo("tests/handlers/init_error.py"), 1769, 10, NULL));
+    call(pool_of("initerr"), "{}", &c, 20000);
+    cr_expect(!c.ok);
+    cr_expect_str_eq(c.etype, "Runtime.ImportModuleError", "%s: %s", c.etype, c.emsg);
+    cr_expect(strstr(c.emsg, "no module named nothing") != NULL, "message: %s", c.emsg);
+    cr_expect_eq(sl_fnpool_envs(pool_of("initerr")), 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* 10. protocol violations                                             */
+
+/* escape.py writes 4096 random bytes to fd 3, then sleeps 5 s. The first
+ * four are the length prefix, so what sluice must say depends on them:
+ *  - over 64 MB (63/64 of all draws): not a frame, Runtime.InvalidResponse;
+ *  - 6 MB + 64 KiB .. 64 MB (~1.35%): Function.ResponseSizeTooLarge;
+ *  - at most 4092 (~0.0001%): the body is there and does not decode into a
+ *    message with a type: Runtime.InvalidResponse;
+ *  - 4093 .. 6 MB + 64 KiB (~0.15%): sluice waits for the rest of the
+ *    frame, which never makes sense of the result frame that follows, and
+ *    the invocation ends with Sandbox.Timedout (timeout_s: 8 here).
+ * All four discard the env. The deterministic variants are tested below
+ * with tests/integration/fixtures/bad_frames.py. */
+Test(sandbox, garbage_on_fd3_is_invalid_response, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    static struct call c;
+    struct sl_fnpool *pool;
+    double took;
+
+    start(fn_yaml("escape", repo(ESCAPE), 1769, 8, NULL));
+    pool = pool_of("escape");
+    call(pool, "{\"action\":\"garbage\"}", &c, 20000);
+    took = c.ended_ms - c.started_ms;
+    cr_expect(!c.ok, "garbage was taken for a result: %s", c.payload);
+    if (strcmp(c.etype, "Sandbox.Timedout") == 0) {
+        cr_log_warn("random length prefix was a plausible frame length: timed out (%s)", c.emsg);
+    } else {
+        cr_expect(strcmp(c.etype, "Runtime.InvalidResponse") == 0 ||
+                  strcmp(c.etype, "Function.ResponseSizeTooLarge") == 0,
+                  "%s: %s", c.etype, c.emsg);
+        cr_expect_lt(took, 4000, "sluice waited %.0f ms: it did not react to the bytes", took);
+    }
+    cr_expect_eq(sl_fnpool_envs(pool), 0, "the env survived a protocol violation");
+    call(pool, "{\"action\":\"whoami\"}", &c, 20000);
+    ok_json(&c);
+    cr_expect(c.cold);
+}
+
+Test(sandbox, bad_frames_are_classified, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static const struct { const char *kind, *etype; } cases[] = {
+        { "huge_length", "Runtime.InvalidResponse" },
+        { "not_a_map", "Runtime.InvalidResponse" },
+        { "between_caps", "Function.ResponseSizeTooLarge" },
+    };
+    static struct call c;
+    struct sl_fnpool *pool;
+
+    start(fn_yaml("bad", repo(BAD), 1769, 30, NULL));
+    pool = pool_of("bad");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *event = xasprintf("{\"kind\":\"%s\"}", cases[i].kind);
+        call(pool, event, &c, 20000);
+        cr_expect(!c.ok, "%s: taken for a result", cases[i].kind);
+        cr_expect_str_eq(c.etype, cases[i].etype, "%s: %s: %s", cases[i].kind, c.etype, c.emsg);
+        cr_expect_lt(c.ended_ms - c.started_ms, 4000, "%s: took %.0f ms", cases[i].kind,
+                     c.ended_ms - c.started_ms);
+        cr_expect_eq(sl_fnpool_envs(pool), 0, "%s: the env was kept", cases[i].kind);
+        free(event);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* 11. results over 6 MB                                               */
+
+Test(sandbox, big_result_is_too_large, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call c;
+
+    start(fn_yaml("escape", repo(ESCAPE), 1769, 30, NULL));
+    call(pool_of("escape"), "{\"action\":\"big_result\",\"mb\":7}", &c, 40000);
+    cr_expect(!c.ok, "a 7 MB result was accepted");
+    cr_expect_str_eq(c.etype, "Function.ResponseSizeTooLarge", "%s: %s", c.etype, c.emsg);
+}
+
+/* ------------------------------------------------------------------ */
+/* 12. warm reuse                                                      */
+
+Test(sandbox, warm_env_is_reused, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call c[3];
+    struct sl_fnpool *pool;
+    const char *init_id = NULL;
+    long long pid = -1;
+
+    start(fn_yaml("counter", repo(COUNTER), 1769, 10, NULL));
+    pool = pool_of("counter");
+    for (int i = 0; i < 3; i++) {
+        json_t *j;
+        call(pool, "{}", &c[i], 20000);
+        j = ok_json(&c[i]);
+        cr_expect_eq(jint(j, "count"), i + 1, "invocation %d: %s", i + 1, c[i].payload);
+        if (i == 0) {
+            pid = jint(j, "pid");
+            init_id = jstr(j, "init_id");
+        }
+        /* the pid alone is weak (the handler is pid 2 of every env); the
+         * init_id is drawn once per process */
+        cr_expect_eq(jint(j, "pid"), pid);
+        cr_expect_str_eq(jstr(j, "init_id"), init_id, "invocation %d ran in another process",
+                         i + 1);
+        cr_expect_str_eq(jstr(j, "init_type"), "on-demand");
+        cr_expect_str_eq(jstr(j, "request_id"), c[i].request_id);
+    }
+    cr_expect(c[0].cold, "first invocation not cold");
+    cr_expect_gt(c[0].init_ms, 0);
+    cr_expect(!c[1].cold, "second invocation cold");
+    cr_expect(!c[2].cold, "third invocation cold");
+    cr_expect_eq(c[1].init_ms, 0);
+    cr_expect_eq(sl_fnpool_envs(pool), 1);
+    cr_expect_eq(sl_fnpool_idle(pool), 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* 13. provisioned concurrency                                         */
+
+struct idle_want {
+    struct sl_fnpool *pool;
+    size_t n;
+};
+
+static bool idle_reached(void *arg)
+{
+    struct idle_want *w = arg;
+    return sl_fnpool_idle(w->pool) >= w->n;
+}
+
+Test(sandbox, provisioned_envs_are_warm, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call c;
+    struct idle_want w;
+    json_t *j;
+
+    start(fn_yaml("counter", repo(COUNTER), 1769, 10, "    provisioned_concurrency: 2\n"));
+    w.pool = pool_of("counter");
+    w.n = 2;
+    cr_expect_eq(sl_fnpool_envs(w.pool), 2, "provisioned envs not started at creation");
+    cr_assert(wait_cond(idle_reached, &w, 10000), "idle %zu of 2 after 10 s",
+              sl_fnpool_idle(w.pool));
+    cr_expect_eq(sl_fnpool_idle(w.pool), 2);
+
+    call(w.pool, "{}", &c, 20000);
+    j = ok_json(&c);
+    cr_expect(!c.cold, "invocation on a provisioned env reported cold (init %.2f ms)", c.init_ms);
+    cr_expect_eq(c.init_ms, 0);
+    cr_expect_str_eq(jstr(j, "init_type"), "provisioned-concurrency");
+    cr_expect_eq(jint(j, "count"), 1);
+    cr_expect_eq(sl_fnpool_envs(w.pool), 2, "an extra env was started");
+    cr_expect(strstr(log_text(), "Init Duration") == NULL,
+              "REPORT of a provisioned invocation has an Init Duration:\n%s", log_tail(2000));
+}
+
+/* ------------------------------------------------------------------ */
+/* 14. reserved concurrency caps the envs                              */
+
+Test(sandbox, reserved_concurrency_caps_envs, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call a, b, t, d;
+    const char *ev = "{\"sleep_ms\":2000}";
+    double t0;
+    int rc;
+
+    start(fn_yaml("slow", repo(SLOW_PY), 1769, 30, "    reserved_concurrency: 2\n"));
+    invoke(pool_of("slow"), ev, &a);
+    invoke(pool_of("slow"), ev, &b);
+    t0 = now_ms();
+    rc = invoke_rc(pool_of("slow"), ev, &t);
+    cr_expect_eq(rc, SL_EAGAIN, "third invocation: %d (%s)", rc, sl_errname(rc));
+    cr_expect_lt(now_ms() - t0, 50, "the refusal was not immediate");
+
+    cr_assert(wait_until(&a.done, 20000), "first invocation did not end");
+    cr_assert(wait_until(&b.done, 20000), "second invocation did not end");
+    cr_expect_eq(jint(ok_json(&a), "slept_ms"), 2000);
+    cr_expect_eq(jint(ok_json(&b), "slept_ms"), 2000);
+    cr_expect_eq(t.done, 0, "the refused invocation called back");
+
+    rc = invoke_rc(pool_of("slow"), "{\"sleep_ms\":10}", &d);
+    cr_assert_eq(rc, 0, "invocation after the others finished: %d", rc);
+    cr_assert(wait_until(&d.done, 20000));
+    cr_expect_eq(jint(ok_json(&d), "slept_ms"), 10);
+    cr_expect(!d.cold, "a new env was started instead of reusing one");
+    cr_expect_eq(sl_fnpool_envs(pool_of("slow")), 2);
+    cr_expect_eq(t.done, 0, "the refused invocation called back");
+}
+
+/* ------------------------------------------------------------------ */
+/* 15. SnapStart                                                       */
+
+Test(sandbox, snapstart_forks_restored_envs, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call a, b;
+    json_t *ja, *jb;
+
+    start(fn_yaml("snap", repo(COUNTER), 1769, 10, "    snapstart: true\n"));
+    invoke(pool_of("snap"), "{}", &a);
+    invoke(pool_of("snap"), "{}", &b);
+    cr_assert(wait_until(&a.done, 20000), "first invocation did not end; log:\n%s",
+              log_tail(3000));
+    cr_assert(wait_until(&b.done, 20000), "second invocation did not end; log:\n%s",
+              log_tail(3000));
+    ja = ok_json(&a);
+    jb = ok_json(&b);
+    cr_expect_eq(sl_fnpool_envs(pool_of("snap")), 2, "two forked envs expected");
+
+    cr_expect(json_is_true(jget(ja, "restored")), "not restored: %s", a.payload);
+    cr_expect(json_is_true(jget(jb, "restored")), "not restored: %s", b.payload);
+    cr_expect(json_is_true(jget(ja, "snapshotted")), "no before-snapshot hook: %s", a.payload);
+    cr_expect_str_eq(jstr(ja, "init_id"), jstr(jb, "init_id"), "not forked from one template");
+    cr_expect_neq(jint(ja, "pid"), jint(jb, "pid"), "same process");
+    cr_expect(json_is_real(jget(ja, "restore_random")) && json_is_real(jget(jb, "restore_random")),
+              "no after-restore value: %s / %s", a.payload, b.payload);
+    cr_expect(json_real_value(jget(ja, "restore_random")) !=
+              json_real_value(jget(jb, "restore_random")),
+              "random generator not re-seeded after restore");
+    cr_expect(json_real_value(jget(ja, "random")) != json_real_value(jget(jb, "random")));
+    cr_expect_str_eq(jstr(ja, "init_type"), "snap-start");
+    cr_expect_str_eq(jstr(jb, "init_type"), "snap-start");
+    cr_expect_eq(jint(ja, "count"), 1);
+    cr_expect_eq(jint(jb, "count"), 1);
+    cr_expect(a.cold && b.cold, "first invocations of restored envs are cold starts");
+}
+
+/* ------------------------------------------------------------------ */
+/* 16. no orphans when sluice is SIGKILLed                             */
+
+static const char counter_src_marker[] = "sluice_runtime.start(handler)";
+
+Test(sandbox, no_orphans_after_sigkill, .init = setup, .fini = teardown, .timeout = 60)
+{
+    char *code_dir = xasprintf("%s/code", data_dir);
+    char *handler, *cfg, *cfg_text, *src, *logp, *sluice = repo("build/sluice");
+    pid_t pids[64];
+    int n = 0, st;
+    double end;
+
+    snprintf(orphan_needle, sizeof(orphan_needle), "orphan_%d.py", (int)getpid());
+    cr_assert_eq(mkdir(code_dir, 0755), 0);
+    chmod(code_dir, 0755);
+    handler = xasprintf("%s/%s", code_dir, orphan_needle);
+    src = slurp(COUNTER);
+    cr_assert(strstr(src, counter_src_marker) != NULL, "cannot read %s", COUNTER);
+    put_file(handler, src, 0755);
+    cfg = xasprintf("%s/orphans.yaml", data_dir);
+    cfg_text = config_yaml(fn_yaml("orphans", handler, 128, 10,
+                                   "    provisioned_concurrency: 2\n"),
+                           data_dir);
+    put_file(cfg, cfg_text, 0644);
+    logp = xasprintf("%s/sluice.log", data_dir);
+
+    spawned = fork();
+    cr_assert_geq(spawned, 0);
+    if (spawned == 0) {
+        int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(sluice, "sluice", "run", cfg, (char *)NULL);
+        _exit(127);
+    }
+
+    end = now_ms() + 15000;
+    while (now_ms() < end) {
+        n = scan_procs(orphan_needle, strlen(orphan_needle), NULL, pids, 64);
+        if (n >= 2 || waitpid(spawned, &st, WNOHANG) == spawned)
+            break;
+        usleep(50000);
+    }
+    cr_assert_eq(n, 2, "%d handler processes running %s after 15 s; sluice log:\n%s", n,
+                 orphan_needle, slurp(logp));
+
+    cr_assert_eq(kill(spawned, SIGKILL), 0);
+    cr_assert_eq(waitpid(spawned, &st, 0), spawned);
+    spawned = -1;
+
+    end = now_ms() + 2000;
+    do {
+        n = scan_procs(orphan_needle, strlen(orphan_needle), NULL, pids, 64);
+        if (n == 0)
+            break;
+        usleep(20000);
+    } while (now_ms() < end);
+    cr_expect_eq(n, 0, "%d handler processes outlived sluice by 2 s (e.g. pid %d)", n,
+                 n ? (int)pids[0] : 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* 17. handler output in the log                                       */
+
+Test(sandbox, handler_output_is_logged_per_line, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    static struct call c, w;
+    char *want_line, *want_report, *warm_report;
+    const char *log;
+    double end;
+
+    cr_assert_geq(log_fd, 0, "unset SLUICE_TEST_LOG for this test");
+    start(fn_yaml("logecho", repo(ECHO_PY), 1769, 10, NULL));
+    call(pool_of("logecho"), "{\"x\":1}", &c, 20000);
+    ok_json(&c);
+    cr_assert(c.cold);
+    want_line = xasprintf("[function:logecho] [%s] echo: got 8 bytes (", c.request_id);
+    want_report = xasprintf("[function:logecho] REPORT RequestId: %s Duration: ", c.request_id);
+
+    /* the line may come through the stdout pipe after the result */
+    end = now_ms() + 2000;
+    while (!strstr(log_text(), want_line) && now_ms() < end)
+        pump(20);
+    log = log_text();
+    cr_expect(strstr(log, want_line) != NULL, "no line '%s' in the log:\n%s", want_line, log);
+    {
+        const char *r = strstr(log, want_report);
+        const char *eol = r ? strchr(r, '\n') : NULL;
+        cr_expect_not_null(r, "no '%s' in the log:\n%s", want_report, log);
+        if (r && eol) {
+            char *line = strndup(r, (size_t)(eol - r));
+            cr_expect(strstr(line, "Init Duration: ") != NULL, "cold REPORT: %s", line);
+            cr_expect(strstr(line, "Memory Size: 1769 MB") != NULL, "REPORT: %s", line);
+            free(line);
+        }
+    }
+
+    /* a warm invocation: its REPORT has no Init Duration */
+    call(pool_of("logecho"), "{\"x\":2}", &w, 20000);
+    ok_json(&w);
+    cr_expect(!w.cold);
+    warm_report = xasprintf("REPORT RequestId: %s Duration: ", w.request_id);
+    log = log_text();
+    {
+        const char *r = strstr(log, warm_report);
+        const char *eol = r ? strchr(r, '\n') : NULL;
+        cr_expect_not_null(r, "no '%s' in the log:\n%s", warm_report, log);
+        if (r && eol) {
+            char *line = strndup(r, (size_t)(eol - r));
+            cr_expect(strstr(line, "Init Duration") == NULL, "warm REPORT: %s", line);
+            free(line);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* 18. sluice invoke --local                                           */
+
+/* Run `sluice invoke --local CFG FN --payload PAYLOAD`: stdout into `out`
+ * (malloc'd), stderr into `err`; returns the exit code. */
+static int invoke_local(const char *cfg, const char *fn, const char *payload, char **out,
+                        char **err)
+{
+    char *errp = xasprintf("%s/stderr-%s", data_dir, fn);
+    char *cmd = xasprintf("'%s/build/sluice' invoke --local '%s' '%s' --payload '%s' 2>'%s'",
+                          root_dir, cfg, fn, payload, errp);
+    FILE *p = popen(cmd, "r");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m;
+    char chunk[4096];
+    size_t n;
+    int st;
+
+    cr_assert_not_null(p);
+    m = open_memstream(&buf, &len);
+    while ((n = fread(chunk, 1, sizeof(chunk), p)) > 0)
+        fwrite(chunk, 1, n, m);
+    fclose(m);
+    st = pclose(p);
+    *out = buf;
+    *err = slurp(errp);
+    free(cmd);
+    free(errp);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(sandbox, invoke_local_cli, .init = setup, .fini = teardown, .timeout = 60)
+{
+    char *cfg = xasprintf("%s/invoke.yaml", data_dir), *cli_dir = xasprintf("%s/cli", data_dir);
+    char *fns_yaml = xasprintf("%s%s", fn_yaml("echo", repo(ECHO_PY), 1769, 10, NULL),
+                               fn_yaml("fail", repo(FAIL_PY), 1769, 10, NULL));
+    char *out, *err;
+    json_t *j, *want;
+    int code;
+
+    put_file(cfg, config_yaml(fns_yaml, cli_dir), 0644);
+
+    code = invoke_local(cfg, "echo", "{\"a\":1}", &out, &err);
+    cr_expect_eq(code, 0, "exit %d; stderr:\n%s", code, err);
+    j = json_loads(out, 0, NULL);
+    want = json_pack("{s:i}", "a", 1);
+    cr_expect(j && json_equal(j, want), "stdout: %s", out);
+    cr_expect(strstr(err, "duration: ") != NULL, "stderr: %s", err);
+
+    code = invoke_local(cfg, "fail", "{\"a\":1}", &out, &err);
+    cr_expect_eq(code, 1, "exit %d; stderr:\n%s", code, err);
+    j = json_loads(out, 0, NULL);
+    cr_assert_not_null(j, "stdout is not JSON: %s", out);
+    cr_expect_str_eq(jstr(j, "errorType"), "OrderError");
+    cr_expect_str_eq(jstr(j, "errorMessage"), "order rejected");
+
+    code = invoke_local(cfg, "echo", "{\"a\":", &out, &err);
+    cr_expect_eq(code, 1, "exit %d for a payload that is not JSON", code);
+    cr_expect(strstr(err, "payload is not JSON") != NULL, "stderr: %s", err);
+    cr_expect_str_eq(out, "", "stdout: %s", out);
+}
