@@ -7,6 +7,9 @@
  * callback. Baseline, in the same run: a bare AF_UNIX socketpair round
  * trip of the same 1 KB message with a forked child that reads it and
  * writes it back, same count. value and baseline are p50 in microseconds.
+ * For the breakdown it also times the same echo binary started bare (no
+ * sandbox, no pool: frames written and read by hand, its stdout drained),
+ * which is the floor the handler and its runtime library set.
  *
  * sluice's log (the handler's output lines and one REPORT line per
  * invocation, at the usual info level) goes to a file in the data
@@ -31,6 +34,7 @@
 #include "sluice/config.h"
 #include "sluice/env.h"
 #include "sluice/err.h"
+#include "sluice/frame.h"
 #include "sluice/log.h"
 
 #define EVENT_SIZE   1024
@@ -208,6 +212,107 @@ static int baseline(const char *event, int n, double *lat)
 }
 
 /* ------------------------------------------------------------------ */
+/* Breakdown: the echo binary bare, the protocol spoken by hand        */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Read one frame and decode it; 0 or -1. */
+static int read_msg(int fd, struct sl_msg *m)
+{
+    unsigned char hdr[4];
+    char why[256], *body;
+    uint32_t len;
+
+    if (read_full(fd, (char *)hdr, 4) != 0)
+        return -1;
+    len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+    if (len == 0 || len > SL_FRAME_MAX)
+        return -1;
+    body = malloc(len);
+    if (read_full(fd, body, len) != 0) {
+        free(body);
+        return -1;
+    }
+    if (sl_msg_decode(body, len, m, why, sizeof(why)) != 0) {
+        fprintf(stderr, "invoke-warm: bare handler: bad frame: %s\n", why);
+        return -1;
+    }
+    return 0;
+}
+
+static int bare_handler(const char *handler, const char *event, int n, double *lat)
+{
+    struct sl_invoke_msg im = {
+        .request_id = "00000000-0000-4000-8000-000000000000",
+        .function_name = "echo", .function_version = "$LATEST", .memory_mb = 1769,
+        .invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:echo",
+        .event = event, .event_len = EVENT_SIZE,
+    };
+    char *envp[] = { "SLUICE_RUNTIME_FD=3", "LANG=C.UTF-8", "TZ=:UTC", NULL };
+    char *argv[] = { (char *)handler, NULL }, *frame = NULL, sink[4096];
+    int sv[2], outp[2], st, rc = -1;
+    struct sl_msg m;
+    size_t flen;
+    pid_t pid;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
+        pipe2(outp, O_CLOEXEC) != 0)
+        return perror("invoke-warm: bare handler"), -1;
+    pid = fork();
+    if (pid < 0)
+        return perror("fork"), -1;
+    if (pid == 0) {
+        if (dup2(sv[1], 3) < 0 || dup2(outp[1], 1) < 0)
+            _exit(127);
+        execve(handler, argv, envp);
+        _exit(127);
+    }
+    close(sv[1]);
+    close(outp[1]);
+    fcntl(outp[0], F_SETFL, O_NONBLOCK);
+    if (read_msg(sv[0], &m) != 0 || m.type != SL_MSG_READY) {
+        fprintf(stderr, "invoke-warm: bare handler: no `ready`\n");
+        goto done;
+    }
+    sl_msg_destroy(&m);
+    im.deadline_ms = wall_ms() + 3600 * 1000;
+    if (sl_frame_invoke(&im, &frame, &flen) != 0)
+        goto done;
+    for (int i = -WARMUP; i < n; i++) {
+        double t0 = now_us();
+        bool same;
+        if (write_full(sv[0], frame, flen) != 0 || read_msg(sv[0], &m) != 0) {
+            fprintf(stderr, "invoke-warm: bare handler: round trip failed\n");
+            goto done;
+        }
+        same = m.type == SL_MSG_RESULT && m.ok && m.payload.n == EVENT_SIZE &&
+               memcmp(m.payload.p, event, EVENT_SIZE) == 0;
+        sl_msg_destroy(&m);
+        while (read(outp[0], sink, sizeof(sink)) > 0)
+            ;
+        if (!same) {
+            fprintf(stderr, "invoke-warm: bare handler: wrong result\n");
+            goto done;
+        }
+        if (i >= 0)
+            lat[i] = now_us() - t0;
+    }
+    rc = 0;
+done:
+    free(frame);
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    close(sv[0]);
+    close(outp[0]);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
 
 int main(void)
 {
@@ -222,7 +327,7 @@ int main(void)
     struct call c;
     double *lat = calloc(N_MAX, sizeof(double)), *blat = calloc(N_MAX, sizeof(double));
     double t0, p50, p99, mean = 0, b50, b99, dur50;
-    double *dur = calloc(N_MAX, sizeof(double));
+    double *dur = calloc(N_MAX, sizeof(double)), *hlat = calloc(N_MAX, sizeof(double)), h50;
     int n = 0, logfd, code = 1, cold = 0;
     size_t nenvs;
 
@@ -297,7 +402,7 @@ int main(void)
         goto out;
     }
 
-    if (baseline(event, n, blat) != 0)
+    if (baseline(event, n, blat) != 0 || bare_handler(handler, event, n, hlat) != 0)
         goto out;
 
     for (int i = 0; i < n; i++)
@@ -305,6 +410,8 @@ int main(void)
     qsort(lat, (size_t)n, sizeof(double), cmp_double);
     qsort(blat, (size_t)n, sizeof(double), cmp_double);
     qsort(dur, (size_t)n, sizeof(double), cmp_double);
+    qsort(hlat, (size_t)n, sizeof(double), cmp_double);
+    h50 = pct(hlat, (size_t)n, 50);
     p50 = pct(lat, (size_t)n, 50);
     p99 = pct(lat, (size_t)n, 99);
     b50 = pct(blat, (size_t)n, 50);
@@ -314,6 +421,8 @@ int main(void)
     printf("invoke-warm: %d invokes of a %d-byte event, p50 %.1f us, p99 %.1f us, mean %.1f us, "
            "max %.1f us (pool's own duration p50 %.1f us); socketpair round trip p50 %.1f us, "
            "p99 %.1f us\n", n, EVENT_SIZE, p50, p99, mean, lat[n - 1], dur50, b50, b99);
+    printf("invoke-warm: breakdown: the echo binary bare (no sandbox, no pool, protocol by "
+           "hand) p50 %.1f us\n", h50);
     printf("invoke-warm: target p50 <= %.0f us: %s\n", TARGET_P50,
            p50 <= TARGET_P50 ? "met" : "MISSED");
     printf("invoke-warm: p99 %.1f us\n", p99);
@@ -335,5 +444,6 @@ out:
     free(lat);
     free(blat);
     free(dur);
+    free(hlat);
     return code;
 }

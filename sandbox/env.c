@@ -298,10 +298,16 @@ static void on_setup(evutil_socket_t fd, short what, void *arg)
 /* ------------------------------------------------------------------ */
 /* Exit and timers                                                     */
 
+static void fail_oom(struct sl_env *env)
+{
+    env_fail(env, "Runtime.OutOfMemory", "RequestId: %s Error: Runtime exited with error: "
+             "signal: killed (memory limit of %lld MB reached)",
+             env->inv ? env->inv->request_id : "-", (long long)env->pool->fn->memory_mb);
+}
+
 static void on_exit_ev(evutil_socket_t fd, short what, void *arg)
 {
     struct sl_env *env = arg;
-    struct sl_fnpool *pool = env->pool;
     int st;
 
     (void)fd, (void)what;
@@ -317,9 +323,7 @@ static void on_exit_ev(evutil_socket_t fd, short what, void *arg)
     if (env->setup_error[0]) {
         env_fail(env, "Sandbox.Failure", "%s", env->setup_error);
     } else if (sl_sandbox_oom_killed(&env->proc)) {
-        env_fail(env, "Runtime.OutOfMemory", "RequestId: %s Error: Runtime exited with error: "
-                 "signal: killed (memory limit of %lld MB reached)",
-                 env->inv ? env->inv->request_id : "-", (long long)pool->fn->memory_mb);
+        fail_oom(env);
     } else if (env->kind == ENV_FORKED) {
         env_fail(env, "Runtime.ExitError", "RequestId: %s Error: Runtime exited",
                  env->inv ? env->inv->request_id : "-");
@@ -350,7 +354,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     case ENV_BUSY:
         if (env->sock_closed) {
-            env_fail(env, "Runtime.InvalidResponse", "handler closed its protocol socket");
+            /* a throttled cgroup can delay the init's exit past the grace */
+            if (sl_sandbox_oom_killed(&env->proc))
+                fail_oom(env);
+            else
+                env_fail(env, "Runtime.InvalidResponse", "handler closed its protocol socket");
             return;
         }
         env_fail(env, "Sandbox.Timedout", "RequestId: %s Error: Task timed out after %.2f seconds",

@@ -142,6 +142,81 @@ static int get_bytes(const msgpack_object *o, struct sl_bytes *b)
     return -1;
 }
 
+/* msgpack-c allocates a container's elements from its declared count
+ * before it reads them, so a 5-byte body can ask for gigabytes. Walk the
+ * headers first: every declared element needs at least one byte, and a
+ * message holds at most MSG_MAX_ITEMS of them. Returns 0 when the body is
+ * one well-formed object with nothing after it. */
+#define MSG_MAX_ITEMS 100000
+
+static int check_msgpack(const unsigned char *p, size_t len)
+{
+    size_t off = 0, pending = 1, items = 0;
+
+    while (pending > 0) {
+        unsigned char b;
+        uint64_t n = 0, skip = 0;
+        int nb = 0;
+
+        if (off >= len || pending > len - off)
+            return -1;
+        b = p[off++];
+        pending--;
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+            continue;
+        if (b >= 0x80 && b <= 0x8f) {
+            n = 2u * (b & 0x0f);
+        } else if (b >= 0x90 && b <= 0x9f) {
+            n = b & 0x0f;
+        } else if (b >= 0xa0 && b <= 0xbf) {
+            skip = b & 0x1f;
+        } else {
+            switch (b) {
+            case 0xc4: case 0xd9: nb = 1; break;                     /* bin8, str8 */
+            case 0xc5: case 0xda: nb = 2; break;                     /* bin16, str16 */
+            case 0xc6: case 0xdb: nb = 4; break;                     /* bin32, str32 */
+            case 0xc7: nb = 1; skip = 1; break;                      /* ext8 */
+            case 0xc8: nb = 2; skip = 1; break;                      /* ext16 */
+            case 0xc9: nb = 4; skip = 1; break;                      /* ext32 */
+            case 0xca: skip = 4; break;
+            case 0xcb: skip = 8; break;
+            case 0xcc: case 0xd0: skip = 1; break;
+            case 0xcd: case 0xd1: skip = 2; break;
+            case 0xce: case 0xd2: skip = 4; break;
+            case 0xcf: case 0xd3: skip = 8; break;
+            case 0xd4: skip = 2; break;                              /* fixext 1..16 */
+            case 0xd5: skip = 3; break;
+            case 0xd6: skip = 5; break;
+            case 0xd7: skip = 9; break;
+            case 0xd8: skip = 17; break;
+            case 0xdc: case 0xde: nb = -2; break;                    /* array16, map16 */
+            case 0xdd: case 0xdf: nb = -4; break;                    /* array32, map32 */
+            default: return -1;                                      /* 0xc1 */
+            }
+            if (nb != 0) {
+                int w = nb < 0 ? -nb : nb;
+                uint64_t v = 0;
+                if (len - off < (size_t)w)
+                    return -1;
+                for (int i = 0; i < w; i++)
+                    v = v << 8 | p[off++];
+                if (nb < 0)
+                    n = (b == 0xde || b == 0xdf) ? 2 * v : v;
+                else
+                    skip += v;
+            }
+        }
+        if (skip > len - off)
+            return -1;
+        off += (size_t)skip;
+        items += (size_t)n;
+        if (items > MSG_MAX_ITEMS || n > len - off)
+            return -1;
+        pending += (size_t)n;
+    }
+    return off == len ? 0 : (int)(len - off);
+}
+
 #define BAD(...) do { snprintf(why, whylen, __VA_ARGS__); goto bad; } while (0)
 
 int sl_msg_decode(char *body, size_t len, struct sl_msg *m, char *why, size_t whylen)
@@ -154,10 +229,15 @@ int sl_msg_decode(char *body, size_t len, struct sl_msg *m, char *why, size_t wh
     memset(m, 0, sizeof(*m));
     m->body = body;
     msgpack_unpacked_init(&m->up);
-    if (msgpack_unpack_next(&m->up, body, len, &off) != MSGPACK_UNPACK_SUCCESS)
+    {
+        int rest = check_msgpack((const unsigned char *)body, len);
+        if (rest < 0)
+            BAD("frame body is not msgpack");
+        if (rest > 0)
+            BAD("%d bytes after the message in the frame", rest);
+    }
+    if (msgpack_unpack_next(&m->up, body, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len)
         BAD("frame body is not msgpack");
-    if (off != len)
-        BAD("%zu bytes after the message in the frame", len - off);
     root = &m->up.data;
     if (root->type != MSGPACK_OBJECT_MAP)
         BAD("message is not a map");

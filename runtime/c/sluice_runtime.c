@@ -507,9 +507,8 @@ static int on_invoke(const msgpack_object *m, slr_handler_fn fn, void *arg)
 
     if (rt.snapshotted)
         return fail("sluice sent `invoke` to a snapshotted template");
-    /* Copy out everything first: the strings must be NUL-terminated, and
-     * the event must not alias the frame buffer the handler might outlive
-     * through a stray pointer. */
+    /* Copy everything out: the handler gets NUL-terminated strings, and the
+     * frame's bytes have no room for the NULs. */
     if ((rc = get_bytes(m, "request_id", 1, 0, &p, &n)) < 0)
         return rc;
     rid = xstrndup(p, n);
@@ -792,7 +791,8 @@ int slr_start(slr_handler_fn fn, void *arg)
         if ((rc = get_bytes(&up.data, "type", 1, 0, &type, &tlen)) < 0)
             break;
         if (rt.nfds && !(tlen == 4 && memcmp(type, "fork", 4) == 0)) {
-            rc = fail("sluice attached a descriptor to `%.*s`", (int)tlen, type);
+            rc = fail("sluice attached descriptors to `%.*s`", printable(type, tlen) ? (int)tlen : 1,
+                      printable(type, tlen) ? type : "?");
             break;
         }
         if (tlen == 6 && memcmp(type, "invoke", 6) == 0) {

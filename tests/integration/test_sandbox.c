@@ -65,6 +65,13 @@ static double now_ms(void)
 
 static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Strings built by a test live until its teardown (LeakSanitizer is on
+ * in SANITIZE=1 builds). */
+static char *allocs[512];
+static int nallocs;
+static json_t *jsons[256];
+static int njsons;
+
 static char *xasprintf(const char *fmt, ...)
 {
     va_list ap;
@@ -75,6 +82,8 @@ static char *xasprintf(const char *fmt, ...)
         s = NULL;
     va_end(ap);
     cr_assert_not_null(s);
+    if (nallocs < (int)(sizeof(allocs) / sizeof(allocs[0])))
+        allocs[nallocs++] = s;
     return s;
 }
 
@@ -145,6 +154,10 @@ static void teardown(void)
         event_base_free(base);
     base = NULL;
     rm_rf(data_dir);
+    while (nallocs > 0)
+        free(allocs[--nallocs]);
+    while (njsons > 0)
+        json_decref(jsons[--njsons]);
 }
 
 /* The captured log so far (static buffer), "" when it goes to stderr. */
@@ -205,7 +218,7 @@ static void start(const char *functions)
     }
     sl_diags_destroy(&d);
     cr_assert_eq(rc, 0, "config does not load:\n%s\n%s", text, dtext ? dtext : "");
-    free(text);
+    free(dtext);
     sl_err_clear(&err);
     rc = sl_functions_new(base, conf, NULL, &fns, &err);
     cr_assert_eq(rc, 0, "sl_functions_new: %s", err.msg);
@@ -253,6 +266,11 @@ static void on_result(const struct sl_invoke_result *r, void *arg)
     if (r->ok && r->payload) {
         c->payload = strndup(r->payload, r->payload_len);
         c->json = json_loadb(r->payload, r->payload_len, JSON_DECODE_ANY, NULL);
+        /* both live until teardown, which also covers a failed assertion */
+        if (nallocs < (int)(sizeof(allocs) / sizeof(allocs[0])))
+            allocs[nallocs++] = c->payload;
+        if (c->json && njsons < (int)(sizeof(jsons) / sizeof(jsons[0])))
+            jsons[njsons++] = c->json;
     }
 }
 
@@ -303,8 +321,6 @@ static int invoke_rc(struct sl_fnpool *pool, const char *event, struct call *c)
 {
     struct sl_invoke_req req;
 
-    free(c->payload);
-    json_decref(c->json);
     free(c->event);
     memset(c, 0, sizeof(*c));
     c->event = strdup(event);
@@ -438,12 +454,14 @@ static char *slurp(const char *path)
     size_t n;
 
     if (!f)
-        return strdup("");
+        return xasprintf("%s", "");
     m = open_memstream(&buf, &len);
     while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
         fwrite(chunk, 1, n, m);
     fclose(m);
     fclose(f);
+    if (nallocs < (int)(sizeof(allocs) / sizeof(allocs[0])))
+        allocs[nallocs++] = buf; /* freed at teardown */
     return buf;
 }
 
@@ -607,7 +625,7 @@ Test(sandbox, ptrace_mount_unshare_are_eperm, .init = setup, .fini = teardown, .
         j = ok_json(&c);
         cr_expect_eq(jint(j, "ret"), -1, "%s succeeded: %s", actions[i], c.payload);
         cr_expect_eq(jint(j, "errno"), EPERM, "%s: %s", actions[i], c.payload);
-        free(event);
+
     }
 }
 
@@ -748,7 +766,7 @@ Test(sandbox, bad_frames_are_classified, .init = setup, .fini = teardown, .timeo
         cr_expect_lt(c.ended_ms - c.started_ms, 4000, "%s: took %.0f ms", cases[i].kind,
                      c.ended_ms - c.started_ms);
         cr_expect_eq(sl_fnpool_envs(pool), 0, "%s: the env was kept", cases[i].kind);
-        free(event);
+
     }
 }
 
@@ -1057,9 +1075,9 @@ static int invoke_local(const char *cfg, const char *fn, const char *payload, ch
     fclose(m);
     st = pclose(p);
     *out = buf;
+    if (nallocs < (int)(sizeof(allocs) / sizeof(allocs[0])))
+        allocs[nallocs++] = buf; /* freed at teardown like the rest */
     *err = slurp(errp);
-    free(cmd);
-    free(errp);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -1080,6 +1098,8 @@ Test(sandbox, invoke_local_cli, .init = setup, .fini = teardown, .timeout = 60)
     want = json_pack("{s:i}", "a", 1);
     cr_expect(j && json_equal(j, want), "stdout: %s", out);
     cr_expect(strstr(err, "duration: ") != NULL, "stderr: %s", err);
+    json_decref(j);
+    json_decref(want);
 
     code = invoke_local(cfg, "fail", "{\"a\":1}", &out, &err);
     cr_expect_eq(code, 1, "exit %d; stderr:\n%s", code, err);
@@ -1087,9 +1107,54 @@ Test(sandbox, invoke_local_cli, .init = setup, .fini = teardown, .timeout = 60)
     cr_assert_not_null(j, "stdout is not JSON: %s", out);
     cr_expect_str_eq(jstr(j, "errorType"), "OrderError");
     cr_expect_str_eq(jstr(j, "errorMessage"), "order rejected");
+    json_decref(j);
 
     code = invoke_local(cfg, "echo", "{\"a\":", &out, &err);
     cr_expect_eq(code, 1, "exit %d for a payload that is not JSON", code);
     cr_expect(strstr(err, "payload is not JSON") != NULL, "stderr: %s", err);
     cr_expect_str_eq(out, "", "stdout: %s", out);
+}
+
+/* ------------------------------------------------------------------ */
+/* Layers and idle reaping                                             */
+
+Test(sandbox, layers_overlay_at_opt_later_wins, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call a, b;
+    char *l1 = xasprintf("%s/layer1", data_dir), *l2 = xasprintf("%s/layer2", data_dir);
+    char *extra = xasprintf("    layers: [%s, %s]\n", l1, l2), *p;
+    json_t *j;
+
+    mkdir(data_dir, 0755);
+    mkdir(l1, 0755);
+    mkdir(l2, 0755);
+    p = xasprintf("%s/shared.txt", l1), put_file(p, "from layer 1\n", 0644);
+    p = xasprintf("%s/only1.txt", l1), put_file(p, "only in 1\n", 0644);
+    p = xasprintf("%s/shared.txt", l2), put_file(p, "from layer 2\n", 0644);
+    start(fn_yaml("escape", repo(ESCAPE), 1769, 10, extra));
+    call(pool_of("escape"), "{\"action\":\"read_host\",\"path\":\"/opt/shared.txt\"}", &a, 20000);
+    j = ok_json(&a);
+    cr_expect(json_is_true(jget(j, "ok")), "%s", json_dumps(j, JSON_COMPACT));
+    cr_expect_str_eq(jstr(j, "data"), "from layer 2\n");
+    call(pool_of("escape"), "{\"action\":\"read_host\",\"path\":\"/opt/only1.txt\"}", &b, 20000);
+    j = ok_json(&b);
+    cr_expect_str_eq(jstr(j, "data"), "only in 1\n");
+}
+
+static bool no_envs(void *arg)
+{
+    return sl_fnpool_envs(arg) == 0;
+}
+
+Test(sandbox, idle_envs_are_reaped, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call c;
+    struct sl_fnpool *pool;
+
+    start(fn_yaml("echo", repo(ECHO_C), 256, 5, "    idle_timeout_s: 1\n"));
+    pool = pool_of("echo");
+    call(pool, "{}", &c, 10000);
+    cr_assert(c.ok, "%s", c.etype);
+    cr_expect_eq(sl_fnpool_envs(pool), 1);
+    cr_expect(wait_cond(no_envs, pool, 5000), "the idle env was not reaped");
 }

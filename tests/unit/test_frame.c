@@ -236,6 +236,25 @@ Test(frame, invoke_frame_round_trips)
     cr_expect_eq(sl_frame_invoke(&im, &frame, &len), SL_ETOOBIG);
 }
 
+/* A few bytes declaring a huge container must not make the decoder
+ * allocate for it. */
+Test(frame, huge_declared_containers_are_refused)
+{
+    static const unsigned char bodies[][6] = {
+        { 0xdd, 0xff, 0xff, 0xff, 0xff, 0x00 },  /* array32 of 4 G elements */
+        { 0xdf, 0x10, 0x00, 0x00, 0x00, 0x00 },  /* map32 of 256 M pairs */
+        { 0x81, 0xa1, 't', 0xdc, 0xff, 0xff },   /* nested array16 of 65535 */
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        struct sl_msg m;
+        char why[256], *b = malloc(6);
+
+        memcpy(b, bodies[i], 6);
+        cr_expect_eq(sl_msg_decode(b, 6, &m, why, sizeof(why)), SL_EPROTO, "case %zu", i);
+        cr_expect_str_eq(why, "frame body is not msgpack");
+    }
+}
+
 /* Random bodies: any outcome but a crash or a leak (ASan checks). */
 Test(frame, random_bodies_never_crash)
 {
