@@ -10,7 +10,12 @@
  * Baseline, in the same run: the same binary started bare with fork and
  * exec, no sandbox, with a socketpair on fd 3 and pipes on stdout and
  * stderr, speaking the protocol: wait for `ready`, send one `invoke`, read
- * the `result`. Same count. value and baseline are p50 in milliseconds. */
+ * the `result`. Same count. value and baseline are p50 in milliseconds.
+ *
+ * The timed starts run back to back. A few more, each after the host has
+ * been idle for a while, are reported on the side: on cgroup v1, moving a
+ * process into a cgroup can wait for an RCU grace period when no other
+ * move happened just before, which back-to-back starts never see. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -40,6 +45,8 @@
 #define N_MAX        200            /* iterations, at most */
 #define MEASURE_US   25e6           /* ... and at most this long, each side */
 #define WARMUP       5
+#define SPACED_N     20             /* starts after an idle pause, on the side */
+#define SPACED_US    100000
 #define TARGET_P50   5.0            /* ms */
 #define TARGET_RATIO 3.0
 
@@ -301,8 +308,8 @@ int main(void)
     struct sl_err err;
     struct call c;
     double lat[N_MAX], blat[N_MAX], init[N_MAX], dur[N_MAX], tear[N_MAX];
-    double t0, p50, p99, b50, b99, i50, d50, td50, mean = 0;
-    int n = 0, nb = 0, logfd, code = 1;
+    double t0, p50, p99, b50, b99, i50, d50, td50, mean = 0, slat[SPACED_N], s50, s99;
+    int n = 0, nb = 0, ns = 0, logfd, code = 1;
     char *envp[] = {
         "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "TZ=:UTC",
         "SLUICE_RUNTIME_FD=3", "AWS_LAMBDA_FUNCTION_NAME=echo",
@@ -386,6 +393,15 @@ int main(void)
         lat[n++] = ms;
     }
 
+    while (ns < SPACED_N) {
+        double td, ms;
+        usleep(SPACED_US);
+        ms = cold_once(base, sb, fn, event, &c, &td);
+        if (ms < 0)
+            goto out;
+        slat[ns++] = ms;
+    }
+
     for (int i = 0; i < WARMUP; i++)
         if (bare_once(handler, hdir, event) < 0)
             goto out;
@@ -404,6 +420,9 @@ int main(void)
     qsort(init, (size_t)n, sizeof(double), cmp_double);
     qsort(dur, (size_t)n, sizeof(double), cmp_double);
     qsort(tear, (size_t)n, sizeof(double), cmp_double);
+    qsort(slat, (size_t)ns, sizeof(double), cmp_double);
+    s50 = pct(slat, (size_t)ns, 50);
+    s99 = pct(slat, (size_t)ns, 99);
     p50 = pct(lat, (size_t)n, 50);
     p99 = pct(lat, (size_t)n, 99);
     b50 = pct(blat, (size_t)nb, 50);
@@ -416,6 +435,8 @@ int main(void)
            "mean %.2f ms (init p50 %.2f ms, invoke p50 %.3f ms; pool teardown p50 %.2f ms); "
            "bare fork+exec %d runs, p50 %.2f ms, p99 %.2f ms\n", n, sl_sandbox_cgroups(sb), p50,
            p99, mean, i50, d50, td50, nb, b50, b99);
+    printf("cold-start: on the side, %d cold invokes each after %.0f ms idle: p50 %.2f ms, "
+           "p99 %.2f ms\n", ns, SPACED_US / 1000.0, s50, s99);
     printf("cold-start: target p50 <= %.0f ms: %s; target <= %.0fx bare (%.1fx): %s\n",
            TARGET_P50, p50 <= TARGET_P50 ? "met" : "MISSED", TARGET_RATIO, p50 / b50,
            p50 <= TARGET_RATIO * b50 ? "met" : "MISSED");

@@ -311,6 +311,12 @@ int sl_sandbox_cgroup_new(struct sl_sandbox *sb, const struct sl_function_conf *
         SET(CGC_PIDS, "pids.max", val);
     }
 #undef SET
+    {
+        char path[600];
+        snprintf(path, sizeof(path), "%s/%s", p->cgroup[cg->kind == CG_V2 ? 0 : CGC_MEMORY],
+                 cg->kind == CG_V2 ? "memory.peak" : "memory.max_usage_in_bytes");
+        p->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
     return 0;
 }
 
@@ -357,15 +363,17 @@ void sl__cgroup_kill(struct sl_sbx_proc *p)
 
 int64_t sl_sandbox_max_memory(const struct sl_sbx_proc *p)
 {
-    int64_t v;
+    char buf[32];
+    ssize_t n;
 
-    if (p->ncgroup == 0)
+    /* called for every invocation: one pread on a kept-open file */
+    if (p->mem_fd < 0)
         return 0;
-    if (p->ncgroup == 1) /* v2 */
-        v = read_num(p->cgroup[0], "memory.peak", NULL);
-    else
-        v = read_num(p->cgroup[CGC_MEMORY], "memory.max_usage_in_bytes", NULL);
-    return v > 0 ? v : 0;
+    n = pread(p->mem_fd, buf, sizeof(buf) - 1, 0);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return strtoll(buf, NULL, 10);
 }
 
 bool sl_sandbox_oom_killed(const struct sl_sbx_proc *p)

@@ -564,6 +564,7 @@ static struct sl_env *env_alloc(struct sl_fnpool *pool, int kind, bool provision
     env->fork_fds[0] = env->fork_fds[1] = env->fork_fds[2] = -1;
     env->proc.pid = -1;
     env->proc.pidfd = env->proc.sock = env->proc.out = env->proc.err = env->proc.setup = -1;
+    env->proc.mem_fd = -1;
     snprintf(env->id, sizeof(env->id), "%s%lu", kind == ENV_TEMPLATE ? "t" : "e", ++pool->seq);
     env->ev_timer = evtimer_new(pool->base, on_timer, env);
     LIST_INSERT_HEAD(&pool->envs, env, link);
@@ -651,7 +652,18 @@ static void env_send_invoke(struct sl_env *env)
         finish(env, false, NULL, 0, "RequestTooLargeException", "event is over 6 MB", NULL);
         return;
     }
-    bufferevent_write(env->bev, frame, len);
+    /* write now rather than on the next loop turn: most frames fit the
+     * socket buffer whole; the bufferevent takes whatever does not */
+    {
+        size_t off = 0;
+        if (evbuffer_get_length(bufferevent_get_output(env->bev)) == 0) {
+            ssize_t w = send(env->proc.sock, frame, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w > 0)
+                off = (size_t)w;
+        }
+        if (off < len)
+            bufferevent_write(env->bev, frame + off, len - off);
+    }
     free(frame);
     timer_ms(env->ev_timer, (double)fn->timeout_ms);
 }

@@ -392,7 +392,7 @@ int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
 
     memset(p, 0, sizeof(*p));
     p->pid = -1;
-    p->pidfd = p->sock = p->out = p->err = p->setup = -1;
+    p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = -1;
     if (slash)
         *slash = '\0';
     c->relaxed = fn->sandbox == SL_SANDBOX_RELAXED;
@@ -639,7 +639,7 @@ bool sl_sandbox_reap(struct sl_sbx_proc *p)
 
 void sl_sandbox_release(struct sl_sandbox *sb, struct sl_sbx_proc *p)
 {
-    int *fds[] = { &p->pidfd, &p->sock, &p->out, &p->err, &p->setup };
+    int *fds[] = { &p->pidfd, &p->sock, &p->out, &p->err, &p->setup, &p->mem_fd };
 
     (void)sb;
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {

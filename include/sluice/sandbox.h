@@ -36,6 +36,7 @@ struct sl_sbx_proc {
     int    sock;               /* sluice's end of the handler's fd 3 */
     int    out, err;           /* read ends of the handler's stdout, stderr */
     int    setup;              /* read end: sandbox setup errors, EOF once exec ran */
+    int    mem_fd;             /* the cgroup's peak memory file, kept open: read per invoke */
     char  *cgroup[3];          /* per-controller directories, NULL if unused */
     int    ncgroup;
     bool   relaxed;
