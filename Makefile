@@ -2,7 +2,7 @@
 
 VERSION    := 0.1.0
 BUILD      := build
-PKGS       := rdkafka hiredis libpq libevent msgpack yaml-0.1 jansson libseccomp
+PKGS       := rdkafka hiredis libpq libevent msgpack yaml-0.1 jansson libseccomp sqlite3
 TEST_PKGS  := criterion
 
 CC         ?= cc
@@ -23,7 +23,7 @@ CFLAGS_ALL  = $(CSTD) $(WARN) $(OPT) -Iinclude -MMD -MP -DSL_VERSION='"$(VERSION
 LDFLAGS_ALL = $(LDSAN) $(LDFLAGS)
 LIBS_ALL    = $(PKG_LIBS) -lpthread -lm
 
-LIB_SRCS   := $(filter-out core/main.c,$(wildcard core/*.c config/*.c sandbox/*.c))
+LIB_SRCS   := $(filter-out core/main.c,$(wildcard core/*.c config/*.c sandbox/*.c dispatcher/*.c sinks/*.c api/*.c))
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 MAIN_OBJ   := $(BUILD)/obj/core/main.o
 UNIT_SRCS  := $(wildcard tests/unit/*.c)

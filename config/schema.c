@@ -177,12 +177,17 @@ static void check_debug(struct sl__load *ld, const struct sl__ckey *k, void *fie
 
 #define F(field) offsetof(struct sl_async_conf, field)
 static const struct sl__ckey async_keys[] = {
-    { .name = "maximum_retry_attempts", .type = CK_INT, .def = "2", .min = 0, .max = 2,
+    { .name = "maximum_retry_attempts", .type = CK_INT, .def = "3", .min = 0, .max = 100,
       .off = F(maximum_retry_attempts),
-      .desc = "Retries after a failed asynchronous invocation." },
+      .desc = "Retries after a failed asynchronous invocation (3: tried at least 4 times)." },
     { .name = "maximum_event_age_s", .type = CK_DURATION, .def = "6h", .unit = SEC,
       .min = 60, .max = 21600, .off = F(maximum_event_age_ms),
       .desc = "An event older than this is not retried again and goes to `on_failure`." },
+    { .name = "backoff_initial_ms", .type = CK_DURATION, .def = "1000", .unit = 1, .min = 1,
+      .max = 3600000, .off = F(backoff_initial_ms),
+      .desc = "Wait before the first retry; it doubles per retry, with full jitter." },
+    { .name = "backoff_max_ms", .type = CK_DURATION, .def = "300000", .unit = 1, .min = 1,
+      .max = 3600000, .off = F(backoff_max_ms), .desc = "Longest wait between two retries." },
     { .name = "on_success", .type = CK_STRING, .flags = CK_REF_SINK, .off = F(on_success),
       .check = check_sink_ref, .desc = "Sink that receives a record of each successful invocation." },
     { .name = "on_failure", .type = CK_STRING, .flags = CK_REF_SINK, .off = F(on_failure),

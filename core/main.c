@@ -7,7 +7,9 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "sluice/api.h"
 #include "sluice/config.h"
+#include "sluice/dispatch.h"
 #include "sluice/env.h"
 #include "sluice/log.h"
 #include "sluice/runtime.h"
@@ -66,40 +68,68 @@ static int cmd_lint(int argc, char **argv)
     return EXIT_OK;
 }
 
-/* The functions' environments as a runtime component: started before the
- * sources that feed them, stopped after. */
-struct functions_comp {
-    struct sl_runtime   *rt;
-    struct sl_functions *fns;
+/* The service core as one runtime component: the functions' environments,
+ * the dispatcher with its queue and sinks, and the HTTP API. It starts
+ * before the sources that feed it and stops after them: on stop the API
+ * stops accepting, in-flight invocations finish (within shutdown_grace_s,
+ * which the runtime enforces), then everything is freed. */
+struct core_comp {
+    struct sl_runtime    *rt;
+    struct sl_functions  *fns;
+    struct sl_metrics    *metrics;
+    struct sl_dispatcher *d;
+    struct sl_api        *api;
+    struct sl_component  *c;
 };
 
-static int functions_start(void *ctx, struct sl_err *err)
+static int core_start(void *ctx, struct sl_err *err)
 {
-    struct functions_comp *fc = ctx;
+    struct core_comp *cc = ctx;
+    struct sl_runtime *rt = cc->rt;
+    int rc;
 
-    return sl_functions_new(fc->rt->base, fc->rt->conf, NULL, &fc->fns, err);
+    cc->metrics = sl_metrics_new();
+    rc = sl_functions_new(rt->base, rt->conf, NULL, &cc->fns, err);
+    if (rc == 0)
+        rc = sl_dispatcher_new(rt->base, rt->conf, cc->fns, cc->metrics, rt->pool, &cc->d, err);
+    if (rc == 0)
+        rc = sl_api_new(rt->base, rt->conf, cc->d, cc->metrics, &cc->api, err);
+    return rc;
 }
 
-static void functions_stop(void *ctx, struct sl_component *c)
+static void core_drained(void *arg)
 {
-    struct functions_comp *fc = ctx;
+    struct core_comp *cc = arg;
 
-    sl_functions_free(fc->fns);
-    fc->fns = NULL;
-    sl_component_stopped(c);
+    sl_component_stopped(cc->c);
 }
 
-static void functions_free(void *ctx)
+static void core_stop(void *ctx, struct sl_component *c)
 {
-    struct functions_comp *fc = ctx;
+    struct core_comp *cc = ctx;
 
-    sl_functions_free(fc->fns);
-    free(fc);
+    cc->c = c;
+    if (cc->api)
+        sl_api_stop_accepting(cc->api);
+    if (cc->d)
+        sl_dispatcher_drain(cc->d, core_drained, cc);
+    else
+        sl_component_stopped(c);
 }
 
-static const struct sl_component_ops functions_ops = {
-    .kind = "functions", .start = functions_start, .stop = functions_stop,
-    .free = functions_free,
+static void core_free(void *ctx)
+{
+    struct core_comp *cc = ctx;
+
+    sl_api_free(cc->api);
+    sl_dispatcher_free(cc->d);
+    sl_functions_free(cc->fns);
+    sl_metrics_free(cc->metrics);
+    free(cc);
+}
+
+static const struct sl_component_ops core_ops = {
+    .kind = "core", .start = core_start, .stop = core_stop, .free = core_free,
 };
 
 static int cmd_run(int argc, char **argv)
@@ -126,25 +156,19 @@ static int cmd_run(int argc, char **argv)
         return EXIT_FAIL;
     }
     {
-        struct functions_comp *fc = calloc(1, sizeof(*fc));
-        if (!fc)
+        struct core_comp *cc = calloc(1, sizeof(*cc));
+        if (!cc)
             abort();
-        fc->rt = rt;
-        sl_runtime_add(rt, "all", &functions_ops, fc);
+        cc->rt = rt;
+        sl_runtime_add(rt, "sluice", &core_ops, cc);
     }
-    /* Pollers and sinks arrive with their own issues; until then say
-     * plainly what is configured but not running. */
+    /* Pollers arrive with their own issues; until then say plainly what
+     * is configured but not running. */
     for (size_t i = 0; i < c->nsources; i++) {
         char inst[96];
         snprintf(inst, sizeof(inst), "source:%s", c->sources[i].name);
         SL_WARN(inst, "not started: this build has no %s poller yet",
                 sl_source_type_name(c->sources[i].type));
-    }
-    for (size_t i = 0; i < c->nsinks; i++) {
-        char inst[96];
-        snprintf(inst, sizeof(inst), "sink:%s", c->sinks[i].name);
-        SL_WARN(inst, "not started: this build has no %s sink yet",
-                sl_sink_type_name(c->sinks[i].type));
     }
     SL_INFO(NULL, "sluice %s running %s: %zu functions, %zu sources, %zu sinks", SL_VERSION,
             argv[1], c->nfunctions, c->nsources, c->nsinks);

@@ -34,7 +34,11 @@
 enum env_state { ENV_STARTING, ENV_IDLE, ENV_BUSY, ENV_STOPPING };
 enum env_kind { ENV_COLD, ENV_TEMPLATE, ENV_FORKED };
 
+#define TAIL_MAX 4096          /* X-Amz-Log-Result: the last 4 KB of the log */
+
 struct pending {
+    char          tail[TAIL_MAX + 1];
+    size_t        tail_len;
     char          request_id[40];
     const char   *event;             /* borrowed until cb */
     size_t        event_len;
@@ -155,6 +159,23 @@ static void set_state(struct sl_env *env, int state)
 /* ------------------------------------------------------------------ */
 /* Ending an invocation                                                */
 
+/* Keep the last TAIL_MAX bytes of what an invocation logged. */
+static void tail_add(struct pending *inv, const char *s, size_t n)
+{
+    if (n >= TAIL_MAX) {
+        s += n - TAIL_MAX;
+        n = TAIL_MAX;
+    }
+    if (inv->tail_len + n > TAIL_MAX) {
+        size_t drop = inv->tail_len + n - TAIL_MAX;
+        memmove(inv->tail, inv->tail + drop, inv->tail_len - drop);
+        inv->tail_len -= drop;
+    }
+    memcpy(inv->tail + inv->tail_len, s, n);
+    inv->tail_len += n;
+    inv->tail[inv->tail_len] = '\0';
+}
+
 static json_t *stack_json(const msgpack_object *stack)
 {
     json_t *a;
@@ -204,6 +225,20 @@ static void finish(struct sl_env *env, bool ok, const char *payload, size_t len,
     billed = (int64_t)ceil(r.duration_ms + (r.cold && env->kind == ENV_COLD ? r.init_ms : 0));
     if (billed < 1)
         billed = 1;
+    {
+        char report[512], init[64] = "";
+        int n;
+
+        if (r.cold)
+            snprintf(init, sizeof(init), "\tInit Duration: %.2f ms", r.init_ms);
+        n = snprintf(report, sizeof(report), "REPORT RequestId: %s\tDuration: %.2f ms\t"
+                     "Billed Duration: %lld ms\tMemory Size: %lld MB\tMax Memory Used: %lld MB"
+                     "%s\n", inv->request_id, r.duration_ms, (long long)billed,
+                     (long long)pool->fn->memory_mb, (long long)r.max_memory_mb, init);
+        if (n > 0)
+            tail_add(inv, report, (size_t)n < sizeof(report) ? (size_t)n : sizeof(report) - 1);
+        r.log_tail = inv->tail;
+    }
     if (r.cold)
         SL_INFO(pool->inst, "REPORT RequestId: %s Duration: %.2f ms Billed Duration: %lld ms "
                 "Memory Size: %lld MB Max Memory Used: %lld MB Init Duration: %.2f ms%s",
@@ -249,6 +284,10 @@ static void log_line(struct sl_env *env, const char *line, size_t len)
     const char *req = env->inv ? env->inv->request_id : env->last_request[0] ? env->last_request
                                                                             : "init";
     SL_INFO(env->pool->inst, "[%s] %.*s", req, (int)len, line);
+    if (env->inv) {
+        tail_add(env->inv, line, len);
+        tail_add(env->inv, "\n", 1);
+    }
 }
 
 static void drain_output(struct sl_env *env, int fd, struct linebuf *lb)

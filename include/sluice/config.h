@@ -73,8 +73,10 @@ enum sl_stream_view {
  * name gives (memory_mb is MB). -1 means "no limit" where documented. */
 
 struct sl_async_conf {
-    int64_t maximum_retry_attempts;  /* 0..2 */
+    int64_t maximum_retry_attempts;  /* 0..100 */
     int64_t maximum_event_age_ms;    /* 60 s..6 h */
+    int64_t backoff_initial_ms;
+    int64_t backoff_max_ms;
     char   *on_success;              /* sink name or NULL */
     char   *on_failure;              /* sink name or NULL */
 };

@@ -35,6 +35,7 @@ struct sl_invoke_result {
     double      init_ms;         /* > 0 when this invocation waited for a cold start */
     int64_t     max_memory_mb;
     bool        cold;
+    const char *log_tail;        /* the invocation's last 4 KB of log (output + REPORT) */
 };
 
 typedef void (*sl_invoke_cb)(const struct sl_invoke_result *r, void *arg);

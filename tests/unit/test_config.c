@@ -203,7 +203,7 @@ Test(config, good_file_gets_defaults_and_units)
     cr_expect_eq(c->functions[0].timeout_ms, 120000);
     cr_expect_eq(c->functions[0].init_timeout_ms, 10000);
     cr_expect_eq(c->functions[0].reserved_concurrency, -1);
-    cr_expect_eq(c->functions[0].async.maximum_retry_attempts, 2);
+    cr_expect_eq(c->functions[0].async.maximum_retry_attempts, 3);
     cr_expect_eq(c->functions[0].async.maximum_event_age_ms, 6 * 3600 * 1000LL);
     cr_expect_str_eq(c->functions[0].handler, FIX "/handler.sh");
     cr_expect_str_eq(c->functions[0].layers.v[0], FIX "/layer");

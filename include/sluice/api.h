@@ -1,0 +1,25 @@
+/* sluice: the HTTP API at server.listen: Lambda's Invoke API
+ * (POST /2015-03-31/functions/{name}/invocations), GET /healthz,
+ * GET /readyz and GET /metrics (Prometheus text). libevent evhttp on the
+ * loop. */
+#ifndef SLUICE_API_H
+#define SLUICE_API_H
+
+#include <event2/event.h>
+
+#include "sluice/config.h"
+#include "sluice/dispatch.h"
+#include "sluice/metrics.h"
+
+struct sl_api;
+
+/* Bind server.listen and start serving. `conf`, `d` and `m` are borrowed. */
+int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_dispatcher *d,
+               struct sl_metrics *m, struct sl_api **out, struct sl_err *err);
+
+/* Stop accepting: /readyz answers 503 and new invocations get 503. */
+void sl_api_stop_accepting(struct sl_api *a);
+
+void sl_api_free(struct sl_api *a);
+
+#endif
