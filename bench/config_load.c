@@ -1,24 +1,10 @@
 /* bench config-load: parse and validate a 1,000-source configuration.
  * Baseline: reading the same file into memory, measured in the same run.
  * Prints one BENCH line; value and baseline are microseconds per pass. */
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-#include "sluice/config.h"
+#include "bench.h"
 
 #define SOURCES   1000
 #define FUNCTIONS 20
-
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
 
 static void write_config(const char *path)
 {
@@ -121,7 +107,8 @@ int main(void)
     free(buf);
     printf("config-load: %d sources, %d passes, %.1f us per load, %.1f us per read\n", SOURCES,
            passes, load_us, read_us);
-    printf("BENCH name=config-load value=%.1f unit=us baseline=read-file baseline_value=%.2f "
-           "ratio=%.1f\n", load_us, read_us, load_us / read_us);
+    bench_report(&(struct bench_result){ .name = "config-load", .value = load_us, .unit = "us",
+                                         .baseline = "read-file", .baseline_value = read_us,
+                                         .digits = { 1, 2, 1 } });
     return 0;
 }

@@ -2,6 +2,7 @@
  * docs/CONFIGURATION.md are all driven from here; a key that is not in a
  * table does not exist. */
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -9,6 +10,7 @@
 
 #include "schema.h"
 #include "sluice/log.h"
+#include "sluice/mem.h"
 
 #define KAFKA    (1u << SL_SOURCE_KAFKA)
 #define REDIS    (1u << SL_SOURCE_REDIS)
@@ -169,6 +171,77 @@ static void check_debug(struct sl__load *ld, const struct sl__ckey *k, void *fie
                            "redis, postgres, sandbox, dispatch, api, sink)", l->v[i]);
         else
             lc->debug |= (unsigned)bit;
+    }
+}
+
+/* server.auth: API tokens. Keys are interpolated here (the loader
+ * interpolates values only) so tokens can come from the environment;
+ * messages name a token by its position, never by its text. */
+static void check_auth(struct sl__load *ld, const struct sl__ckey *k, void *field,
+                       yaml_node_t *node)
+{
+    struct sl_kvlist *l = field;
+
+    (void)k;
+    for (size_t i = 0; i < l->n; i++) {
+        const char *raw = l->v[i].key;
+        size_t rl = strlen(raw);
+        char why[512], *tok = sl__interpolate(raw, why, sizeof(why));
+        const char *p;
+
+        if (!tok) {
+            /* `why` quotes the key: show it only when the key is a pure reference */
+            if (rl > 3 && strncmp(raw, "${", 2) == 0 && raw[rl - 1] == '}' &&
+                !strchr(raw + 2, '$'))
+                sl__load_error(ld, node, "token %zu: %s", i + 1, why);
+            else
+                sl__load_error(ld, node, "token %zu: bad '$' (write ${VAR} for a variable, "
+                               "$$ for a literal $)", i + 1);
+            continue;
+        }
+        free(l->v[i].key);
+        l->v[i].key = tok;
+        if (!*tok)
+            sl__load_error(ld, node, "token %zu is empty (is its variable set?)", i + 1);
+        for (p = tok; *p; p++)
+            if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p) || *p == ',')
+                break;
+        if (*p)
+            sl__load_error(ld, node, "token %zu contains a space, a comma or a control "
+                           "character", i + 1);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(l->v[j].key, tok) == 0)
+                sl__load_error(ld, node, "tokens %zu and %zu are the same", j + 1, i + 1);
+
+        /* "*" or "fn1, fn2" */
+        p = l->v[i].value;
+        if (strcmp(p, "*") == 0)
+            continue;
+        while (*p) {
+            const char *s, *e;
+
+            while (*p == ' ' || *p == ',')
+                p++;
+            if (!*p)
+                break;
+            s = p;
+            while (*p && *p != ',')
+                p++;
+            for (e = p; e > s && e[-1] == ' '; e--)
+                ;
+            {
+                char *name = sl_strndup(s, (size_t)(e - s));
+                if (strcmp(name, "*") == 0)
+                    sl__load_error(ld, node, "token %zu: '*' must stand alone", i + 1);
+                else if (!sl__load_has_function(ld, name))
+                    sl__load_error(ld, node, "token %zu allows '%s', which is not a function",
+                                   i + 1, name);
+                free(name);
+            }
+        }
+        if (strspn(l->v[i].value, " ,") == strlen(l->v[i].value))
+            sl__load_error(ld, node, "token %zu allows no function: give \"*\" or names "
+                           "separated by commas", i + 1);
     }
 }
 
@@ -404,6 +477,12 @@ static const struct sl__ckey server_keys[] = {
       .desc = "On SIGTERM, how long in-flight invocations may finish before they are stopped." },
     { .name = "worker_threads", .type = CK_INT, .def = "2", .min = 1, .max = 64,
       .off = F(worker_threads), .desc = "Threads for blocking work kept off the event loop." },
+    { .name = "auth", .type = CK_MAP, .off = F(auth), .check = check_auth,
+      .desc = "API tokens for invocations: `token: \"*\"` allows every function, "
+              "`token: \"fn1,fn2\"` those named. Keys are interpolated too "
+              "(`${SLUICE_TOKEN}: \"*\"`). Clients send `Authorization: Bearer <token>`, "
+              "or sign with the token as AWS access key id (the AWS CLI). Empty: no "
+              "authentication. `/healthz`, `/readyz` and `/metrics` stay open." },
 };
 #undef F
 

@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "sluice/api.h"
+#include "sluice/client.h"
 #include "sluice/config.h"
 #include "sluice/dispatch.h"
 #include "sluice/env.h"
@@ -242,7 +243,7 @@ static char *read_payload(const char *arg)
 
 static int cmd_invoke(int argc, char **argv)
 {
-    const char *config = NULL, *fname = NULL, *payload_arg = "{}";
+    const char *config = NULL, *fname = NULL, *payload_arg = "{}", *endpoint = NULL;
     struct local_result lr = { 0 };
     struct sl_functions *fns = NULL;
     struct sl_invoke_req req = { 0 };
@@ -252,11 +253,15 @@ static int cmd_invoke(int argc, char **argv)
     json_error_t jerr;
     json_t *check;
     char *payload;
-    int local = 0, code = EXIT_FAIL;
+    int local = 0, async = 0, code = EXIT_FAIL;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--local") == 0)
             local = 1;
+        else if (strcmp(argv[i], "--async") == 0)
+            async = 1;
+        else if (strcmp(argv[i], "--endpoint") == 0 && i + 1 < argc)
+            endpoint = argv[++i];
         else if (strcmp(argv[i], "--payload") == 0 && i + 1 < argc)
             payload_arg = argv[++i];
         else if (argv[i][0] == '-')
@@ -269,12 +274,29 @@ static int cmd_invoke(int argc, char **argv)
             return fprintf(stderr, "usage: sluice invoke --local CONFIG FUNCTION "
                                    "[--payload JSON|@FILE]\n"), EXIT_USAGE;
     }
-    if (!local || !config || !fname) {
-        fprintf(stderr, "usage: sluice invoke --local CONFIG FUNCTION [--payload JSON|@FILE]\n");
+    if (!local) {
+        /* remote: the only positional argument is the function */
+        if (fname) {
+            fprintf(stderr, "sluice invoke: without --local, give only FUNCTION\n");
+            return EXIT_USAGE;
+        }
+        fname = config;
+    }
+    if ((local && (!config || !fname)) || !fname || (local && async)) {
+        fprintf(stderr, "usage: sluice invoke --local CONFIG FUNCTION [--payload JSON|@FILE]\n"
+                        "       sluice invoke [--endpoint URL] FUNCTION [--payload JSON|@FILE] "
+                        "[--async]\n");
         return EXIT_USAGE;
     }
     if (!(payload = read_payload(payload_arg)))
         return EXIT_FAIL;
+    if (!local) {
+        const char *ep = endpoint ? endpoint : getenv("SLUICE_ENDPOINT");
+        code = sl_client_invoke(ep ? ep : "http://127.0.0.1:9001", fname, payload,
+                                strlen(payload), async, getenv("SLUICE_TOKEN"));
+        free(payload);
+        return code;
+    }
     check = json_loads(payload, JSON_DECODE_ANY, &jerr);
     if (!check) {
         fprintf(stderr, "sluice: the payload is not JSON: %s (line %d, column %d)\n", jerr.text,
@@ -379,9 +401,12 @@ static const struct command commands[] = {
       "interpolates ${VAR}, and prints every problem as file:line:col: message.\n\n"
       "Exit codes: 0 valid, 1 invalid (or unreadable), 2 usage.",
       cmd_lint },
-    { "invoke", "--local CONFIG FUNCTION [--payload JSON|@FILE]",
-      "run one invocation of a function in its sandbox",
-      "Starts an environment of FUNCTION from CONFIG (sandbox and all), invokes it\n"
+    { "invoke", "[--local CONFIG | --endpoint URL] FUNCTION [--payload JSON|@FILE] [--async]",
+      "invoke a function: locally in its sandbox, or on a running service",
+      "With --endpoint (default $SLUICE_ENDPOINT, else http://127.0.0.1:9001), sends\n"
+      "the Invoke API request a Lambda client would (RequestResponse, or Event with\n"
+      "--async) to a running `sluice run`; $SLUICE_TOKEN is sent as a bearer token.\n\n"
+      "With --local CONFIG, starts an environment of FUNCTION from CONFIG (sandbox and all), invokes it\n"
       "once with the payload (default {}), prints the result JSON to stdout and\n"
       "the duration, init duration and peak memory to stderr, like sam local invoke.\n"
       "A function error prints Lambda's error JSON ({\"errorMessage\", \"errorType\",\n"

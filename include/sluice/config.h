@@ -161,6 +161,7 @@ struct sl_server_conf {
     char   *data_dir;                /* absolute */
     int64_t shutdown_grace_ms;
     int64_t worker_threads;
+    struct sl_kvlist auth;           /* API token -> "*" or "fn1,fn2"; empty: no auth */
 };
 
 struct sl_log_conf {

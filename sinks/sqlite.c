@@ -1,0 +1,380 @@
+/* SQLite sink: each record is one row of table `dlq` in the database at
+ * conf->path (WAL mode, synchronous=FULL), confirmed after its commit.
+ *
+ * Every SQLite call runs on the worker pool, under the context's mutex, so
+ * only one worker touches the database at a time. Writes queue on the
+ * loop; one job at a time takes everything queued (group commit: one
+ * transaction per job), which also keeps the rows in write order. The
+ * database is opened by a first job at sl_sink_new time (so problems show
+ * up in the log early) and again by the next job whenever it was closed
+ * after an error. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <sqlite3.h>
+
+#include "sluice/log.h"
+#include "sluice/mem.h"
+
+#include "internal.h"
+
+#define BATCH_MAX_RECORDS 1024
+#define BATCH_MAX_BYTES   (8u << 20)
+#define BUSY_TIMEOUT_MS   5000
+
+struct swrite {
+    char            *json;      /* owned copy: the worker may outlive a close */
+    size_t           len;
+    sl_sink_done_fn  done;      /* NULL once reported */
+    void            *arg;
+    struct swrite   *next;
+};
+
+struct sctx;
+
+enum sjob_kind { J_WRITE, J_CLOSE };
+
+struct sjob {
+    struct sctx    *c;
+    enum sjob_kind  kind;
+    struct swrite  *batch;      /* J_WRITE; NULL: open only */
+    size_t          n;
+    int             rc;
+    struct sl_err   err;        /* filled on the worker */
+};
+
+struct sctx {
+    struct sl_sink  *s;
+    char            *path;
+    pthread_mutex_t  lock;      /* held by a job for all of its SQLite calls */
+    sqlite3         *db;        /* under lock */
+    sqlite3_stmt    *ins;       /* under lock */
+    struct swrite   *qhead, *qtail;
+    struct sjob     *job;       /* the write job in flight */
+    int              refs;      /* the sink + jobs not yet done */
+    bool             closed;
+    atomic_bool      closing;   /* `closed`, as the workers see it */
+};
+
+static void sctx_unref(struct sctx *c)
+{
+    if (--c->refs > 0)
+        return;
+    pthread_mutex_destroy(&c->lock);
+    free(c->path);
+    free(c);
+}
+
+static void swrite_free_list(struct swrite *w)
+{
+    while (w) {
+        struct swrite *next = w->next;
+
+        free(w->json);
+        free(w);
+        w = next;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* worker side (under c->lock)                                         */
+
+static void db_close(struct sctx *c)
+{
+    if (c->ins)
+        sqlite3_finalize(c->ins);
+    c->ins = NULL;
+    if (c->db)
+        sqlite3_close_v2(c->db);
+    c->db = NULL;
+}
+
+static int on_mode(void *arg, int ncol, char **vals, char **names)
+{
+    char *mode = arg;
+
+    (void)names;
+    if (ncol > 0 && vals[0])
+        snprintf(mode, 16, "%s", vals[0]);
+    return 0;
+}
+
+static int db_open(struct sctx *c, struct sl_err *err)
+{
+    char mode[16] = "";
+    char *emsg = NULL;
+    int e;
+
+    if (c->db)
+        return 0;
+    e = sqlite3_open_v2(c->path, &c->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+    if (e != SQLITE_OK) {
+        sl_err_set(err, SL_EIO, true, "cannot open sqlite database %s: %s", c->path,
+                   c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(e));
+        goto fail;
+    }
+    sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+    if (sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", on_mode, mode, &emsg) != SQLITE_OK) {
+        sl_err_set(err, SL_EIO, true, "cannot open sqlite database %s: %s", c->path,
+                   emsg ? emsg : sqlite3_errmsg(c->db));
+        goto fail;
+    }
+    if (strcmp(mode, "wal") != 0) {
+        sl_err_set(err, SL_EIO, true, "cannot open sqlite database %s: WAL mode refused (%s)",
+                   c->path, mode);
+        goto fail;
+    }
+    if (sqlite3_exec(c->db,
+                     "PRAGMA synchronous=FULL;"
+                     "CREATE TABLE IF NOT EXISTS dlq (id INTEGER PRIMARY KEY, "
+                     "created_at TEXT DEFAULT CURRENT_TIMESTAMP, record TEXT NOT NULL)",
+                     NULL, NULL, &emsg) != SQLITE_OK) {
+        sl_err_set(err, SL_EIO, true, "cannot create table dlq in %s: %s", c->path,
+                   emsg ? emsg : sqlite3_errmsg(c->db));
+        goto fail;
+    }
+    if (sqlite3_prepare_v2(c->db, "INSERT INTO dlq (record) VALUES (?1)", -1, &c->ins, NULL) !=
+        SQLITE_OK) {
+        sl_err_set(err, SL_EIO, true, "cannot prepare insert into %s: %s", c->path,
+                   sqlite3_errmsg(c->db));
+        goto fail;
+    }
+    return 0;
+
+fail:
+    sqlite3_free(emsg);
+    db_close(c);
+    return err->code;
+}
+
+/* One transaction for the whole batch. */
+static int db_insert(struct sctx *c, struct swrite *batch, struct sl_err *err)
+{
+    char *emsg = NULL;
+    int e;
+
+    if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, &emsg) != SQLITE_OK) {
+        sl_err_set(err, SL_EIO, true, "cannot insert into %s: %s", c->path,
+                   emsg ? emsg : sqlite3_errmsg(c->db));
+        sqlite3_free(emsg);
+        return err->code;
+    }
+    for (struct swrite *w = batch; w; w = w->next) {
+        sqlite3_bind_text(c->ins, 1, w->json, (int)w->len, SQLITE_STATIC);
+        e = sqlite3_step(c->ins);
+        sqlite3_reset(c->ins);
+        sqlite3_clear_bindings(c->ins);
+        if (e != SQLITE_DONE) {
+            sl_err_set(err, SL_EIO, true, "cannot insert into %s: %s", c->path,
+                       sqlite3_errmsg(c->db));
+            goto rollback;
+        }
+    }
+    if (sqlite3_exec(c->db, "COMMIT", NULL, NULL, &emsg) != SQLITE_OK) {
+        sl_err_set(err, SL_EIO, true, "cannot commit to %s: %s", c->path,
+                   emsg ? emsg : sqlite3_errmsg(c->db));
+        sqlite3_free(emsg);
+        goto rollback;
+    }
+    return 0;
+
+rollback:
+    if (!sqlite3_get_autocommit(c->db))
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    e = sqlite3_errcode(c->db) & 0xff;
+    /* start over with a fresh handle after anything but contention */
+    if (e != SQLITE_BUSY && e != SQLITE_LOCKED)
+        db_close(c);
+    return err->code;
+}
+
+static void job_work(void *arg)
+{
+    struct sjob *j = arg;
+    struct sctx *c = j->c;
+
+    pthread_mutex_lock(&c->lock);
+    if (j->kind == J_WRITE && !atomic_load(&c->closing)) {
+        j->rc = db_open(c, &j->err);
+        if (j->rc == 0 && j->batch)
+            j->rc = db_insert(c, j->batch, &j->err);
+    }
+    /* The close job may have had the lock before a write job: whichever
+     * runs last after the close leaves the database closed. */
+    if (j->kind == J_CLOSE || atomic_load(&c->closing))
+        db_close(c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* loop side                                                           */
+
+static void job_done(void *arg);
+
+static void submit_job(struct sctx *c, struct sjob *j)
+{
+    c->refs++;
+    sl_pool_submit(c->s->pool, job_work, job_done, j);
+}
+
+/* Start a write job for what is queued (or an open-only job). */
+static void submit(struct sctx *c, bool open_only)
+{
+    struct sjob *j;
+    struct swrite **tail;
+    size_t n = 0, bytes = 0;
+
+    if (c->job || c->closed || (!c->qhead && !open_only))
+        return;
+    j = sl_calloc(1, sizeof(*j));
+    j->c = c;
+    j->kind = J_WRITE;
+    j->batch = c->qhead;
+    tail = &j->batch;
+    while (*tail && n < BATCH_MAX_RECORDS && (n == 0 || bytes + (*tail)->len <= BATCH_MAX_BYTES)) {
+        bytes += (*tail)->len;
+        n++;
+        tail = &(*tail)->next;
+    }
+    c->qhead = *tail;
+    if (!c->qhead)
+        c->qtail = NULL;
+    *tail = NULL;
+    j->n = n;
+    c->job = j;
+    submit_job(c, j);
+}
+
+static void job_done(void *arg)
+{
+    struct sjob *j = arg;
+    struct sctx *c = j->c;
+
+    if (j->kind == J_WRITE && !c->closed) {
+        if (j->rc != 0 && !j->batch)
+            SL_ERROR(c->s->inst, "%s", j->err.msg);
+        /* c->job still points at j: a close from a callback fails the rest */
+        for (struct swrite *w = j->batch; w && !c->closed; w = w->next) {
+            sl_sink_done_fn done = w->done;
+
+            if (!done)
+                continue;
+            w->done = NULL;
+            sl__sink_done(c->s, done, w->arg, j->rc, j->rc ? &j->err : NULL);
+        }
+    }
+    if (j->kind == J_WRITE && c->job == j)
+        c->job = NULL;
+    swrite_free_list(j->batch);
+    free(j);
+    if (!c->closed)
+        submit(c, false);
+    sctx_unref(c);
+}
+
+static int sqlite_open(struct sl_sink *s, struct sl_err *err)
+{
+    const struct sl_sink_conf *conf = s->conf;
+    struct sctx *c;
+    struct stat st;
+    int rc;
+
+    if (!conf->path || !conf->path[0])
+        return sl_err_set(err, SL_ECONFIG, false, "cannot open %s: sqlite sink needs a path",
+                          s->inst);
+    if (!s->pool)
+        return sl_err_set(err, SL_EINVAL, false,
+                          "cannot open %s: sqlite sink needs a worker pool", s->inst);
+    rc = sl__sink_make_parent(conf->path, err);
+    if (rc != 0)
+        return rc;
+    if (stat(conf->path, &st) == 0 && !S_ISREG(st.st_mode))
+        return sl_err_set(err, SL_ECONFIG, false,
+                          "cannot open sqlite database %s: not a regular file", conf->path);
+    c = sl_calloc(1, sizeof(*c));
+    c->s = s;
+    c->refs = 1;
+    c->path = sl_strdup(conf->path);
+    pthread_mutex_init(&c->lock, NULL);
+    s->ctx = c;
+    SL_INFO(s->inst, "inserting records into table dlq of %s", c->path);
+    submit(c, true); /* open now, so problems show up early */
+    return 0;
+}
+
+static void sqlite_write(struct sl_sink *s, const char *json, size_t len, sl_sink_done_fn done,
+                         void *arg)
+{
+    struct sctx *c = s->ctx;
+    struct swrite *w;
+    struct sl_err err;
+
+    if (len > 0x7fffffff) {
+        sl_err_set(&err, SL_ETOOBIG, false, "cannot insert into %s: record of %zu bytes",
+                   c->path, len);
+        sl__sink_fail_soon(s, done, arg, &err);
+        return;
+    }
+    w = sl_calloc(1, sizeof(*w));
+    w->json = sl_malloc(len);
+    memcpy(w->json, json, len);
+    w->len = len;
+    w->done = done;
+    w->arg = arg;
+    if (c->qtail)
+        c->qtail->next = w;
+    else
+        c->qhead = w;
+    c->qtail = w;
+    submit(c, false);
+}
+
+static void sqlite_close(struct sl_sink *s)
+{
+    struct sctx *c = s->ctx;
+    struct sl_err err;
+    struct sjob *j;
+
+    if (!c)
+        return;
+    c->closed = true;
+    atomic_store(&c->closing, true);
+    sl_err_set(&err, SL_ESTOPPED, false, "insert into %s not confirmed: sink stopped", c->path);
+    if (c->job) {
+        for (struct swrite *w = c->job->batch; w; w = w->next) {
+            sl_sink_done_fn done = w->done;
+
+            if (!done)
+                continue;
+            w->done = NULL;
+            sl__sink_done(s, done, w->arg, SL_ESTOPPED, &err);
+        }
+    }
+    while (c->qhead) {
+        struct swrite *w = c->qhead;
+
+        c->qhead = w->next;
+        sl__sink_done(s, w->done, w->arg, SL_ESTOPPED, &err);
+        free(w->json);
+        free(w);
+    }
+    c->qtail = NULL;
+    /* the close runs after any job holding the lock */
+    j = sl_calloc(1, sizeof(*j));
+    j->c = c;
+    j->kind = J_CLOSE;
+    submit_job(c, j);
+    s->ctx = NULL;
+    sctx_unref(c);
+}
+
+const struct sl_sink_ops sl__sink_sqlite_ops = {
+    .name = "sqlite",
+    .open = sqlite_open,
+    .write = sqlite_write,
+    .close = sqlite_close,
+};
