@@ -1100,7 +1100,7 @@ Test(api, auth_tokens, .init = setup, .fini = teardown, .timeout = 120)
                       "--payload '{\"cli\":1}'", outfile, &out);
     cr_expect_neq(code, 0, "the CLI with key id x was let in: %s", out);
     cr_expect(strstr(out, "UnrecognizedClientException") != NULL, "%s", out);
-    code = sh(fmt("AWS_ACCESS_KEY_ID=%s %s lambda invoke --endpoint-url http://127.0.0.1:%d "
+    code = sh(fmt("env AWS_ACCESS_KEY_ID=%s %s lambda invoke --endpoint-url http://127.0.0.1:%d "
                   "--function-name echo --cli-binary-format raw-in-base64-out "
                   "--payload '{\"cli\":2}' '%s'", all, aws_cli(), port, outfile), &out);
     cr_expect_eq(code, 0, "the CLI with the token as key id: %s", out);
