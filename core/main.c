@@ -11,6 +11,7 @@
 #include "sluice/client.h"
 #include "sluice/config.h"
 #include "sluice/dispatch.h"
+#include "sluice/dlq.h"
 #include "sluice/env.h"
 #include "sluice/log.h"
 #include "sluice/runtime.h"
@@ -347,6 +348,36 @@ out:
     return code;
 }
 
+static int cmd_dlq(int argc, char **argv)
+{
+    const char *endpoint = getenv("SLUICE_ENDPOINT"), *args[4];
+    struct sl_config *c;
+    int code, nargs = 0;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--endpoint") == 0 && i + 1 < argc)
+            endpoint = argv[++i];
+        else if (nargs < 4)
+            args[nargs++] = argv[i];
+        else
+            nargs = 99;
+    }
+    /* VERB CONFIG SINK [ID] */
+    if (nargs < 3 || nargs > 4 ||
+        (strcmp(args[0], "list") != 0 && strcmp(args[0], "show") != 0 &&
+         strcmp(args[0], "redrive") != 0) || (strcmp(args[0], "list") == 0 && nargs == 4)) {
+        fprintf(stderr, "usage: sluice dlq list CONFIG SINK\n"
+                        "       sluice dlq show|redrive CONFIG SINK [ID] [--endpoint URL]\n");
+        return EXIT_USAGE;
+    }
+    if (load(args[1], &c) != 0)
+        return EXIT_FAIL;
+    code = sl_dlq_command(c, args[0], args[2], nargs == 4 ? args[3] : NULL,
+                          endpoint ? endpoint : "http://127.0.0.1:9001");
+    sl_config_free(c);
+    return code;
+}
+
 static int cmd_version(int argc, char **argv)
 {
     (void)argv;
@@ -413,6 +444,16 @@ static const struct command commands[] = {
       "\"stackTrace\"}) and exits 1.\n\n"
       "Exit codes: 0 success, 1 function error or failure, 2 usage.",
       cmd_invoke },
+    { "dlq", "list|show|redrive CONFIG SINK [ID] [--endpoint URL]",
+      "look at and redrive what a sink holds",
+      "list: one line per entry: id, function, condition, payload (first 80 chars).\n"
+      "show: the entry (or all) as indented JSON.\n"
+      "redrive: sends each entry's requestPayload back to its function as an\n"
+      "asynchronous invoke at --endpoint (default $SLUICE_ENDPOINT, else\n"
+      "http://127.0.0.1:9001) and removes the entry only once it was accepted (202).\n"
+      "Works for redis, postgres, sqlite and file sinks.\n\n"
+      "Exit codes: 0 success, 1 failure (entries that failed are kept), 2 usage.",
+      cmd_dlq },
     { "version", "", "print the version", "Prints 'sluice VERSION'. Exit code 0.", cmd_version },
     { "config-docs", "", "print the configuration reference (Markdown)",
       "Prints docs/CONFIGURATION.md, generated from the key tables. Exit code 0.",

@@ -5,7 +5,11 @@
  * fdatasync when conf->fsync is set, then the batch is confirmed on the
  * loop. One job at a time keeps the lines in write order. A failed batch
  * is cut off again (ftruncate to the size before it), so a torn line never
- * stays behind. */
+ * stays behind.
+ *
+ * The next job starts from a loop event, not from a job's done callback:
+ * the runtime frees the pool (running the last done callbacks) before the
+ * sinks, and nothing may be queued into a pool being freed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -49,6 +53,7 @@ struct fctx {
     bool            dir_synced;   /* parent directory fsynced once */
     struct fwrite  *qhead, *qtail; /* queued, no job yet */
     struct fjob    *job;          /* in flight (or its done running) */
+    struct event   *kick;         /* starts the next job from the loop */
     int             refs;         /* the sink + a running job */
     bool            closed;
 };
@@ -57,6 +62,8 @@ static void fctx_unref(struct fctx *c)
 {
     if (--c->refs > 0)
         return;
+    if (c->kick)
+        event_free(c->kick);
     if (c->fd >= 0)
         close(c->fd);
     free(c->path);
@@ -217,9 +224,16 @@ static void job_done(void *arg)
     c->job = NULL;
     fwrite_free_list(j->batch);
     free(j);
-    if (!c->closed)
-        submit(c);
+    if (!c->closed && c->qhead)
+        event_active(c->kick, EV_TIMEOUT, 0);
     fctx_unref(c);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    submit(arg);
 }
 
 static int file_open(struct sl_sink *s, struct sl_err *err)
@@ -241,7 +255,13 @@ static int file_open(struct sl_sink *s, struct sl_err *err)
     c->s = s;
     c->refs = 1;
     c->path = sl_strdup(conf->path);
+    c->kick = event_new(s->base, -1, 0, on_kick, c);
     c->fd = open(conf->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+    if (!c->kick) {
+        rc = sl_err_set(err, SL_ENOMEM, false, "cannot open %s: cannot create event", s->inst);
+        fctx_unref(c);
+        return rc;
+    }
     if (c->fd < 0) {
         rc = sl_err_set(err, SL_EIO, false, "cannot open %s: %s", conf->path, strerror(errno));
         fctx_unref(c);
@@ -307,6 +327,8 @@ static void file_close(struct sl_sink *s)
         free(w);
     }
     c->qtail = NULL;
+    event_free(c->kick);
+    c->kick = NULL;
     s->ctx = NULL;
     fctx_unref(c);
 }

@@ -346,9 +346,9 @@ static void set_ready(struct rctx *c)
     c->state = R_READY;
     evtimer_del(c->conn_timer);
     if (c->attempt > 0)
-        SL_INFO(c->s->inst, "connected to %s after %u retries", c->where, c->attempt);
+        SL_INFO(c->s->inst, "connected to redis at %s after %u retries", c->where, c->attempt);
     else
-        SL_DEBUG(SL_DBG_SINK, c->s->inst, "connected to %s", c->where);
+        SL_DEBUG(SL_DBG_SINK, c->s->inst, "connected to redis at %s", c->where);
     c->attempt = 0;
     c->why[0] = '\0';
 }
@@ -359,8 +359,8 @@ static void on_setup(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *r = reply;
     const char *what = priv;
 
-    if (!c || !r || ac != c->ac)
-        return; /* closed, or going away: on_connect/on_disconnect handle it */
+    if (!c || !r || ac != c->ac || (ac->c.flags & REDIS_DISCONNECTING))
+        return; /* closed, going away, or an earlier setup step failed */
     if (r->type == REDIS_REPLY_ERROR) {
         snprintf(c->why, sizeof(c->why), "%s failed: %s", what, r->str ? r->str : "error");
         SL_ERROR(c->s->inst, "redis %s at %s failed: %s", what, c->where,

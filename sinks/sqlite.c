@@ -1,13 +1,19 @@
 /* SQLite sink: each record is one row of table `dlq` in the database at
  * conf->path (WAL mode, synchronous=FULL), confirmed after its commit.
  *
- * Every SQLite call runs on the worker pool, under the context's mutex, so
- * only one worker touches the database at a time. Writes queue on the
- * loop; one job at a time takes everything queued (group commit: one
- * transaction per job), which also keeps the rows in write order. The
- * database is opened by a first job at sl_sink_new time (so problems show
- * up in the log early) and again by the next job whenever it was closed
- * after an error. */
+ * SQLite calls run on the worker pool, one job at a time (and under the
+ * context's mutex besides), so only one thread touches the database at a
+ * time. Writes queue on the loop; each job takes everything queued (group
+ * commit: one transaction per job), which also keeps the rows in write
+ * order. The database is opened by a first job at sl_sink_new time (so
+ * problems show up in the log early) and again by the next job whenever
+ * it was closed after an error.
+ *
+ * The runtime frees the pool before the sinks, so the close cannot rely
+ * on a job: the database is closed when the last reference goes, on the
+ * loop thread, once no job can touch it any more. The next job is started
+ * from a loop event rather than from a job's done callback, so nothing is
+ * queued into a pool that is being freed. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -35,12 +41,9 @@ struct swrite {
 
 struct sctx;
 
-enum sjob_kind { J_WRITE, J_CLOSE };
-
 struct sjob {
     struct sctx    *c;
-    enum sjob_kind  kind;
-    struct swrite  *batch;      /* J_WRITE; NULL: open only */
+    struct swrite  *batch;      /* NULL: open only */
     size_t          n;
     int             rc;
     struct sl_err   err;        /* filled on the worker */
@@ -53,16 +56,21 @@ struct sctx {
     sqlite3         *db;        /* under lock */
     sqlite3_stmt    *ins;       /* under lock */
     struct swrite   *qhead, *qtail;
-    struct sjob     *job;       /* the write job in flight */
-    int              refs;      /* the sink + jobs not yet done */
+    struct sjob     *job;       /* the job in flight */
+    struct event    *kick;      /* starts the next job from the loop */
+    int              refs;      /* the sink + the job in flight */
     bool             closed;
     atomic_bool      closing;   /* `closed`, as the workers see it */
 };
+
+static void db_close(struct sctx *c);
 
 static void sctx_unref(struct sctx *c)
 {
     if (--c->refs > 0)
         return;
+    /* no job holds the database any more: close it here, on the loop */
+    db_close(c);
     pthread_mutex_destroy(&c->lock);
     free(c->path);
     free(c);
@@ -198,15 +206,13 @@ static void job_work(void *arg)
     struct sctx *c = j->c;
 
     pthread_mutex_lock(&c->lock);
-    if (j->kind == J_WRITE && !atomic_load(&c->closing)) {
+    /* after a close nobody waits for this batch: its writes were
+     * reported as not confirmed */
+    if (!atomic_load(&c->closing)) {
         j->rc = db_open(c, &j->err);
         if (j->rc == 0 && j->batch)
             j->rc = db_insert(c, j->batch, &j->err);
     }
-    /* The close job may have had the lock before a write job: whichever
-     * runs last after the close leaves the database closed. */
-    if (j->kind == J_CLOSE || atomic_load(&c->closing))
-        db_close(c);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -215,13 +221,7 @@ static void job_work(void *arg)
 
 static void job_done(void *arg);
 
-static void submit_job(struct sctx *c, struct sjob *j)
-{
-    c->refs++;
-    sl_pool_submit(c->s->pool, job_work, job_done, j);
-}
-
-/* Start a write job for what is queued (or an open-only job). */
+/* Start a job for what is queued (or an open-only job). */
 static void submit(struct sctx *c, bool open_only)
 {
     struct sjob *j;
@@ -232,7 +232,6 @@ static void submit(struct sctx *c, bool open_only)
         return;
     j = sl_calloc(1, sizeof(*j));
     j->c = c;
-    j->kind = J_WRITE;
     j->batch = c->qhead;
     tail = &j->batch;
     while (*tail && n < BATCH_MAX_RECORDS && (n == 0 || bytes + (*tail)->len <= BATCH_MAX_BYTES)) {
@@ -246,7 +245,15 @@ static void submit(struct sctx *c, bool open_only)
     *tail = NULL;
     j->n = n;
     c->job = j;
-    submit_job(c, j);
+    c->refs++;
+    sl_pool_submit(c->s->pool, job_work, job_done, j);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    submit(arg, false);
 }
 
 static void job_done(void *arg)
@@ -254,7 +261,7 @@ static void job_done(void *arg)
     struct sjob *j = arg;
     struct sctx *c = j->c;
 
-    if (j->kind == J_WRITE && !c->closed) {
+    if (!c->closed) {
         if (j->rc != 0 && !j->batch)
             SL_ERROR(c->s->inst, "%s", j->err.msg);
         /* c->job still points at j: a close from a callback fails the rest */
@@ -267,12 +274,11 @@ static void job_done(void *arg)
             sl__sink_done(c->s, done, w->arg, j->rc, j->rc ? &j->err : NULL);
         }
     }
-    if (j->kind == J_WRITE && c->job == j)
-        c->job = NULL;
+    c->job = NULL;
     swrite_free_list(j->batch);
     free(j);
-    if (!c->closed)
-        submit(c, false);
+    if (!c->closed && c->qhead)
+        event_active(c->kick, EV_TIMEOUT, 0);
     sctx_unref(c);
 }
 
@@ -300,6 +306,11 @@ static int sqlite_open(struct sl_sink *s, struct sl_err *err)
     c->refs = 1;
     c->path = sl_strdup(conf->path);
     pthread_mutex_init(&c->lock, NULL);
+    c->kick = event_new(s->base, -1, 0, on_kick, c);
+    if (!c->kick) {
+        sctx_unref(c);
+        return sl_err_set(err, SL_ENOMEM, false, "cannot open %s: cannot create event", s->inst);
+    }
     s->ctx = c;
     SL_INFO(s->inst, "inserting records into table dlq of %s", c->path);
     submit(c, true); /* open now, so problems show up early */
@@ -337,7 +348,6 @@ static void sqlite_close(struct sl_sink *s)
 {
     struct sctx *c = s->ctx;
     struct sl_err err;
-    struct sjob *j;
 
     if (!c)
         return;
@@ -363,13 +373,10 @@ static void sqlite_close(struct sl_sink *s)
         free(w);
     }
     c->qtail = NULL;
-    /* the close runs after any job holding the lock */
-    j = sl_calloc(1, sizeof(*j));
-    j->c = c;
-    j->kind = J_CLOSE;
-    submit_job(c, j);
+    event_free(c->kick);
+    c->kick = NULL;
     s->ctx = NULL;
-    sctx_unref(c);
+    sctx_unref(c); /* closes the database unless a job still runs */
 }
 
 const struct sl_sink_ops sl__sink_sqlite_ops = {

@@ -7,7 +7,9 @@
  * installs Debian's awscli). Run from the repository root. Every test has
  * its own directory (/tmp/sluice-test-api-<pid>) and a free port, so tests
  * run in parallel; most end with SIGTERM and check a clean exit 0. Set
- * SLUICE_TEST_LOG=1 to copy sluice's log to stderr when a test ends. */
+ * SLUICE_TEST_LOG=1 to copy sluice's log to stderr when a test ends, and
+ * SLUICE_TEST_BIN to run another build (an ASan one) instead of
+ * build/sluice. */
 #include <criterion/criterion.h>
 
 #include <arpa/inet.h>
@@ -40,6 +42,12 @@ static char dir[256];                /* /tmp/sluice-test-api-<pid> */
 static char log_path[300];
 static pid_t server = -1;
 static int port;
+
+static const char *sluice_bin(void)
+{
+    const char *b = getenv("SLUICE_TEST_BIN");
+    return b && *b ? b : "build/sluice";
+}
 
 static char *allocs[1024];
 static int nallocs;
@@ -135,7 +143,7 @@ static int free_port(void)
 static void setup(void)
 {
     cr_assert_not_null(getcwd(root_dir, sizeof(root_dir)));
-    cr_assert_eq(access("build/sluice", X_OK), 0, "run from the repository root after make");
+    cr_assert_eq(access(sluice_bin(), X_OK), 0, "run from the repository root after make");
     cr_assert_eq(access("build/handlers/echo", X_OK), 0, "build/handlers/echo missing: make");
     setenv("SLUICE_RUNTIME_DIR", fmt("%s/runtime", root_dir), 1);
     snprintf(dir, sizeof(dir), "/tmp/sluice-test-api-%d", (int)getpid());
@@ -343,7 +351,7 @@ static pid_t spawn_sluice(const char *config, const char *logfile)
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        execl("build/sluice", "sluice", "run", config, (char *)NULL);
+        execl(sluice_bin(), "sluice", "run", config, (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -1125,7 +1133,7 @@ Test(api, auth_config_is_checked, .init = setup, .fini = teardown, .timeout = 60
                        "    \"${SLUICE_TEST_UNSET_TOKEN:-}\": \"*\"\n"
                        "    secret two: \"echo\"\n"
                        "    secret-three-99: \",\"\n");
-    code = sh(fmt("build/sluice lint '%s'", cfg), &out);
+    code = sh(fmt("%s lint '%s'", sluice_bin(), cfg), &out);
     cr_expect_eq(code, 1, "%s", out);
     cr_expect(strstr(out, "token 1 allows 'nosuch', which is not a function") != NULL, "%s", out);
     cr_expect(strstr(out, "token 2: ") != NULL && strstr(out, "SLUICE_TEST_UNSET_TOKEN") != NULL,
@@ -1140,7 +1148,7 @@ Test(api, auth_config_is_checked, .init = setup, .fini = teardown, .timeout = 60
                        "  auth:\n"
                        "    same-token-1: \"echo\"\n"
                        "    ${SLUICE_TEST_DUP}: \"fail\"\n");
-    code = sh(fmt("build/sluice lint '%s'", cfg), &out);
+    code = sh(fmt("%s lint '%s'", sluice_bin(), cfg), &out);
     cr_expect_eq(code, 1, "%s", out);
     cr_expect(strstr(out, "tokens 1 and 2 are the same") != NULL, "%s", out);
     cr_expect(strstr(out, "same-token") == NULL, "a token is in the output:\n%s", out);

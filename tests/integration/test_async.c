@@ -484,3 +484,70 @@ Test(async, accepted_events_survive_sigkill, .init = setup, .fini = teardown, .t
     waitpid(pid, NULL, 0);
     cr_expect_eq(missing, 0, "%d accepted events never ran (see %s)", missing, log);
 }
+
+Test(async, dlq_redrive_resubmits_and_removes_only_accepted_entries, .init = setup,
+     .fini = teardown, .timeout = 90)
+{
+    char cfg[600], tmpl[2048], yaml[4096], log[600], cmd[2000], path[600], out[4096];
+    int port = free_port();
+    json_t *recs[8];
+    pid_t pid;
+    FILE *f;
+    double end;
+
+    snprintf(tmpl, sizeof(tmpl),
+             "server: { listen: '127.0.0.1:%d', data_dir: @DIR@ }\n"
+             "functions:\n  echo:\n    handler: @ROOT@/build/handlers/echo\n"
+             "    async: { on_success: ok }\n"
+             "sinks:\n  ok: { type: file, path: @DIR@/ok.jsonl }\n"
+             "  dlq: { type: file, path: @DIR@/dlq.jsonl }\n", port);
+    expand(tmpl, yaml, sizeof(yaml));
+    snprintf(cfg, sizeof(cfg), "%s/run.yaml", dir);
+    f = fopen(cfg, "w");
+    fputs(yaml, f);
+    fclose(f);
+    /* two dead-lettered events: one for a function that exists, one not */
+    snprintf(path, sizeof(path), "%s/dlq.jsonl", dir);
+    f = fopen(path, "w");
+    fputs("{\"requestContext\":{\"requestId\":\"r1\",\"functionArn\":\"arn:aws:lambda:us-east-1:"
+          "000000000000:function:echo:$LATEST\",\"condition\":\"RetriesExhausted\"},"
+          "\"requestPayload\":{\"again\":1}}\n"
+          "{\"requestContext\":{\"requestId\":\"r2\",\"functionArn\":\"arn:aws:lambda:us-east-1:"
+          "000000000000:function:gone:$LATEST\",\"condition\":\"RetriesExhausted\"},"
+          "\"requestPayload\":{\"again\":2}}\n", f);
+    fclose(f);
+
+    /* nothing listens yet: nothing may be removed */
+    snprintf(cmd, sizeof(cmd), "'%s/build/sluice' dlq redrive '%s' dlq --endpoint "
+             "http://127.0.0.1:%d >/dev/null 2>&1", root, cfg, port);
+    cr_expect_neq(system(cmd), 0);
+    cr_expect_eq(count_records("dlq.jsonl"), 2, "entries removed without a redrive");
+
+    snprintf(log, sizeof(log), "%s/sluice.log", dir);
+    pid = run_sluice(cfg, log);
+    end = now_ms() + 20000;
+    while (!healthy(port) && now_ms() < end)
+        usleep(50000);
+    cr_assert(healthy(port));
+    snprintf(cmd, sizeof(cmd), "'%s/build/sluice' dlq list '%s' dlq 2>/dev/null", root, cfg);
+    f = popen(cmd, "r");
+    out[fread(out, 1, sizeof(out) - 1, f)] = '\0';
+    pclose(f);
+    cr_expect(strstr(out, "1\techo\tRetriesExhausted\t{\"again\":1}") != NULL, "%s", out);
+
+    snprintf(cmd, sizeof(cmd), "'%s/build/sluice' dlq redrive '%s' dlq --endpoint "
+             "http://127.0.0.1:%d >/dev/null 2>&1", root, cfg, port);
+    cr_expect_neq(system(cmd), 0, "the entry for a missing function cannot be accepted");
+    pump_until_records("ok.jsonl", 1, 10000);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+
+    cr_assert_eq(read_records("ok.jsonl", recs, 8), 1);
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(recs[0], "requestPayload"),
+                                                    "again")), 1);
+    json_decref(recs[0]);
+    cr_assert_eq(read_records("dlq.jsonl", recs, 8), 1, "accepted entry kept or other removed");
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(recs[0],
+                     "requestContext"), "requestId")), "r2");
+    json_decref(recs[0]);
+}

@@ -1213,6 +1213,54 @@ Test(sinks, done_callbacks_may_free_the_sink)
     rm_tmpdir();
 }
 
+/* The runtime frees the worker pool before the sinks: sinks that use the
+ * pool must still end every write exactly once and free everything. */
+Test(sinks, sinks_outlive_the_pool)
+{
+    char fpath[512], spath[512];
+    struct sl_sink_conf fc = { .name = "f-nopool", .type = SL_SINK_FILE, .path = fpath,
+                               .fsync = true };
+    struct sl_sink_conf sc = { .name = "s-nopool", .type = SL_SINK_SQLITE, .path = spath };
+    struct sl_sink *fs, *ss;
+
+    make_tmpdir();
+    snprintf(fpath, sizeof(fpath), "%s/nopool.jsonl", tmpdir);
+    snprintf(spath, sizeof(spath), "%s/nopool.db", tmpdir);
+    fs = open_sink(&fc);
+    ss = open_sink(&sc);
+    for (int i = 0; i < 20; i++) {
+        char json[256];
+        int len = record(json, sizeof(json), i);
+
+        in_write = true;
+        sl_sink_write(i % 2 ? fs : ss, json, (size_t)len, on_done, &slots[i]);
+        in_write = false;
+    }
+    cr_assert(run_until_calls(20, WAIT_MS));
+    /* more writes, then the pool goes before the loop runs again */
+    for (int i = 20; i < 60; i++) {
+        char json[256];
+        int len = record(json, sizeof(json), i);
+
+        in_write = true;
+        sl_sink_write(i % 2 ? fs : ss, json, (size_t)len, on_done, &slots[i]);
+        in_write = false;
+    }
+    sl_pool_free(pool);
+    pool = NULL;
+    sl_sink_free(fs);
+    sl_sink_free(ss);
+    cr_assert_eq(ncalls, 60, "%d of 60 writes reported", ncalls);
+    for (int i = 0; i < 60; i++) {
+        cr_assert_eq(slots[i].calls, 1, "write %d: done ran %d times", i, slots[i].calls);
+        cr_assert(slots[i].rc == 0 || slots[i].rc == SL_ESTOPPED, "write %d: %s", i,
+                  sl_errname(slots[i].rc));
+        if (i < 20)
+            cr_assert_eq(slots[i].rc, 0);
+    }
+    rm_tmpdir();
+}
+
 Test(sinks, config_buffer_builds_sinks)
 {
     char yaml[1024], path[512];
