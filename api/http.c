@@ -637,50 +637,50 @@ static bool token_allows(const char *spec, const char *fn)
     return false;
 }
 
-static void handle_invoke(struct sl_api *a, struct evhttp_request *req, const char *id,
-                          const char *raw_name, const char *query)
-{
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    struct evbuffer *body = evhttp_request_get_input_buffer(req);
-    const char *itype = evhttp_find_header(in, "X-Amz-Invocation-Type");
-    const char *ltype = evhttp_find_header(in, "X-Amz-Log-Type");
-    const char *cc64 = evhttp_find_header(in, "X-Amz-Client-Context");
-    char name[FN_NAME_MAX + 1], qual[QUALIFIER_MAX + 1], *decoded, *payload = NULL, *cc = NULL;
-    const char *qparam = NULL;
-    struct evkeyvalq params;
-    size_t dlen = 0, len;
-    bool sync = true, dry = false, tail = false;
-    int tokidx = -1, rc;
+/* Each step below either passes or answers the request itself and
+ * returns false (NULL); the order is Lambda's: who you are, what you
+ * name, how you invoke, what you send. */
 
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        respond_method(a, req, id, "POST");
-        return;
+/* server.auth: 401 without a known token. *tokidx: the token's index, or
+ * -1 when authentication is off. */
+static bool check_token(struct sl_api *a, struct evhttp_request *req, const char *id, int *tokidx)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+
+    *tokidx = -1;
+    if (a->conf->server.auth.n == 0)
+        return true;
+    *tokidx = request_token(a, req);
+    if (*tokidx == -1) {
+        evhttp_add_header(out, "WWW-Authenticate", "Bearer");
+        respond_error(a, req, id, 401, "MissingAuthenticationTokenException", NULL,
+                      "Missing Authentication Token: send Authorization: Bearer <token>");
+        return false;
     }
-    if (a->conf->server.auth.n > 0) {
-        tokidx = request_token(a, req);
-        if (tokidx == -1) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
-                              "Bearer");
-            respond_error(a, req, id, 401, "MissingAuthenticationTokenException", NULL,
-                          "Missing Authentication Token: send Authorization: Bearer <token>");
-            return;
-        }
-        if (tokidx < 0) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
-                              "Bearer error=\"invalid_token\"");
-            respond_error(a, req, id, 401, "UnrecognizedClientException", NULL,
-                          "The security token included in the request is invalid.");
-            return;
-        }
+    if (*tokidx < 0) {
+        evhttp_add_header(out, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+        respond_error(a, req, id, 401, "UnrecognizedClientException", NULL,
+                      "The security token included in the request is invalid.");
+        return false;
     }
-    if (!a->accepting) {
-        respond_unavailable(a, req, id);
-        return;
-    }
+    return true;
+}
+
+/* The function the path and ?Qualifier= name, into `name`: 400 when
+ * malformed, 403 when the token does not cover it, 404 when it does not
+ * exist or names a version other than $LATEST. */
+static bool resolve_function(struct sl_api *a, struct evhttp_request *req, const char *id,
+                             const char *raw_name, const char *query, int tokidx,
+                             char name[FN_NAME_MAX + 1])
+{
+    char qual[QUALIFIER_MAX + 1], *decoded;
+    const char *qparam;
+    struct evkeyvalq params;
+    size_t dlen = 0;
+    bool ok = false;
 
     decoded = evhttp_uridecode(raw_name, 0, &dlen);
-    rc = !decoded || strlen(decoded) != dlen ? -1 : parse_function_name(decoded, name, qual);
-    if (rc != 0) {
+    if (!decoded || strlen(decoded) != dlen || parse_function_name(decoded, name, qual) != 0) {
         respond_error(a, req, id, 400, "ValidationException", NULL,
                       "1 validation error detected: Value '%.256s' at 'functionName' failed "
                       "to satisfy constraint: Member must satisfy regular expression pattern: "
@@ -688,20 +688,20 @@ static void handle_invoke(struct sl_api *a, struct evhttp_request *req, const ch
                       "(\\d{12}:)?(function:)?([a-zA-Z0-9-_\\.]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?",
                       decoded && strlen(decoded) == dlen ? decoded : "(not text)");
         free(decoded);
-        return;
+        return false;
     }
     free(decoded);
     if (tokidx >= 0 && !token_allows(a->conf->server.auth.v[tokidx].value, name)) {
         respond_error(a, req, id, 403, "AccessDeniedException", NULL,
                       "this token is not allowed to invoke %s", name);
-        return;
+        return false;
     }
 
     TAILQ_INIT(&params);
     if (query && *query && evhttp_parse_query_str(query, &params) != 0) {
         respond_error(a, req, id, 400, "ValidationException", NULL,
                       "cannot parse the query string");
-        return;
+        return false;
     }
     qparam = evhttp_find_header(&params, "Qualifier");
     if (qparam && !valid_qualifier(qparam)) {
@@ -709,93 +709,182 @@ static void handle_invoke(struct sl_api *a, struct evhttp_request *req, const ch
                       "1 validation error detected: Value '%.128s' at 'qualifier' failed to "
                       "satisfy constraint: Member must satisfy regular expression pattern: "
                       "(|[a-zA-Z0-9$_-]+)", qparam);
-        evhttp_clear_headers(&params);
-        return;
-    }
-    if (qparam && qual[0] && strcmp(qparam, qual) != 0) {
+    } else if (qparam && qual[0] && strcmp(qparam, qual) != 0) {
         respond_error(a, req, id, 400, "InvalidParameterValueException", NULL,
                       "The derived qualifier from the function name does not match the "
                       "specified qualifier.");
-        evhttp_clear_headers(&params);
-        return;
-    }
-    if (qparam && !qual[0])
-        snprintf(qual, sizeof(qual), "%s", qparam);
-    evhttp_clear_headers(&params);
-
-    if (!sl_dispatch_has_function(a->d, name) || (qual[0] && strcmp(qual, "$LATEST") != 0)) {
-        respond_error(a, req, id, 404, "ResourceNotFoundException", NULL,
-                      "Function not found: " ARN_PREFIX "%s%s%s", name, qual[0] ? ":" : "",
-                      qual);
-        return;
-    }
-
-    if (!itype || strcmp(itype, "RequestResponse") == 0) {
-        sync = true;
-    } else if (strcmp(itype, "Event") == 0) {
-        sync = false;
-    } else if (strcmp(itype, "DryRun") == 0) {
-        dry = true;
     } else {
+        if (qparam)
+            snprintf(qual, sizeof(qual), "%s", qparam);
+        /* no versions or aliases here: $LATEST is all there is */
+        ok = sl_dispatch_has_function(a->d, name) && (!qual[0] || strcmp(qual, "$LATEST") == 0);
+        if (!ok)
+            respond_error(a, req, id, 404, "ResourceNotFoundException", NULL,
+                          "Function not found: " ARN_PREFIX "%s%s%s", name,
+                          qual[0] ? ":" : "", qual);
+    }
+    evhttp_clear_headers(&params);
+    return ok;
+}
+
+/* The payload as a NUL-terminated copy the caller owns ("{}" when there
+ * is none): 413 over Lambda's limit, 400 when it is not JSON. */
+static char *read_payload(struct sl_api *a, struct evhttp_request *req, const char *id,
+                          bool sync, size_t *out_len)
+{
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(body), max = sync ? SYNC_MAX : ASYNC_MAX;
+    json_error_t jerr;
+    char *payload;
+    json_t *j;
+
+    if (len > max) {
+        respond_error(a, req, id, 413, "RequestTooLargeException", NULL,
+                      "Request must be smaller than %zu bytes for the %s operation", max,
+                      sync ? "InvokeFunction" : "InvokeAsync");
+        return NULL;
+    }
+    if (len == 0) {
+        *out_len = 2;
+        return sl_strdup("{}"); /* Lambda's event when no payload is sent */
+    }
+    payload = sl_malloc(len + 1);
+    evbuffer_remove(body, payload, len);
+    payload[len] = '\0';
+    j = json_loadb(payload, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!j) {
+        respond_error(a, req, id, 400, "InvalidRequestContentException", NULL,
+                      "Could not parse request body into json: %s (line %d, column %d)",
+                      jerr.text, jerr.line, jerr.column);
+        free(payload);
+        return NULL;
+    }
+    json_decref(j);
+    *out_len = len;
+    return payload;
+}
+
+/* X-Amz-Client-Context: base64 of a JSON object; *cc gets the JSON text
+ * (caller frees) or NULL when absent. 400 when malformed. */
+static bool read_client_context(struct sl_api *a, struct evhttp_request *req, const char *id,
+                                char **cc)
+{
+    const char *b64 = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                         "X-Amz-Client-Context");
+    size_t len = 0;
+    json_t *j = NULL;
+
+    *cc = NULL;
+    if (!b64)
+        return true;
+    if (strlen(b64) <= CLIENT_CONTEXT_MAX && (*cc = b64_decode(b64, &len)))
+        j = json_loadb(*cc, len, 0, NULL);
+    if (!j || !json_is_object(j)) {
+        respond_error(a, req, id, 400, "InvalidRequestContentException", NULL,
+                      "Client context must be a valid Base64-encoded JSON object of at most "
+                      "%d bytes.", CLIENT_CONTEXT_MAX);
+        json_decref(j);
+        free(*cc);
+        *cc = NULL;
+        return false;
+    }
+    json_decref(j);
+    return true;
+}
+
+/* Hand the invocation to the dispatcher; the call answers when it ends
+ * (RequestResponse) or once the event is stored (Event). Takes
+ * `payload` and `cc`. */
+static void dispatch(struct sl_api *a, struct evhttp_request *req, const char *id,
+                     const char *name, bool sync, bool tail, char *payload, size_t len, char *cc)
+{
+    struct call *c = sl_calloc(1, sizeof(*c));
+    struct sl_throttle t = { NULL, 0 };
+    int rc;
+
+    snprintf(c->id, sizeof(c->id), "%s", id);
+    snprintf(c->fn, sizeof(c->fn), "%s", name);
+    c->tail = tail;
+    if (sync) {
+        struct sl_invoke_req ir = { 0 };
+
+        c->payload = payload;
+        c->len = len;
+        c->client_context = cc;
+        ir.event = c->payload;
+        ir.event_len = c->len;
+        ir.client_context = c->client_context;
+        ir.request_id = c->id;
+        call_hold(a, c, req);
+        rc = sl_dispatch_invoke(a->d, c->fn, &ir, on_result, c, &t);
+    } else {
+        free(cc); /* Lambda passes a client context to synchronous calls only */
+        call_hold(a, c, req);
+        rc = sl_dispatch_enqueue(a->d, c->fn, payload, len, on_accepted, c);
+        free(payload); /* copied */
+    }
+    if (rc == 0)
+        return; /* `c` belongs to the callback, which may already have run */
+    req = call_release(c);
+    if (rc == SL_EAGAIN)
+        respond_throttled(a, req, id, &t);
+    else if (rc == SL_ESTOPPED)
+        respond_unavailable(a, req, id);
+    else if (rc == SL_ENOTFOUND)
+        respond_error(a, req, id, 404, "ResourceNotFoundException", NULL,
+                      "Function not found: " ARN_PREFIX "%s", name);
+    else
+        respond_error(a, req, id, 500, "ServiceException", NULL, "cannot invoke %s: %s", name,
+                      sl_strerror(rc));
+    call_free(c);
+}
+
+static void handle_invoke(struct sl_api *a, struct evhttp_request *req, const char *id,
+                          const char *raw_name, const char *query)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *itype = evhttp_find_header(in, "X-Amz-Invocation-Type");
+    const char *ltype = evhttp_find_header(in, "X-Amz-Log-Type");
+    char name[FN_NAME_MAX + 1], *payload, *cc;
+    bool sync = true, dry = false;
+    size_t len = 0;
+    int tokidx;
+
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        respond_method(a, req, id, "POST");
+        return;
+    }
+    if (!check_token(a, req, id, &tokidx))
+        return;
+    if (!a->accepting) {
+        respond_unavailable(a, req, id);
+        return;
+    }
+    if (!resolve_function(a, req, id, raw_name, query, tokidx, name))
+        return;
+    if (itype && strcmp(itype, "Event") == 0) {
+        sync = false;
+    } else if (itype && strcmp(itype, "DryRun") == 0) {
+        dry = true;
+    } else if (itype && strcmp(itype, "RequestResponse") != 0) {
         respond_error(a, req, id, 400, "InvalidParameterValueException", NULL,
                       "Unsupported invocation type '%.64s': use RequestResponse, Event or "
                       "DryRun", itype);
         return;
     }
-    if (ltype && strcmp(ltype, "Tail") == 0) {
-        tail = sync && !dry;
-    } else if (ltype && strcmp(ltype, "None") != 0) {
+    if (ltype && strcmp(ltype, "Tail") != 0 && strcmp(ltype, "None") != 0) {
         respond_error(a, req, id, 400, "InvalidParameterValueException", NULL,
                       "Unsupported log type '%.64s': use None or Tail", ltype);
         return;
     }
-
-    len = evbuffer_get_length(body);
-    if (len > (size_t)(sync ? SYNC_MAX : ASYNC_MAX)) {
-        respond_error(a, req, id, 413, "RequestTooLargeException", NULL,
-                      "Request must be smaller than %d bytes for the %s operation",
-                      sync ? SYNC_MAX : ASYNC_MAX, sync ? "InvokeFunction" : "InvokeAsync");
+    if (!(payload = read_payload(a, req, id, sync, &len)))
+        return;
+    if (!read_client_context(a, req, id, &cc)) {
+        free(payload);
         return;
     }
-    if (len == 0) {
-        payload = sl_strdup("{}"); /* Lambda's event when no payload is sent */
-        len = 2;
-    } else {
-        json_error_t jerr;
-        json_t *j;
-
-        payload = sl_malloc(len + 1);
-        evbuffer_remove(body, payload, len);
-        payload[len] = '\0';
-        j = json_loadb(payload, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-        if (!j) {
-            respond_error(a, req, id, 400, "InvalidRequestContentException", NULL,
-                          "Could not parse request body into json: %s (line %d, column %d)",
-                          jerr.text, jerr.line, jerr.column);
-            free(payload);
-            return;
-        }
-        json_decref(j);
-    }
-    if (cc64) {
-        size_t cl = 0;
-        json_t *j = NULL;
-
-        if (strlen(cc64) <= CLIENT_CONTEXT_MAX && (cc = b64_decode(cc64, &cl)))
-            j = json_loadb(cc, cl, 0, NULL);
-        if (!j || !json_is_object(j)) {
-            respond_error(a, req, id, 400, "InvalidRequestContentException", NULL,
-                          "Client context must be a valid Base64-encoded JSON object of at "
-                          "most %d bytes.", CLIENT_CONTEXT_MAX);
-            json_decref(j);
-            free(cc);
-            free(payload);
-            return;
-        }
-        json_decref(j);
-    }
-
     if (dry) {
+        /* parameters and permissions checked; nothing runs */
         evhttp_add_header(evhttp_request_get_output_headers(req), "X-Amz-Executed-Version",
                           "$LATEST");
         respond(a, req, id, 204, NULL, NULL, 0);
@@ -803,47 +892,8 @@ static void handle_invoke(struct sl_api *a, struct evhttp_request *req, const ch
         free(payload);
         return;
     }
-
-    {
-        struct call *c = sl_calloc(1, sizeof(*c));
-        struct sl_throttle t = { NULL, 0 };
-
-        snprintf(c->id, sizeof(c->id), "%s", id);
-        snprintf(c->fn, sizeof(c->fn), "%s", name);
-        c->tail = tail;
-        if (sync) {
-            struct sl_invoke_req ir = { 0 };
-
-            c->payload = payload;
-            c->len = len;
-            c->client_context = cc;
-            ir.event = c->payload;
-            ir.event_len = c->len;
-            ir.client_context = c->client_context;
-            ir.request_id = c->id;
-            call_hold(a, c, req);
-            rc = sl_dispatch_invoke(a->d, c->fn, &ir, on_result, c, &t);
-        } else {
-            free(cc); /* Lambda passes a client context to synchronous calls only */
-            call_hold(a, c, req);
-            rc = sl_dispatch_enqueue(a->d, c->fn, payload, len, on_accepted, c);
-            free(payload); /* copied */
-        }
-        if (rc == 0)
-            return; /* `c` belongs to the callback, which may already have run */
-        req = call_release(c);
-        if (rc == SL_EAGAIN)
-            respond_throttled(a, req, id, &t);
-        else if (rc == SL_ESTOPPED)
-            respond_unavailable(a, req, id);
-        else if (rc == SL_ENOTFOUND)
-            respond_error(a, req, id, 404, "ResourceNotFoundException", NULL,
-                          "Function not found: " ARN_PREFIX "%s", name);
-        else
-            respond_error(a, req, id, 500, "ServiceException", NULL, "cannot invoke %s: %s",
-                          name, sl_strerror(rc));
-        call_free(c);
-    }
+    dispatch(a, req, id, name, sync, sync && ltype && strcmp(ltype, "Tail") == 0, payload, len,
+             cc);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1019,6 +1069,20 @@ void sl_api_free(struct sl_api *a)
 
     if (!a)
         return;
+    /* the loop is over: whoever still waits for a result gets a 503 now */
+    LIST_FOREACH(c, &a->calls, link) {
+        struct evhttp_request *req = c->req;
+
+        if (!req || c->detached)
+            continue;
+        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+        c->req = NULL;
+        c->evcon = NULL;
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        respond_error(a, req, c->id, 503, "ServiceException", NULL,
+                      "sluice stopped before the invocation finished (shutdown_grace_s); "
+                      "it may have run in part");
+    }
     flush_replies(a, 1000);
     /* frees every connection with the requests on it; their calls hear
      * it through on_conn_close, their replies through on_reply_conn_close */

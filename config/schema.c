@@ -480,7 +480,7 @@ static const struct sl__ckey server_keys[] = {
     { .name = "auth", .type = CK_MAP, .off = F(auth), .check = check_auth,
       .desc = "API tokens for invocations: `token: \"*\"` allows every function, "
               "`token: \"fn1,fn2\"` those named. Keys are interpolated too "
-              "(`${SLUICE_TOKEN}: \"*\"`). Clients send `Authorization: Bearer <token>`, "
+              "(`${SLUICE_TOKEN}: \"*\"`). Clients send `Authorization: Bearer TOKEN`, "
               "or sign with the token as AWS access key id (the AWS CLI). Empty: no "
               "authentication. `/healthz`, `/readyz` and `/metrics` stay open." },
 };

@@ -77,6 +77,11 @@ static struct sl_sink *find_sink(struct sl_dispatcher *d, const char *name)
     return NULL;
 }
 
+struct sl_sink *sl_dispatch_sink(struct sl_dispatcher *d, const char *name)
+{
+    return find_sink(d, name);
+}
+
 bool sl_dispatch_has_function(const struct sl_dispatcher *d, const char *fn)
 {
     return find_fn(d, fn) != NULL;

@@ -55,6 +55,8 @@ struct impl {
     struct event    *dev;        /* fires the deferred failures */
     struct reliable *rel;        /* pending reliable writes */
     uint64_t         rng;        /* xorshift64* state, for jitter */
+    long long        warned_ms;  /* last retry warning (monotonic ms) */
+    unsigned         quiet;      /* retry warnings held back since */
     int              busy;       /* our own handlers on the stack */
     bool             closing;    /* sl_sink_free started */
     bool             dead;       /* free the impl when busy drops to 0 */
@@ -312,6 +314,41 @@ static void rel_finish(struct reliable *r, int rc, const struct sl_err *err)
 
 static void rel_attempt(struct reliable *r);
 
+static long long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One line per failed attempt, but at most one a second per sink: with
+ * the store down, every pending record fails at each backoff step. */
+static void warn_retry(struct impl *im, struct reliable *r, uint64_t delay, int rc,
+                       const struct sl_err *err)
+{
+    long long now = mono_ms();
+    const char *why = err && err->msg[0] ? err->msg : sl_strerror(rc);
+    int level = !err || err->retriable ? SL_LOG_WARN : SL_LOG_ERROR;
+
+    if (im->warned_ms && now - im->warned_ms < 1000) {
+        im->quiet++;
+        SL_DEBUG(SL_DBG_SINK, im->s.inst, "write failed (attempt %u), retrying in %llu ms: %s",
+                 r->attempt, (unsigned long long)delay, why);
+        return;
+    }
+    if (im->quiet)
+        sl_log(level, im->s.inst,
+               "write failed (attempt %u), retrying in %llu ms: %s (%u more failed attempts "
+               "since the last warning)",
+               r->attempt, (unsigned long long)delay, why, im->quiet);
+    else
+        sl_log(level, im->s.inst, "write failed (attempt %u), retrying in %llu ms: %s",
+               r->attempt, (unsigned long long)delay, why);
+    im->warned_ms = now;
+    im->quiet = 0;
+}
+
 static void on_rel_attempt(void *arg, int rc, const struct sl_err *err)
 {
     struct reliable *r = arg;
@@ -333,8 +370,7 @@ static void on_rel_attempt(void *arg, int rc, const struct sl_err *err)
     }
     delay = sl__sink_backoff_ms(&im->s, r->attempt, RELIABLE_BASE_MS, RELIABLE_CAP_MS);
     r->attempt++;
-    SL_WARN(im->s.inst, "write failed (attempt %u), retrying in %llu ms: %s", r->attempt,
-            (unsigned long long)delay, err && err->msg[0] ? err->msg : sl_strerror(rc));
+    warn_retry(im, r, delay, rc, err);
     r->waiting = true;
     tv = sl__tv_ms(delay);
     evtimer_add(r->timer, &tv);
@@ -396,20 +432,22 @@ void sl_sink_free(struct sl_sink *s)
     s->ops->close(s);
     s->ctx = NULL;
     do {
-        again = flush_deferred(im);
-        for (struct reliable *r = im->rel, *next; r; r = next) {
-            struct sl_err stop;
+        struct reliable *r = im->rel;
+        struct sl_err stop;
 
-            next = r->next;
-            sl_err_set(&stop, SL_ESTOPPED, false,
-                       "write to %s not confirmed: sink stopped after %u failed attempts",
-                       s->inst, r->attempt);
-            /* Only waiting ones are ours to end; an attempt in flight
-             * belongs to the closed ops and cannot remain. */
-            rel_finish(r, SL_ESTOPPED, &stop);
-            again = true;
-            break; /* the list may have changed under the callback */
-        }
+        /* deferred failures first: they end reliable attempts as well */
+        again = flush_deferred(im);
+        if (again || !r)
+            continue;
+        /* Only writes waiting for their retry timer should be left: the
+         * close ended the attempts in flight. */
+        if (!r->waiting)
+            SL_ERROR(s->inst, "internal: a write attempt outlived the close of the sink");
+        sl_err_set(&stop, SL_ESTOPPED, false,
+                   "write to %s not confirmed: sink stopped after %u failed attempts", s->inst,
+                   r->attempt);
+        rel_finish(r, SL_ESTOPPED, &stop);
+        again = true; /* the callback may have changed the lists */
     } while (again);
     if (im->busy > 0) {
         im->dead = true;

@@ -43,6 +43,9 @@ typedef void (*sl_accept_fn)(void *arg, int rc, const char *request_id);
 int sl_dispatch_enqueue(struct sl_dispatcher *d, const char *fn, const char *payload, size_t len,
                         sl_accept_fn done, void *arg);
 
+/* The sink named `name` (opened by the dispatcher), or NULL. */
+struct sl_sink *sl_dispatch_sink(struct sl_dispatcher *d, const char *name);
+
 /* Stop taking work; `done` runs once in-flight invocations finished. */
 void sl_dispatcher_drain(struct sl_dispatcher *d, void (*done)(void *arg), void *arg);
 

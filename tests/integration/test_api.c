@@ -333,8 +333,7 @@ static const char *write_config(const char *name, const char *functions, const c
     const char *path = fmt("%s/%s", dir, name);
 
     put_file(path,
-             fmt("%sserver:\n  listen: 127.0.0.1:%d\n  data_dir: %s/data-%s\n"
-                 "  shutdown_grace_s: 15\n%s",
+             fmt("%sserver:\n  listen: 127.0.0.1:%d\n  data_dir: %s/data-%s\n%s",
                  functions, port, dir, name, server_extra ? server_extra : ""),
              0644);
     return path;
@@ -1031,6 +1030,38 @@ Test(api, sigterm_finishes_in_flight_and_refuses_new, .init = setup, .fini = tea
     cr_assert_eq(w, server, "still running 5 s after the invocation ended");
     server = -1;
     cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+}
+
+Test(api, invocations_cut_by_shutdown_grace_get_503, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+    const char *b = "{\"sleep_ms\":8000}";
+    const char *h = fmt("POST " INVOKE("slow") " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        "Content-Length: %zu\r\n\r\n%s", strlen(b), b);
+    struct resp r;
+    double end;
+    int s, st = 0;
+    pid_t w = 0;
+
+    start_server(write_config("grace.yaml", functions_yaml(), "  shutdown_grace_s: 1\n"));
+    s = connect_server();
+    cr_assert_geq(s, 0);
+    cr_assert_eq(send_all(s, h, strlen(h)), 0);
+    cr_assert_eq(wait_metric("sluice_function_concurrent_executions{function=\"slow\"}", 1,
+                             10000), 1, "the invocation did not start");
+    cr_assert_eq(kill(server, SIGTERM), 0);
+    read_resp(s, &r, 10000);
+    close(s);
+    expect_error(&r, 503, "ServiceException", "an invocation still running after the grace");
+    cr_expect(r.body && strstr(r.body, "shutdown_grace_s") != NULL, "%s", r.body ? r.body : "");
+
+    end = now_ms() + 5000;
+    while (now_ms() < end && (w = waitpid(server, &st, WNOHANG)) == 0)
+        usleep(20000);
+    cr_assert_eq(w, server, "still running 5 s after the grace ran out");
+    server = -1;
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d; log:\n%s", st,
+              server_log());
 }
 
 Test(api, busy_port_is_a_clear_error, .init = setup, .fini = teardown, .timeout = 60)

@@ -1,0 +1,100 @@
+/* sluice: sources (event source mappings) and the shared outcome engine.
+ *
+ * A poller reads records from Kafka, Redis or Postgres and pushes them into
+ * its source's lanes. The engine batches each lane (batch_size,
+ * maximum_batching_window_ms, 6 MB), runs one batch per lane at a time, and
+ * applies the delivery contract: success, partial failure
+ * (batchItemFailures), function error, timeout, crash, throttle -> retry
+ * with backoff and full jitter, bisect, expiry or redrive, with the on_failure
+ * destination written before the records are checkpointed. A poller only
+ * says how to fetch, shape an event, checkpoint and release; it never
+ * retries by itself. */
+#ifndef SLUICE_POLLER_H
+#define SLUICE_POLLER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/config.h"
+#include "sluice/dispatch.h"
+#include "sluice/sink.h"
+
+struct sl_source;
+struct sl_engine;
+
+/* One record. The poller allocates it, the engine owns it after push
+ * and hands it back through checkpoint/release, then frees it through
+ * ops->free_record. */
+struct sl_record {
+    char    *id;             /* itemIdentifier: offset, stream id, LSN */
+    char    *json;           /* this record's part of the event (JSON), owned */
+    size_t   len;
+    int64_t  timestamp_ms;   /* when the source got it: for maximum_record_age_s */
+    int      receive_count;  /* queues: deliveries so far, this one included */
+    void    *handle;         /* the poller's own, untouched by the engine */
+    struct sl_record *next;  /* engine's list link */
+};
+
+enum sl_source_class {
+    SL_CLASS_STREAM = 0,     /* ordered: retry the lane until success or give-up */
+    SL_CLASS_QUEUE,          /* unordered: release failures, redrive after N receives */
+};
+
+struct sl_poller_ops {
+    const char *name;                                       /* "kafka", "redis", "memory" */
+    int         klass;                                      /* enum sl_source_class */
+    int  (*start)(struct sl_source *s, struct sl_err *err);
+    /* Stop fetching; call sl_source_stopped(s) when no fetch is in flight. */
+    void (*stop)(struct sl_source *s);
+    /* The Lambda-shaped event for records r[0..n); malloc'd JSON. */
+    char *(*event)(struct sl_source *s, struct sl_record *const *r, size_t n, size_t *len);
+    /* Their outcome is final (and any destination write is confirmed). */
+    void (*checkpoint)(struct sl_source *s, struct sl_record *const *r, size_t n);
+    /* Queues: make them deliverable again after `delay_ms`. */
+    void (*release)(struct sl_source *s, struct sl_record *const *r, size_t n, int64_t delay_ms);
+    /* Backpressure: stop / restart fetching. */
+    void (*pause)(struct sl_source *s);
+    void (*resume)(struct sl_source *s);
+    void (*free_record)(struct sl_source *s, struct sl_record *r);
+    void (*free)(struct sl_source *s);                      /* the poller's ctx */
+};
+
+/* What the engine keeps per source; pollers use ctx and the wrappers. */
+struct sl_source {
+    const struct sl_poller_ops    *ops;
+    void                          *ctx;       /* the poller's state */
+    const struct sl_source_conf   *conf;
+    const struct sl_function_conf *fn;
+    struct sl_engine              *engine;
+    char                           inst[96];  /* "source:<name>" */
+    /* counters */
+    uint64_t received, succeeded, failed_batches, retried, dead_lettered, filtered;
+    size_t   pending_bytes;
+    bool     paused;
+    bool     stopping;
+    struct sl__lane *lanes;
+};
+
+/* Engine: one per process, on the dispatcher. */
+int sl_engine_new(struct event_base *base, const struct sl_config *conf, struct sl_dispatcher *d,
+                  struct sl_sink **sinks, struct sl_engine **out, struct sl_err *err);
+void sl_engine_free(struct sl_engine *e);
+
+/* Attach a source; `ctx` belongs to the poller. */
+struct sl_source *sl_engine_add_source(struct sl_engine *e, const struct sl_source_conf *conf,
+                                       const struct sl_poller_ops *ops, void *ctx);
+
+/* Hand over one record for `lane` (a partition, a key-hash lane, ""). */
+void sl_source_push(struct sl_source *s, const char *lane, struct sl_record *r);
+
+/* Records pushed but not yet final, all lanes. */
+size_t sl_source_outstanding(const struct sl_source *s);
+
+/* The loop the engine runs on (for pollers' own timers). */
+struct event_base *sl__engine_base(struct sl_engine *e);
+
+/* Backoff for retries: 200 ms doubling to 60 s, full jitter. */
+int64_t sl_engine_backoff_ms(int attempt);
+
+#endif

@@ -1,0 +1,322 @@
+/* The outcome engine with a source fed from memory and a real sandboxed
+ * handler (tests/handlers/batch.py): batching, ordered checkpoints,
+ * retries, bisect, partial batch failures, record age, redrive, and the
+ * dead-letter envelope written before anything is checkpointed. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sluice/config.h"
+#include "sluice/dispatch.h"
+#include "sluice/env.h"
+#include "sluice/log.h"
+#include "sluice/memory_poller.h"
+#include "sluice/metrics.h"
+#include "sluice/poller.h"
+#include "sluice/pool.h"
+
+static char root[1024], dir[256];
+static struct event_base *base;
+static struct sl_config *conf;
+static struct sl_pool *pool;
+static struct sl_metrics *metrics;
+static struct sl_functions *fns;
+static struct sl_dispatcher *disp;
+static struct sl_engine *engine;
+static struct sl_source *src;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void setup(void)
+{
+    char rt[1100];
+
+    cr_assert_not_null(getcwd(root, sizeof(root)));
+    snprintf(rt, sizeof(rt), "%s/runtime", root);
+    setenv("SLUICE_RUNTIME_DIR", rt, 1);
+    snprintf(dir, sizeof(dir), "/tmp/sluice-test-engine-%d", (int)getpid());
+    mkdir(dir, 0755);
+    sl_log_set_level(getenv("SLUICE_TEST_LOG") ? SL_LOG_DEBUG : SL_LOG_ERROR);
+    base = event_base_new();
+}
+
+static void teardown(void)
+{
+    char cmd[300];
+
+    sl_functions_free(fns); /* in-flight invocations end (and report) first */
+    fns = NULL;
+    sl_engine_free(engine);
+    engine = NULL;
+    sl_dispatcher_free(disp);
+    disp = NULL;
+    sl_pool_free(pool);
+    pool = NULL;
+    sl_metrics_free(metrics);
+    sl_config_free(conf);
+    event_base_free(base);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0) {
+        /* leftovers in /tmp are harmless */
+    }
+}
+
+/* `source` holds the source's keys (type redis = queue, kafka = stream). */
+static void start(const char *source, int klass)
+{
+    char yaml[4096];
+    struct sl_diags d;
+    struct sl_err err;
+
+    snprintf(yaml, sizeof(yaml),
+             "server: { data_dir: %s }\n"
+             "functions:\n  batch: { handler: %s/tests/handlers/batch.py, memory_mb: 1769,"
+             " timeout_s: 20 }\n"
+             "sources:\n  src:\n    function: batch\n%s"
+             "sinks:\n  dlq: { type: file, path: %s/dlq.jsonl, fsync: false }\n",
+             dir, root, source, dir);
+    sl_diags_init(&d, "engine.yaml");
+    cr_assert_eq(sl_config_load_buffer("engine.yaml", dir, yaml, strlen(yaml), &conf, &d), 0,
+                 "%s: %s", yaml, d.n ? d.v[0].msg : "");
+    sl_diags_destroy(&d);
+    cr_assert_eq(sl_pool_new(base, 2, &pool, &err), 0);
+    metrics = sl_metrics_new();
+    cr_assert_eq(sl_functions_new(base, conf, NULL, &fns, &err), 0, "%s", err.msg);
+    cr_assert_eq(sl_dispatcher_new(base, conf, fns, metrics, pool, &disp, &err), 0, "%s",
+                 err.msg);
+    cr_assert_eq(sl_engine_new(base, conf, disp, NULL, &engine, &err), 0);
+    src = sl_memory_source(engine, &conf->sources[0], klass);
+}
+
+static void pump_until(size_t checkpoints, int timeout_ms)
+{
+    double end = now_ms() + timeout_ms;
+    struct timeval tick = { 0, 10000 };
+    const char *const *ids;
+
+    while (sl_memory_checkpointed(src, &ids) < checkpoints && now_ms() < end) {
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+    }
+}
+
+static void push(const char *lane, const char *id, const char *extra)
+{
+    char json[256];
+
+    snprintf(json, sizeof(json), "{\"id\":\"%s\"%s%s}", id, extra ? "," : "", extra ? extra : "");
+    sl_memory_push(src, lane, id, json, 0);
+}
+
+static char *checkpoints(void)
+{
+    static char buf[4096];
+    const char *const *ids;
+    size_t n = sl_memory_checkpointed(src, &ids), o = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && o < sizeof(buf) - 40; i++)
+        o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%s%s", i ? " " : "", ids[i]);
+    return buf;
+}
+
+static size_t dead_letters(json_t **out, size_t max)
+{
+    char path[400], *line = NULL;
+    size_t cap = 0, n = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/dlq.jsonl", dir);
+    if (!(f = fopen(path, "r")))
+        return 0;
+    while (getline(&line, &cap, f) > 0 && n < max)
+        out[n++] = json_loads(line, 0, NULL);
+    free(line);
+    fclose(f);
+    return n;
+}
+
+/* ------------------------------------------------------------------ */
+
+Test(engine, batches_respect_size_and_checkpoint_in_order, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    char id[8];
+
+    start("    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 4\n"
+          "    maximum_batching_window_ms: 50\n", SL_CLASS_STREAM);
+    for (int i = 1; i <= 10; i++) {
+        snprintf(id, sizeof(id), "%d", i);
+        push("p0", id, NULL);
+    }
+    pump_until(10, 20000);
+    cr_expect_str_eq(checkpoints(), "1 2 3 4 5 6 7 8 9 10");
+    cr_expect_eq(sl_memory_events(src), 3, "10 records in batches of 4 make 3 invocations");
+    cr_expect_eq(sl_source_outstanding(src), 0);
+}
+
+Test(engine, stream_error_retries_the_same_batch_until_it_succeeds, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    start("    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 10\n"
+          "    maximum_batching_window_ms: 20\n", SL_CLASS_STREAM);
+    push("p0", "a", NULL);
+    push("p0", "b", "\"fail_times\":2");
+    push("p0", "c", NULL);
+    pump_until(3, 20000);
+    cr_expect_str_eq(checkpoints(), "a b c");
+    cr_expect_eq(sl_memory_events(src), 3, "one batch, tried three times");
+    cr_expect_eq(src->retried, 2);
+}
+
+Test(engine, exhausted_retries_dead_letter_the_batch_then_the_lane_moves_on, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    json_t *dl[4], *recs;
+    size_t n;
+
+    start("    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 2\n"
+          "    maximum_batching_window_ms: 20\n    maximum_retry_attempts: 2\n"
+          "    on_failure: dlq\n", SL_CLASS_STREAM);
+    push("p0", "1", "\"poison\":true");
+    push("p0", "2", NULL);
+    push("p0", "3", NULL);
+    pump_until(3, 30000);
+    cr_expect_str_eq(checkpoints(), "1 2 3");
+    n = dead_letters(dl, 4);
+    cr_assert_eq(n, 1);
+    cr_expect_str_eq(json_string_value(json_object_get(dl[0], "condition")),
+                     "RetryAttemptsExhausted");
+    cr_expect_eq(json_integer_value(json_object_get(dl[0], "attempts")), 3);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(dl[0], "error"), "type")),
+                     "RuntimeError");
+    recs = json_object_get(dl[0], "records");
+    cr_assert_eq(json_array_size(recs), 2);
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(recs, 0), "id")), "1");
+    cr_expect(json_is_true(json_object_get(json_object_get(json_array_get(recs, 0), "record"),
+                                           "poison")));
+    json_decref(dl[0]);
+}
+
+Test(engine, bisect_isolates_the_poison_record, .init = setup, .fini = teardown, .timeout = 90)
+{
+    json_t *dl[8], *recs;
+    size_t n;
+    char id[8];
+
+    start("    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 8\n"
+          "    maximum_batching_window_ms: 20\n    maximum_retry_attempts: 4\n"
+          "    bisect_batch_on_function_error: true\n    on_failure: dlq\n", SL_CLASS_STREAM);
+    for (int i = 1; i <= 8; i++) {
+        snprintf(id, sizeof(id), "%d", i);
+        push("p0", id, i == 6 ? "\"poison\":true" : NULL);
+    }
+    pump_until(8, 60000);
+    cr_expect_str_eq(checkpoints(), "1 2 3 4 5 6 7 8");
+    n = dead_letters(dl, 8);
+    cr_assert_eq(n, 1, "%zu envelopes", n);
+    recs = json_object_get(dl[0], "records");
+    cr_expect_eq(json_array_size(recs), 1, "bisect should narrow the batch to the poison record");
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(recs, 0), "id")), "6");
+    json_decref(dl[0]);
+}
+
+Test(engine, stream_partial_failure_checkpoints_up_to_the_lowest_failed, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    start("    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 5\n"
+          "    maximum_batching_window_ms: 20\n    report_batch_item_failures: true\n",
+          SL_CLASS_STREAM);
+    push("p0", "1", NULL);
+    push("p0", "2", NULL);
+    push("p0", "3", "\"fail_times\":1,\"mode\":\"partial\"");
+    push("p0", "4", NULL);
+    push("p0", "5", NULL);
+    pump_until(2, 20000);
+    cr_expect_str_eq(checkpoints(), "1 2", "checkpointed past the failed record");
+    pump_until(5, 20000);
+    cr_expect_str_eq(checkpoints(), "1 2 3 4 5");
+    cr_expect_eq(sl_memory_events(src), 2, "retry starts from record 3");
+}
+
+Test(engine, queue_partial_failure_acks_the_rest_and_redrives_after_max_receives,
+     .init = setup, .fini = teardown, .timeout = 60)
+{
+    json_t *dl[4];
+
+    start("    type: redis\n    url: redis://x\n    key: q\n    batch_size: 3\n"
+          "    maximum_batching_window_ms: 20\n    report_batch_item_failures: true\n"
+          "    visibility_timeout_s: 0\n    max_receive_count: 2\n    on_failure: dlq\n",
+          SL_CLASS_QUEUE);
+    push("", "m1", NULL);
+    push("", "m2", "\"poison\":true,\"mode\":\"partial\"");
+    push("", "m3", NULL);
+    pump_until(3, 20000);
+    cr_expect_str_eq(checkpoints(), "m1 m3 m2",
+                     "m1 and m3 acked first, m2 acked only after its redrive");
+    cr_assert_eq(dead_letters(dl, 4), 1);
+    cr_expect_str_eq(json_string_value(json_object_get(dl[0], "condition")),
+                     "MaxReceiveCountExceeded");
+    cr_expect_eq(json_integer_value(json_object_get(json_array_get(json_object_get(dl[0],
+                 "records"), 0), "receiveCount")), 3);
+    cr_expect_eq(sl_memory_events(src), 2, "m2 ran twice (receives 1 and 2), then was redriven");
+    json_decref(dl[0]);
+}
+
+Test(engine, old_records_are_dead_lettered_by_age, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    json_t *dl[4];
+    struct timespec ts;
+
+    start("    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 5\n"
+          "    maximum_batching_window_ms: 0\n    maximum_record_age_s: 60\n"
+          "    on_failure: dlq\n", SL_CLASS_STREAM);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sl_memory_push(src, "p0", "old", "{\"id\":\"old\",\"poison\":true}",
+                   (int64_t)ts.tv_sec * 1000 - 3600 * 1000);
+    pump_until(1, 20000);
+    cr_expect_str_eq(checkpoints(), "old");
+    cr_assert_eq(dead_letters(dl, 4), 1);
+    cr_expect_str_eq(json_string_value(json_object_get(dl[0], "condition")), "RecordAgeExceeded");
+    json_decref(dl[0]);
+}
+
+Test(engine, lanes_run_in_parallel_but_each_in_order, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    const char *const *ids;
+    size_t n;
+    int last_a = 0, last_b = 0, ok = 1;
+
+    start("    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 1\n"
+          "    maximum_batching_window_ms: 0\n", SL_CLASS_STREAM);
+    for (int i = 1; i <= 5; i++) {
+        char a[8], b[8];
+        snprintf(a, sizeof(a), "a%d", i);
+        snprintf(b, sizeof(b), "b%d", i);
+        push("pa", a, i == 2 ? "\"fail_times\":1" : NULL);
+        push("pb", b, NULL);
+    }
+    pump_until(10, 30000);
+    n = sl_memory_checkpointed(src, &ids);
+    cr_assert_eq(n, 10, "%s", checkpoints());
+    for (size_t i = 0; i < n; i++) {
+        int k = atoi(ids[i] + 1);
+        if (ids[i][0] == 'a')
+            ok &= k == ++last_a;
+        else
+            ok &= k == ++last_b;
+    }
+    cr_expect(ok, "a lane checkpointed out of order: %s", checkpoints());
+}
