@@ -17,7 +17,9 @@
  * connection (sl_api_free, or a connection error on libevent versions
  * that watch the socket while a request is pending). The connection's
  * close callback tells the call, which then drops its answer; the
- * invocation itself always runs to the end. */
+ * invocation itself always runs to the end. Answers are tracked until
+ * evhttp has written them, so sl_api_free can still push out the last
+ * ones when the loop stopped right behind them (graceful stop). */
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -276,7 +278,13 @@ static void flush_replies(struct sl_api *a, int ms)
         struct evbuffer *out = bev ? bufferevent_get_output(bev) : NULL;
         evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
 
-        while (out && fd >= 0 && evbuffer_get_length(out) > 0) {
+        size_t before = out ? evbuffer_get_length(out) : 0;
+
+        if (!out || fd < 0 || before == 0)
+            continue;
+        /* a socket bufferevent keeps the start of its output frozen */
+        evbuffer_unfreeze(out, 1);
+        while (evbuffer_get_length(out) > 0) {
             struct pollfd pfd = { .fd = fd, .events = POLLOUT };
             int left = (int)(end - mono_ms());
 
@@ -285,6 +293,9 @@ static void flush_replies(struct sl_api *a, int ms)
             if (evbuffer_get_length(out) == 0 || left <= 0 || poll(&pfd, 1, left) <= 0)
                 break;
         }
+        evbuffer_freeze(out, 1);
+        SL_DEBUG(SL_DBG_API, INST, "wrote %zu of %zu bytes still queued at shutdown",
+                 before - evbuffer_get_length(out), before);
     }
 }
 
@@ -989,6 +1000,7 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     char host[256], shown[INET6_ADDRSTRLEN] = "";
+    bool loopback = false;
     int port = 0, rc;
 
     a->base = base;
@@ -1036,16 +1048,21 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
             struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
             inet_ntop(AF_INET6, &s6->sin6_addr, shown, sizeof(shown));
             port = ntohs(s6->sin6_port);
+            loopback = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
         } else if (ss.ss_family == AF_INET) {
             struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
             inet_ntop(AF_INET, &s4->sin_addr, shown, sizeof(shown));
             port = ntohs(s4->sin_port);
+            loopback = (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
         }
     }
     SL_INFO(INST, "listening on http://%s%s%s:%d (Invoke API, /healthz, /readyz, /metrics)%s",
             strchr(shown, ':') ? "[" : "", shown[0] ? shown : host,
             strchr(shown, ':') ? "]" : "", port,
             conf->server.auth.n ? "; invocations need a token (server.auth)" : "");
+    if (!loopback && conf->server.auth.n == 0)
+        SL_WARN(INST, "%s is not a loopback address and server.auth is empty: whoever reaches "
+                "it can invoke every function", conf->server.listen);
     *out = a;
     return 0;
 
@@ -1075,7 +1092,8 @@ void sl_api_free(struct sl_api *a)
 
         if (!req || c->detached)
             continue;
-        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+        if (c->evcon)
+            evhttp_connection_set_closecb(c->evcon, NULL, NULL);
         c->req = NULL;
         c->evcon = NULL;
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");

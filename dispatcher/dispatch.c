@@ -33,6 +33,16 @@ struct inflight {                /* a sync or async invocation the dispatcher co
     double                started;
 };
 
+/* New environments per function: Lambda's 1,000 every 10 seconds, as a
+ * token bucket (burst 1,000, refilled at 100 per second). */
+#define SCALE_BURST 1000.0
+#define SCALE_RATE  100.0    /* per second */
+
+struct bucket {
+    double tokens;
+    double at_ms;
+};
+
 struct sl_dispatcher {
     struct event_base       *base;
     const struct sl_config  *conf;
@@ -43,6 +53,8 @@ struct sl_dispatcher {
     struct sl_sink         **sinks;      /* parallel to conf->sinks */
     struct event            *scan;
     size_t                   running;    /* in-flight invocations, all functions */
+    size_t                   settling;   /* destination writes not yet confirmed */
+    struct bucket           *buckets;    /* scale-up rate, parallel to conf->functions */
     bool                     draining;
     void                   (*drained)(void *);
     void                    *drained_arg;
@@ -92,7 +104,7 @@ bool sl_dispatch_has_function(const struct sl_dispatcher *d, const char *fn)
 
 static void maybe_drained(struct sl_dispatcher *d)
 {
-    if (d->draining && d->running == 0 && d->drained) {
+    if (d->draining && d->running == 0 && d->settling == 0 && d->drained) {
         void (*cb)(void *) = d->drained;
         d->drained = NULL;
         cb(d->drained_arg);
@@ -143,6 +155,22 @@ static int start_invoke(struct sl_dispatcher *d, const struct sl_function_conf *
     }
     if (!pool)
         return SL_ENOTFOUND;
+    if (sl_fnpool_idle(pool) == 0) {
+        /* this invocation may start a new environment: scale-up rate */
+        struct bucket *b = &d->buckets[fn - d->conf->functions];
+        double now = mono_ms();
+        b->tokens += (now - b->at_ms) / 1000.0 * SCALE_RATE;
+        if (b->tokens > SCALE_BURST)
+            b->tokens = SCALE_BURST;
+        b->at_ms = now;
+        if (b->tokens < 1.0) {
+            t->reason = "FunctionInvocationRateLimitExceeded";
+            t->retry_after_s = 1;
+            sl_metric_add(d->m_thr, fn->name, 1);
+            return SL_EAGAIN;
+        }
+        b->tokens -= 1.0;
+    }
     d->running++;
     sl_metric_add(d->m_conc, NULL, 1);
     sl_metric_add(d->m_conc_fn, fn->name, 1);
@@ -267,6 +295,8 @@ static void on_destination_written(void *arg, int rc, const struct sl_err *err)
         sl__asyncq_release(w->ev);
     }
     free(w->record);
+    w->d->settling--;
+    maybe_drained(w->d);
     free(w);
 }
 
@@ -296,6 +326,7 @@ static void settle(struct sl_dispatcher *d, struct sl__aevent *ev, const char *s
         sl__asyncq_release(ev);
         return;
     }
+    d->settling++;
     sl_sink_write_reliable(sink, w->record, strlen(w->record), on_destination_written, w);
 }
 
@@ -477,6 +508,11 @@ int sl_dispatcher_new(struct event_base *base, const struct sl_config *conf,
                                  SL_METRIC_GAUGE, "Age of the oldest queued event.", NULL);
     sl_metrics_on_collect(metrics, collect, d);
 
+    d->buckets = sl_calloc(conf->nfunctions ? conf->nfunctions : 1, sizeof(*d->buckets));
+    for (size_t i = 0; i < conf->nfunctions; i++) {
+        d->buckets[i].tokens = SCALE_BURST;
+        d->buckets[i].at_ms = mono_ms();
+    }
     d->sinks = sl_calloc(conf->nsinks ? conf->nsinks : 1, sizeof(*d->sinks));
     for (size_t i = 0; i < conf->nsinks; i++) {
         rc = sl_sink_new(base, pool, &conf->sinks[i], &d->sinks[i], err);
@@ -519,6 +555,7 @@ void sl_dispatcher_free(struct sl_dispatcher *d)
     for (size_t i = 0; d->sinks && i < d->conf->nsinks; i++)
         sl_sink_free(d->sinks[i]);
     free(d->sinks);
+    free(d->buckets);
     sl__asyncq_close(d->q);
     free(d);
 }
