@@ -951,6 +951,26 @@ fail:
     return err->code ? err->code : SL_ESANDBOX;
 }
 
+struct late_failure {
+    struct pending *inv;
+    char            msg[SL_ERR_MSG_MAX];
+};
+
+static void on_late_failure(evutil_socket_t fd, short what, void *arg)
+{
+    struct late_failure *lf = arg;
+    struct sl_invoke_result r;
+
+    (void)fd, (void)what;
+    memset(&r, 0, sizeof(r));
+    r.request_id = lf->inv->request_id;
+    r.error_type = "Sandbox.Failure";
+    r.error_message = lf->msg;
+    lf->inv->cb(&r, lf->inv->arg);
+    free(lf->inv);
+    free(lf);
+}
+
 int sl_fnpool_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl_invoke_cb cb,
                      void *arg)
 {
@@ -989,15 +1009,15 @@ int sl_fnpool_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl
         sl_err_clear(&err);
         pick = env_start(pool, false, &err);
         if (!pick) {
-            /* the one result, as a failure: the caller hears it once */
-            struct sl_invoke_result r;
-            memset(&r, 0, sizeof(r));
-            r.request_id = inv->request_id;
-            r.error_type = "Sandbox.Failure";
-            r.error_message = err.msg;
+            /* the one result, as a failure, from the loop: never before
+             * this call returns */
+            struct late_failure *lf = sl_calloc(1, sizeof(*lf));
+            struct timeval now = { 0, 0 };
             SL_ERROR(pool->inst, "cannot start an environment: %s", err.msg);
-            cb(&r, arg);
-            free(inv);
+            lf->inv = inv;
+            snprintf(lf->msg, sizeof(lf->msg), "%s", err.msg);
+            if (event_base_once(pool->base, -1, EV_TIMEOUT, on_late_failure, lf, &now) != 0)
+                on_late_failure(-1, 0, lf);
             return 0;
         }
     }
