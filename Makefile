@@ -35,7 +35,7 @@ HANDLER_BINS := $(HANDLER_SRCS:examples/handlers/%.c=$(BUILD)/handlers/%)
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test unit run bench docs clean check-docs
+.PHONY: all deps test unit run bench docs clean check-docs fuzz
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/sluice $(HANDLER_BINS)
@@ -77,6 +77,30 @@ $(BUILD)/handlers/%: examples/handlers/%.c $(BUILD)/obj/runtime/c/sluice_runtime
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -MF $@.d -o $@ $< $(BUILD)/libsluice.a $(LDFLAGS_ALL) $(LIBS_ALL)
+
+# Fuzzing: libFuzzer targets in fuzz/, built with clang into build/fuzz
+# (the library itself instrumented too); `make fuzz` runs each for
+# FUZZ_SECONDS from its seed corpus. Crashes land in build/fuzz/.
+FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(filter-out fuzz/replay.c,$(wildcard fuzz/*.c)))
+FUZZ_SECONDS ?= 30
+
+fuzz:
+	@command -v clang >/dev/null || (echo "fuzz: installing clang"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null)
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/fuzz CC=clang SANITIZE=1 \
+		CFLAGS="-fsanitize=fuzzer-no-link -Wno-unknown-warning-option -Wno-format-nonliteral" $(BUILD)/fuzz/libsluice.a
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		clang $(CSTD) -g -O1 -Iinclude $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined \
+			-o $(BUILD)/fuzz/$$t fuzz/$$t.c $(BUILD)/fuzz/libsluice.a $(LIBS_ALL); \
+		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+		mkdir -p $(BUILD)/fuzz/corpus-$$t; \
+		(cd $(BUILD)/fuzz && ./$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+			corpus-$$t ../../fuzz/corpus/$$t 2>&1 | tail -3); \
+	done
+
+# The same targets replayed over their seed corpus without libFuzzer.
+$(BUILD)/fuzz-replay/%: fuzz/%.c fuzz/replay.c $(BUILD)/libsluice.a $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MF $@.d -o $@ $< fuzz/replay.c $(BUILD)/libsluice.a $(LDFLAGS_ALL) $(LIBS_ALL)
 
 # Debian packages for the build, the tests and the demo; quiet when present.
 deps:

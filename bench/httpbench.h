@@ -415,7 +415,8 @@ static inline pid_t hb_baseline_start(const struct hb_answer *a, int *port)
 {
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t sl = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    /* non-blocking: libevent's listener accepts until EAGAIN */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
     pid_t pid;
 
     if (fd < 0)
