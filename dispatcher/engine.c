@@ -15,6 +15,7 @@
 
 #include "sluice/frame.h"
 #include "sluice/log.h"
+#include "sluice/clock.h"
 #include "sluice/mem.h"
 #include "sluice/poller.h"
 
@@ -57,13 +58,6 @@ struct sl_engine {
 
 static void lane_kick(struct sl__lane *l);
 static void batch_run(struct batch *b);
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int64_t sl_engine_backoff_ms(int attempt)
 {
@@ -175,7 +169,7 @@ static char *envelope(struct sl_source *s, struct sl_record **r, size_t n, const
     }
     iso8601(first, f, sizeof(f));
     iso8601(last, l, sizeof(l));
-    iso8601(wall_ms(), now, sizeof(now));
+    iso8601(sl_wall_ms(), now, sizeof(now));
     env = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:s, s:i, s:s, s:s, s:{s:s, s:s},"
                     " s:{s:s?, s:s?, s:I}, s:o}",
                     "version", "1.0", "timestamp", now, "condition", condition,
@@ -247,7 +241,7 @@ static void dead_letter(struct sl_source *s, struct batch *b, struct sl_record *
     }
     w->envelope = envelope(s, r, n, b ? b->lane->key : "", condition,
                            b ? b->attempts : one->receive_count,
-                           b ? b->first_ms : wall_ms(), b ? b->last_ms : wall_ms(),
+                           b ? b->first_ms : sl_wall_ms(), b ? b->last_ms : sl_wall_ms(),
                            b ? b->etype : "MaxReceiveCountExceeded",
                            b ? b->emsg : "the message was received too many times");
     if (!w->envelope) {
@@ -355,7 +349,7 @@ static void on_result(const struct sl_invoke_result *res, void *arg)
 
     free(b->event);
     b->event = NULL;
-    b->last_ms = wall_ms();
+    b->last_ms = sl_wall_ms();
     if (s->stopping) {
         /* shutting down: not final, so not checkpointed; delivered again */
         account(s, b->r, b->n);
@@ -432,7 +426,7 @@ static void batch_failed(struct batch *b)
     struct sl__lane *l = b->lane;
     struct sl_source *s = l->s;
     const struct sl_source_conf *c = s->conf;
-    int64_t now = wall_ms(), oldest = INT64_MAX;
+    int64_t now = sl_wall_ms(), oldest = INT64_MAX;
 
     s->failed_batches++;
     b->attempts++;
@@ -488,7 +482,7 @@ static void batch_run(struct batch *b)
         return;
     }
     if (!b->first_ms)
-        b->first_ms = wall_ms();
+        b->first_ms = sl_wall_ms();
     req.event = event;
     req.event_len = len;
     rc = sl_dispatch_invoke(s->engine->d, s->fn->name, &req, on_result, b, &t);

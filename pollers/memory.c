@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "sluice/memory_poller.h"
+#include "sluice/clock.h"
 #include "sluice/mem.h"
 
 struct redelivery {
@@ -24,13 +25,6 @@ struct mem {
     size_t npending;
 };
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct sl_record *record(const char *lane, const char *id, const char *json, int64_t ts,
                                 int receives)
 {
@@ -39,7 +33,7 @@ static struct sl_record *record(const char *lane, const char *id, const char *js
     r->id = sl_strdup(id);
     r->json = sl_strdup(json);
     r->len = strlen(json);
-    r->timestamp_ms = ts ? ts : wall_ms();
+    r->timestamp_ms = ts ? ts : sl_wall_ms();
     r->receive_count = receives;
     r->handle = sl_strdup(lane);
     return r;

@@ -25,6 +25,7 @@
 #include "sluice/env.h"
 #include "sluice/frame.h"
 #include "sluice/log.h"
+#include "sluice/clock.h"
 #include "sluice/mem.h"
 
 #define LINE_MAX_LOG   4096    /* a handler's output line is cut past this */
@@ -98,20 +99,6 @@ static struct sl_env *env_start(struct sl_fnpool *pool, bool provisioned, struct
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
-
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void sl_uuid(char buf[37])
 {
@@ -198,7 +185,7 @@ static void finish(struct sl_env *env, bool ok, const char *payload, size_t len,
     struct sl_fnpool *pool = env->pool;
     struct pending *inv = env->inv;
     struct sl_invoke_result r;
-    double now = mono_ms();
+    double now = sl_mono_ms();
     int64_t billed;
 
     if (!inv) {
@@ -420,7 +407,7 @@ static void on_ready(struct sl_env *env, const struct sl_msg *m)
         return;
     }
     event_del(env->ev_timer);
-    env->ready_ms = mono_ms();
+    env->ready_ms = sl_mono_ms();
     env->init_ms = env->ready_ms - env->spawned_ms;
     SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "environment %s ready in %.2f ms%s", env->id,
              env->init_ms, m->restored ? " (restored)" : "");
@@ -440,7 +427,7 @@ static void on_ready(struct sl_env *env, const struct sl_msg *m)
     /* nobody waited for this init: the first invocation will be warm */
     env->init_ms = 0;
     set_state(env, ENV_IDLE);
-    env->idle_ms = mono_ms();
+    env->idle_ms = sl_mono_ms();
 }
 
 static void fork_from_template(struct sl_env *env);
@@ -472,7 +459,7 @@ static void on_message(struct sl_env *env, struct sl_msg *m)
         }
         event_del(env->ev_timer);
         set_state(env, ENV_IDLE);
-        env->idle_ms = mono_ms();
+        env->idle_ms = sl_mono_ms();
         if (m->ok && m->payload.n > SL_PAYLOAD_MAX) {
             snprintf(emsg, sizeof(emsg), "Response payload size (%zu bytes) exceeded maximum "
                      "allowed payload size (%d bytes).", m->payload.n, SL_PAYLOAD_MAX);
@@ -599,7 +586,7 @@ static struct sl_env *env_alloc(struct sl_fnpool *pool, int kind, bool provision
     env->kind = kind;
     env->state = ENV_STARTING;
     env->provisioned = provisioned;
-    env->spawned_ms = mono_ms();
+    env->spawned_ms = sl_mono_ms();
     env->fork_fds[0] = env->fork_fds[1] = env->fork_fds[2] = -1;
     env->proc.pid = -1;
     env->proc.pidfd = env->proc.sock = env->proc.out = env->proc.err = env->proc.setup = -1;
@@ -674,7 +661,7 @@ static void env_send_invoke(struct sl_env *env)
 
     snprintf(arn, sizeof(arn), "arn:aws:lambda:us-east-1:000000000000:function:%s", fn->name);
     m.request_id = env->inv->request_id;
-    m.deadline_ms = wall_ms() + fn->timeout_ms;
+    m.deadline_ms = sl_wall_ms() + fn->timeout_ms;
     m.function_name = fn->name;
     m.function_version = "$LATEST";
     m.memory_mb = fn->memory_mb;
@@ -683,7 +670,7 @@ static void env_send_invoke(struct sl_env *env)
     m.event = env->inv->event;
     m.event_len = env->inv->event_len;
     set_state(env, ENV_BUSY);
-    env->busy_ms = mono_ms();
+    env->busy_ms = sl_mono_ms();
     rc = sl_frame_invoke(&m, &frame, &len);
     if (rc != 0) {
         /* the event itself is too big: the env is fine */
@@ -900,7 +887,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     struct sl_fnpool *pool = arg;
     struct sl_env *env, *next;
-    double now = mono_ms();
+    double now = sl_mono_ms();
 
     (void)fd, (void)what;
     for (env = LIST_FIRST(&pool->envs); env; env = next) {
@@ -913,7 +900,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
             char *frame;
             size_t len;
             SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "environment %s idle: shutting down", env->id);
-            sl_frame_shutdown("spindown", wall_ms() + SHUTDOWN_MS, &frame, &len);
+            sl_frame_shutdown("spindown", sl_wall_ms() + SHUTDOWN_MS, &frame, &len);
             bufferevent_write(env->bev, frame, len);
             free(frame);
             set_state(env, ENV_STOPPING);
@@ -1003,7 +990,7 @@ int sl_fnpool_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl
     inv->client_context = req->client_context;
     inv->cb = cb;
     inv->arg = arg;
-    inv->queued_ms = mono_ms();
+    inv->queued_ms = sl_mono_ms();
 
     if (!pick) {
         sl_err_clear(&err);
