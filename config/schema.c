@@ -2,8 +2,11 @@
  * docs/CONFIGURATION.md are all driven from here; a key that is not in a
  * table does not exist. */
 #include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -246,6 +249,167 @@ static void check_auth(struct sl__load *ld, const struct sl__ckey *k, void *fiel
 }
 
 /* ------------------------------------------------------------------ */
+/* server.async_queue                                                  */
+
+#define QUEUE_FORMS "\"sqlite\" or redis://[:password@]host:port[/db]"
+
+void sl_redis_url_destroy(struct sl_redis_url *u)
+{
+    if (!u)
+        return;
+    free(u->host);
+    free(u->user);
+    if (u->pass) {
+        explicit_bzero(u->pass, strlen(u->pass));
+        free(u->pass);
+    }
+    memset(u, 0, sizeof(*u));
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decoded copy of [p, p+n), or NULL when an escape is broken. */
+static char *pct_decode(const char *p, size_t n)
+{
+    char *out = sl_malloc(n + 1), *o = out;
+
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+
+        if (p[i] != '%') {
+            *o++ = p[i];
+            continue;
+        }
+        hi = i + 2 < n ? hexval((unsigned char)p[i + 1]) : -1;
+        lo = i + 2 < n ? hexval((unsigned char)p[i + 2]) : -1;
+        if (hi < 0 || lo < 0) {
+            free(out);
+            return NULL;
+        }
+        *o++ = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    *o = '\0';
+    return out;
+}
+
+int sl_redis_url_parse(const char *url, struct sl_redis_url *u, char *why, size_t n)
+{
+    char shown[512];
+    const char *p, *end, *at = NULL, *host, *hend, *port = NULL, *what;
+    long v;
+    char *e;
+
+    memset(u, 0, sizeof(*u));
+    u->db = -1;
+    u->port = 6379;
+    sl_log_redact(url ? url : "", shown, sizeof(shown));
+    if (!url || strncasecmp(url, "redis://", 8) != 0) {
+        what = url && strncasecmp(url, "rediss://", 9) == 0 ? "tls (rediss://) is not supported"
+                                                             : "not a redis:// url";
+        goto bad;
+    }
+    p = url + 8;
+    end = p + strcspn(p, "/?#");
+    if (*end == '?' || *end == '#') {
+        what = "query and fragment are not supported";
+        goto bad;
+    }
+    /* the last '@' before the path ends the userinfo: passwords may hold '@' */
+    for (const char *q = p; q < end; q++)
+        if (*q == '@')
+            at = q;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+
+        what = "broken %-escape in the password";
+        if (colon) {
+            if (colon > p && !(u->user = pct_decode(p, (size_t)(colon - p))))
+                goto bad;
+            if (!(u->pass = pct_decode(colon + 1, (size_t)(at - colon - 1))))
+                goto bad;
+        } else if (at > p && !(u->pass = pct_decode(p, (size_t)(at - p)))) {
+            goto bad;
+        }
+        if (u->pass && !u->pass[0]) {
+            free(u->pass);
+            u->pass = NULL;
+        }
+        if (u->user && !u->user[0]) {
+            free(u->user);
+            u->user = NULL;
+        }
+        p = at + 1;
+    }
+    what = "missing or malformed host";
+    if (*p == '[') {
+        host = p + 1;
+        hend = memchr(host, ']', (size_t)(end - host));
+        if (!hend || (hend + 1 < end && hend[1] != ':'))
+            goto bad;
+        if (hend + 1 < end)
+            port = hend + 2;
+    } else {
+        host = p;
+        hend = memchr(p, ':', (size_t)(end - p));
+        if (hend)
+            port = hend + 1;
+        else
+            hend = end;
+    }
+    if (hend == host)
+        goto bad;
+    u->host = sl_strndup(host, (size_t)(hend - host));
+    if (port) {
+        errno = 0;
+        v = strtol(port, &e, 10);
+        what = "port must be a number in 1..65535";
+        if (port == end || e != end || errno || v < 1 || v > 65535 ||
+            !(*port >= '0' && *port <= '9'))
+            goto bad;
+        u->port = (int)v;
+    }
+    if (*end == '/' && end[1]) {
+        errno = 0;
+        v = strtol(end + 1, &e, 10);
+        what = "database must be a number";
+        if (*e || errno || v < 0 || v > INT_MAX || !(end[1] >= '0' && end[1] <= '9'))
+            goto bad;
+        u->db = (int)v;
+    }
+    return 0;
+
+bad:
+    sl_redis_url_destroy(u);
+    snprintf(why, n, "bad queue '%s': %s; want " QUEUE_FORMS, shown, what);
+    return -1;
+}
+
+static void check_async_queue(struct sl__load *ld, const struct sl__ckey *k, void *field,
+                              yaml_node_t *node)
+{
+    const char *s = *(char **)field;
+    struct sl_redis_url u;
+    char why[700];
+
+    (void)k;
+    if (strcmp(s, "sqlite") == 0)
+        return;
+    if (sl_redis_url_parse(s, &u, why, sizeof(why)) != 0)
+        sl__load_error(ld, node, "%s", why);
+    sl_redis_url_destroy(&u);
+}
+
+/* ------------------------------------------------------------------ */
 /* functions.<name>.async                                              */
 
 #define F(field) offsetof(struct sl_async_conf, field)
@@ -483,6 +647,24 @@ static const struct sl__ckey server_keys[] = {
               "(`${SLUICE_TOKEN}: \"*\"`). Clients send `Authorization: Bearer TOKEN`, "
               "or sign with the token as AWS access key id (the AWS CLI). Empty: no "
               "authentication. `/healthz`, `/readyz` and `/metrics` stay open." },
+    { .name = "async_queue", .type = CK_STRING, .def = "sqlite", .off = F(async_queue),
+      .check = check_async_queue,
+      .desc = "Where asynchronous events wait: `sqlite` (`async.db` in `data_dir`, WAL mode) "
+              "or `redis://[:password@]host:port[/db]`, a Redis stream that every instance "
+              "naming the same URL and key shares (consumer group `sluice`). With Redis, the "
+              "202 follows Redis's reply to XADD: durability is Redis's persistence "
+              "(`appendonly`, `appendfsync`). Instances that share a queue must configure "
+              "the same functions." },
+    { .name = "async_queue_key", .type = CK_STRING, .def = "sluice:async",
+      .off = F(async_queue_key),
+      .desc = "Redis queue: the stream key; attempts and next retry time live in hashes "
+              "`<key>:state:<request id>`." },
+    { .name = "async_queue_reclaim_s", .type = CK_DURATION, .def = "60", .unit = SEC, .min = 1,
+      .max = 3600, .off = F(async_queue_reclaim_ms),
+      .desc = "Redis queue: an event that its instance stopped refreshing for this long "
+              "(the instance died or lost Redis) is taken over by another. Live instances "
+              "refresh the events they hold, waiting or running, every "
+              "min(5 s, this / 4), so it need not cover function timeouts or backoff." },
 };
 #undef F
 

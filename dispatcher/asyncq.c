@@ -1,6 +1,7 @@
-/* Durable asynchronous queue on SQLite. One connection, used by one
- * worker at a time (the mutex); WAL with synchronous=FULL so a commit is
- * on disk before the caller answers 202. */
+/* The asynchronous queue: the in-memory index every backend shares, and
+ * the SQLite backend. One connection, used by one worker at a time (the
+ * mutex); WAL with synchronous=FULL so a commit is on disk before the
+ * caller answers 202. The Redis backend is asyncq_redis.c. */
 #include <pthread.h>
 #include <sys/stat.h>
 #include <stdlib.h>
@@ -15,15 +16,12 @@
 
 #define INST "dispatch:async"
 
-TAILQ_HEAD(aevent_list, sl__aevent);
+/* ------------------------------------------------------------------ */
+/* SQLite backend                                                      */
 
-struct sl__asyncq {
+struct sqlq {
     sqlite3            *db;
     pthread_mutex_t     lock;        /* one worker in SQLite at a time */
-    struct sl_pool     *pool;
-    struct aevent_list  events;      /* committed, in arrival order */
-    size_t              depth;
-    bool                closing;
 };
 
 enum job_kind { JOB_PUT, JOB_UPDATE, JOB_DELETE };
@@ -34,7 +32,7 @@ struct job {
     struct sl__aevent *ev;
     int                rc;
     char               errmsg[200];
-    void             (*put_done)(void *arg, int rc, const char *id);
+    struct sl__aput   *put;
     void             (*del_done)(void *arg, int rc);
     void              *arg;
     /* JOB_UPDATE works on a copy: the event may change meanwhile */
@@ -60,7 +58,7 @@ static int exec(sqlite3 *db, const char *sql, char *why, size_t n)
 static void job_work(void *arg)
 {
     struct job *j = arg;
-    struct sl__asyncq *q = j->q;
+    struct sqlq *sq = j->q->ctx;
     static const char *const sql[] = {
         [JOB_PUT] = "INSERT INTO events (id, function, payload, enqueued_ms, attempts, next_ms, "
                     "last_error) VALUES (?1, ?2, ?3, ?4, 0, ?4, '')",
@@ -71,8 +69,8 @@ static void job_work(void *arg)
     sqlite3_stmt *st = NULL;
     int rc;
 
-    pthread_mutex_lock(&q->lock);
-    rc = sqlite3_prepare_v2(q->db, sql[j->kind], -1, &st, NULL);
+    pthread_mutex_lock(&sq->lock);
+    rc = sqlite3_prepare_v2(sq->db, sql[j->kind], -1, &st, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, j->ev->id, -1, SQLITE_STATIC);
         if (j->kind == JOB_PUT) {
@@ -88,31 +86,22 @@ static void job_work(void *arg)
     }
     if (rc != SQLITE_DONE) {
         j->rc = SL_EIO;
-        snprintf(j->errmsg, sizeof(j->errmsg), "%s", sqlite3_errmsg(q->db));
+        snprintf(j->errmsg, sizeof(j->errmsg), "%s", sqlite3_errmsg(sq->db));
     }
     sqlite3_finalize(st);
-    pthread_mutex_unlock(&q->lock);
+    pthread_mutex_unlock(&sq->lock);
 }
 
 /* Loop thread. */
 static void job_done(void *arg)
 {
     struct job *j = arg;
-    struct sl__asyncq *q = j->q;
 
     switch (j->kind) {
     case JOB_PUT:
-        if (j->rc == 0 && !q->closing) {
-            TAILQ_INSERT_TAIL(&q->events, j->ev, link);
-            q->depth++;
-            j->put_done(j->arg, 0, j->ev->id);
-        } else {
-            if (j->rc != 0)
-                SL_ERROR(INST, "cannot store an event: %s", j->errmsg);
-            j->put_done(j->arg, j->rc ? j->rc : SL_ESTOPPED, NULL);
-            free(j->ev->payload);
-            free(j->ev);
-        }
+        if (j->rc != 0)
+            SL_ERROR(INST, "cannot store an event: %s", j->errmsg);
+        sl__asyncq_put_done(j->put, j->rc, true);
         break;
     case JOB_UPDATE:
         if (j->rc != 0)
@@ -132,75 +121,279 @@ static void submit(struct sl__asyncq *q, struct job *j)
     sl_pool_submit(q->pool, job_work, job_done, j);
 }
 
-int sl__asyncq_open(struct event_base *base, struct sl_pool *pool, const char *path,
-                    struct sl__asyncq **out, struct sl_err *err)
+static void sqlite_put(struct sl__asyncq *q, struct sl__aput *p)
 {
-    struct sl__asyncq *q = sl_calloc(1, sizeof(*q));
+    struct job *j = sl_calloc(1, sizeof(*j));
+
+    j->kind = JOB_PUT;
+    j->ev = p->ev;
+    j->put = p;
+    submit(q, j);
+}
+
+static void sqlite_update(struct sl__asyncq *q, struct sl__aevent *ev)
+{
+    struct job *j = sl_calloc(1, sizeof(*j));
+
+    j->kind = JOB_UPDATE;
+    j->ev = ev;
+    j->attempts = ev->attempts;
+    j->next_ms = ev->next_ms;
+    snprintf(j->last_error, sizeof(j->last_error), "%s", ev->last_error);
+    /* the event stays busy until the update is queued: nothing frees it
+     * meanwhile, and a later delete is queued after this update */
+    submit(q, j);
+}
+
+static void sqlite_remove(struct sl__asyncq *q, struct sl__aevent *ev,
+                          void (*done)(void *arg, int rc), void *arg)
+{
+    struct job *j = sl_calloc(1, sizeof(*j));
+
+    j->kind = JOB_DELETE;
+    j->ev = ev;
+    j->del_done = done;
+    j->arg = arg;
+    submit(q, j);
+}
+
+static void sqlite_close(struct sl__asyncq *q)
+{
+    struct sqlq *sq = q->ctx;
+
+    if (!sq)
+        return;
+    if (sq->db)
+        sqlite3_close(sq->db);
+    pthread_mutex_destroy(&sq->lock);
+    free(sq);
+    q->ctx = NULL;
+}
+
+static const struct sl__asyncq_ops sqlite_ops = {
+    .name = "sqlite",
+    .put = sqlite_put,
+    .update = sqlite_update,
+    .remove = sqlite_remove,
+    .close = sqlite_close,
+};
+
+/* Open (or create) the database at `path` and load what it holds. */
+static int sqlite_open(struct sl__asyncq *q, const char *path, struct sl_err *err)
+{
+    struct sqlq *sq = sl_calloc(1, sizeof(*sq));
     sqlite3_stmt *st = NULL;
     char why[256];
     int rc;
 
-    (void)base;
-    pthread_mutex_init(&q->lock, NULL);
-    TAILQ_INIT(&q->events);
-    q->pool = pool;
-    {
-        /* data_dir may not exist yet */
-        char *dir = sl_strdup(path), *slash = strrchr(dir, '/');
-        if (slash) {
-            *slash = '\0';
-            for (char *p = dir + 1; *p; p++)
-                if (*p == '/') {
-                    *p = '\0';
-                    mkdir(dir, 0755);
-                    *p = '/';
-                }
-            mkdir(dir, 0755);
-        }
-        free(dir);
-    }
-    rc = sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+    pthread_mutex_init(&sq->lock, NULL);
+    q->ops = &sqlite_ops;
+    q->ctx = sq;
+    sl__asyncq_mkdirs(path); /* data_dir may not exist yet */
+    rc = sqlite3_open_v2(path, &sq->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                          SQLITE_OPEN_FULLMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        rc = sl_err_set(err, SL_EIO, false, "cannot open the async queue %s: %s", path,
-                        q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(rc));
-        goto fail;
-    }
-    sqlite3_busy_timeout(q->db, 5000);
-    if (exec(q->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                    "CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, function TEXT NOT "
-                    "NULL, payload BLOB NOT NULL, enqueued_ms INTEGER NOT NULL, attempts INTEGER "
-                    "NOT NULL, next_ms INTEGER NOT NULL, last_error TEXT NOT NULL)",
-             why, sizeof(why)) != 0) {
-        rc = sl_err_set(err, SL_EIO, false, "cannot prepare the async queue %s: %s", path, why);
-        goto fail;
-    }
-    rc = sqlite3_prepare_v2(q->db, "SELECT id, function, payload, enqueued_ms, attempts, next_ms, "
-                            "last_error FROM events ORDER BY enqueued_ms, rowid", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return sl_err_set(err, SL_EIO, false, "cannot open the async queue %s: %s", path,
+                          sq->db ? sqlite3_errmsg(sq->db) : sqlite3_errstr(rc));
+    sqlite3_busy_timeout(sq->db, 5000);
+    if (exec(sq->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                     "CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, function TEXT NOT "
+                     "NULL, payload BLOB NOT NULL, enqueued_ms INTEGER NOT NULL, attempts INTEGER "
+                     "NOT NULL, next_ms INTEGER NOT NULL, last_error TEXT NOT NULL)",
+             why, sizeof(why)) != 0)
+        return sl_err_set(err, SL_EIO, false, "cannot prepare the async queue %s: %s", path, why);
+    rc = sqlite3_prepare_v2(sq->db, "SELECT id, function, payload, enqueued_ms, attempts, "
+                            "next_ms, last_error FROM events ORDER BY enqueued_ms, rowid", -1, &st,
+                            NULL);
     while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
-        struct sl__aevent *ev = sl_calloc(1, sizeof(*ev));
-        const void *blob = sqlite3_column_blob(st, 2);
+        const void *blob = sqlite3_column_blob(st, 2); /* before _bytes */
+        size_t len = (size_t)sqlite3_column_bytes(st, 2);
+        struct sl__aevent *ev = sl__aevent_new(q, (const char *)sqlite3_column_text(st, 0),
+                                               (const char *)sqlite3_column_text(st, 1), blob,
+                                               len, sqlite3_column_int64(st, 3));
 
-        snprintf(ev->id, sizeof(ev->id), "%s", (const char *)sqlite3_column_text(st, 0));
-        snprintf(ev->function, sizeof(ev->function), "%s",
-                 (const char *)sqlite3_column_text(st, 1));
-        ev->len = (size_t)sqlite3_column_bytes(st, 2);
-        ev->payload = sl_malloc(ev->len + 1);
-        if (ev->len)
-            memcpy(ev->payload, blob, ev->len);
-        ev->payload[ev->len] = '\0';
-        ev->enqueued_ms = sqlite3_column_int64(st, 3);
         ev->attempts = sqlite3_column_int(st, 4);
         ev->next_ms = sqlite3_column_int64(st, 5);
         snprintf(ev->last_error, sizeof(ev->last_error), "%s",
                  (const char *)sqlite3_column_text(st, 6));
-        ev->q = q;
-        TAILQ_INSERT_TAIL(&q->events, ev, link);
-        q->depth++;
+        sl__asyncq_index(q, ev);
     }
     sqlite3_finalize(st);
     if (q->depth)
         SL_INFO(INST, "resuming %zu queued asynchronous events from %s", q->depth, path);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The index, shared by the backends                                   */
+
+struct sl__aevent *sl__aevent_new(struct sl__asyncq *q, const char *id, const char *fn,
+                                  const char *payload, size_t len, int64_t enqueued_ms)
+{
+    struct sl__aevent *ev = sl_calloc(1, sizeof(*ev));
+
+    snprintf(ev->id, sizeof(ev->id), "%s", id);
+    snprintf(ev->function, sizeof(ev->function), "%s", fn);
+    ev->payload = sl_malloc(len + 1);
+    if (len)
+        memcpy(ev->payload, payload, len);
+    ev->payload[len] = '\0';
+    ev->len = len;
+    ev->enqueued_ms = enqueued_ms;
+    ev->next_ms = enqueued_ms;
+    ev->q = q;
+    return ev;
+}
+
+void sl__aevent_free(struct sl__aevent *ev)
+{
+    if (!ev)
+        return;
+    free(ev->payload);
+    free(ev);
+}
+
+static size_t hash_id(const char *id)
+{
+    size_t h = 14695981039346656037ull;
+
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 1099511628211ull;
+    return h;
+}
+
+static void hash_grow(struct sl__asyncq *q)
+{
+    size_t n = q->nbuckets ? q->nbuckets * 2 : 64;
+    struct sl__aevent **b = sl_calloc(n, sizeof(*b)), *ev;
+
+    for (size_t i = 0; i < q->nbuckets; i++)
+        while ((ev = q->buckets[i])) {
+            size_t h = hash_id(ev->id) & (n - 1);
+            q->buckets[i] = ev->hnext;
+            ev->hnext = b[h];
+            b[h] = ev;
+        }
+    free(q->buckets);
+    q->buckets = b;
+    q->nbuckets = n;
+}
+
+void sl__asyncq_index(struct sl__asyncq *q, struct sl__aevent *ev)
+{
+    struct sl__aevent *after;
+    size_t h;
+
+    /* oldest first; arrivals are nearly in order, so look from the tail */
+    for (after = TAILQ_LAST(&q->events, sl__aevent_list); after;
+         after = TAILQ_PREV(after, sl__aevent_list, link))
+        if (after->enqueued_ms <= ev->enqueued_ms)
+            break;
+    if (after)
+        TAILQ_INSERT_AFTER(&q->events, after, ev, link);
+    else
+        TAILQ_INSERT_HEAD(&q->events, ev, link);
+    if (q->depth + 1 > q->nbuckets)
+        hash_grow(q);
+    h = hash_id(ev->id) & (q->nbuckets - 1);
+    ev->hnext = q->buckets[h];
+    q->buckets[h] = ev;
+    ev->q = q;
+    q->depth++;
+}
+
+struct sl__aevent *sl__asyncq_find(const struct sl__asyncq *q, const char *id)
+{
+    struct sl__aevent *ev;
+
+    if (!q->nbuckets)
+        return NULL;
+    for (ev = q->buckets[hash_id(id) & (q->nbuckets - 1)]; ev; ev = ev->hnext)
+        if (strcmp(ev->id, id) == 0)
+            return ev;
+    return NULL;
+}
+
+static void unindex(struct sl__asyncq *q, struct sl__aevent *ev)
+{
+    struct sl__aevent **pp = &q->buckets[hash_id(ev->id) & (q->nbuckets - 1)];
+
+    while (*pp && *pp != ev)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = ev->hnext;
+    TAILQ_REMOVE(&q->events, ev, link);
+    q->depth--;
+}
+
+void sl__asyncq_arrived(struct sl__asyncq *q)
+{
+    if (q->ready && !q->closing)
+        q->ready(q->ready_arg);
+}
+
+void sl__asyncq_put_done(struct sl__aput *p, int rc, bool index)
+{
+    struct sl__asyncq *q = p->q;
+    struct sl__aevent *ev = p->ev;
+
+    if (rc == 0 && q->closing)
+        rc = SL_ESTOPPED;
+    if (rc == 0) {
+        if (index)
+            sl__asyncq_index(q, ev);
+        p->done(p->arg, 0, ev->id);
+        if (!index)
+            sl__aevent_free(ev);
+    } else {
+        p->done(p->arg, rc, NULL);
+        sl__aevent_free(ev);
+    }
+    free(p);
+}
+
+void sl__asyncq_mkdirs(const char *path)
+{
+    char *dir = sl_strdup(path), *slash = strrchr(dir, '/');
+
+    if (slash) {
+        *slash = '\0';
+        for (char *p = dir + 1; *p; p++)
+            if (*p == '/') {
+                *p = '\0';
+                mkdir(dir, 0755);
+                *p = '/';
+            }
+        mkdir(dir, 0755);
+    }
+    free(dir);
+}
+
+/* ------------------------------------------------------------------ */
+/* The interface                                                       */
+
+int sl__asyncq_open(struct event_base *base, struct sl_pool *pool,
+                    const struct sl_server_conf *conf, void (*ready)(void *arg), void *arg,
+                    struct sl__asyncq **out, struct sl_err *err)
+{
+    struct sl__asyncq *q = sl_calloc(1, sizeof(*q));
+    int rc;
+
+    TAILQ_INIT(&q->events);
+    q->base = base;
+    q->pool = pool;
+    q->ready = ready;
+    q->ready_arg = arg;
+    hash_grow(q);
+    if (!conf->async_queue || strcmp(conf->async_queue, "sqlite") == 0) {
+        char *path = sl_asprintf("%s/async.db", conf->data_dir);
+        rc = sqlite_open(q, path, err);
+        free(path);
+    } else {
+        rc = sl__asyncq_redis_open(q, conf, err);
+    }
+    if (rc != 0)
+        goto fail;
     *out = q;
     return 0;
 
@@ -212,23 +405,15 @@ fail:
 void sl__asyncq_put(struct sl__asyncq *q, const char *fn, const char *payload, size_t len,
                     int64_t now_ms, void (*done)(void *arg, int rc, const char *id), void *arg)
 {
-    struct job *j = sl_calloc(1, sizeof(*j));
-    struct sl__aevent *ev = sl_calloc(1, sizeof(*ev));
+    struct sl__aput *p = sl_calloc(1, sizeof(*p));
+    char id[40];
 
-    sl_uuid(ev->id);
-    snprintf(ev->function, sizeof(ev->function), "%s", fn);
-    ev->payload = sl_malloc(len + 1);
-    memcpy(ev->payload, payload, len);
-    ev->payload[len] = '\0';
-    ev->len = len;
-    ev->enqueued_ms = now_ms;
-    ev->next_ms = now_ms;
-    ev->q = q;
-    j->kind = JOB_PUT;
-    j->ev = ev;
-    j->put_done = done;
-    j->arg = arg;
-    submit(q, j);
+    sl_uuid(id);
+    p->q = q;
+    p->ev = sl__aevent_new(q, id, fn, payload, len, now_ms);
+    p->done = done;
+    p->arg = arg;
+    q->ops->put(q, p);
 }
 
 struct sl__aevent *sl__asyncq_next_due(struct sl__asyncq *q, int64_t now, int64_t *next)
@@ -255,38 +440,19 @@ void sl__asyncq_release(struct sl__aevent *ev)
 
 void sl__asyncq_update(struct sl__asyncq *q, struct sl__aevent *ev)
 {
-    struct job *j = sl_calloc(1, sizeof(*j));
-
-    j->kind = JOB_UPDATE;
-    j->ev = ev;
-    j->attempts = ev->attempts;
-    j->next_ms = ev->next_ms;
-    snprintf(j->last_error, sizeof(j->last_error), "%s", ev->last_error);
-    /* the event stays busy until the update is queued: nothing frees it
-     * meanwhile, and a later delete is queued after this update */
-    submit(q, j);
+    q->ops->update(q, ev);
 }
 
 void sl__asyncq_delete(struct sl__asyncq *q, struct sl__aevent *ev,
                        void (*done)(void *arg, int rc), void *arg)
 {
-    struct job *j = sl_calloc(1, sizeof(*j));
-
-    j->kind = JOB_DELETE;
-    j->ev = ev;
-    j->del_done = done;
-    j->arg = arg;
-    submit(q, j);
+    q->ops->remove(q, ev, done, arg);
 }
 
 void sl__asyncq_forget(struct sl__aevent *ev)
 {
-    struct sl__asyncq *q = ev->q;
-
-    TAILQ_REMOVE(&q->events, ev, link);
-    q->depth--;
-    free(ev->payload);
-    free(ev);
+    unindex(ev->q, ev);
+    sl__aevent_free(ev);
 }
 
 size_t sl__asyncq_depth(const struct sl__asyncq *q)
@@ -308,13 +474,12 @@ void sl__asyncq_close(struct sl__asyncq *q)
     if (!q)
         return;
     q->closing = true;
+    if (q->ops)
+        q->ops->close(q);
     while ((ev = TAILQ_FIRST(&q->events))) {
         TAILQ_REMOVE(&q->events, ev, link);
-        free(ev->payload);
-        free(ev);
+        sl__aevent_free(ev);
     }
-    if (q->db)
-        sqlite3_close(q->db);
-    pthread_mutex_destroy(&q->lock);
+    free(q->buckets);
     free(q);
 }

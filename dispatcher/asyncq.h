@@ -1,6 +1,8 @@
-/* Internal: the durable asynchronous event queue (SQLite, WAL mode). All
- * SQLite calls run on the worker pool; the loop keeps an in-memory index
- * of every queued event and hears about commits through callbacks. */
+/* Internal: the durable asynchronous event queue, with two backends behind
+ * one interface: SQLite in data_dir (asyncq.c, WAL mode, the default) and
+ * a Redis stream that several instances share (asyncq_redis.c). The loop
+ * keeps an in-memory index of the events this instance holds and hears
+ * about stores, updates and deletes through callbacks. */
 #ifndef SLUICE_ASYNCQ_H
 #define SLUICE_ASYNCQ_H
 
@@ -10,6 +12,7 @@
 
 #include <event2/event.h>
 
+#include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/pool.h"
 
@@ -26,17 +29,27 @@ struct sl__aevent {
     int                  throttles;       /* refused by a limit, not counted as attempts */
     char                 last_error[256];
     bool                 busy;            /* running or being settled */
+    int                  bstate;          /* backend's own: Redis reads its state, deletes */
+    char                 ref[48];         /* backend: Redis stream entry id */
     struct sl__asyncq   *q;
     TAILQ_ENTRY(sl__aevent) link;
+    struct sl__aevent   *hnext;           /* in the index's hash by id */
 };
 
-/* Open (or create) the queue at `path` and load what it holds: a restart
- * resumes every event accepted before. Blocking: startup only. */
-int sl__asyncq_open(struct event_base *base, struct sl_pool *pool, const char *path,
+/* Open the queue `conf->async_queue` names ("sqlite": data_dir/async.db;
+ * redis://…: the stream `conf->async_queue_key`). SQLite loads what it
+ * holds, so a restart resumes every event accepted before; Redis connects
+ * and reads in the background. `ready(arg)` runs on the loop whenever
+ * events join the index other than through a put of ours (another
+ * instance's put, a resume, a reclaim); it may be NULL. Blocking: startup
+ * only. */
+int sl__asyncq_open(struct event_base *base, struct sl_pool *pool,
+                    const struct sl_server_conf *conf, void (*ready)(void *arg), void *arg,
                     struct sl__asyncq **out, struct sl_err *err);
 void sl__asyncq_close(struct sl__asyncq *q);
 
-/* Commit a new event; done(arg, 0, id) after the commit, or a code. */
+/* Store a new event; done(arg, 0, id) once it is durable, or a code
+ * (never before put returned). */
 void sl__asyncq_put(struct sl__asyncq *q, const char *fn, const char *payload, size_t len,
                     int64_t now_ms, void (*done)(void *arg, int rc, const char *id), void *arg);
 
@@ -54,7 +67,68 @@ void sl__asyncq_delete(struct sl__asyncq *q, struct sl__aevent *ev,
                        void (*done)(void *arg, int rc), void *arg);
 void sl__asyncq_forget(struct sl__aevent *ev);
 
+/* Events this instance holds (with Redis: not the whole stream). */
 size_t  sl__asyncq_depth(const struct sl__asyncq *q);
 int64_t sl__asyncq_oldest_ms(const struct sl__asyncq *q);
+
+/* ------------------------------------------------------------------ */
+/* Backends: what asyncq.c shares with asyncq_redis.c                  */
+
+struct sl__aput {                         /* one put in flight */
+    struct sl__asyncq   *q;
+    struct sl__aevent   *ev;              /* the new event; owned until put_done */
+    void               (*done)(void *arg, int rc, const char *id);
+    void                *arg;
+};
+
+struct sl__asyncq_ops {
+    const char *name;
+    /* store p->ev; then sl__asyncq_put_done(p, ...) on the loop */
+    void (*put)(struct sl__asyncq *q, struct sl__aput *p);
+    void (*update)(struct sl__asyncq *q, struct sl__aevent *ev);
+    void (*remove)(struct sl__asyncq *q, struct sl__aevent *ev, void (*done)(void *arg, int rc),
+                   void *arg);
+    /* q->closing is set; pending callbacks end now (SL_ESTOPPED) or are
+     * finished; frees q->ctx. The index is freed after. */
+    void (*close)(struct sl__asyncq *q);
+};
+
+TAILQ_HEAD(sl__aevent_list, sl__aevent);
+
+struct sl__asyncq {
+    const struct sl__asyncq_ops *ops;
+    void                  *ctx;           /* the backend's */
+    struct event_base     *base;
+    struct sl_pool        *pool;
+    struct sl__aevent_list events;        /* held, oldest enqueued first */
+    struct sl__aevent    **buckets;       /* hash of `events` by id */
+    size_t                 nbuckets;      /* power of two */
+    size_t                 depth;
+    void                 (*ready)(void *arg);
+    void                  *ready_arg;
+    bool                   closing;
+};
+
+/* A new event (not indexed yet), its payload copied. */
+struct sl__aevent *sl__aevent_new(struct sl__asyncq *q, const char *id, const char *fn,
+                                  const char *payload, size_t len, int64_t enqueued_ms);
+void sl__aevent_free(struct sl__aevent *ev);
+
+/* Add to the index (takes `ev`); look up by request id. */
+void sl__asyncq_index(struct sl__asyncq *q, struct sl__aevent *ev);
+struct sl__aevent *sl__asyncq_find(const struct sl__asyncq *q, const char *id);
+
+/* Events joined the index from elsewhere: tell the dispatcher. */
+void sl__asyncq_arrived(struct sl__asyncq *q);
+
+/* Report a put: `index` keeps the event in the index on success (SQLite);
+ * otherwise it is freed (Redis: it comes back through the reader). Frees p. */
+void sl__asyncq_put_done(struct sl__aput *p, int rc, bool index);
+
+/* mkdir -p of the directory `path` names. */
+void sl__asyncq_mkdirs(const char *path);
+
+int sl__asyncq_redis_open(struct sl__asyncq *q, const struct sl_server_conf *conf,
+                          struct sl_err *err);
 
 #endif

@@ -473,6 +473,15 @@ static void collect(void *arg, struct sl_metrics *m)
     sl_metric_set(d->m_age, NULL, oldest > 0 ? (double)(wall_ms() - oldest) / 1000.0 : 0);
 }
 
+/* Events joined the queue from elsewhere (a shared queue): look now. */
+static void on_queue_ready(void *arg)
+{
+    struct sl_dispatcher *d = arg;
+
+    if (d->scan && !d->draining)
+        schedule_scan(d, 0);
+}
+
 /* ------------------------------------------------------------------ */
 
 int sl_dispatcher_new(struct event_base *base, const struct sl_config *conf,
@@ -480,7 +489,6 @@ int sl_dispatcher_new(struct event_base *base, const struct sl_config *conf,
                       struct sl_dispatcher **out, struct sl_err *err)
 {
     struct sl_dispatcher *d = sl_calloc(1, sizeof(*d));
-    char *path;
     int rc;
 
     d->base = base;
@@ -519,9 +527,7 @@ int sl_dispatcher_new(struct event_base *base, const struct sl_config *conf,
         if (rc != 0)
             goto fail;
     }
-    path = sl_asprintf("%s/async.db", conf->server.data_dir);
-    rc = sl__asyncq_open(base, pool, path, &d->q, err);
-    free(path);
+    rc = sl__asyncq_open(base, pool, &conf->server, on_queue_ready, d, &d->q, err);
     if (rc != 0)
         goto fail;
     d->scan = evtimer_new(base, on_scan, d);
