@@ -390,7 +390,7 @@ int sl_redis_url_parse(const char *url, struct sl_redis_url *u, char *why, size_
 
 bad:
     sl_redis_url_destroy(u);
-    snprintf(why, n, "bad queue '%s': %s; want " QUEUE_FORMS, shown, what);
+    snprintf(why, n, "bad redis url '%s': %s", shown, what);
     return -1;
 }
 
@@ -405,7 +405,7 @@ static void check_async_queue(struct sl__load *ld, const struct sl__ckey *k, voi
     if (strcmp(s, "sqlite") == 0)
         return;
     if (sl_redis_url_parse(s, &u, why, sizeof(why)) != 0)
-        sl__load_error(ld, node, "%s", why);
+        sl__load_error(ld, node, "%s; want " QUEUE_FORMS, why);
     sl_redis_url_destroy(&u);
 }
 

@@ -16,6 +16,7 @@
 #include "sluice/client.h"
 #include "sluice/config.h"
 #include "sluice/dlq.h"
+#include "sluice/err.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 
@@ -47,61 +48,44 @@ static void entries_free(struct entries *e)
 }
 
 /* ------------------------------------------------------------------ */
-/* Redis: parse redis://[:pass@]host:port[/db]                         */
+/* Redis                                                               */
 
 static redisContext *redis_open(const char *url)
 {
-    char host[320] = "127.0.0.1", pass[256] = "", red[512];
-    const char *p = url, *at, *slash;
-    int port = 6379, db = 0;
+    struct sl_redis_url u;
+    char why[SL_ERR_MSG_MAX], red[512];
     redisContext *c;
 
-    if (strncmp(p, "redis://", 8) == 0)
-        p += 8;
-    at = strrchr(p, '@');
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon)
-            snprintf(pass, sizeof(pass), "%.*s", (int)(at - colon - 1), colon + 1);
-        p = at + 1;
-    }
-    slash = strchr(p, '/');
-    {
-        char hp[300];
-        char *colon;
-        snprintf(hp, sizeof(hp), "%.*s", (int)(slash ? (size_t)(slash - p) : strlen(p)), p);
-        colon = strrchr(hp, ':');
-        if (colon) {
-            *colon = '\0';
-            port = atoi(colon + 1);
-        }
-        if (hp[0])
-            snprintf(host, sizeof(host), "%s", hp);
-    }
-    if (slash)
-        db = atoi(slash + 1);
-    c = redisConnect(host, port);
     sl_log_redact(url, red, sizeof(red));
+    if (sl_redis_url_parse(url, &u, why, sizeof(why)) != 0) {
+        fprintf(stderr, "sluice: %s\n", why);
+        sl_redis_url_destroy(&u);
+        return NULL;
+    }
+    c = redisConnect(u.host, u.port);
     if (!c || c->err) {
         fprintf(stderr, "sluice: cannot connect to %s: %s\n", red, c ? c->errstr : "no memory");
         if (c)
             redisFree(c);
-        return NULL;
+        c = NULL;
+        goto out;
     }
-    if (pass[0]) {
-        redisReply *r = redisCommand(c, "AUTH %s", pass);
+    if (u.pass) {
+        redisReply *r = u.user ? redisCommand(c, "AUTH %s %s", u.user, u.pass)
+                               : redisCommand(c, "AUTH %s", u.pass);
         if (!r || r->type == REDIS_REPLY_ERROR) {
             fprintf(stderr, "sluice: %s refused the password\n", red);
             freeReplyObject(r);
             redisFree(c);
-            return NULL;
+            c = NULL;
+            goto out;
         }
         freeReplyObject(r);
     }
-    if (db) {
-        redisReply *r = redisCommand(c, "SELECT %d", db);
-        freeReplyObject(r);
-    }
+    if (u.db >= 0)
+        freeReplyObject(redisCommand(c, "SELECT %d", u.db));
+out:
+    sl_redis_url_destroy(&u);
     return c;
 }
 

@@ -32,171 +32,6 @@
 #define CONNECT_TIMEOUT_MS  5000
 
 /* ------------------------------------------------------------------ */
-/* URL                                                                 */
-
-struct rurl {
-    char *host;        /* without brackets */
-    int   port;
-    char *user;        /* NULL: AUTH <password> */
-    char *pass;        /* NULL: no AUTH */
-    int   db;          /* -1: no SELECT */
-};
-
-static void rurl_free(struct rurl *u)
-{
-    free(u->host);
-    free(u->user);
-    if (u->pass) {
-        explicit_bzero(u->pass, strlen(u->pass));
-        free(u->pass);
-    }
-    memset(u, 0, sizeof(*u));
-}
-
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decoded copy of [p, p+n), or NULL when an escape is broken. */
-static char *pct_decode(const char *p, size_t n)
-{
-    char *out = sl_malloc(n + 1), *o = out;
-
-    for (size_t i = 0; i < n; i++) {
-        int hi, lo;
-
-        if (p[i] != '%') {
-            *o++ = p[i];
-            continue;
-        }
-        hi = i + 2 < n ? hexval((unsigned char)p[i + 1]) : -1;
-        lo = i + 2 < n ? hexval((unsigned char)p[i + 2]) : -1;
-        if (hi < 0 || lo < 0) {
-            free(out);
-            return NULL;
-        }
-        *o++ = (char)(hi * 16 + lo);
-        i += 2;
-    }
-    *o = '\0';
-    return out;
-}
-
-/* redis://[[user]:password@]host[:port][/db]. Error messages carry the
- * redacted URL only. */
-static int rurl_parse(const char *url, struct rurl *u, struct sl_err *err)
-{
-    char shown[512];
-    const char *p, *end, *at, *host, *hend, *port = NULL;
-    long v;
-    char *e;
-
-    memset(u, 0, sizeof(*u));
-    u->db = -1;
-    u->port = 6379;
-    sl_log_redact(url ? url : "", shown, sizeof(shown));
-    if (!url || !url[0])
-        return sl_err_set(err, SL_ECONFIG, false, "bad redis url: empty");
-    if (strncasecmp(url, "rediss://", 9) == 0)
-        return sl_err_set(err, SL_EUNSUPPORTED, false,
-                          "bad redis url '%s': tls (rediss://) is not supported", shown);
-    if (strncasecmp(url, "redis://", 8) != 0)
-        return sl_err_set(err, SL_ECONFIG, false,
-                          "bad redis url '%s': want redis://[:password@]host:port[/db]", shown);
-    p = url + 8;
-    end = p + strcspn(p, "/?#");
-    if (*end == '?' || *end == '#')
-        return sl_err_set(err, SL_ECONFIG, false,
-                          "bad redis url '%s': query and fragment are not supported", shown);
-    /* the last '@' before the path ends the userinfo: passwords may hold '@' */
-    at = NULL;
-    for (const char *q = p; q < end; q++)
-        if (*q == '@')
-            at = q;
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-
-        if (colon) {
-            if (colon > p && !(u->user = pct_decode(p, (size_t)(colon - p))))
-                goto bad_escape;
-            if (!(u->pass = pct_decode(colon + 1, (size_t)(at - colon - 1))))
-                goto bad_escape;
-        } else if (at > p) {
-            /* redis://password@host, as some clients accept */
-            if (!(u->pass = pct_decode(p, (size_t)(at - p))))
-                goto bad_escape;
-        }
-        if (u->pass && !u->pass[0]) {
-            free(u->pass);
-            u->pass = NULL;
-        }
-        if (u->user && !u->user[0]) {
-            free(u->user);
-            u->user = NULL;
-        }
-        p = at + 1;
-    }
-    if (*p == '[') {
-        host = p + 1;
-        hend = memchr(host, ']', (size_t)(end - host));
-        if (!hend)
-            goto bad_host;
-        if (hend + 1 < end) {
-            if (hend[1] != ':')
-                goto bad_host;
-            port = hend + 2;
-        }
-    } else {
-        host = p;
-        hend = memchr(p, ':', (size_t)(end - p));
-        if (hend)
-            port = hend + 1;
-        else
-            hend = end;
-    }
-    if (hend == host)
-        goto bad_host;
-    u->host = sl_strndup(host, (size_t)(hend - host));
-    if (port) {
-        errno = 0;
-        v = strtol(port, &e, 10);
-        if (port == end || e != end || errno || v < 1 || v > 65535) {
-            rurl_free(u);
-            return sl_err_set(err, SL_ECONFIG, false,
-                              "bad redis url '%s': port must be a number in 1..65535", shown);
-        }
-        u->port = (int)v;
-    }
-    if (*end == '/' && end[1]) {
-        errno = 0;
-        v = strtol(end + 1, &e, 10);
-        if (*e || errno || v < 0 || v > INT_MAX || !(end[1] >= '0' && end[1] <= '9')) {
-            rurl_free(u);
-            return sl_err_set(err, SL_ECONFIG, false,
-                              "bad redis url '%s': database must be a number", shown);
-        }
-        u->db = (int)v;
-    }
-    return 0;
-
-bad_escape:
-    rurl_free(u);
-    return sl_err_set(err, SL_ECONFIG, false, "bad redis url '%s': broken %%-escape in userinfo",
-                      shown);
-bad_host:
-    rurl_free(u);
-    return sl_err_set(err, SL_ECONFIG, false, "bad redis url '%s': missing or malformed host",
-                      shown);
-}
-
-/* ------------------------------------------------------------------ */
 /* state                                                               */
 
 enum rstate { R_DOWN, R_RESOLVING, R_CONNECTING, R_READY };
@@ -223,7 +58,7 @@ struct rdns {
 
 struct rctx {
     struct sl_sink     *s;
-    struct rurl         u;
+    struct sl_redis_url u;
     char                where[300];   /* host:port, for messages */
     redisAsyncContext  *ac;
     enum rstate         state;
@@ -244,7 +79,7 @@ static void rctx_free(struct rctx *c)
         event_free(c->retry);
     if (c->conn_timer)
         event_free(c->conn_timer);
-    rurl_free(&c->u);
+    sl_redis_url_destroy(&c->u);
     free(c);
 }
 
@@ -573,16 +408,19 @@ static int redis_open(struct sl_sink *s, struct sl_err *err)
     const struct sl_sink_conf *conf = s->conf;
     struct rctx *c;
     char shown[512];
-    int rc;
 
     if (!conf->key || !conf->key[0])
         return sl_err_set(err, SL_ECONFIG, false, "cannot open %s: redis sink needs a key",
                           s->inst);
     c = sl_calloc(1, sizeof(*c));
-    rc = rurl_parse(conf->url, &c->u, err);
-    if (rc != 0) {
-        free(c);
-        return rc;
+    {
+        char why[SL_ERR_MSG_MAX];
+        if (sl_redis_url_parse(conf->url, &c->u, why, sizeof(why)) != 0) {
+            bool tls = strncmp(conf->url, "rediss://", 9) == 0;
+            sl_redis_url_destroy(&c->u);
+            free(c);
+            return sl_err_set(err, tls ? SL_EUNSUPPORTED : SL_ECONFIG, false, "%s", why);
+        }
     }
     c->s = s;
     if (strchr(c->u.host, ':'))
