@@ -95,6 +95,7 @@ struct sl_fnpool {
 
 static void env_destroy(struct sl_env *env);
 static void env_send_invoke(struct sl_env *env);
+static void drain_output(struct sl_env *env, int fd, struct linebuf *lb);
 static struct sl_env *env_start(struct sl_fnpool *pool, bool provisioned, struct sl_err *err);
 
 /* ------------------------------------------------------------------ */
@@ -192,6 +193,13 @@ static void finish(struct sl_env *env, bool ok, const char *payload, size_t len,
         json_decref(stack);
         return;
     }
+    /* what the handler printed before answering is already in the pipes
+     * (its writes finished before its result was sent): take it now so it
+     * is tagged with this request and lands in its log tail */
+    if (env->proc.out >= 0)
+        drain_output(env, env->proc.out, &env->out);
+    if (env->proc.err >= 0)
+        drain_output(env, env->proc.err, &env->err);
     env->inv = NULL;
     memset(&r, 0, sizeof(r));
     r.request_id = inv->request_id;

@@ -151,7 +151,7 @@ static size_t dead_letters(json_t **out, size_t max)
 Test(engine, batches_respect_size_and_checkpoint_in_order, .init = setup, .fini = teardown,
      .timeout = 60)
 {
-    char id[8];
+    char id[16];
 
     start("    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 4\n"
           "    maximum_batching_window_ms: 50\n", SL_CLASS_STREAM);
@@ -212,7 +212,7 @@ Test(engine, bisect_isolates_the_poison_record, .init = setup, .fini = teardown,
 {
     json_t *dl[8], *recs;
     size_t n;
-    char id[8];
+    char id[16];
 
     start("    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 8\n"
           "    maximum_batching_window_ms: 20\n    maximum_retry_attempts: 4\n"
@@ -302,7 +302,7 @@ Test(engine, lanes_run_in_parallel_but_each_in_order, .init = setup, .fini = tea
     start("    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 1\n"
           "    maximum_batching_window_ms: 0\n", SL_CLASS_STREAM);
     for (int i = 1; i <= 5; i++) {
-        char a[8], b[8];
+        char a[16], b[16];
         snprintf(a, sizeof(a), "a%d", i);
         snprintf(b, sizeof(b), "b%d", i);
         push("pa", a, i == 2 ? "\"fail_times\":1" : NULL);
