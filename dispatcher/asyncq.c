@@ -19,9 +19,17 @@
 /* ------------------------------------------------------------------ */
 /* SQLite backend                                                      */
 
+struct job;
+
+/* Group commit: every submit queues its job here and posts one pool job;
+ * the pool job that runs first takes everything queued by then and
+ * commits it in one transaction. Later pool jobs find less (or nothing).
+ * So one fsync covers all the puts and deletes that arrived meanwhile. */
 struct sqlq {
     sqlite3            *db;
     pthread_mutex_t     lock;        /* one worker in SQLite at a time */
+    pthread_mutex_t     pend_lock;   /* guards pend: never held across SQLite calls */
+    struct job         *pend_head, *pend_tail;
 };
 
 enum job_kind { JOB_PUT, JOB_UPDATE, JOB_DELETE };
@@ -39,6 +47,13 @@ struct job {
     int                attempts;
     int64_t            next_ms;
     char               last_error[256];
+    struct job        *next;         /* in sqlq.pend, then in a flush */
+};
+
+/* One pool job: the jobs it committed, for their callbacks on the loop. */
+struct flush {
+    struct sl__asyncq *q;
+    struct job        *jobs;
 };
 
 static int exec(sqlite3 *db, const char *sql, char *why, size_t n)
@@ -54,11 +69,9 @@ static int exec(sqlite3 *db, const char *sql, char *why, size_t n)
     return 0;
 }
 
-/* Worker thread. */
-static void job_work(void *arg)
+/* Worker thread, sq->lock held: one statement of the open transaction. */
+static void job_run(struct sqlq *sq, struct job *j)
 {
-    struct job *j = arg;
-    struct sqlq *sq = j->q->ctx;
     static const char *const sql[] = {
         [JOB_PUT] = "INSERT INTO events (id, function, payload, enqueued_ms, attempts, next_ms, "
                     "last_error) VALUES (?1, ?2, ?3, ?4, 0, ?4, '')",
@@ -69,7 +82,6 @@ static void job_work(void *arg)
     sqlite3_stmt *st = NULL;
     int rc;
 
-    pthread_mutex_lock(&sq->lock);
     rc = sqlite3_prepare_v2(sq->db, sql[j->kind], -1, &st, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, j->ev->id, -1, SQLITE_STATIC);
@@ -89,14 +101,40 @@ static void job_work(void *arg)
         snprintf(j->errmsg, sizeof(j->errmsg), "%s", sqlite3_errmsg(sq->db));
     }
     sqlite3_finalize(st);
+}
+
+/* Worker thread: commit everything queued so far in one transaction. */
+static void flush_work(void *arg)
+{
+    struct flush *f = arg;
+    struct sqlq *sq = f->q->ctx;
+    char why[200];
+
+    pthread_mutex_lock(&sq->lock);
+    pthread_mutex_lock(&sq->pend_lock);
+    f->jobs = sq->pend_head;
+    sq->pend_head = sq->pend_tail = NULL;
+    pthread_mutex_unlock(&sq->pend_lock);
+    if (f->jobs) {
+        int began = exec(sq->db, "BEGIN IMMEDIATE", why, sizeof(why)) == 0;
+        for (struct job *j = f->jobs; j; j = j->next)
+            job_run(sq, j);
+        if (began && exec(sq->db, "COMMIT", why, sizeof(why)) != 0) {
+            /* nothing of it is durable: every job of the batch failed */
+            char ignored[64];
+            exec(sq->db, "ROLLBACK", ignored, sizeof(ignored));
+            for (struct job *j = f->jobs; j; j = j->next) {
+                j->rc = SL_EIO;
+                snprintf(j->errmsg, sizeof(j->errmsg), "commit failed: %.150s", why);
+            }
+        }
+    }
     pthread_mutex_unlock(&sq->lock);
 }
 
 /* Loop thread. */
-static void job_done(void *arg)
+static void job_done(struct job *j)
 {
-    struct job *j = arg;
-
     switch (j->kind) {
     case JOB_PUT:
         if (j->rc != 0)
@@ -115,10 +153,34 @@ static void job_done(void *arg)
     free(j);
 }
 
+static void flush_done(void *arg)
+{
+    struct flush *f = arg;
+
+    while (f->jobs) {
+        struct job *j = f->jobs;
+        f->jobs = j->next;
+        job_done(j);
+    }
+    free(f);
+}
+
 static void submit(struct sl__asyncq *q, struct job *j)
 {
+    struct sqlq *sq = q->ctx;
+    struct flush *f = sl_calloc(1, sizeof(*f));
+
     j->q = q;
-    sl_pool_submit(q->pool, job_work, job_done, j);
+    j->next = NULL;
+    pthread_mutex_lock(&sq->pend_lock);
+    if (sq->pend_tail)
+        sq->pend_tail->next = j;
+    else
+        sq->pend_head = j;
+    sq->pend_tail = j;
+    pthread_mutex_unlock(&sq->pend_lock);
+    f->q = q;
+    sl_pool_submit(q->pool, flush_work, flush_done, f);
 }
 
 static void sqlite_put(struct sl__asyncq *q, struct sl__aput *p)
@@ -166,6 +228,7 @@ static void sqlite_close(struct sl__asyncq *q)
     if (sq->db)
         sqlite3_close(sq->db);
     pthread_mutex_destroy(&sq->lock);
+    pthread_mutex_destroy(&sq->pend_lock);
     free(sq);
     q->ctx = NULL;
 }
@@ -187,6 +250,7 @@ static int sqlite_open(struct sl__asyncq *q, const char *path, struct sl_err *er
     int rc;
 
     pthread_mutex_init(&sq->lock, NULL);
+    pthread_mutex_init(&sq->pend_lock, NULL);
     q->ops = &sqlite_ops;
     q->ctx = sq;
     sl__asyncq_mkdirs(path); /* data_dir may not exist yet */
