@@ -222,6 +222,45 @@ static inline int hb_make(const char *name)
     return 0;
 }
 
+/* Common to the HTTP benchmarks: build what they need, make a private
+ * temp dir (`dir`, size n), pick a port and write the config of one C echo
+ * function listening there (*yaml, malloc'd). 0, or -1 after a message. */
+static inline int hb_echo_setup(const char *name, char *dir, size_t n, int *port, char **yaml)
+{
+    char handler[PATH_MAX];
+
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (hb_make(name) != 0)
+        return -1;
+    if (!realpath("build/handlers/echo", handler)) {
+        fprintf(stderr, "%s: build/handlers/echo: %s (run `make` first)\n", name,
+                strerror(errno));
+        return -1;
+    }
+    snprintf(dir, n, "/tmp/sluice-bench-%s-XXXXXX", name);
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return -1;
+    }
+    *port = hb_free_port();
+    if (*port <= 0 || asprintf(yaml,
+                               "functions:\n"
+                               "  echo:\n"
+                               "    handler: %s\n"
+                               "    memory_mb: 1769\n"
+                               "    timeout_s: 10\n"
+                               "server:\n"
+                               "  listen: 127.0.0.1:%d\n"
+                               "  data_dir: %s/data\n"
+                               "  shutdown_grace_s: 10\n", handler, *port, dir) < 0) {
+        *yaml = NULL;
+        rm_tree(dir);
+        return -1;
+    }
+    return 0;
+}
+
 /* Writes `yaml` to DIR/NAME.yaml, starts `build/sluice run` on it with
  * stdout and stderr to DIR/sluice.log, and waits (at most `secs`) for
  * GET /healthz to answer 200 on s->port (which the caller put in the

@@ -39,7 +39,7 @@ int main(void)
     struct hb_wrk warm, sw, bw;
     struct hb_codes c0, cw, c1;
     struct hb_answer ans = { 200, "{}" };
-    char dir[PATH_MAX], handler[PATH_MAX], script[PATH_MAX + 32];
+    char dir[PATH_MAX], script[PATH_MAX + 32];
     char werr[512], merr[512];
     char *yaml = NULL;
     double werrs, merrs, value, base_value;
@@ -48,32 +48,8 @@ int main(void)
     pid_t bpid = -1;
     int code = 1, bport = 0, stop_rc;
 
-    signal(SIGPIPE, SIG_IGN);
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    if (hb_make(NAME) != 0)
+    if (hb_echo_setup(NAME, dir, sizeof(dir), &s.port, &yaml) != 0)
         return 1;
-    if (!realpath("build/handlers/echo", handler)) {
-        fprintf(stderr, NAME ": build/handlers/echo: %s (run `make` first)\n", strerror(errno));
-        return 1;
-    }
-    snprintf(dir, sizeof(dir), "/tmp/sluice-bench-" NAME "-XXXXXX");
-    if (!mkdtemp(dir))
-        return perror("mkdtemp"), 1;
-    s.port = hb_free_port();
-    if (s.port <= 0 ||
-        asprintf(&yaml,
-                 "functions:\n"
-                 "  echo:\n"
-                 "    handler: %s\n"
-                 "    memory_mb: 1769\n"
-                 "    timeout_s: 10\n"
-                 "server:\n"
-                 "  listen: 127.0.0.1:%d\n"
-                 "  data_dir: %s/data\n"
-                 "  shutdown_grace_s: 10\n", handler, s.port, dir) < 0) {
-        yaml = NULL;
-        goto out;
-    }
     if (hb_wrk_script(dir, "invoke", "RequestResponse", script, sizeof(script)) != 0)
         goto out;
 

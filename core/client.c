@@ -68,7 +68,12 @@ int sl_client_invoke(const char *endpoint, const char *fn, const char *payload, 
     conn = evhttp_connection_base_new(r.base, NULL, host, (ev_uint16_t)(port > 0 ? port : 80));
     evhttp_connection_set_timeout(conn, 910);
     req = evhttp_request_new(on_reply, &r);
-    snprintf(path, sizeof(path), "/2015-03-31/functions/%s/invocations", fn);
+    {
+        /* a name with '/', '?' or spaces must not reshape the path */
+        char *enc = evhttp_uriencode(fn, -1, 0);
+        snprintf(path, sizeof(path), "/2015-03-31/functions/%s/invocations", enc ? enc : "");
+        free(enc);
+    }
     evhttp_add_header(evhttp_request_get_output_headers(req), "Host", host);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "application/json");

@@ -21,6 +21,7 @@
 
 #include <event2/buffer.h>
 
+#include "harness.h"
 #include "sluice/config.h"
 #include "sluice/dispatch.h"
 #include "sluice/env.h"
@@ -138,18 +139,10 @@ static void start(const char *tmpl)
 /* Lines of a JSON-lines file, parsed; NULL entries for bad lines. */
 static size_t read_records(const char *name, json_t **out, size_t max)
 {
-    char path[512], *line = NULL;
-    size_t cap = 0, n = 0;
-    FILE *f;
+    char path[512];
 
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    if (!(f = fopen(path, "r")))
-        return 0;
-    while (getline(&line, &cap, f) > 0 && n < max)
-        out[n++] = json_loads(line, 0, NULL);
-    free(line);
-    fclose(f);
-    return n;
+    return th_read_jsonl(path, out, max);
 }
 
 static size_t count_records(const char *name)
@@ -173,14 +166,6 @@ static void pump_until_records(const char *name, size_t want, int timeout_ms)
     }
 }
 
-static void pump(int ms)
-{
-    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
-}
-
 struct accepted {
     int  done, rc;
     char id[40];
@@ -202,7 +187,7 @@ static void enqueue(const char *fn, const char *payload, struct accepted *a)
     memset(a, 0, sizeof(*a));
     cr_assert_eq(sl_dispatch_enqueue(disp, fn, payload, strlen(payload), on_accept, a), 0);
     while (!a->done && now_ms() < end)
-        pump(5);
+        th_pump(base, 5);
     cr_assert(a->done, "the event was never committed");
     cr_assert_eq(a->rc, 0);
 }
@@ -242,7 +227,7 @@ Test(async, failing_event_is_retried_then_dead_lettered_once, .init = setup, .fi
           "sinks:\n  dlq: { type: file, path: @DIR@/dlq.jsonl }\n");
     enqueue("fail", "{\"order\":7}", &a);
     pump_until_records("dlq.jsonl", 1, 20000);
-    pump(300); /* nothing more may arrive */
+    th_pump(base, 300); /* nothing more may arrive */
     n = read_records("dlq.jsonl", recs, 8);
     cr_assert_eq(n, 1, "%zu destination records", n);
     rc = json_object_get(recs[0], "requestContext");
@@ -276,7 +261,7 @@ Test(async, event_that_succeeds_on_a_retry_goes_to_on_success, .init = setup,
           " on_success: ok, on_failure: dlq }\n" SINKS);
     enqueue("flaky", "{\"key\":\"k1\",\"fail_times\":2}", &a);
     pump_until_records("ok.jsonl", 1, 20000);
-    pump(200);
+    th_pump(base, 200);
     n = read_records("ok.jsonl", recs, 8);
     cr_assert_eq(n, 1);
     cr_expect_eq(count_records("dlq.jsonl"), 0);
@@ -357,49 +342,13 @@ Test(async, unknown_function_is_refused, .init = setup, .fini = teardown)
 /* ------------------------------------------------------------------ */
 /* A SIGKILLed sluice resumes its queue                                */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-
-    bind(fd, (struct sockaddr *)&a, sizeof(a));
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static pid_t run_sluice(const char *cfg, const char *log)
-{
-    pid_t pid = fork();
-
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        char exe[1200];
-        dup2(fd, 2);
-        snprintf(exe, sizeof(exe), "%s/build/sluice", root);
-        execl(exe, "sluice", "run", cfg, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
-static bool healthy(int port)
-{
-    char cmd[200];
-
-    snprintf(cmd, sizeof(cmd), "curl -sf -o /dev/null http://127.0.0.1:%d/healthz", port);
-    return system(cmd) == 0;
-}
-
 Test(async, accepted_events_survive_sigkill, .init = setup, .fini = teardown, .timeout = 180)
 {
     enum { N = 1000 };
     char cfg[600], tmpl[2048], yaml[4096], curlcfg[600], ids_path[600], log[600], cmd[1400];
     static char ids[N][40];
     static json_t *recs[4 * N];
-    int port = free_port(), nids = 0, missing = 0;
+    int port = th_free_port(), nids = 0, missing = 0;
     size_t nrec;
     pid_t pid;
     FILE *f;
@@ -419,11 +368,11 @@ Test(async, accepted_events_survive_sigkill, .init = setup, .fini = teardown, .t
     fclose(f);
     snprintf(log, sizeof(log), "%s/sluice.log", dir);
 
-    pid = run_sluice(cfg, log);
+    pid = th_run_sluice(root, cfg, log);
     end = now_ms() + 20000;
-    while (!healthy(port) && now_ms() < end)
+    while (!th_healthy(port) && now_ms() < end)
         usleep(50000);
-    cr_assert(healthy(port), "sluice did not come up");
+    cr_assert(th_healthy(port), "sluice did not come up");
 
     /* N asynchronous invokes through one curl (keep-alive), each 202 is
      * the promise that the event is on disk */
@@ -459,7 +408,7 @@ Test(async, accepted_events_survive_sigkill, .init = setup, .fini = teardown, .t
     nrec = count_records("ok.jsonl");
     cr_log_info("%zu of %d events done before SIGKILL", nrec, N);
     cr_expect_lt(nrec, (size_t)N, "everything ran before the kill: the test proves nothing");
-    pid = run_sluice(cfg, log);
+    pid = th_run_sluice(root, cfg, log);
 
     end = now_ms() + 120000;
     for (;;) {
@@ -489,7 +438,7 @@ Test(async, dlq_redrive_resubmits_and_removes_only_accepted_entries, .init = set
      .fini = teardown, .timeout = 90)
 {
     char cfg[600], tmpl[2048], yaml[4096], log[600], cmd[2000], path[600], out[4096];
-    int port = free_port();
+    int port = th_free_port();
     json_t *recs[8];
     pid_t pid;
     FILE *f;
@@ -524,11 +473,11 @@ Test(async, dlq_redrive_resubmits_and_removes_only_accepted_entries, .init = set
     cr_expect_eq(count_records("dlq.jsonl"), 2, "entries removed without a redrive");
 
     snprintf(log, sizeof(log), "%s/sluice.log", dir);
-    pid = run_sluice(cfg, log);
+    pid = th_run_sluice(root, cfg, log);
     end = now_ms() + 20000;
-    while (!healthy(port) && now_ms() < end)
+    while (!th_healthy(port) && now_ms() < end)
         usleep(50000);
-    cr_assert(healthy(port));
+    cr_assert(th_healthy(port));
     snprintf(cmd, sizeof(cmd), "'%s/build/sluice' dlq list '%s' dlq 2>/dev/null", root, cfg);
     f = popen(cmd, "r");
     out[fread(out, 1, sizeof(out) - 1, f)] = '\0';

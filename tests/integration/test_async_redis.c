@@ -29,6 +29,7 @@
 #include <event2/buffer.h>
 #include <hiredis/hiredis.h>
 
+#include "harness.h"
 #include "sluice/config.h"
 #include "sluice/dispatch.h"
 #include "sluice/env.h"
@@ -276,18 +277,10 @@ static void start(const char *tmpl)
 
 static size_t read_records(const char *name, json_t **out, size_t max)
 {
-    char path[512], *line = NULL;
-    size_t cap = 0, n = 0;
-    FILE *f;
+    char path[512];
 
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    if (!(f = fopen(path, "r")))
-        return 0;
-    while (getline(&line, &cap, f) > 0 && n < max)
-        out[n++] = json_loads(line, 0, NULL);
-    free(line);
-    fclose(f);
-    return n;
+    return th_read_jsonl(path, out, max);
 }
 
 static size_t count_records(const char *name)
@@ -306,20 +299,12 @@ static const char *request_id(json_t *rec)
                                              "requestId"));
 }
 
-static void pump(int ms)
-{
-    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
-}
-
 static void pump_until_records(const char *name, size_t want, int timeout_ms)
 {
     double end = now_ms() + timeout_ms;
 
     while (count_records(name) < want && now_ms() < end)
-        pump(20);
+        th_pump(base, 20);
 }
 
 struct accepted {
@@ -344,7 +329,7 @@ static int try_enqueue(const char *fn, const char *payload, struct accepted *a, 
     memset(a, 0, sizeof(*a));
     cr_assert_eq(sl_dispatch_enqueue(disp, fn, payload, strlen(payload), on_accept, a), 0);
     while (!a->done && now_ms() < end)
-        pump(5);
+        th_pump(base, 5);
     cr_assert(a->done, "the put neither succeeded nor failed within %d ms", ms);
     return a->rc;
 }
@@ -367,19 +352,6 @@ static char *metrics_text(void)
     s[n] = '\0';
     evbuffer_free(b);
     return s;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-
-    bind(fd, (struct sockaddr *)&a, sizeof(a));
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
 }
 
 #define SINKS "sinks:\n  dlq: { type: file, path: @DIR@/dlq.jsonl }\n" \
@@ -409,7 +381,7 @@ Test(async_redis, events_run_and_leave_the_stream, .init = setup, .fini = teardo
         enqueue("echo", payload, &a[i]);
     }
     pump_until_records("ok.jsonl", N, 20000);
-    pump(300); /* nothing more may arrive */
+    th_pump(base, 300); /* nothing more may arrive */
     n = read_records("ok.jsonl", recs, 64);
     cr_assert_eq(n, N, "%zu destination records for %d events", n, N);
     for (int i = 0; i < N; i++) {
@@ -475,7 +447,7 @@ Test(async_redis, failing_event_is_retried_then_dead_lettered_once, .init = setu
         bool seen = false;
 
         while (!seen && now_ms() < end && count_records("dlq.jsonl") == 0) {
-            pump(5);
+            th_pump(base, 5);
             r = redisCommand(rc, "HGET %s attempts", hkey);
             seen = r && r->type == REDIS_REPLY_STRING && atoi(r->str) >= 1;
             freeReplyObject(r);
@@ -483,7 +455,7 @@ Test(async_redis, failing_event_is_retried_then_dead_lettered_once, .init = setu
         cr_expect(seen, "no attempts recorded in %s", hkey);
     }
     pump_until_records("dlq.jsonl", 1, 20000);
-    pump(500);
+    th_pump(base, 500);
     n = read_records("dlq.jsonl", recs, 8);
     cr_assert_eq(n, 1, "%zu destination records", n);
     ctx = json_object_get(recs[0], "requestContext");
@@ -536,7 +508,7 @@ Test(async_redis, idle_entry_of_a_dead_instance_is_taken_over_with_its_attempts,
           " on_failure: dlq }\n" SINKS);
     pump_until_records("dlq.jsonl", 1, 20000);
     cr_expect_geq(now_ms() - t0, 900, "taken over before it was idle for 1 s");
-    pump(300);
+    th_pump(base, 300);
     cr_assert_eq(read_records("dlq.jsonl", recs, 8), 1);
     ctx = json_object_get(recs[0], "requestContext");
     cr_expect_str_eq(json_string_value(json_object_get(ctx, "requestId")), id);
@@ -589,7 +561,7 @@ static bool phase_ran(int phase)
 Test(async_redis, puts_fail_fast_while_redis_is_down_or_frozen_and_work_once_it_is_back,
      .init = setup, .fini = teardown, .timeout = 120)
 {
-    int port = free_port();
+    int port = th_free_port();
     char data[300];
     struct accepted a;
     redisContext *rc;
@@ -611,7 +583,7 @@ Test(async_redis, puts_fail_fast_while_redis_is_down_or_frozen_and_work_once_it_
     cr_expect_eq(rint_cmd(rc, "EXISTS %s", key), 1, "the stream is not in database 3");
     t = now_ms();
     while (rint_cmd(rc, "XLEN %s", key) > 0 && now_ms() - t < 5000)
-        pump(10); /* the delete lands before the freeze */
+        th_pump(base, 10); /* the delete lands before the freeze */
     cr_expect_eq(rint_cmd(rc, "XLEN %s", key), 0, "the event ran but stays in the stream");
     redisFree(rc);
 
@@ -625,11 +597,11 @@ Test(async_redis, puts_fail_fast_while_redis_is_down_or_frozen_and_work_once_it_
 
     /* gone: puts fail at once (after the frozen put, which may have
      * reached Redis after all, ran and left) */
-    pump(1500);
+    th_pump(base, 1500);
     kill(own_redis, SIGKILL);
     waitpid(own_redis, NULL, 0);
     own_redis = -1;
-    pump(200);
+    th_pump(base, 200);
     t = now_ms();
     rc_put = try_enqueue("echo", "{\"phase\":3}", &a, 5000);
     cr_expect_eq(rc_put, SL_ECONN, "want SL_ECONN while redis is down, got %d", rc_put);
@@ -643,7 +615,7 @@ Test(async_redis, puts_fail_fast_while_redis_is_down_or_frozen_and_work_once_it_
     do {
         rc_put = try_enqueue("echo", "{\"phase\":4}", &a, 8000);
         if (rc_put != 0)
-            pump(200);
+            th_pump(base, 200);
     } while (rc_put != 0 && now_ms() - t < 15000);
     cr_assert_eq(rc_put, 0, "puts still fail 15 s after redis came back");
     {
@@ -651,7 +623,7 @@ Test(async_redis, puts_fail_fast_while_redis_is_down_or_frozen_and_work_once_it_
         bool back = false;
 
         while (!back && now_ms() < stop) {
-            pump(50);
+            th_pump(base, 50);
             back = phase_ran(4);
         }
         cr_expect(back, "the event put after the outage did not run (the reader did not come "
@@ -690,36 +662,13 @@ Test(async_redis, bad_queue_values_are_refused_at_load, .init = setup, .fini = t
 /* ------------------------------------------------------------------ */
 /* sluice processes                                                    */
 
-static pid_t run_sluice(const char *cfg, const char *log)
-{
-    pid_t pid = fork();
-
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        char exe[1200];
-        dup2(fd, 2);
-        snprintf(exe, sizeof(exe), "%s/build/sluice", root);
-        execl(exe, "sluice", "run", cfg, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
-static bool healthy(int port)
-{
-    char cmd[200];
-
-    snprintf(cmd, sizeof(cmd), "curl -sf -o /dev/null http://127.0.0.1:%d/healthz", port);
-    return system(cmd) == 0;
-}
-
 static void wait_healthy(int port)
 {
     double end = now_ms() + 20000;
 
-    while (!healthy(port) && now_ms() < end)
+    while (!th_healthy(port) && now_ms() < end)
         usleep(50000);
-    cr_assert(healthy(port), "sluice on port %d did not come up", port);
+    cr_assert(th_healthy(port), "sluice on port %d did not come up", port);
 }
 
 /* Write a sluice config named `name` (in the test dir) from `tmpl`. */
@@ -812,7 +761,7 @@ Test(async_redis, accepted_events_survive_sigkill, .init = setup, .fini = teardo
     static char ids[N][40];
     static const char *const files[] = { "ok.jsonl" };
     char cfg[600], log[600];
-    int port = free_port(), nids, missing = 0, dups = 0;
+    int port = th_free_port(), nids, missing = 0, dups = 0;
     size_t nrec;
     double end, t;
     pid_t pid;
@@ -830,7 +779,7 @@ Test(async_redis, accepted_events_survive_sigkill, .init = setup, .fini = teardo
     write_config("run.yaml", tmpl, cfg, sizeof(cfg));
     snprintf(log, sizeof(log), "%s/sluice.log", dir);
 
-    pid = run_sluice(cfg, log);
+    pid = th_run_sluice(root, cfg, log);
     wait_healthy(port);
     nids = submit(port, "slow", N, 20, 0, ids);
     cr_assert_eq(nids, N, "only %d of %d events were accepted", nids, N);
@@ -840,7 +789,7 @@ Test(async_redis, accepted_events_survive_sigkill, .init = setup, .fini = teardo
     nrec = count_records("ok.jsonl");
     cr_log_info("%zu of %d events done before SIGKILL", nrec, N);
     cr_expect_lt(nrec, (size_t)N, "everything ran before the kill: the test proves nothing");
-    pid = run_sluice(cfg, log);
+    pid = th_run_sluice(root, cfg, log);
     t = now_ms();
 
     end = now_ms() + 45000;
@@ -867,14 +816,14 @@ Test(async_redis, two_instances_share_a_queue_and_one_takes_over_from_a_dead_one
     static char ids1[N1][40], ids2[N2][40];
     static const char *const both[] = { "ok-a.jsonl", "ok-b.jsonl" };
     char cfg_a[600], cfg_b[600], log_a[600], log_b[600], tmpl[2048];
-    int port_a = free_port(), port_b = free_port(), missing, dups;
+    int port_a = th_free_port(), port_b = th_free_port(), missing, dups;
     size_t before_kill;
     redisContext *rc;
     pid_t a, b;
     double end;
 
     while (port_b == port_a)
-        port_b = free_port();
+        port_b = th_free_port();
     for (int i = 0; i < 2; i++) {
         snprintf(tmpl, sizeof(tmpl),
                  "server: { listen: '127.0.0.1:%d', data_dir: @DIR@/data-%c, " QUEUE ", "
@@ -888,8 +837,8 @@ Test(async_redis, two_instances_share_a_queue_and_one_takes_over_from_a_dead_one
     }
     snprintf(log_a, sizeof(log_a), "%s/sluice-a.log", dir);
     snprintf(log_b, sizeof(log_b), "%s/sluice-b.log", dir);
-    a = run_sluice(cfg_a, log_a);
-    b = run_sluice(cfg_b, log_b);
+    a = th_run_sluice(root, cfg_a, log_a);
+    b = th_run_sluice(root, cfg_b, log_b);
     wait_healthy(port_a);
     wait_healthy(port_b);
 

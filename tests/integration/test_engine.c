@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "harness.h"
 #include "sluice/config.h"
 #include "sluice/dispatch.h"
 #include "sluice/env.h"
@@ -132,18 +133,10 @@ static char *checkpoints(void)
 
 static size_t dead_letters(json_t **out, size_t max)
 {
-    char path[400], *line = NULL;
-    size_t cap = 0, n = 0;
-    FILE *f;
+    char path[400];
 
     snprintf(path, sizeof(path), "%s/dlq.jsonl", dir);
-    if (!(f = fopen(path, "r")))
-        return 0;
-    while (getline(&line, &cap, f) > 0 && n < max)
-        out[n++] = json_loads(line, 0, NULL);
-    free(line);
-    fclose(f);
-    return n;
+    return th_read_jsonl(path, out, max);
 }
 
 /* ------------------------------------------------------------------ */

@@ -1,0 +1,82 @@
+/* Helpers shared by the integration tests that run sluice for real:
+ * ports, a `sluice run` child, health checks, JSON-lines files, the loop. */
+#ifndef SLUICE_TEST_HARNESS_H
+#define SLUICE_TEST_HARNESS_H
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+/* A loopback port nothing listens on right now. */
+static inline int th_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+
+    bind(fd, (struct sockaddr *)&a, sizeof(a));
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+/* `<root>/build/sluice run cfg` as a child, stderr appended to `log`. */
+static inline pid_t th_run_sluice(const char *root, const char *cfg, const char *log)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        char exe[1200];
+        dup2(fd, 2);
+        snprintf(exe, sizeof(exe), "%s/build/sluice", root);
+        execl(exe, "sluice", "run", cfg, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static inline bool th_healthy(int port)
+{
+    char cmd[200];
+
+    snprintf(cmd, sizeof(cmd), "curl -sf -o /dev/null http://127.0.0.1:%d/healthz", port);
+    return system(cmd) == 0;
+}
+
+/* The lines of a JSON-lines file, parsed (NULL for a bad line); the
+ * caller decrefs them. A missing file has none. */
+static inline size_t th_read_jsonl(const char *path, json_t **out, size_t max)
+{
+    char *line = NULL;
+    size_t cap = 0, n = 0;
+    FILE *f = fopen(path, "r");
+
+    if (!f)
+        return 0;
+    while (getline(&line, &cap, f) > 0 && n < max)
+        out[n++] = json_loads(line, 0, NULL);
+    free(line);
+    fclose(f);
+    return n;
+}
+
+/* Run the loop for `ms`. */
+static inline void th_pump(struct event_base *base, int ms)
+{
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+}
+
+#endif
