@@ -126,6 +126,7 @@ static void core_free(void *ctx)
     /* the API first (it stops answering); then the functions, whose last
      * results still reach the dispatcher; then the dispatcher */
     sl_api_free(cc->api);
+    sl_dispatcher_abandon(cc->d); /* the worker pool is already gone */
     sl_functions_free(cc->fns);
     sl_dispatcher_free(cc->d);
     sl_metrics_free(cc->metrics);

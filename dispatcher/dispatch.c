@@ -56,6 +56,7 @@ struct sl_dispatcher {
     size_t                   settling;   /* destination writes not yet confirmed */
     struct bucket           *buckets;    /* scale-up rate, parallel to conf->functions */
     bool                     draining;
+    bool                     abandoned;  /* tearing down: results settle nothing */
     void                   (*drained)(void *);
     void                    *drained_arg;
     struct sl_metric        *m_inv, *m_err, *m_thr, *m_dur, *m_conc, *m_conc_fn, *m_dlq,
@@ -353,6 +354,10 @@ static void on_async_result(const struct sl_invoke_result *r, void *arg)
     d->running--;
     count_result(d, in->fn, r);
     free(in);
+    if (d->abandoned) {
+        sl__asyncq_release(ev);
+        return;
+    }
     if (r->ok) {
         settle(d, ev, a->on_success, "Success", r, false);
     } else if (ev->attempts > a->maximum_retry_attempts) {
@@ -548,6 +553,12 @@ void sl_dispatcher_drain(struct sl_dispatcher *d, void (*done)(void *arg), void 
     if (d->scan)
         event_del(d->scan);
     maybe_drained(d);
+}
+
+void sl_dispatcher_abandon(struct sl_dispatcher *d)
+{
+    if (d)
+        d->abandoned = true;
 }
 
 void sl_dispatcher_free(struct sl_dispatcher *d)

@@ -49,6 +49,16 @@ struct sl_sink *sl_dispatch_sink(struct sl_dispatcher *d, const char *name);
 /* Stop taking work; `done` runs once in-flight invocations finished. */
 void sl_dispatcher_drain(struct sl_dispatcher *d, void (*done)(void *arg), void *arg);
 
+/* From now on a finishing asynchronous invocation only leaves its event in
+ * the queue (to run again after a restart): no update, no destination.
+ * For the last results that arrive while everything is torn down, after
+ * the worker pool is gone. */
+void sl_dispatcher_abandon(struct sl_dispatcher *d);
+
+/* Free after the functions (their last results still arrive here) and
+ * after the worker pool (sl_pool_free runs the queue's and sinks' last
+ * completions, which reach into the dispatcher); the runtime and the
+ * tests free in that order. */
 void sl_dispatcher_free(struct sl_dispatcher *d);
 
 #endif

@@ -181,12 +181,12 @@ static void setup(void)
 
 static void stop_dispatcher(void)
 {
+    sl_functions_free(fns); /* in-flight invocations end (and report) first */
+    fns = NULL;
+    sl_pool_free(pool); /* queued queue and sink work finishes while its owners live */
+    pool = NULL;
     sl_dispatcher_free(disp);
     disp = NULL;
-    sl_pool_free(pool);
-    pool = NULL;
-    sl_functions_free(fns);
-    fns = NULL;
     sl_metrics_free(metrics);
     metrics = NULL;
     sl_config_free(conf);

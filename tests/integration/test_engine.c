@@ -59,10 +59,10 @@ static void teardown(void)
     fns = NULL;
     sl_engine_free(engine);
     engine = NULL;
+    sl_pool_free(pool); /* queued queue and sink work finishes while its owners live */
+    pool = NULL;
     sl_dispatcher_free(disp);
     disp = NULL;
-    sl_pool_free(pool);
-    pool = NULL;
     sl_metrics_free(metrics);
     sl_config_free(conf);
     event_base_free(base);
