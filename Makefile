@@ -23,7 +23,7 @@ CFLAGS_ALL  = $(CSTD) $(WARN) $(OPT) -Iinclude -MMD -MP -DSL_VERSION='"$(VERSION
 LDFLAGS_ALL = $(LDSAN) $(LDFLAGS)
 LIBS_ALL    = $(PKG_LIBS) -lpthread -lm
 
-LIB_SRCS   := $(filter-out core/main.c,$(wildcard core/*.c config/*.c sandbox/*.c dispatcher/*.c sinks/*.c api/*.c pollers/*.c))
+LIB_SRCS   := $(filter-out core/main.c,$(wildcard core/*.c config/*.c sandbox/*.c dispatcher/*.c sinks/*.c api/*.c pollers/*.c pollers/*/*.c))
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 MAIN_OBJ   := $(BUILD)/obj/core/main.o
 UNIT_SRCS  := $(wildcard tests/unit/*.c)

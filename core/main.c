@@ -14,6 +14,8 @@
 #include "sluice/dlq.h"
 #include "sluice/env.h"
 #include "sluice/log.h"
+#include "sluice/mem.h"
+#include "sluice/pollers.h"
 #include "sluice/runtime.h"
 
 #ifndef SL_VERSION
@@ -137,6 +139,83 @@ static const struct sl_component_ops core_ops = {
     .kind = "core", .start = core_start, .stop = core_stop, .free = core_free,
 };
 
+/* The event source mappings: one outcome engine on the core's dispatcher,
+ * one poller per enabled source. Registered after the core, so they stop
+ * first: fetching ends, batches in flight finish and are checkpointed,
+ * then the dispatcher drains. */
+struct sources_comp {
+    struct core_comp    *cc;
+    struct sl_engine    *engine;
+    struct sl_component *c;
+};
+
+static int sources_start(void *ctx, struct sl_err *err)
+{
+    struct sources_comp *sc = ctx;
+    const struct sl_config *conf = sc->cc->rt->conf;
+    int rc;
+
+    rc = sl_engine_new(sc->cc->rt->base, conf, sc->cc->d, sc->cc->metrics, &sc->engine, err);
+    for (size_t i = 0; rc == 0 && i < conf->nsources; i++) {
+        const struct sl_source_conf *sconf = &conf->sources[i];
+        sl_poller_factory make = sl_poller_for(sconf->type);
+        struct sl_source *s = NULL;
+        char inst[96];
+
+        snprintf(inst, sizeof(inst), "source:%s", sconf->name);
+        if (!sconf->enabled) {
+            SL_INFO(inst, "disabled (enabled: false)");
+            continue;
+        }
+        if (!make)
+            return sl_err_set(err, SL_EUNSUPPORTED, false, "source %s: no poller for type %s",
+                              sconf->name, sl_source_type_name(sconf->type));
+        rc = make(sc->engine, sconf, &s, err);
+        if (rc == SL_EUNSUPPORTED) {
+            /* a source type this build leaves out: say so, run the rest */
+            SL_WARN(inst, "not started: %s", err->msg);
+            sl_err_clear(err);
+            rc = 0;
+            continue;
+        }
+        if (rc == 0 && s->ops->start)
+            rc = s->ops->start(s, err);
+        if (rc == 0)
+            SL_INFO(inst, "started (%s -> %s)", sl_source_type_name(sconf->type), sconf->function);
+    }
+    return rc;
+}
+
+static void sources_drained(void *arg)
+{
+    struct sources_comp *sc = arg;
+
+    sl_component_stopped(sc->c);
+}
+
+static void sources_stop(void *ctx, struct sl_component *c)
+{
+    struct sources_comp *sc = ctx;
+
+    sc->c = c;
+    if (sc->engine)
+        sl_engine_stop(sc->engine, sources_drained, sc);
+    else
+        sl_component_stopped(c);
+}
+
+static void sources_free(void *ctx)
+{
+    struct sources_comp *sc = ctx;
+
+    sl_engine_free(sc->engine);
+    free(sc);
+}
+
+static const struct sl_component_ops sources_ops = {
+    .kind = "sources", .start = sources_start, .stop = sources_stop, .free = sources_free,
+};
+
 static int cmd_run(int argc, char **argv)
 {
     struct sl_runtime *rt;
@@ -161,19 +240,15 @@ static int cmd_run(int argc, char **argv)
         return EXIT_FAIL;
     }
     {
-        struct core_comp *cc = calloc(1, sizeof(*cc));
-        if (!cc)
-            abort();
+        struct core_comp *cc = sl_calloc(1, sizeof(*cc));
+        struct sources_comp *sc = sl_calloc(1, sizeof(*sc));
         cc->rt = rt;
+        sc->cc = cc;
         sl_runtime_add(rt, "sluice", &core_ops, cc);
-    }
-    /* Pollers arrive with their own issues; until then say plainly what
-     * is configured but not running. */
-    for (size_t i = 0; i < c->nsources; i++) {
-        char inst[96];
-        snprintf(inst, sizeof(inst), "source:%s", c->sources[i].name);
-        SL_WARN(inst, "not started: this build has no %s poller yet",
-                sl_source_type_name(c->sources[i].type));
+        if (c->nsources > 0)
+            sl_runtime_add(rt, "all", &sources_ops, sc);
+        else
+            free(sc);
     }
     SL_INFO(NULL, "sluice %s running %s: %zu functions, %zu sources, %zu sinks", SL_VERSION,
             argv[1], c->nfunctions, c->nsources, c->nsinks);

@@ -17,6 +17,7 @@
 #include "sluice/log.h"
 #include "sluice/clock.h"
 #include "sluice/mem.h"
+#include "sluice/metrics.h"
 #include "sluice/poller.h"
 
 #define HIGH_WATER   (64u * 1024 * 1024)   /* pause a source above this many pending bytes */
@@ -52,12 +53,37 @@ struct sl_engine {
     struct event_base      *base;
     const struct sl_config *conf;
     struct sl_dispatcher   *d;
+    struct sl_metrics      *metrics;
     struct sl_source      **sources;
     size_t                  nsources;
+    size_t                  inflight;     /* invocations and dead-letter writes */
+    size_t                  fetching;     /* sources that have not reported stopped */
+    bool                    draining;
+    void                  (*drained)(void *arg);
+    void                   *drained_arg;
+    struct sl_metric       *m_records, *m_batches, *m_pending;
 };
 
 static void lane_kick(struct sl__lane *l);
 static void batch_run(struct batch *b);
+
+/* A graceful stop is over once no source fetches and nothing is in flight. */
+static void drain_check(struct sl_engine *e)
+{
+    void (*done)(void *);
+
+    if (!e->draining || e->fetching > 0 || e->inflight > 0 || !e->drained)
+        return;
+    done = e->drained;
+    e->drained = NULL;
+    done(e->drained_arg);
+}
+
+static void inflight_end(struct sl_engine *e)
+{
+    e->inflight--;
+    drain_check(e);
+}
 
 int64_t sl_engine_backoff_ms(int attempt)
 {
@@ -188,6 +214,7 @@ static void on_dlq_written(void *arg, int rc, const struct sl_err *err)
 {
     struct dlq_write *w = arg;
     struct sl_source *s = w->s;
+    struct sl_engine *e = s->engine;
 
     (void)err;
     if (rc == 0) {
@@ -215,6 +242,7 @@ static void on_dlq_written(void *arg, int rc, const struct sl_err *err)
     }
     free(w->envelope);
     free(w);
+    inflight_end(e);
 }
 
 /* Send to on_failure (if any), then checkpoint. */
@@ -235,6 +263,7 @@ static void dead_letter(struct sl_source *s, struct batch *b, struct sl_record *
     w->s = s;
     w->b = b;
     w->one = one;
+    s->engine->inflight++;
     if (!sink) {
         on_dlq_written(w, 0, NULL);
         return;
@@ -339,25 +368,38 @@ static int item_failures(const struct batch *b, const char *payload, size_t len,
 
 static void batch_failed(struct batch *b);
 
+static void on_outcome(struct batch *b, const struct sl_invoke_result *res);
+
 static void on_result(const struct sl_invoke_result *res, void *arg)
 {
     struct batch *b = arg;
     struct sl__lane *l = b->lane;
     struct sl_source *s = l->s;
-    char *failed;
-    int nf;
 
     free(b->event);
     b->event = NULL;
     b->last_ms = sl_wall_ms();
+    s->engine->inflight--;
     if (s->stopping) {
         /* shutting down: not final, so not checkpointed; delivered again */
         account(s, b->r, b->n);
         release_records(s, b->r, b->n);
         l->cur = NULL;
         batch_free(b);
+        drain_check(s->engine);
         return;
     }
+    on_outcome(b, res);
+    drain_check(s->engine);
+}
+
+static void on_outcome(struct batch *b, const struct sl_invoke_result *res)
+{
+    struct sl__lane *l = b->lane;
+    struct sl_source *s = l->s;
+    char *failed;
+    int nf;
+
     if (!res->ok) {
         snprintf(b->etype, sizeof(b->etype), "%s", res->error_type ? res->error_type : "");
         snprintf(b->emsg, sizeof(b->emsg), "%s", res->error_message ? res->error_message : "");
@@ -471,7 +513,7 @@ static void batch_run(struct batch *b)
     char *event;
     int rc;
 
-    if (s->stopping)
+    if (s->stopping || s->engine->draining)
         return; /* left as it is: freed, not checkpointed, at engine_free */
     event = s->ops->event(s, b->r, b->n, &len);
     if (!event) {
@@ -488,6 +530,7 @@ static void batch_run(struct batch *b)
     rc = sl_dispatch_invoke(s->engine->d, s->fn->name, &req, on_result, b, &t);
     if (rc == 0) {
         b->event = event; /* borrowed by the pool until on_result */
+        s->engine->inflight++;
         return;
     }
     free(event);
@@ -535,7 +578,7 @@ static void lane_kick(struct sl__lane *l)
 {
     const struct sl_source_conf *c = l->s->conf;
 
-    if (l->cur || l->n == 0 || l->s->stopping)
+    if (l->cur || l->n == 0 || l->s->stopping || l->s->engine->draining)
         return;
     if ((int64_t)l->n >= c->batch_size || l->bytes >= SL_PAYLOAD_MAX - EVENT_SLACK ||
         c->maximum_batching_window_ms == 0) {
@@ -608,15 +651,52 @@ size_t sl_source_outstanding(const struct sl_source *s)
 
 /* ------------------------------------------------------------------ */
 
+/* Per-source counters as Prometheus series, refreshed at each scrape. */
+static void collect(void *arg, struct sl_metrics *m)
+{
+    struct sl_engine *e = arg;
+    char lv[160];
+
+    (void)m;
+    for (size_t i = 0; i < e->nsources; i++) {
+        const struct sl_source *s = e->sources[i];
+        static const char *const kinds[] = { "received", "succeeded", "retried",
+                                             "dead_lettered", "filtered" };
+        const uint64_t v[] = { s->received, s->succeeded, s->retried, s->dead_lettered,
+                               s->filtered };
+        for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++) {
+            snprintf(lv, sizeof(lv), "%s/%s", s->conf->name, kinds[k]);
+            sl_metric_set(e->m_records, lv, (double)v[k]);
+        }
+        snprintf(lv, sizeof(lv), "%s/failed", s->conf->name);
+        sl_metric_set(e->m_batches, lv, (double)s->failed_batches);
+        sl_metric_set(e->m_pending, s->conf->name, (double)sl_source_outstanding(s));
+    }
+}
+
 int sl_engine_new(struct event_base *base, const struct sl_config *conf, struct sl_dispatcher *d,
-                  struct sl_sink **sinks, struct sl_engine **out, struct sl_err *err)
+                  struct sl_metrics *m, struct sl_engine **out, struct sl_err *err)
 {
     struct sl_engine *e = sl_calloc(1, sizeof(*e));
 
-    (void)sinks, (void)err;
+    (void)err;
     e->base = base;
     e->conf = conf;
     e->d = d;
+    e->metrics = m;
+    if (m) {
+        /* counters kept by the engine, exposed as gauges of their running totals */
+        e->m_records = sl_metrics_family(m, "sluice_source_records", SL_METRIC_GAUGE,
+                                         "Records per source and outcome since start "
+                                         "(label: source/outcome).", "source_outcome");
+        e->m_batches = sl_metrics_family(m, "sluice_source_batches", SL_METRIC_GAUGE,
+                                         "Batches per source that ended in a function error "
+                                         "since start (label: source/failed).", "source_outcome");
+        e->m_pending = sl_metrics_family(m, "sluice_source_outstanding_records", SL_METRIC_GAUGE,
+                                         "Records fetched and not yet final, per source.",
+                                         "source");
+        sl_metrics_on_collect(m, collect, e);
+    }
     *out = e;
     return 0;
 }
@@ -624,6 +704,44 @@ int sl_engine_new(struct event_base *base, const struct sl_config *conf, struct 
 struct event_base *sl__engine_base(struct sl_engine *e)
 {
     return e->base;
+}
+
+struct sl_metrics *sl_engine_metrics(struct sl_engine *e)
+{
+    return e->metrics;
+}
+
+void sl_engine_stop(struct sl_engine *e, void (*done)(void *arg), void *arg)
+{
+    if (e->draining)
+        return;
+    e->draining = true;
+    e->drained = done;
+    e->drained_arg = arg;
+    e->fetching = e->nsources;
+    for (size_t i = 0; i < e->nsources; i++) {
+        struct sl_source *s = e->sources[i];
+        /* nothing new starts; retry timers that fire find the engine draining */
+        for (struct sl__lane *l = s->lanes; l; l = l->next)
+            event_del(l->window);
+        if (s->ops->stop)
+            s->ops->stop(s);
+        else
+            sl_source_stopped(s);
+    }
+    drain_check(e);
+}
+
+void sl_source_stopped(struct sl_source *s)
+{
+    struct sl_engine *e = s->engine;
+
+    if (s->fetch_stopped)
+        return;
+    s->fetch_stopped = true;
+    if (e->fetching > 0)
+        e->fetching--;
+    drain_check(e);
 }
 
 struct sl_source *sl_engine_add_source(struct sl_engine *e, const struct sl_source_conf *conf,

@@ -73,13 +73,33 @@ struct sl_source {
     size_t   pending_bytes;
     bool     paused;
     bool     stopping;
+    bool     fetch_stopped;   /* the poller reported sl_source_stopped() */
     struct sl__lane *lanes;
 };
 
-/* Engine: one per process, on the dispatcher. */
+struct sl_metrics;
+
+/* Engine: one per process, on the dispatcher. `m` may be NULL (no metrics). */
 int sl_engine_new(struct event_base *base, const struct sl_config *conf, struct sl_dispatcher *d,
-                  struct sl_sink **sinks, struct sl_engine **out, struct sl_err *err);
+                  struct sl_metrics *m, struct sl_engine **out, struct sl_err *err);
+
+/* Graceful stop: every source's ops->stop is called and no new batch
+ * starts; batches in flight finish and are checkpointed as usual (the
+ * poller must still accept checkpoint/release until ops->free). `done`
+ * runs once every source reported sl_source_stopped() and nothing is in
+ * flight. Records not yet final stay uncheckpointed: delivered again. */
+void sl_engine_stop(struct sl_engine *e, void (*done)(void *arg), void *arg);
+
+/* Frees every source (ops->free) and the records it still holds, which
+ * are not checkpointed. */
 void sl_engine_free(struct sl_engine *e);
+
+/* The metrics registry, NULL when the engine has none. Pollers add their
+ * own families (lag, depth) with sl_metrics_family / sl_metrics_on_collect. */
+struct sl_metrics *sl_engine_metrics(struct sl_engine *e);
+
+/* The poller reports that, after ops->stop, no fetch is in flight. */
+void sl_source_stopped(struct sl_source *s);
 
 /* Attach a source; `ctx` belongs to the poller. */
 struct sl_source *sl_engine_add_source(struct sl_engine *e, const struct sl_source_conf *conf,

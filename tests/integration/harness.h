@@ -29,7 +29,16 @@ static inline int th_free_port(void)
     return port;
 }
 
-/* `<root>/build/sluice run cfg` as a child, stderr appended to `log`. */
+/* The build directory the tests run from: $BUILD, or "build". Helpers that
+ * build in parallel use their own (make BUILD=build-x; BUILD=build-x tests/run). */
+static inline const char *th_build(void)
+{
+    const char *b = getenv("BUILD");
+    return b && *b ? b : "build";
+}
+
+/* `<root>/$BUILD/sluice run cfg` (BUILD defaults to build) as a child,
+ * stderr appended to `log`. */
 static inline pid_t th_run_sluice(const char *root, const char *cfg, const char *log)
 {
     pid_t pid = fork();
@@ -38,7 +47,7 @@ static inline pid_t th_run_sluice(const char *root, const char *cfg, const char 
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         char exe[1200];
         dup2(fd, 2);
-        snprintf(exe, sizeof(exe), "%s/build/sluice", root);
+        snprintf(exe, sizeof(exe), "%s/%s/sluice", root, th_build());
         execl(exe, "sluice", "run", cfg, (char *)NULL);
         _exit(127);
     }

@@ -1,0 +1,10 @@
+/* Placeholder until the kafka poller lands: says so instead of starting. */
+#include "sluice/pollers.h"
+
+int sl_kafka_source_new(struct sl_engine *e, const struct sl_source_conf *c,
+                        struct sl_source **out, struct sl_err *err)
+{
+    (void)e, (void)out;
+    return sl_err_set(err, SL_EUNSUPPORTED, false, "source %s: this build has no kafka poller yet",
+                      c->name);
+}
