@@ -1,10 +1,13 @@
 #!/usr/bin/python3
 """Batch handler for the outcome engine's tests. Each record is
-{"id": "...", "poison": bool, "fail_times": n, "mode": "partial"|"error"}.
+{"id": "...", "poison": bool, "fail_times": n, "mode": "partial"|"error",
+"sleep_ms": n}.
 A record fails while it is poison or has been seen at most fail_times
 times (counted per process). Failing records are reported through
 batchItemFailures when any of them asks for mode "partial", else the
 whole invocation raises."""
+import time
+
 import sluice_runtime
 
 seen = {}
@@ -13,6 +16,7 @@ seen = {}
 def handler(event, context):
     failing, partial = [], False
     for rec in event.get("Records", []):
+        time.sleep(int(rec.get("sleep_ms", 0)) / 1000.0)
         rid = str(rec.get("id"))
         seen[rid] = seen.get(rid, 0) + 1
         if rec.get("poison") or seen[rid] <= int(rec.get("fail_times", 0)):

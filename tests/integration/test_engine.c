@@ -313,3 +313,43 @@ Test(engine, lanes_run_in_parallel_but_each_in_order, .init = setup, .fini = tea
     }
     cr_expect(ok, "a lane checkpointed out of order: %s", checkpoints());
 }
+
+static int drained;
+
+static void on_drained(void *arg)
+{
+    (void)arg;
+    drained++;
+}
+
+Test(engine, graceful_stop_finishes_the_batch_in_flight_and_starts_no_other, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    double end;
+    struct timeval tick = { 0, 10000 };
+
+    start("    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 2\n"
+          "    maximum_batching_window_ms: 50\n", SL_CLASS_STREAM);
+    push("p0", "1", "\"sleep_ms\":800");
+    push("p0", "2", NULL);
+    push("p0", "3", NULL);
+    push("p0", "4", NULL);
+    /* the first batch (1, 2) is in flight once the environment is up */
+    end = now_ms() + 20000;
+    while (sl_memory_events(src) < 1 && now_ms() < end) {
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+    }
+    cr_assert_eq(sl_memory_events(src), 1);
+    sl_engine_stop(engine, on_drained, NULL);
+    cr_expect_eq(drained, 0, "a batch is still in flight");
+    end = now_ms() + 20000;
+    while (!drained && now_ms() < end) {
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+    }
+    cr_assert_eq(drained, 1, "the stop never completed");
+    cr_expect_str_eq(checkpoints(), "1 2", "the batch in flight is final; 3 and 4 never ran: %s", checkpoints());
+    cr_expect_eq(sl_memory_events(src), 1);
+    cr_expect_eq(sl_source_outstanding(src), 2, "3 and 4 stay for redelivery: %zu", sl_source_outstanding(src));
+}
