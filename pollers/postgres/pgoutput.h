@@ -38,6 +38,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "sluice/err.h"
 
@@ -161,7 +162,54 @@ int pgo_type_alias(struct pgo_decoder *d, uint32_t oid, uint32_t as_oid);
 /* True when values of `oid` (after aliases) are decoded in binary form. */
 bool pgo_type_binary_ok(const struct pgo_decoder *d, uint32_t oid);
 
+/* Use `names` as the key columns of relation `rel_oid` (now and whenever
+ * its Relation message is re-sent), instead of the replica identity flags.
+ * Useful under REPLICA IDENTITY FULL, where the server flags every column
+ * as a key: pass the primary key's columns to get real keys. Copies
+ * `names`. Returns 0. */
+int pgo_set_key_columns(struct pgo_decoder *d, uint32_t rel_oid, const char *const *names,
+                        size_t n);
+
 /* Name of a kind ("INSERT", "STREAM_START", ...), for logs. */
 const char *pgo_kind_name(enum pgo_kind k);
+
+/* ---- internal: shared by pgoutput.c and pgvalues.c, not for callers ---- */
+
+struct pgo__buf {                     /* growable text, always NUL-terminated after use */
+    char  *p;
+    size_t len, cap;
+};
+
+void pgo__buf_grow(struct pgo__buf *b, size_t need);
+
+static inline void pgo__buf_put(struct pgo__buf *b, const void *s, size_t n)
+{
+    if (b->cap - b->len <= n)
+        pgo__buf_grow(b, n + 1);
+    if (n)
+        memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static inline void pgo__buf_ch(struct pgo__buf *b, char c)
+{
+    if (b->cap - b->len <= 1)
+        pgo__buf_grow(b, 2);
+    b->p[b->len++] = c;
+}
+
+/* `oid` after the decoder's aliases (the oid itself when none). */
+uint32_t pgo__resolve(const struct pgo_decoder *d, uint32_t oid);
+
+/* Append the JSON for one column value of type `oid`, sent as text
+ * (binary=false) or in the type's binary form, `n` bytes at `v`. */
+int pgo__value(const struct pgo_decoder *d, struct pgo__buf *b, uint32_t oid, bool binary,
+               const uint8_t *v, size_t n, struct sl_err *err);
+
+/* Append `n` bytes as a JSON string; invalid UTF-8 becomes U+FFFD. */
+void pgo__json_str(struct pgo__buf *b, const char *s, size_t n);
+
+/* True when `oid` is a built-in type pgo__value reads in binary form. */
+bool pgo__builtin_binary_ok(uint32_t oid);
 
 #endif
