@@ -32,13 +32,16 @@ INTEG_SRCS := $(wildcard tests/integration/*.c)
 INTEG_BINS := $(INTEG_SRCS:tests/integration/%.c=$(BUILD)/tests/integration/%)
 HANDLER_SRCS := $(wildcard examples/handlers/*.c)
 HANDLER_BINS := $(HANDLER_SRCS:examples/handlers/%.c=$(BUILD)/handlers/%)
+# C handlers of the integration tests (JSON through jansson)
+TEST_HANDLER_SRCS := $(wildcard tests/handlers/*.c)
+TEST_HANDLER_BINS := $(TEST_HANDLER_SRCS:tests/handlers/%.c=$(BUILD)/test-handlers/%)
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all deps test unit run bench docs clean check-docs fuzz
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/sluice $(HANDLER_BINS)
+all: $(BUILD)/sluice $(HANDLER_BINS) $(TEST_HANDLER_BINS)
 
 # Rebuild everything when the flags change (SANITIZE=1 and back).
 $(BUILD)/.flags: FORCE
@@ -73,6 +76,10 @@ $(BUILD)/obj/runtime/c/sluice_runtime.o: runtime/c/sluice_runtime.c $(BUILD)/.fl
 $(BUILD)/handlers/%: examples/handlers/%.c $(BUILD)/obj/runtime/c/sluice_runtime.o $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Iruntime/c -MF $@.d -o $@ $< $(BUILD)/obj/runtime/c/sluice_runtime.o $(LDFLAGS_ALL) -lmsgpackc
+
+$(BUILD)/test-handlers/%: tests/handlers/%.c $(BUILD)/obj/runtime/c/sluice_runtime.o $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Iruntime/c -MF $@.d -o $@ $< $(BUILD)/obj/runtime/c/sluice_runtime.o $(LDFLAGS_ALL) -lmsgpackc -ljansson
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)

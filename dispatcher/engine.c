@@ -36,6 +36,14 @@ struct batch {
     char             *event;             /* in flight: borrowed by the pool until the result */
     struct event     *timer;             /* retry after backoff */
     struct batch     *after;             /* bisect: the next half waiting (a stack) */
+    bool              dlq;               /* its on_failure write is in flight */
+};
+
+/* A sl_source_drop_lanes() call waiting for lanes with work in flight. */
+struct sl__drop {
+    size_t   lanes;                      /* still busy */
+    void   (*done)(void *arg);
+    void    *arg;
 };
 
 struct sl__lane {
@@ -46,6 +54,7 @@ struct sl__lane {
     struct batch     *cur;               /* running, or waiting to retry */
     struct batch     *rest;              /* bisect: halves waiting, next first */
     struct event     *window;
+    struct sl__drop  *drop;              /* being dropped: finish in-flight work, then go */
     struct sl__lane  *next;
 };
 
@@ -66,6 +75,8 @@ struct sl_engine {
 
 static void lane_kick(struct sl__lane *l);
 static void batch_run(struct batch *b);
+static bool lane_drop_end(struct sl__lane *l);
+static void drop_result(struct batch *b, const struct sl_invoke_result *res);
 
 /* A graceful stop is over once no source fetches and nothing is in flight. */
 static void drain_check(struct sl_engine *e)
@@ -224,7 +235,8 @@ static void on_dlq_written(void *arg, int rc, const struct sl_err *err)
             {
                 struct sl__lane *l = w->b->lane;
                 batch_free(w->b);
-                lane_next(l);
+                if (!lane_drop_end(l))
+                    lane_next(l);
             }
         } else {
             s->dead_lettered++;
@@ -232,10 +244,12 @@ static void on_dlq_written(void *arg, int rc, const struct sl_err *err)
         }
     } else if (w->b) {
         /* sluice is stopping: nothing is checkpointed, the source delivers again */
+        struct sl__lane *l = w->b->lane;
         account(s, w->b->r, w->b->n);
         release_records(s, w->b->r, w->b->n);
-        w->b->lane->cur = NULL;
+        l->cur = NULL;
         batch_free(w->b);
+        lane_drop_end(l);
     } else {
         account(s, &w->one, 1);
         release_records(s, &w->one, 1);
@@ -263,6 +277,8 @@ static void dead_letter(struct sl_source *s, struct batch *b, struct sl_record *
     w->s = s;
     w->b = b;
     w->one = one;
+    if (b)
+        b->dlq = true;
     s->engine->inflight++;
     if (!sink) {
         on_dlq_written(w, 0, NULL);
@@ -389,7 +405,10 @@ static void on_result(const struct sl_invoke_result *res, void *arg)
         drain_check(s->engine);
         return;
     }
-    on_outcome(b, res);
+    if (l->drop)
+        drop_result(b, res);
+    else
+        on_outcome(b, res);
     drain_check(s->engine);
 }
 
@@ -791,6 +810,8 @@ void sl_engine_free(struct sl_engine *e)
                 release_records(s, b->r, b->n);
                 batch_free(b);
             }
+            if (l->drop && --l->drop->lanes == 0)
+                free(l->drop); /* the poller goes too: its callback is moot */
             event_free(l->window);
             free(l);
         }
@@ -800,4 +821,185 @@ void sl_engine_free(struct sl_engine *e)
     }
     free(e->sources);
     free(e);
+}
+
+/* ------------------------------------------------------------------ */
+/* Dropping lanes (a Kafka partition revoked in a rebalance)           */
+
+static void lane_unlink(struct sl__lane *l)
+{
+    struct sl_source *s = l->s;
+
+    for (struct sl__lane **pp = &s->lanes; *pp; pp = &(*pp)->next)
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
+    event_free(l->window);
+    free(l);
+}
+
+/* A dropped lane's last in-flight work ended: the lane goes. Returns
+ * false (nothing done) for a lane that is not being dropped. */
+static bool lane_drop_end(struct sl__lane *l)
+{
+    struct sl__drop *d = l->drop;
+
+    if (!d)
+        return false;
+    l->cur = NULL;
+    lane_unlink(l);
+    if (--d->lanes == 0) {
+        d->done(d->arg);
+        free(d);
+    }
+    return true;
+}
+
+/* The result of a batch whose lane is being dropped: what succeeded is
+ * checkpointed, nothing is retried; the rest is let go, not final. */
+static void drop_result(struct batch *b, const struct sl_invoke_result *res)
+{
+    struct sl__lane *l = b->lane;
+    struct sl_source *s = l->s;
+    size_t ok = 0;
+
+    if (res->ok) {
+        char *failed = sl_calloc(b->n ? b->n : 1, 1);
+        int nf = s->conf->report_batch_item_failures
+                     ? item_failures(b, res->payload, res->payload_len, failed) : 0;
+        if (nf == 0)
+            ok = b->n;
+        else if (nf > 0)
+            while (ok < b->n && !failed[ok])
+                ok++;
+        free(failed);
+    }
+    s->succeeded += ok;
+    checkpoint(s, b->r, ok);
+    account(s, b->r + ok, b->n - ok);
+    release_records(s, b->r + ok, b->n - ok);
+    batch_free(b);
+    lane_drop_end(l);
+}
+
+void sl_source_drop_lanes(struct sl_source *s, const char *prefix, void (*done)(void *arg),
+                          void *arg)
+{
+    struct sl__drop *d = sl_calloc(1, sizeof(*d));
+    size_t plen = strlen(prefix);
+    struct sl__lane *l, *next;
+
+    d->done = done;
+    d->arg = arg;
+    for (l = s->lanes; l; l = next) {
+        next = l->next;
+        if (l->drop || strncmp(l->key, prefix, plen) != 0 ||
+            (l->key[plen] != '\0' && l->key[plen] != '#'))
+            continue;
+        /* records not yet in a batch, and batches waiting, go now */
+        event_del(l->window);
+        while (l->head) {
+            struct sl_record *r = l->head;
+            l->head = r->next;
+            account(s, &r, 1);
+            s->ops->free_record(s, r);
+        }
+        l->tail = NULL;
+        l->n = l->bytes = 0;
+        while (l->rest) {
+            struct batch *b = l->rest;
+            l->rest = b->after;
+            account(s, b->r, b->n);
+            release_records(s, b->r, b->n);
+            batch_free(b);
+        }
+        if (l->cur && !l->cur->event && !l->cur->dlq) {
+            /* waiting for a retry: not in flight */
+            account(s, l->cur->r, l->cur->n);
+            release_records(s, l->cur->r, l->cur->n);
+            batch_free(l->cur);
+            l->cur = NULL;
+        }
+        if (!l->cur) {
+            lane_unlink(l);
+            continue;
+        }
+        /* new records for this key start a new lane */
+        snprintf(l->key, sizeof(l->key), "\x01dropped");
+        l->drop = d;
+        d->lanes++;
+    }
+    if (d->lanes == 0) {
+        free(d);
+        done(arg);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Records the source lost                                             */
+
+struct lost_write {
+    struct sl_source *s;
+    size_t            count;
+    char             *envelope;
+    void            (*done)(void *arg, int rc);
+    void             *arg;
+};
+
+static void on_lost_written(void *arg, int rc, const struct sl_err *err)
+{
+    struct lost_write *w = arg;
+    struct sl_engine *e = w->s->engine;
+
+    (void)err;
+    if (rc == 0)
+        w->s->dead_lettered += w->count;
+    w->done(w->arg, rc);
+    free(w->envelope);
+    free(w);
+    inflight_end(e);
+}
+
+void sl_source_report_lost(struct sl_source *s, const char *lane, const char *first_id,
+                           const char *last_id, size_t count, const char *condition,
+                           const char *message, void (*done)(void *arg, int rc), void *arg)
+{
+    struct sl_sink *sink = s->conf->on_failure ? sl_dispatch_sink(s->engine->d, s->conf->on_failure)
+                                               : NULL;
+    struct lost_write *w = sl_calloc(1, sizeof(*w));
+    char now[64];
+    json_t *env;
+
+    SL_WARN(s->inst, "%zu record(s) from %s to %s in %s lost: %s (%s)%s%s", count, first_id,
+            last_id, lane, condition, message,
+            sink ? "; reporting to " : "; no on_failure destination to report them to",
+            sink ? s->conf->on_failure : "");
+    w->s = s;
+    w->count = count;
+    w->done = done;
+    w->arg = arg;
+    s->engine->inflight++;
+    if (!sink) {
+        on_lost_written(w, 0, NULL);
+        return;
+    }
+    iso8601(sl_wall_ms(), now, sizeof(now));
+    env = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:s, s:i, s:s, s:s, s:{s:s, s:s},"
+                    " s:{s:s, s:s, s:I}, s:[]}",
+                    "version", "1.0", "timestamp", now, "condition", condition,
+                    "source", "name", s->conf->name, "type", sl_source_type_name(s->conf->type),
+                    "lane", lane, "function", s->fn->name, "attempts", 0,
+                    "firstAttempt", now, "lastAttempt", now,
+                    "error", "type", condition, "message", message,
+                    "batchInfo", "firstId", first_id, "lastId", last_id,
+                    "size", (json_int_t)count, "records");
+    w->envelope = env ? json_dumps(env, JSON_COMPACT) : NULL;
+    json_decref(env);
+    if (!w->envelope) {
+        SL_ERROR(s->inst, "cannot encode the lost-records envelope");
+        on_lost_written(w, SL_EINTERNAL, NULL);
+        return;
+    }
+    sl_sink_write_reliable(sink, w->envelope, strlen(w->envelope), on_lost_written, w);
 }

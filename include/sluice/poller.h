@@ -108,6 +108,27 @@ struct sl_source *sl_engine_add_source(struct sl_engine *e, const struct sl_sour
 /* Hand over one record for `lane` (a partition, a key-hash lane, ""). */
 void sl_source_push(struct sl_source *s, const char *lane, struct sl_record *r);
 
+/* Drop the lanes named `prefix` or `prefix#...` (a Kafka partition and its
+ * key-hash lanes), e.g. when a rebalance takes the partition away. Records
+ * not in flight are freed at once, not checkpointed, and batches waiting
+ * to retry are abandoned. A batch in flight (an invocation or its
+ * on_failure write) still ends: what succeeded is checkpointed, nothing is
+ * retried. `done(arg)` runs when no dropped lane has work in flight,
+ * possibly before this returns; records pushed for `prefix` afterwards go
+ * to fresh lanes. */
+void sl_source_drop_lanes(struct sl_source *s, const char *prefix, void (*done)(void *arg),
+                          void *arg);
+
+/* Report records the source can no longer deliver (Kafka: deleted by
+ * retention before they were read, or larger than an invocation payload)
+ * to the source's on_failure destination, as an envelope with their ids
+ * and no payloads; they count as dead-lettered. `done(arg, rc)` runs once
+ * the write is confirmed (rc 0) or given up (sluice stopping); at once
+ * when there is no on_failure destination (logged). */
+void sl_source_report_lost(struct sl_source *s, const char *lane, const char *first_id,
+                           const char *last_id, size_t count, const char *condition,
+                           const char *message, void (*done)(void *arg, int rc), void *arg);
+
 /* Records pushed but not yet final, all lanes. */
 size_t sl_source_outstanding(const struct sl_source *s);
 
