@@ -382,6 +382,32 @@ static int item_failures(const struct batch *b, const char *payload, size_t len,
     return n;
 }
 
+/* Queues: a batchItemFailures entry may carry "visibilityTimeoutSeconds"
+ * (0..43200), the delay before that message is received again (SQS's
+ * ChangeMessageVisibility, chosen by the handler). delay[k] is in ms, or
+ * -1 for the source's visibility timeout. */
+static void item_delays(const struct batch *b, const char *payload, size_t len, int64_t *delay)
+{
+    json_t *j = json_loadb(payload, len, JSON_DECODE_ANY, NULL), *arr, *it;
+    size_t i;
+
+    for (size_t k = 0; k < b->n; k++)
+        delay[k] = -1;
+    arr = json_is_object(j) ? json_object_get(j, "batchItemFailures") : NULL;
+    json_array_foreach(arr, i, it) {
+        json_t *v = json_object_get(it, "visibilityTimeoutSeconds");
+        const char *id = json_string_value(json_object_get(it, "itemIdentifier"));
+
+        if (!id || !json_is_number(v) || json_number_value(v) < 0 ||
+            json_number_value(v) > 43200)
+            continue;
+        for (size_t k = 0; k < b->n; k++)
+            if (strcmp(b->r[k]->id, id) == 0)
+                delay[k] = (int64_t)(json_number_value(v) * 1000);
+    }
+    json_decref(j);
+}
+
 static void batch_failed(struct batch *b);
 
 static void on_outcome(struct batch *b, const struct sl_invoke_result *res);
@@ -449,16 +475,22 @@ static void on_outcome(struct batch *b, const struct sl_invoke_result *res)
     if (s->ops->klass == SL_CLASS_QUEUE) {
         /* ack the others one by one; the failed ones come back */
         struct sl_record **ok = sl_malloc(b->n * sizeof(*ok)), **bad = sl_malloc(b->n * sizeof(*bad));
+        int64_t *delay = sl_malloc(b->n * sizeof(*delay));
         size_t nok = 0, nbad = 0;
+        item_delays(b, res->payload, res->payload_len, delay);
         for (size_t i = 0; i < b->n; i++) {
-            if (failed[i])
-                bad[nbad++] = b->r[i];
-            else
+            if (!failed[i])
                 ok[nok++] = b->r[i];
+            else if (delay[i] < 0)
+                bad[nbad++] = b->r[i];
         }
         s->succeeded += nok;
         checkpoint(s, ok, nok);
+        for (size_t i = 0; i < b->n; i++)
+            if (failed[i] && delay[i] >= 0)
+                requeue(s, &b->r[i], 1, delay[i]); /* the handler chose its delay */
         requeue(s, bad, nbad, s->conf->visibility_timeout_ms);
+        free(delay);
         free(ok);
         free(bad);
         free(failed);

@@ -1,0 +1,201 @@
+/* The Redis queue poller's internals, shared by its files:
+ *
+ *   redis.c   the source: ops, flow control, lanes, checkpoints, metrics
+ *   conn.c    one hiredis async connection on the loop, reconnecting
+ *   stream.c  mode stream: consumer group, XREADGROUP, reclaim script
+ *   list.c    mode list: reliable fetch into leases, reaper script
+ *   record.c  the SQS-shaped record JSON and the filter document
+ *
+ * Both modes look the same to redis.c: a fetch yields messages (id, body,
+ * fields, receive count, timestamps); a checkpoint deletes them; a
+ * release makes them visible again after a delay; a beat extends the lease
+ * of those still held. */
+#ifndef SLUICE_POLLERS_REDIS_INTERNAL_H
+#define SLUICE_POLLERS_REDIS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "sluice/config.h"
+#include "sluice/poller.h"
+
+#define RQ_MSG_MAX        (6 * 1024 * 1024 - 64 * 1024) /* body bytes a message may have */
+#define RQ_BLOCK_MS       1000    /* a blocking read returns at least this often (stop) */
+#define RQ_CMD_TIMEOUT_MS 10000   /* a command unanswered this long: the connection is dead */
+#define RQ_CONNECT_MS     5000
+#define RQ_TICK_MS        100     /* watchdog, reclaim and beat scheduling */
+
+struct rq;
+
+/* ------------------------------------------------------------------ */
+/* conn.c                                                              */
+
+enum rq_cstate { RQ_DOWN, RQ_RESOLVING, RQ_CONNECTING, RQ_READY };
+
+/* Called with the reply, or with NULL when the connection was lost (or
+ * the source is closing: rq->closing). */
+typedef void (*rq_reply_fn)(struct rq *q, redisReply *r, void *priv);
+
+struct rq_conn {
+    struct rq          *q;
+    const char         *name;         /* "command", "reader": for messages */
+    redisAsyncContext  *ac;
+    enum rq_cstate      state;
+    unsigned            attempt;      /* reconnects since the last success */
+    int                 setup_left;   /* setup replies still due before READY */
+    int                 pending;      /* replies due */
+    int64_t             started;      /* connect began (mono ms) */
+    int64_t             progress;     /* last reply, or first send when idle */
+    int64_t             timeout_ms;   /* pending and no reply this long: drop */
+    struct event       *retry;
+    void               *dns;          /* evdns request in flight */
+    char                why[256];     /* why it is down */
+    /* Send the connection's own setup (after AUTH/SELECT); returns how many
+     * replies it awaits through rq_conn_setup_done. */
+    int               (*setup)(struct rq_conn *c);
+    void              (*up)(struct rq_conn *c);
+    void              (*down)(struct rq_conn *c);
+};
+
+void rq_conn_init(struct rq_conn *c, struct rq *q, const char *name, int64_t timeout_ms);
+void rq_conn_start(struct rq_conn *c);
+/* Stop for good: pending callbacks run with NULL now. */
+void rq_conn_close(struct rq_conn *c);
+/* Drop a connection (a bad reply, a stalled server); it reconnects. */
+void rq_conn_drop(struct rq_conn *c, const char *why);
+void rq_conn_watch(struct rq_conn *c, int64_t now);
+bool rq_conn_ready(const struct rq_conn *c);
+/* Sent (0) or not (-1: the connection cannot take commands now; `fn` is
+ * not called). */
+int rq_cmd(struct rq_conn *c, rq_reply_fn fn, void *priv, int argc, const char **argv,
+           const size_t *lens);
+int rq_cmdf(struct rq_conn *c, rq_reply_fn fn, void *priv, const char *fmt, ...);
+/* Setup commands, sent while CONNECTING (pipelined behind AUTH/SELECT). */
+int rq_setup_cmdf(struct rq_conn *c, rq_reply_fn fn, const char *fmt, ...);
+int rq_setup_cmd(struct rq_conn *c, rq_reply_fn fn, void *priv, int argc, const char **argv,
+                 const size_t *lens);
+/* A setup reply arrived (ok or not); the connection is READY after the last. */
+void rq_conn_setup_done(struct rq_conn *c, bool ok, const char *what, const redisReply *r);
+
+/* ------------------------------------------------------------------ */
+/* messages                                                            */
+
+/* One message as a fetch returns it; strings point into the reply. */
+struct rq_msg {
+    const char *id;
+    size_t      idlen;
+    const char *body;
+    size_t      blen;
+    const redisReply *fields;         /* stream: [f, v, f, v...], or NULL */
+    int         skip;                 /* index in fields of the body's field, or -1 */
+    int         receive_count;
+    int64_t     sent_ms;              /* SentTimestamp */
+    int64_t     first_ms;             /* ApproximateFirstReceiveTimestamp */
+};
+
+/* What the poller keeps in sl_record.handle. */
+struct rq_rec {
+    int     lane;
+    int64_t first_ms;
+    bool    done;                     /* checkpointed or released */
+};
+
+/* record.c: the record's part of the event (SQS record JSON), malloc'd. */
+char *rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len);
+/* The filter document: the record JSON with "body" parsed, or left out
+ * when it is not JSON. New reference. */
+json_t *rq_filter_doc(const char *json, size_t len);
+void rq_md5_hex(const void *data, size_t len, char out[33]);
+
+/* ------------------------------------------------------------------ */
+/* modes                                                               */
+
+struct rq_mode {
+    const char *name;
+    /* command connection setup: scripts, group; returns replies awaited */
+    int  (*setup)(struct rq *q, struct rq_conn *c);
+    /* one fetch on the reader connection; rq_fetched() reports */
+    void (*fetch)(struct rq *q, size_t count);
+    /* one reclaim pass on the command connection; rq_fetched() reports */
+    void (*reclaim)(struct rq *q, size_t count);
+    /* delete (ack) ids; `done(q, ok, arg)` when confirmed */
+    void (*ack)(struct rq *q, const char **ids, size_t n, bool cleanup,
+                void (*done)(struct rq *q, bool ok, void *arg), void *arg);
+    /* make ids visible again after delay_ms (-1: the visibility timeout
+     * counted from the receive, as SQS) */
+    void (*release)(struct rq *q, const char **ids, const int64_t *delay_ms,
+                    const int64_t *first_ms, size_t n);
+    /* extend the leases of ids this instance still holds */
+    void (*beat)(struct rq *q, const char **ids, size_t n);
+    /* depth, pending, oldest age into q->g_* */
+    void (*stats)(struct rq *q);
+    /* fetched but handed back at stop: visible again now */
+    void (*handback)(struct rq *q, const char **ids, size_t n);
+};
+
+extern const struct rq_mode rq_stream_mode;
+extern const struct rq_mode rq_list_mode;
+
+/* ------------------------------------------------------------------ */
+/* the source                                                          */
+
+struct rq_ack;
+struct held;
+TAILQ_HEAD(rq_ack_list, rq_ack);
+
+struct rq {
+    struct sl_source   *s;
+    struct sl_engine   *e;
+    struct event_base  *base;
+    const struct sl_source_conf *conf;
+    const struct rq_mode *mode;
+    struct sl_redis_url u;
+    char                where[300];    /* host:port/db, for messages */
+    char                inst[96];
+    char                consumer[256];
+    char                arn[512];
+    char                region[64];
+    struct sl_filter   *filter;
+    bool                filter_body;   /* some pattern reads "body" */
+    struct rq_conn      cmd, rd;
+    void               *dns_base;      /* evdns, for host names */
+    char                sha[8][41];    /* loaded scripts, in the mode's order */
+    int                 sha_next;
+    bool                starting_latest; /* a new group starts at $ */
+    bool                started, stopping, paused, closing, stop_reported;
+    bool                reading, reclaiming, statting, beating;
+    char                cursor[64];    /* reclaim cursor (stream) */
+    /* flow: records held (pushed, not yet freed by the engine) */
+    size_t              held, limit;
+    size_t             *lane_load;
+    size_t              nlanes;
+    char              (*lane_name)[12];
+    struct event       *tick, *kick, *rd_wait;
+    bool                read_wait;     /* the reader pauses after an error */
+    struct held        *held_list;     /* records held, for the lease refresh */
+    int64_t             next_reclaim, next_beat, next_stats; /* mono ms */
+    int64_t             reclaim_every, beat_every;
+    struct rq_ack_list  acks;          /* sent, not yet confirmed */
+    struct rq_ack_list  unsent;        /* waiting for the command connection */
+    /* counters and gauges */
+    uint64_t            n_received, n_deleted, n_redriven, n_released, n_reclaimed;
+    double              g_depth, g_pending, g_oldest_s;
+    struct sl_metric   *m_depth, *m_pending, *m_oldest, *m_msgs;
+};
+
+/* A fetch or reclaim returned messages (NULL/0 on error: `retry_ms` says
+ * when to try again). Called by the modes. */
+void rq_fetched(struct rq *q, bool reclaim, const struct rq_msg *m, size_t n, int64_t retry_ms);
+/* The command connection's setup is complete / lost (for the modes). */
+int64_t rq_mono_ms(void);
+/* Hex of the script's SHA1 from SCRIPT LOAD's reply into q->sha[i]. */
+void rq_script_loaded(struct rq *q, int i, const redisReply *r);
+
+#endif
