@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "schema.h"
+#include "sluice/filter.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 
@@ -409,6 +410,25 @@ static void check_async_queue(struct sl__load *ld, const struct sl__ckey *k, voi
     sl_redis_url_destroy(&u);
 }
 
+/* Patterns are compiled at load time so `sluice lint` rejects what the
+ * pollers would; the message already names the pattern and its path
+ * below filter_criteria, the key path says which source. */
+static void check_filter(struct sl__load *ld, const struct sl__ckey *k, void *field,
+                         yaml_node_t *node)
+{
+    struct sl_filter *f = NULL;
+    char msg[600];
+    const char *m = msg;
+
+    (void)k;
+    if (sl_filter_compile(*(json_t **)field, &f, msg, sizeof(msg)) != 0) {
+        if (strncmp(m, "filter_criteria", 15) == 0)
+            m += m[15] == ':' ? 17 : 15;
+        sl__load_error(ld, node, "%s", m);
+    }
+    sl_filter_free(f);
+}
+
 /* ------------------------------------------------------------------ */
 /* functions.<name>.async                                              */
 
@@ -531,7 +551,9 @@ static const struct sl__ckey source_keys[] = {
       .types = STREAMS, .off = F(parallelization_factor),
       .desc = "Concurrent batches per partition (Kafka) or stream (Postgres), split by key." },
     { .name = "filter_criteria", .type = CK_JSON, .off = F(filter_criteria),
-      .desc = "Event filter patterns (Lambda syntax); a record matching none is skipped." },
+      .check = check_filter,
+      .desc = "Event filter patterns (Lambda syntax, see docs/FILTERING.md), at most 10; "
+              "a record matching none is skipped and counted as filtered." },
     { .name = "on_failure", .type = CK_STRING, .flags = CK_REF_SINK, .off = F(on_failure),
       .check = check_sink_ref,
       .desc = "Sink for records that failed for good (streams) or were redriven (queues)." },
