@@ -161,6 +161,28 @@ static void check_timestamp(struct sl__load *ld, const struct sl__ckey *k, void 
                    "or Unix seconds)", s);
 }
 
+/* Kafka's own rule for topic names: 1..249 of [A-Za-z0-9._-], not "." or "..". */
+static void check_topics(struct sl__load *ld, const struct sl__ckey *k, void *field,
+                         yaml_node_t *node)
+{
+    const struct sl_strlist *l = field;
+
+    (void)k;
+    if (l->n == 0)
+        sl__load_error(ld, node, "at least one topic is needed");
+    for (size_t i = 0; i < l->n; i++) {
+        const char *t = l->v[i];
+        size_t n = strlen(t);
+        bool ok = n > 0 && n <= 249 && strcmp(t, ".") != 0 && strcmp(t, "..") != 0;
+        for (size_t j = 0; ok && j < n; j++)
+            ok = (t[j] >= 'a' && t[j] <= 'z') || (t[j] >= 'A' && t[j] <= 'Z') ||
+                 (t[j] >= '0' && t[j] <= '9') || t[j] == '.' || t[j] == '_' || t[j] == '-';
+        if (!ok)
+            sl__load_error(ld, node, "'%s' is not a Kafka topic name (1-249 of letters, digits, "
+                           "'.', '_', '-')", t);
+    }
+}
+
 static void check_debug(struct sl__load *ld, const struct sl__ckey *k, void *field,
                         yaml_node_t *node)
 {
@@ -561,7 +583,7 @@ static const struct sl__ckey source_keys[] = {
     { .name = "brokers", .type = CK_STRING, .types = KAFKA, .req_types = KAFKA,
       .off = F(brokers), .desc = "Bootstrap servers, `host:port[,host:port…]`." },
     { .name = "topics", .type = CK_STRLIST, .types = KAFKA, .req_types = KAFKA,
-      .off = F(topics), .desc = "Topics to consume." },
+      .off = F(topics), .check = check_topics, .desc = "Topics to consume." },
     { .name = "consumer_group_id", .type = CK_STRING, .types = KAFKA,
       .off = F(consumer_group_id), .desc = "Consumer group; default `sluice-<source name>`." },
     { .name = "kafka", .type = CK_MAP, .types = KAFKA, .off = F(kafka),

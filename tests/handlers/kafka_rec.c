@@ -9,7 +9,8 @@
  * first time this process sees its offset. With $PARTIAL set, failures are
  * reported as batchItemFailures (the first failing record's offset: the
  * records before it are accepted and logged); otherwise the whole
- * invocation fails and nothing is logged. $SLEEP_MS slows each batch. */
+ * invocation fails and nothing is logged. $SLEEP_MS slows each batch;
+ * $FAILS, when set, gets the failing offset of each failed invocation. */
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -112,6 +113,14 @@ static int handle(const char *event, size_t len, const struct slr_context *ctx, 
     }
 done:
     json_decref(ev);
+    if (failed_id[0] && getenv("FAILS")) {
+        /* one line per failed invocation, so tests can see retries happened */
+        FILE *f = fopen(getenv("FAILS"), "a");
+        if (f) {
+            fprintf(f, "%s\n", failed_id);
+            fclose(f);
+        }
+    }
     if (failed_id[0] && !partial) {
         free(log);
         return slr_set_error("RecordFailed", "record at offset %s failed", failed_id);

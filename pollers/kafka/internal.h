@@ -1,0 +1,67 @@
+/* The Kafka poller's pieces: consumer (consumer.c), records and events
+ * (record.c), per-partition offset bookkeeping (offsets.c). Everything
+ * runs on the loop thread; librdkafka's own threads only wake the loop. */
+#ifndef SLUICE_KAFKA_INTERNAL_H
+#define SLUICE_KAFKA_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "sluice/poller.h"
+
+struct sl_filter;
+
+/* One partition this consumer has (or had) assigned. */
+struct kpart {
+    const char *topic;            /* the configured topic's name (borrowed) */
+    int32_t     partition;
+    char        lane[320];        /* "<topic>-<partition>": the engine lane and records key */
+    uint32_t    gen;              /* bumped at each assign and release: stale records are ignored */
+    bool        assigned;
+    bool        revoking;         /* being released: nothing new is pushed */
+    bool        full;             /* paused because too many of its records are outstanding */
+    /* offsets: `pend` is a ring of the offsets pushed (or reported lost)
+     * and not yet final, in increasing order; `done` marks the ones that
+     * finished out of order. The committable position is the first
+     * unfinished offset, else the one after the last record seen. */
+    int64_t    *pend;
+    uint8_t    *done;
+    size_t      head, n, cap;
+    int64_t     next;             /* offset after the last record seen, -1 before any */
+    int64_t     stored;           /* last position handed to librdkafka, -1 none */
+    int64_t     lost_from;        /* an out-of-range reset skipped from here, -1 none */
+    int64_t     last_ts;          /* timestamp of the last checkpointed record (iterator age) */
+    size_t      outstanding;      /* records pushed and not freed by the engine */
+};
+
+/* A record as the engine sees it, plus where it came from. */
+struct krec {
+    struct sl_record r;           /* first: the engine's pointer is ours */
+    struct kpart    *p;
+    uint32_t         gen;
+    int64_t          offset;
+    char             id[24];      /* r.id points here */
+};
+
+/* offsets.c */
+void kp_track(struct kpart *p, int64_t offset);
+void kp_finish(struct kpart *p, int64_t offset);
+int64_t kp_position(const struct kpart *p);
+void kp_reset(struct kpart *p);
+void kp_free(struct kpart *p);
+
+/* record.c: the record's part of the event, malloc'd JSON in *out. */
+char *kr_json(const rd_kafka_message_t *m, size_t *len, int64_t *ts_ms);
+/* The whole SelfManagedKafka event for r[0..n) (one partition). */
+char *kr_event(const char *bootstrap_json, struct sl_record *const *r, size_t n, size_t *len);
+/* True when the record passes `f`: matched against the record's JSON with
+ * "value" replaced by the parsed value, or left out when it is not JSON. */
+bool kr_filter_pass(const struct sl_filter *f, bool parse_value, const char *json, size_t len,
+                    const rd_kafka_message_t *m);
+/* A JSON string literal (quotes included) for `s`, malloc'd. */
+char *kr_json_string(const char *s);
+
+#endif

@@ -1,0 +1,207 @@
+/* Records and events in Lambda's self-managed Kafka shape:
+ *   {"eventSource":"SelfManagedKafka","bootstrapServers":"...",
+ *    "records":{"<topic>-<partition>":[{"topic":..,"partition":..,"offset":..,
+ *      "timestamp":..,"timestampType":"CREATE_TIME","key":"<base64>"|null,
+ *      "value":"<base64>"|null,"headers":[{"<name>":[<signed bytes>]}]}]}}
+ * Each record's JSON is built once, when it is fetched (the librdkafka
+ * message is freed right away, so it pins no fetch buffer); an event is
+ * the concatenation of its records' JSON. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "sluice/clock.h"
+#include "sluice/filter.h"
+#include "sluice/mem.h"
+#include "internal.h"
+
+struct buf {
+    char  *p;
+    size_t n, cap;
+};
+
+static void grow(struct buf *b, size_t more)
+{
+    if (b->n + more <= b->cap)
+        return;
+    b->cap = (b->n + more) * 2;
+    b->p = sl_realloc(b->p, b->cap);
+}
+
+static void put(struct buf *b, const char *s, size_t n)
+{
+    grow(b, n);
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+#define PUTS(b, lit) put((b), (lit), sizeof(lit) - 1)
+
+static void putf_i64(struct buf *b, int64_t v)
+{
+    char t[24];
+    int n = snprintf(t, sizeof(t), "%lld", (long long)v);
+    put(b, t, (size_t)n);
+}
+
+static void put_b64(struct buf *b, const unsigned char *s, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *o;
+    size_t i;
+
+    grow(b, (n + 2) / 3 * 4 + 2);
+    o = b->p + b->n;
+    *o++ = '"';
+    for (i = 0; i + 2 < n; i += 3) {
+        uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = tab[(v >> 6) & 63];
+        *o++ = tab[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0);
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o++ = '"';
+    b->n = (size_t)(o - b->p);
+}
+
+/* A JSON string; invalid UTF-8 bytes become U+FFFD. */
+static void put_str(struct buf *b, const char *s, size_t n)
+{
+    json_t *j = json_stringn_nocheck(s, n);
+    char *t;
+
+    if (!j) {
+        PUTS(b, "\"\"");
+        return;
+    }
+    t = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
+    json_decref(j);
+    if (t) {
+        put(b, t, strlen(t));
+        free(t);
+    } else {
+        PUTS(b, "\"\"");
+    }
+}
+
+char *kr_json_string(const char *s)
+{
+    struct buf b = { 0 };
+
+    put_str(&b, s, strlen(s));
+    put(&b, "", 1);
+    return b.p;
+}
+
+char *kr_json(const rd_kafka_message_t *m, size_t *len, int64_t *ts_ms)
+{
+    struct buf b = { 0 };
+    rd_kafka_timestamp_type_t tt;
+    int64_t ts = rd_kafka_message_timestamp(m, &tt);
+    rd_kafka_headers_t *hdrs = NULL;
+    const char *topic = rd_kafka_topic_name(m->rkt);
+
+    grow(&b, 160 + (m->len + 2) / 3 * 4 + (m->key_len + 2) / 3 * 4);
+    PUTS(&b, "{\"topic\":\"");
+    put(&b, topic, strlen(topic)); /* topic names are [A-Za-z0-9._-] */
+    PUTS(&b, "\",\"partition\":");
+    putf_i64(&b, m->partition);
+    PUTS(&b, ",\"offset\":");
+    putf_i64(&b, m->offset);
+    PUTS(&b, ",\"timestamp\":");
+    putf_i64(&b, ts);
+    if (tt == RD_KAFKA_TIMESTAMP_CREATE_TIME)
+        PUTS(&b, ",\"timestampType\":\"CREATE_TIME\",\"key\":");
+    else if (tt == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME)
+        PUTS(&b, ",\"timestampType\":\"LOG_APPEND_TIME\",\"key\":");
+    else
+        PUTS(&b, ",\"timestampType\":\"NO_TIMESTAMP_TYPE\",\"key\":");
+    if (m->key)
+        put_b64(&b, m->key, m->key_len);
+    else
+        PUTS(&b, "null");
+    PUTS(&b, ",\"value\":");
+    if (m->payload)
+        put_b64(&b, m->payload, m->len);
+    else
+        PUTS(&b, "null");
+    PUTS(&b, ",\"headers\":[");
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs) {
+        const char *name;
+        const void *val;
+        size_t vlen;
+        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &vlen) ==
+                           RD_KAFKA_RESP_ERR_NO_ERROR; i++) {
+            if (i)
+                PUTS(&b, ",");
+            PUTS(&b, "{");
+            put_str(&b, name, strlen(name));
+            PUTS(&b, ":[");
+            for (size_t k = 0; k < vlen; k++) {
+                if (k)
+                    PUTS(&b, ",");
+                /* Java's signed bytes, as Lambda sends them */
+                putf_i64(&b, (int8_t)((const unsigned char *)val)[k]);
+            }
+            PUTS(&b, "]}");
+        }
+    }
+    PUTS(&b, "]}");
+    put(&b, "", 1);
+    *len = b.n - 1;
+    *ts_ms = ts >= 0 ? ts : sl_wall_ms();
+    return b.p;
+}
+
+char *kr_event(const char *bootstrap_json, struct sl_record *const *r, size_t n, size_t *len)
+{
+    const struct krec *k0 = (const struct krec *)r[0];
+    size_t cap = 128 + strlen(bootstrap_json) + strlen(k0->p->lane);
+    struct buf b = { 0 };
+
+    for (size_t i = 0; i < n; i++)
+        cap += r[i]->len + 1;
+    grow(&b, cap);
+    PUTS(&b, "{\"eventSource\":\"SelfManagedKafka\",\"bootstrapServers\":");
+    put(&b, bootstrap_json, strlen(bootstrap_json));
+    PUTS(&b, ",\"records\":{\"");
+    put(&b, k0->p->lane, strlen(k0->p->lane));
+    PUTS(&b, "\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            PUTS(&b, ",");
+        put(&b, r[i]->json, r[i]->len);
+    }
+    PUTS(&b, "]}}");
+    put(&b, "", 1);
+    *len = b.n - 1;
+    return b.p;
+}
+
+bool kr_filter_pass(const struct sl_filter *f, bool parse_value, const char *json, size_t len,
+                    const rd_kafka_message_t *m)
+{
+    json_t *doc = json_loadb(json, len, 0, NULL);
+    bool pass;
+
+    if (!doc)
+        return false;
+    json_object_del(doc, "value");
+    if (parse_value && m->payload) {
+        json_t *v = json_loadb(m->payload, m->len, JSON_DECODE_ANY, NULL);
+        if (v)
+            json_object_set_new(doc, "value", v);
+    }
+    pass = sl_filter_match(f, doc);
+    json_decref(doc);
+    return pass;
+}
