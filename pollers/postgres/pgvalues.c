@@ -148,6 +148,17 @@ static bool is_json_number(const uint8_t *s, size_t n)
     return i == n;
 }
 
+static int hexval(uint8_t c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 #define JSON_MAX_DEPTH 1000
 
 static const uint8_t *jv_ws(const uint8_t *p, const uint8_t *e)
@@ -173,7 +184,7 @@ static const uint8_t *jv_string(const uint8_t *p, const uint8_t *e)
                 if (e - p < 5)
                     return NULL;
                 for (int k = 1; k <= 4; k++)
-                    if (!strchr("0123456789abcdefABCDEF", p[k]) || !p[k])
+                    if (hexval(p[k]) < 0)
                         return NULL;
                 p += 5;
             } else if (strchr("\"\\/bfnrt", *p) && *p) {
@@ -243,7 +254,8 @@ static const uint8_t *jv_value(const uint8_t *p, const uint8_t *e, int depth)
         return (e - p >= 4 && !memcmp(p, "null", 4)) ? p + 4 : NULL;
     default: {
         const uint8_t *st = p;
-        while (p < e && strchr("0123456789+-.eE", *p) && *p)
+        while (p < e && ((*p >= '0' && *p <= '9') || *p == '+' || *p == '-' || *p == '.' ||
+                         *p == 'e' || *p == 'E'))
             p++;
         return (p > st && is_json_number(st, (size_t)(p - st))) ? p : NULL;
     }
@@ -360,11 +372,19 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
     *y = yy + (*m <= 2);
 }
 
+static char *d2(char *o, unsigned v)
+{
+    o[0] = (char)('0' + v / 10 % 10), o[1] = (char)('0' + v % 10);
+    return o + 2;
+}
+
 /* ISO 8601 years: 0000 is 1 BC; negative and 5+ digit years get a sign. */
 static int fmt_year(char *o, int64_t y)
 {
-    if (y >= 0 && y <= 9999)
-        return sprintf(o, "%04lld", (long long)y);
+    if (y >= 0 && y <= 9999) {
+        d2(d2(o, (unsigned)(y / 100)), (unsigned)(y % 100));
+        return 4;
+    }
     return sprintf(o, "%c%04lld", y < 0 ? '-' : '+', (long long)(y < 0 ? -y : y));
 }
 
@@ -374,9 +394,12 @@ static void put_date_days(struct pgo__buf *b, int64_t unix_days)
     int64_t y;
     unsigned m, d;
     civil_from_days(unix_days, &y, &m, &d);
-    int k = fmt_year(o, y);
-    sprintf(o + k, "-%02u-%02u", m, d);
-    put_cstr(b, o);
+    char *e = o + fmt_year(o, y);
+    *e++ = '-';
+    e = d2(e, m);
+    *e++ = '-';
+    e = d2(e, d);
+    pgo__buf_put(b, o, (size_t)(e - o));
 }
 
 /* HH:MM:SS[.ffffff] with trailing zeros of the fraction dropped, as
@@ -384,14 +407,20 @@ static void put_date_days(struct pgo__buf *b, int64_t unix_days)
 static int fmt_time(char *o, int64_t us)
 {
     int64_t s = us / 1000000, f = us % 1000000;
-    int k = sprintf(o, "%02lld:%02lld:%02lld", (long long)(s / 3600), (long long)(s / 60 % 60),
-                    (long long)(s % 60));
+    char *e = d2(o, (unsigned)(s / 3600));
+    *e++ = ':';
+    e = d2(e, (unsigned)(s / 60 % 60));
+    *e++ = ':';
+    e = d2(e, (unsigned)(s % 60));
     if (f) {
-        k += sprintf(o + k, ".%06lld", (long long)f);
-        while (o[k - 1] == '0')
-            o[--k] = 0;
+        *e++ = '.';
+        for (int64_t div = 100000; div && f; div /= 10) {
+            *e++ = (char)('0' + f / div);
+            f %= div;
+        }
     }
-    return k;
+    *e = 0;
+    return (int)(e - o);
 }
 
 /* `us` since 1970-01-01 00:00 (UTC for timestamptz) as ISO 8601. */
@@ -558,17 +587,6 @@ static void put_base64(struct pgo__buf *b, const uint8_t *s, size_t n)
     }
     *o++ = '"';
     b->len = (size_t)(o - b->p);
-}
-
-static int hexval(uint8_t c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* bytea text output: "\x0a1b" (hex, the default) or the escape format */
