@@ -1,0 +1,621 @@
+/* The Redis queue source (type: redis), both modes, against real Redis and
+ * real `sluice run` processes: every message handled at least once and
+ * deleted; SIGKILLed sluice loses nothing; a failing message comes back
+ * after the visibility timeout with its receive count rising, then goes to
+ * the DLQ with its envelope; a partial batch failure deletes only the
+ * successes (and honours a handler's per-message delay); two instances
+ * share the work without doing a message twice; Redis killed and
+ * restarted (AOF) loses nothing; a dead instance's messages are reclaimed
+ * by the other.
+ *
+ * Redis: SLUICE_TEST_REDIS (eval "$(tests/services env)"); the restart
+ * test runs a redis-server of its own. The handler is
+ * tests/handlers/redis_rec.c, which appends one line per record it sees to
+ * a file: the tests count those lines. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "harness.h"
+
+extern char **environ;
+
+#define NMAX 20000
+
+static char root[1024], dir[256], rhost[128];
+static int rport;
+static pid_t kids[8];
+static size_t nkids;
+static pid_t own_redis = -1;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static void setup(void)
+{
+    const char *url = getenv("SLUICE_TEST_REDIS");
+
+    cr_assert(url && sscanf(url, "redis://%127[^:]:%d", rhost, &rport) == 2,
+              "SLUICE_TEST_REDIS is not set: run eval \"$(tests/services env)\"");
+    cr_assert(getcwd(root, sizeof(root)));
+    snprintf(dir, sizeof(dir), "/tmp/sluice-test-rsrc-%d-%ld", (int)getpid(), (long)time(NULL));
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void stop_kid(pid_t pid, int sig)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, sig);
+    waitpid(pid, NULL, 0);
+}
+
+static void teardown(void)
+{
+    char cmd[400];
+
+    for (size_t i = 0; i < nkids; i++)
+        stop_kid(kids[i], SIGKILL);
+    nkids = 0;
+    if (own_redis > 0) {
+        stop_kid(own_redis, SIGKILL);
+        own_redis = -1;
+    }
+    if (strncmp(dir, "/tmp/sluice-test-rsrc-", 22) == 0) {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        if (system(cmd) != 0) {
+            /* leftovers in /tmp are harmless */
+        }
+    }
+}
+
+TestSuite(redis_source, .init = setup, .fini = teardown, .timeout = 170);
+
+/* ------------------------------------------------------------------ */
+/* Redis                                                               */
+
+static redisContext *client(int port)
+{
+    double deadline = now_ms() + 10000;
+    redisContext *rc;
+
+    for (;;) {
+        struct timeval tv = { 5, 0 };
+        rc = redisConnectWithTimeout(rhost, port, tv);
+        if (rc && !rc->err) {
+            redisReply *r = redisCommand(rc, "PING");
+            bool ok = r && r->type == REDIS_REPLY_STATUS;
+            freeReplyObject(r);
+            if (ok)
+                return rc;
+        }
+        if (rc)
+            redisFree(rc);
+        cr_assert_lt(now_ms(), deadline, "cannot connect to redis at %s:%d", rhost, port);
+        sleep_ms(50);
+    }
+}
+
+static long long rint_(redisContext *rc, const char *fmt, ...)
+{
+    va_list ap;
+    redisReply *r;
+    long long v;
+
+    va_start(ap, fmt);
+    r = redisvCommand(rc, fmt, ap);
+    va_end(ap);
+    cr_assert(r && r->type == REDIS_REPLY_INTEGER, "%s: %s", fmt,
+              r && r->str ? r->str : rc->errstr);
+    v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+/* XPENDING summary count (0 when the group does not exist yet). */
+static long long xpending(redisContext *rc, const char *key)
+{
+    redisReply *r = redisCommand(rc, "XPENDING %s sluice", key);
+    long long v = 0;
+
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1)
+        v = r->element[0]->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+static size_t nkeys(redisContext *rc, const char *pattern)
+{
+    redisReply *r = redisCommand(rc, "KEYS %s", pattern);
+    size_t n;
+
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY);
+    n = r->elements;
+    freeReplyObject(r);
+    return n;
+}
+
+/* Push messages with bodies {"n":i ...} for i in [from, to), pipelined. */
+static void produce(redisContext *rc, bool list, const char *key, int from, int to,
+                    const char *extra)
+{
+    for (int i = from; i < to; i++) {
+        char body[256];
+        snprintf(body, sizeof(body), "{\"n\":%d%s%s}", i, extra ? "," : "", extra ? extra : "");
+        if (list)
+            redisAppendCommand(rc, "LPUSH %s %s", key, body);
+        else
+            redisAppendCommand(rc, "XADD %s * body %s origin test", key, body);
+    }
+    for (int i = from; i < to; i++) {
+        redisReply *r = NULL;
+        cr_assert_eq(redisGetReply(rc, (void **)&r), REDIS_OK);
+        cr_assert(r && r->type != REDIS_REPLY_ERROR);
+        freeReplyObject(r);
+    }
+}
+
+/* Nothing of the queue is left: every message was deleted. */
+static bool queue_clean(redisContext *rc, bool list, const char *key, bool deleted)
+{
+    char pat[300];
+
+    if (list) {
+        snprintf(pat, sizeof(pat), "%s:sluice:m:*", key);
+        return rint_(rc, "LLEN %s", key) == 0 && nkeys(rc, pat) == 0 &&
+               rint_(rc, "ZCARD %s:sluice:leases", key) == 0;
+    }
+    return xpending(rc, key) == 0 && (!deleted || rint_(rc, "XLEN %s", key) == 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* sluice and what the handler saw                                     */
+
+struct opts {
+    bool        list;
+    const char *key;
+    int         batch, concurrency, vis_s, max_receive;
+    bool        partial, delete_on_ack;
+    int         sleep_ms;
+    const char *out;           /* handler's file */
+    const char *dlq;           /* DLQ stream key, or NULL */
+    int         port;          /* redis port; 0: the shared one */
+    int         api_port;
+};
+
+static char *write_config(const struct opts *o, const char *name)
+{
+    static char path[400];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s.yaml", dir, name);
+    f = fopen(path, "w");
+    cr_assert(f);
+    fprintf(f,
+            "server: { listen: 127.0.0.1:%d, data_dir: %s }\n"
+            "functions:\n  rec:\n    handler: %s/%s/test-handlers/redis_rec\n"
+            "    sandbox: relaxed\n    timeout_s: 60\n"
+            "    environment: { OUT: %s%s, SLEEP_MS: \"%d\" }\n"
+            "sources:\n  q:\n    type: redis\n    function: rec\n"
+            "    url: redis://%s:%d\n    key: %s\n    mode: %s\n"
+            "    batch_size: %d\n    maximum_concurrency: %d\n    visibility_timeout_s: %d\n"
+            "    max_receive_count: %d\n    report_batch_item_failures: %s\n"
+            "    delete_on_ack: %s\n%s%s%s",
+            o->api_port ? o->api_port : th_free_port(), dir, root, th_build(), o->out,
+            o->partial ? ", PARTIAL: \"1\"" : "", o->sleep_ms, rhost, o->port ? o->port : rport,
+            o->key, o->list ? "list" : "stream", o->batch ? o->batch : 10,
+            o->concurrency ? o->concurrency : 2, o->vis_s ? o->vis_s : 30,
+            o->max_receive ? o->max_receive : 5, o->partial ? "true" : "false",
+            o->delete_on_ack ? "true" : "false", o->dlq ? "    on_failure: dlq\n" : "",
+            o->dlq ? "sinks:\n  dlq: { type: redis, url: redis://" : "", "");
+    if (o->dlq)
+        fprintf(f, "%s:%d, key: %s }\n", rhost, rport, o->dlq);
+    fclose(f);
+    return path;
+}
+
+static pid_t run(const struct opts *o, const char *name)
+{
+    char log[400];
+    pid_t pid;
+
+    snprintf(log, sizeof(log), "%s/%s.log", dir, name);
+    pid = th_run_sluice(root, write_config(o, name), log);
+    cr_assert_gt(pid, 0);
+    kids[nkids++] = pid;
+    return pid;
+}
+
+static void forget(pid_t pid)
+{
+    for (size_t i = 0; i < nkids; i++)
+        if (kids[i] == pid)
+            kids[i] = kids[--nkids];
+}
+
+struct seen {
+    int  ok[NMAX];         /* successful handlings per n */
+    int  fails[NMAX];
+    int  maxrc[NMAX];
+    long long first_t[NMAX], last_t[NMAX];
+    size_t distinct_ok;    /* n with at least one ok */
+    size_t lines;
+};
+
+static void read_seen(const char *path, struct seen *s)
+{
+    FILE *f = fopen(path, "r");
+    char line[512];
+
+    memset(s, 0, sizeof(*s));
+    if (!f)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        char id[64], st[16];
+        int n, rc, pid;
+        long long t;
+
+        if (sscanf(line, "%63s %d %d %15s %d %lld", id, &n, &rc, st, &pid, &t) != 6 || n < 0 ||
+            n >= NMAX)
+            continue;
+        s->lines++;
+        if (strcmp(st, "ok") == 0) {
+            if (s->ok[n]++ == 0)
+                s->distinct_ok++;
+        } else {
+            s->fails[n]++;
+        }
+        if (rc > s->maxrc[n])
+            s->maxrc[n] = rc;
+        if (!s->first_t[n])
+            s->first_t[n] = t;
+        s->last_t[n] = t;
+    }
+    fclose(f);
+}
+
+/* Wait until `want` distinct messages were handled successfully. */
+static void wait_ok(const char *out, size_t want, int timeout_ms, struct seen *s)
+{
+    double end = now_ms() + timeout_ms;
+
+    for (;;) {
+        read_seen(out, s);
+        if (s->distinct_ok >= want)
+            return;
+        cr_assert_lt(now_ms(), end, "%zu of %zu messages handled after %d ms", s->distinct_ok,
+                     want, timeout_ms);
+        sleep_ms(200);
+    }
+}
+
+static void wait_clean(redisContext *rc, bool list, const char *key, bool deleted, int timeout_ms)
+{
+    double end = now_ms() + timeout_ms;
+
+    while (!queue_clean(rc, list, key, deleted)) {
+        cr_assert_lt(now_ms(), end, "queue %s still holds messages after %d ms", key, timeout_ms);
+        sleep_ms(200);
+    }
+}
+
+static char *unique_key(const char *what, bool list)
+{
+    static char k[8][160];
+    static int i;
+    char *p = k[i++ % 8];
+
+    snprintf(p, 160, "rsrc:%s:%s:%d:%lld", list ? "list" : "stream", what, (int)getpid(),
+             (long long)time(NULL));
+    return p;
+}
+
+static char *file(const char *name)
+{
+    static char p[8][400];
+    static int i;
+    char *s = p[i++ % 8];
+
+    snprintf(s, 400, "%s/%s", dir, name);
+    return s;
+}
+
+static struct seen seen, seen2;
+
+/* ------------------------------------------------------------------ */
+/* 10,000 messages                                                     */
+
+static void ten_thousand(bool list)
+{
+    redisContext *rc = client(rport);
+    struct opts o = { .list = list, .key = unique_key("10k", list), .batch = 100,
+                      .concurrency = 4, .delete_on_ack = true, .out = file("out") };
+
+    produce(rc, list, o.key, 0, 10000, NULL);
+    run(&o, "a");
+    wait_ok(o.out, 10000, 90000, &seen);
+    wait_clean(rc, list, o.key, true, 20000);
+    for (int n = 0; n < 10000; n++)
+        cr_assert_geq(seen.ok[n], 1, "message %d never handled", n);
+    cr_assert_eq(seen.lines, 10000, "%zu handlings for 10000 messages, none failed or expired",
+                 seen.lines);
+    redisFree(rc);
+}
+
+Test(redis_source, stream_10000_handled_and_deleted) { ten_thousand(false); }
+Test(redis_source, list_10000_handled_and_deleted) { ten_thousand(true); }
+
+/* ------------------------------------------------------------------ */
+/* SIGKILL three times                                                 */
+
+static void sigkill(bool list)
+{
+    redisContext *rc = client(rport);
+    struct opts o = { .list = list, .key = unique_key("kill", list), .batch = 20,
+                      .concurrency = 2, .vis_s = 2, .sleep_ms = 40, .out = file("out") };
+    const int total = 3000;
+    size_t before;
+
+    produce(rc, list, o.key, 0, total, NULL);
+    for (int k = 0; k < 3; k++) {
+        pid_t pid = run(&o, "a");
+        /* let it make progress, then kill it in the middle of batches */
+        read_seen(o.out, &seen);
+        before = seen.distinct_ok;
+        wait_ok(o.out, before + 150, 30000, &seen);
+        sleep_ms(300);
+        stop_kid(pid, SIGKILL);
+        forget(pid);
+        read_seen(o.out, &seen);
+        cr_assert_lt(seen.distinct_ok, (size_t)total, "finished before the kill %d", k + 1);
+    }
+    run(&o, "a");
+    wait_ok(o.out, total, 120000, &seen);
+    wait_clean(rc, list, o.key, false, 20000);
+    for (int n = 0; n < total; n++)
+        cr_assert_geq(seen.ok[n], 1, "message %d lost", n);
+    redisFree(rc);
+}
+
+Test(redis_source, stream_sigkill_three_times_loses_nothing) { sigkill(false); }
+Test(redis_source, list_sigkill_three_times_loses_nothing) { sigkill(true); }
+
+/* ------------------------------------------------------------------ */
+/* visibility timeout, receive count, redrive                          */
+
+static void redrive(bool list)
+{
+    redisContext *rc = client(rport);
+    struct opts o = { .list = list, .key = unique_key("redrive", list), .vis_s = 1,
+                      .max_receive = 3, .out = file("out"), .dlq = unique_key("dlq", list) };
+    redisReply *r;
+    json_t *env, *rec;
+    double end;
+
+    produce(rc, list, o.key, 0, 1, "\"poison\":true");
+    produce(rc, list, o.key, 1, 2, "\"fail_until\":2");
+    run(&o, "a");
+    end = now_ms() + 30000;
+    while (rint_(rc, "XLEN %s", o.dlq) < 1) {
+        cr_assert_lt(now_ms(), end, "nothing reached the DLQ");
+        sleep_ms(100);
+    }
+    wait_ok(o.out, 1, 10000, &seen);
+    cr_assert_eq(seen.fails[0], 3, "poison received %d times, want 3 (max_receive_count)",
+                 seen.fails[0]);
+    cr_assert_eq(seen.maxrc[0], 3);
+    /* three receives, each after the visibility timeout */
+    cr_assert_geq(seen.last_t[0] - seen.first_t[0], 1900, "redelivered after %lld ms",
+                  seen.last_t[0] - seen.first_t[0]);
+    cr_assert_eq(seen.ok[1], 1);
+    cr_assert_eq(seen.maxrc[1], 2, "second receive of the flaky message");
+    r = redisCommand(rc, "XRANGE %s - +", o.dlq);
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+    env = json_loadb(r->element[0]->element[1]->element[1]->str,
+                     r->element[0]->element[1]->element[1]->len, 0, NULL);
+    freeReplyObject(r);
+    cr_assert(env, "DLQ entry is not JSON");
+    cr_assert_str_eq(json_string_value(json_object_get(env, "condition")),
+                     "MaxReceiveCountExceeded");
+    rec = json_array_get(json_object_get(env, "records"), 0);
+    cr_assert_eq(json_integer_value(json_object_get(rec, "receiveCount")), 4);
+    rec = json_object_get(rec, "record");
+    cr_assert_str_eq(json_string_value(json_object_get(rec, "body")), "{\"n\":0,\"poison\":true}");
+    cr_assert_str_eq(json_string_value(json_object_get(rec, "eventSource")), "sluice:redis");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(rec, "attributes"),
+                                                       "ApproximateReceiveCount")), "4");
+    if (!list)
+        cr_assert_str_eq(json_string_value(json_object_get(
+                             json_object_get(json_object_get(rec, "messageAttributes"), "origin"),
+                             "stringValue")), "test", "stream fields become messageAttributes");
+    json_decref(env);
+    wait_clean(rc, list, o.key, false, 10000);
+    redisFree(rc);
+}
+
+Test(redis_source, stream_visibility_receive_count_redrive) { redrive(false); }
+Test(redis_source, list_visibility_receive_count_redrive) { redrive(true); }
+
+/* ------------------------------------------------------------------ */
+/* partial batch failure, per-message delay                            */
+
+static void partial(bool list)
+{
+    redisContext *rc = client(rport);
+    struct opts o = { .list = list, .key = unique_key("partial", list), .batch = 10,
+                      .concurrency = 2, .vis_s = 4, .partial = true, .out = file("out") };
+
+    produce(rc, list, o.key, 0, 7, NULL);
+    produce(rc, list, o.key, 7, 9, "\"fail_until\":2");
+    produce(rc, list, o.key, 9, 10, "\"fail_until\":2,\"delay_s\":0");
+    run(&o, "a");
+    wait_ok(o.out, 10, 30000, &seen);
+    for (int n = 0; n < 7; n++) {
+        cr_assert_eq(seen.ok[n], 1, "success %d handled %d times", n, seen.ok[n]);
+        cr_assert_eq(seen.maxrc[n], 1, "success %d received again", n);
+    }
+    for (int n = 7; n < 10; n++)
+        cr_assert(seen.fails[n] == 1 && seen.ok[n] == 1 && seen.maxrc[n] == 2,
+                  "failed message %d: %d failures, %d successes", n, seen.fails[n], seen.ok[n]);
+    /* default: after the visibility timeout; visibilityTimeoutSeconds 0: at once */
+    cr_assert_geq(seen.last_t[7] - seen.first_t[7], 3500, "back after %lld ms",
+                  seen.last_t[7] - seen.first_t[7]);
+    cr_assert_lt(seen.last_t[9] - seen.first_t[9], 2500, "delay 0 came back after %lld ms",
+                 seen.last_t[9] - seen.first_t[9]);
+    wait_clean(rc, list, o.key, false, 10000);
+    redisFree(rc);
+}
+
+Test(redis_source, stream_partial_failure_acks_only_successes) { partial(false); }
+Test(redis_source, list_partial_failure_acks_only_successes) { partial(true); }
+
+/* ------------------------------------------------------------------ */
+/* two instances                                                       */
+
+static void two(bool list)
+{
+    redisContext *rc = client(rport);
+    struct opts a = { .list = list, .key = unique_key("two", list), .batch = 10,
+                      .concurrency = 2, .vis_s = 60, .sleep_ms = 10, .out = file("out-a") };
+    struct opts b = a;
+    const int total = 3000;
+    size_t both = 0;
+
+    b.out = file("out-b");
+    run(&a, "a");
+    run(&b, "b");
+    produce(rc, list, a.key, 0, total, NULL);
+    for (double end = now_ms() + 90000;;) {
+        read_seen(a.out, &seen);
+        read_seen(b.out, &seen2);
+        both = 0;
+        for (int n = 0; n < total; n++)
+            both += seen.ok[n] + seen2.ok[n] > 0;
+        if ((int)both == total)
+            break;
+        cr_assert_lt(now_ms(), end, "%zu of %d handled", both, total);
+        sleep_ms(200);
+    }
+    cr_assert_gt(seen.lines, (size_t)total / 10, "instance a did %zu", seen.lines);
+    cr_assert_gt(seen2.lines, (size_t)total / 10, "instance b did %zu", seen2.lines);
+    for (int n = 0; n < total; n++)
+        cr_assert_eq(seen.ok[n] + seen2.ok[n], 1, "message %d handled %d times", n,
+                     seen.ok[n] + seen2.ok[n]);
+    wait_clean(rc, list, a.key, false, 10000);
+    redisFree(rc);
+}
+
+Test(redis_source, stream_two_instances_share_without_duplicates) { two(false); }
+Test(redis_source, list_two_instances_share_without_duplicates) { two(true); }
+
+/* ------------------------------------------------------------------ */
+/* Redis killed and restarted (AOF)                                    */
+
+static void start_own_redis(int port, const char *data)
+{
+    char portstr[16];
+    char *argv[] = { "redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "yes", "--appendfsync", "always", "--dir", (char *)data,
+                     NULL };
+    posix_spawn_file_actions_t fa;
+
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    cr_assert_eq(posix_spawnp(&own_redis, "redis-server", &fa, NULL, argv, environ), 0,
+                 "cannot start redis-server");
+    posix_spawn_file_actions_destroy(&fa);
+}
+
+static void restart(bool list)
+{
+    int port = th_free_port();
+    char *data = file("redis-data");
+    redisContext *rc;
+    struct opts o = { .list = list, .key = unique_key("restart", list), .batch = 20,
+                      .concurrency = 2, .vis_s = 3, .sleep_ms = 20, .out = file("out"),
+                      .port = port };
+    const int total = 3000;
+
+    mkdir(data, 0755);
+    start_own_redis(port, data);
+    rc = client(port);
+    produce(rc, list, o.key, 0, total, NULL);
+    redisFree(rc);
+    run(&o, "a");
+    wait_ok(o.out, 500, 30000, &seen);
+    stop_kid(own_redis, SIGKILL);
+    own_redis = -1;
+    sleep_ms(1500);
+    read_seen(o.out, &seen);
+    cr_assert_lt(seen.distinct_ok, (size_t)total, "done before Redis went away");
+    start_own_redis(port, data);
+    rc = client(port);
+    wait_ok(o.out, total, 120000, &seen);
+    wait_clean(rc, list, o.key, false, 20000);
+    for (int n = 0; n < total; n++)
+        cr_assert_geq(seen.ok[n], 1, "message %d lost", n);
+    redisFree(rc);
+}
+
+Test(redis_source, stream_redis_restart_loses_nothing) { restart(false); }
+Test(redis_source, list_redis_restart_loses_nothing) { restart(true); }
+
+/* ------------------------------------------------------------------ */
+/* a dead consumer's messages                                          */
+
+static void dead_consumer(bool list)
+{
+    redisContext *rc = client(rport);
+    struct opts a = { .list = list, .key = unique_key("dead", list), .batch = 10,
+                      .concurrency = 2, .vis_s = 2, .sleep_ms = 100000, .out = file("out-a") };
+    struct opts b = a;
+    const int total = 200;
+    pid_t pa;
+    double end = now_ms() + 20000;
+    int reclaimed = 0;
+
+    b.sleep_ms = 0;
+    b.out = file("out-b");
+    produce(rc, list, a.key, 0, total, NULL);
+    pa = run(&a, "a");
+    /* a takes its fill (2 x lanes x batch) and sits on it */
+    while ((list ? rint_(rc, "ZCARD %s:sluice:leases", a.key) : xpending(rc, a.key)) < 40) {
+        cr_assert_lt(now_ms(), end, "instance a took nothing");
+        sleep_ms(100);
+    }
+    stop_kid(pa, SIGKILL);
+    forget(pa);
+    run(&b, "b");
+    wait_ok(b.out, total, 60000, &seen2);
+    for (int n = 0; n < total; n++)
+        reclaimed += seen2.maxrc[n] >= 2;
+    cr_assert_geq(reclaimed, 40, "%d messages of the dead instance were reclaimed", reclaimed);
+    wait_clean(rc, list, a.key, false, 10000);
+    redisFree(rc);
+}
+
+Test(redis_source, stream_dead_consumer_reclaimed) { dead_consumer(false); }
+Test(redis_source, list_dead_consumer_reclaimed) { dead_consumer(true); }
