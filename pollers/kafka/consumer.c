@@ -9,9 +9,10 @@
  * logs on the loop thread. A 1 s timer keeps serving the queue while
  * every partition is paused (max.poll.interval.ms).
  *
- * Offsets: enable.auto.offset.store=false; a position is stored (and
- * auto-committed by librdkafka) only up to the first record whose outcome
- * is not final, per partition (offsets.c).
+ * Offsets: enable.auto.offset.store=false; a position is stored and
+ * committed (asynchronously, as it moves; auto-commit and the close flush
+ * stay as a backstop) only up to the first record whose outcome is not
+ * final, per partition (offsets.c).
  *
  * Rebalance: cooperative-sticky, so a rebalance only stops the partitions
  * that move while the others keep flowing. A revoked partition stops
@@ -157,9 +158,12 @@ static void part_store(struct kafka *k, struct kpart *p)
     l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = pos;
     e = rd_kafka_offsets_store(k->rk, l);
-    if (e == RD_KAFKA_RESP_ERR_NO_ERROR && l->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR && l->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         p->stored = pos;
-    else
+        /* committed now rather than at the next auto-commit: after a
+         * crash only the batches that were in flight come again */
+        rd_kafka_commit(k->rk, l, 1);
+    } else
         SL_DEBUG(SL_DBG_KAFKA, k->s->inst, "cannot store offset %lld for %s: %s",
                  (long long)pos, p->lane,
                  rd_kafka_err2str(e ? e : l->elems[0].err));
@@ -864,7 +868,8 @@ static rd_kafka_conf_t *make_conf(struct kafka *k, struct sl_err *err)
         { "client.id", client },
         { "enable.auto.offset.store", "false" },
         { "enable.auto.commit", "true" },
-        { "auto.commit.interval.ms", "1000" },
+        /* short: after a crash, what finished since the last commit comes again */
+        { "auto.commit.interval.ms", "200" },
         { "auto.offset.reset", c->starting_position == SL_START_LATEST ? "latest" : "earliest" },
         { "partition.assignment.strategy", "cooperative-sticky" },
         { "enable.partition.eof", "false" },
