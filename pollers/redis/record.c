@@ -96,9 +96,14 @@ void rq_md5_hex(const void *data, size_t len, char out[33])
     if (tl == 128)
         md5_block(&m, tail + 64);
     {
+        static const char hex[] = "0123456789abcdef";
         uint32_t v[4] = { m.a, m.b, m.c, m.d };
-        for (int i = 0; i < 16; i++)
-            snprintf(out + i * 2, 3, "%02x", (unsigned)(v[i / 4] >> (8 * (i % 4))) & 0xff);
+        for (int i = 0; i < 16; i++) {
+            unsigned byte = (v[i / 4] >> (8 * (i % 4))) & 0xff;
+            out[i * 2] = hex[byte >> 4];
+            out[i * 2 + 1] = hex[byte & 15];
+        }
+        out[32] = '\0';
     }
 }
 
@@ -238,6 +243,25 @@ static void put_base64(struct buf *b, const unsigned char *p, size_t n)
     b->p[b->n++] = '"';
 }
 
+/* Decimal text of v into buf (at least 24 bytes); returns buf. */
+static const char *itoa_(long long v, char *buf)
+{
+    char tmp[24], *p = tmp + sizeof(tmp);
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    size_t n;
+
+    *--p = '\0';
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    n = (size_t)(tmp + sizeof(tmp) - p);
+    memcpy(buf, p, n);
+    return buf;
+}
+
 static void put_attr(struct buf *b, const char *name, const char *v)
 {
     puts_(b, "\"");
@@ -259,21 +283,19 @@ char *rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len)
     puts_(&b, q->mode->name);
     puts_(&b, ":");
     put(&b, m->id, m->idlen); /* stream ids and list ids need no escaping */
-    snprintf(num, sizeof(num), ":%d\"", m->receive_count);
-    puts_(&b, num);
+    puts_(&b, ":");
+    puts_(&b, itoa_(m->receive_count, num));
+    puts_(&b, "\"");
     puts_(&b, ",\"body\":");
     put_str(&b, m->body, m->blen);
     puts_(&b, ",\"attributes\":{");
-    snprintf(num, sizeof(num), "%d", m->receive_count);
-    put_attr(&b, "ApproximateReceiveCount", num);
-    snprintf(num, sizeof(num), "%lld", (long long)m->sent_ms);
+    put_attr(&b, "ApproximateReceiveCount", itoa_(m->receive_count, num));
     puts_(&b, ",");
-    put_attr(&b, "SentTimestamp", num);
+    put_attr(&b, "SentTimestamp", itoa_(m->sent_ms, num));
     puts_(&b, ",");
     put_attr(&b, "SenderId", "sluice");
-    snprintf(num, sizeof(num), "%lld", (long long)m->first_ms);
     puts_(&b, ",");
-    put_attr(&b, "ApproximateFirstReceiveTimestamp", num);
+    put_attr(&b, "ApproximateFirstReceiveTimestamp", itoa_(m->first_ms, num));
     puts_(&b, "},\"messageAttributes\":{");
     if (m->fields) {
         bool first = true;
