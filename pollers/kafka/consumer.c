@@ -170,9 +170,9 @@ static void part_store(struct kafka *k, struct kpart *p)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-static bool part_full(const struct kafka *k, const struct kpart *p, size_t bytes)
+static bool part_full(const struct kafka *k, const struct kpart *p)
 {
-    return p->outstanding >= k->part_max || bytes >= PART_BYTES_MAX;
+    return p->outstanding >= k->part_max || p->out_bytes >= PART_BYTES_MAX;
 }
 
 /* ------------------------------------------------------------------ */
@@ -328,6 +328,7 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
     kr->r.receive_count = 1;
     kp_track(p, m->offset);
     p->outstanding++;
+    p->out_bytes += len;
     if (k->c->parallelization_factor > 1) {
         char lane[sizeof(p->lane) + 16];
         uint32_t h = m->key ? key_hash(m->key, m->key_len) : 0;
@@ -337,7 +338,7 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
     } else {
         sl_source_push(k->s, p->lane, &kr->r);
     }
-    if (!p->full && p->assigned && part_full(k, p, 0)) {
+    if (!p->full && p->assigned && part_full(k, p)) {
         p->full = true;
         part_pause(k, p, true);
         SL_INFO(k->s->inst, "paused %s: %zu records not yet final", p->lane, p->outstanding);
@@ -801,8 +802,9 @@ static void k_free_record(struct sl_source *s, struct sl_record *r)
 
     if (kr->gen == p->gen && p->outstanding > 0) {
         p->outstanding--;
-        if (p->full && p->outstanding <= k->part_max / 2 && p->assigned && !p->revoking &&
-            k->rk) {
+        p->out_bytes -= r->len < p->out_bytes ? r->len : p->out_bytes;
+        if (p->full && p->outstanding <= k->part_max / 2 && p->out_bytes <= PART_BYTES_MAX / 2 &&
+            p->assigned && !p->revoking && k->rk) {
             p->full = false;
             if (!k->engine_paused && !k->stopping) {
                 part_pause(k, p, false);
@@ -875,6 +877,9 @@ static rd_kafka_conf_t *make_conf(struct kafka *k, struct sl_err *err)
         { "enable.partition.eof", "false" },
         { "log.queue", "true" },
         { "max.poll.interval.ms", "300000" },
+        /* a partition resumed after backpressure waits for the fetch the
+         * broker is holding: keep that short */
+        { "fetch.wait.max.ms", "100" },
     };
 
     snprintf(client, sizeof(client), "sluice-%s", c->name);
@@ -1082,9 +1087,9 @@ int sl_kafka_source_new(struct sl_engine *e, const struct sl_source_conf *c,
         snprintf(k->group, sizeof(k->group), "sluice-%s", c->name);
     k->bootstrap_json = kr_json_string(c->brokers ? c->brokers : "");
     /* a partition retrying one batch queues this much, then stops fetching */
-    k->part_max = (size_t)(4 * c->batch_size * c->parallelization_factor);
-    if (k->part_max < 1000)
-        k->part_max = 1000;
+    k->part_max = (size_t)(8 * c->batch_size * c->parallelization_factor);
+    if (k->part_max < 10000)
+        k->part_max = 10000;
     k->s = sl_engine_add_source(e, c, &kafka_ops, k);
     if (m) {
         k->m_lag = sl_metrics_family(m, "sluice_kafka_offset_lag", SL_METRIC_GAUGE,

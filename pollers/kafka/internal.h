@@ -35,6 +35,7 @@ struct kpart {
     int64_t     lost_from;        /* an out-of-range reset skipped from here, -1 none */
     int64_t     last_ts;          /* timestamp of the last checkpointed record (iterator age) */
     size_t      outstanding;      /* records pushed and not freed by the engine */
+    size_t      out_bytes;        /* and their JSON bytes */
 };
 
 /* A record as the engine sees it, plus where it came from. */

@@ -65,6 +65,7 @@ void kp_reset(struct kpart *p)
     p->stored = -1;
     p->lost_from = -1;
     p->outstanding = 0;
+    p->out_bytes = 0;
     p->full = false;
 }
 
