@@ -590,7 +590,8 @@ static const struct sl__ckey source_keys[] = {
       .desc = "librdkafka properties passed through (security, SASL, TLS, fetch tuning)." },
     /* redis */
     { .name = "url", .type = CK_STRING, .types = REDIS, .req_types = REDIS, .off = F(url),
-      .desc = "`redis://[user:password@]host:port[/db]` or `rediss://` for TLS." },
+      .desc = "`redis://[user:password@]host:port[/db]` (TLS, `rediss://`, is not supported "
+              "yet: use a local TLS tunnel)." },
     { .name = "key", .type = CK_STRING, .types = REDIS, .req_types = REDIS, .off = F(key),
       .desc = "Stream or list key of the queue." },
     { .name = "mode", .type = CK_ENUM, .def = "stream", .enums = mode_names, .types = REDIS,
@@ -609,7 +610,7 @@ static const struct sl__ckey source_keys[] = {
       .off = F(delete_on_ack), .desc = "XDEL stream entries once acknowledged." },
     { .name = "maximum_concurrency", .type = CK_INT, .def = "2", .min = 2, .max = 1000,
       .types = REDIS, .off = F(maximum_concurrency),
-      .desc = "Most invocations of this source at once." },
+      .desc = "Most invocations of this source at once: batches run in this many lanes." },
     /* postgres */
     { .name = "dsn", .type = CK_STRING, .types = POSTGRES, .req_types = POSTGRES, .off = F(dsn),
       .desc = "libpq connection string of the database to stream." },
