@@ -226,6 +226,7 @@ struct opts {
     const char *dlq;           /* DLQ stream key, or NULL */
     int         port;          /* redis port; 0: the shared one */
     int         api_port;
+    const char *extra;         /* more source keys, YAML lines */
 };
 
 static char *write_config(const struct opts *o, const char *name)
@@ -252,7 +253,7 @@ static char *write_config(const struct opts *o, const char *name)
             o->concurrency ? o->concurrency : 2, o->vis_s ? o->vis_s : 30,
             o->max_receive ? o->max_receive : 5, o->partial ? "true" : "false",
             o->delete_on_ack ? "true" : "false", o->dlq ? "    on_failure: dlq\n" : "",
-            o->dlq ? "sinks:\n  dlq: { type: redis, url: redis://" : "", "");
+            o->extra ? o->extra : "", o->dlq ? "sinks:\n  dlq: { type: redis, url: redis://" : "");
     if (o->dlq)
         fprintf(f, "%s:%d, key: %s }\n", rhost, rport, o->dlq);
     fclose(f);
@@ -643,3 +644,29 @@ static void dead_consumer(bool list)
 
 Test(redis_source, stream_dead_consumer_reclaimed) { dead_consumer(false); }
 Test(redis_source, list_dead_consumer_reclaimed) { dead_consumer(true); }
+
+/* ------------------------------------------------------------------ */
+/* filter criteria                                                     */
+
+static void filter(bool list)
+{
+    redisContext *rc = client(rport);
+    struct opts o = { .list = list, .key = unique_key("filter", list), .out = file("out"),
+                      .extra = "    filter_criteria: [ { body: { keep: [true] } } ]\n" };
+
+    produce(rc, list, o.key, 0, 50, "\"keep\":true");
+    produce(rc, list, o.key, 50, 100, "\"keep\":false");
+    if (list)
+        cr_assert_eq(rint_(rc, "LPUSH %s %s", o.key, "not json"), 101);
+    run(&o, "a");
+    wait_ok(o.out, 50, 30000, &seen);
+    /* the others are deleted without an invocation */
+    wait_clean(rc, list, o.key, false, 10000);
+    for (int n = 0; n < 100; n++)
+        cr_assert_eq(seen.ok[n], n < 50, "message %d handled %d times", n, seen.ok[n]);
+    cr_assert_eq(seen.lines, 50);
+    redisFree(rc);
+}
+
+Test(redis_source, stream_filtered_messages_deleted_not_invoked) { filter(false); }
+Test(redis_source, list_filtered_messages_deleted_not_invoked) { filter(true); }
