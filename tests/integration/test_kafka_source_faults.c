@@ -15,6 +15,29 @@ static void teardown(void)
 
 TestSuite(kafka_faults, .fini = teardown, .timeout = 170);
 
+/* Distinct records in a and b together; `both`: how many are in each. */
+static size_t union_count(const struct kline *a, size_t na, const struct kline *b, size_t nb,
+                          int per_part, size_t *both)
+{
+    char *seen = calloc(16 * (size_t)per_part, 1);
+    size_t n = 0, two = 0;
+
+    for (size_t i = 0; i < na; i++)
+        if (a[i].partition < 16 && a[i].offset < per_part)
+            seen[a[i].partition * per_part + a[i].offset] |= 1;
+    for (size_t i = 0; i < nb; i++)
+        if (b[i].partition < 16 && b[i].offset < per_part)
+            seen[b[i].partition * per_part + b[i].offset] |= 2;
+    for (size_t i = 0; i < 16 * (size_t)per_part; i++) {
+        n += seen[i] != 0;
+        two += seen[i] == 3;
+    }
+    free(seen);
+    if (both)
+        *both = two;
+    return n;
+}
+
 static void produce_n(const char *topic, int parts, int per_part, int width)
 {
     rd_kafka_t *rk = kt_producer(&t);
@@ -70,7 +93,7 @@ Test(kafka_faults, two_instances_share_the_group)
     const int parts = 4, per_part = 500;
     char cfg2[400], out2[400];
     static struct kline a[4000], b[4000];
-    size_t na, nb, da, db;
+    size_t na, nb;
     pid_t second;
 
     kt_init(&t, "group");
@@ -88,44 +111,26 @@ Test(kafka_faults, two_instances_share_the_group)
     for (double end = kt_now() + 120; kt_now() < end;) {
         na = kt_lines(t.out, a, 4000);
         nb = kt_lines(out2, b, 4000);
-        if (kt_distinct(a, na, per_part) + kt_distinct(b, nb, per_part) >= (size_t)(parts * per_part))
+        if (union_count(a, na, b, nb, per_part, NULL) >= (size_t)(parts * per_part))
             break;
         usleep(200000);
     }
     kt_stop(second, SIGTERM);
     na = kt_lines(t.out, a, 4000);
     nb = kt_lines(out2, b, 4000);
-    da = kt_distinct(a, na, per_part);
-    db = kt_distinct(b, nb, per_part);
     fprintf(stderr, "kafka two instances: first %zu records, second %zu\n", na, nb);
     cr_assert_gt(nb, 0, "the second instance got no partition");
+    cr_assert_gt(na, 0, "the first instance got no partition");
     {
-        /* together, every record; per partition, one owner at a time: the
-         * first owner's offsets all come before the second's, give or
-         * take the batch in flight at the handover */
-        static char seen[4][500];
-        long long maxa[4], minb[4];
-        for (int p = 0; p < parts; p++)
-            maxa[p] = -1, minb[p] = per_part;
-        memset(seen, 0, sizeof(seen));
-        for (size_t i = 0; i < na; i++) {
-            seen[a[i].partition][a[i].offset] = 1;
-            if (a[i].offset > maxa[a[i].partition])
-                maxa[a[i].partition] = a[i].offset;
-        }
-        for (size_t i = 0; i < nb; i++) {
-            seen[b[i].partition][b[i].offset] = 1;
-            if (b[i].offset < minb[b[i].partition])
-                minb[b[i].partition] = b[i].offset;
-        }
-        for (int p = 0; p < parts; p++) {
-            for (int o = 0; o < per_part; o++)
-                cr_assert(seen[p][o], "partition %d offset %d never processed", p, o);
-            cr_assert_leq(maxa[p] - minb[p], 10, "partition %d: both instances worked on it at "
-                          "once (first up to %lld, second from %lld)", p, maxa[p], minb[p]);
-        }
+        size_t both = 0, all = union_count(a, na, b, nb, per_part, &both);
+        cr_assert_eq(all, (size_t)(parts * per_part), "%zu of %d records processed", all,
+                     parts * per_part);
+        /* a partition read by both at once would repeat most of its 500
+         * records; a handover repeats what finished after the last commit
+         * that reached the broker (commits racing the rebalance fail) */
+        fprintf(stderr, "kafka two instances: %zu records processed by both\n", both);
+        cr_assert_leq(both, 300, "%zu records processed by both instances", both);
     }
-    (void)da, (void)db;
 }
 
 /* The broker goes away mid-stream and comes back on the same port with
