@@ -239,6 +239,16 @@ void sl_metrics_on_collect(struct sl_metrics *m, sl_metrics_collect_fn fn, void 
     m->nc++;
 }
 
+void sl_metrics_off_collect(struct sl_metrics *m, sl_metrics_collect_fn fn, void *arg)
+{
+    for (size_t i = 0; i < m->nc; i++)
+        if (m->c[i].fn == fn && m->c[i].arg == arg) {
+            memmove(&m->c[i], &m->c[i + 1], (m->nc - i - 1) * sizeof(*m->c));
+            m->nc--;
+            return;
+        }
+}
+
 /* ------------------------------------------------------------------ */
 /* Text exposition                                                     */
 

@@ -66,6 +66,7 @@ struct sl_engine {
     struct sl_source      **sources;
     size_t                  nsources;
     size_t                  inflight;     /* invocations and dead-letter writes */
+    struct dlq_write       *writes;       /* dead-letter writes in flight */
     size_t                  fetching;     /* sources that have not reported stopped */
     bool                    draining;
     void                  (*drained)(void *arg);
@@ -185,10 +186,11 @@ static void lane_next(struct sl__lane *l)
 /* Dead letters                                                        */
 
 struct dlq_write {
-    struct sl_source *s;
+    struct sl_source *s;       /* NULL: orphaned by sl_engine_free, only freed on reply */
     struct batch     *b;       /* NULL for a redriven queue record */
     struct sl_record *one;
     char             *envelope;
+    struct dlq_write *prev, *next;  /* the engine's writes in flight */
 };
 
 static char *envelope(struct sl_source *s, struct sl_record **r, size_t n, const char *lane,
@@ -225,9 +227,22 @@ static void on_dlq_written(void *arg, int rc, const struct sl_err *err)
 {
     struct dlq_write *w = arg;
     struct sl_source *s = w->s;
-    struct sl_engine *e = s->engine;
+    struct sl_engine *e;
 
     (void)err;
+    if (!s) {
+        /* the engine went first (a hard stop); its records are long released */
+        free(w->envelope);
+        free(w);
+        return;
+    }
+    e = s->engine;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        e->writes = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
     if (rc == 0) {
         if (w->b) {
             s->dead_lettered += w->b->n;
@@ -280,6 +295,10 @@ static void dead_letter(struct sl_source *s, struct batch *b, struct sl_record *
     if (b)
         b->dlq = true;
     s->engine->inflight++;
+    w->next = s->engine->writes;
+    if (w->next)
+        w->next->prev = w;
+    s->engine->writes = w;
     if (!sink) {
         on_dlq_written(w, 0, NULL);
         return;
@@ -416,8 +435,14 @@ static void on_result(const struct sl_invoke_result *res, void *arg)
 {
     struct batch *b = arg;
     struct sl__lane *l = b->lane;
-    struct sl_source *s = l->s;
+    struct sl_source *s;
 
+    if (!l) {
+        /* orphaned by sl_engine_free on a hard stop: nothing is left to tell */
+        batch_free(b);
+        return;
+    }
+    s = l->s;
     free(b->event);
     b->event = NULL;
     b->last_ms = sl_wall_ms();
@@ -820,10 +845,41 @@ static void free_list(struct sl_source *s, struct sl_record *r)
     }
 }
 
+/* A batch the pool or a sink still holds outlives the engine (a hard
+ * stop, or a grace period that ran out): its records go back now, and
+ * the reply, when it comes, only frees what is left. */
+static void orphan_batch(struct sl_source *s, struct batch *b)
+{
+    release_records(s, b->r, b->n);
+    b->n = 0;
+    b->lane = NULL;
+    if (b->timer) {
+        event_free(b->timer);
+        b->timer = NULL;
+    }
+}
+
 void sl_engine_free(struct sl_engine *e)
 {
     if (!e)
         return;
+    if (e->metrics)
+        sl_metrics_off_collect(e->metrics, collect, e);
+    while (e->writes) {
+        struct dlq_write *w = e->writes;
+        e->writes = w->next;
+        if (w->b) {
+            struct sl__lane *l = w->b->lane;
+            if (l->cur == w->b)
+                l->cur = NULL;
+            release_records(w->s, w->b->r, w->b->n);
+            batch_free(w->b);
+        } else {
+            release_records(w->s, &w->one, 1);
+        }
+        w->s = NULL;
+        w->b = NULL;
+    }
     for (size_t i = 0; i < e->nsources; i++) {
         struct sl_source *s = e->sources[i];
         s->stopping = true;
@@ -832,7 +888,9 @@ void sl_engine_free(struct sl_engine *e)
             s->lanes = l->next;
             /* nothing here was checkpointed: the source delivers it again */
             free_list(s, l->head);
-            if (l->cur) {
+            if (l->cur && l->cur->event)
+                orphan_batch(s, l->cur);
+            else if (l->cur) {
                 release_records(s, l->cur->r, l->cur->n);
                 batch_free(l->cur);
             }

@@ -28,6 +28,8 @@ void sl_metric_observe(struct sl_metric *f, const char *lv, double v);  /* histo
  * than to track (queue depth, oldest event age, envs per function). */
 typedef void (*sl_metrics_collect_fn)(void *arg, struct sl_metrics *m);
 void sl_metrics_on_collect(struct sl_metrics *m, sl_metrics_collect_fn fn, void *arg);
+/* Unregister it (its owner is going away; the series stay). */
+void sl_metrics_off_collect(struct sl_metrics *m, sl_metrics_collect_fn fn, void *arg);
 
 void sl_metrics_render(struct sl_metrics *m, struct evbuffer *out);
 
