@@ -552,6 +552,8 @@ static void rq_free(struct sl_source *s)
 
     if (!q)
         return;
+    if (sl_engine_metrics(q->e))
+        sl_metrics_off_collect(sl_engine_metrics(q->e), collect, q);
     q->closing = true;
     rq_conn_close(&q->cmd);
     rq_conn_close(&q->rd);
