@@ -42,6 +42,7 @@ static const char *const mode_names[] = { "stream", "list", NULL };
 static const char *const view_names[] = {
     "NEW_AND_OLD_IMAGES", "NEW_IMAGE", "OLD_IMAGE", "KEYS_ONLY", NULL,
 };
+static const char *const snapshot_names[] = { "never", "initial", NULL };
 static const char *const format_names[] = { "text", "json", NULL };
 
 const char *sl_source_type_name(int type)
@@ -623,6 +624,21 @@ static const struct sl__ckey source_keys[] = {
     { .name = "stream_view_type", .type = CK_ENUM, .def = "NEW_AND_OLD_IMAGES",
       .enums = view_names, .types = POSTGRES, .off = F(stream_view_type),
       .desc = "Which row images records carry." },
+    { .name = "snapshot", .type = CK_ENUM, .def = "never", .enums = snapshot_names,
+      .types = POSTGRES, .off = F(snapshot),
+      .desc = "`initial`: when sluice creates the slot, deliver the rows already in the "
+              "published tables (as INSERTs, `eventSource` `sluice:postgres:snapshot`) before "
+              "the changes that follow." },
+    { .name = "slot_lag_warning_mb", .type = CK_INT, .def = "1024", .min = 1, .max = 16777216,
+      .types = POSTGRES, .off = F(slot_lag_warning_mb),
+      .desc = "Warn when the slot holds more WAL than this many MB (it is checked every 10 s)." },
+    { .name = "heartbeat_interval_s", .type = CK_DURATION, .def = "30", .unit = SEC, .min = 0,
+      .max = 86400, .types = POSTGRES, .off = F(heartbeat_interval_ms),
+      .desc = "Write a tiny logical message this often so the slot advances while the published "
+              "tables are idle; 0 turns it off." },
+    { .name = "status_interval_s", .type = CK_DURATION, .def = "10", .unit = SEC, .min = 1,
+      .max = 3600, .types = POSTGRES, .off = F(status_interval_ms),
+      .desc = "Longest time between standby status updates (the flushed position) to the server." },
 };
 #undef F
 

@@ -61,6 +61,8 @@ enum sl_starting_position {
 
 enum sl_redis_mode { SL_REDIS_STREAM = 0, SL_REDIS_LIST };
 
+enum sl_pg_snapshot { SL_SNAPSHOT_NEVER = 0, SL_SNAPSHOT_INITIAL };
+
 enum sl_stream_view {
     SL_VIEW_NEW_AND_OLD_IMAGES = 0,
     SL_VIEW_NEW_IMAGE,
@@ -138,6 +140,10 @@ struct sl_source_conf {
     char   *publication;
     struct sl_strlist tables;
     int     stream_view_type;        /* enum sl_stream_view */
+    int     snapshot;                /* enum sl_pg_snapshot */
+    int64_t slot_lag_warning_mb;     /* warn when the slot holds more WAL than this */
+    int64_t heartbeat_interval_ms;   /* 0: no heartbeat messages */
+    int64_t status_interval_ms;      /* standby status updates at least this often */
     int     line, col;
 };
 

@@ -1,0 +1,198 @@
+/* Internal to the postgres poller: the non-blocking libpq connection
+ * helper (conn.c), the poller's state (postgres.c), the session that
+ * holds the lock and drives the slot (session.c) and the initial snapshot
+ * (snapshot.c). */
+#ifndef SLUICE_PG_INTERNAL_H
+#define SLUICE_PG_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include "sluice/poller.h"
+
+#include "pgoutput.h"
+
+/* ------------------------------------------------------------------ */
+/* One non-blocking libpq connection on the loop (conn.c)              */
+
+struct pgc;
+
+/* A query's outcome: `res` is its first result (NULL when the connection
+ * was lost; then `why` says so). Owned by the helper: do not PQclear. */
+typedef void (*pgc_result_fn)(struct pgc *c, PGresult *res, const char *why, void *arg);
+
+struct pgc_query {
+    char             *sql;
+    pgc_result_fn     cb;
+    void             *arg;
+    struct pgc_query *next;
+};
+
+enum pgc_state { PGC_DOWN = 0, PGC_CONNECTING, PGC_READY, PGC_COPY };
+
+struct pgc {
+    struct event_base *base;
+    const char        *inst;          /* log prefix, borrowed */
+    const char        *what;          /* "management", "replication", "snapshot" */
+    PGconn            *conn;
+    enum pgc_state     state;
+    struct event      *ev;            /* on PQsocket */
+    int                ev_fd;
+    short              ev_what;
+    struct event      *timeout;       /* connect timeout */
+    struct event      *again;         /* more buffered copy data to read */
+    struct pgc_query  *qhead, *qtail, *cur;
+    PGresult          *first;         /* first result of `cur` */
+    bool               read_paused;   /* copy mode: leave data in the socket */
+    bool               want_write;    /* output still queued in libpq */
+    unsigned           gen;           /* bumped at every close: stale callbacks see it */
+    /* callbacks; `arg` is theirs */
+    void (*on_up)(struct pgc *c, void *arg);
+    void (*on_down)(struct pgc *c, const char *why, void *arg);
+    /* copy-both data; return false to stop reading for now (the helper
+     * resumes on pgc_pause_read(c, false)) */
+    bool (*on_copy)(struct pgc *c, const char *buf, size_t len, void *arg);
+    void  *arg;
+};
+
+void pgc_init(struct pgc *c, struct event_base *base, const char *inst, const char *what);
+/* Start connecting: `dsn` expanded, then keyword/value pairs (NULL-ended)
+ * override it. on_up or on_down follows, never inside this call. */
+void pgc_connect(struct pgc *c, const char *dsn, const char *const *kw, const char *const *val);
+/* Queue a query; `cb` runs once with its first result. */
+void pgc_query(struct pgc *c, const char *sql, pgc_result_fn cb, void *arg);
+/* Copy-both: queue bytes for the server; false when the connection broke. */
+bool pgc_put_copy(struct pgc *c, const char *buf, size_t len);
+void pgc_pause_read(struct pgc *c, bool paused);
+/* Drop the connection and its queue; no callback runs. */
+void pgc_close(struct pgc *c);
+void pgc_destroy(struct pgc *c);
+/* First line of the connection's last error. */
+const char *pgc_error(struct pgc *c, char *buf, size_t n);
+
+/* ------------------------------------------------------------------ */
+/* The poller                                                          */
+
+/* One transaction, from Begin to the moment every change in it is final.
+ * Kept in commit order; the flush LSN moves to a transaction's end_lsn
+ * once it and every one before it are done. */
+struct pg_txn {
+    uint64_t final_lsn;       /* commit record's LSN (Begin): the SequenceNumber prefix */
+    uint64_t end_lsn;         /* Commit: flush to this once final; 0 for none */
+    int64_t  commit_ms;
+    uint32_t xid;
+    uint32_t changes;         /* ordinal of the last change seen */
+    uint32_t skip;            /* changes already pushed before a reconnect */
+    size_t   outstanding;     /* pushed, not final */
+    bool     committed;       /* Commit seen (snapshot: rows all read and recorded) */
+    bool     dead;            /* connection lost before Commit: never advances */
+    bool     snapshot;
+    struct pg_txn *next;
+};
+
+enum pg_phase {
+    PH_IDLE = 0,          /* not started, or stopped */
+    PH_STANDBY,           /* waiting for the lock */
+    PH_SETUP,             /* publication, slot, state */
+    PH_SNAPSHOT,          /* reading existing rows */
+    PH_STREAMING,
+};
+
+struct pg_table {             /* snapshot: one published table */
+    uint32_t oid;
+    char    *schema, *name;
+};
+
+struct pg {
+    struct sl_source    *s;
+    struct event_base   *base;
+    const struct sl_source_conf *conf;
+    char                *slot;           /* names, unquoted */
+    char                *publication;
+    char                *where;          /* host:port/db for messages */
+    int64_t              lock_key;
+    struct sl_filter    *filter;
+    enum pg_phase        phase;
+    bool                 stopping;
+    bool                 paused;
+    bool                 holder;         /* has the advisory lock */
+    bool                 standing_by;    /* said so in the log */
+    bool                 created_slot;   /* this process created the slot */
+    bool                 text_mode;      /* binary 'true' refused by the decoder: text from now on */
+    bool                 warned_lag;
+    int                  server_version;
+    int                  rattempt;       /* replication reconnect attempts */
+    int                  mattempt;       /* management reconnect attempts */
+
+    struct pgc           mgmt, repl, snap;
+    struct event        *lock_timer, *mgmt_retry, *repl_retry, *status_timer, *lag_timer,
+                        *heartbeat_timer;
+    struct pgo_decoder  *dec;            /* per replication connection */
+
+    /* stream position */
+    uint64_t             start_lsn;      /* where the slot stood at setup */
+    uint64_t             received_lsn;   /* highest WAL position seen */
+    uint64_t             flushed;        /* every change up to here is final */
+    uint64_t             sent_flush;     /* last flush position told to the server */
+    uint64_t             last_commit;    /* final_lsn of the last complete transaction pushed */
+    int64_t              last_status_ms;
+    struct pg_txn       *thead, *ttail;  /* in commit order */
+    struct pg_txn       *cur;            /* between Begin and Commit */
+    bool                 skipping;       /* cur was fully pushed before a reconnect */
+
+    /* snapshot */
+    bool                 snapshot_wanted;
+    char                *snapshot_name;
+    uint64_t             consistent_lsn;
+    struct pg_txn       *snap_txn;
+    struct pg_table     *tables;
+    size_t               ntables, table_i;
+    struct pgo_decoder  *snap_dec;
+    bool                 snap_fetching;   /* a FETCH is in flight */
+    bool                 snap_all_read;   /* every row pushed */
+    bool                 snap_marking;    /* the state row is being set to done */
+    bool                 create_export;   /* create the slot on the replication connection */
+
+    /* metrics */
+    struct sl_metric    *m_lag, *m_flushed, *m_changes, *m_txns, *m_age;
+    uint64_t             changes, txns;
+    double               lag_bytes;
+    int64_t              iterator_age_ms;
+};
+
+/* postgres.c */
+void pg__begin(struct pg *p, const struct pgo_msg *m);
+void pg__change(struct pg *p, struct pgo_msg *m);
+void pg__commit(struct pg *p, const struct pgo_msg *m);
+void pg__idle_advance(struct pg *p, uint64_t lsn);
+void pg__stream_lost(struct pg *p);
+void pg__advance(struct pg *p);
+struct pg_txn *pg__txn_new(struct pg *p, uint64_t final_lsn, int64_t commit_ms, uint32_t xid);
+
+/* session.c */
+int  pg__session_start(struct pg *p);
+void pg__session_stop(struct pg *p);
+void pg__session_free(struct pg *p);
+void pg__send_status(struct pg *p, bool reply);
+void pg__repl_restart(struct pg *p, const char *why, bool quick);
+void pg__start_streaming(struct pg *p);
+void pg__snapshot_done(struct pg *p);
+void pg__mark_snapshot_complete(struct pg *p);
+
+/* snapshot.c */
+void pg__snapshot_begin(struct pg *p);
+void pg__snapshot_pump(struct pg *p);
+void pg__snapshot_free(struct pg *p);
+
+/* Helpers shared by the files. */
+char *pg__quote_literal(const char *s);      /* 'it''s' */
+char *pg__quote_ident(const char *s);        /* "a""b" */
+char *pg__quote_qualified(const char *name); /* schema.table -> "schema"."table" */
+void  pg__lsn_text(uint64_t lsn, char *buf, size_t n);
+int   pg__lsn_parse(const char *s, uint64_t *out);
+
+#endif
