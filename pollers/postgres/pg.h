@@ -118,7 +118,10 @@ struct pg {
     struct sl_filter    *filter;
     enum pg_phase        phase;
     bool                 stopping;
-    bool                 paused;
+    bool                 paused;         /* by the engine (bytes pending) */
+    bool                 throttled;      /* by read-ahead: too many changes not final */
+    size_t               outstanding;    /* changes pushed, not final */
+    size_t               readahead;      /* the cap on `outstanding` */
     bool                 holder;         /* has the advisory lock */
     bool                 standing_by;    /* said so in the log */
     bool                 created_slot;   /* this process created the slot */
@@ -165,6 +168,7 @@ struct pg {
 };
 
 /* postgres.c */
+bool pg__reading(struct pg *p);          /* apply pause/throttle to the stream; true: read on */
 void pg__begin(struct pg *p, const struct pgo_msg *m);
 void pg__change(struct pg *p, struct pgo_msg *m);
 void pg__commit(struct pg *p, const struct pgo_msg *m);

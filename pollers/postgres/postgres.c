@@ -400,6 +400,9 @@ static void emit(struct pg *p, struct pg_txn *t, uint32_t ordinal, const struct 
         }
     }
     t->outstanding++;
+    p->outstanding++;
+    if (p->outstanding >= p->readahead)
+        p->throttled = true;
     sl_source_push(p->s, lane, r);
 }
 
@@ -518,6 +521,17 @@ static char *pg_event(struct sl_source *s, struct sl_record *const *r, size_t n,
     return e;
 }
 
+/* Read the stream only while the engine wants records and the changes
+ * not yet final stay under the read-ahead cap: what is read but not final
+ * when sluice dies is what the server sends again. */
+bool pg__reading(struct pg *p)
+{
+    bool on = !p->paused && !p->stopping && !p->throttled;
+
+    pgc_pause_read(&p->repl, !on);
+    return on;
+}
+
 static void pg_checkpoint(struct sl_source *s, struct sl_record *const *r, size_t n)
 {
     struct pg *p = s->ctx;
@@ -525,6 +539,13 @@ static void pg_checkpoint(struct sl_source *s, struct sl_record *const *r, size_
     for (size_t i = 0; i < n; i++) {
         struct pg_txn *t = r[i]->handle;
         t->outstanding--;
+    }
+    p->outstanding -= n < p->outstanding ? n : p->outstanding;
+    if (p->throttled && p->outstanding <= p->readahead / 2) {
+        p->throttled = false;
+        pg__reading(p);
+        if (p->phase == PH_SNAPSHOT)
+            pg__snapshot_pump(p);
     }
     if (n && p->m_age) {
         p->iterator_age_ms = sl_wall_ms() - r[n - 1]->timestamp_ms;
@@ -544,7 +565,7 @@ static void pg_pause(struct sl_source *s)
     struct pg *p = s->ctx;
 
     p->paused = true;
-    pgc_pause_read(&p->repl, true);
+    pg__reading(p);
 }
 
 static void pg_resume(struct sl_source *s)
@@ -552,8 +573,7 @@ static void pg_resume(struct sl_source *s)
     struct pg *p = s->ctx;
 
     p->paused = false;
-    if (!p->stopping)
-        pgc_pause_read(&p->repl, false);
+    pg__reading(p);
     if (p->phase == PH_SNAPSHOT)
         pg__snapshot_pump(p);
 }
@@ -683,6 +703,10 @@ int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct
     }
     p->conf = c;
     p->base = sl__engine_base(e);
+    /* enough for every lane to have its next batches ready */
+    p->readahead = (size_t)(4 * c->batch_size * c->parallelization_factor);
+    if (p->readahead < 2000)
+        p->readahead = 2000;
     p->slot = c->slot ? sl_strdup(c->slot) : default_name(c->name);
     p->publication = c->publication ? sl_strdup(c->publication) : default_name(c->name);
     p->where = describe(c->dsn);

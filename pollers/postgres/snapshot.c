@@ -108,7 +108,7 @@ static void on_fetch(struct pgc *c, PGresult *res, const char *why, void *arg);
 
 void pg__snapshot_pump(struct pg *p)
 {
-    if (p->phase != PH_SNAPSHOT || p->snap_fetching || p->paused || p->stopping ||
+    if (p->phase != PH_SNAPSHOT || p->snap_fetching || p->paused || p->stopping || p->throttled ||
         p->snap.state != PGC_READY || p->table_i >= p->ntables)
         return;
     p->snap_fetching = true;

@@ -254,7 +254,7 @@ static size_t count_lines(const char *path)
     return n;
 }
 
-static void wait_lines(size_t n, int timeout_ms)
+static __attribute__((unused)) void wait_lines(size_t n, int timeout_ms)
 {
     double deadline = now_ms() + timeout_ms;
     size_t have;
@@ -293,7 +293,7 @@ static json_t *ddb(json_t *rec, const char *field)
     return json_object_get(json_object_get(rec, "dynamodb"), field);
 }
 
-static const char *str(json_t *o, const char *k)
+static __attribute__((unused)) const char *str(json_t *o, const char *k)
 {
     return json_string_value(json_object_get(o, k));
 }
