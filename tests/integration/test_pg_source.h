@@ -326,7 +326,7 @@ static void kill_sluice(pid_t pid)
     waitpid(pid, &st, 0);
 }
 
-static bool file_has(const char *path, const char *needle)
+static __attribute__((unused)) bool file_has(const char *path, const char *needle)
 {
     FILE *f = fopen(path, "r");
     char *line = NULL;
