@@ -1,0 +1,270 @@
+/* bench postgres: row changes per second through a Postgres change-stream
+ * source, end to end.
+ *
+ * A private Postgres from tests/services (its own directory, so the shared
+ * one used by tests is not disturbed) gets a table and a publication, then
+ * two logical slots created back to back with no write between them (so
+ * both start at the same point), then N = 1,000,000 single-row inserts
+ * committed in 1,000 transactions of 1,000 rows, then a transactional
+ * logical message "bench-end". Nothing is timed until here.
+ *
+ * Baseline: pg_recvlogical reading the first slot with pgoutput
+ * (proto_version 1, the publication, binary, messages) and writing the
+ * stream to a pipe this program drains without looking at it until the
+ * end marker shows up: the fastest a client can take the stream.
+ *
+ * sluice: `sluice run` with a `type: postgres` source on the second slot
+ * (batch_size 1,000) and the no-op C handler tests/handlers/pg_record.c
+ * (no PG_OUT: it answers {} at once) in its sandbox; timed from the start
+ * of the process until the slot's confirmed_flush_lsn passed the end of
+ * the last transaction, so every change was read, decoded, shaped into a
+ * DynamoDB-Streams record, invoked and flushed. Target: ratio >= 0.7.
+ *
+ * The temporary directory (/tmp/sluice-bench-pg-XXXXXX, with the server's
+ * and sluice's logs) is removed on success, kept and named on failure. */
+#include <libpq-fe.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/stat.h>
+
+#include "bench.h"
+
+#define NAME  "postgres"
+#define TXNS  1000
+#define ROWS  1000
+#define N     (TXNS * ROWS)
+#define BATCH 1000
+
+static char dir[64];
+static pid_t sluice_pid = -1, recv_pid = -1;
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+
+    bind(fd, (struct sockaddr *)&a, sizeof(a));
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static void services(const char *what)
+{
+    char cmd[256];
+
+    snprintf(cmd, sizeof(cmd), "SLUICE_SERVICES_DIR=%s/services tests/services %s >>%s/services.log 2>&1",
+             dir, what, dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench %s: tests/services %s failed (see %s/services.log)\n", NAME, what,
+                dir);
+}
+
+static int fail(const char *what)
+{
+    fprintf(stderr, "bench %s: %s (kept %s)\n", NAME, what, dir);
+    if (sluice_pid > 0)
+        kill(sluice_pid, SIGKILL), waitpid(sluice_pid, NULL, 0);
+    if (recv_pid > 0)
+        kill(recv_pid, SIGKILL), waitpid(recv_pid, NULL, 0);
+    services("stop");
+    return 1;
+}
+
+static bool exec_ok(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+
+    if (!ok)
+        fprintf(stderr, "bench %s: %s: %s", NAME, sql, PQresultErrorMessage(r));
+    PQclear(r);
+    return ok;
+}
+
+static bool value(PGconn *c, const char *sql, char *out, size_t n)
+{
+    PGresult *r = PQexec(c, sql);
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0);
+
+    if (ok)
+        snprintf(out, n, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return ok;
+}
+
+/* pg_recvlogical into a pipe, until the end marker went through it. */
+static double baseline(const char *dsn)
+{
+    int fds[2];
+    char buf[1 << 16], tail[16] = { 0 };
+    const char *marker = "bench-end";
+    double t0;
+    bool seen = false;
+
+    if (pipe(fds) != 0)
+        return -1;
+    t0 = now_us();
+    recv_pid = fork();
+    if (recv_pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execlp("pg_recvlogical", "pg_recvlogical", "-d", dsn, "--slot", "bench_base", "--start",
+               "-o", "proto_version=1", "-o", "publication_names=bench_pub", "-o", "binary=true",
+               "-o", "messages=true", "-f", "-", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    while (!seen) {
+        struct pollfd p = { .fd = fds[0], .events = POLLIN };
+        ssize_t n;
+        char scan[sizeof(tail) + sizeof(buf)];
+        size_t tl = strlen(tail);
+
+        if (poll(&p, 1, 120000) <= 0)
+            break;
+        n = read(fds[0], buf, sizeof(buf));
+        if (n <= 0)
+            break;
+        /* the marker may straddle two reads: keep the last bytes */
+        memcpy(scan, tail, tl);
+        memcpy(scan + tl, buf, (size_t)n);
+        seen = memmem(scan, tl + (size_t)n, marker, strlen(marker)) != NULL;
+        {
+            size_t keep = (size_t)n < sizeof(tail) - 1 ? (size_t)n : sizeof(tail) - 1;
+            memcpy(tail, buf + n - keep, keep);
+            tail[keep] = '\0';
+            for (size_t i = 0; i < keep; i++)
+                if (!tail[i])
+                    tail[i] = ' ';
+        }
+    }
+    {
+        double secs = (now_us() - t0) / 1e6;
+        kill(recv_pid, SIGTERM);
+        waitpid(recv_pid, NULL, 0);
+        recv_pid = -1;
+        close(fds[0]);
+        return seen ? N / secs : -1;
+    }
+}
+
+static double through_sluice(PGconn *c, const char *dsn, const char *end_lsn)
+{
+    const char *build = getenv("BUILD") && *getenv("BUILD") ? getenv("BUILD") : "build";
+    char cfg[128], log[128], root[PATH_MAX], exe[PATH_MAX + 64], q[256], v[16];
+    FILE *f;
+    double t0;
+
+    if (!getcwd(root, sizeof(root)))
+        return -1;
+    snprintf(cfg, sizeof(cfg), "%s/sluice.yaml", dir);
+    snprintf(log, sizeof(log), "%s/sluice.log", dir);
+    f = fopen(cfg, "w");
+    if (!f)
+        return -1;
+    fprintf(f,
+            "server: { listen: 127.0.0.1:%d, data_dir: %s }\n"
+            "log: { level: warn }\n"
+            "functions:\n  noop: { handler: %s/%s/test-handlers/pg_record, memory_mb: 1769 }\n"
+            "sources:\n  bench:\n    type: postgres\n    function: noop\n"
+            "    dsn: \"%s\"\n    slot: sluice_bench\n    publication: bench_pub\n"
+            "    batch_size: %d\n",
+            free_port(), dir, root, build, dsn, BATCH);
+    fclose(f);
+    snprintf(exe, sizeof(exe), "%s/%s/sluice", root, build);
+    snprintf(q, sizeof(q), "SELECT confirmed_flush_lsn >= '%s'::pg_lsn FROM pg_replication_slots "
+             "WHERE slot_name = 'sluice_bench'", end_lsn);
+    t0 = now_us();
+    sluice_pid = fork();
+    if (sluice_pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 2);
+        execl(exe, "sluice", "run", cfg, (char *)NULL);
+        _exit(127);
+    }
+    for (;;) {
+        int st;
+        if (waitpid(sluice_pid, &st, WNOHANG) == sluice_pid) {
+            sluice_pid = -1;
+            return -1;
+        }
+        if (value(c, q, v, sizeof(v)) && strcmp(v, "t") == 0)
+            break;
+        if (now_us() - t0 > 300e6)
+            return -1;
+        usleep(20000);
+    }
+    {
+        double secs = (now_us() - t0) / 1e6;
+        kill(sluice_pid, SIGTERM);
+        waitpid(sluice_pid, NULL, 0);
+        sluice_pid = -1;
+        return N / secs;
+    }
+}
+
+int main(void)
+{
+    char dsn[256], path[128], end_lsn[64], fill[256];
+    double base, mine, t0;
+    int port = 0;
+    FILE *f;
+    PGconn *c;
+
+    snprintf(dir, sizeof(dir), "/tmp/sluice-bench-pg-XXXXXX");
+    if (!mkdtemp(dir) || chmod(dir, 0755) != 0) /* the server runs as user postgres */
+        return fail("cannot make a temporary directory");
+    services("start pg");
+    snprintf(path, sizeof(path), "%s/services/pg/port", dir);
+    f = fopen(path, "r");
+    if (!f || fscanf(f, "%d", &port) != 1)
+        return fail("the private postgres did not start");
+    fclose(f);
+    snprintf(dsn, sizeof(dsn), "host=127.0.0.1 port=%d user=postgres dbname=sluice", port);
+    c = PQconnectdb(dsn);
+    if (PQstatus(c) != CONNECTION_OK)
+        return fail("cannot connect to the private postgres");
+    if (!exec_ok(c, "CREATE TABLE bench (id int PRIMARY KEY, v text)") ||
+        !exec_ok(c, "CREATE PUBLICATION bench_pub FOR TABLE bench") ||
+        !exec_ok(c, "SELECT pg_create_logical_replication_slot('bench_base', 'pgoutput')") ||
+        !exec_ok(c, "SELECT pg_create_logical_replication_slot('sluice_bench', 'pgoutput')"))
+        return fail("setup failed");
+    t0 = now_us();
+    snprintf(fill, sizeof(fill),
+             "DO $$ BEGIN FOR t IN 0..%d LOOP INSERT INTO bench SELECT g, 'row ' || g FROM "
+             "generate_series(t * %d + 1, (t + 1) * %d) g; COMMIT; END LOOP; END $$",
+             TXNS - 1, ROWS, ROWS);
+    if (!exec_ok(c, fill) ||
+        !exec_ok(c, "SELECT pg_logical_emit_message(true, 'bench-end', 'x')") ||
+        !value(c, "SELECT pg_current_wal_lsn()::text", end_lsn, sizeof(end_lsn)))
+        return fail("cannot write the rows");
+    printf("%s: %d rows in %d transactions written in %.1f s\n", NAME, N, TXNS,
+           (now_us() - t0) / 1e6);
+
+    base = baseline(dsn);
+    if (base <= 0)
+        return fail("pg_recvlogical did not reach the end of the stream");
+    printf("%s: baseline pg_recvlogical (pgoutput, binary, to a pipe): %.0f changes/s\n", NAME,
+           base);
+    mine = through_sluice(c, dsn, end_lsn);
+    if (mine <= 0)
+        return fail("sluice did not flush the slot to the end: see sluice.log");
+    printf("%s: sluice (batch %d, no-op C handler): %.0f changes/s\n", NAME, BATCH, mine);
+    PQfinish(c);
+    services("stop");
+    {
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "bench %s: could not remove %s\n", NAME, dir);
+    }
+    bench_report(&(struct bench_result){ .name = NAME, .value = mine, .unit = "changes/s",
+                                         .baseline = "pg_recvlogical", .baseline_value = base,
+                                         .digits = { 0, 0, 2 } });
+    return 0;
+}
