@@ -3,22 +3,24 @@
  *
  * A private Postgres from tests/services (its own directory, so the shared
  * one used by tests is not disturbed) gets a table and a publication, then
- * two logical slots created back to back with no write between them (so
- * both start at the same point), then N = 1,000,000 single-row inserts
+ * four logical slots created in one statement (so all start at the same
+ * point), then N = 1,000,000 single-row inserts
  * committed in 1,000 transactions of 1,000 rows, then a transactional
  * logical message "bench-end". Nothing is timed until here.
  *
- * Baseline: pg_recvlogical reading the first slot with pgoutput
+ * Baseline: pg_recvlogical reading a slot with pgoutput
  * (proto_version 1, the publication, binary, messages) and writing the
  * stream to a pipe this program drains without looking at it until the
  * end marker shows up: the fastest a client can take the stream.
  *
- * sluice: `sluice run` with a `type: postgres` source on the second slot
+ * sluice: `sluice run` with a `type: postgres` source on another slot
  * (batch_size 1,000) and the no-op C handler tests/handlers/pg_record.c
  * (no PG_OUT: it answers {} at once) in its sandbox; timed from the start
  * of the process until the slot's confirmed_flush_lsn passed the end of
  * the last transaction, so every change was read, decoded, shaped into a
- * DynamoDB-Streams record, invoked and flushed. Target: ratio >= 0.7.
+ * DynamoDB-Streams record, invoked and flushed. Two rounds alternate the
+ * two (a fresh slot each time) and the best of each side is compared, as
+ * the machine is shared. Target: ratio >= 0.7.
  *
  * The temporary directory (/tmp/sluice-bench-pg-XXXXXX, with the server's
  * and sluice's logs) is removed on success, kept and named on failure. */
@@ -35,6 +37,7 @@
 #define ROWS  1000
 #define N     (TXNS * ROWS)
 #define BATCH 1000
+#define ROUNDS 2
 
 static char dir[64];
 static pid_t sluice_pid = -1, recv_pid = -1;
@@ -97,7 +100,7 @@ static bool value(PGconn *c, const char *sql, char *out, size_t n)
 }
 
 /* pg_recvlogical into a pipe, until the end marker went through it. */
-static double baseline(const char *dsn)
+static double baseline(const char *dsn, const char *slot)
 {
     int fds[2];
     char buf[1 << 16], tail[16] = { 0 };
@@ -113,7 +116,7 @@ static double baseline(const char *dsn)
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
-        execlp("pg_recvlogical", "pg_recvlogical", "-d", dsn, "--slot", "bench_base", "--start",
+        execlp("pg_recvlogical", "pg_recvlogical", "-d", dsn, "--slot", slot, "--start",
                "-o", "proto_version=1", "-o", "publication_names=bench_pub", "-o", "binary=true",
                "-o", "messages=true", "-f", "-", (char *)NULL);
         _exit(127);
@@ -153,7 +156,7 @@ static double baseline(const char *dsn)
     }
 }
 
-static double through_sluice(PGconn *c, const char *dsn, const char *end_lsn)
+static double through_sluice(PGconn *c, const char *dsn, const char *slot, const char *end_lsn)
 {
     const char *build = getenv("BUILD") && *getenv("BUILD") ? getenv("BUILD") : "build";
     char cfg[128], log[128], root[PATH_MAX], exe[PATH_MAX + 64], q[256], v[16];
@@ -172,13 +175,13 @@ static double through_sluice(PGconn *c, const char *dsn, const char *end_lsn)
             "log: { level: warn }\n"
             "functions:\n  noop: { handler: %s/%s/test-handlers/pg_record, memory_mb: 1769 }\n"
             "sources:\n  bench:\n    type: postgres\n    function: noop\n"
-            "    dsn: \"%s\"\n    slot: sluice_bench\n    publication: bench_pub\n"
+            "    dsn: \"%s\"\n    slot: %s\n    publication: bench_pub\n"
             "    batch_size: %d\n",
-            free_port(), dir, root, build, dsn, BATCH);
+            free_port(), dir, root, build, dsn, slot, BATCH);
     fclose(f);
     snprintf(exe, sizeof(exe), "%s/%s/sluice", root, build);
     snprintf(q, sizeof(q), "SELECT confirmed_flush_lsn >= '%s'::pg_lsn FROM pg_replication_slots "
-             "WHERE slot_name = 'sluice_bench'", end_lsn);
+             "WHERE slot_name = '%s'", end_lsn, slot);
     t0 = now_us();
     sluice_pid = fork();
     if (sluice_pid == 0) {
@@ -231,8 +234,8 @@ int main(void)
         return fail("cannot connect to the private postgres");
     if (!exec_ok(c, "CREATE TABLE bench (id int PRIMARY KEY, v text)") ||
         !exec_ok(c, "CREATE PUBLICATION bench_pub FOR TABLE bench") ||
-        !exec_ok(c, "SELECT pg_create_logical_replication_slot('bench_base', 'pgoutput')") ||
-        !exec_ok(c, "SELECT pg_create_logical_replication_slot('sluice_bench', 'pgoutput')"))
+        !exec_ok(c, "SELECT pg_create_logical_replication_slot(s, 'pgoutput') FROM "
+                    "unnest(ARRAY['base_1', 'sluice_1', 'base_2', 'sluice_2']) s"))
         return fail("setup failed");
     t0 = now_us();
     snprintf(fill, sizeof(fill),
@@ -246,15 +249,26 @@ int main(void)
     printf("%s: %d rows in %d transactions written in %.1f s\n", NAME, N, TXNS,
            (now_us() - t0) / 1e6);
 
-    base = baseline(dsn);
-    if (base <= 0)
-        return fail("pg_recvlogical did not reach the end of the stream");
-    printf("%s: baseline pg_recvlogical (pgoutput, binary, to a pipe): %.0f changes/s\n", NAME,
-           base);
-    mine = through_sluice(c, dsn, end_lsn);
-    if (mine <= 0)
-        return fail("sluice did not flush the slot to the end: see sluice.log");
-    printf("%s: sluice (batch %d, no-op C handler): %.0f changes/s\n", NAME, BATCH, mine);
+    /* two rounds, alternating, each on its own slot: the best of each side
+     * (the machine is shared and noisy) */
+    base = mine = 0;
+    for (int round = 1; round <= ROUNDS; round++) {
+        char slot[32];
+        double b, m;
+
+        snprintf(slot, sizeof(slot), "base_%d", round);
+        b = baseline(dsn, slot);
+        if (b <= 0)
+            return fail("pg_recvlogical did not reach the end of the stream");
+        snprintf(slot, sizeof(slot), "sluice_%d", round);
+        m = through_sluice(c, dsn, slot, end_lsn);
+        if (m <= 0)
+            return fail("sluice did not flush the slot to the end: see sluice.log");
+        printf("%s: round %d: pg_recvlogical (pgoutput, binary, to a pipe) %.0f changes/s, "
+               "sluice (batch %d, no-op C handler) %.0f changes/s\n", NAME, round, b, BATCH, m);
+        base = b > base ? b : base;
+        mine = m > mine ? m : mine;
+    }
     PQfinish(c);
     services("stop");
     {

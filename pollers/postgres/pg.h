@@ -107,6 +107,13 @@ struct pg_table {             /* snapshot: one published table */
     char    *schema, *name;
 };
 
+struct pg_tablefrag {          /* records: the per-table part, built once */
+    char   *schema, *table;
+    char   *text;
+    size_t  len;
+    struct pg_tablefrag *next;
+};
+
 struct pg {
     struct sl_source    *s;
     struct event_base   *base;
@@ -159,6 +166,8 @@ struct pg {
     bool                 snap_all_read;   /* every row pushed */
     bool                 snap_marking;    /* the state row is being set to done */
     bool                 create_export;   /* create the slot on the replication connection */
+
+    struct pg_tablefrag *frags;
 
     /* metrics */
     struct sl_metric    *m_lag, *m_flushed, *m_changes, *m_txns, *m_age;

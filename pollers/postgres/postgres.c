@@ -159,17 +159,22 @@ static void sb_fmt(struct sb *b, const char *fmt, ...)
 /* A JSON string literal. */
 static void sb_jstr(struct sb *b, const char *s)
 {
+    const char *run = s;
+
     sb_add(b, "\"", 1);
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c != '"' && *c != '\\' && *c >= 0x20)
+            continue;
+        sb_add(b, run, (size_t)((const char *)c - run));
         if (*c == '"' || *c == '\\') {
             char e[2] = { '\\', (char)*c };
             sb_add(b, e, 2);
-        } else if (*c < 0x20) {
-            sb_fmt(b, "\\u%04x", *c);
         } else {
-            sb_add(b, (const char *)c, 1);
+            sb_fmt(b, "\\u%04x", *c);
         }
+        run = (const char *)c + 1;
     }
+    sb_add(b, run, strlen(run));
     sb_add(b, "\"", 1);
 }
 
@@ -297,59 +302,125 @@ struct shape {
     bool snapshot;
 };
 
+/* Digits of v, zero-padded to `width` (0: as many as needed). */
+static void sb_u64(struct sb *b, uint64_t v, int width)
+{
+    char d[24];
+    int n = 0;
+
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n < width)
+        d[n++] = '0';
+    sb_grow(b, (size_t)n);
+    while (n)
+        b->p[b->n++] = d[--n];
+    b->p[b->n] = '\0';
+}
+
+static void sb_hex64(struct sb *b, uint64_t v)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    sb_grow(b, 16);
+    for (int i = 15; i >= 0; i--)
+        b->p[b->n++] = hex[(v >> (4 * i)) & 15];
+    b->p[b->n] = '\0';
+}
+
+/* The part of a record that depends only on its table, built once per
+ * table: ,"eventSourceARN":"...","tableName":"..." */
+static const char *table_fragment(struct pg *p, const char *schema, const char *table,
+                                  size_t *len)
+{
+    struct pg_tablefrag *f;
+    struct sb b = { 0 };
+    char *full, *arn;
+
+    for (f = p->frags; f; f = f->next)
+        if (strcmp(f->table, table) == 0 && strcmp(f->schema, schema) == 0) {
+            *len = f->len;
+            return f->text;
+        }
+    full = sl_asprintf("%s.%s", schema, table);
+    arn = sl_asprintf("arn:sluice:postgres:" REGION ":%s:table/%s/stream/%s", p->conf->name,
+                      full, p->slot);
+    sb_str(&b, ",\"eventSourceARN\":");
+    sb_jstr(&b, arn);
+    sb_str(&b, ",\"tableName\":");
+    sb_jstr(&b, full);
+    free(full);
+    free(arn);
+    f = sl_calloc(1, sizeof(*f));
+    f->schema = sl_strdup(schema);
+    f->table = sl_strdup(table);
+    f->text = b.p;
+    f->len = b.n;
+    f->next = p->frags;
+    p->frags = f;
+    *len = f->len;
+    return f->text;
+}
+
 static struct sl_record *make_record(struct pg *p, struct pg_txn *t, uint32_t ordinal,
                                      const struct shape *sh, char *lane, size_t lanelen)
 {
     const struct sl_source_conf *c = p->conf;
     struct sl_record *r;
     struct sb b = { 0 };
-    char seq[48], clsn[32];
-    const char *keys = sh->keys ? sh->keys : "{}";
-    size_t size = strlen(keys);
+    const char *keys = sh->keys ? sh->keys : "{}", *frag;
+    size_t klen = strlen(keys), nlen = 0, olen = 0, flen, size = klen, seq_at;
     bool want_new = c->stream_view_type == SL_VIEW_NEW_IMAGE ||
                     c->stream_view_type == SL_VIEW_NEW_AND_OLD_IMAGES;
     bool want_old = c->stream_view_type == SL_VIEW_OLD_IMAGE ||
                     c->stream_view_type == SL_VIEW_NEW_AND_OLD_IMAGES;
+    char clsn[32];
 
-    snprintf(seq, sizeof(seq), "%020" PRIu64 "%010" PRIu32, t->final_lsn, ordinal);
-    pg__lsn_text(t->final_lsn, clsn, sizeof(clsn));
-    sb_grow(&b, 512 + size + (sh->new_img ? strlen(sh->new_img) : 0) +
-                    (sh->old_img ? strlen(sh->old_img) : 0));
-    sb_fmt(&b, "{\"eventID\":\"%016" PRIx64 "%016" PRIx64 "\",\"eventName\":\"%s\","
-               "\"eventVersion\":\"1.1\",\"eventSource\":\"%s\",\"awsRegion\":\"" REGION "\","
-               "\"dynamodb\":{\"ApproximateCreationDateTime\":%" PRId64 ",\"Keys\":%s",
-           t->final_lsn, (uint64_t)ordinal, sh->event_name,
-           sh->snapshot ? "sluice:postgres:snapshot" : "sluice:postgres",
-           t->commit_ms / 1000, keys);
-    if (want_new && sh->new_img) {
+    if (want_new && sh->new_img)
+        nlen = strlen(sh->new_img);
+    if (want_old && sh->old_img)
+        olen = strlen(sh->old_img);
+    frag = table_fragment(p, sh->schema, sh->table, &flen);
+    sb_grow(&b, 400 + klen + nlen + olen + flen);
+    sb_str(&b, "{\"eventID\":\"");
+    sb_hex64(&b, t->final_lsn);
+    sb_hex64(&b, ordinal);
+    sb_str(&b, "\",\"eventName\":\"");
+    sb_str(&b, sh->event_name);
+    sb_str(&b, sh->snapshot ? "\",\"eventVersion\":\"1.1\",\"eventSource\":\"sluice:postgres:snapshot\""
+                            : "\",\"eventVersion\":\"1.1\",\"eventSource\":\"sluice:postgres\"");
+    sb_str(&b, ",\"awsRegion\":\"" REGION "\",\"dynamodb\":{\"ApproximateCreationDateTime\":");
+    sb_u64(&b, (uint64_t)(t->commit_ms > 0 ? t->commit_ms / 1000 : 0), 0);
+    sb_str(&b, ",\"Keys\":");
+    sb_add(&b, keys, klen);
+    if (nlen) {
         sb_str(&b, ",\"NewImage\":");
-        sb_str(&b, sh->new_img);
-        size += strlen(sh->new_img);
+        sb_add(&b, sh->new_img, nlen);
+        size += nlen;
     }
-    if (want_old && sh->old_img) {
+    if (olen) {
         sb_str(&b, ",\"OldImage\":");
-        sb_str(&b, sh->old_img);
-        size += strlen(sh->old_img);
+        sb_add(&b, sh->old_img, olen);
+        size += olen;
     }
-    sb_fmt(&b, ",\"SequenceNumber\":\"%s\",\"SizeBytes\":%zu,\"StreamViewType\":\"%s\"},"
-               "\"eventSourceARN\":\"arn:sluice:postgres:" REGION ":",
-           seq, size, view_names[c->stream_view_type]);
-    {
-        /* names go inside JSON strings: escape them as a whole, then splice */
-        struct sb arn = { 0 }, tn = { 0 };
-        char *full = sl_asprintf("%s.%s", sh->schema, sh->table);
-        char *a = sl_asprintf("%s:table/%s/stream/%s", c->name, full, p->slot);
-        sb_jstr(&arn, a);
-        sb_add(&b, arn.p + 1, arn.n - 1); /* the opening quote is already there */
-        sb_str(&b, ",\"tableName\":");
-        sb_jstr(&tn, full);
-        sb_add(&b, tn.p, tn.n);
-        free(a);
-        free(full);
-        free(arn.p);
-        free(tn.p);
-    }
-    sb_fmt(&b, ",\"transactionId\":%" PRIu32 ",\"commitLsn\":\"%s\"", t->xid, clsn);
+    sb_str(&b, ",\"SequenceNumber\":\"");
+    seq_at = b.n;
+    sb_u64(&b, t->final_lsn, 20);
+    sb_u64(&b, ordinal, 10);
+    sb_str(&b, "\",\"SizeBytes\":");
+    sb_u64(&b, size, 0);
+    sb_str(&b, ",\"StreamViewType\":\"");
+    sb_str(&b, view_names[c->stream_view_type]);
+    sb_str(&b, "\"}");
+    sb_add(&b, frag, flen);
+    sb_str(&b, ",\"transactionId\":");
+    sb_u64(&b, t->xid, 0);
+    pg__lsn_text(t->final_lsn, clsn, sizeof(clsn));
+    sb_str(&b, ",\"commitLsn\":\"");
+    sb_str(&b, clsn);
+    sb_str(&b, "\"");
     if (sh->ntoast) {
         sb_str(&b, ",\"unchangedToastColumns\":[");
         for (size_t i = 0; i < sh->ntoast; i++) {
@@ -365,13 +436,13 @@ static struct sl_record *make_record(struct pg *p, struct pg_txn *t, uint32_t or
         uint64_t h = fnv1a(1469598103934665603ull, sh->schema, strlen(sh->schema));
         h = fnv1a(h, ".", 1);
         h = fnv1a(h, sh->table, strlen(sh->table));
-        h = fnv1a(h, keys, strlen(keys));
+        h = fnv1a(h, keys, klen);
         snprintf(lane, lanelen, "%u", (unsigned)(h % (uint64_t)c->parallelization_factor));
     } else {
         lane[0] = '\0';
     }
     r = sl_calloc(1, sizeof(*r));
-    r->id = sl_strdup(seq);
+    r->id = sl_strndup(b.p + seq_at, 30);
     r->json = b.p;
     r->len = b.n;
     r->timestamp_ms = t->commit_ms ? t->commit_ms : sl_wall_ms();
@@ -597,6 +668,14 @@ static void pg_free(struct sl_source *s)
         struct pg_txn *t = p->thead;
         p->thead = t->next;
         free(t);
+    }
+    while (p->frags) {
+        struct pg_tablefrag *f = p->frags;
+        p->frags = f->next;
+        free(f->schema);
+        free(f->table);
+        free(f->text);
+        free(f);
     }
     sl_filter_free(p->filter);
     free(p->slot);
