@@ -111,7 +111,11 @@ static void pg_setup(void)
 /* `sluice run cfg` as a child that pg_cleanup kills if the test ends first. */
 static pid_t run_sluice(const char *cfg, const char *log)
 {
-    pid_t pid = th_run_sluice(root, cfg, log ? log : "/dev/null");
+    char deflog[300];
+    pid_t pid;
+
+    snprintf(deflog, sizeof(deflog), "%s/sluice.log", tdir);
+    pid = th_run_sluice(root, cfg, log && strcmp(log, "/dev/null") != 0 ? log : deflog);
 
     for (size_t i = 0; i < sizeof(kids) / sizeof(kids[0]); i++)
         if (kids[i] <= 0) {
@@ -147,6 +151,14 @@ static void pg_cleanup(void)
         }
     if (!db)
         return;
+    /* under SANITIZE=1, a report in any sluice log fails the test */
+    snprintf(cmd, sizeof(cmd), "cat '%s'/*.log 2>/dev/null | grep -qE "
+             "'AddressSanitizer|LeakSanitizer|runtime error:'", tdir);
+    if (system(cmd) == 0) {
+        PQfinish(db);
+        db = NULL;
+        cr_assert_fail("sanitizer report in a sluice log under %s", tdir);
+    }
     for (;;) {
         char *active = sql_value("SELECT active FROM pg_replication_slots WHERE slot_name = "
                                  "'%s'", names);
