@@ -9,6 +9,22 @@
  * logs on the loop thread. A 1 s timer keeps serving the queue while
  * every partition is paused (max.poll.interval.ms).
  *
+ * Flow control: the loop stops draining the consumer queue while the
+ * partitions that flow hold part_max records not yet final each on
+ * average, or one of them twice that (librdkafka keeps prefetching up to
+ * its queued.* limits, so the next records are already there when
+ * draining resumes). Each freed record while held re-checks, from the
+ * loop: the queue's wake-up pipe is only written when the queue goes from
+ * empty to non-empty, so nothing else would resume the draining. The
+ * budget is shared because librdkafka hands out a partition's records in
+ * fetch-sized runs: a per-partition limit would stop everything while one
+ * partition is ahead and the others are starving.
+ * Pausing a partition in librdkafka costs about a second after each
+ * resume before the next fetch (librdkafka 2.0), which capped throughput
+ * at one burst per second; it is kept for a partition that is full
+ * (part_max) and has had no record final for STUCK_MS (its batch keeps
+ * failing), so that the others keep flowing.
+ *
  * Offsets: enable.auto.offset.store=false; a position is stored and
  * committed (asynchronously, as it moves; auto-commit and the close flush
  * stay as a backstop) only up to the first record whose outcome is not
@@ -42,7 +58,8 @@
 #define MSGS_MAX        1000     /* messages per rd_kafka_consume_batch_queue */
 #define ROUNDS          8        /* batches per wake-up before yielding to the loop */
 #define REVOKE_WAIT_MS  30000    /* longest a revoke waits for batches in flight */
-#define PART_BYTES_MAX  (16u * 1024 * 1024) /* outstanding bytes that pause one partition */
+#define PART_BYTES_MAX  (16u * 1024 * 1024) /* outstanding bytes that make one partition full */
+#define STUCK_MS        1000     /* full this long: paused in librdkafka */
 #define EVENT_SLACK     (64 * 1024)
 #define ERR_EVERY_MS    30000    /* repeat the same broker/topic error at most this often */
 
@@ -76,7 +93,7 @@ struct kafka {
     rd_kafka_queue_t            *q;
     int                          wake[2];       /* consumer queue wake-ups */
     int                          jobfd[2];      /* seek job finished */
-    struct event                *ev_wake, *ev_more, *ev_tick, *ev_job;
+    struct event                *ev_wake, *ev_more, *ev_tick, *ev_job, *ev_stuck;
     struct sl_filter            *filter;
     bool                         filter_value;  /* a pattern reads the value */
     char                        *bootstrap_json;
@@ -84,6 +101,7 @@ struct kafka {
     int64_t                      start_ts_ms;   /* AT_TIMESTAMP */
     size_t                       part_max;      /* outstanding records that pause a partition */
     bool                         stopping, engine_paused;
+    bool                         held;          /* a partition is full: queue not drained */
     struct kpart               **parts;
     size_t                       nparts;
     struct revoke               *rv;            /* the release in progress */
@@ -282,9 +300,7 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
 {
     struct kpart *p;
     struct krec *kr;
-    int64_t ts;
     size_t len;
-    char *json;
 
     if (m->err) {
         on_message_error(k, m);
@@ -301,30 +317,24 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
     }
     if (m->offset < p->next)
         return; /* already seen (a fetch repeated after a pause) */
-    json = kr_json(m, &len, &ts);
-    if (k->filter && !kr_filter_pass(k->filter, k->filter_value, json, len, m)) {
-        free(json);
+    kr = kr_new(m);
+    len = kr->r.len;
+    if (k->filter && !kr_filter_pass(k->filter, k->filter_value, kr->r.json, len, m)) {
+        free(kr);
         k->s->filtered++;
         p->next = m->offset + 1;
         return;
     }
     if (len > SL_PAYLOAD_MAX - EVENT_SLACK) {
         char why[128];
-        free(json);
+        free(kr);
         snprintf(why, sizeof(why), "the record is %zu bytes as JSON; an invocation takes at most "
                  "%d", len, SL_PAYLOAD_MAX);
         report_lost(k, p, m->offset, m->offset, "MaximumPayloadSizeExceeded", why);
         return;
     }
-    kr = sl_calloc(1, sizeof(*kr));
     kr->p = p;
     kr->gen = p->gen;
-    kr->offset = m->offset;
-    snprintf(kr->id, sizeof(kr->id), "%lld", (long long)m->offset);
-    kr->r.id = kr->id;
-    kr->r.json = json;
-    kr->r.len = len;
-    kr->r.timestamp_ms = ts;
     kr->r.receive_count = 1;
     kp_track(p, m->offset);
     p->outstanding++;
@@ -339,10 +349,67 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
         sl_source_push(k->s, p->lane, &kr->r);
     }
     if (!p->full && p->assigned && part_full(k, p)) {
+        struct timeval tv = { STUCK_MS / 1000, (STUCK_MS % 1000) * 1000 };
         p->full = true;
-        part_pause(k, p, true);
-        SL_INFO(k->s->inst, "paused %s: %zu records not yet final", p->lane, p->outstanding);
+        p->since_ms = (int64_t)sl_mono_ms();
+        if (!evtimer_pending(k->ev_stuck, NULL))
+            evtimer_add(k->ev_stuck, &tv);
     }
+}
+
+/* True when the partitions that flow hold enough: draining waits. */
+static bool hold_needed(const struct kafka *k)
+{
+    size_t total = 0, flowing = 0;
+
+    for (size_t i = 0; i < k->nparts; i++) {
+        const struct kpart *p = k->parts[i];
+        if (!p->assigned || p->revoking || p->stuck)
+            continue;
+        if (p->outstanding >= 2 * k->part_max || p->out_bytes >= PART_BYTES_MAX)
+            return true;
+        total += p->outstanding;
+        flowing++;
+    }
+    return total >= k->part_max * (flowing ? flowing : 1);
+}
+
+/* Something that decides the hold changed: re-check from the loop (no
+ * wake-up comes for what is already queued). */
+static void hold_update(struct kafka *k)
+{
+    if (k->held && !k->stopping && k->ev_more)
+        event_active(k->ev_more, 0, 0);
+}
+
+/* A full partition with no record final for STUCK_MS is not just behind:
+ * its batch keeps failing. Pause it in librdkafka; the others flow. */
+static void on_stuck(evutil_socket_t fd, short what, void *arg)
+{
+    struct kafka *k = arg;
+    int64_t now = (int64_t)sl_mono_ms(), next = -1;
+
+    (void)fd, (void)what;
+    if (k->stopping || !k->rk)
+        return;
+    for (size_t i = 0; i < k->nparts; i++) {
+        struct kpart *p = k->parts[i];
+        if (!p->assigned || p->revoking || !p->full || p->stuck)
+            continue;
+        if (now - p->since_ms >= STUCK_MS) {
+            p->stuck = true;
+            if (!k->engine_paused)
+                part_pause(k, p, true);
+            SL_INFO(k->s->inst, "paused %s: %zu records not yet final", p->lane, p->outstanding);
+        } else if (next < 0 || p->since_ms + STUCK_MS - now < next) {
+            next = p->since_ms + STUCK_MS - now;
+        }
+    }
+    if (next >= 0) {
+        struct timeval tv = { (time_t)(next / 1000), (suseconds_t)(next % 1000) * 1000 };
+        evtimer_add(k->ev_stuck, &tv);
+    }
+    hold_update(k);
 }
 
 static void consume(struct kafka *k)
@@ -351,6 +418,9 @@ static void consume(struct kafka *k)
         ssize_t n;
 
         if (!k->rk || k->stopping)
+            return;
+        k->held = hold_needed(k);
+        if (k->held)
             return;
         n = rd_kafka_consume_batch_queue(k->q, 0, k->msgs, MSGS_MAX);
         if (n < 0) {
@@ -438,6 +508,7 @@ static void do_assign(struct kafka *k, rd_kafka_topic_partition_list_t *l)
     }
     if (k->engine_paused)
         rd_kafka_pause_partitions(k->rk, l);
+    hold_update(k);
     list_names(l, names, sizeof(names));
     SL_INFO(k->s->inst, "rebalance: assigned %d partition(s): %s", l->cnt, names);
 }
@@ -552,6 +623,7 @@ static void revoke_finish(struct revoke *rv)
     } else {
         rd_kafka_assign(k->rk, NULL);
     }
+    hold_update(k);
     list_names(rv->list, names, sizeof(names));
     SL_INFO(k->s->inst, "rebalance: %s %d partition(s): %s", rv->lost ? "lost" : "released",
             rv->list->cnt, names);
@@ -617,6 +689,7 @@ static void do_revoke(struct kafka *k, const rd_kafka_topic_partition_list_t *l,
         rv->waiting++;
         sl_source_drop_lanes(k->s, p->lane, revoke_lane_done, rv);
     }
+    hold_update(k);
     if (--rv->waiting == 0 || k->stopping) {
         revoke_finish(rv);
         return;
@@ -767,7 +840,6 @@ static void collect(void *arg, struct sl_metrics *m)
 static char *k_event(struct sl_source *s, struct sl_record *const *r, size_t n, size_t *len)
 {
     struct kafka *k = s->ctx;
-
     return n ? kr_event(k->bootstrap_json, r, n, len) : NULL;
 }
 
@@ -784,6 +856,8 @@ static void k_checkpoint(struct sl_source *s, struct sl_record *const *r, size_t
         kr->p->last_ts = kr->r.timestamp_ms;
         p = kr->p;
     }
+    if (p && p->full)
+        p->since_ms = (int64_t)sl_mono_ms();
     if (p && k->rk)
         part_store(k, p);
 }
@@ -806,15 +880,18 @@ static void k_free_record(struct sl_source *s, struct sl_record *r)
         if (p->full && p->outstanding <= k->part_max / 2 && p->out_bytes <= PART_BYTES_MAX / 2 &&
             p->assigned && !p->revoking && k->rk) {
             p->full = false;
-            if (!k->engine_paused && !k->stopping) {
-                part_pause(k, p, false);
-                SL_INFO(k->s->inst, "resumed %s: %zu records not yet final", p->lane,
-                        p->outstanding);
+            if (p->stuck) {
+                p->stuck = false;
+                if (!k->engine_paused && !k->stopping) {
+                    part_pause(k, p, false);
+                    SL_INFO(k->s->inst, "resumed %s: %zu records not yet final", p->lane,
+                            p->outstanding);
+                }
             }
         }
+        hold_update(k);
     }
-    free(r->json);
-    free(kr);
+    free(kr); /* its JSON with it */
 }
 
 static void k_pause(struct sl_source *s)
@@ -838,7 +915,7 @@ static void k_resume(struct sl_source *s)
     k->engine_paused = false;
     for (size_t i = 0; i < k->nparts; i++) {
         struct kpart *p = k->parts[i];
-        if (p->assigned && !p->revoking && !p->full)
+        if (p->assigned && !p->revoking && !p->stuck)
             rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
     }
     if (k->rk && !k->stopping)
@@ -880,6 +957,12 @@ static rd_kafka_conf_t *make_conf(struct kafka *k, struct sl_err *err)
         /* a partition resumed after backpressure waits for the fetch the
          * broker is holding: keep that short */
         { "fetch.wait.max.ms", "100" },
+        /* librdkafka 2.0 counts this on the shared consumer queue and,
+         * once it is reached, looks again only about a second later: the
+         * prefetch must hold more than a second of what sluice processes
+         * (about 300,000 records/s here), or the pipeline runs dry every
+         * second. queued.max.messages.kbytes (64 MB) still bounds it. */
+        { "queued.min.messages", "500000" },
     };
 
     snprintf(client, sizeof(client), "sluice-%s", c->name);
@@ -935,6 +1018,7 @@ static int k_start(struct sl_source *s, struct sl_err *err)
     k->ev_job = event_new(k->base, k->jobfd[0], EV_READ | EV_PERSIST, on_job, k);
     k->ev_more = event_new(k->base, -1, 0, on_more, k);
     k->ev_tick = event_new(k->base, -1, EV_PERSIST, on_tick, k);
+    k->ev_stuck = evtimer_new(k->base, on_stuck, k);
     event_add(k->ev_wake, NULL);
     event_add(k->ev_job, NULL);
     event_add(k->ev_tick, &sec);
@@ -964,6 +1048,8 @@ static void k_stop(struct sl_source *s)
         event_del(k->ev_tick);
     if (k->ev_more)
         event_del(k->ev_more);
+    if (k->ev_stuck)
+        event_del(k->ev_stuck);
     sl_source_stopped(s);
 }
 
@@ -1009,6 +1095,9 @@ static void k_free(struct sl_source *s)
         event_free(k->ev_more);
     if (k->ev_tick)
         event_free(k->ev_tick);
+    if (k->ev_stuck)
+        event_free(k->ev_stuck);
+    k->ev_more = NULL;
     for (int i = 0; i < 2; i++) {
         if (k->wake[i] >= 0)
             close(k->wake[i]);

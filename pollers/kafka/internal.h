@@ -22,7 +22,9 @@ struct kpart {
     uint32_t    gen;              /* bumped at each assign and release: stale records are ignored */
     bool        assigned;
     bool        revoking;         /* being released: nothing new is pushed */
-    bool        full;             /* paused because too many of its records are outstanding */
+    bool        full;             /* too many of its records are outstanding: not drained */
+    bool        stuck;            /* full with no record final for STUCK_MS: paused */
+    int64_t     since_ms;         /* full since, or last record final since (monotonic) */
     /* offsets: `pend` is a ring of the offsets pushed (or reported lost)
      * and not yet final, in increasing order; `done` marks the ones that
      * finished out of order. The committable position is the first
@@ -38,7 +40,8 @@ struct kpart {
     size_t      out_bytes;        /* and their JSON bytes */
 };
 
-/* A record as the engine sees it, plus where it came from. */
+/* A record as the engine sees it, plus where it came from. Allocated
+ * with its JSON right after it (kr_new): one free releases both. */
 struct krec {
     struct sl_record r;           /* first: the engine's pointer is ours */
     struct kpart    *p;
@@ -54,8 +57,9 @@ int64_t kp_position(const struct kpart *p);
 void kp_reset(struct kpart *p);
 void kp_free(struct kpart *p);
 
-/* record.c: the record's part of the event, malloc'd JSON in *out. */
-char *kr_json(const rd_kafka_message_t *m, size_t *len, int64_t *ts_ms);
+/* record.c: the record for `m` with its part of the event as JSON (r.json,
+ * r.len), r.id, r.timestamp_ms and offset set; the rest zero. */
+struct krec *kr_new(const rd_kafka_message_t *m);
 /* The whole SelfManagedKafka event for r[0..n) (one partition). */
 char *kr_event(const char *bootstrap_json, struct sl_record *const *r, size_t n, size_t *len);
 /* True when the record passes `f`: matched against the record's JSON with

@@ -67,6 +67,7 @@ void kp_reset(struct kpart *p)
     p->outstanding = 0;
     p->out_bytes = 0;
     p->full = false;
+    p->stuck = false;
 }
 
 void kp_free(struct kpart *p)
