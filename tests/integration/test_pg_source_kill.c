@@ -13,8 +13,8 @@ static void fini(void)
     pg_cleanup();
     if (priv_dir[0]) {
         char cmd[400];
-        snprintf(cmd, sizeof(cmd), "SLUICE_SERVICES_DIR='%s' tests/services stop >/dev/null 2>&1",
-                 priv_dir);
+        snprintf(cmd, sizeof(cmd), "SLUICE_SERVICES_DIR='%s' tests/services stop >/dev/null 2>&1; "
+                 "rm -f '%s.lock'", priv_dir, priv_dir);
         if (system(cmd) != 0) {
             /* nothing to stop */
         }
