@@ -12,7 +12,7 @@ static void fini(void)
 {
     pg_cleanup();
     if (priv_dir[0]) {
-        char cmd[400];
+        char cmd[700];
         snprintf(cmd, sizeof(cmd), "SLUICE_SERVICES_DIR='%s' tests/services stop >/dev/null 2>&1; "
                  "rm -f '%s.lock'", priv_dir, priv_dir);
         if (system(cmd) != 0) {
