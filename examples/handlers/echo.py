@@ -28,6 +28,12 @@ def handler(event, context):
         raise ValueError("poison record at offset %s" % bad["offset"])
     size = len(json.dumps(event))
     print("echo: got %d bytes (%d ms left)" % (size, context.get_remaining_time_in_millis()))
+    for rec in event.get("Records", []) if isinstance(event, dict) else ():
+        if "dynamodb" in rec:  # a Postgres change: say what changed
+            ddb = rec["dynamodb"]
+            print("echo: %s %s keys=%s new=%s old=%s" % (
+                rec.get("eventName"), rec.get("tableName", ""), json.dumps(ddb.get("Keys")),
+                json.dumps(ddb.get("NewImage")), json.dumps(ddb.get("OldImage"))))
     return event
 
 
