@@ -10,8 +10,8 @@
  * every partition is paused (max.poll.interval.ms).
  *
  * Flow control: the loop stops draining the consumer queue while the
- * partitions that flow hold part_max records not yet final each on
- * average, or one of them twice that (librdkafka keeps prefetching up to
+ * partitions that flow hold hold_max records not yet final each on
+ * average, or one of them twice part_max (librdkafka keeps prefetching up to
  * its queued.* limits, so the next records are already there when
  * draining resumes). Each freed record while held re-checks, from the
  * loop: the queue's wake-up pipe is only written when the queue goes from
@@ -99,7 +99,8 @@ struct kafka {
     char                        *bootstrap_json;
     char                         group[256];
     int64_t                      start_ts_ms;   /* AT_TIMESTAMP */
-    size_t                       part_max;      /* outstanding records that pause a partition */
+    size_t                       part_max;      /* outstanding records that make a partition full */
+    size_t                       hold_max;      /* per flowing partition: stop draining */
     bool                         stopping, engine_paused;
     bool                         held;          /* a partition is full: queue not drained */
     struct kpart               **parts;
@@ -371,7 +372,7 @@ static bool hold_needed(const struct kafka *k)
         total += p->outstanding;
         flowing++;
     }
-    return total >= k->part_max * (flowing ? flowing : 1);
+    return total >= k->hold_max * (flowing ? flowing : 1);
 }
 
 /* Something that decides the hold changed: re-check from the loop (no
@@ -1179,6 +1180,14 @@ int sl_kafka_source_new(struct sl_engine *e, const struct sl_source_conf *c,
     k->part_max = (size_t)(8 * c->batch_size * c->parallelization_factor);
     if (k->part_max < 10000)
         k->part_max = 10000;
+    /* enough for the next batches of every lane; more only spreads the
+     * records over memory, and building an event from them then waits on
+     * cache misses */
+    k->hold_max = (size_t)(4 * c->batch_size * c->parallelization_factor);
+    if (k->hold_max < 1000)
+        k->hold_max = 1000;
+    if (k->hold_max > k->part_max)
+        k->hold_max = k->part_max;
     k->s = sl_engine_add_source(e, c, &kafka_ops, k);
     if (m) {
         k->m_lag = sl_metrics_family(m, "sluice_kafka_offset_lag", SL_METRIC_GAUGE,

@@ -9,6 +9,7 @@
  * thousand records a second the per-record allocations and printf calls
  * were the poller's largest CPU cost. An event is the concatenation of
  * its records' JSON. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,7 @@ struct buf {
     size_t n, cap;
 };
 
-static void grow(struct buf *b, size_t more)
+static inline void grow(struct buf *b, size_t more)
 {
     if (b->n + more <= b->cap)
         return;
@@ -33,7 +34,7 @@ static void grow(struct buf *b, size_t more)
     b->p = sl_realloc(b->p, b->cap);
 }
 
-static void put(struct buf *b, const char *s, size_t n)
+static inline void put(struct buf *b, const char *s, size_t n)
 {
     grow(b, n);
     memcpy(b->p + b->n, s, n);
@@ -42,22 +43,32 @@ static void put(struct buf *b, const char *s, size_t n)
 
 #define PUTS(b, lit) put((b), (lit), sizeof(lit) - 1)
 
-/* Decimal digits of v into t (at least 21 bytes); returns the length. */
+/* Decimal digits of v into t (at least 21 bytes), two at a time; returns
+ * the length. */
 static size_t fmt_i64(char *t, int64_t v)
 {
-    char r[24];
-    size_t n = 0, len = 0;
+    static const char d2[] = "00010203040506070809101112131415161718192021222324252627282930313233"
+                             "34353637383940414243444546474849505152535455565758596061626364656667"
+                             "6869707172737475767778798081828384858687888990919293949596979899";
+    char r[24], *e = r + sizeof(r), *q = e;
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    size_t len = 0;
 
-    do {
-        r[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    while (u >= 100) {
+        q -= 2;
+        memcpy(q, d2 + (u % 100) * 2, 2);
+        u /= 100;
+    }
+    if (u >= 10) {
+        q -= 2;
+        memcpy(q, d2 + u * 2, 2);
+    } else {
+        *--q = (char)('0' + u);
+    }
     if (v < 0)
         t[len++] = '-';
-    while (n)
-        t[len++] = r[--n];
-    return len;
+    memcpy(t + len, q, (size_t)(e - q));
+    return len + (size_t)(e - q);
 }
 
 static void putf_i64(struct buf *b, int64_t v)
@@ -66,21 +77,30 @@ static void putf_i64(struct buf *b, int64_t v)
     b->n += fmt_i64(b->p + b->n, v);
 }
 
+/* Base64 of s as a JSON string, 12 bits per table look-up. */
 static void put_b64(struct buf *b, const unsigned char *s, size_t n)
 {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static char pair[4096 * 2];
+    static bool ready;
     char *o;
     size_t i;
 
+    if (!ready) {
+        for (int x = 0; x < 4096; x++) {
+            pair[x * 2] = tab[x >> 6];
+            pair[x * 2 + 1] = tab[x & 63];
+        }
+        ready = true;
+    }
     grow(b, (n + 2) / 3 * 4 + 2);
     o = b->p + b->n;
     *o++ = '"';
     for (i = 0; i + 2 < n; i += 3) {
         uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
-        *o++ = tab[v >> 18];
-        *o++ = tab[(v >> 12) & 63];
-        *o++ = tab[(v >> 6) & 63];
-        *o++ = tab[v & 63];
+        memcpy(o, pair + (v >> 12) * 2, 2);
+        memcpy(o + 2, pair + (v & 4095) * 2, 2);
+        o += 4;
     }
     if (i < n) {
         uint32_t v = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0);
@@ -131,6 +151,8 @@ struct krec *kr_new(const rd_kafka_message_t *m)
     const char *topic = rd_kafka_topic_name(m->rkt);
     size_t tlen = strlen(topic);
     struct krec *kr;
+    char off[24];
+    size_t off_len = fmt_i64(off, m->offset);
 
     /* the krec first, its JSON right after: one allocation; room for
      * everything but headers, which grow it */
@@ -141,7 +163,7 @@ struct krec *kr_new(const rd_kafka_message_t *m)
     PUTS(&b, "\",\"partition\":");
     putf_i64(&b, m->partition);
     PUTS(&b, ",\"offset\":");
-    putf_i64(&b, m->offset);
+    put(&b, off, off_len);
     PUTS(&b, ",\"timestamp\":");
     putf_i64(&b, ts);
     if (tt == RD_KAFKA_TIMESTAMP_CREATE_TIME)
@@ -188,7 +210,8 @@ struct krec *kr_new(const rd_kafka_message_t *m)
     kr->r.len = b.n - 1 - sizeof(*kr);
     kr->r.timestamp_ms = ts >= 0 ? ts : sl_wall_ms();
     kr->offset = m->offset;
-    kr->id[fmt_i64(kr->id, m->offset)] = '\0';
+    memcpy(kr->id, off, off_len);
+    kr->id[off_len] = '\0';
     kr->r.id = kr->id;
     return kr;
 }
