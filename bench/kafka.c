@@ -11,7 +11,9 @@
  *
  * sluice: `sluice run` with a `type: kafka` source on the topic
  * (batch_size 1000, window 100 ms, its own consumer group) invoking the
- * no-op C handler tests/handlers/kafka_noop.c in its sandbox; timed from
+ * no-op C handler tests/handlers/kafka_noop.c in its sandbox, with one
+ * provisioned environment per partition lane (started with sluice, before
+ * the consumer: the figure is the Kafka path, not cold starts); timed from
  * the start of the process until the group's committed offsets reach the
  * end of every partition, so every record was fetched, shaped into a
  * SelfManagedKafka event, invoked and committed. Target: ratio >= 0.5.
@@ -170,7 +172,8 @@ static double run_sluice(void)
         return -1;
     fprintf(f,
             "functions:\n"
-            "  noop: { handler: %s/%s/test-handlers/kafka_noop, memory_mb: 256, timeout_s: 30 }\n"
+            "  noop: { handler: %s/%s/test-handlers/kafka_noop, memory_mb: 256, timeout_s: 30,\n"
+            "          provisioned_concurrency: %d }\n"
             "sources:\n"
             "  bench:\n"
             "    type: kafka\n"
@@ -182,7 +185,7 @@ static double run_sluice(void)
             "    maximum_batching_window_ms: 100ms\n"
             "server: { listen: 127.0.0.1:%d, data_dir: %s }\n"
             "log: { level: warn }\n",
-            root, build, brokers, topic, group, free_port(), dir);
+            root, build, PARTS, brokers, topic, group, free_port(), dir);
     fclose(f);
     rk = client(RD_KAFKA_CONSUMER, kv);
     snprintf(path, sizeof(path), "%s/%s/sluice", root, build);
