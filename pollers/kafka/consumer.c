@@ -56,7 +56,8 @@
 #include "internal.h"
 
 #define MSGS_MAX        1000     /* messages per rd_kafka_consume_batch_queue */
-#define ROUNDS          8        /* batches per wake-up before yielding to the loop */
+#define ROUNDS          2        /* batches per wake-up before yielding to the loop: results
+                                    * and frame writes wait while records are built */
 #define REVOKE_WAIT_MS  30000    /* longest a revoke waits for batches in flight */
 #define PART_BYTES_MAX  (16u * 1024 * 1024) /* outstanding bytes that make one partition full */
 #define STUCK_MS        1000     /* full this long: paused in librdkafka */
