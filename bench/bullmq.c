@@ -203,7 +203,11 @@ static double bullmq(int port)
     double rate = -1;
     FILE *p;
 
-    if (system("command -v node >/dev/null && command -v npm >/dev/null") != 0) {
+    if (system("command -v node >/dev/null && command -v npm >/dev/null") != 0 &&
+        (geteuid() != 0 ||
+         system("echo 'bench bullmq: installing nodejs and npm (apt-get)' >&2 && "
+                "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >&2") != 0 ||
+         system("command -v node >/dev/null && command -v npm >/dev/null") != 0)) {
         fprintf(stderr, "bench %s: needs node and npm (Debian: apt-get install nodejs npm)\n",
                 NAME);
         return -1;
