@@ -22,8 +22,10 @@
  * Pausing a partition in librdkafka costs about a second after each
  * resume before the next fetch (librdkafka 2.0), which capped throughput
  * at one burst per second; it is kept for a partition that is full
- * (part_max) and has had no record final for STUCK_MS (its batch keeps
- * failing), so that the others keep flowing.
+ * (hold_max) and has had no record final for STUCK_MS (its batch keeps
+ * failing), so that the others keep flowing: draining stops when the
+ * flowing partitions hold hold_max each on average, so a stuck one
+ * reaches hold_max before the others starve.
  *
  * Offsets: enable.auto.offset.store=false; a position is stored and
  * committed (asynchronously, as it moves; auto-commit and the close flush
@@ -100,7 +102,7 @@ struct kafka {
     char                        *bootstrap_json;
     char                         group[256];
     int64_t                      start_ts_ms;   /* AT_TIMESTAMP */
-    size_t                       part_max;      /* outstanding records that make a partition full */
+    size_t                       part_max;      /* twice this held by one partition: hold */
     size_t                       hold_max;      /* per flowing partition: stop draining */
     bool                         stopping, engine_paused;
     bool                         held;          /* a partition is full: queue not drained */
@@ -190,9 +192,12 @@ static void part_store(struct kafka *k, struct kpart *p)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* Full: holds its share of what stops draining. A full partition with no
+ * record final for STUCK_MS is paused (on_stuck), so it cannot keep the
+ * others from being drained. */
 static bool part_full(const struct kafka *k, const struct kpart *p)
 {
-    return p->outstanding >= k->part_max || p->out_bytes >= PART_BYTES_MAX;
+    return p->outstanding >= k->hold_max || p->out_bytes >= PART_BYTES_MAX / 2;
 }
 
 /* ------------------------------------------------------------------ */
@@ -879,7 +884,7 @@ static void k_free_record(struct sl_source *s, struct sl_record *r)
     if (kr->gen == p->gen && p->outstanding > 0) {
         p->outstanding--;
         p->out_bytes -= r->len < p->out_bytes ? r->len : p->out_bytes;
-        if (p->full && p->outstanding <= k->part_max / 2 && p->out_bytes <= PART_BYTES_MAX / 2 &&
+        if (p->full && p->outstanding <= k->hold_max / 2 && p->out_bytes <= PART_BYTES_MAX / 4 &&
             p->assigned && !p->revoking && k->rk) {
             p->full = false;
             if (p->stuck) {
