@@ -164,6 +164,11 @@ Test(kafka_faults, broker_stopped_and_started_loses_nothing)
     snprintf(cmd, sizeof(cmd), "SLUICE_SERVICES_DIR=%s %s/tests/services restart kafka >>%s/services.log 2>&1",
              priv, t.root, t.dir);
     cr_assert_eq(system(cmd), 0, "restart failed (see %s/services.log)", t.dir);
+    /* a restarted broker answers metadata before it leads its partitions
+     * again; on a loaded machine that can take a while */
+    snprintf(cmd, sizeof(cmd), "for i in $(seq 120); do [ \"$(kcat -L -b %s -t %s 2>/dev/null |"
+             " grep -c 'leader 1,')\" = 2 ] && exit 0; sleep 0.5; done; exit 1", brokers, t.topic);
+    cr_assert_eq(system(cmd), 0, "the restarted broker never led both partitions again");
     produce_n(t.topic, 2, per_part / 2, 10);
     d = kt_wait(t.out, (size_t)per_part * 2, per_part, 120);
     fprintf(stderr, "kafka broker restart: %zu of %d processed\n", d, per_part * 2);
