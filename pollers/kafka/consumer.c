@@ -1064,6 +1064,8 @@ static void k_free(struct sl_source *s)
 {
     struct kafka *k = s->ctx;
 
+    if (sl_engine_metrics(s->engine))
+        sl_metrics_off_collect(sl_engine_metrics(s->engine), collect, k);
     k->stopping = true;
     if (k->job) {
         pthread_join(k->job->thread, NULL);
