@@ -389,7 +389,7 @@ Test(pg_source_more, slot_lag_warning_and_all_clear, .fini = fini)
     sql("CREATE TABLE %s (id int PRIMARY KEY, tag text)", pub);
     sql("CREATE TABLE %s (id int PRIMARY KEY, pad text)", busy);
     snprintf(env, sizeof(env), ", GATE_KEY: lag-gate, GATE_FILE: %s", gate);
-    pid = run_sluice(gate_config(pub, "    slot_lag_warning_mb: 1\n    heartbeat_interval_s: 0\n"
+    pid = run_sluice(gate_config(pub, "    slot_lag_warning_mb: 1\n    heartbeat_interval_s: 1\n"
                                       "    status_interval_s: 1\n", env), NULL);
     wait_walsender(pid);
     /* a change the handler fails holds the slot while the database writes on */
