@@ -29,6 +29,8 @@ struct batch {
     struct sl_record **r;
     size_t            n;
     int               attempts;          /* invocations that ended in a function error */
+    int               retries;           /* of those, the ones maximum_retry_attempts counts:
+                                            a failure that splits the batch is not one */
     int               throttles;
     int64_t           first_ms, last_ms;  /* attempts, Unix ms */
     char              etype[128];
@@ -561,13 +563,17 @@ static void batch_failed(struct batch *b)
         dead_letter(s, b, NULL, "RecordAgeExceeded");
         return;
     }
-    if (c->maximum_retry_attempts >= 0 && b->attempts > c->maximum_retry_attempts) {
+    /* as in Lambda, splitting a batch does not count towards the retry
+     * quota: only a batch that cannot be split any further spends it */
+    if (!(c->bisect_batch_on_function_error && b->n > 1) && ++b->retries > 0 &&
+        c->maximum_retry_attempts >= 0 && b->retries > c->maximum_retry_attempts) {
         dead_letter(s, b, NULL, "RetryAttemptsExhausted");
         return;
     }
     s->retried++;
     if (c->bisect_batch_on_function_error && b->n > 1) {
-        /* the second half waits in front of any earlier halves: order kept */
+        /* the second half waits in front of any earlier halves: order kept;
+         * each half starts with the whole quota */
         size_t half = b->n / 2;
         struct batch *second = batch_new(l, b->r + half, b->n - half);
         second->attempts = b->attempts;
@@ -575,8 +581,12 @@ static void batch_failed(struct batch *b)
         second->after = l->rest;
         l->rest = second;
         b->n = half;
+        b->retries = 0;
+        /* a new, smaller batch: try it soon */
+        retry_later(b, sl_engine_backoff_ms(1));
+        return;
     }
-    retry_later(b, sl_engine_backoff_ms(b->attempts));
+    retry_later(b, sl_engine_backoff_ms(b->retries));
 }
 
 static void batch_run(struct batch *b)

@@ -378,3 +378,28 @@ Test(engine, freeing_the_engine_with_a_batch_in_flight_leaves_its_reply_harmless
     sl_functions_free(fns);
     fns = NULL;
 }
+
+Test(engine, splitting_a_batch_does_not_spend_the_retry_quota, .init = setup, .fini = teardown,
+     .timeout = 90)
+{
+    json_t *dl[8], *recs;
+    size_t n;
+    char id[16];
+
+    /* no retries at all: only the poison record, once alone, is given up */
+    start("    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 8\n"
+          "    maximum_batching_window_ms: 20\n    maximum_retry_attempts: 0\n"
+          "    bisect_batch_on_function_error: true\n    on_failure: dlq\n", SL_CLASS_STREAM);
+    for (int i = 1; i <= 8; i++) {
+        snprintf(id, sizeof(id), "%d", i);
+        push("p0", id, i == 3 ? "\"poison\":true" : NULL);
+    }
+    pump_until(8, 60000);
+    cr_expect_str_eq(checkpoints(), "1 2 3 4 5 6 7 8");
+    n = dead_letters(dl, 8);
+    cr_assert_eq(n, 1, "%zu envelopes", n);
+    recs = json_object_get(dl[0], "records");
+    cr_expect_eq(json_array_size(recs), 1, "good records were dead-lettered with the poison one");
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(recs, 0), "id")), "3");
+    json_decref(dl[0]);
+}
