@@ -232,10 +232,15 @@ static const char *pg_config(const char *file, int port, const char *tables, con
 }
 
 /* The slot is being streamed (a walsender holds it). */
+/* Streamed by a WAL sender. `active` alone is not enough: a slot is active
+ * while its creating backend waits for other sessions' transactions to
+ * end, and a change committed before its consistent point is, rightly,
+ * never streamed. */
 static bool slot_active(void)
 {
-    char *v = sql_value("SELECT active FROM pg_replication_slots WHERE slot_name = '%s'", names);
-    bool a = v && strcmp(v, "t") == 0;
+    char *v = sql_value("SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r "
+                        "ON r.pid = s.active_pid WHERE s.slot_name = '%s'", names);
+    bool a = v != NULL;
     free(v);
     return a;
 }

@@ -90,26 +90,6 @@ static void wait_flushed_past(const char *lsn, int timeout_ms, const char *what)
     }
 }
 
-/* wait_streaming, and then until the slot's holder is a WAL sender: while
- * sluice creates the slot, pg_replication_slots shows it active too (its
- * creating backend holds it, waiting for other sessions' transactions to
- * end), and a change committed before its consistent point is, rightly,
- * never streamed. */
-static void wait_walsender(pid_t pid)
-{
-    double deadline = now_ms() + 30000;
-
-    wait_streaming(pid, 30000);
-    for (;;) {
-        char *v = sql_value("SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r "
-                            "ON r.pid = s.active_pid WHERE s.slot_name = '%s'", names);
-        free(v);
-        if (v)
-            return;
-        cr_assert_lt(now_ms(), deadline, "slot %s not streamed by a WAL sender", names);
-        usleep(50000);
-    }
-}
 
 static bool wait_file(const char *path, const char *needle, int timeout_ms)
 {
@@ -202,7 +182,7 @@ Test(pg_source_more, lanes_keep_order_per_key_and_flush_waits_for_the_slowest, .
     snprintf(env, sizeof(env), ", GATE_KEY: gate-marker, GATE_FILE: %s, FAILS: %s", gate, fails);
     pid = run_sluice(gate_config(qual, "    batch_size: 10\n    maximum_batching_window_ms: 50ms\n"
                                        "    parallelization_factor: 4\n", env), NULL);
-    wait_walsender(pid);
+    wait_streaming(pid, 30000);
     sql("INSERT INTO %s SELECT g, 0, 'row' FROM generate_series(1, %d) g", qual, PF_KEYS);
     update_rounds(qual, 1, PF_ROUNDS);
     /* the flush position can reach at most the end of what came before
@@ -289,7 +269,7 @@ Test(pg_source_more, bisect_sends_exactly_the_poison_change_to_on_failure, .fini
                                        "    maximum_retry_attempts: 1\n"
                                        "    bisect_batch_on_function_error: true\n"
                                        "    on_failure: dlq\n", env), NULL);
-    wait_walsender(pid);
+    wait_streaming(pid, 30000);
     /* one transaction, one batch of ten, the seventh change poisoned */
     sql("INSERT INTO %s SELECT g, CASE WHEN g = 7 THEN 'poison-row' ELSE 'fine' END "
         "FROM generate_series(1, 10) g", qual);
@@ -348,7 +328,7 @@ Test(pg_source_more, idle_publication_on_a_busy_database_advances, .fini = fini)
     sql("CREATE TABLE %s (id int PRIMARY KEY, pad text)", busy);
     pid = run_sluice(gate_config(pub, "    heartbeat_interval_s: 1\n    status_interval_s: 1\n",
                                  NULL), NULL);
-    wait_walsender(pid);
+    wait_streaming(pid, 30000);
     f0 = confirmed_flush();
     /* about 40 MB of WAL on a table the publication does not hold */
     for (int i = 0; i < 4; i++)
@@ -391,7 +371,7 @@ Test(pg_source_more, slot_lag_warning_and_all_clear, .fini = fini)
     snprintf(env, sizeof(env), ", GATE_KEY: lag-gate, GATE_FILE: %s", gate);
     pid = run_sluice(gate_config(pub, "    slot_lag_warning_mb: 1\n    heartbeat_interval_s: 1\n"
                                       "    status_interval_s: 1\n", env), NULL);
-    wait_walsender(pid);
+    wait_streaming(pid, 30000);
     /* a change the handler fails holds the slot while the database writes on */
     sql("INSERT INTO %s VALUES (1, 'lag-gate')", pub);
     sql("INSERT INTO %s SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g", busy);
