@@ -546,8 +546,17 @@ static void *seek_lookup(void *arg)
         for (int i = 0; i < t->cnt; i++) {
             rd_kafka_topic_partition_t *d = rd_kafka_topic_partition_list_find(
                 j->list, t->elems[i].topic, t->elems[i].partition);
-            /* no record at or after the time: start at the end */
-            d->offset = t->elems[i].offset >= 0 ? t->elems[i].offset : RD_KAFKA_OFFSET_END;
+            int64_t lo, hi;
+            /* no record at or after the time: start at the end as it is
+             * now, not as it will be when fetching starts, or a record
+             * produced in between would be skipped */
+            if (t->elems[i].offset >= 0)
+                d->offset = t->elems[i].offset;
+            else if (rd_kafka_query_watermark_offsets(j->k->rk, d->topic, d->partition, &lo,
+                                                      &hi, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+                d->offset = hi;
+            else
+                d->offset = RD_KAFKA_OFFSET_END;
         }
     }
 out:
