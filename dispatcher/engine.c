@@ -99,6 +99,27 @@ static void inflight_end(struct sl_engine *e)
     drain_check(e);
 }
 
+char *sl_records_event(struct sl_record *const *r, size_t n, size_t *len)
+{
+    size_t cap = 16, o;
+    char *e;
+
+    for (size_t i = 0; i < n; i++)
+        cap += r[i]->len + 1;
+    e = sl_malloc(cap);
+    memcpy(e, "{\"Records\":[", 12);
+    o = 12;
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            e[o++] = ',';
+        memcpy(e + o, r[i]->json, r[i]->len);
+        o += r[i]->len;
+    }
+    memcpy(e + o, "]}", 3);
+    *len = o + 2;
+    return e;
+}
+
 int64_t sl_engine_backoff_ms(int attempt)
 {
     double cap = 200.0 * pow(2.0, attempt > 20 ? 20 : (attempt > 0 ? attempt - 1 : 0));

@@ -42,23 +42,9 @@ static struct sl_record *record(const char *lane, const char *id, const char *js
 static char *mem_event(struct sl_source *s, struct sl_record *const *r, size_t n, size_t *len)
 {
     struct mem *m = s->ctx;
-    size_t cap = 16, o;
-    char *e;
 
-    for (size_t i = 0; i < n; i++)
-        cap += r[i]->len + 1;
-    e = sl_malloc(cap);
-    o = (size_t)snprintf(e, cap, "{\"Records\":[");
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            e[o++] = ',';
-        memcpy(e + o, r[i]->json, r[i]->len);
-        o += r[i]->len;
-    }
-    memcpy(e + o, "]}", 3);
-    *len = o + 2;
     m->events++;
-    return e;
+    return sl_records_event(r, n, len);
 }
 
 static void mem_checkpoint(struct sl_source *s, struct sl_record *const *r, size_t n)

@@ -135,6 +135,10 @@ size_t sl_source_outstanding(const struct sl_source *s);
 /* The loop the engine runs on (for pollers' own timers). */
 struct event_base *sl__engine_base(struct sl_engine *e);
 
+/* {"Records":[r0,r1,...]}: the event of SQS and DynamoDB Streams shapes,
+ * each record's JSON as it is; malloc'd, length in *len. */
+char *sl_records_event(struct sl_record *const *r, size_t n, size_t *len);
+
 /* Backoff for retries: 200 ms doubling to 60 s, full jitter. */
 int64_t sl_engine_backoff_ms(int attempt);
 

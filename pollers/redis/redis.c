@@ -258,24 +258,8 @@ void rq_fetched(struct rq *q, bool reclaim, const struct rq_msg *m, size_t n, in
 
 static char *rq_event(struct sl_source *s, struct sl_record *const *r, size_t n, size_t *len)
 {
-    size_t cap = 16, o;
-    char *e;
-
     (void)s;
-    for (size_t i = 0; i < n; i++)
-        cap += r[i]->len + 1;
-    e = sl_malloc(cap);
-    memcpy(e, "{\"Records\":[", 12);
-    o = 12;
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            e[o++] = ',';
-        memcpy(e + o, r[i]->json, r[i]->len);
-        o += r[i]->len;
-    }
-    memcpy(e + o, "]}", 3);
-    *len = o + 2;
-    return e;
+    return sl_records_event(r, n, len);
 }
 
 static void rq_checkpoint(struct sl_source *s, struct sl_record *const *r, size_t n)
