@@ -23,22 +23,6 @@
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
 
-/* A loopback port nobody listens on right now; -1 on error. */
-static inline int hb_free_port(void)
-{
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t sl = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
-
-    if (fd < 0)
-        return -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
-
 /* The whole file, NUL-terminated (from byte `from` on); NULL on error. */
 static inline char *hb_slurp(const char *path, off_t from, size_t *len)
 {
@@ -243,7 +227,7 @@ static inline int hb_echo_setup(const char *name, char *dir, size_t n, int *port
         perror("mkdtemp");
         return -1;
     }
-    *port = hb_free_port();
+    *port = bench_free_port();
     if (*port <= 0 || asprintf(yaml,
                                "functions:\n"
                                "  echo:\n"

@@ -21,40 +21,15 @@
  * The temporary directory (/tmp/sluice-bench-kafka-XXXXXX, with sluice's
  * log) is removed on success, kept and named on failure. */
 #include <librdkafka/rdkafka.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/stat.h>
 
-#include "bench.h"
+#include "srcbench.h"
 
 #define NAME   "kafka"
 #define N      1000000
 #define PARTS  4
 #define VSIZE  100
 
-static char dir[64], brokers[128], topic[96], group[128];
-static pid_t sluice_pid = -1;
-
-static int fail(const char *what)
-{
-    fprintf(stderr, "bench %s: %s (kept %s)\n", NAME, what, dir);
-    if (sluice_pid > 0)
-        kill(sluice_pid, SIGKILL), waitpid(sluice_pid, NULL, 0);
-    return 1;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-
-    bind(fd, (struct sockaddr *)&a, sizeof(a));
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
+static char brokers[128], topic[96], group[128];
 
 static rd_kafka_t *client(rd_kafka_type_t type, const char *const *kv)
 {
@@ -154,76 +129,35 @@ static long long committed(rd_kafka_t *rk)
     return sum;
 }
 
-static double run_sluice(void)
+static bool all_committed(void *rk)
 {
-    char cfg[128], log[128], root[1024], path[1300];
-    const char *build = getenv("BUILD") && *getenv("BUILD") ? getenv("BUILD") : "build";
+    return committed(rk) >= N;
+}
+
+static double run_sluice(struct sb_bench *b)
+{
     const char *kv[] = { "group.id", group, NULL };
     rd_kafka_t *rk;
-    FILE *f;
-    double t0, t1;
+    char fn[96];
+    double secs;
 
-    if (!getcwd(root, sizeof(root)))
+    /* one provisioned environment per partition lane */
+    snprintf(fn, sizeof(fn), "memory_mb: 256, timeout_s: 30, provisioned_concurrency: %d", PARTS);
+    if (sb_config(b, fn, "kafka",
+                  "    brokers: %s\n    topics: [%s]\n    consumer_group_id: %s\n"
+                  "    batch_size: 1000\n    maximum_batching_window_ms: 100ms\n",
+                  brokers, topic, group) != 0)
         return -1;
-    snprintf(cfg, sizeof(cfg), "%s/bench.yaml", dir);
-    snprintf(log, sizeof(log), "%s/sluice.log", dir);
-    f = fopen(cfg, "w");
-    if (!f)
-        return -1;
-    fprintf(f,
-            "functions:\n"
-            "  noop: { handler: %s/%s/test-handlers/kafka_noop, memory_mb: 256, timeout_s: 30,\n"
-            "          provisioned_concurrency: %d }\n"
-            "sources:\n"
-            "  bench:\n"
-            "    type: kafka\n"
-            "    function: noop\n"
-            "    brokers: %s\n"
-            "    topics: [%s]\n"
-            "    consumer_group_id: %s\n"
-            "    batch_size: 1000\n"
-            "    maximum_batching_window_ms: 100ms\n"
-            "server: { listen: 127.0.0.1:%d, data_dir: %s }\n"
-            "log: { level: warn }\n",
-            root, build, PARTS, brokers, topic, group, free_port(), dir);
-    fclose(f);
     rk = client(RD_KAFKA_CONSUMER, kv);
-    snprintf(path, sizeof(path), "%s/%s/sluice", root, build);
-    t0 = now_us();
-    sluice_pid = fork();
-    if (sluice_pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fd, 2);
-        dup2(fd, 1);
-        execl(path, "sluice", "run", cfg, (char *)NULL);
-        _exit(127);
-    }
-    for (;;) {
-        long long c = committed(rk);
-        if (c >= N)
-            break;
-        if (waitpid(sluice_pid, NULL, WNOHANG) == sluice_pid) {
-            sluice_pid = -1;
-            rd_kafka_destroy(rk);
-            return -1;
-        }
-        if ((now_us() - t0) / 1e6 > 600) {
-            rd_kafka_destroy(rk);
-            return -1;
-        }
-        usleep(50000);
-    }
-    t1 = now_us();
+    secs = sb_run_sluice(b, all_committed, rk, 50, 600);
     rd_kafka_destroy(rk);
-    kill(sluice_pid, SIGTERM);
-    waitpid(sluice_pid, NULL, 0);
-    sluice_pid = -1;
-    return N / ((t1 - t0) / 1e6);
+    return secs > 0 ? N / secs : -1;
 }
 
 int main(void)
 {
     const char *b = getenv("SLUICE_TEST_KAFKA");
+    struct sb_bench sb;
     double base, value;
 
     if (!b || !*b) {
@@ -241,30 +175,26 @@ int main(void)
     } else {
         snprintf(brokers, sizeof(brokers), "%s", b);
     }
-    snprintf(dir, sizeof(dir), "/tmp/sluice-bench-kafka-XXXXXX");
-    if (!mkdtemp(dir))
+    if (sb_open(&sb, NAME, "kafka", "kafka_noop") != 0)
         return 1;
     snprintf(topic, sizeof(topic), "bench-kafka-%d-%lld", (int)getpid(), (long long)wall_ms());
     snprintf(group, sizeof(group), "%s-sluice", topic);
     if (create_topic() != 0)
-        return fail("cannot create the topic");
+        return sb_fail(&sb, "cannot create the topic");
     {
         double t0 = now_us();
         if (produce() != 0)
-            return fail("cannot produce the records");
+            return sb_fail(&sb, "cannot produce the records");
         fprintf(stderr, "bench %s: produced %d records of %d bytes in %.1f s\n", NAME, N, VSIZE,
                 (now_us() - t0) / 1e6);
     }
     if ((base = baseline()) <= 0)
-        return fail("kcat failed");
+        return sb_fail(&sb, "kcat failed");
     fprintf(stderr, "bench %s: kcat read them at %.0f records/s\n", NAME, base);
-    if ((value = run_sluice()) <= 0)
-        return fail("sluice did not commit every record (see sluice.log)");
+    if ((value = run_sluice(&sb)) <= 0)
+        return sb_fail(&sb, "sluice did not commit every record (see sluice.log)");
     fprintf(stderr, "bench %s: sluice delivered and committed them at %.0f records/s\n", NAME,
             value);
-    rm_tree(dir);
-    bench_report(&(struct bench_result){ .name = NAME, .value = value, .unit = "records/s",
-                                         .baseline = "kcat", .baseline_value = base,
-                                         .digits = { 0, 0, 2 } });
+    sb_report(&sb, value, "records/s", "kcat", base);
     return 0;
 }

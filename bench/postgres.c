@@ -25,12 +25,10 @@
  * The temporary directory (/tmp/sluice-bench-pg-XXXXXX, with the server's
  * and sluice's logs) is removed on success, kept and named on failure. */
 #include <libpq-fe.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/stat.h>
 
-#include "bench.h"
+#include "srcbench.h"
 
 #define NAME  "postgres"
 #define TXNS  1000
@@ -39,40 +37,24 @@
 #define BATCH 1000
 #define ROUNDS 2
 
-static char dir[64];
-static pid_t sluice_pid = -1, recv_pid = -1;
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-
-    bind(fd, (struct sockaddr *)&a, sizeof(a));
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
+/* The run: pg_recvlogical is its aux child. */
+static struct sb_bench sb;
 
 static void services(const char *what)
 {
     char cmd[256];
 
     snprintf(cmd, sizeof(cmd), "SLUICE_SERVICES_DIR=%s/services tests/services %s >>%s/services.log 2>&1",
-             dir, what, dir);
+             sb.dir, what, sb.dir);
     if (system(cmd) != 0)
         fprintf(stderr, "bench %s: tests/services %s failed (see %s/services.log)\n", NAME, what,
-                dir);
+                sb.dir);
 }
 
+/* sb_fail, and the private postgres stopped. */
 static int fail(const char *what)
 {
-    fprintf(stderr, "bench %s: %s (kept %s)\n", NAME, what, dir);
-    if (sluice_pid > 0)
-        kill(sluice_pid, SIGKILL), waitpid(sluice_pid, NULL, 0);
-    if (recv_pid > 0)
-        kill(recv_pid, SIGKILL), waitpid(recv_pid, NULL, 0);
+    sb_fail(&sb, what);
     services("stop");
     return 1;
 }
@@ -111,8 +93,8 @@ static double baseline(const char *dsn, const char *slot)
     if (pipe(fds) != 0)
         return -1;
     t0 = now_us();
-    recv_pid = fork();
-    if (recv_pid == 0) {
+    sb.aux = fork();
+    if (sb.aux == 0) {
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
@@ -148,67 +130,39 @@ static double baseline(const char *dsn, const char *slot)
     }
     {
         double secs = (now_us() - t0) / 1e6;
-        kill(recv_pid, SIGTERM);
-        waitpid(recv_pid, NULL, 0);
-        recv_pid = -1;
+        sb_reap(&sb.aux, SIGTERM);
         close(fds[0]);
         return seen ? N / secs : -1;
     }
 }
 
+struct flushed {
+    PGconn *c;
+    char    q[256];  /* true once the slot's confirmed_flush_lsn passed the end */
+};
+
+static bool slot_flushed(void *arg)
+{
+    struct flushed *f = arg;
+    char v[16];
+
+    return value(f->c, f->q, v, sizeof(v)) && strcmp(v, "t") == 0;
+}
+
 static double through_sluice(PGconn *c, const char *dsn, const char *slot, const char *end_lsn)
 {
-    const char *build = getenv("BUILD") && *getenv("BUILD") ? getenv("BUILD") : "build";
-    char cfg[128], log[128], root[PATH_MAX], exe[PATH_MAX + 64], q[256], v[16];
-    FILE *f;
-    double t0;
+    struct flushed f = { .c = c };
+    double secs;
 
-    if (!getcwd(root, sizeof(root)))
+    if (sb_config(&sb, "memory_mb: 1769", "postgres",
+                  "    dsn: \"%s\"\n    slot: %s\n    publication: bench_pub\n"
+                  "    batch_size: %d\n",
+                  dsn, slot, BATCH) != 0)
         return -1;
-    snprintf(cfg, sizeof(cfg), "%s/sluice.yaml", dir);
-    snprintf(log, sizeof(log), "%s/sluice.log", dir);
-    f = fopen(cfg, "w");
-    if (!f)
-        return -1;
-    fprintf(f,
-            "server: { listen: 127.0.0.1:%d, data_dir: %s }\n"
-            "log: { level: warn }\n"
-            "functions:\n  noop: { handler: %s/%s/test-handlers/pg_record, memory_mb: 1769 }\n"
-            "sources:\n  bench:\n    type: postgres\n    function: noop\n"
-            "    dsn: \"%s\"\n    slot: %s\n    publication: bench_pub\n"
-            "    batch_size: %d\n",
-            free_port(), dir, root, build, dsn, slot, BATCH);
-    fclose(f);
-    snprintf(exe, sizeof(exe), "%s/%s/sluice", root, build);
-    snprintf(q, sizeof(q), "SELECT confirmed_flush_lsn >= '%s'::pg_lsn FROM pg_replication_slots "
-             "WHERE slot_name = '%s'", end_lsn, slot);
-    t0 = now_us();
-    sluice_pid = fork();
-    if (sluice_pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fd, 2);
-        execl(exe, "sluice", "run", cfg, (char *)NULL);
-        _exit(127);
-    }
-    for (;;) {
-        int st;
-        if (waitpid(sluice_pid, &st, WNOHANG) == sluice_pid) {
-            sluice_pid = -1;
-            return -1;
-        }
-        if (value(c, q, v, sizeof(v)) && strcmp(v, "t") == 0)
-            break;
-        if (now_us() - t0 > 300e6)
-            return -1;
-        usleep(20000);
-    }
-    {
-        double secs = (now_us() - t0) / 1e6;
-        kill(sluice_pid, SIGTERM);
-        waitpid(sluice_pid, NULL, 0);
-        sluice_pid = -1;
-        return N / secs;
-    }
+    snprintf(f.q, sizeof(f.q), "SELECT confirmed_flush_lsn >= '%s'::pg_lsn FROM "
+             "pg_replication_slots WHERE slot_name = '%s'", end_lsn, slot);
+    secs = sb_run_sluice(&sb, slot_flushed, &f, 20, 300);
+    return secs > 0 ? N / secs : -1;
 }
 
 int main(void)
@@ -219,11 +173,12 @@ int main(void)
     FILE *f;
     PGconn *c;
 
-    snprintf(dir, sizeof(dir), "/tmp/sluice-bench-pg-XXXXXX");
-    if (!mkdtemp(dir) || chmod(dir, 0755) != 0) /* the server runs as user postgres */
-        return fail("cannot make a temporary directory");
+    if (sb_open(&sb, NAME, "pg", "pg_record") != 0)
+        return 1;
+    if (chmod(sb.dir, 0755) != 0) /* the server runs as user postgres */
+        return sb_fail(&sb, "cannot make the temporary directory readable");
     services("start pg");
-    snprintf(path, sizeof(path), "%s/services/pg/port", dir);
+    snprintf(path, sizeof(path), "%s/services/pg/port", sb.dir);
     f = fopen(path, "r");
     if (!f || fscanf(f, "%d", &port) != 1)
         return fail("the private postgres did not start");
@@ -271,14 +226,6 @@ int main(void)
     }
     PQfinish(c);
     services("stop");
-    {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "bench %s: could not remove %s\n", NAME, dir);
-    }
-    bench_report(&(struct bench_result){ .name = NAME, .value = mine, .unit = "changes/s",
-                                         .baseline = "pg_recvlogical", .baseline_value = base,
-                                         .digits = { 0, 0, 2 } });
+    sb_report(&sb, mine, "changes/s", "pg_recvlogical", base);
     return 0;
 }
