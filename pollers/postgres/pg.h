@@ -134,6 +134,7 @@ struct pg {
     bool                 created_slot;   /* this process created the slot */
     bool                 text_mode;      /* binary 'true' refused by the decoder: text from now on */
     bool                 warned_lag;
+    bool                 lag_pending;   /* a lag query is queued or running */
     int                  server_version;
     int                  rattempt;       /* replication reconnect attempts */
     int                  mattempt;       /* management reconnect attempts */

@@ -691,6 +691,7 @@ static void mgmt_down(struct pgc *c, const char *why, void *arg)
     } else if (p->mattempt == 0) {
         SL_WARN(p->s->inst, "cannot connect to %s: %s; retrying", p->where, why);
     }
+    p->lag_pending = false;
     p->phase = PH_STANDBY;
     if (p->stopping)
         return;
@@ -719,6 +720,7 @@ static void on_lag(struct pgc *c, PGresult *res, const char *why, void *arg)
     double lag, limit = (double)p->conf->slot_lag_warning_mb * 1024 * 1024;
 
     (void)c, (void)why;
+    p->lag_pending = false;
     if (!ok(res, PGRES_TUPLES_OK) || PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
         return;
     lag = atof(PQgetvalue(res, 0, 0));
@@ -745,8 +747,10 @@ static void on_lag_timer(evutil_socket_t fd, short what, void *arg)
     char *lit, *sql;
 
     (void)fd, (void)what;
-    if (p->mgmt.state != PGC_READY || p->mgmt.cur || p->mgmt.qhead)
-        return; /* busy with setup: next round */
+    /* queued behind a heartbeat or setup query if need be, never twice */
+    if (p->mgmt.state != PGC_READY || p->lag_pending)
+        return;
+    p->lag_pending = true;
     lit = pg__quote_literal(p->slot);
     sql = sl_asprintf("SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, wal_status "
                       "FROM pg_replication_slots WHERE slot_name = %s", lit);
