@@ -22,6 +22,7 @@
 
 #include "sluice/clock.h"
 #include "sluice/filter.h"
+#include "sluice/jbuf.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/metrics.h"
@@ -112,70 +113,10 @@ static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
     return h;
 }
 
-/* A growable string for the records. */
-struct sb {
-    char  *p;
-    size_t n, cap;
-};
-
-static void sb_grow(struct sb *b, size_t more)
+/* JSON string literal of a C string. */
+static void sb_jstr(struct sl_jbuf *b, const char *s)
 {
-    if (b->n + more + 1 <= b->cap)
-        return;
-    while (b->n + more + 1 > b->cap)
-        b->cap = b->cap ? b->cap * 2 : 512;
-    b->p = sl_realloc(b->p, b->cap);
-}
-
-static void sb_add(struct sb *b, const char *s, size_t n)
-{
-    sb_grow(b, n);
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void sb_str(struct sb *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
-static void sb_fmt(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_fmt(struct sb *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    sb_grow(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->n += (size_t)n;
-}
-
-/* A JSON string literal. */
-static void sb_jstr(struct sb *b, const char *s)
-{
-    const char *run = s;
-
-    sb_add(b, "\"", 1);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c != '"' && *c != '\\' && *c >= 0x20)
-            continue;
-        sb_add(b, run, (size_t)((const char *)c - run));
-        if (*c == '"' || *c == '\\') {
-            char e[2] = { '\\', (char)*c };
-            sb_add(b, e, 2);
-        } else {
-            sb_fmt(b, "\\u%04x", *c);
-        }
-        run = (const char *)c + 1;
-    }
-    sb_add(b, run, strlen(run));
-    sb_add(b, "\"", 1);
+    sl_jbuf_str(b, s, strlen(s));
 }
 
 /* ------------------------------------------------------------------ */
@@ -303,7 +244,7 @@ struct shape {
 };
 
 /* Digits of v, zero-padded to `width` (0: as many as needed). */
-static void sb_u64(struct sb *b, uint64_t v, int width)
+static void sb_u64(struct sl_jbuf *b, uint64_t v, int width)
 {
     char d[24];
     int n = 0;
@@ -314,17 +255,17 @@ static void sb_u64(struct sb *b, uint64_t v, int width)
     } while (v);
     while (n < width)
         d[n++] = '0';
-    sb_grow(b, (size_t)n);
+    sl_jbuf_grow(b, (size_t)n);
     while (n)
         b->p[b->n++] = d[--n];
     b->p[b->n] = '\0';
 }
 
-static void sb_hex64(struct sb *b, uint64_t v)
+static void sb_hex64(struct sl_jbuf *b, uint64_t v)
 {
     static const char hex[] = "0123456789abcdef";
 
-    sb_grow(b, 16);
+    sl_jbuf_grow(b, 16);
     for (int i = 15; i >= 0; i--)
         b->p[b->n++] = hex[(v >> (4 * i)) & 15];
     b->p[b->n] = '\0';
@@ -336,7 +277,7 @@ static const char *table_fragment(struct pg *p, const char *schema, const char *
                                   size_t *len)
 {
     struct pg_tablefrag *f;
-    struct sb b = { 0 };
+    struct sl_jbuf b = { 0 };
     char *full, *arn;
 
     for (f = p->frags; f; f = f->next)
@@ -347,9 +288,9 @@ static const char *table_fragment(struct pg *p, const char *schema, const char *
     full = sl_asprintf("%s.%s", schema, table);
     arn = sl_asprintf("arn:sluice:postgres:" REGION ":%s:table/%s/stream/%s", p->conf->name,
                       full, p->slot);
-    sb_str(&b, ",\"eventSourceARN\":");
+    sl_jbuf_puts(&b, ",\"eventSourceARN\":");
     sb_jstr(&b, arn);
-    sb_str(&b, ",\"tableName\":");
+    sl_jbuf_puts(&b, ",\"tableName\":");
     sb_jstr(&b, full);
     free(full);
     free(arn);
@@ -369,7 +310,7 @@ static struct sl_record *make_record(struct pg *p, struct pg_txn *t, uint32_t or
 {
     const struct sl_source_conf *c = p->conf;
     struct sl_record *r;
-    struct sb b = { 0 };
+    struct sl_jbuf b = { 0 };
     const char *keys = sh->keys ? sh->keys : "{}", *frag;
     size_t klen = strlen(keys), nlen = 0, olen = 0, flen, size = klen, seq_at;
     bool want_new = c->stream_view_type == SL_VIEW_NEW_IMAGE ||
@@ -383,54 +324,54 @@ static struct sl_record *make_record(struct pg *p, struct pg_txn *t, uint32_t or
     if (want_old && sh->old_img)
         olen = strlen(sh->old_img);
     frag = table_fragment(p, sh->schema, sh->table, &flen);
-    sb_grow(&b, 400 + klen + nlen + olen + flen);
-    sb_str(&b, "{\"eventID\":\"");
+    sl_jbuf_grow(&b, 400 + klen + nlen + olen + flen);
+    sl_jbuf_puts(&b, "{\"eventID\":\"");
     sb_hex64(&b, t->final_lsn);
     sb_hex64(&b, ordinal);
-    sb_str(&b, "\",\"eventName\":\"");
-    sb_str(&b, sh->event_name);
-    sb_str(&b, sh->snapshot ? "\",\"eventVersion\":\"1.1\",\"eventSource\":\"sluice:postgres:snapshot\""
+    sl_jbuf_puts(&b, "\",\"eventName\":\"");
+    sl_jbuf_puts(&b, sh->event_name);
+    sl_jbuf_puts(&b, sh->snapshot ? "\",\"eventVersion\":\"1.1\",\"eventSource\":\"sluice:postgres:snapshot\""
                             : "\",\"eventVersion\":\"1.1\",\"eventSource\":\"sluice:postgres\"");
-    sb_str(&b, ",\"awsRegion\":\"" REGION "\",\"dynamodb\":{\"ApproximateCreationDateTime\":");
+    sl_jbuf_puts(&b, ",\"awsRegion\":\"" REGION "\",\"dynamodb\":{\"ApproximateCreationDateTime\":");
     sb_u64(&b, (uint64_t)(t->commit_ms > 0 ? t->commit_ms / 1000 : 0), 0);
-    sb_str(&b, ",\"Keys\":");
-    sb_add(&b, keys, klen);
+    sl_jbuf_puts(&b, ",\"Keys\":");
+    sl_jbuf_put(&b, keys, klen);
     if (nlen) {
-        sb_str(&b, ",\"NewImage\":");
-        sb_add(&b, sh->new_img, nlen);
+        sl_jbuf_puts(&b, ",\"NewImage\":");
+        sl_jbuf_put(&b, sh->new_img, nlen);
         size += nlen;
     }
     if (olen) {
-        sb_str(&b, ",\"OldImage\":");
-        sb_add(&b, sh->old_img, olen);
+        sl_jbuf_puts(&b, ",\"OldImage\":");
+        sl_jbuf_put(&b, sh->old_img, olen);
         size += olen;
     }
-    sb_str(&b, ",\"SequenceNumber\":\"");
+    sl_jbuf_puts(&b, ",\"SequenceNumber\":\"");
     seq_at = b.n;
     sb_u64(&b, t->final_lsn, 20);
     sb_u64(&b, ordinal, 10);
-    sb_str(&b, "\",\"SizeBytes\":");
+    sl_jbuf_puts(&b, "\",\"SizeBytes\":");
     sb_u64(&b, size, 0);
-    sb_str(&b, ",\"StreamViewType\":\"");
-    sb_str(&b, view_names[c->stream_view_type]);
-    sb_str(&b, "\"}");
-    sb_add(&b, frag, flen);
-    sb_str(&b, ",\"transactionId\":");
+    sl_jbuf_puts(&b, ",\"StreamViewType\":\"");
+    sl_jbuf_puts(&b, view_names[c->stream_view_type]);
+    sl_jbuf_puts(&b, "\"}");
+    sl_jbuf_put(&b, frag, flen);
+    sl_jbuf_puts(&b, ",\"transactionId\":");
     sb_u64(&b, t->xid, 0);
     pg__lsn_text(t->final_lsn, clsn, sizeof(clsn));
-    sb_str(&b, ",\"commitLsn\":\"");
-    sb_str(&b, clsn);
-    sb_str(&b, "\"");
+    sl_jbuf_puts(&b, ",\"commitLsn\":\"");
+    sl_jbuf_puts(&b, clsn);
+    sl_jbuf_puts(&b, "\"");
     if (sh->ntoast) {
-        sb_str(&b, ",\"unchangedToastColumns\":[");
+        sl_jbuf_puts(&b, ",\"unchangedToastColumns\":[");
         for (size_t i = 0; i < sh->ntoast; i++) {
             if (i)
-                sb_add(&b, ",", 1);
+                sl_jbuf_put(&b, ",", 1);
             sb_jstr(&b, sh->toast[i]);
         }
-        sb_add(&b, "]", 1);
+        sl_jbuf_put(&b, "]", 1);
     }
-    sb_add(&b, "}", 1);
+    sl_jbuf_put(&b, "}", 1);
 
     if (c->parallelization_factor > 1) {
         uint64_t h = fnv1a(1469598103934665603ull, sh->schema, strlen(sh->schema));

@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 
+#include "sluice/jbuf.h"
 #include "sluice/mem.h"
 
 #include "internal.h"
@@ -110,67 +111,12 @@ void rq_md5_hex(const void *data, size_t len, char out[33])
 /* ------------------------------------------------------------------ */
 /* JSON text                                                           */
 
-struct buf {
-    char  *p;
-    size_t n, cap;
-};
-
-static void grow(struct buf *b, size_t more)
-{
-    if (b->n + more + 1 <= b->cap)
-        return;
-    while (b->n + more + 1 > b->cap)
-        b->cap = b->cap ? b->cap * 2 : 512;
-    b->p = sl_realloc(b->p, b->cap);
-}
-
-static void put(struct buf *b, const char *s, size_t n)
-{
-    grow(b, n);
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-}
-
-static void puts_(struct buf *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
-/* Length of the valid UTF-8 sequence at p (0: not valid). */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    size_t need;
-    uint32_t cp;
-
-    if (p[0] < 0x80)
-        return 1;
-    if ((p[0] & 0xe0) == 0xc0)
-        need = 2, cp = p[0] & 0x1f;
-    else if ((p[0] & 0xf0) == 0xe0)
-        need = 3, cp = p[0] & 0x0f;
-    else if ((p[0] & 0xf8) == 0xf0)
-        need = 4, cp = p[0] & 0x07;
-    else
-        return 0;
-    if (n < need)
-        return 0;
-    for (size_t i = 1; i < need; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3f);
-    }
-    if ((need == 2 && cp < 0x80) || (need == 3 && cp < 0x800) || (need == 4 && cp < 0x10000) ||
-        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return need;
-}
-
 static bool is_utf8(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
 
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_len(p + i, n - i);
+        size_t l = sl_utf8_len(p + i, n - i);
         if (!l)
             return false;
         i += l;
@@ -178,125 +124,48 @@ static bool is_utf8(const char *s, size_t n)
     return true;
 }
 
-/* A JSON string of s[0..n), quotes included. */
-static void put_str(struct buf *b, const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    static const char hex[] = "0123456789abcdef";
-
-    grow(b, n + 2);
-    b->p[b->n++] = '"';
-    for (size_t i = 0; i < n;) {
-        unsigned char ch = p[i];
-        size_t l;
-
-        if (ch >= 0x20 && ch != '"' && ch != '\\' && ch < 0x80) {
-            size_t j = i;
-            while (j < n && p[j] >= 0x20 && p[j] != '"' && p[j] != '\\' && p[j] < 0x80)
-                j++;
-            put(b, s + i, j - i);
-            i = j;
-            continue;
-        }
-        if (ch >= 0x80) {
-            l = utf8_len(p + i, n - i);
-            if (l) {
-                put(b, s + i, l);
-                i += l;
-            } else {
-                puts_(b, "\\ufffd");
-                i++;
-            }
-            continue;
-        }
-        switch (ch) {
-        case '"': puts_(b, "\\\""); break;
-        case '\\': puts_(b, "\\\\"); break;
-        case '\n': puts_(b, "\\n"); break;
-        case '\r': puts_(b, "\\r"); break;
-        case '\t': puts_(b, "\\t"); break;
-        default: {
-            char e[7] = { '\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15], 0 };
-            puts_(b, e);
-        }
-        }
-        i++;
-    }
-    grow(b, 1);
-    b->p[b->n++] = '"';
-}
-
-static void put_base64(struct buf *b, const unsigned char *p, size_t n)
-{
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    grow(b, (n + 2) / 3 * 4 + 2);
-    b->p[b->n++] = '"';
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
-                     (i + 2 < n ? p[i + 2] : 0);
-        b->p[b->n++] = tbl[v >> 18 & 63];
-        b->p[b->n++] = tbl[v >> 12 & 63];
-        b->p[b->n++] = i + 1 < n ? tbl[v >> 6 & 63] : '=';
-        b->p[b->n++] = i + 2 < n ? tbl[v & 63] : '=';
-    }
-    b->p[b->n++] = '"';
-}
-
 /* Decimal text of v into buf (at least 24 bytes); returns buf. */
 static const char *itoa_(long long v, char *buf)
 {
-    char tmp[24], *p = tmp + sizeof(tmp);
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    size_t n;
-
-    *--p = '\0';
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        *--p = '-';
-    n = (size_t)(tmp + sizeof(tmp) - p);
-    memcpy(buf, p, n);
+    buf[sl_fmt_i64(buf, v)] = '\0';
     return buf;
 }
 
-static void put_attr(struct buf *b, const char *name, const char *v)
+static void put_attr(struct sl_jbuf *b, const char *name, const char *v)
 {
-    puts_(b, "\"");
-    puts_(b, name);
-    puts_(b, "\":\"");
-    puts_(b, v);
-    puts_(b, "\"");
+    sl_jbuf_puts(b, "\"");
+    sl_jbuf_puts(b, name);
+    sl_jbuf_puts(b, "\":\"");
+    sl_jbuf_puts(b, v);
+    sl_jbuf_puts(b, "\"");
 }
 
 char *rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len)
 {
-    struct buf b = { 0 };
+    struct sl_jbuf b = { 0 };
     char md5[33], num[32];
 
-    grow(&b, m->blen + 512);
-    puts_(&b, "{\"messageId\":");
-    put_str(&b, m->id, m->idlen);
-    puts_(&b, ",\"receiptHandle\":\"");
-    puts_(&b, q->mode->name);
-    puts_(&b, ":");
-    put(&b, m->id, m->idlen); /* stream ids and list ids need no escaping */
-    puts_(&b, ":");
-    puts_(&b, itoa_(m->receive_count, num));
-    puts_(&b, "\"");
-    puts_(&b, ",\"body\":");
-    put_str(&b, m->body, m->blen);
-    puts_(&b, ",\"attributes\":{");
+    sl_jbuf_grow(&b, m->blen + 512);
+    sl_jbuf_puts(&b, "{\"messageId\":");
+    sl_jbuf_str(&b, m->id, m->idlen);
+    sl_jbuf_puts(&b, ",\"receiptHandle\":\"");
+    sl_jbuf_puts(&b, q->mode->name);
+    sl_jbuf_puts(&b, ":");
+    sl_jbuf_put(&b, m->id, m->idlen); /* stream ids and list ids need no escaping */
+    sl_jbuf_puts(&b, ":");
+    sl_jbuf_puts(&b, itoa_(m->receive_count, num));
+    sl_jbuf_puts(&b, "\"");
+    sl_jbuf_puts(&b, ",\"body\":");
+    sl_jbuf_str(&b, m->body, m->blen);
+    sl_jbuf_puts(&b, ",\"attributes\":{");
     put_attr(&b, "ApproximateReceiveCount", itoa_(m->receive_count, num));
-    puts_(&b, ",");
+    sl_jbuf_puts(&b, ",");
     put_attr(&b, "SentTimestamp", itoa_(m->sent_ms, num));
-    puts_(&b, ",");
+    sl_jbuf_puts(&b, ",");
     put_attr(&b, "SenderId", "sluice");
-    puts_(&b, ",");
+    sl_jbuf_puts(&b, ",");
     put_attr(&b, "ApproximateFirstReceiveTimestamp", itoa_(m->first_ms, num));
-    puts_(&b, "},\"messageAttributes\":{");
+    sl_jbuf_puts(&b, "},\"messageAttributes\":{");
     if (m->fields) {
         bool first = true;
         for (size_t i = 0; i + 1 < m->fields->elements; i += 2) {
@@ -304,31 +173,30 @@ char *rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len)
             if ((int)i == m->skip || f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
                 continue;
             if (!first)
-                puts_(&b, ",");
+                sl_jbuf_puts(&b, ",");
             first = false;
-            put_str(&b, f->str, f->len);
+            sl_jbuf_str(&b, f->str, f->len);
             if (is_utf8(v->str, v->len)) {
-                puts_(&b, ":{\"stringValue\":");
-                put_str(&b, v->str, v->len);
-                puts_(&b, ",\"stringListValues\":[],\"binaryListValues\":[],"
+                sl_jbuf_puts(&b, ":{\"stringValue\":");
+                sl_jbuf_str(&b, v->str, v->len);
+                sl_jbuf_puts(&b, ",\"stringListValues\":[],\"binaryListValues\":[],"
                           "\"dataType\":\"String\"}");
             } else {
-                puts_(&b, ":{\"binaryValue\":");
-                put_base64(&b, (const unsigned char *)v->str, v->len);
-                puts_(&b, ",\"stringListValues\":[],\"binaryListValues\":[],"
+                sl_jbuf_puts(&b, ":{\"binaryValue\":");
+                sl_jbuf_base64(&b, (const unsigned char *)v->str, v->len);
+                sl_jbuf_puts(&b, ",\"stringListValues\":[],\"binaryListValues\":[],"
                           "\"dataType\":\"Binary\"}");
             }
         }
     }
     rq_md5_hex(m->body, m->blen, md5);
-    puts_(&b, "},\"md5OfBody\":\"");
-    puts_(&b, md5);
-    puts_(&b, "\",\"eventSource\":\"sluice:redis\",\"eventSourceARN\":");
-    put_str(&b, q->arn, strlen(q->arn));
-    puts_(&b, ",\"awsRegion\":");
-    put_str(&b, q->region, strlen(q->region));
-    puts_(&b, "}");
-    b.p[b.n] = '\0';
+    sl_jbuf_puts(&b, "},\"md5OfBody\":\"");
+    sl_jbuf_puts(&b, md5);
+    sl_jbuf_puts(&b, "\",\"eventSource\":\"sluice:redis\",\"eventSourceARN\":");
+    sl_jbuf_str(&b, q->arn, strlen(q->arn));
+    sl_jbuf_puts(&b, ",\"awsRegion\":");
+    sl_jbuf_str(&b, q->region, strlen(q->region));
+    sl_jbuf_puts(&b, "}");
     *len = b.n;
     return b.p;
 }
