@@ -637,4 +637,38 @@ static inline void hb_wrk_print(const char *name, const char *who, const struct 
            w->sock_write, w->sock_timeout);
 }
 
+/* The rates of sluice's run and of the baseline's (2xx answers only), and
+ * every error either had, said on stderr. Returns false when the run does
+ * not count: sluice did not stop cleanly, or anything failed. */
+static inline bool hb_judge(const char *name, const char *unit, int stop_rc,
+                            double werrs, const char *werr, double merrs, const char *merr,
+                            const struct hb_wrk *warm, const struct hb_wrk *sw,
+                            const struct hb_wrk *bw, double *value, double *base_value)
+{
+    *value = sw->rps * (sw->requests - sw->non2xx) / sw->requests;
+    *base_value = bw->rps * (bw->requests - bw->non2xx) / bw->requests;
+    if (stop_rc != 0)
+        fprintf(stderr, "%s: sluice did not stop cleanly on SIGTERM (%d)\n", name, stop_rc);
+    if (werrs > 0 || warm->non2xx > 0)
+        fprintf(stderr, "%s: ERROR: sluice answered errors during the warm-up: %s "
+                "(wrk: %.0f non-2xx of %.0f)\n", name, werr, warm->non2xx, warm->requests);
+    if (merrs > 0 || sw->non2xx > 0)
+        fprintf(stderr, "%s: ERROR: sluice answered errors during the run: %s "
+                "(wrk: %.0f non-2xx of %.0f)\n", name, merr, sw->non2xx, sw->requests);
+    if (hb_wrk_sock_errors(sw) > 0 || hb_wrk_sock_errors(warm) > 0)
+        fprintf(stderr, "%s: ERROR: socket errors against sluice: %.0f in the warm-up, %.0f "
+                "in the run\n", name, hb_wrk_sock_errors(warm), hb_wrk_sock_errors(sw));
+    if (bw->non2xx > 0 || hb_wrk_sock_errors(bw) > 0)
+        fprintf(stderr, "%s: ERROR: the baseline server had %.0f non-2xx answers and %.0f "
+                "socket errors\n", name, bw->non2xx, hb_wrk_sock_errors(bw));
+    if (stop_rc != 0 || werrs > 0 || warm->non2xx > 0 || merrs > 0 || sw->non2xx > 0 ||
+        hb_wrk_sock_errors(sw) > 0 || hb_wrk_sock_errors(warm) > 0 || bw->non2xx > 0 ||
+        hb_wrk_sock_errors(bw) > 0) {
+        fprintf(stderr, "%s: FAILED (measured %.0f %s against the baseline's %.0f)\n", name,
+                *value, unit, *base_value);
+        return false;
+    }
+    return true;
+}
+
 #endif

@@ -85,29 +85,9 @@ int main(void)
            cold_warm, WARMUP_S, cold_run);
     hb_wrk_print(NAME, "baseline evhttp 200", &bw);
 
-    value = sw.rps * (sw.requests - sw.non2xx) / sw.requests;
-    base_value = bw.rps * (bw.requests - bw.non2xx) / bw.requests;
-    if (stop_rc != 0)
-        fprintf(stderr, NAME ": sluice did not stop cleanly on SIGTERM (%d)\n", stop_rc);
-    if (werrs > 0 || warm.non2xx > 0)
-        fprintf(stderr, NAME ": ERROR: sluice answered errors during the warm-up: %s "
-                "(wrk: %.0f non-2xx of %.0f)\n", werr, warm.non2xx, warm.requests);
-    if (merrs > 0 || sw.non2xx > 0)
-        fprintf(stderr, NAME ": ERROR: sluice answered errors during the run: %s "
-                "(wrk: %.0f non-2xx of %.0f)\n", merr, sw.non2xx, sw.requests);
-    if (hb_wrk_sock_errors(&sw) > 0 || hb_wrk_sock_errors(&warm) > 0)
-        fprintf(stderr, NAME ": ERROR: socket errors against sluice: %.0f in the warm-up, %.0f "
-                "in the run\n", hb_wrk_sock_errors(&warm), hb_wrk_sock_errors(&sw));
-    if (bw.non2xx > 0 || hb_wrk_sock_errors(&bw) > 0)
-        fprintf(stderr, NAME ": ERROR: the baseline server had %.0f non-2xx answers and %.0f "
-                "socket errors\n", bw.non2xx, hb_wrk_sock_errors(&bw));
-    if (stop_rc != 0 || werrs > 0 || warm.non2xx > 0 || merrs > 0 || sw.non2xx > 0 ||
-        hb_wrk_sock_errors(&sw) > 0 || hb_wrk_sock_errors(&warm) > 0 || bw.non2xx > 0 ||
-        hb_wrk_sock_errors(&bw) > 0) {
-        fprintf(stderr, NAME ": FAILED (measured %.0f req/s against the baseline's %.0f)\n",
-                value, base_value);
+    if (!hb_judge(NAME, "req/s", stop_rc, werrs, werr, merrs, merr, &warm, &sw, &bw, &value,
+                  &base_value))
         goto out;
-    }
 
     printf(NAME ": target ratio >= %.2f: %s\n", TARGET_RATIO,
            value / base_value >= TARGET_RATIO ? "met" : "MISSED");
