@@ -418,6 +418,22 @@ bad:
     return -1;
 }
 
+/* A Redis URL the source or sink can connect with, checked at lint. */
+static void check_redis_url(struct sl__load *ld, const struct sl__ckey *k, void *field,
+                            yaml_node_t *node)
+{
+    const char *s = *(char **)field;
+    struct sl_redis_url u;
+    char why[700];
+
+    (void)k;
+    if (!s)
+        return;
+    if (sl_redis_url_parse(s, &u, why, sizeof(why)) != 0)
+        sl__load_error(ld, node, "%s", why);
+    sl_redis_url_destroy(&u);
+}
+
 static void check_async_queue(struct sl__load *ld, const struct sl__ckey *k, void *field,
                               yaml_node_t *node)
 {
@@ -591,7 +607,7 @@ static const struct sl__ckey source_keys[] = {
       .desc = "librdkafka properties passed through (security, SASL, TLS, fetch tuning)." },
     /* redis */
     { .name = "url", .type = CK_STRING, .types = REDIS, .req_types = REDIS, .off = F(url),
-      .desc = "`redis://[user:password@]host:port[/db]` (TLS, `rediss://`, is not supported "
+      .check = check_redis_url, .desc = "`redis://[user:password@]host:port[/db]` (TLS, `rediss://`, is not supported "
               "yet: use a local TLS tunnel)." },
     { .name = "key", .type = CK_STRING, .types = REDIS, .req_types = REDIS, .off = F(key),
       .desc = "Stream or list key of the queue." },
@@ -663,7 +679,7 @@ static const struct sl__ckey sink_keys[] = {
     { .name = "fsync", .type = CK_BOOL, .def = "true", .types = S_FILE, .off = F(fsync),
       .desc = "fsync each write before confirming it." },
     { .name = "url", .type = CK_STRING, .types = S_REDIS, .req_types = S_REDIS, .off = F(url),
-      .desc = "Redis URL." },
+      .check = check_redis_url, .desc = "Redis URL." },
     { .name = "key", .type = CK_STRING, .types = S_REDIS, .req_types = S_REDIS, .off = F(key),
       .desc = "Stream the records are added to (XADD)." },
     { .name = "brokers", .type = CK_STRING, .types = S_KAFKA, .req_types = S_KAFKA,

@@ -171,13 +171,6 @@ static int sources_start(void *ctx, struct sl_err *err)
             return sl_err_set(err, SL_EUNSUPPORTED, false, "source %s: no poller for type %s",
                               sconf->name, sl_source_type_name(sconf->type));
         rc = make(sc->engine, sconf, &s, err);
-        if (rc == SL_EUNSUPPORTED) {
-            /* a source type this build leaves out: say so, run the rest */
-            SL_WARN(inst, "not started: %s", err->msg);
-            sl_err_clear(err);
-            rc = 0;
-            continue;
-        }
         if (rc == 0 && s->ops->start)
             rc = s->ops->start(s, err);
         if (rc == 0)

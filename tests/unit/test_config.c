@@ -133,6 +133,13 @@ static const struct bad_case bad[] = {
       "functions:\n  f:\n    handler: handler.sh\nsources:\n  s:\n    type: kafka\n"
       "    function: f\n    brokers: b:1\n    topics: t\n    starting_position: AT_TIMESTAMP\n",
       "t.yaml:5:3: sources.s: starting_position AT_TIMESTAMP needs starting_position_timestamp\n" },
+    { "redis urls are checked at load",
+      "functions:\n  f:\n    handler: handler.sh\nsources:\n  q:\n    type: redis\n"
+      "    function: f\n    url: rediss://h:6379\n    key: k\n"
+      "sinks:\n  d:\n    type: redis\n    url: redis://h:notaport\n    key: k\n",
+      "t.yaml:8:10: sources.q.url: bad redis url 'rediss://h:6379': tls (rediss://) is not "
+      "supported\n"
+      "t.yaml:13:10: sinks.d.url: bad redis url 'redis://h:notaport': port must be a number in 1..65535\n" },
     { "bad debug context",
       "log:\n  debug: [kafka, disk]\n",
       "t.yaml:2:10: log.debug: unknown debug context 'disk' (one of: all, config, kafka, redis, "
