@@ -60,6 +60,29 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     free(rq);
 }
 
+static struct rq_req *req_new(struct rq_conn *c, rq_reply_fn fn, void *priv)
+{
+    struct rq_req *rq = sl_malloc(sizeof(*rq));
+
+    rq->c = c;
+    rq->ac = c->ac;
+    rq->fn = fn;
+    rq->priv = priv;
+    return rq;
+}
+
+/* `rc`: what hiredis said to the request `rq` just queued on c. */
+static int req_queued(struct rq_conn *c, struct rq_req *rq, int rc)
+{
+    if (rc != REDIS_OK) {
+        free(rq);
+        return -1;
+    }
+    if (c->pending++ == 0)
+        c->progress = rq_mono_ms();
+    return 0;
+}
+
 static int sendv(struct rq_conn *c, rq_reply_fn fn, void *priv, int argc, const char **argv,
                  const size_t *lens)
 {
@@ -67,18 +90,15 @@ static int sendv(struct rq_conn *c, rq_reply_fn fn, void *priv, int argc, const 
 
     if (!c->ac || (c->state != RQ_CONNECTING && c->state != RQ_READY) || c->q->closing)
         return -1;
-    rq = sl_malloc(sizeof(*rq));
-    rq->c = c;
-    rq->ac = c->ac;
-    rq->fn = fn;
-    rq->priv = priv;
-    if (redisAsyncCommandArgv(c->ac, on_reply, rq, argc, argv, lens) != REDIS_OK) {
-        free(rq);
-        return -1;
-    }
-    if (c->pending++ == 0)
-        c->progress = rq_mono_ms();
-    return 0;
+    rq = req_new(c, fn, priv);
+    return req_queued(c, rq, redisAsyncCommandArgv(c->ac, on_reply, rq, argc, argv, lens));
+}
+
+static int sendf(struct rq_conn *c, rq_reply_fn fn, void *priv, const char *fmt, va_list ap)
+{
+    struct rq_req *rq = req_new(c, fn, priv);
+
+    return req_queued(c, rq, redisvAsyncCommand(c->ac, on_reply, rq, fmt, ap));
 }
 
 bool rq_conn_ready(const struct rq_conn *c)
@@ -96,27 +116,15 @@ int rq_cmd(struct rq_conn *c, rq_reply_fn fn, void *priv, int argc, const char *
 
 int rq_cmdf(struct rq_conn *c, rq_reply_fn fn, void *priv, const char *fmt, ...)
 {
-    struct rq_req *rq;
     va_list ap;
     int rc;
 
     if (!rq_conn_ready(c))
         return -1;
-    rq = sl_malloc(sizeof(*rq));
-    rq->c = c;
-    rq->ac = c->ac;
-    rq->fn = fn;
-    rq->priv = priv;
     va_start(ap, fmt);
-    rc = redisvAsyncCommand(c->ac, on_reply, rq, fmt, ap);
+    rc = sendf(c, fn, priv, fmt, ap);
     va_end(ap);
-    if (rc != REDIS_OK) {
-        free(rq);
-        return -1;
-    }
-    if (c->pending++ == 0)
-        c->progress = rq_mono_ms();
-    return 0;
+    return rc;
 }
 
 static void schedule_retry(struct rq_conn *c)
@@ -276,27 +284,15 @@ static void connect_ip(struct rq_conn *c, const char *ip)
 /* Setup commands go out while CONNECTING (pipelined behind the handshake). */
 int rq_setup_cmdf(struct rq_conn *c, rq_reply_fn fn, const char *fmt, ...)
 {
-    struct rq_req *rq;
     va_list ap;
     int rc;
 
     if (!c->ac)
         return -1;
-    rq = sl_malloc(sizeof(*rq));
-    rq->c = c;
-    rq->ac = c->ac;
-    rq->fn = fn;
-    rq->priv = c;
     va_start(ap, fmt);
-    rc = redisvAsyncCommand(c->ac, on_reply, rq, fmt, ap);
+    rc = sendf(c, fn, c, fmt, ap);
     va_end(ap);
-    if (rc != REDIS_OK) {
-        free(rq);
-        return -1;
-    }
-    if (c->pending++ == 0)
-        c->progress = rq_mono_ms();
-    return 0;
+    return rc;
 }
 
 int rq_setup_cmd(struct rq_conn *c, rq_reply_fn fn, void *priv, int argc, const char **argv,

@@ -195,7 +195,22 @@ struct rq {
 void rq_fetched(struct rq *q, bool reclaim, const struct rq_msg *m, size_t n, int64_t retry_ms);
 /* The command connection's setup is complete / lost (for the modes). */
 int64_t rq_mono_ms(void);
-/* Hex of the script's SHA1 from SCRIPT LOAD's reply into q->sha[i]. */
-void rq_script_loaded(struct rq *q, int i, const redisReply *r);
+
+/* redis.c, for the modes' scripts. The setup callback of SCRIPT LOAD
+ * (priv: the connection): the SHA1 goes to the next q->sha slot, so the
+ * scripts must be loaded in the mode's order. */
+void rq_script_loaded(struct rq *q, redisReply *r, void *priv);
+/* An error reply of a script on `c` (false: not an error): logged as
+ * "<what> on <key> failed"; NOSCRIPT drops the connection so that its
+ * setup loads the scripts again. */
+bool rq_script_error(struct rq *q, struct rq_conn *c, const redisReply *r, const char *what);
+/* A stats script's reply {depth, pending, oldest} (NULL: lost): clears
+ * q->statting and sets q->g_depth and q->g_pending; false when it is not
+ * that shape (the gauges stay), else the mode reads the oldest itself. */
+bool rq_stats_reply(struct rq *q, const redisReply *r);
+/* Send an ack script (argv, argc) on the command connection; `done(q, ok,
+ * arg)` when it is confirmed, at once with ok false when it cannot be sent. */
+void rq_script_ack(struct rq *q, int argc, const char **argv,
+                   void (*done)(struct rq *q, bool ok, void *arg), void *arg);
 
 #endif

@@ -152,17 +152,6 @@ static void keys(const struct rq *q, struct keys *k)
     snprintf(k->proc, sizeof(k->proc), "%s:sluice:proc:%s", key, q->consumer);
 }
 
-static void on_script(struct rq *q, redisReply *r, void *priv)
-{
-    struct rq_conn *c = priv;
-
-    if (!r)
-        return;
-    if (r->type == REDIS_REPLY_STRING && q->sha_next < 8)
-        snprintf(q->sha[q->sha_next++], sizeof(q->sha[0]), "%.*s", (int)r->len, r->str);
-    rq_conn_setup_done(c, r->type == REDIS_REPLY_STRING, "SCRIPT LOAD", r);
-}
-
 /* The scripts load on the command connection; the reader waits for them
  * (fetch runs there), which rq_fetched's retry covers. */
 static int list_setup(struct rq *q, struct rq_conn *c)
@@ -173,7 +162,7 @@ static int list_setup(struct rq *q, struct rq_conn *c)
         return 0;
     q->sha_next = 0;
     for (int i = 0; i < L__COUNT; i++)
-        if (rq_setup_cmdf(c, on_script, "SCRIPT LOAD %s", scripts[i]) == 0)
+        if (rq_setup_cmdf(c, rq_script_loaded, "SCRIPT LOAD %s", scripts[i]) == 0)
             n++;
     return n;
 }
@@ -210,18 +199,6 @@ static void tuples(struct rq *q, bool reclaim, const redisReply *r)
     free(m);
 }
 
-static bool script_error(struct rq *q, struct rq_conn *c, const redisReply *r, const char *what)
-{
-    if (r->type != REDIS_REPLY_ERROR)
-        return false;
-    SL_WARN(q->inst, "%s on %s failed: %s", what, q->conf->key, r->str ? r->str : "");
-    /* scripts load with the command connection's setup: once it is ready,
-     * NOSCRIPT means the cache was flushed */
-    if (r->str && strncmp(r->str, "NOSCRIPT", 8) == 0 && c->state == RQ_READY)
-        rq_conn_drop(c, "script cache flushed: loading the scripts again");
-    return true;
-}
-
 static void list_fetch_script(struct rq *q, size_t count);
 
 static void on_wait(struct rq *q, redisReply *r, void *priv)
@@ -255,7 +232,7 @@ static void on_fetch(struct rq *q, redisReply *r, void *priv)
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY) {
-        if (!script_error(q, &q->cmd, r, "fetch"))
+        if (!rq_script_error(q, &q->cmd, r, "fetch"))
             SL_WARN(q->inst, "fetch on %s: unexpected reply (type %d)", q->conf->key, r->type);
         rq_fetched(q, false, NULL, 0, 1000);
         return;
@@ -303,7 +280,7 @@ static void on_reclaim(struct rq *q, redisReply *r, void *priv)
 {
     (void)priv;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
-        if (r && !script_error(q, &q->cmd, r, "reclaim"))
+        if (r && !rq_script_error(q, &q->cmd, r, "reclaim"))
             SL_WARN(q->inst, "reclaim on %s: unexpected reply (type %d)", q->conf->key, r->type);
         rq_fetched(q, true, NULL, 0, 1000);
         return;
@@ -332,51 +309,34 @@ static void list_reclaim(struct rq *q, size_t count)
     }
 }
 
-struct ackcb {
-    void (*done)(struct rq *q, bool ok, void *arg);
-    void *arg;
-};
-
-static void on_ack(struct rq *q, redisReply *r, void *priv)
+/* argv[0..4] of the scripts on the leases: EVALSHA <sha> 1 <leases> <mprefix> */
+static void lease_script(const struct rq *q, const struct keys *k, int script, const char **argv)
 {
-    struct ackcb cb = *(struct ackcb *)priv;
-
-    free(priv);
-    if (r && script_error(q, &q->cmd, r, "acknowledging")) {
-        cb.done(q, !(r->str && strncmp(r->str, "NOSCRIPT", 8) == 0), cb.arg);
-        return;
-    }
-    cb.done(q, r != NULL, cb.arg);
+    argv[0] = "EVALSHA";
+    argv[1] = q->sha[script];
+    argv[2] = "1";
+    argv[3] = k->leases;
+    argv[4] = k->mprefix;
 }
 
 static void list_ack(struct rq *q, const char **ids, size_t n, bool cleanup,
                      void (*done)(struct rq *q, bool ok, void *arg), void *arg)
 {
     const char **argv = sl_malloc((5 + n) * sizeof(*argv));
-    struct ackcb *cb = sl_malloc(sizeof(*cb));
     struct keys k;
 
     (void)cleanup;
     keys(q, &k);
-    argv[0] = "EVALSHA";
-    argv[1] = q->sha[L_ACK];
-    argv[2] = "1";
-    argv[3] = k.leases;
-    argv[4] = k.mprefix;
+    lease_script(q, &k, L_ACK, argv);
     memcpy(argv + 5, ids, n * sizeof(*ids));
-    cb->done = done;
-    cb->arg = arg;
-    if (rq_cmd(&q->cmd, on_ack, cb, (int)(5 + n), argv, NULL) != 0) {
-        free(cb);
-        done(q, false, arg);
-    }
+    rq_script_ack(q, (int)(5 + n), argv, done, arg);
     free(argv);
 }
 
 static void on_ignore(struct rq *q, redisReply *r, void *priv)
 {
     if (r)
-        script_error(q, &q->cmd, r, priv);
+        rq_script_error(q, &q->cmd, r, priv);
 }
 
 static void send_delays(struct rq *q, const char **ids, const int64_t *delay_ms, int64_t same,
@@ -389,11 +349,7 @@ static void send_delays(struct rq *q, const char **ids, const int64_t *delay_ms,
 
     keys(q, &k);
     snprintf(num[0], sizeof(num[0]), "%lld", (long long)sl_wall_ms());
-    argv[0] = "EVALSHA";
-    argv[1] = q->sha[L_RELEASE];
-    argv[2] = "1";
-    argv[3] = k.leases;
-    argv[4] = k.mprefix;
+    lease_script(q, &k, L_RELEASE, argv);
     argv[5] = q->consumer;
     argv[6] = num[0];
     for (size_t i = 0; i < n; i++) {
@@ -430,11 +386,7 @@ static void list_beat(struct rq *q, const char **ids, size_t n)
 
     keys(q, &k);
     snprintf(dl, sizeof(dl), "%lld", (long long)deadline(q));
-    argv[0] = "EVALSHA";
-    argv[1] = q->sha[L_BEAT];
-    argv[2] = "1";
-    argv[3] = k.leases;
-    argv[4] = k.mprefix;
+    lease_script(q, &k, L_BEAT, argv);
     argv[5] = q->consumer;
     argv[6] = dl;
     memcpy(argv + 7, ids, n * sizeof(*ids));
@@ -445,11 +397,8 @@ static void list_beat(struct rq *q, const char **ids, size_t n)
 static void on_stats(struct rq *q, redisReply *r, void *priv)
 {
     (void)priv;
-    q->statting = false;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+    if (!rq_stats_reply(q, r))
         return;
-    q->g_depth = (double)r->element[0]->integer;
-    q->g_pending = (double)r->element[1]->integer;
     {
         int64_t now = sl_wall_ms(), ms = r->element[2]->integer;
         q->g_oldest_s = q->g_pending > 0 && now > ms ? (double)(now - ms) / 1000.0 : 0;

@@ -433,6 +433,75 @@ static void rd_up(struct rq_conn *c)
 }
 
 /* ------------------------------------------------------------------ */
+/* Scripts (both modes)                                                */
+
+void rq_script_loaded(struct rq *q, redisReply *r, void *priv)
+{
+    struct rq_conn *c = priv;
+
+    if (!r)
+        return;
+    /* replies arrive in the order the scripts were sent */
+    if (r->type == REDIS_REPLY_STRING && q->sha_next < 8)
+        snprintf(q->sha[q->sha_next++], sizeof(q->sha[0]), "%.*s", (int)r->len, r->str);
+    rq_conn_setup_done(c, r->type == REDIS_REPLY_STRING, "SCRIPT LOAD", r);
+}
+
+bool rq_script_error(struct rq *q, struct rq_conn *c, const redisReply *r, const char *what)
+{
+    if (r->type != REDIS_REPLY_ERROR)
+        return false;
+    SL_WARN(q->inst, "%s on %s failed: %s", what, q->conf->key, r->str ? r->str : "");
+    /* scripts load with the command connection's setup: once it is ready,
+     * NOSCRIPT means the cache was flushed */
+    if (r->str && strncmp(r->str, "NOSCRIPT", 8) == 0 && c->state == RQ_READY)
+        rq_conn_drop(c, "script cache flushed: loading the scripts again");
+    return true;
+}
+
+bool rq_stats_reply(struct rq *q, const redisReply *r)
+{
+    q->statting = false;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+        return false;
+    q->g_depth = (double)r->element[0]->integer;
+    q->g_pending = (double)r->element[1]->integer;
+    return true;
+}
+
+struct ackcb {
+    void (*done)(struct rq *q, bool ok, void *arg);
+    void *arg;
+};
+
+static void on_script_ack(struct rq *q, redisReply *r, void *priv)
+{
+    struct ackcb cb = *(struct ackcb *)priv;
+
+    free(priv);
+    /* NOSCRIPT: nothing was deleted, the ack goes again once the scripts
+     * are back; any other error reply is final */
+    if (r && rq_script_error(q, &q->cmd, r, "acknowledging")) {
+        cb.done(q, !(r->str && strncmp(r->str, "NOSCRIPT", 8) == 0), cb.arg);
+        return;
+    }
+    cb.done(q, r != NULL, cb.arg);
+}
+
+void rq_script_ack(struct rq *q, int argc, const char **argv,
+                   void (*done)(struct rq *q, bool ok, void *arg), void *arg)
+{
+    struct ackcb *cb = sl_malloc(sizeof(*cb));
+
+    cb->done = done;
+    cb->arg = arg;
+    if (rq_cmd(&q->cmd, on_script_ack, cb, argc, argv, NULL) != 0) {
+        free(cb);
+        done(q, false, arg);
+    }
+}
+
+/* ------------------------------------------------------------------ */
 /* Metrics                                                             */
 
 static void collect(void *arg, struct sl_metrics *m)

@@ -145,20 +145,23 @@ static void side_keys(const struct rq *q, char *delay, char *first, size_t n)
     snprintf(first, n, "%s:sluice:%s:first", q->conf->key, q->conf->group);
 }
 
+/* argv[0..6] of the scripts on the side keys, which go to delay and first:
+ * EVALSHA <sha> 3 <key> <delay> <first> <group> */
+static void side_script(const struct rq *q, int script, const char **argv, char *delay,
+                        char *first, size_t n)
+{
+    side_keys(q, delay, first, n);
+    argv[0] = "EVALSHA";
+    argv[1] = q->sha[script];
+    argv[2] = "3";
+    argv[3] = q->conf->key;
+    argv[4] = delay;
+    argv[5] = first;
+    argv[6] = q->conf->group;
+}
+
 /* ------------------------------------------------------------------ */
 /* setup                                                               */
-
-static void on_script(struct rq *q, redisReply *r, void *priv)
-{
-    struct rq_conn *c = priv;
-
-    if (!r)
-        return;
-    /* replies arrive in the order the scripts were sent */
-    if (r->type == REDIS_REPLY_STRING && q->sha_next < 8)
-        snprintf(q->sha[q->sha_next++], sizeof(q->sha[0]), "%.*s", (int)r->len, r->str);
-    rq_conn_setup_done(c, r->type == REDIS_REPLY_STRING, "SCRIPT LOAD", r);
-}
 
 static void on_group(struct rq *q, redisReply *r, void *priv)
 {
@@ -182,7 +185,7 @@ static int stream_setup(struct rq *q, struct rq_conn *c)
         return 0;
     q->sha_next = 0;
     for (int i = 0; i < S__COUNT; i++)
-        if (rq_setup_cmdf(c, on_script, "SCRIPT LOAD %s", scripts[i]) == 0)
+        if (rq_setup_cmdf(c, rq_script_loaded, "SCRIPT LOAD %s", scripts[i]) == 0)
             n++;
     if (rq_setup_cmdf(c, on_group, "XGROUP CREATE %s %s %s MKSTREAM", q->conf->key,
                       q->conf->group, q->starting_latest ? "$" : "0") == 0)
@@ -259,6 +262,17 @@ static bool entry_msg(const redisReply *e, struct rq_msg *m, char **tmp)
     return true;
 }
 
+/* Report the n messages of a read or reclaim, then free them and the
+ * bodies entry_msg made (both arrays come from sl_calloc). */
+static void fetched(struct rq *q, bool reclaim, struct rq_msg *m, char **tmp, size_t n)
+{
+    rq_fetched(q, reclaim, m, n, 0);
+    for (size_t i = 0; i < n; i++)
+        free(tmp[i]);
+    free(tmp);
+    free(m);
+}
+
 static void on_read(struct rq *q, redisReply *r, void *priv)
 {
     struct rq_msg *m;
@@ -301,11 +315,7 @@ static void on_read(struct rq *q, redisReply *r, void *priv)
         m[n].first_ms = now;
         n++;
     }
-    rq_fetched(q, false, m, n, 0);
-    for (size_t i = 0; i < n; i++)
-        free(tmp[i]);
-    free(tmp);
-    free(m);
+    fetched(q, false, m, tmp, n);
 }
 
 static void stream_fetch(struct rq *q, size_t count)
@@ -329,11 +339,8 @@ static void on_reclaim(struct rq *q, redisReply *r, void *priv)
     (void)priv;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_STRING) {
-        if (r)
-            SL_WARN(q->inst, "reclaim on %s failed: %s", q->conf->key,
-                    r->type == REDIS_REPLY_ERROR && r->str ? r->str : "unexpected reply");
-        if (r && r->type == REDIS_REPLY_ERROR && r->str && strncmp(r->str, "NOSCRIPT", 8) == 0)
-            rq_conn_drop(&q->cmd, "script cache flushed: loading the scripts again");
+        if (r && !rq_script_error(q, &q->cmd, r, "reclaim"))
+            SL_WARN(q->inst, "reclaim on %s failed: unexpected reply", q->conf->key);
         rq_fetched(q, true, NULL, 0, 1000);
         return;
     }
@@ -353,11 +360,7 @@ static void on_reclaim(struct rq *q, redisReply *r, void *priv)
                             ? strtoll(r->element[i + 3]->str, NULL, 10) : sl_wall_ms();
         n++;
     }
-    rq_fetched(q, true, m, n, 0);
-    for (size_t i = 0; i < n; i++)
-        free(tmp[i]);
-    free(tmp);
-    free(m);
+    fetched(q, true, m, tmp, n);
 }
 
 static void stream_reclaim(struct rq *q, size_t count)
@@ -378,52 +381,18 @@ static void stream_reclaim(struct rq *q, size_t count)
 /* ------------------------------------------------------------------ */
 /* ack, release, beat, stats, handback                                 */
 
-struct ackcb {
-    void (*done)(struct rq *q, bool ok, void *arg);
-    void *arg;
-};
-
-static void on_ack(struct rq *q, redisReply *r, void *priv)
-{
-    struct ackcb cb = *(struct ackcb *)priv;
-
-    free(priv);
-    if (r && r->type == REDIS_REPLY_ERROR) {
-        SL_WARN(q->inst, "acknowledging on %s failed: %s", q->conf->key, r->str ? r->str : "");
-        if (r->str && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-            rq_conn_drop(&q->cmd, "script cache flushed: loading the scripts again");
-            cb.done(q, false, cb.arg);
-            return;
-        }
-    }
-    cb.done(q, r != NULL, cb.arg);
-}
-
 static void stream_ack(struct rq *q, const char **ids, size_t n, bool cleanup,
                        void (*done)(struct rq *q, bool ok, void *arg), void *arg)
 {
     size_t argc = 9 + n;
     const char **argv = sl_malloc(argc * sizeof(*argv));
     char dkey[600], fkey[600];
-    struct ackcb *cb = sl_malloc(sizeof(*cb));
 
-    side_keys(q, dkey, fkey, sizeof(dkey));
-    argv[0] = "EVALSHA";
-    argv[1] = q->sha[S_ACK];
-    argv[2] = "3";
-    argv[3] = q->conf->key;
-    argv[4] = dkey;
-    argv[5] = fkey;
-    argv[6] = q->conf->group;
+    side_script(q, S_ACK, argv, dkey, fkey, sizeof(dkey));
     argv[7] = q->conf->delete_on_ack ? "1" : "0";
     argv[8] = cleanup ? "1" : "0";
     memcpy(argv + 9, ids, n * sizeof(*ids));
-    cb->done = done;
-    cb->arg = arg;
-    if (rq_cmd(&q->cmd, on_ack, cb, (int)argc, argv, NULL) != 0) {
-        free(cb);
-        done(q, false, arg);
-    }
+    rq_script_ack(q, (int)argc, argv, done, arg);
     free(argv);
 }
 
@@ -443,16 +412,9 @@ static void stream_release(struct rq *q, const char **ids, const int64_t *delay_
     char (*num)[24] = sl_malloc((2 * n + 2) * sizeof(*num));
     char dkey[600], fkey[600];
 
-    side_keys(q, dkey, fkey, sizeof(dkey));
+    side_script(q, S_RELEASE, argv, dkey, fkey, sizeof(dkey));
     snprintf(num[0], sizeof(num[0]), "%lld", (long long)q->conf->visibility_timeout_ms);
     snprintf(num[1], sizeof(num[1]), "%lld", (long long)sl_wall_ms());
-    argv[0] = "EVALSHA";
-    argv[1] = q->sha[S_RELEASE];
-    argv[2] = "3";
-    argv[3] = q->conf->key;
-    argv[4] = dkey;
-    argv[5] = fkey;
-    argv[6] = q->conf->group;
     argv[7] = q->consumer;
     argv[8] = num[0];
     argv[9] = num[1];
@@ -508,11 +470,8 @@ static void stream_handback(struct rq *q, const char **ids, size_t n)
 static void on_stats(struct rq *q, redisReply *r, void *priv)
 {
     (void)priv;
-    q->statting = false;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+    if (!rq_stats_reply(q, r))
         return;
-    q->g_depth = (double)r->element[0]->integer;
-    q->g_pending = (double)r->element[1]->integer;
     if (r->element[2]->type == REDIS_REPLY_STRING && r->element[2]->len > 0) {
         int64_t ms = strtoll(r->element[2]->str, NULL, 10), now = sl_wall_ms();
         q->g_oldest_s = now > ms ? (double)(now - ms) / 1000.0 : 0;
