@@ -51,11 +51,17 @@ struct rd {
     bool short_read;
 };
 
+/* A read past the end: nothing more is read from this message. */
+static void rd_short(struct rd *r)
+{
+    r->short_read = true;
+    r->p = r->end;
+}
+
 static uint8_t rd_u8(struct rd *r)
 {
     if (r->end - r->p < 1) {
-        r->short_read = true;
-        r->p = r->end;
+        rd_short(r);
         return 0;
     }
     return *r->p++;
@@ -64,8 +70,7 @@ static uint8_t rd_u8(struct rd *r)
 static uint64_t rd_uint(struct rd *r, int bytes)
 {
     if (r->end - r->p < bytes) {
-        r->short_read = true;
-        r->p = r->end;
+        rd_short(r);
         return 0;
     }
     uint64_t v = 0;
@@ -85,13 +90,36 @@ static char *rd_str(struct rd *r)
 {
     const uint8_t *z = r->p < r->end ? memchr(r->p, 0, (size_t)(r->end - r->p)) : NULL;
     if (!z) {
-        r->short_read = true;
-        r->p = r->end;
+        rd_short(r);
         return NULL;
     }
     char *s = sl_strndup((const char *)r->p, (size_t)(z - r->p));
     r->p = z + 1;
     return s;
+}
+
+/* A uint32 length and that many bytes, left in the message; false (a
+ * short read) when they run past the end. */
+static bool rd_bytes(struct rd *r, const uint8_t **v, uint32_t *n)
+{
+    uint32_t len = rd_u32(r);
+    if (r->short_read || len > (size_t)(r->end - r->p)) {
+        rd_short(r);
+        return false;
+    }
+    *v = r->p;
+    *n = len;
+    r->p += len;
+    return true;
+}
+
+/* An empty schema name stands for pg_catalog. */
+static void default_schema(char **schema)
+{
+    if (*schema && !(*schema)[0]) {
+        free(*schema);
+        *schema = sl_strdup("pg_catalog");
+    }
 }
 
 /* unsigned sum: a corrupt timestamp wraps instead of overflowing */
@@ -303,6 +331,44 @@ static int bad(struct sl_err *err, const char *what, const char *fmt, ...)
     return sl_err_set(err, SL_EPROTO, false, "malformed pgoutput %s message: %s", what, why);
 }
 
+/* A read that ran short fails the message as truncated. */
+static int rd_check(const struct rd *r, const char *what, struct sl_err *err)
+{
+    return r->short_read ? bad(err, what, "truncated") : 0;
+}
+
+/* The message is over: nothing may be missing and nothing left after it. */
+static int rd_end(const struct rd *r, const char *what, struct sl_err *err)
+{
+    if (r->short_read)
+        return bad(err, what, "truncated");
+    if (r->p != r->end)
+        return bad(err, what, "%zu trailing bytes", (size_t)(r->end - r->p));
+    return 0;
+}
+
+/* Insert, Update and Delete by their type byte. */
+static const char *change_name(char type)
+{
+    return type == 'I' ? "Insert" : type == 'U' ? "Update" : "Delete";
+}
+
+/* The LSN (commit or final, by message), end LSN and commit time that
+ * Commit, Stream Commit and the two-phase messages carry in this order. */
+static void rd_lsns_time(struct rd *r, uint64_t *lsn, struct pgo_msg *m)
+{
+    *lsn = rd_u64(r);
+    m->end_lsn = rd_u64(r);
+    m->commit_time_us = pg_ts_to_unix_us(rd_u64(r));
+}
+
+/* The xid and GID that end the two-phase messages. */
+static void rd_xid_gid(struct rd *r, struct pgo_msg *m)
+{
+    m->xid = rd_u32(r);
+    m->gid = rd_str(r);
+}
+
 /* TupleData into `cols` (which holds rel->ncols entries). */
 static int read_tuple(struct rd *r, const struct pgo_relation *rel, struct col *cols,
                       const char *what, struct sl_err *err)
@@ -326,12 +392,10 @@ static int read_tuple(struct rd *r, const struct pgo_relation *rel, struct col *
             break;
         case 't':
         case 'b': {
-            uint32_t len = rd_u32(r);
-            if (r->short_read || len > (size_t)(r->end - r->p))
+            uint32_t len;
+            if (!rd_bytes(r, &cols[i].v, &len))
                 return bad(err, what, "value of column %s runs past the end", rel->cols[i].name);
-            cols[i].v = r->p;
             cols[i].n = len;
-            r->p += len;
             break;
         }
         default:
@@ -424,27 +488,24 @@ static void grow_tuples(struct pgo_decoder *d, size_t n)
 static int dec_relation(struct pgo_decoder *d, struct rd *r, struct pgo_msg *m, struct sl_err *err)
 {
     struct pgo_relation *rel = sl_calloc(1, sizeof(*rel));
+    int rc;
     rel->oid = rd_u32(r);
     rel->schema = rd_str(r);
     rel->name = rd_str(r);
     rel->replica_identity = (char)rd_u8(r);
     uint16_t n = rd_u16(r);
-    if (r->short_read)
-        goto trunc;
+    if ((rc = rd_check(r, "Relation", err)) < 0)
+        goto fail;
     if (n > PGO_MAX_COLUMNS) {
-        rel_free(rel);
-        return bad(err, "Relation", "%u columns is more than the %d Postgres allows", n,
-                   PGO_MAX_COLUMNS);
+        rc = bad(err, "Relation", "%u columns is more than the %d Postgres allows", n,
+                 PGO_MAX_COLUMNS);
+        goto fail;
     }
     if (!strchr("dnfi", rel->replica_identity) || !rel->replica_identity) {
-        int ri = rel->replica_identity;
-        rel_free(rel);
-        return bad(err, "Relation", "unknown replica identity 0x%02x", ri);
+        rc = bad(err, "Relation", "unknown replica identity 0x%02x", (int)rel->replica_identity);
+        goto fail;
     }
-    if (!rel->schema[0]) {
-        free(rel->schema);
-        rel->schema = sl_strdup("pg_catalog");
-    }
+    default_schema(&rel->schema);
     rel->cols = sl_calloc(n ? n : 1, sizeof(*rel->cols));
     for (size_t i = 0; i < n; i++) {
         struct pgo_column *c = &rel->cols[i];
@@ -454,21 +515,19 @@ static int dec_relation(struct pgo_decoder *d, struct rd *r, struct pgo_msg *m, 
         c->typmod = (int32_t)rd_u32(r);
         c->is_key = flags & 1;
         rel->ncols = (uint16_t)(i + 1);
-        if (r->short_read)
-            goto trunc;
+        if ((rc = rd_check(r, "Relation", err)) < 0)
+            goto fail;
     }
-    if (r->p != r->end) {
-        rel_free(rel);
-        return bad(err, "Relation", "%zu trailing bytes", (size_t)(r->end - r->p));
-    }
+    if ((rc = rd_end(r, "Relation", err)) < 0)
+        goto fail;
     apply_keyset(d, rel);
     rel_put(d, rel);
     m->rel = rel;
     grow_tuples(d, n);
     return 0;
-trunc:
+fail:
     rel_free(rel);
-    return bad(err, "Relation", "truncated");
+    return rc;
 }
 
 static const struct pgo_relation *need_rel(struct pgo_decoder *d, struct rd *r, const char *what,
@@ -488,7 +547,7 @@ static const struct pgo_relation *need_rel(struct pgo_decoder *d, struct rd *r, 
 static int dec_change(struct pgo_decoder *d, struct rd *r, char type, struct pgo_msg *m,
                       struct sl_err *err)
 {
-    const char *what = type == 'I' ? "Insert" : type == 'U' ? "Update" : "Delete";
+    const char *what = change_name(type);
     const struct pgo_relation *rel = need_rel(d, r, what, err);
     if (!rel)
         return SL_EPROTO;
@@ -521,12 +580,12 @@ static int dec_change(struct pgo_decoder *d, struct rd *r, char type, struct pgo
     } else if (!has_old) {
         return bad(err, what, "expected old tuple 'K' or 'O', got 0x%02x", tag);
     }
-    if (r->p != r->end)
-        return bad(err, what, "%zu trailing bytes", (size_t)(r->end - r->p));
+    int rc = rd_end(r, what, err);
+    if (rc < 0)
+        return rc;
 
     struct pgo__buf keys = {0};
     bool kfirst = true;
-    int rc = 0;
     pgo__buf_grow(&keys, 32);
     if (has_new) {
         /* keys come from the new row; a key column the new row lacks
@@ -558,8 +617,9 @@ static int dec_truncate(struct pgo_decoder *d, struct rd *r, struct pgo_msg *m, 
 {
     uint32_t n = rd_u32(r);
     m->truncate_options = rd_u8(r);
-    if (r->short_read)
-        return bad(err, "Truncate", "truncated");
+    int rc = rd_check(r, "Truncate", err);
+    if (rc < 0)
+        return rc;
     if ((size_t)n > (size_t)(r->end - r->p) / 4)
         return bad(err, "Truncate", "%u relations run past the end", n);
     if (n > d->trunc_cap) {
@@ -609,9 +669,7 @@ int pgo_decode(struct pgo_decoder *d, const uint8_t *buf, size_t len, struct pgo
         what = "Commit";
         m->kind = PGO_COMMIT;
         m->flags = rd_u8(&r);
-        m->commit_lsn = rd_u64(&r);
-        m->end_lsn = rd_u64(&r);
-        m->commit_time_us = pg_ts_to_unix_us(rd_u64(&r));
+        rd_lsns_time(&r, &m->commit_lsn, m);
         break;
     case 'O':
         what = "Origin";
@@ -621,8 +679,8 @@ int pgo_decode(struct pgo_decoder *d, const uint8_t *buf, size_t len, struct pgo
         break;
     case 'R':
         m->kind = PGO_RELATION;
-        if (r.short_read)
-            return bad(err, "Relation", "truncated");
+        if ((rc = rd_check(&r, "Relation", err)) < 0)
+            return rc;
         rc = dec_relation(d, &r, m, err);
         goto done;
     case 'Y':
@@ -631,25 +689,22 @@ int pgo_decode(struct pgo_decoder *d, const uint8_t *buf, size_t len, struct pgo
         m->type_oid = rd_u32(&r);
         m->type_schema = rd_str(&r);
         m->type_name = rd_str(&r);
-        if (m->type_schema && !m->type_schema[0]) {
-            free(m->type_schema);
-            m->type_schema = sl_strdup("pg_catalog");
-        }
+        default_schema(&m->type_schema);
         break;
     case 'I':
     case 'U':
     case 'D':
-        if (r.short_read)
-            return bad(err, type == 'I' ? "Insert" : type == 'U' ? "Update" : "Delete", "truncated");
+        if ((rc = rd_check(&r, change_name(type), err)) < 0)
+            return rc;
         rc = dec_change(d, &r, type, m, err);
         goto done;
     case 'T':
         m->kind = PGO_TRUNCATE;
-        if (r.short_read)
-            return bad(err, "Truncate", "truncated");
+        if ((rc = rd_check(&r, "Truncate", err)) < 0)
+            return rc;
         rc = dec_truncate(d, &r, m, err);
-        if (rc == 0 && r.p != r.end)
-            rc = bad(err, "Truncate", "%zu trailing bytes", (size_t)(r.end - r.p));
+        if (rc == 0)
+            rc = rd_end(&r, "Truncate", err);
         goto done;
     case 'M': {
         what = "Message";
@@ -658,16 +713,14 @@ int pgo_decode(struct pgo_decoder *d, const uint8_t *buf, size_t len, struct pgo
         m->transactional = m->flags & 1;
         m->message_lsn = rd_u64(&r);
         m->prefix = rd_str(&r);
-        uint32_t n = rd_u32(&r);
-        if (r.short_read || n > (size_t)(r.end - r.p)) {
-            r.short_read = true;
+        const uint8_t *v;
+        uint32_t n;
+        if (!rd_bytes(&r, &v, &n))
             break;
-        }
         m->content = sl_malloc((size_t)n + 1);
-        memcpy(m->content, r.p, n);
+        memcpy(m->content, v, n);
         m->content[n] = 0;
         m->content_len = n;
-        r.p += n;
         break;
     }
     case 'S':
@@ -686,9 +739,7 @@ int pgo_decode(struct pgo_decoder *d, const uint8_t *buf, size_t len, struct pgo
         m->kind = PGO_STREAM_COMMIT;
         m->xid = rd_u32(&r);
         m->flags = rd_u8(&r);
-        m->commit_lsn = rd_u64(&r);
-        m->end_lsn = rd_u64(&r);
-        m->commit_time_us = pg_ts_to_unix_us(rd_u64(&r));
+        rd_lsns_time(&r, &m->commit_lsn, m);
         break;
     case 'A':
         what = "Stream Abort";
@@ -704,11 +755,8 @@ int pgo_decode(struct pgo_decoder *d, const uint8_t *buf, size_t len, struct pgo
     case 'b':
         what = "Begin Prepare";
         m->kind = PGO_BEGIN_PREPARE;
-        m->final_lsn = rd_u64(&r);
-        m->end_lsn = rd_u64(&r);
-        m->commit_time_us = pg_ts_to_unix_us(rd_u64(&r));
-        m->xid = rd_u32(&r);
-        m->gid = rd_str(&r);
+        rd_lsns_time(&r, &m->final_lsn, m);
+        rd_xid_gid(&r, m);
         break;
     case 'P':
     case 'p':
@@ -716,35 +764,22 @@ int pgo_decode(struct pgo_decoder *d, const uint8_t *buf, size_t len, struct pgo
         what = type == 'K' ? "Commit Prepared" : type == 'P' ? "Prepare" : "Stream Prepare";
         m->kind = type == 'K' ? PGO_COMMIT_PREPARED : type == 'P' ? PGO_PREPARE : PGO_STREAM_PREPARE;
         m->flags = rd_u8(&r);
-        if (type == 'K')
-            m->commit_lsn = rd_u64(&r);
-        else
-            m->final_lsn = rd_u64(&r);
-        m->end_lsn = rd_u64(&r);
-        m->commit_time_us = pg_ts_to_unix_us(rd_u64(&r));
-        m->xid = rd_u32(&r);
-        m->gid = rd_str(&r);
+        rd_lsns_time(&r, type == 'K' ? &m->commit_lsn : &m->final_lsn, m);
+        rd_xid_gid(&r, m);
         break;
     case 'r':
         what = "Rollback Prepared";
         m->kind = PGO_ROLLBACK_PREPARED;
         m->flags = rd_u8(&r);
-        m->final_lsn = rd_u64(&r);
-        m->end_lsn = rd_u64(&r);
-        m->commit_time_us = pg_ts_to_unix_us(rd_u64(&r));
+        rd_lsns_time(&r, &m->final_lsn, m);
         m->abort_time_ms = us_to_ms(pg_ts_to_unix_us(rd_u64(&r)));
-        m->xid = rd_u32(&r);
-        m->gid = rd_str(&r);
+        rd_xid_gid(&r, m);
         break;
     default:
         return sl_err_set(err, SL_EPROTO, false, "unknown pgoutput message type 0x%02x",
                           (unsigned)(uint8_t)type);
     }
-    if (r.short_read) {
-        rc = bad(err, what, "truncated");
-    } else if (r.p != r.end) {
-        rc = bad(err, what, "%zu trailing bytes", (size_t)(r.end - r.p));
-    }
+    rc = rd_end(&r, what, err);
 done:
     if (rc < 0) {
         pgo_msg_destroy(m);

@@ -9,15 +9,13 @@
  *     $GATE_FILE exists (the test removes the file to let it through);
  *   - it holds a record whose JSON contains $POISON (always).
  * Each failed invocation appends one line to $FAILS when that is set. */
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
+#include "pg_handler.h"
 #include "sluice_runtime.h"
 
 static bool holds(const char *event, const char *env)
@@ -44,54 +42,14 @@ static int failed(const char *why)
 static int handle(const char *event, size_t len, const struct slr_context *ctx, char **out,
                   size_t *out_len, void *arg)
 {
-    const char *path = getenv("PG_OUT"), *gate = getenv("GATE_FILE");
-    json_t *ev, *recs, *r;
-    size_t i, cap = len + 64, n = 0;
-    char *buf;
-    int fd;
+    const char *gate = getenv("GATE_FILE");
 
     (void)ctx, (void)arg, (void)out_len;
     if (holds(event, "POISON"))
         return failed("poison");
     if (holds(event, "GATE_KEY") && gate && access(gate, F_OK) == 0)
         return failed("gate");
-    ev = json_loadb(event, len, 0, NULL);
-    recs = ev ? json_object_get(ev, "Records") : NULL;
-    if (!json_is_array(recs)) {
-        json_decref(ev);
-        return slr_set_error("BadEvent", "no Records array");
-    }
-    buf = malloc(cap);
-    json_array_foreach(recs, i, r) {
-        char *line;
-        size_t l;
-
-        json_object_set_new(r, "_pid", json_integer(getpid()));
-        line = json_dumps(r, JSON_COMPACT);
-        l = strlen(line);
-        if (n + l + 2 > cap) {
-            cap = (n + l + 2) * 2;
-            buf = realloc(buf, cap);
-        }
-        memcpy(buf + n, line, l);
-        n += l;
-        buf[n++] = '\n';
-        free(line);
-    }
-    json_decref(ev);
-    if (path && *path && n > 0) {
-        fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd < 0 || write(fd, buf, n) != (ssize_t)n) {
-            free(buf);
-            if (fd >= 0)
-                close(fd);
-            return slr_set_error("WriteFailed", "cannot append to %s", path);
-        }
-        close(fd);
-    }
-    free(buf);
-    *out = strdup("{}");
-    return 0;
+    return pg_write_records(event, len, getenv("PG_OUT"), true, true, out);
 }
 
 int main(void)
