@@ -7,9 +7,7 @@
  * is cut off again (ftruncate to the size before it), so a torn line never
  * stays behind.
  *
- * The next job starts from a loop event, not from a job's done callback:
- * the runtime frees the pool (running the last done callbacks) before the
- * sinks, and nothing may be queued into a pool being freed. */
+ * The queue and the jobs are the batched writer of sinks/batchw.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -24,60 +22,26 @@
 
 #include "internal.h"
 
-#define BATCH_MAX_RECORDS 1024
-#define BATCH_MAX_BYTES   (8u << 20)
-
-struct fwrite {
-    char            *line;      /* owned copy, newline-terminated */
-    size_t           len;       /* with the newline */
-    sl_sink_done_fn  done;      /* NULL once reported */
-    void            *arg;
-    struct fwrite   *next;
-};
-
-struct fctx;
-
-struct fjob {
-    struct fctx   *c;
-    struct fwrite *batch;
-    bool           fsync;
-    bool           sync_dir;   /* also fsync the parent directory */
-    int            rc;
-    struct sl_err  err;        /* filled on the worker */
-};
+/* flags of a job */
+#define JOB_FSYNC    1u
+#define JOB_SYNC_DIR 2u   /* also fsync the parent directory */
 
 struct fctx {
+    struct sl__bw   bw;
     struct sl_sink *s;
     int             fd;
     char           *path;
     bool            dir_synced;   /* parent directory fsynced once */
-    struct fwrite  *qhead, *qtail; /* queued, no job yet */
-    struct fjob    *job;          /* in flight (or its done running) */
-    struct event   *kick;         /* starts the next job from the loop */
-    int             refs;         /* the sink + a running job */
-    bool            closed;
 };
 
-static void fctx_unref(struct fctx *c)
+static void fctx_release(void *arg)
 {
-    if (--c->refs > 0)
-        return;
-    if (c->kick)
-        event_free(c->kick);
+    struct fctx *c = arg;
+
     if (c->fd >= 0)
         close(c->fd);
     free(c->path);
     free(c);
-}
-
-static void fwrite_free_list(struct fwrite *w)
-{
-    while (w) {
-        struct fwrite *next = w->next;
-        free(w->line);
-        free(w);
-        w = next;
-    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -107,13 +71,12 @@ static int sync_parent(const char *path)
     return rc;
 }
 
-static void job_work(void *arg)
+static void job_work(struct sl__bw_job *j)
 {
-    struct fjob *j = arg;
-    struct fctx *c = j->c;
+    struct fctx *c = j->bw->ctx;
     struct iovec iov[64];
     struct stat st;
-    struct fwrite *w = j->batch;
+    struct sl__bw_item *w = j->batch;
     size_t off = 0;    /* bytes of `w` already written */
 
     if (fstat(c->fd, &st) != 0) {
@@ -125,8 +88,8 @@ static void job_work(void *arg)
         int n = 0;
         ssize_t got;
 
-        for (struct fwrite *x = w; x && n < (int)(sizeof(iov) / sizeof(iov[0])); x = x->next) {
-            iov[n].iov_base = x->line + (x == w ? off : 0);
+        for (struct sl__bw_item *x = w; x && n < (int)(sizeof(iov) / sizeof(iov[0])); x = x->next) {
+            iov[n].iov_base = x->data + (x == w ? off : 0);
             iov[n].iov_len = x->len - (x == w ? off : 0);
             n++;
         }
@@ -158,12 +121,12 @@ static void job_work(void *arg)
             }
         }
     }
-    if (j->fsync && fdatasync(c->fd) != 0) {
+    if ((j->flags & JOB_FSYNC) && fdatasync(c->fd) != 0) {
         j->rc = sl_err_set(&j->err, SL_EIO, true, "cannot fsync %s: %s", c->path,
                            strerror(errno));
         return;
     }
-    if (j->sync_dir && sync_parent(c->path) != 0) {
+    if ((j->flags & JOB_SYNC_DIR) && sync_parent(c->path) != 0) {
         j->rc = sl_err_set(&j->err, SL_EIO, true, "cannot fsync the directory of %s: %s",
                            c->path, strerror(errno));
         return;
@@ -174,67 +137,29 @@ static void job_work(void *arg)
 /* ------------------------------------------------------------------ */
 /* loop side                                                           */
 
-static void job_done(void *arg);
-
-static void submit(struct fctx *c)
+static void job_start(struct sl__bw_job *j)
 {
-    struct fjob *j;
-    struct fwrite **tail;
-    size_t n = 0, bytes = 0;
+    struct fctx *c = j->bw->ctx;
 
-    if (c->job || !c->qhead || c->closed)
-        return;
-    j = sl_calloc(1, sizeof(*j));
-    j->c = c;
-    j->fsync = c->s->conf->fsync;
-    j->sync_dir = j->fsync && !c->dir_synced;
-    j->batch = c->qhead;
-    tail = &j->batch;
-    while (*tail && n < BATCH_MAX_RECORDS && (n == 0 || bytes + (*tail)->len <= BATCH_MAX_BYTES)) {
-        bytes += (*tail)->len;
-        n++;
-        tail = &(*tail)->next;
-    }
-    c->qhead = *tail;
-    if (!c->qhead)
-        c->qtail = NULL;
-    *tail = NULL;
-    c->job = j;
-    c->refs++;
-    SL_DEBUG(SL_DBG_SINK, c->s->inst, "appending %zu records (%zu bytes)", n, bytes);
-    sl_pool_submit(c->s->pool, job_work, job_done, j);
+    if (c->s->conf->fsync)
+        j->flags = JOB_FSYNC | (c->dir_synced ? 0 : JOB_SYNC_DIR);
+    SL_DEBUG(SL_DBG_SINK, c->s->inst, "appending %zu records (%zu bytes)", j->n, j->bytes);
 }
 
-static void job_done(void *arg)
+static void job_finish(struct sl__bw_job *j)
 {
-    struct fjob *j = arg;
-    struct fctx *c = j->c;
+    struct fctx *c = j->bw->ctx;
 
-    if (!c->closed && j->rc == 0 && j->sync_dir)
+    if (j->rc == 0 && (j->flags & JOB_SYNC_DIR))
         c->dir_synced = true;
-    /* c->job still points at j, so a close from a callback fails the rest. */
-    for (struct fwrite *w = j->batch; w && !c->closed; w = w->next) {
-        sl_sink_done_fn done = w->done;
-
-        if (!done)
-            continue;
-        w->done = NULL;
-        sl__sink_done(c->s, done, w->arg, j->rc, j->rc ? &j->err : NULL);
-    }
-    c->job = NULL;
-    fwrite_free_list(j->batch);
-    free(j);
-    if (!c->closed && c->qhead)
-        event_active(c->kick, EV_TIMEOUT, 0);
-    fctx_unref(c);
 }
 
-static void on_kick(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    submit(arg);
-}
+static const struct sl__bw_ops file_bw_ops = {
+    .work = job_work,
+    .start = job_start,
+    .finish = job_finish,
+    .release = fctx_release,
+};
 
 static int file_open(struct sl_sink *s, struct sl_err *err)
 {
@@ -253,18 +178,17 @@ static int file_open(struct sl_sink *s, struct sl_err *err)
         return rc;
     c = sl_calloc(1, sizeof(*c));
     c->s = s;
-    c->refs = 1;
     c->path = sl_strdup(conf->path);
-    c->kick = event_new(s->base, -1, 0, on_kick, c);
+    rc = sl__bw_init(&c->bw, s, &file_bw_ops, c);
     c->fd = open(conf->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
-    if (!c->kick) {
+    if (rc != 0) {
         rc = sl_err_set(err, SL_ENOMEM, false, "cannot open %s: cannot create event", s->inst);
-        fctx_unref(c);
+        sl__bw_unref(&c->bw);
         return rc;
     }
     if (c->fd < 0) {
         rc = sl_err_set(err, SL_EIO, false, "cannot open %s: %s", conf->path, strerror(errno));
-        fctx_unref(c);
+        sl__bw_unref(&c->bw);
         return rc;
     }
     s->ctx = c;
@@ -276,26 +200,17 @@ static void file_write(struct sl_sink *s, const char *json, size_t len, sl_sink_
                        void *arg)
 {
     struct fctx *c = s->ctx;
-    struct fwrite *w = sl_calloc(1, sizeof(*w));
+    char *line = sl_malloc(len + 1);
 
-    w->line = sl_malloc(len + 1);
-    memcpy(w->line, json, len);
+    memcpy(line, json, len);
     /* A valid JSON document has raw line breaks only between tokens, where
      * a space means the same: keep one record on one line. */
-    for (char *p = w->line; (p = memchr(p, '\n', (size_t)(w->line + len - p))) != NULL;)
+    for (char *p = line; (p = memchr(p, '\n', (size_t)(line + len - p))) != NULL;)
         *p++ = ' ';
-    for (char *p = w->line; (p = memchr(p, '\r', (size_t)(w->line + len - p))) != NULL;)
+    for (char *p = line; (p = memchr(p, '\r', (size_t)(line + len - p))) != NULL;)
         *p++ = ' ';
-    w->line[len] = '\n';
-    w->len = len + 1;
-    w->done = done;
-    w->arg = arg;
-    if (c->qtail)
-        c->qtail->next = w;
-    else
-        c->qhead = w;
-    c->qtail = w;
-    submit(c);
+    line[len] = '\n';
+    sl__bw_write(&c->bw, line, len + 1, done, arg);
 }
 
 static void file_close(struct sl_sink *s)
@@ -305,32 +220,10 @@ static void file_close(struct sl_sink *s)
 
     if (!c)
         return;
-    c->closed = true;
     sl_err_set(&err, SL_ESTOPPED, false, "append to %s not confirmed: sink stopped", c->path);
-    /* The job keeps its own copies; the worker may still be writing them. */
-    if (c->job) {
-        for (struct fwrite *w = c->job->batch; w; w = w->next) {
-            sl_sink_done_fn done = w->done;
-
-            if (!done)
-                continue;
-            w->done = NULL;
-            sl__sink_done(s, done, w->arg, SL_ESTOPPED, &err);
-        }
-    }
-    while (c->qhead) {
-        struct fwrite *w = c->qhead;
-
-        c->qhead = w->next;
-        sl__sink_done(s, w->done, w->arg, SL_ESTOPPED, &err);
-        free(w->line);
-        free(w);
-    }
-    c->qtail = NULL;
-    event_free(c->kick);
-    c->kick = NULL;
+    sl__bw_close(&c->bw, &err);
     s->ctx = NULL;
-    fctx_unref(c);
+    sl__bw_unref(&c->bw);
 }
 
 const struct sl_sink_ops sl__sink_file_ops = {

@@ -11,9 +11,8 @@
  *
  * The runtime frees the pool before the sinks, so the close cannot rely
  * on a job: the database is closed when the last reference goes, on the
- * loop thread, once no job can touch it any more. The next job is started
- * from a loop event rather than from a job's done callback, so nothing is
- * queued into a pool that is being freed. */
+ * loop thread, once no job can touch it any more. The queue and the jobs
+ * are the batched writer of sinks/batchw.c. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -27,64 +26,29 @@
 
 #include "internal.h"
 
-#define BATCH_MAX_RECORDS 1024
-#define BATCH_MAX_BYTES   (8u << 20)
 #define BUSY_TIMEOUT_MS   5000
 
-struct swrite {
-    char            *json;      /* owned copy: the worker may outlive a close */
-    size_t           len;
-    sl_sink_done_fn  done;      /* NULL once reported */
-    void            *arg;
-    struct swrite   *next;
-};
-
-struct sctx;
-
-struct sjob {
-    struct sctx    *c;
-    struct swrite  *batch;      /* NULL: open only */
-    size_t          n;
-    int             rc;
-    struct sl_err   err;        /* filled on the worker */
-};
-
 struct sctx {
+    struct sl__bw    bw;
     struct sl_sink  *s;
     char            *path;
     pthread_mutex_t  lock;      /* held by a job for all of its SQLite calls */
     sqlite3         *db;        /* under lock */
     sqlite3_stmt    *ins;       /* under lock */
-    struct swrite   *qhead, *qtail;
-    struct sjob     *job;       /* the job in flight */
-    struct event    *kick;      /* starts the next job from the loop */
-    int              refs;      /* the sink + the job in flight */
-    bool             closed;
-    atomic_bool      closing;   /* `closed`, as the workers see it */
+    atomic_bool      closing;   /* closed, as the workers see it */
 };
 
 static void db_close(struct sctx *c);
 
-static void sctx_unref(struct sctx *c)
+/* No job holds the database any more: close it here, on the loop. */
+static void sctx_release(void *arg)
 {
-    if (--c->refs > 0)
-        return;
-    /* no job holds the database any more: close it here, on the loop */
+    struct sctx *c = arg;
+
     db_close(c);
     pthread_mutex_destroy(&c->lock);
     free(c->path);
     free(c);
-}
-
-static void swrite_free_list(struct swrite *w)
-{
-    while (w) {
-        struct swrite *next = w->next;
-
-        free(w->json);
-        free(w);
-        w = next;
-    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -160,7 +124,7 @@ fail:
 }
 
 /* One transaction for the whole batch. */
-static int db_insert(struct sctx *c, struct swrite *batch, struct sl_err *err)
+static int db_insert(struct sctx *c, struct sl__bw_item *batch, struct sl_err *err)
 {
     char *emsg = NULL;
     int e;
@@ -171,8 +135,8 @@ static int db_insert(struct sctx *c, struct swrite *batch, struct sl_err *err)
         sqlite3_free(emsg);
         return err->code;
     }
-    for (struct swrite *w = batch; w; w = w->next) {
-        sqlite3_bind_text(c->ins, 1, w->json, (int)w->len, SQLITE_STATIC);
+    for (struct sl__bw_item *w = batch; w; w = w->next) {
+        sqlite3_bind_text(c->ins, 1, w->data, (int)w->len, SQLITE_STATIC);
         e = sqlite3_step(c->ins);
         sqlite3_reset(c->ins);
         sqlite3_clear_bindings(c->ins);
@@ -200,10 +164,9 @@ rollback:
     return err->code;
 }
 
-static void job_work(void *arg)
+static void job_work(struct sl__bw_job *j)
 {
-    struct sjob *j = arg;
-    struct sctx *c = j->c;
+    struct sctx *c = j->bw->ctx;
 
     pthread_mutex_lock(&c->lock);
     /* after a close nobody waits for this batch: its writes were
@@ -219,68 +182,19 @@ static void job_work(void *arg)
 /* ------------------------------------------------------------------ */
 /* loop side                                                           */
 
-static void job_done(void *arg);
-
-/* Start a job for what is queued (or an open-only job). */
-static void submit(struct sctx *c, bool open_only)
+static void job_finish(struct sl__bw_job *j)
 {
-    struct sjob *j;
-    struct swrite **tail;
-    size_t n = 0, bytes = 0;
+    struct sctx *c = j->bw->ctx;
 
-    if (c->job || c->closed || (!c->qhead && !open_only))
-        return;
-    j = sl_calloc(1, sizeof(*j));
-    j->c = c;
-    j->batch = c->qhead;
-    tail = &j->batch;
-    while (*tail && n < BATCH_MAX_RECORDS && (n == 0 || bytes + (*tail)->len <= BATCH_MAX_BYTES)) {
-        bytes += (*tail)->len;
-        n++;
-        tail = &(*tail)->next;
-    }
-    c->qhead = *tail;
-    if (!c->qhead)
-        c->qtail = NULL;
-    *tail = NULL;
-    j->n = n;
-    c->job = j;
-    c->refs++;
-    sl_pool_submit(c->s->pool, job_work, job_done, j);
+    if (j->rc != 0 && !j->batch)
+        SL_ERROR(c->s->inst, "%s", j->err.msg);
 }
 
-static void on_kick(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    submit(arg, false);
-}
-
-static void job_done(void *arg)
-{
-    struct sjob *j = arg;
-    struct sctx *c = j->c;
-
-    if (!c->closed) {
-        if (j->rc != 0 && !j->batch)
-            SL_ERROR(c->s->inst, "%s", j->err.msg);
-        /* c->job still points at j: a close from a callback fails the rest */
-        for (struct swrite *w = j->batch; w && !c->closed; w = w->next) {
-            sl_sink_done_fn done = w->done;
-
-            if (!done)
-                continue;
-            w->done = NULL;
-            sl__sink_done(c->s, done, w->arg, j->rc, j->rc ? &j->err : NULL);
-        }
-    }
-    c->job = NULL;
-    swrite_free_list(j->batch);
-    free(j);
-    if (!c->closed && c->qhead)
-        event_active(c->kick, EV_TIMEOUT, 0);
-    sctx_unref(c);
-}
+static const struct sl__bw_ops sqlite_bw_ops = {
+    .work = job_work,
+    .finish = job_finish,
+    .release = sctx_release,
+};
 
 static int sqlite_open(struct sl_sink *s, struct sl_err *err)
 {
@@ -303,17 +217,15 @@ static int sqlite_open(struct sl_sink *s, struct sl_err *err)
                           "cannot open sqlite database %s: not a regular file", conf->path);
     c = sl_calloc(1, sizeof(*c));
     c->s = s;
-    c->refs = 1;
     c->path = sl_strdup(conf->path);
     pthread_mutex_init(&c->lock, NULL);
-    c->kick = event_new(s->base, -1, 0, on_kick, c);
-    if (!c->kick) {
-        sctx_unref(c);
+    if (sl__bw_init(&c->bw, s, &sqlite_bw_ops, c) != 0) {
+        sl__bw_unref(&c->bw);
         return sl_err_set(err, SL_ENOMEM, false, "cannot open %s: cannot create event", s->inst);
     }
     s->ctx = c;
     SL_INFO(s->inst, "inserting records into table dlq of %s", c->path);
-    submit(c, true); /* open now, so problems show up early */
+    sl__bw_submit(&c->bw, true); /* open now, so problems show up early */
     return 0;
 }
 
@@ -321,7 +233,7 @@ static void sqlite_write(struct sl_sink *s, const char *json, size_t len, sl_sin
                          void *arg)
 {
     struct sctx *c = s->ctx;
-    struct swrite *w;
+    char *copy;
     struct sl_err err;
 
     if (len > 0x7fffffff) {
@@ -330,18 +242,9 @@ static void sqlite_write(struct sl_sink *s, const char *json, size_t len, sl_sin
         sl__sink_fail_soon(s, done, arg, &err);
         return;
     }
-    w = sl_calloc(1, sizeof(*w));
-    w->json = sl_malloc(len);
-    memcpy(w->json, json, len);
-    w->len = len;
-    w->done = done;
-    w->arg = arg;
-    if (c->qtail)
-        c->qtail->next = w;
-    else
-        c->qhead = w;
-    c->qtail = w;
-    submit(c, false);
+    copy = sl_malloc(len);
+    memcpy(copy, json, len);
+    sl__bw_write(&c->bw, copy, len, done, arg);
 }
 
 static void sqlite_close(struct sl_sink *s)
@@ -351,32 +254,11 @@ static void sqlite_close(struct sl_sink *s)
 
     if (!c)
         return;
-    c->closed = true;
     atomic_store(&c->closing, true);
     sl_err_set(&err, SL_ESTOPPED, false, "insert into %s not confirmed: sink stopped", c->path);
-    if (c->job) {
-        for (struct swrite *w = c->job->batch; w; w = w->next) {
-            sl_sink_done_fn done = w->done;
-
-            if (!done)
-                continue;
-            w->done = NULL;
-            sl__sink_done(s, done, w->arg, SL_ESTOPPED, &err);
-        }
-    }
-    while (c->qhead) {
-        struct swrite *w = c->qhead;
-
-        c->qhead = w->next;
-        sl__sink_done(s, w->done, w->arg, SL_ESTOPPED, &err);
-        free(w->json);
-        free(w);
-    }
-    c->qtail = NULL;
-    event_free(c->kick);
-    c->kick = NULL;
+    sl__bw_close(&c->bw, &err);
     s->ctx = NULL;
-    sctx_unref(c); /* closes the database unless a job still runs */
+    sl__bw_unref(&c->bw); /* closes the database unless a job still runs */
 }
 
 const struct sl_sink_ops sl__sink_sqlite_ops = {
