@@ -23,9 +23,10 @@ CFLAGS_ALL  = $(CSTD) $(WARN) $(OPT) -Iinclude -MMD -MP -DSL_VERSION='"$(VERSION
 LDFLAGS_ALL = $(LDSAN) $(LDFLAGS)
 LIBS_ALL    = $(PKG_LIBS) -lpthread -lm
 
-LIB_SRCS   := $(filter-out core/main.c,$(wildcard core/*.c config/*.c sandbox/*.c dispatcher/*.c sinks/*.c api/*.c pollers/*.c pollers/*/*.c))
+# The library holds every part but the command line, which is only the binary.
+LIB_SRCS   := $(wildcard core/*.c config/*.c sandbox/*.c sinks/*.c dispatcher/*.c pollers/*.c pollers/*/*.c api/*.c)
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
-MAIN_OBJ   := $(BUILD)/obj/core/main.o
+CLI_OBJS   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cli/*.c))
 UNIT_SRCS  := $(wildcard tests/unit/*.c)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
 INTEG_SRCS := $(wildcard tests/integration/*.c)
@@ -57,7 +58,7 @@ $(BUILD)/libsluice.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/sluice: $(MAIN_OBJ) $(BUILD)/libsluice.a
+$(BUILD)/sluice: $(CLI_OBJS) $(BUILD)/libsluice.a
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS_ALL)
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
@@ -114,6 +115,7 @@ deps:
 	@tests/deps
 
 test: deps
+	@tests/layers.sh
 	@$(MAKE) --no-print-directory all $(UNIT_BINS) $(INTEG_BINS)
 	@tests/run
 

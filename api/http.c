@@ -945,7 +945,7 @@ static void on_request(struct evhttp_request *req, void *arg)
             respond(a, req, id, 503, "text/plain; charset=utf-8", "stopping\n", 9);
     } else if (strcmp(path, "/metrics") == 0) {
         if (get) {
-            sl_metrics_render(a->metrics, evhttp_request_get_output_buffer(req));
+            sl_prom_render(a->metrics, evhttp_request_get_output_buffer(req));
             respond(a, req, id, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, 0);
         } else {
             respond_method(a, req, id, "GET");

@@ -58,8 +58,8 @@ void sl_runtime_stop(struct sl_runtime *rt, int exit_code)
         return;
     rt->stopping = 1;
     rt->exit_code = exit_code;
-    tv.tv_sec = rt->conf->server.shutdown_grace_ms / 1000;
-    tv.tv_usec = (rt->conf->server.shutdown_grace_ms % 1000) * 1000;
+    tv.tv_sec = rt->opts.shutdown_grace_ms / 1000;
+    tv.tv_usec = (rt->opts.shutdown_grace_ms % 1000) * 1000;
     evtimer_add(rt->stop_timer, &tv);
 
     /* reverse start order: sources stop before the sinks they write to */
@@ -105,11 +105,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     sl_runtime_stop(rt, 0);
 }
 
-int sl_runtime_new(struct sl_config *conf, struct sl_runtime **out, struct sl_err *err)
+int sl_runtime_new(const struct sl_runtime_opts *o, struct sl_runtime **out, struct sl_err *err)
 {
     struct sl_runtime *rt = sl_calloc(1, sizeof(*rt));
     int rc;
 
+    rt->opts = *o;
     rt->base = event_base_new();
     if (!rt->base) {
         rc = sl_err_set(err, SL_EIO, false, "cannot create the event loop");
@@ -127,10 +128,9 @@ int sl_runtime_new(struct sl_config *conf, struct sl_runtime **out, struct sl_er
     }
     /* a peer closing a socket or pipe is an error return, not a death */
     signal(SIGPIPE, SIG_IGN);
-    rc = sl_pool_new(rt->base, (int)conf->server.worker_threads, &rt->pool, err);
+    rc = sl_pool_new(rt->base, o->worker_threads, &rt->pool, err);
     if (rc != 0)
         goto fail;
-    rt->conf = conf;
     *out = rt;
     return 0;
 
@@ -196,6 +196,5 @@ void sl_runtime_free(struct sl_runtime *rt)
         event_free(rt->stop_timer);
     if (rt->base)
         event_base_free(rt->base);
-    sl_config_free(rt->conf);
     free(rt);
 }

@@ -13,7 +13,7 @@
 
 #include <jansson.h>
 
-#include "sluice/frame.h"
+#include "sluice/invoke.h"
 #include "sluice/log.h"
 #include "sluice/clock.h"
 #include "sluice/mem.h"
@@ -22,7 +22,6 @@
 
 #define HIGH_WATER   (64u * 1024 * 1024)   /* pause a source above this many pending bytes */
 #define LOW_WATER    (32u * 1024 * 1024)   /* and resume below this */
-#define EVENT_SLACK  (64 * 1024)           /* room for the event's envelope */
 
 struct batch {
     struct sl__lane  *lane;
@@ -664,7 +663,7 @@ static void on_window(evutil_socket_t fd, short what, void *arg)
         struct sl_record **r = sl_malloc(l->n * sizeof(*r)), *rec;
 
         while ((rec = l->head) && take < (size_t)l->s->conf->batch_size &&
-               (take == 0 || bytes + rec->len <= SL_PAYLOAD_MAX - EVENT_SLACK)) {
+               (take == 0 || bytes + rec->len <= SL_PAYLOAD_MAX - SL_EVENT_SLACK)) {
             l->head = rec->next;
             rec->next = NULL;
             bytes += rec->len;
@@ -687,7 +686,7 @@ static void lane_kick(struct sl__lane *l)
 
     if (l->cur || l->n == 0 || l->s->stopping || l->s->engine->draining)
         return;
-    if ((int64_t)l->n >= c->batch_size || l->bytes >= SL_PAYLOAD_MAX - EVENT_SLACK ||
+    if ((int64_t)l->n >= c->batch_size || l->bytes >= SL_PAYLOAD_MAX - SL_EVENT_SLACK ||
         c->maximum_batching_window_ms == 0) {
         event_del(l->window);
         on_window(-1, 0, l);

@@ -5,6 +5,7 @@
 #ifndef SLUICE_API_H
 #define SLUICE_API_H
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "sluice/config.h"
@@ -21,5 +22,9 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
 void sl_api_stop_accepting(struct sl_api *a);
 
 void sl_api_free(struct sl_api *a);
+
+/* Append the registry in Prometheus text format (0.0.4) to `out`, after
+ * running its collectors. */
+void sl_prom_render(struct sl_metrics *m, struct evbuffer *out);
 
 #endif

@@ -17,37 +17,10 @@
 #include <jansson.h>
 
 #include "sluice/config.h"
+#include "sluice/invoke.h"
 #include "sluice/sandbox.h"
 
 struct sl_fnpool;
-
-/* How an invocation ended. Strings are valid during the callback only. */
-struct sl_invoke_result {
-    const char *request_id;
-    bool        ok;              /* the handler returned a result */
-    const char *payload;         /* ok: JSON text */
-    size_t      payload_len;
-    const char *error_type;      /* !ok: "Sandbox.Timedout", the handler's type, ... */
-    const char *error_message;
-    json_t     *stack;           /* !ok: array of strings or NULL */
-    bool        throttled;       /* never ran: at the concurrency cap */
-    double      duration_ms;     /* invoke phase */
-    double      init_ms;         /* > 0 when this invocation waited for a cold start */
-    int64_t     max_memory_mb;
-    bool        cold;
-    const char *log_tail;        /* the invocation's last 4 KB of log (output + REPORT) */
-};
-
-typedef void (*sl_invoke_cb)(const struct sl_invoke_result *r, void *arg);
-
-/* One request. The pool copies what it needs; `event` is borrowed until
- * the callback runs. */
-struct sl_invoke_req {
-    const char *event;           /* JSON text */
-    size_t      event_len;
-    const char *client_context;  /* JSON text or NULL */
-    const char *request_id;      /* NULL: a new UUID */
-};
 
 struct sl_fnpool_opts {
     int64_t idle_ms;             /* reap envs idle this long (beyond the provisioned ones) */

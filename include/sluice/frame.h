@@ -13,8 +13,9 @@
 #include <event2/buffer.h>
 #include <msgpack.h>
 
+#include "sluice/invoke.h"
+
 #define SL_FRAME_MAX       (6 * 1024 * 1024 + 64 * 1024)  /* body bytes, either way */
-#define SL_PAYLOAD_MAX     (6 * 1024 * 1024)              /* event or result JSON */
 #define SL_FRAME_GARBAGE   (64 * 1024 * 1024)             /* longer "frames" are noise */
 
 /* ------------------------------------------------------------------ */

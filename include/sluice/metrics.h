@@ -1,10 +1,11 @@
-/* sluice: metrics registry, rendered in Prometheus text format at
- * GET /metrics. Families are created once (name, type, help, at most one
- * label); components add samples by label value. Loop thread only. */
+/* sluice: the metrics registry. Families are created once (name, type,
+ * help, at most one label); components add samples by label value. The
+ * API renders it at GET /metrics (api/prom.c). Loop thread only. */
 #ifndef SLUICE_METRICS_H
 #define SLUICE_METRICS_H
 
-#include <event2/buffer.h>
+#include <stddef.h>
+#include <stdint.h>
 
 enum sl_metric_type { SL_METRIC_COUNTER = 0, SL_METRIC_GAUGE, SL_METRIC_HISTOGRAM };
 
@@ -31,6 +32,31 @@ void sl_metrics_on_collect(struct sl_metrics *m, sl_metrics_collect_fn fn, void 
 /* Unregister it (its owner is going away; the series stay). */
 void sl_metrics_off_collect(struct sl_metrics *m, sl_metrics_collect_fn fn, void *arg);
 
-void sl_metrics_render(struct sl_metrics *m, struct evbuffer *out);
+/* Histogram bucket upper bounds in seconds (+Inf is implied). */
+#define SL_METRIC_NBUCKETS 15
+extern const double sl_metric_buckets[SL_METRIC_NBUCKETS];
+extern const char *const sl_metric_type_names[];   /* "counter", "gauge", "histogram" */
+
+/* One series of a family: one label value. */
+struct sl_metric_series {
+    char    *lv;                             /* label value; NULL: no label */
+    double   value;                          /* counter, gauge */
+    uint64_t counts[SL_METRIC_NBUCKETS];     /* histogram: per bucket, not cumulative */
+    uint64_t count;                          /* histogram: all observations */
+    double   sum;
+};
+
+/* A family as a renderer sees it; valid during the callback only. */
+struct sl_metric_view {
+    const char *name, *help, *label;         /* label NULL: no label */
+    int         type;                        /* enum sl_metric_type */
+    const struct sl_metric_series *s;        /* sorted by label value, unlabelled first */
+    size_t      n;
+};
+
+typedef void (*sl_metrics_each_fn)(const struct sl_metric_view *v, void *arg);
+
+/* Run the collectors, then call `fn` for every family in creation order. */
+void sl_metrics_each(struct sl_metrics *m, sl_metrics_each_fn fn, void *arg);
 
 #endif

@@ -1,15 +1,16 @@
 /* sluice: the runtime root.
  *
  * One per process: the event_base every component registers with, the
- * loaded configuration, the worker pool, and the registry of running
- * components (pollers, sinks, the HTTP API) that are started in order and
- * stopped in reverse order. No other mutable globals. */
+ * worker pool, and the registry of running components (pollers, sinks, the
+ * HTTP API) that are started in order and stopped in reverse order. No
+ * other mutable globals. */
 #ifndef SLUICE_RUNTIME_H
 #define SLUICE_RUNTIME_H
 
+#include <stdint.h>
+
 #include <event2/event.h>
 
-#include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/pool.h"
 
@@ -26,9 +27,16 @@ struct sl_component_ops {
     void (*free)(void *ctx);                          /* may be NULL */
 };
 
+/* What the runtime itself needs to know; the configuration stays with
+ * whoever loaded it. */
+struct sl_runtime_opts {
+    int64_t shutdown_grace_ms;       /* how long a graceful stop may take */
+    int     worker_threads;          /* threads of the worker pool */
+};
+
 struct sl_runtime {
+    struct sl_runtime_opts opts;
     struct event_base *base;
-    struct sl_config  *conf;         /* owned */
     struct sl_pool    *pool;         /* blocking work */
     struct event      *sig_term, *sig_int, *sig_hup;
     struct event      *stop_timer;   /* shutdown_grace_s */
@@ -39,8 +47,8 @@ struct sl_runtime {
     int                exit_code;
 };
 
-/* Build the root around `conf`. Takes ownership of `conf` on success only. */
-int sl_runtime_new(struct sl_config *conf, struct sl_runtime **out, struct sl_err *err);
+/* Build the root; `o` is copied. */
+int sl_runtime_new(const struct sl_runtime_opts *o, struct sl_runtime **out, struct sl_err *err);
 
 /* Register a component; the runtime owns `ctx` from now on (ops->free).
  * `name` is copied and becomes the log prefix "kind:name". */

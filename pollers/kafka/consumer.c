@@ -50,7 +50,7 @@
 
 #include "sluice/clock.h"
 #include "sluice/filter.h"
-#include "sluice/frame.h"
+#include "sluice/invoke.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/metrics.h"
@@ -63,7 +63,6 @@
 #define REVOKE_WAIT_MS  30000    /* longest a revoke waits for batches in flight */
 #define PART_BYTES_MAX  (16u * 1024 * 1024) /* outstanding bytes that make one partition full */
 #define STUCK_MS        1000     /* full this long: paused in librdkafka */
-#define EVENT_SLACK     (64 * 1024)
 #define ERR_EVERY_MS    30000    /* repeat the same broker/topic error at most this often */
 
 struct kafka;
@@ -332,7 +331,7 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
         p->next = m->offset + 1;
         return;
     }
-    if (len > SL_PAYLOAD_MAX - EVENT_SLACK) {
+    if (len > SL_PAYLOAD_MAX - SL_EVENT_SLACK) {
         char why[128];
         free(kr);
         snprintf(why, sizeof(why), "the record is %zu bytes as JSON; an invocation takes at most "

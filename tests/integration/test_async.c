@@ -22,6 +22,7 @@
 #include <event2/buffer.h>
 
 #include "harness.h"
+#include "sluice/api.h"
 #include "sluice/config.h"
 #include "sluice/dispatch.h"
 #include "sluice/env.h"
@@ -198,7 +199,7 @@ static char *metrics_text(void)
     size_t n;
     char *s;
 
-    sl_metrics_render(metrics, b);
+    sl_prom_render(metrics, b);
     n = evbuffer_get_length(b);
     s = malloc(n + 1);
     evbuffer_remove(b, s, n);

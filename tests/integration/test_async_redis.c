@@ -30,6 +30,7 @@
 #include <hiredis/hiredis.h>
 
 #include "harness.h"
+#include "sluice/api.h"
 #include "sluice/config.h"
 #include "sluice/dispatch.h"
 #include "sluice/env.h"
@@ -345,7 +346,7 @@ static char *metrics_text(void)
     size_t n;
     char *s;
 
-    sl_metrics_render(metrics, b);
+    sl_prom_render(metrics, b);
     n = evbuffer_get_length(b);
     s = malloc(n + 1);
     evbuffer_remove(b, s, n);

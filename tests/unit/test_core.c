@@ -332,13 +332,11 @@ static const struct sl_component_ops comp_ops = {
 
 static struct sl_runtime *make_rt(int64_t shutdown_ms)
 {
-    struct sl_config *conf = sl_calloc(1, sizeof(*conf));
+    struct sl_runtime_opts o = { .shutdown_grace_ms = shutdown_ms, .worker_threads = 1 };
     struct sl_runtime *rt;
     struct sl_err err;
 
-    conf->server.worker_threads = 1;
-    conf->server.shutdown_grace_ms = shutdown_ms;
-    cr_assert_eq(sl_runtime_new(conf, &rt, &err), 0, "%s", err.msg);
+    cr_assert_eq(sl_runtime_new(&o, &rt, &err), 0, "%s", err.msg);
     return rt;
 }
 

@@ -13,12 +13,12 @@
 #include <libpq-fe.h>
 #include <sqlite3.h>
 
-#include "sluice/client.h"
 #include "sluice/config.h"
-#include "sluice/dlq.h"
 #include "sluice/err.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
+
+#include "internal.h"
 
 struct entry {
     char *id;        /* stream id, row id, or line number */
@@ -319,7 +319,7 @@ static int redrive_target(const char *record, char *fn, size_t fnlen, char **pay
     return rc;
 }
 
-int sl_dlq_command(const struct sl_config *c, const char *verb, const char *sink_name,
+static int dlq_command(const struct sl_config *c, const char *verb, const char *sink_name,
                    const char *id, const char *endpoint)
 {
     const struct sl_sink_conf *s = sl_config_sink(c, sink_name);
@@ -375,7 +375,7 @@ int sl_dlq_command(const struct sl_config *c, const char *verb, const char *sink
                 continue;
             }
             /* removed only once the service took it (202) */
-            if (sl_client_invoke(endpoint, fn, payload, strlen(payload), true,
+            if (sl__cli_invoke_remote(endpoint, fn, payload, strlen(payload), true,
                                  getenv("SLUICE_TOKEN")) != 0) {
                 fprintf(stderr, "sluice: entry %s not accepted by %s; kept\n", e.v[i].id,
                         endpoint);
@@ -403,4 +403,34 @@ int sl_dlq_command(const struct sl_config *c, const char *verb, const char *sink
     }
     entries_free(&e);
     return rc;
+}
+
+int sl__cmd_dlq(int argc, char **argv)
+{
+    const char *endpoint = getenv("SLUICE_ENDPOINT"), *args[4];
+    struct sl_config *c;
+    int code, nargs = 0;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--endpoint") == 0 && i + 1 < argc)
+            endpoint = argv[++i];
+        else if (nargs < 4)
+            args[nargs++] = argv[i];
+        else
+            nargs = 99;
+    }
+    /* VERB CONFIG SINK [ID] */
+    if (nargs < 3 || nargs > 4 ||
+        (strcmp(args[0], "list") != 0 && strcmp(args[0], "show") != 0 &&
+         strcmp(args[0], "redrive") != 0) || (strcmp(args[0], "list") == 0 && nargs == 4)) {
+        fprintf(stderr, "usage: sluice dlq list CONFIG SINK\n"
+                        "       sluice dlq show|redrive CONFIG SINK [ID] [--endpoint URL]\n");
+        return EXIT_USAGE;
+    }
+    if (sl__cli_load(args[1], &c) != 0)
+        return EXIT_FAIL;
+    code = dlq_command(c, args[0], args[2], nargs == 4 ? args[3] : NULL,
+                          endpoint ? endpoint : "http://127.0.0.1:9001");
+    sl_config_free(c);
+    return code;
 }

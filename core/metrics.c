@@ -1,4 +1,4 @@
-/* Metrics registry and its Prometheus text exposition (format 0.0.4).
+/* Metrics registry: families, counters, gauges, histograms, collection.
  *
  * A family is a name, a type, a help text and at most one label; its
  * series are created on first use, one per label value, and kept sorted
@@ -9,7 +9,6 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,29 +19,20 @@
 /* Upper bounds, in seconds, of the histogram buckets (+Inf is implied):
  * from a warm C invoke (~1 ms) to the longest timeouts worth telling
  * apart. */
-static const double buckets[] = {
+const double sl_metric_buckets[SL_METRIC_NBUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 };
-#define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
 
 /* Label values come from configuration and code, but a family must not
  * grow without bound if one ever comes from outside. */
 #define MAX_SERIES 10000
-
-struct series {
-    char    *lv;                     /* label value; NULL: no label */
-    double   value;                  /* counter, gauge */
-    uint64_t counts[NBUCKETS];       /* histogram: observations <= buckets[i], not cumulative */
-    uint64_t count;                  /* histogram: all observations */
-    double   sum;
-};
 
 struct sl_metric {
     char          *name;
     char          *help;
     char          *label;            /* NULL: no label */
     int            type;             /* enum sl_metric_type */
-    struct series *s;                /* sorted by lv */
+    struct sl_metric_series *s;                /* sorted by lv */
     size_t         n, cap;
     bool           full_logged;      /* MAX_SERIES reached, said once */
 };
@@ -59,7 +49,7 @@ struct sl_metrics {
     size_t             nc;
 };
 
-static const char *const type_names[] = { "counter", "gauge", "histogram" };
+const char *const sl_metric_type_names[] = { "counter", "gauge", "histogram" };
 
 /* ------------------------------------------------------------------ */
 
@@ -104,9 +94,9 @@ static bool valid_name(const char *s, bool label)
     return true;
 }
 
-static struct series *series_insert(struct sl_metric *f, const char *lv, size_t at)
+static struct sl_metric_series *series_insert(struct sl_metric *f, const char *lv, size_t at)
 {
-    struct series *s;
+    struct sl_metric_series *s;
 
     if (f->n == f->cap) {
         f->cap = f->cap ? f->cap * 2 : 8;
@@ -132,7 +122,7 @@ struct sl_metric *sl_metrics_family(struct sl_metrics *m, const char *name, int 
         if (f->type != type || (f->label == NULL) != (label == NULL) ||
             (label && strcmp(f->label, label) != 0)) {
             SL_ERROR("metrics", "metric %s is already registered as a %s%s%s; ignored", name,
-                     type_names[f->type], f->label ? " by " : "", f->label ? f->label : "");
+                     sl_metric_type_names[f->type], f->label ? " by " : "", f->label ? f->label : "");
             return NULL;
         }
         return f;
@@ -158,7 +148,7 @@ struct sl_metric *sl_metrics_family(struct sl_metrics *m, const char *name, int 
 }
 
 /* The series for `lv`, created when missing; NULL when the family is full. */
-static struct series *series_get(struct sl_metric *f, const char *lv)
+static struct sl_metric_series *series_get(struct sl_metric *f, const char *lv)
 {
     size_t lo = 0, hi = f->n;
 
@@ -194,7 +184,7 @@ static struct series *series_get(struct sl_metric *f, const char *lv)
 
 void sl_metric_add(struct sl_metric *f, const char *lv, double v)
 {
-    struct series *s;
+    struct sl_metric_series *s;
 
     if (!f || f->type == SL_METRIC_HISTOGRAM || (f->type == SL_METRIC_COUNTER && v < 0))
         return;
@@ -204,7 +194,7 @@ void sl_metric_add(struct sl_metric *f, const char *lv, double v)
 
 void sl_metric_set(struct sl_metric *f, const char *lv, double v)
 {
-    struct series *s;
+    struct sl_metric_series *s;
 
     /* counters too, for collectors mirroring a total kept elsewhere */
     if (!f || f->type == SL_METRIC_HISTOGRAM)
@@ -215,14 +205,14 @@ void sl_metric_set(struct sl_metric *f, const char *lv, double v)
 
 void sl_metric_observe(struct sl_metric *f, const char *lv, double v)
 {
-    struct series *s;
+    struct sl_metric_series *s;
 
     if (!f || f->type != SL_METRIC_HISTOGRAM || isnan(v))
         return;
     if (!(s = series_get(f, lv)))
         return;
-    for (size_t i = 0; i < NBUCKETS; i++) {
-        if (v <= buckets[i]) {
+    for (size_t i = 0; i < SL_METRIC_NBUCKETS; i++) {
+        if (v <= sl_metric_buckets[i]) {
             s->counts[i]++;
             break;
         }
@@ -249,116 +239,16 @@ void sl_metrics_off_collect(struct sl_metrics *m, sl_metrics_collect_fn fn, void
         }
 }
 
-/* ------------------------------------------------------------------ */
-/* Text exposition                                                     */
-
-/* Shortest text that reads back as the same double. */
-static void put_value(struct evbuffer *out, double v)
-{
-    char buf[64];
-
-    if (isnan(v)) {
-        evbuffer_add(out, "NaN", 3);
-        return;
-    }
-    if (isinf(v)) {
-        evbuffer_add_printf(out, "%sInf", v > 0 ? "+" : "-");
-        return;
-    }
-    if (v == floor(v) && fabs(v) < 1e15) {
-        evbuffer_add_printf(out, "%.0f", v);
-        return;
-    }
-    snprintf(buf, sizeof(buf), "%.15g", v);
-    if (strtod(buf, NULL) != v)
-        snprintf(buf, sizeof(buf), "%.17g", v);
-    evbuffer_add(out, buf, strlen(buf));
-}
-
-/* HELP text escapes backslash and newline; label values also '"'. */
-static void put_escaped(struct evbuffer *out, const char *s, bool quote)
-{
-    const char *run = s;
-
-    for (; *s; s++) {
-        const char *rep = NULL;
-
-        if (*s == '\\')
-            rep = "\\\\";
-        else if (*s == '\n')
-            rep = "\\n";
-        else if (*s == '"' && quote)
-            rep = "\\\"";
-        if (rep) {
-            evbuffer_add(out, run, (size_t)(s - run));
-            evbuffer_add(out, rep, strlen(rep));
-            run = s + 1;
-        }
-    }
-    evbuffer_add(out, run, (size_t)(s - run));
-}
-
-/* `name{label="lv",le="x"}`; `suffix` is "_bucket", "_sum"... or "". */
-static void put_sample_name(struct evbuffer *out, const struct sl_metric *f,
-                            const struct series *s, const char *suffix, const char *le)
-{
-    bool open = false;
-
-    evbuffer_add_printf(out, "%s%s", f->name, suffix);
-    if (s->lv) {
-        evbuffer_add_printf(out, "{%s=\"", f->label);
-        put_escaped(out, s->lv, true);
-        evbuffer_add(out, "\"", 1);
-        open = true;
-    }
-    if (le) {
-        evbuffer_add_printf(out, "%sle=\"%s\"", open ? "," : "{", le);
-        open = true;
-    }
-    if (open)
-        evbuffer_add(out, "}", 1);
-    evbuffer_add(out, " ", 1);
-}
-
-static void render_family(const struct sl_metric *f, struct evbuffer *out)
-{
-    evbuffer_add_printf(out, "# HELP %s ", f->name);
-    put_escaped(out, f->help, false);
-    evbuffer_add_printf(out, "\n# TYPE %s %s\n", f->name, type_names[f->type]);
-    for (size_t i = 0; i < f->n; i++) {
-        const struct series *s = &f->s[i];
-
-        if (f->type != SL_METRIC_HISTOGRAM) {
-            put_sample_name(out, f, s, "", NULL);
-            put_value(out, s->value);
-            evbuffer_add(out, "\n", 1);
-            continue;
-        }
-        {
-            uint64_t cum = 0;
-            char le[32];
-
-            for (size_t b = 0; b < NBUCKETS; b++) {
-                cum += s->counts[b];
-                snprintf(le, sizeof(le), "%g", buckets[b]);
-                put_sample_name(out, f, s, "_bucket", le);
-                evbuffer_add_printf(out, "%llu\n", (unsigned long long)cum);
-            }
-            put_sample_name(out, f, s, "_bucket", "+Inf");
-            evbuffer_add_printf(out, "%llu\n", (unsigned long long)s->count);
-            put_sample_name(out, f, s, "_sum", NULL);
-            put_value(out, s->sum);
-            evbuffer_add(out, "\n", 1);
-            put_sample_name(out, f, s, "_count", NULL);
-            evbuffer_add_printf(out, "%llu\n", (unsigned long long)s->count);
-        }
-    }
-}
-
-void sl_metrics_render(struct sl_metrics *m, struct evbuffer *out)
+void sl_metrics_each(struct sl_metrics *m, sl_metrics_each_fn fn, void *arg)
 {
     for (size_t i = 0; i < m->nc; i++)
         m->c[i].fn(m->c[i].arg, m);
-    for (size_t i = 0; i < m->nf; i++)
-        render_family(m->f[i], out);
+    for (size_t i = 0; i < m->nf; i++) {
+        const struct sl_metric *f = m->f[i];
+        struct sl_metric_view v = {
+            .name = f->name, .help = f->help, .label = f->label, .type = f->type,
+            .s = f->s, .n = f->n,
+        };
+        fn(&v, arg);
+    }
 }
