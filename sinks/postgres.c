@@ -15,6 +15,7 @@
 
 #include <libpq-fe.h>
 
+#include "sluice/backoff.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 
@@ -143,7 +144,7 @@ static void fail_all(struct pctx *c, int code, bool retriable, const char *why)
 
 static void schedule_retry(struct pctx *c)
 {
-    uint64_t delay = sl__sink_backoff_ms(c->s, c->attempt, RECONNECT_BASE_MS, RECONNECT_CAP_MS);
+    uint64_t delay = sl_backoff_ms(c->attempt, RECONNECT_BASE_MS, RECONNECT_CAP_MS);
     struct timeval tv = sl__tv_ms(delay);
 
     c->attempt++;

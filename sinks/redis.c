@@ -22,6 +22,7 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/adapters/libevent.h>
 
+#include "sluice/backoff.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 
@@ -118,7 +119,7 @@ static void start_connect(struct rctx *c);
 
 static void schedule_retry(struct rctx *c)
 {
-    uint64_t delay = sl__sink_backoff_ms(c->s, c->attempt, RECONNECT_BASE_MS, RECONNECT_CAP_MS);
+    uint64_t delay = sl_backoff_ms(c->attempt, RECONNECT_BASE_MS, RECONNECT_CAP_MS);
     struct timeval tv = sl__tv_ms(delay);
 
     c->attempt++;

@@ -203,6 +203,8 @@ void pg__snapshot_pump(struct pg *p);
 void pg__snapshot_free(struct pg *p);
 
 /* Helpers shared by the files. */
+/* The advisory-lock key of a slot: pinned by a unit test, never change it. */
+int64_t pg__lock_key(const char *slot);
 char *pg__quote_literal(const char *s);      /* 'it''s' */
 char *pg__quote_ident(const char *s);        /* "a""b" */
 char *pg__quote_qualified(const char *name); /* schema.table -> "schema"."table" */

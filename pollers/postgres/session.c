@@ -21,8 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
+#include "sluice/backoff.h"
 #include "sluice/clock.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -43,18 +43,11 @@ static void setup_failed(struct pg *p, const char *fmt, ...) __attribute__((form
 static void repl_connect(struct pg *p);
 static void mgmt_connect(struct pg *p);
 
+/* Reconnect delay after `attempt` failures: full jitter up to
+ * min(RETRY_CAP_MS, RETRY_BASE_MS * 2^attempt). */
 static int64_t backoff(int attempt)
 {
-    int64_t cap = RETRY_BASE_MS;
-    uint32_t r = 0;
-
-    for (int i = 0; i < attempt && cap < RETRY_CAP_MS; i++)
-        cap *= 2;
-    if (cap > RETRY_CAP_MS)
-        cap = RETRY_CAP_MS;
-    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
-        r = (uint32_t)random();
-    return cap / 2 + (int64_t)((double)(cap / 2) * (r / 4294967296.0));
+    return (int64_t)sl_backoff_ms((unsigned)attempt, RETRY_BASE_MS, RETRY_CAP_MS);
 }
 
 static void arm(struct event *ev, int64_t ms)
