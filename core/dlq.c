@@ -19,6 +19,7 @@
 #include "sluice/err.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
+#include "sluice/redis.h"
 
 struct entry {
     char *id;        /* stream id, row id, or line number */
