@@ -528,7 +528,7 @@ bool pg__reading(struct pg *p)
 {
     bool on = !p->paused && !p->stopping && !p->throttled;
 
-    pgc_pause_read(&p->repl, !on);
+    sl_pgconn_pause_read(&p->repl, !on);
     return on;
 }
 
@@ -650,29 +650,6 @@ static char *default_name(const char *source)
     return n;
 }
 
-static char *describe(const char *dsn)
-{
-    PQconninfoOption *opts = PQconninfoParse(dsn, NULL);
-    const char *host = NULL, *port = NULL, *db = NULL;
-    char *out;
-
-    if (!opts)
-        return sl_strdup("?");
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!o->val || !o->val[0])
-            continue;
-        if (!strcmp(o->keyword, "host") || (!host && !strcmp(o->keyword, "hostaddr")))
-            host = o->val;
-        else if (!strcmp(o->keyword, "port"))
-            port = o->val;
-        else if (!strcmp(o->keyword, "dbname"))
-            db = o->val;
-    }
-    out = sl_asprintf("%s:%s/%s", host ? host : "local", port ? port : "5432",
-                      db ? db : "postgres");
-    PQconninfoFree(opts);
-    return out;
-}
 
 int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct sl_source **out,
                      struct sl_err *err)
@@ -717,7 +694,7 @@ int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct
         p->readahead = 2000;
     p->slot = c->slot ? sl_strdup(c->slot) : default_name(c->name);
     p->publication = c->publication ? sl_strdup(c->publication) : default_name(c->name);
-    p->where = describe(c->dsn);
+    p->where = sl_pgconn_where(c->dsn);
     p->lock_key = pg__lock_key(p->slot);
     if (m) {
         p->m_lag = sl_metrics_family(m, "sluice_pg_slot_lag_bytes", SL_METRIC_GAUGE,
