@@ -10,6 +10,7 @@
  * there. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -27,41 +28,18 @@ struct rwrite {
     struct rctx     *c;        /* NULL once reported (orphaned) */
     sl_sink_done_fn  done;
     void            *arg;
-    struct rwrite   *prev, *next;
+    TAILQ_ENTRY(rwrite) link;
 };
+
+TAILQ_HEAD(rwrite_list, rwrite);
 
 struct rctx {
     struct sl_sink       *s;
     struct sl_redis_url   u;
     char                  where[300];  /* host:port, for messages */
     struct sl_redis_conn *conn;
-    struct rwrite        *head, *tail; /* in flight, in order */
+    struct rwrite_list    writes;      /* in flight, in order */
 };
-
-static void w_link(struct rctx *c, struct rwrite *w)
-{
-    w->c = c;
-    w->prev = c->tail;
-    w->next = NULL;
-    if (c->tail)
-        c->tail->next = w;
-    else
-        c->head = w;
-    c->tail = w;
-}
-
-static void w_unlink(struct rctx *c, struct rwrite *w)
-{
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        c->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        c->tail = w->prev;
-    w->prev = w->next = NULL;
-}
 
 static void on_reply(void *arg, redisReply *r, void *priv)
 {
@@ -75,7 +53,7 @@ static void on_reply(void *arg, redisReply *r, void *priv)
         free(w);
         return;
     }
-    w_unlink(c, w);
+    TAILQ_REMOVE(&c->writes, w, link);
     if (!r) {
         const char *why = sl_redis_conn_why(c->conn);
 
@@ -115,6 +93,7 @@ static int redis_open(struct sl_sink *s, struct sl_err *err)
         return sl_err_set(err, tls ? SL_EUNSUPPORTED : SL_ECONFIG, false, "%s", why);
     }
     c->s = s;
+    TAILQ_INIT(&c->writes);
     sl_redis_url_where(&c->u, c->where, sizeof(c->where));
     {
         struct sl_redis_conn_conf cc = {
@@ -147,11 +126,12 @@ static void redis_write(struct sl_sink *s, const char *json, size_t len, sl_sink
     w = sl_calloc(1, sizeof(*w));
     w->done = done;
     w->arg = arg;
-    w_link(c, w);
+    w->c = c;
+    TAILQ_INSERT_TAIL(&c->writes, w, link);
     /* the command is formatted (json copied) here, held or sent */
     if (sl_redis_conn_cmdf(c->conn, on_reply, w, "XADD %s * record %b", s->conf->key, json,
                            len) != 0) {
-        w_unlink(c, w);
+        TAILQ_REMOVE(&c->writes, w, link);
         free(w);
         sl_err_set(&err, SL_ECONN, true, "cannot add to stream %s at %s: connection closing",
                    s->conf->key, c->where);
@@ -162,6 +142,7 @@ static void redis_write(struct sl_sink *s, const char *json, size_t len, sl_sink
 static void redis_close(struct sl_sink *s)
 {
     struct rctx *c = s->ctx;
+    struct rwrite *w;
     struct sl_err err;
 
     if (!c)
@@ -169,10 +150,8 @@ static void redis_close(struct sl_sink *s)
     s->ctx = NULL;
     sl_err_set(&err, SL_ESTOPPED, false, "add to stream %s at %s not confirmed: sink stopped",
                s->conf->key, c->where);
-    while (c->head) {
-        struct rwrite *w = c->head;
-
-        w_unlink(c, w);
+    while ((w = TAILQ_FIRST(&c->writes))) {
+        TAILQ_REMOVE(&c->writes, w, link);
         w->c = NULL; /* freed when the connection answers it */
         sl__sink_done(s, w->done, w->arg, SL_ESTOPPED, &err);
     }
