@@ -42,6 +42,7 @@
 #include <jansson.h>
 
 #include "sluice/api.h"
+#include "sluice/clock.h"
 #include "sluice/env.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -258,19 +259,11 @@ static void on_reply_conn_close(struct evhttp_connection *evcon, void *arg)
     free(w);
 }
 
-static double mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* Push out what is still buffered, within `ms`: the loop has stopped, and
  * evhttp_free would otherwise close connections on unsent answers. */
 static void flush_replies(struct sl_api *a, int ms)
 {
-    double end = mono_ms() + ms;
+    double end = sl_mono_ms() + ms;
     struct reply *w;
 
     LIST_FOREACH(w, &a->replies, link) {
@@ -286,7 +279,7 @@ static void flush_replies(struct sl_api *a, int ms)
         evbuffer_unfreeze(out, 1);
         while (evbuffer_get_length(out) > 0) {
             struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-            int left = (int)(end - mono_ms());
+            int left = (int)(end - sl_mono_ms());
 
             if (evbuffer_write(out, fd) < 0 && errno != EAGAIN && errno != EINTR)
                 break;

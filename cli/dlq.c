@@ -17,6 +17,7 @@
 #include "sluice/err.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
+#include "sluice/redis.h"
 
 #include "internal.h"
 

@@ -11,6 +11,7 @@
 
 #include "asyncq.h"
 #include "sluice/env.h"
+#include "sluice/hash.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 
@@ -319,11 +320,7 @@ void sl__aevent_free(struct sl__aevent *ev)
 
 static size_t hash_id(const char *id)
 {
-    size_t h = 14695981039346656037ull;
-
-    for (; *id; id++)
-        h = (h ^ (unsigned char)*id) * 1099511628211ull;
-    return h;
+    return (size_t)sl_fnv1a64(SL_FNV64_INIT, id, strlen(id));
 }
 
 static void hash_grow(struct sl__asyncq *q)

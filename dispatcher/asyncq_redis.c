@@ -31,38 +31,35 @@
  * restart, which XREADGROUP 0 needs to find what the last run held. When
  * another process holds the lock, <hostname>-<pid>.
  *
- * Two connections: `cmd` carries everything but the blocking read, which
- * has `rd` to itself (a blocked XREADGROUP would hold up the puts behind
- * it). Each reconnects with capped backoff. A connection that leaves a
- * command unanswered for CMD_TIMEOUT_MS is dropped, so a put never hangs;
- * while `cmd` is down, puts fail at once (SL_ECONN: the API answers 500).
+ * Two connections (sluice/redis.h): `cmd` carries everything but the
+ * blocking read, which has `rd` to itself (a blocked XREADGROUP would hold
+ * up the puts behind it). Each reconnects with capped backoff. A
+ * connection that leaves a command unanswered for CMD_TIMEOUT_MS is
+ * dropped, so a put never hangs; while `cmd` is down, puts fail at once
+ * (SL_ECONN: the API answers 500). While a host name resolves, puts wait.
  *
- * hiredis calls every pending reply callback (with a NULL reply) when a
- * context goes away, even after we closed: a request that was already
- * reported is orphaned (rq->r = NULL) and only freed there. */
-#include <arpa/inet.h>
+ * The connection answers every command once, with NULL when it is lost or
+ * closed: a request already reported at close is orphaned (rq->r = NULL)
+ * and only freed there. */
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/queue.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/adapters/libevent.h>
 
 #include "asyncq.h"
+#include "sluice/clock.h"
 #include "sluice/env.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
+#include "sluice/redis.h"
 
 #define INST "dispatch:async"
 #define GROUP "sluice"
@@ -102,47 +99,14 @@ enum { B_NONE = 0, B_NEED_STATE, B_READING_STATE, B_DELETING };
 /* ------------------------------------------------------------------ */
 /* State                                                               */
 
-enum cstate { C_DOWN, C_RESOLVING, C_CONNECTING, C_READY };
-
-struct rqueue;
-struct rdns;
-
-struct conn {
-    struct rqueue      *r;
-    const char         *name;         /* "command", "reader": for messages */
-    redisAsyncContext  *ac;
-    enum cstate         state;
-    int                 setup_left;   /* AUTH/SELECT replies still due */
-    unsigned            attempt;      /* reconnects since the last success */
-    struct event       *retry;        /* reconnect timer */
-    struct rdns        *dns;          /* lookup in flight */
-    int                 pending;      /* replies due on ac */
-    int64_t             started;      /* connect began (mono ms) */
-    int64_t             progress;     /* last reply, or first send when idle */
-    int64_t             timeout_ms;   /* pending and no reply for this long: drop */
-    char                why[256];     /* why it is down */
-    void              (*up)(struct conn *c);
-    void              (*down)(struct conn *c);
-};
-
-struct rdns {
-    struct conn *c;                   /* NULL when the queue closed meanwhile */
-    char        *host;
-    char         ip[INET6_ADDRSTRLEN];
-    char         msg[256];
-    int          rc;
-};
-
 enum rkind {
-    K_SETUP, K_PUT, K_UPDATE, K_DELETE, K_GROUP, K_READ, K_STATE, K_CLAIM, K_BEAT, K_ACK,
+    K_PUT, K_UPDATE, K_DELETE, K_GROUP, K_READ, K_STATE, K_CLAIM, K_BEAT, K_ACK,
     K_HANDBACK,
 };
 
 struct req {                          /* one command: sent, parked or failed */
     struct rqueue      *r;            /* NULL once orphaned: the reply only frees */
-    struct conn        *c;
     int                 kind;         /* enum rkind */
-    const char         *what;         /* K_SETUP: "AUTH", "SELECT" */
     struct sl__aput    *put;          /* K_PUT */
     int                 rc;           /* failed before sending: its code */
     struct sl__aevent  *ev;           /* K_DELETE: alive until del_done */
@@ -172,7 +136,7 @@ struct rqueue {
     char                reclaim_arg[24];
     int64_t             beat_ms;        /* refresh and reclaim period */
     int64_t             next_beat;      /* mono ms */
-    struct conn         cmd, rd;
+    struct sl_redis_conn *cmd, *rd;
     struct event       *tick;           /* TICK_MS, persistent */
     struct event       *rd_wait;        /* reader pause */
     struct event       *soon;           /* reports puts that failed before sending */
@@ -190,17 +154,18 @@ struct rqueue {
     struct req_list     parked;         /* deletes waiting for the command connection */
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct timeval tv_ms(int64_t ms)
 {
     struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
     return tv;
+}
+
+/* Why the command connection cannot take commands, for messages. */
+static const char *why_down(const struct rqueue *r)
+{
+    const char *why = sl_redis_conn_why(r->cmd);
+
+    return why[0] ? why : "connection lost";
 }
 
 static struct req *req_new(int kind)
@@ -218,267 +183,40 @@ static void req_free(struct req *rq)
 }
 
 /* ------------------------------------------------------------------ */
-/* Connections                                                         */
+/* Connections (sluice/redis.h)                                        */
 
-static void on_reply(redisAsyncContext *ac, void *reply, void *priv);
-static void start_connect(struct conn *c);
+static void on_reply(void *arg, redisReply *reply, void *priv);
 
-static bool usable(const struct conn *c)
+static void sent(struct rqueue *r, struct req *rq)
 {
-    return c->ac && (c->state == C_CONNECTING || c->state == C_READY);
-}
-
-static void sent(struct conn *c, struct req *rq)
-{
-    if (c->pending++ == 0)
-        c->progress = mono_ms();
-    rq->r = c->r;
-    rq->c = c;
-    TAILQ_INSERT_TAIL(&c->r->reqs, rq, link);
+    rq->r = r;
+    TAILQ_INSERT_TAIL(&r->reqs, rq, link);
 }
 
 /* Send on `c` with `rq` as the reply's handler; false (rq untouched) when
  * `c` cannot take a command now. */
-static bool sendv(struct conn *c, struct req *rq, int argc, const char **argv,
-                  const size_t *lens)
+static bool sendv(struct rqueue *r, struct sl_redis_conn *c, struct req *rq, int argc,
+                  const char **argv, const size_t *lens)
 {
-    if (!usable(c) || redisAsyncCommandArgv(c->ac, on_reply, rq, argc, argv, lens) != REDIS_OK)
+    if (sl_redis_conn_cmd(c, on_reply, rq, argc, argv, lens) != 0)
         return false;
-    sent(c, rq);
+    sent(r, rq);
     return true;
 }
 
-static bool sendf(struct conn *c, struct req *rq, const char *fmt, ...)
+static bool sendf(struct rqueue *r, struct sl_redis_conn *c, struct req *rq, const char *fmt,
+                  ...)
 {
     va_list ap;
     int rc;
 
-    if (!usable(c))
-        return false;
     va_start(ap, fmt);
-    rc = redisvAsyncCommand(c->ac, on_reply, rq, fmt, ap);
+    rc = sl_redis_conn_vcmdf(c, on_reply, rq, fmt, ap);
     va_end(ap);
-    if (rc != REDIS_OK)
+    if (rc != 0)
         return false;
-    sent(c, rq);
+    sent(r, rq);
     return true;
-}
-
-static void schedule_retry(struct conn *c)
-{
-    uint64_t cap = (uint64_t)RECONNECT_BASE_MS << (c->attempt < 16 ? c->attempt : 16);
-    uint32_t rnd = 0;
-    uint64_t delay;
-    struct timeval tv;
-
-    if (cap > RECONNECT_CAP_MS)
-        cap = RECONNECT_CAP_MS;
-    if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-        rnd = (uint32_t)random();
-    delay = cap * rnd / UINT32_MAX; /* full jitter */
-    c->attempt++;
-    c->state = C_DOWN;
-    tv = tv_ms((int64_t)delay);
-    evtimer_add(c->retry, &tv);
-    SL_DEBUG(SL_DBG_DISPATCH, INST, "reconnecting the %s connection to redis at %s in %llu ms",
-             c->name, c->r->where, (unsigned long long)delay);
-}
-
-static void set_ready(struct conn *c)
-{
-    c->state = C_READY;
-    if (c->attempt > 0)
-        SL_INFO(INST, "%s connection to redis at %s is back after %u retries", c->name,
-                c->r->where, c->attempt);
-    c->attempt = 0;
-    c->why[0] = '\0';
-    c->up(c);
-}
-
-/* The connection is gone (hiredis failed its pending replies already). */
-static void lost(struct conn *c)
-{
-    c->ac = NULL;
-    c->pending = 0;
-    if (c->r->closing)
-        return;
-    schedule_retry(c);
-    c->down(c);
-}
-
-/* Drop a connection that stopped answering; its pending replies fail. */
-static void drop(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void drop(struct conn *c, const char *fmt, ...)
-{
-    redisAsyncContext *ac = c->ac;
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(c->why, sizeof(c->why), fmt, ap);
-    va_end(ap);
-    SL_WARN(INST, "%s connection to redis at %s: %s", c->name, c->r->where, c->why);
-    ac->data = NULL;
-    c->ac = NULL;
-    c->state = C_DOWN;
-    redisAsyncFree(ac); /* pending replies fail now, seeing the connection down */
-    lost(c);
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    struct conn *c = ac->data;
-
-    if (!c || ac != c->ac)
-        return;
-    if (status != REDIS_OK) {
-        snprintf(c->why, sizeof(c->why), "%s", ac->c.errstr[0] ? ac->c.errstr : "connect failed");
-        if (c->attempt == 0)
-            SL_WARN(INST, "cannot connect the %s connection to redis at %s: %s", c->name,
-                    c->r->where, c->why);
-        c->state = C_DOWN;
-        /* hiredis frees the context after this and fails its callbacks */
-        lost(c);
-        return;
-    }
-    if (c->setup_left == 0)
-        set_ready(c);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    struct conn *c = ac->data;
-
-    if (!c || ac != c->ac)
-        return;
-    if (!c->why[0])
-        snprintf(c->why, sizeof(c->why), "%s", status == REDIS_OK ? "disconnected"
-                 : ac->c.errstr[0] ? ac->c.errstr : "connection lost");
-    if (!c->r->closing)
-        SL_WARN(INST, "%s connection to redis at %s lost: %s", c->name, c->r->where, c->why);
-    c->state = C_DOWN;
-    lost(c);
-}
-
-static void connect_ip(struct conn *c, const char *ip)
-{
-    struct rqueue *r = c->r;
-    redisAsyncContext *ac = redisAsyncConnect(ip, r->u.port);
-    struct req *rq;
-
-    if (!ac || ac->err || redisLibeventAttach(ac, r->q->base) != REDIS_OK) {
-        snprintf(c->why, sizeof(c->why), "%s", ac && ac->err ? ac->errstr
-                 : ac ? "cannot attach to the event loop" : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        if (c->attempt == 0)
-            SL_WARN(INST, "cannot connect the %s connection to redis at %s: %s", c->name,
-                    r->where, c->why);
-        schedule_retry(c);
-        return;
-    }
-    ac->data = c;
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    c->ac = ac;
-    c->state = C_CONNECTING;
-    c->started = mono_ms();
-    c->pending = 0;
-    c->setup_left = 0;
-    /* pipelined: commands sent meanwhile follow AUTH and SELECT */
-    if (r->u.pass) {
-        rq = req_new(K_SETUP);
-        rq->what = "AUTH";
-        if (r->u.user ? sendf(c, rq, "AUTH %s %s", r->u.user, r->u.pass)
-                      : sendf(c, rq, "AUTH %s", r->u.pass))
-            c->setup_left++;
-        else
-            req_free(rq);
-    }
-    if (r->u.db >= 0) {
-        rq = req_new(K_SETUP);
-        rq->what = "SELECT";
-        if (sendf(c, rq, "SELECT %d", r->u.db))
-            c->setup_left++;
-        else
-            req_free(rq);
-    }
-}
-
-static void dns_work(void *arg)
-{
-    struct rdns *d = arg;
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-    struct addrinfo *res = NULL;
-    int e = getaddrinfo(d->host, NULL, &hints, &res);
-
-    if (e != 0 || !res) {
-        snprintf(d->msg, sizeof(d->msg), "cannot resolve %s: %s", d->host,
-                 e ? gai_strerror(e) : "no address");
-        d->rc = SL_ECONN;
-    } else {
-        const void *a = res->ai_family == AF_INET6
-                            ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
-                            : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
-        inet_ntop(res->ai_family, a, d->ip, sizeof(d->ip));
-    }
-    if (res)
-        freeaddrinfo(res);
-}
-
-static void dns_done(void *arg)
-{
-    struct rdns *d = arg;
-    struct conn *c = d->c;
-
-    if (c) {
-        c->dns = NULL;
-        if (d->rc != 0) {
-            snprintf(c->why, sizeof(c->why), "%s", d->msg);
-            schedule_retry(c);
-        } else {
-            connect_ip(c, d->ip);
-        }
-    }
-    free(d->host);
-    free(d);
-}
-
-static bool is_numeric(const char *host)
-{
-    unsigned char buf[sizeof(struct in6_addr)];
-
-    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
-}
-
-static void start_connect(struct conn *c)
-{
-    struct rqueue *r = c->r;
-
-    if (is_numeric(r->u.host) || !r->q->pool) {
-        connect_ip(c, r->u.host);
-        return;
-    }
-    c->state = C_RESOLVING;
-    c->dns = sl_calloc(1, sizeof(*c->dns));
-    c->dns->c = c;
-    c->dns->host = sl_strdup(r->u.host);
-    sl_pool_submit(r->q->pool, dns_work, dns_done, c->dns);
-}
-
-static void on_retry(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    start_connect(arg);
-}
-
-static void watch(struct conn *c, int64_t now)
-{
-    if (!c->ac)
-        return;
-    if (c->state == C_CONNECTING && now - c->started > CONNECT_TIMEOUT_MS)
-        drop(c, "connect timed out after %d ms", CONNECT_TIMEOUT_MS);
-    else if (c->pending > 0 && now - c->progress > c->timeout_ms)
-        drop(c, "no reply for %lld ms; reconnecting", (long long)(now - c->progress));
 }
 
 /* ------------------------------------------------------------------ */
@@ -511,7 +249,7 @@ static void send_ack(struct rqueue *r, const char *sid)
 {
     struct req *rq = req_new(K_ACK);
 
-    if (!sendf(&r->cmd, rq, "XACK %s " GROUP " %s", r->key, sid))
+    if (!sendf(r, r->cmd, rq, "XACK %s " GROUP " %s", r->key, sid))
         req_free(rq);
 }
 
@@ -520,7 +258,7 @@ static void fetch_state(struct rqueue *r, struct sl__aevent *ev)
     struct req *rq = req_new(K_STATE);
 
     snprintf(rq->id, sizeof(rq->id), "%s", ev->id);
-    if (sendf(&r->cmd, rq, "HGETALL %s%s", r->state_prefix, ev->id)) {
+    if (sendf(r, r->cmd, rq, "HGETALL %s%s", r->state_prefix, ev->id)) {
         ev->bstate = B_READING_STATE;
     } else {
         ev->bstate = B_NEED_STATE; /* the next maintenance round asks again */
@@ -612,22 +350,22 @@ static void on_rd_wait(evutil_socket_t fd, short what, void *arg)
 
 static void rd_next(struct rqueue *r)
 {
-    struct conn *c = &r->rd;
+    struct sl_redis_conn *c = r->rd;
     struct req *rq;
     size_t room;
     bool ok = false;
 
-    if (r->closing || r->reading || c->state != C_READY || evtimer_pending(r->rd_wait, NULL))
+    if (r->closing || r->reading || !sl_redis_conn_ready(c) || evtimer_pending(r->rd_wait, NULL))
         return;
     switch (r->phase) {
     case P_GROUP:
         rq = req_new(K_GROUP);
-        ok = sendf(c, rq, "XGROUP CREATE %s " GROUP " 0 MKSTREAM", r->key);
+        ok = sendf(r, c, rq, "XGROUP CREATE %s " GROUP " 0 MKSTREAM", r->key);
         break;
     case P_HISTORY:
         rq = req_new(K_READ);
         rq->history = true;
-        ok = sendf(c, rq, "XREADGROUP GROUP " GROUP " %s COUNT %d STREAMS %s %s", r->consumer,
+        ok = sendf(r, c, rq, "XREADGROUP GROUP " GROUP " %s COUNT %d STREAMS %s %s", r->consumer,
                    READ_COUNT, r->key, r->history);
         break;
     case P_LIVE:
@@ -638,7 +376,7 @@ static void rd_next(struct rqueue *r)
             return;
         }
         rq = req_new(K_READ);
-        ok = sendf(c, rq, "XREADGROUP GROUP " GROUP " %s COUNT %d BLOCK %d STREAMS %s >",
+        ok = sendf(r, c, rq, "XREADGROUP GROUP " GROUP " %s COUNT %d BLOCK %d STREAMS %s >",
                    r->consumer, (int)(room < READ_COUNT ? room : READ_COUNT), READ_BLOCK_MS,
                    r->key);
         break;
@@ -649,10 +387,11 @@ static void rd_next(struct rqueue *r)
         req_free(rq);
 }
 
-static void rd_up(struct conn *c)
+static void rd_up(struct sl_redis_conn *c, void *arg)
 {
-    struct rqueue *r = c->r;
+    struct rqueue *r = arg;
 
+    (void)c;
     if (!r->announced) {
         r->announced = true;
         SL_INFO(INST, "asynchronous queue: stream %s at redis %s, consumer %s", r->key, r->where,
@@ -664,10 +403,11 @@ static void rd_up(struct conn *c)
     rd_next(r);
 }
 
-static void rd_down(struct conn *c)
+static void rd_down(struct sl_redis_conn *c, void *arg)
 {
-    struct rqueue *r = c->r;
+    struct rqueue *r = arg;
 
+    (void)c;
     r->reading = false;
     evtimer_del(r->rd_wait);
 }
@@ -857,7 +597,7 @@ static void beat(struct rqueue *r)
         }
         for (int i = 0; i < argc; i++)
             lens[i] = strlen(argv[i]);
-        if (!sendv(&r->cmd, rq, argc, argv, lens)) {
+        if (!sendv(r, r->cmd, rq, argc, argv, lens)) {
             req_free(rq);
             return;
         }
@@ -873,7 +613,7 @@ static void reclaim(struct rqueue *r)
     if (r->claiming || room == 0)
         return;
     rq = req_new(K_CLAIM);
-    if (sendf(&r->cmd, rq, "XAUTOCLAIM %s " GROUP " %s %s %s COUNT %d", r->key, r->consumer,
+    if (sendf(r, r->cmd, rq, "XAUTOCLAIM %s " GROUP " %s %s %s COUNT %d", r->key, r->consumer,
               r->reclaim_arg, r->cursor, (int)(room < READ_COUNT ? room : READ_COUNT)))
         r->claiming = true;
     else
@@ -884,12 +624,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct rqueue *r = arg;
     struct sl__aevent *ev;
-    int64_t now = mono_ms();
+    int64_t now = (int64_t)sl_mono_ms();
 
     (void)fd, (void)what;
-    watch(&r->cmd, now);
-    watch(&r->rd, now);
-    if (now < r->next_beat || r->cmd.state != C_READY)
+    if (now < r->next_beat || !sl_redis_conn_ready(r->cmd))
         return;
     r->next_beat = now + r->beat_ms;
     beat(r);
@@ -901,11 +639,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 static bool send_delete(struct rqueue *r, struct req *rq);
 
-static void cmd_up(struct conn *c)
+static void cmd_up(struct sl_redis_conn *c, void *arg)
 {
-    struct rqueue *r = c->r;
+    struct rqueue *r = arg;
     struct req *rq;
 
+    (void)c;
     r->next_beat = 0; /* refresh at the next tick: we may have been away */
     while ((rq = TAILQ_FIRST(&r->parked))) {
         TAILQ_REMOVE(&r->parked, rq, link);
@@ -914,11 +653,6 @@ static void cmd_up(struct conn *c)
             break;
         }
     }
-}
-
-static void cmd_down(struct conn *c)
-{
-    (void)c;
 }
 
 /* ------------------------------------------------------------------ */
@@ -963,43 +697,26 @@ static bool delete_reply(struct rqueue *r, struct req *rq, const redisReply *x)
     return false;
 }
 
-static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void on_reply(void *arg, redisReply *reply, void *priv)
 {
     struct req *rq = priv;
     struct rqueue *r = rq->r;
-    struct conn *c = rq->c;
     const redisReply *x = reply;
 
-    (void)ac;
+    (void)arg;
     if (!r) {
         req_free(rq);
         return;
     }
     TAILQ_REMOVE(&r->reqs, rq, link);
-    if (c->pending > 0)
-        c->pending--;
-    c->progress = mono_ms();
     switch (rq->kind) {
-    case K_SETUP:
-        if (!x || ac != c->ac)
-            break;
-        if (x->type == REDIS_REPLY_ERROR) {
-            snprintf(c->why, sizeof(c->why), "%s failed: %s", rq->what, x->str ? x->str : "error");
-            SL_ERROR(INST, "redis %s at %s failed: %s", rq->what, r->where,
-                     x->str ? x->str : "error");
-            redisAsyncDisconnect(ac); /* then reconnect, with backoff */
-        } else if (--c->setup_left == 0 && c->state == C_CONNECTING &&
-                   (ac->c.flags & REDIS_CONNECTED)) {
-            set_ready(c);
-        }
-        break;
     case K_PUT:
         put_reply(r, rq, x);
         break;
     case K_UPDATE:
         if (!x || x->type == REDIS_REPLY_ERROR)
             SL_WARN(INST, "cannot record attempt %d of %s: %s", rq->attempts, rq->id,
-                    x && x->str ? x->str : c->why[0] ? c->why : "connection lost");
+                    x && x->str ? x->str : why_down(r));
         break;
     case K_DELETE:
         if (delete_reply(r, rq, x))
@@ -1071,13 +788,11 @@ static void redis_put(struct sl__asyncq *q, struct sl__aput *p)
         lens[i] = strlen(argv[i]);
     lens[8] = ev->len;
     rq->put = p;
-    if (r->cmd.state == C_READY || r->cmd.state == C_CONNECTING) {
-        if (sendv(&r->cmd, rq, 11, argv, lens))
-            return;
-    }
+    if (sendv(r, r->cmd, rq, 11, argv, lens))
+        return;
     /* down: fail at once, from the loop (never before put returns) */
     SL_DEBUG(SL_DBG_DISPATCH, INST, "cannot add an event to stream %s: redis at %s is "
-             "unreachable (%s)", r->key, r->where, r->cmd.why[0] ? r->cmd.why : "not connected");
+             "unreachable (%s)", r->key, r->where, why_down(r));
     fail_soon(r, rq, SL_ECONN);
 }
 
@@ -1088,10 +803,10 @@ static void redis_update(struct sl__asyncq *q, struct sl__aevent *ev)
 
     snprintf(rq->id, sizeof(rq->id), "%s", ev->id);
     rq->attempts = ev->attempts;
-    if (!sendf(&r->cmd, rq, "HSET %s%s attempts %d next_ms %lld last_error %s", r->state_prefix,
+    if (!sendf(r, r->cmd, rq, "HSET %s%s attempts %d next_ms %lld last_error %s", r->state_prefix,
                ev->id, ev->attempts, (long long)ev->next_ms, ev->last_error)) {
         SL_WARN(INST, "cannot record attempt %d of %s: redis at %s is unreachable (%s)",
-                ev->attempts, ev->id, r->where, r->cmd.why[0] ? r->cmd.why : "not connected");
+                ev->attempts, ev->id, r->where, why_down(r));
         req_free(rq);
     }
 }
@@ -1099,16 +814,14 @@ static void redis_update(struct sl__asyncq *q, struct sl__aevent *ev)
 /* One transaction: an entry is never acked but left in the stream. */
 static bool send_delete(struct rqueue *r, struct req *rq)
 {
-    struct conn *c = &r->cmd;
+    struct sl_redis_conn *c = r->cmd;
     struct sl__aevent *ev = rq->ev;
 
-    return usable(c) && redisAsyncCommand(c->ac, NULL, NULL, "MULTI") == REDIS_OK &&
-           redisAsyncCommand(c->ac, NULL, NULL, "XACK %s " GROUP " %s", r->key, ev->ref) ==
-               REDIS_OK &&
-           redisAsyncCommand(c->ac, NULL, NULL, "XDEL %s %s", r->key, ev->ref) == REDIS_OK &&
-           redisAsyncCommand(c->ac, NULL, NULL, "DEL %s%s", r->state_prefix, ev->id) ==
-               REDIS_OK &&
-           sendf(c, rq, "EXEC");
+    return sl_redis_conn_cmdf(c, NULL, NULL, "MULTI") == 0 &&
+           sl_redis_conn_cmdf(c, NULL, NULL, "XACK %s " GROUP " %s", r->key, ev->ref) == 0 &&
+           sl_redis_conn_cmdf(c, NULL, NULL, "XDEL %s %s", r->key, ev->ref) == 0 &&
+           sl_redis_conn_cmdf(c, NULL, NULL, "DEL %s%s", r->state_prefix, ev->id) == 0 &&
+           sendf(r, c, rq, "EXEC");
 }
 
 static void redis_remove(struct sl__asyncq *q, struct sl__aevent *ev,
@@ -1123,33 +836,6 @@ static void redis_remove(struct sl__asyncq *q, struct sl__aevent *ev,
     ev->bstate = B_DELETING;
     if (!send_delete(r, rq))
         TAILQ_INSERT_TAIL(&r->parked, rq, link);
-}
-
-/* Write and read `c` directly, without the loop, until its replies are in
- * or `ms` passed. Shutdown only. */
-static void flush(struct conn *c, int64_t ms)
-{
-    int64_t end = mono_ms() + ms;
-
-    while (c->ac && c->state == C_READY && c->pending > 0) {
-        redisAsyncContext *ac = c->ac;
-        struct pollfd pfd = { .fd = ac->c.fd, .events = POLLIN };
-        int64_t left = end - mono_ms();
-
-        if (left <= 0)
-            break;
-        if (sdslen(ac->c.obuf) > 0) {
-            redisAsyncHandleWrite(ac);
-            if (c->ac != ac)
-                break;
-            if (sdslen(ac->c.obuf) > 0)
-                pfd.events |= POLLOUT;
-        }
-        if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
-            break;
-        if (pfd.revents & (POLLIN | POLLERR | POLLHUP))
-            redisAsyncHandleRead(ac);
-    }
 }
 
 /* Entries this instance still holds: idle at once for the others. */
@@ -1176,25 +862,10 @@ static void hand_back(struct rqueue *r)
         argv[argc++] = "JUSTID";
         for (int i = 0; i < argc; i++)
             lens[i] = strlen(argv[i]);
-        if (!sendv(&r->cmd, rq, argc, argv, lens)) {
+        if (!sendv(r, r->cmd, rq, argc, argv, lens)) {
             req_free(rq);
             return;
         }
-    }
-}
-
-static void conn_free(struct conn *c)
-{
-    redisAsyncContext *ac = c->ac;
-
-    if (c->retry)
-        event_free(c->retry);
-    if (c->dns)
-        c->dns->c = NULL;
-    c->ac = NULL;
-    if (ac) {
-        ac->data = NULL;
-        redisAsyncFree(ac); /* orphaned replies only free their requests */
     }
 }
 
@@ -1210,9 +881,9 @@ static void redis_close(struct sl__asyncq *q)
         event_free(r->tick);
     if (r->rd_wait)
         event_free(r->rd_wait);
-    if (r->cmd.state == C_READY) {
+    if (r->cmd && sl_redis_conn_ready(r->cmd)) {
         hand_back(r);
-        flush(&r->cmd, CLOSE_FLUSH_MS); /* deletes in flight land */
+        sl_redis_conn_flush(r->cmd, CLOSE_FLUSH_MS); /* deletes in flight land */
     }
     if (r->soon) {
         on_soon(-1, 0, r);
@@ -1233,8 +904,8 @@ static void redis_close(struct sl__asyncq *q)
             rq->del_done(rq->arg, SL_ESTOPPED);
         }
     }
-    conn_free(&r->cmd);
-    conn_free(&r->rd);
+    sl_redis_conn_free(r->cmd); /* orphaned replies only free their requests */
+    sl_redis_conn_free(r->rd);
     if (r->lockfd >= 0)
         close(r->lockfd); /* releases the flock */
     sl_redis_url_destroy(&r->u);
@@ -1297,50 +968,6 @@ static void consumer_name(struct rqueue *r, const char *data_dir)
     free(path);
 }
 
-static void conn_init(struct rqueue *r, struct conn *c, const char *name, int64_t timeout_ms,
-                      void (*up)(struct conn *), void (*down)(struct conn *))
-{
-    c->r = r;
-    c->name = name;
-    c->timeout_ms = timeout_ms;
-    c->up = up;
-    c->down = down;
-    c->retry = evtimer_new(r->q->base, on_retry, c);
-    snprintf(c->why, sizeof(c->why), "not connected yet");
-}
-
-/* The first connection: a host name is resolved here, blocking (startup),
- * so that puts right after the start do not fail; reconnects resolve on
- * the worker pool. */
-static void first_connect(struct conn *c)
-{
-    struct rqueue *r = c->r;
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-    struct addrinfo *res = NULL;
-    char ip[INET6_ADDRSTRLEN];
-    int e;
-
-    if (is_numeric(r->u.host)) {
-        connect_ip(c, r->u.host);
-        return;
-    }
-    e = getaddrinfo(r->u.host, NULL, &hints, &res);
-    if (e != 0 || !res) {
-        snprintf(c->why, sizeof(c->why), "cannot resolve %s: %s", r->u.host,
-                 e ? gai_strerror(e) : "no address");
-        if (c == &r->cmd)
-            SL_WARN(INST, "cannot connect to redis at %s: %s", r->where, c->why);
-        schedule_retry(c);
-    } else {
-        inet_ntop(res->ai_family, res->ai_family == AF_INET6
-                  ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
-                  : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr, ip, sizeof(ip));
-        connect_ip(c, ip);
-    }
-    if (res)
-        freeaddrinfo(res);
-}
-
 int sl__asyncq_redis_open(struct sl__asyncq *q, const struct sl_server_conf *conf,
                           struct sl_err *err)
 {
@@ -1357,10 +984,7 @@ int sl__asyncq_redis_open(struct sl__asyncq *q, const struct sl_server_conf *con
     q->ctx = r;
     if (sl_redis_url_parse(conf->async_queue, &r->u, why, sizeof(why)) != 0)
         return sl_err_set(err, SL_ECONFIG, false, "cannot open the async queue: %s", why);
-    if (strchr(r->u.host, ':'))
-        snprintf(r->where, sizeof(r->where), "[%s]:%d", r->u.host, r->u.port);
-    else
-        snprintf(r->where, sizeof(r->where), "%s:%d", r->u.host, r->u.port);
+    sl_redis_url_where(&r->u, r->where, sizeof(r->where));
     r->key = sl_strdup(conf->async_queue_key && conf->async_queue_key[0] ? conf->async_queue_key
                                                                         : "sluice:async");
     r->state_prefix = sl_asprintf("%s:state:", r->key);
@@ -1371,16 +995,29 @@ int sl__asyncq_redis_open(struct sl__asyncq *q, const struct sl_server_conf *con
         r->beat_ms = TICK_MS;
     snprintf(r->cursor, sizeof(r->cursor), "0-0");
     consumer_name(r, conf->data_dir);
-    conn_init(r, &r->cmd, "command", CMD_TIMEOUT_MS, cmd_up, cmd_down);
-    conn_init(r, &r->rd, "reader", READ_BLOCK_MS + CMD_TIMEOUT_MS, rd_up, rd_down);
+    {
+        struct sl_redis_conn_conf cc = {
+            .base = q->base, .url = &r->u, .inst = INST, .name = "command connection",
+            .dbg = SL_DBG_DISPATCH, .connect_timeout_ms = CONNECT_TIMEOUT_MS,
+            .reply_timeout_ms = CMD_TIMEOUT_MS, .backoff_base_ms = RECONNECT_BASE_MS,
+            .backoff_cap_ms = RECONNECT_CAP_MS, .up = cmd_up, .arg = r,
+        };
+        r->cmd = sl_redis_conn_new(&cc);
+        cc.name = "reader connection";
+        cc.reply_timeout_ms = READ_BLOCK_MS + CMD_TIMEOUT_MS;
+        cc.up = rd_up;
+        cc.down = rd_down;
+        r->rd = sl_redis_conn_new(&cc);
+    }
     r->tick = event_new(q->base, -1, EV_PERSIST, on_tick, r);
     r->rd_wait = evtimer_new(q->base, on_rd_wait, r);
     r->soon = evtimer_new(q->base, on_soon, r);
-    if (!r->cmd.retry || !r->rd.retry || !r->tick || !r->rd_wait || !r->soon)
+    if (!r->tick || !r->rd_wait || !r->soon)
         return sl_err_set(err, SL_ENOMEM, false, "cannot open the async queue: cannot create "
                           "timers");
     evtimer_add(r->tick, &tick);
-    first_connect(&r->cmd);
-    first_connect(&r->rd);
+    /* a host name resolves on the loop; puts meanwhile wait for the connection */
+    sl_redis_conn_start(r->cmd);
+    sl_redis_conn_start(r->rd);
     return 0;
 }

@@ -11,12 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include <jansson.h>
 
 #include "asyncq.h"
+#include "sluice/backoff.h"
+#include "sluice/clock.h"
 #include "sluice/dispatch.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -62,20 +63,6 @@ struct sl_dispatcher {
     struct sl_metric        *m_inv, *m_err, *m_thr, *m_dur, *m_conc, *m_conc_fn, *m_dlq,
                             *m_depth, *m_age;
 };
-
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static const struct sl_function_conf *find_fn(const struct sl_dispatcher *d, const char *name)
 {
@@ -159,7 +146,7 @@ static int start_invoke(struct sl_dispatcher *d, const struct sl_function_conf *
     if (sl_fnpool_idle(pool) == 0) {
         /* this invocation may start a new environment: scale-up rate */
         struct bucket *b = &d->buckets[fn - d->conf->functions];
-        double now = mono_ms();
+        double now = sl_mono_ms();
         b->tokens += (now - b->at_ms) / 1000.0 * SCALE_RATE;
         if (b->tokens > SCALE_BURST)
             b->tokens = SCALE_BURST;
@@ -201,7 +188,7 @@ int sl_dispatch_invoke(struct sl_dispatcher *d, const char *name, const struct s
     in->fn = fn;
     in->cb = cb;
     in->arg = arg;
-    in->started = mono_ms();
+    in->started = sl_mono_ms();
     rc = start_invoke(d, fn, req, on_sync_result, in, t);
     if (rc != 0)
         free(in);
@@ -228,7 +215,7 @@ static char *destination_record(const struct sl_function_conf *fn, const struct 
     json_t *rec, *payload, *resp = NULL;
     char ts[96], arn[200], *out;
 
-    iso8601(wall_ms(), ts, sizeof(ts));
+    iso8601(sl_wall_ms(), ts, sizeof(ts));
     snprintf(arn, sizeof(arn), "arn:aws:lambda:us-east-1:000000000000:function:%s:$LATEST",
              fn->name);
     payload = json_loadb(ev->payload, ev->len, JSON_DECODE_ANY, NULL);
@@ -331,16 +318,11 @@ static void settle(struct sl_dispatcher *d, struct sl__aevent *ev, const char *s
     sl_sink_write_reliable(sink, w->record, strlen(w->record), on_destination_written, w);
 }
 
+/* Attempt n (from 1) waits up to backoff_initial_ms * 2^(n-1). */
 static int64_t backoff_ms(const struct sl_async_conf *a, int attempts)
 {
-    double cap = (double)a->backoff_initial_ms * pow(2.0, attempts > 30 ? 30 : attempts - 1);
-    uint32_t r;
-
-    if (cap > (double)a->backoff_max_ms)
-        cap = (double)a->backoff_max_ms;
-    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
-        r = (uint32_t)random();
-    return (int64_t)(cap * (r / 4294967296.0)); /* full jitter: [0, cap) */
+    return (int64_t)sl_backoff_ms(attempts > 1 ? (unsigned)attempts - 1 : 0,
+                                  (uint64_t)a->backoff_initial_ms, (uint64_t)a->backoff_max_ms);
 }
 
 static void on_async_result(const struct sl_invoke_result *r, void *arg)
@@ -349,7 +331,7 @@ static void on_async_result(const struct sl_invoke_result *r, void *arg)
     struct sl_dispatcher *d = in->d;
     struct sl__aevent *ev = in->ev;
     const struct sl_async_conf *a = &in->fn->async;
-    int64_t now = wall_ms();
+    int64_t now = sl_wall_ms();
 
     d->running--;
     count_result(d, in->fn, r);
@@ -382,7 +364,7 @@ static void on_scan(evutil_socket_t fd, short what, void *arg)
 {
     struct sl_dispatcher *d = arg;
     struct sl__aevent *ev;
-    int64_t now = wall_ms(), next = INT64_MAX;
+    int64_t now = sl_wall_ms(), next = INT64_MAX;
 
     (void)fd, (void)what;
     if (d->draining)
@@ -464,7 +446,7 @@ int sl_dispatch_enqueue(struct sl_dispatcher *d, const char *fn, const char *pay
     a->d = d;
     a->done = done;
     a->arg = arg;
-    sl__asyncq_put(d->q, fn, payload, len, wall_ms(), on_stored, a);
+    sl__asyncq_put(d->q, fn, payload, len, sl_wall_ms(), on_stored, a);
     return 0;
 }
 
@@ -475,7 +457,7 @@ static void collect(void *arg, struct sl_metrics *m)
 
     (void)m;
     sl_metric_set(d->m_depth, NULL, (double)sl__asyncq_depth(d->q));
-    sl_metric_set(d->m_age, NULL, oldest > 0 ? (double)(wall_ms() - oldest) / 1000.0 : 0);
+    sl_metric_set(d->m_age, NULL, oldest > 0 ? (double)(sl_wall_ms() - oldest) / 1000.0 : 0);
 }
 
 /* Events joined the queue from elsewhere (a shared queue): look now. */
@@ -524,7 +506,7 @@ int sl_dispatcher_new(struct event_base *base, const struct sl_config *conf,
     d->buckets = sl_calloc(conf->nfunctions ? conf->nfunctions : 1, sizeof(*d->buckets));
     for (size_t i = 0; i < conf->nfunctions; i++) {
         d->buckets[i].tokens = SCALE_BURST;
-        d->buckets[i].at_ms = mono_ms();
+        d->buckets[i].at_ms = sl_mono_ms();
     }
     d->sinks = sl_calloc(conf->nsinks ? conf->nsinks : 1, sizeof(*d->sinks));
     for (size_t i = 0; i < conf->nsinks; i++) {

@@ -4,15 +4,14 @@
  * A lane runs one batch at a time. A batch's outcome is final only when
  * it succeeded, or when its records were dead-lettered and the sink
  * confirmed the write; only then are they checkpointed. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include <jansson.h>
 
+#include "sluice/backoff.h"
 #include "sluice/invoke.h"
 #include "sluice/log.h"
 #include "sluice/clock.h"
@@ -22,6 +21,8 @@
 
 #define HIGH_WATER   (64u * 1024 * 1024)   /* pause a source above this many pending bytes */
 #define LOW_WATER    (32u * 1024 * 1024)   /* and resume below this */
+#define RETRY_BASE_MS 200                  /* batch retries: 200 ms doubling to 60 s */
+#define RETRY_CAP_MS  60000
 
 struct batch {
     struct sl__lane  *lane;
@@ -119,16 +120,11 @@ char *sl_records_event(struct sl_record *const *r, size_t n, size_t *len)
     return e;
 }
 
-int64_t sl_engine_backoff_ms(int attempt)
+/* Retry n (from 1) of a batch waits up to 200 ms * 2^(n-1), at most a minute. */
+static int64_t retry_backoff_ms(int attempt)
 {
-    double cap = 200.0 * pow(2.0, attempt > 20 ? 20 : (attempt > 0 ? attempt - 1 : 0));
-    uint32_t r;
-
-    if (cap > 60000.0)
-        cap = 60000.0;
-    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
-        r = (uint32_t)random();
-    return (int64_t)(cap * (r / 4294967296.0));
+    return (int64_t)sl_backoff_ms(attempt > 1 ? (unsigned)attempt - 1 : 0, RETRY_BASE_MS,
+                                  RETRY_CAP_MS);
 }
 
 static void iso8601(int64_t ms, char *buf, size_t n)
@@ -603,10 +599,10 @@ static void batch_failed(struct batch *b)
         b->n = half;
         b->retries = 0;
         /* a new, smaller batch: try it soon */
-        retry_later(b, sl_engine_backoff_ms(1));
+        retry_later(b, retry_backoff_ms(1));
         return;
     }
-    retry_later(b, sl_engine_backoff_ms(b->retries));
+    retry_later(b, retry_backoff_ms(b->retries));
 }
 
 static void batch_run(struct batch *b)
@@ -642,7 +638,7 @@ static void batch_run(struct batch *b)
     free(event);
     if (rc == SL_EAGAIN) {
         b->throttles++;
-        retry_later(b, sl_engine_backoff_ms(b->throttles > 8 ? 8 : b->throttles));
+        retry_later(b, retry_backoff_ms(b->throttles > 8 ? 8 : b->throttles));
         return;
     }
     snprintf(b->etype, sizeof(b->etype), "%s", sl_errname(rc));

@@ -35,11 +35,6 @@ void sl__sink_done(struct sl_sink *s, sl_sink_done_fn done, void *arg, int rc,
 void sl__sink_fail_soon(struct sl_sink *s, sl_sink_done_fn done, void *arg,
                         const struct sl_err *err);
 
-/* Full-jitter backoff: a random delay in [0, min(cap_ms, base_ms << attempt)]
- * milliseconds. Loop thread only (uses the sink's own generator). */
-uint64_t sl__sink_backoff_ms(struct sl_sink *s, unsigned attempt, uint64_t base_ms,
-                             uint64_t cap_ms);
-
 /* Create the parent directories of `path` (mode 0755), like mkdir -p. */
 int sl__sink_make_parent(const char *path, struct sl_err *err);
 

@@ -1,15 +1,12 @@
 /* Postgres sink: each record is one row, INSERT INTO <table> (record)
- * VALUES ($1::jsonb), on a non-blocking libpq connection driven by the
- * loop (PQconnectStart/PQconnectPoll, then PQsendQueryParams and
- * PQconsumeInput/PQgetResult when the socket is readable).
+ * VALUES ($1::jsonb), on the shared non-blocking Postgres connection
+ * (sluice/pgconn.h: the host name resolves on the loop, the handshake and
+ * the queries never block it).
  *
  * On every new connection the table is created if missing. One query is
  * in flight at a time; writes wait in a FIFO behind it. A lost or refused
  * connection fails what is queued (retriably) and reconnects with backoff;
- * while down, writes fail at once.
- *
- * Limitation: libpq resolves host names inside PQconnectPoll, blocking
- * the loop for that lookup; use an address (hostaddr=) where that matters. */
+ * while down, writes fail at once. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,15 +14,13 @@
 
 #include "sluice/log.h"
 #include "sluice/mem.h"
+#include "sluice/pgconn.h"
 
 #include "internal.h"
 
 #define RECONNECT_BASE_MS  100
 #define RECONNECT_CAP_MS   5000
-#define CONNECT_TIMEOUT_MS 10000
 #define TEXTOID            25
-
-enum pstate { P_DOWN, P_CONNECTING, P_SETUP, P_READY };
 
 struct pwrite {
     const char      *json;     /* borrowed until done */
@@ -36,54 +31,36 @@ struct pwrite {
 };
 
 struct pctx {
-    struct sl_sink *s;
-    char           *schema;       /* NULL: search_path */
-    char           *table;
-    char           *where;        /* host:port/dbname, for messages (no secrets) */
-    PGconn         *conn;
-    enum pstate     state;
-    char           *create_sql;   /* built per connection (identifier quoting) */
-    char           *insert_sql;
-    struct event   *ev;           /* on PQsocket */
-    int             ev_fd;
-    short           ev_what;
-    struct event   *retry;
-    struct event   *conn_timer;
-    struct event   *kick;         /* pump from the loop, not from inside write */
-    unsigned        attempt;
-    struct pwrite  *qhead, *qtail;
-    struct pwrite  *inflight;
-    bool            got_result;   /* first result of the running query seen */
-    struct sl_err   result;       /* its outcome (code 0: ok) */
-    bool            recreate;     /* table vanished: create it again */
-    char            why[SL_ERR_MSG_MAX]; /* why we are down */
-    int             busy;
-    bool            closed;
+    struct sl_sink  *s;
+    struct event_base *base;
+    char            *schema;       /* NULL: search_path */
+    char            *table;
+    char            *where;        /* host:port/dbname, for messages (no secrets) */
+    struct sl_pgconn pg;
+    bool             ready;        /* connected and the table created */
+    char            *create_sql;   /* built per connection (identifier quoting) */
+    char            *insert_sql;
+    struct event    *kick;         /* pump from the loop, not from inside write */
+    struct pwrite   *qhead, *qtail;
+    struct pwrite   *inflight;
+    bool             creating;     /* the CREATE TABLE is in flight */
+    bool             recreate;     /* table vanished: create it again */
+    char             why[SL_ERR_MSG_MAX]; /* why we are down */
+    int              busy;
+    bool             closed;
 };
 
-static void disconnect(struct pctx *c)
+static void forget_sql(struct pctx *c)
 {
-    if (c->ev) {
-        event_free(c->ev);
-        c->ev = NULL;
-    }
-    if (c->conn) {
-        PQfinish(c->conn);
-        c->conn = NULL;
-    }
     free(c->create_sql);
     free(c->insert_sql);
     c->create_sql = c->insert_sql = NULL;
-    c->got_result = false;
 }
 
 static void pctx_free(struct pctx *c)
 {
-    disconnect(c);
-    if (c->retry)
-        event_free(c->retry);
-    if (c->conn_timer)
-        event_free(c->conn_timer);
+    sl_pgconn_destroy(&c->pg);
+    forget_sql(c);
     if (c->kick)
         event_free(c->kick);
     free(c->schema);
@@ -92,28 +69,20 @@ static void pctx_free(struct pctx *c)
     free(c);
 }
 
-static void release(struct pctx *c)
+static void free_later(evutil_socket_t fd, short what, void *arg)
 {
-    if (--c->busy == 0 && c->closed)
-        pctx_free(c);
+    (void)fd, (void)what;
+    pctx_free(arg);
 }
 
-static void on_sock(evutil_socket_t fd, short what, void *arg);
-
-static void watch(struct pctx *c, short what)
+/* Leaving one of our handlers. Those of the connection run inside its own
+ * code, which reads c->pg after they return: a sink closed there is freed
+ * from the loop. */
+static void release(struct pctx *c)
 {
-    int fd = PQsocket(c->conn);
-
-    if (c->ev && (c->ev_fd != fd || c->ev_what != what)) {
-        event_free(c->ev);
-        c->ev = NULL;
-    }
-    if (!c->ev) {
-        c->ev = event_new(c->s->base, fd, what | EV_PERSIST, on_sock, c);
-        c->ev_fd = fd;
-        c->ev_what = what;
-        event_add(c->ev, NULL);
-    }
+    if (--c->busy == 0 && c->closed &&
+        event_base_once(c->base, -1, EV_TIMEOUT, free_later, c, NULL) != 0)
+        SL_ERROR(NULL, "cannot schedule the release of a closed postgres sink; leaking it");
 }
 
 /* Fail the running and the queued writes. Caller holds busy. */
@@ -141,52 +110,115 @@ static void fail_all(struct pctx *c, int code, bool retriable, const char *why)
     }
 }
 
-static void schedule_retry(struct pctx *c)
+/* Down (lost, refused, or the table cannot be made): log, fail what waits,
+ * reconnect later. Caller holds busy. */
+static void lost(struct pctx *c, const char *why)
 {
-    uint64_t delay = sl__sink_backoff_ms(c->s, c->attempt, RECONNECT_BASE_MS, RECONNECT_CAP_MS);
-    struct timeval tv = sl__tv_ms(delay);
-
-    c->attempt++;
-    c->state = P_DOWN;
-    evtimer_del(c->conn_timer);
-    evtimer_add(c->retry, &tv);
-    SL_DEBUG(SL_DBG_SINK, c->s->inst, "reconnecting to %s in %llu ms", c->where,
-             (unsigned long long)delay);
-}
-
-/* The connection failed or broke: log, drop it, fail what waits, retry
- * later. Caller holds busy. */
-static void lost(struct pctx *c, const char *what)
-{
-    char msg[256];
-
-    sl__sink_first_line(msg, sizeof(msg), c->conn ? PQerrorMessage(c->conn) : "");
-    snprintf(c->why, sizeof(c->why), "%s%s%s", what, msg[0] ? ": " : "", msg);
-    if (c->attempt == 0)
+    snprintf(c->why, sizeof(c->why), "%s", why);
+    if (c->pg.attempt == 0)
         SL_WARN(c->s->inst, "postgres at %s: %s", c->where, c->why);
     else
         SL_DEBUG(SL_DBG_SINK, c->s->inst, "postgres at %s: %s", c->where, c->why);
-    disconnect(c);
-    schedule_retry(c);
+    c->ready = false;
+    c->creating = false;
+    sl_pgconn_close(&c->pg);
+    forget_sql(c);
+    sl_pgconn_retry(&c->pg);
     fail_all(c, SL_ECONN, true, c->why);
 }
 
-static bool flush_out(struct pctx *c)
+static void on_down(struct sl_pgconn *pg, const char *why, void *arg)
 {
-    int r = PQflush(c->conn);
+    struct pctx *c = arg;
 
-    if (r < 0)
-        return false;
-    watch(c, r == 1 ? EV_READ | EV_WRITE : EV_READ);
-    return true;
+    (void)pg;
+    c->busy++;
+    lost(c, why);
+    release(c);
+}
+
+/* The outcome of a query's first result: 0, or an error in `err`. */
+static int outcome(struct pctx *c, PGresult *res, const char *why, const char *what,
+                   struct sl_err *err)
+{
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    char msg[256];
+    const char *state;
+
+    sl_err_clear(err);
+    if (res && st == PGRES_COMMAND_OK)
+        return 0;
+    if (!res)
+        return sl_err_set(err, SL_EIO, true, "%s %s at %s: %s", what, c->table, c->where,
+                          why ? why : "no result");
+    sl__sink_first_line(msg, sizeof(msg), PQresultErrorMessage(res));
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    /* data exceptions (22xxx: bad JSON for jsonb) will not go away by
+     * retrying; an undefined table (42P01) will, once it is created again */
+    sl_err_set(err, SL_EIO, !(state && strncmp(state, "22", 2) == 0), "%s %s at %s: %s%s%s",
+               what, c->table, c->where, msg[0] ? msg : PQresStatus(st),
+               state ? " (sqlstate " : "", state ? state : "");
+    if (state)
+        strncat(err->msg, ")", sizeof(err->msg) - strlen(err->msg) - 1);
+    if (state && strcmp(state, "42P01") == 0)
+        c->recreate = true;
+    return err->code;
+}
+
+static void pump(struct pctx *c);
+
+static void on_created(struct sl_pgconn *pg, PGresult *res, const char *why, void *arg)
+{
+    struct pctx *c = arg;
+    struct sl_err err;
+
+    (void)pg;
+    c->busy++;
+    c->creating = false;
+    if (outcome(c, res, why, "cannot create table", &err) != 0) {
+        SL_ERROR(c->s->inst, "%s", err.msg);
+        lost(c, err.msg);
+        release(c);
+        return;
+    }
+    c->recreate = false;
+    if (!c->ready) {
+        c->ready = true;
+        SL_DEBUG(SL_DBG_SINK, c->s->inst, "connected to postgres at %s", c->where);
+        c->why[0] = '\0';
+    }
+    pump(c);
+    release(c);
 }
 
 static void send_create(struct pctx *c)
 {
-    c->state = P_SETUP;
-    c->got_result = false;
-    if (!PQsendQuery(c->conn, c->create_sql) || !flush_out(c))
-        lost(c, "cannot create table");
+    c->creating = true;
+    sl_pgconn_query(&c->pg, c->create_sql, on_created, c);
+}
+
+static void on_inserted(struct sl_pgconn *pg, PGresult *res, const char *why, void *arg)
+{
+    struct pctx *c = arg;
+    struct pwrite *w = c->inflight;
+    struct sl_err err;
+    int rc;
+
+    (void)pg;
+    c->busy++;
+    rc = outcome(c, res, why, "cannot insert into", &err);
+    c->inflight = NULL;
+    if (w) {
+        sl__sink_done(c->s, w->done, w->arg, rc, rc ? &err : NULL);
+        free(w);
+    }
+    if (!c->closed) {
+        if (c->recreate)
+            send_create(c);
+        else
+            pump(c);
+    }
+    release(c);
 }
 
 /* Send the next queued write. Caller holds busy. */
@@ -197,20 +229,18 @@ static void pump(struct pctx *c)
     int lengths[1], formats[1] = { 1 };
     Oid types[1] = { TEXTOID };
 
-    if (c->closed || c->state != P_READY || c->inflight || !c->qhead)
+    if (c->closed || !c->ready || c->creating || c->inflight || !c->qhead)
         return;
     w = c->qhead;
     c->qhead = w->next;
     if (!c->qhead)
         c->qtail = NULL;
     c->inflight = w;
-    c->got_result = false;
     /* text in binary format: the bytes as they are, no terminator needed */
     values[0] = w->json;
     lengths[0] = (int)w->len;
-    if (!PQsendQueryParams(c->conn, c->insert_sql, 1, types, values, lengths, formats, 0) ||
-        !flush_out(c))
-        lost(c, "cannot send insert");
+    sl_pgconn_query_params(&c->pg, c->insert_sql, 1, types, values, lengths, formats,
+                           on_inserted, c);
 }
 
 static char *quote_ident(PGconn *conn, const char *name)
@@ -227,8 +257,8 @@ static char *quote_ident(PGconn *conn, const char *name)
 
 static bool build_sql(struct pctx *c)
 {
-    char *t = quote_ident(c->conn, c->table);
-    char *sch = c->schema ? quote_ident(c->conn, c->schema) : NULL;
+    char *t = quote_ident(c->pg.conn, c->table);
+    char *sch = c->schema ? quote_ident(c->pg.conn, c->schema) : NULL;
     char *full;
 
     if (!t || (c->schema && !sch)) {
@@ -237,6 +267,7 @@ static bool build_sql(struct pctx *c)
         return false;
     }
     full = sch ? sl_asprintf("%s.%s", sch, t) : sl_strdup(t);
+    forget_sql(c);
     c->create_sql = sl_asprintf("CREATE TABLE IF NOT EXISTS %s (id bigserial primary key, "
                                 "created_at timestamptz not null default now(), "
                                 "record jsonb not null)",
@@ -248,174 +279,16 @@ static bool build_sql(struct pctx *c)
     return true;
 }
 
-static void connected(struct pctx *c)
+static void on_up(struct sl_pgconn *pg, void *arg)
 {
-    evtimer_del(c->conn_timer);
-    if (PQsetnonblocking(c->conn, 1) != 0 || !build_sql(c)) {
+    struct pctx *c = arg;
+
+    (void)pg;
+    c->busy++;
+    if (!build_sql(c))
         lost(c, "cannot prepare the connection");
-        return;
-    }
-    send_create(c);
-}
-
-/* A query's last result arrived. Caller holds busy. */
-static void finished(struct pctx *c)
-{
-    struct sl_err res = c->result;
-
-    c->got_result = false;
-    if (c->state == P_SETUP) {
-        if (res.code != 0) {
-            snprintf(c->why, sizeof(c->why), "%s", res.msg);
-            SL_ERROR(c->s->inst, "%s", res.msg);
-            disconnect(c);
-            schedule_retry(c);
-            fail_all(c, SL_ECONN, true, c->why);
-            return;
-        }
-        c->state = P_READY;
-        c->recreate = false;
-        if (c->attempt > 0)
-            SL_INFO(c->s->inst, "connected to postgres at %s after %u retries", c->where,
-                    c->attempt);
-        else
-            SL_DEBUG(SL_DBG_SINK, c->s->inst, "connected to postgres at %s", c->where);
-        c->attempt = 0;
-        c->why[0] = '\0';
-        pump(c);
-        return;
-    }
-    if (c->inflight) {
-        struct pwrite *w = c->inflight;
-
-        c->inflight = NULL;
-        sl__sink_done(c->s, w->done, w->arg, res.code, res.code ? &res : NULL);
-        free(w);
-        if (c->closed)
-            return;
-    }
-    if (c->recreate)
-        send_create(c);
     else
-        pump(c);
-}
-
-static void take_result(struct pctx *c, PGresult *res)
-{
-    ExecStatusType st = PQresultStatus(res);
-    const char *what = c->state == P_SETUP ? "cannot create table" : "cannot insert into";
-    char msg[256];
-    const char *state;
-
-    if (c->got_result)
-        return; /* only the first result of a query counts */
-    c->got_result = true;
-    sl_err_clear(&c->result);
-    if (st == PGRES_COMMAND_OK)
-        return;
-    sl__sink_first_line(msg, sizeof(msg), PQresultErrorMessage(res));
-    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    /* data exceptions (22xxx: bad JSON for jsonb) will not go away by
-     * retrying; an undefined table (42P01) will, once it is created again */
-    sl_err_set(&c->result, SL_EIO, !(state && strncmp(state, "22", 2) == 0),
-               "%s %s at %s: %s%s%s", what, c->table, c->where, msg[0] ? msg : PQresStatus(st),
-               state ? " (sqlstate " : "", state ? state : "");
-    if (state)
-        strncat(c->result.msg, ")", sizeof(c->result.msg) - strlen(c->result.msg) - 1);
-    if (state && strcmp(state, "42P01") == 0)
-        c->recreate = true;
-}
-
-static void on_sock(evutil_socket_t fd, short what, void *arg)
-{
-    struct pctx *c = arg;
-
-    (void)fd;
-    c->busy++;
-    if (c->state == P_CONNECTING) {
-        switch (PQconnectPoll(c->conn)) {
-        case PGRES_POLLING_READING:
-            watch(c, EV_READ);
-            break;
-        case PGRES_POLLING_WRITING:
-            watch(c, EV_WRITE);
-            break;
-        case PGRES_POLLING_OK:
-            connected(c);
-            break;
-        default:
-            lost(c, "cannot connect");
-            break;
-        }
-        release(c);
-        return;
-    }
-    if ((what & EV_WRITE) && !flush_out(c)) {
-        lost(c, "connection lost");
-        release(c);
-        return;
-    }
-    if (what & EV_READ) {
-        if (!PQconsumeInput(c->conn)) {
-            lost(c, "connection lost");
-            release(c);
-            return;
-        }
-        while (!c->closed && c->conn && !PQisBusy(c->conn)) {
-            PGresult *res = PQgetResult(c->conn);
-
-            if (!res) {
-                if (c->got_result)
-                    finished(c);
-                break;
-            }
-            take_result(c, res);
-            PQclear(res);
-        }
-        if (!c->closed && c->conn && PQstatus(c->conn) == CONNECTION_BAD)
-            lost(c, "connection lost");
-    }
-    release(c);
-}
-
-static void on_notice(void *arg, const char *message)
-{
-    struct pctx *c = arg;
-    char msg[256];
-
-    sl__sink_first_line(msg, sizeof(msg), message);
-    SL_DEBUG(SL_DBG_POSTGRES, c->s->inst, "postgres: %s", msg);
-}
-
-static void start_connect(struct pctx *c)
-{
-    c->conn = PQconnectStart(c->s->conf->dsn);
-    if (!c->conn) {
-        snprintf(c->why, sizeof(c->why), "cannot connect: out of memory");
-        schedule_retry(c);
-        return;
-    }
-    if (PQstatus(c->conn) == CONNECTION_BAD) {
-        lost(c, "cannot connect");
-        return;
-    }
-    c->state = P_CONNECTING;
-    PQsetNoticeProcessor(c->conn, on_notice, c);
-    watch(c, EV_WRITE);
-    {
-        struct timeval tv = sl__tv_ms(CONNECT_TIMEOUT_MS);
-        evtimer_add(c->conn_timer, &tv);
-    }
-}
-
-static void on_retry(evutil_socket_t fd, short what, void *arg)
-{
-    struct pctx *c = arg;
-
-    (void)fd;
-    (void)what;
-    c->busy++;
-    start_connect(c);
+        send_create(c);
     release(c);
 }
 
@@ -430,49 +303,8 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     release(c);
 }
 
-static void on_conn_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    struct pctx *c = arg;
-
-    (void)fd;
-    (void)what;
-    if (c->state != P_CONNECTING)
-        return;
-    c->busy++;
-    lost(c, "connect timed out");
-    release(c);
-}
-
 /* ------------------------------------------------------------------ */
 /* ops                                                                 */
-
-static char *describe(const char *dsn)
-{
-    PQconninfoOption *opts = PQconninfoParse(dsn, NULL);
-    const char *host = NULL, *hostaddr = NULL, *port = NULL, *db = NULL, *user = NULL;
-    char *out;
-
-    if (!opts)
-        return sl_strdup("?");
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!o->val || !o->val[0])
-            continue;
-        if (!strcmp(o->keyword, "host"))
-            host = o->val;
-        else if (!strcmp(o->keyword, "hostaddr"))
-            hostaddr = o->val;
-        else if (!strcmp(o->keyword, "port"))
-            port = o->val;
-        else if (!strcmp(o->keyword, "dbname"))
-            db = o->val;
-        else if (!strcmp(o->keyword, "user"))
-            user = o->val;
-    }
-    out = sl_asprintf("%s:%s/%s", host ? host : hostaddr ? hostaddr : "local",
-                      port ? port : "5432", db ? db : user ? user : "postgres");
-    PQconninfoFree(opts);
-    return out;
-}
 
 static int postgres_open(struct sl_sink *s, struct sl_err *err)
 {
@@ -505,11 +337,16 @@ static int postgres_open(struct sl_sink *s, struct sl_err *err)
     c->s = s;
     c->schema = dot ? sl_strndup(table, (size_t)(dot - table)) : NULL;
     c->table = sl_strdup(dot ? dot + 1 : table);
-    c->where = describe(conf->dsn);
-    c->retry = evtimer_new(s->base, on_retry, c);
-    c->conn_timer = evtimer_new(s->base, on_conn_timeout, c);
+    c->base = s->base;
+    c->where = sl_pgconn_where(conf->dsn);
+    sl_pgconn_init(&c->pg, s->base, s->inst, "sink");
+    c->pg.retry_base_ms = RECONNECT_BASE_MS;
+    c->pg.retry_cap_ms = RECONNECT_CAP_MS;
+    c->pg.on_up = on_up;
+    c->pg.on_down = on_down;
+    c->pg.arg = c;
     c->kick = event_new(s->base, -1, 0, on_kick, c);
-    if (!c->retry || !c->conn_timer || !c->kick) {
+    if (!c->kick) {
         pctx_free(c);
         return sl_err_set(err, SL_ENOMEM, false, "cannot open %s: cannot create timers", s->inst);
     }
@@ -517,10 +354,8 @@ static int postgres_open(struct sl_sink *s, struct sl_err *err)
     s->ctx = c;
     SL_INFO(s->inst, "inserting records into %s%s%s at %s", c->schema ? c->schema : "",
             c->schema ? "." : "", c->table, c->where);
-    /* nothing can call back into the caller yet: no writes exist */
-    c->busy++;
-    start_connect(c);
-    c->busy--;
+    /* on_up or on_down follows from the loop */
+    sl_pgconn_connect(&c->pg, conf->dsn, NULL, NULL);
     return 0;
 }
 
@@ -531,7 +366,7 @@ static void postgres_write(struct sl_sink *s, const char *json, size_t len,
     struct pwrite *w;
     struct sl_err err;
 
-    if (c->state == P_DOWN) {
+    if (c->pg.state == SL_PGCONN_DOWN) {
         sl_err_set(&err, SL_ECONN, true, "cannot insert into %s at %s: not connected (%s)",
                    c->table, c->where, c->why);
         sl__sink_fail_soon(s, done, arg, &err);
@@ -553,7 +388,7 @@ static void postgres_write(struct sl_sink *s, const char *json, size_t len,
     else
         c->qhead = w;
     c->qtail = w;
-    if (c->state == P_READY && !c->inflight)
+    if (c->ready && !c->inflight)
         event_active(c->kick, EV_TIMEOUT, 0);
 }
 
@@ -565,8 +400,6 @@ static void postgres_close(struct sl_sink *s)
         return;
     c->busy++;
     c->closed = true;
-    evtimer_del(c->retry);
-    evtimer_del(c->conn_timer);
     {
         struct sl_err err;
 
@@ -588,9 +421,10 @@ static void postgres_close(struct sl_sink *s)
         }
         c->qtail = NULL;
     }
-    disconnect(c);
+    sl_pgconn_close(&c->pg); /* no callback runs: nothing of ours is left in it */
     s->ctx = NULL;
-    release(c);
+    if (--c->busy == 0)
+        pctx_free(c); /* not inside a handler of ours: free now */
 }
 
 const struct sl_sink_ops sl__sink_postgres_ops = {

@@ -8,10 +8,11 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 
+#include "sluice/backoff.h"
+#include "sluice/clock.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 
@@ -54,7 +55,6 @@ struct impl {
     struct deferred *dhead, *dtail;
     struct event    *dev;        /* fires the deferred failures */
     struct reliable *rel;        /* pending reliable writes */
-    uint64_t         rng;        /* xorshift64* state, for jitter */
     long long        warned_ms;  /* last retry warning (monotonic ms) */
     unsigned         quiet;      /* retry warnings held back since */
     int              busy;       /* our own handlers on the stack */
@@ -98,27 +98,6 @@ void sl__sink_fail_soon(struct sl_sink *s, sl_sink_done_fn done, void *arg,
     im->dtail = d;
     if (!im->closing)
         event_active(im->dev, EV_TIMEOUT, 0);
-}
-
-static uint64_t rng_next(struct impl *im)
-{
-    uint64_t x = im->rng;
-
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    im->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
-uint64_t sl__sink_backoff_ms(struct sl_sink *s, unsigned attempt, uint64_t base_ms,
-                             uint64_t cap_ms)
-{
-    uint64_t ceil_ms = cap_ms;
-
-    if (attempt < 32 && (base_ms << attempt) >> attempt == base_ms && (base_ms << attempt) < cap_ms)
-        ceil_ms = base_ms << attempt;
-    return rng_next(impl_of(s)) % (ceil_ms + 1);
 }
 
 int sl__sink_make_parent(const char *path, struct sl_err *err)
@@ -245,13 +224,6 @@ int sl_sink_new(struct event_base *base, struct sl_pool *pool, const struct sl_s
     im->s.base = base;
     im->s.pool = pool;
     snprintf(im->s.inst, sizeof(im->s.inst), "sink:%s", conf->name ? conf->name : "?");
-    if (getrandom(&im->rng, sizeof(im->rng), GRND_NONBLOCK) != (ssize_t)sizeof(im->rng)) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        im->rng = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)im;
-    }
-    im->rng |= 1; /* xorshift must not start at 0 */
     im->dev = event_new(base, -1, 0, on_deferred, im);
     if (!im->dev) {
         free(im);
@@ -314,20 +286,12 @@ static void rel_finish(struct reliable *r, int rc, const struct sl_err *err)
 
 static void rel_attempt(struct reliable *r);
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* One line per failed attempt, but at most one a second per sink: with
  * the store down, every pending record fails at each backoff step. */
 static void warn_retry(struct impl *im, struct reliable *r, uint64_t delay, int rc,
                        const struct sl_err *err)
 {
-    long long now = mono_ms();
+    long long now = (long long)sl_mono_ms();
     const char *why = err && err->msg[0] ? err->msg : sl_strerror(rc);
     int level = !err || err->retriable ? SL_LOG_WARN : SL_LOG_ERROR;
 
@@ -368,7 +332,7 @@ static void on_rel_attempt(void *arg, int rc, const struct sl_err *err)
         rel_finish(r, SL_ESTOPPED, &stop);
         return;
     }
-    delay = sl__sink_backoff_ms(&im->s, r->attempt, RELIABLE_BASE_MS, RELIABLE_CAP_MS);
+    delay = sl_backoff_ms(r->attempt, RELIABLE_BASE_MS, RELIABLE_CAP_MS);
     r->attempt++;
     warn_retry(im, r, delay, rc, err);
     r->waiting = true;

@@ -237,22 +237,6 @@ const struct sl_sink_conf *sl_config_sink(const struct sl_config *c, const char 
 const char *sl_source_type_name(int type);
 const char *sl_sink_type_name(int type);
 
-/* A redis://[[user]:password@]host[:port][/db] URL, as server.async_queue
- * takes it. */
-struct sl_redis_url {
-    char *host;                      /* without brackets */
-    int   port;                      /* 6379 when not given */
-    char *user;                      /* NULL: AUTH <password> */
-    char *pass;                      /* NULL: no AUTH */
-    int   db;                        /* -1: no SELECT */
-};
-
-/* Parse `url` into `u` (caller's storage; release with
- * sl_redis_url_destroy, also after a failure). 0, or -1 with a message in
- * `why` (size n) that shows the URL with its password masked. */
-int  sl_redis_url_parse(const char *url, struct sl_redis_url *u, char *why, size_t n);
-void sl_redis_url_destroy(struct sl_redis_url *u);
-
 /* Write the Markdown reference (docs/CONFIGURATION.md) generated from the
  * key tables. */
 void sl_config_docs(FILE *out);

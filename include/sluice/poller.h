@@ -139,7 +139,4 @@ struct event_base *sl__engine_base(struct sl_engine *e);
  * each record's JSON as it is; malloc'd, length in *len. */
 char *sl_records_event(struct sl_record *const *r, size_t n, size_t *len);
 
-/* Backoff for retries: 200 ms doubling to 60 s, full jitter. */
-int64_t sl_engine_backoff_ms(int attempt);
-
 #endif

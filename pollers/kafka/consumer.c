@@ -50,6 +50,7 @@
 
 #include "sluice/clock.h"
 #include "sluice/filter.h"
+#include "sluice/hash.h"
 #include "sluice/invoke.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -244,16 +245,6 @@ static void report_lost(struct kafka *k, struct kpart *p, int64_t from, int64_t 
 /* ------------------------------------------------------------------ */
 /* Messages                                                            */
 
-static uint32_t key_hash(const void *key, size_t len)
-{
-    const unsigned char *s = key;
-    uint32_t h = 2166136261u;
-
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ s[i]) * 16777619u;
-    return h;
-}
-
 static void log_err(struct kafka *k, bool error, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -347,7 +338,7 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
     p->out_bytes += len;
     if (k->c->parallelization_factor > 1) {
         char lane[sizeof(p->lane) + 16];
-        uint32_t h = m->key ? key_hash(m->key, m->key_len) : 0;
+        uint32_t h = m->key ? sl_fnv1a32(SL_FNV32_INIT, m->key, m->key_len) : 0;
         snprintf(lane, sizeof(lane), "%s#%u", p->lane,
                  (unsigned)(h % (uint32_t)k->c->parallelization_factor));
         sl_source_push(k->s, lane, &kr->r);

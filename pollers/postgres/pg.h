@@ -1,5 +1,4 @@
-/* Internal to the postgres poller: the non-blocking libpq connection
- * helper (conn.c), the poller's state (postgres.c), the session that
+/* Internal to the postgres poller: the poller's state (postgres.c), the session that
  * holds the lock and drives the slot (session.c) and the initial snapshot
  * (snapshot.c). */
 #ifndef SLUICE_PG_INTERNAL_H
@@ -12,67 +11,10 @@
 #include <event2/event.h>
 #include <libpq-fe.h>
 
+#include "sluice/pgconn.h"
 #include "sluice/poller.h"
 
 #include "pgoutput.h"
-
-/* ------------------------------------------------------------------ */
-/* One non-blocking libpq connection on the loop (conn.c)              */
-
-struct pgc;
-
-/* A query's outcome: `res` is its first result (NULL when the connection
- * was lost; then `why` says so). Owned by the helper: do not PQclear. */
-typedef void (*pgc_result_fn)(struct pgc *c, PGresult *res, const char *why, void *arg);
-
-struct pgc_query {
-    char             *sql;
-    pgc_result_fn     cb;
-    void             *arg;
-    struct pgc_query *next;
-};
-
-enum pgc_state { PGC_DOWN = 0, PGC_CONNECTING, PGC_READY, PGC_COPY };
-
-struct pgc {
-    struct event_base *base;
-    const char        *inst;          /* log prefix, borrowed */
-    const char        *what;          /* "management", "replication", "snapshot" */
-    PGconn            *conn;
-    enum pgc_state     state;
-    struct event      *ev;            /* on PQsocket */
-    int                ev_fd;
-    short              ev_what;
-    struct event      *timeout;       /* connect timeout */
-    struct event      *again;         /* more buffered copy data to read */
-    struct pgc_query  *qhead, *qtail, *cur;
-    PGresult          *first;         /* first result of `cur` */
-    bool               read_paused;   /* copy mode: leave data in the socket */
-    bool               want_write;    /* output still queued in libpq */
-    unsigned           gen;           /* bumped at every close: stale callbacks see it */
-    /* callbacks; `arg` is theirs */
-    void (*on_up)(struct pgc *c, void *arg);
-    void (*on_down)(struct pgc *c, const char *why, void *arg);
-    /* copy-both data; return false to stop reading for now (the helper
-     * resumes on pgc_pause_read(c, false)) */
-    bool (*on_copy)(struct pgc *c, const char *buf, size_t len, void *arg);
-    void  *arg;
-};
-
-void pgc_init(struct pgc *c, struct event_base *base, const char *inst, const char *what);
-/* Start connecting: `dsn` expanded, then keyword/value pairs (NULL-ended)
- * override it. on_up or on_down follows, never inside this call. */
-void pgc_connect(struct pgc *c, const char *dsn, const char *const *kw, const char *const *val);
-/* Queue a query; `cb` runs once with its first result. */
-void pgc_query(struct pgc *c, const char *sql, pgc_result_fn cb, void *arg);
-/* Copy-both: queue bytes for the server; false when the connection broke. */
-bool pgc_put_copy(struct pgc *c, const char *buf, size_t len);
-void pgc_pause_read(struct pgc *c, bool paused);
-/* Drop the connection and its queue; no callback runs. */
-void pgc_close(struct pgc *c);
-void pgc_destroy(struct pgc *c);
-/* First line of the connection's last error. */
-const char *pgc_error(struct pgc *c, char *buf, size_t n);
 
 /* ------------------------------------------------------------------ */
 /* The poller                                                          */
@@ -137,10 +79,9 @@ struct pg {
     bool                 lag_pending;   /* a lag query is queued or running */
     int                  server_version;
     int                  rattempt;       /* replication reconnect attempts */
-    int                  mattempt;       /* management reconnect attempts */
 
-    struct pgc           mgmt, repl, snap;
-    struct event        *lock_timer, *mgmt_retry, *repl_retry, *status_timer, *lag_timer,
+    struct sl_pgconn     mgmt, repl, snap;
+    struct event        *lock_timer, *repl_retry, *status_timer, *lag_timer,
                         *heartbeat_timer;
     struct pgo_decoder  *dec;            /* per replication connection */
 
@@ -203,6 +144,8 @@ void pg__snapshot_pump(struct pg *p);
 void pg__snapshot_free(struct pg *p);
 
 /* Helpers shared by the files. */
+/* The advisory-lock key of a slot: pinned by a unit test, never change it. */
+int64_t pg__lock_key(const char *slot);
 char *pg__quote_literal(const char *s);      /* 'it''s' */
 char *pg__quote_ident(const char *s);        /* "a""b" */
 char *pg__quote_qualified(const char *name); /* schema.table -> "schema"."table" */

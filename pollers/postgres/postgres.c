@@ -22,6 +22,7 @@
 
 #include "sluice/clock.h"
 #include "sluice/filter.h"
+#include "sluice/hash.h"
 #include "sluice/jbuf.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -31,6 +32,10 @@
 #include "pg.h"
 
 #define REGION "local"
+/* The start value of the slot's lock key and of the lane hash. A digit
+ * short of FNV's offset basis, and kept so: the lock key must stay the
+ * same across versions, or an old and a new instance would both stream. */
+#define PG_HASH_INIT 1469598103934665603ull
 
 static const char *const view_names[] = {
     "NEW_AND_OLD_IMAGES", "NEW_IMAGE", "OLD_IMAGE", "KEYS_ONLY",
@@ -104,13 +109,12 @@ int pg__lsn_parse(const char *s, uint64_t *out)
     return 0;
 }
 
-static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
+int64_t pg__lock_key(const char *slot)
 {
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
+    static const char prefix[] = "sluice:";
+    uint64_t h = sl_fnv1a64(PG_HASH_INIT, prefix, sizeof(prefix) - 1);
+
+    return (int64_t)sl_fnv1a64(h, slot, strlen(slot));
 }
 
 /* JSON string literal of a C string. */
@@ -374,10 +378,10 @@ static struct sl_record *make_record(struct pg *p, struct pg_txn *t, uint32_t or
     sl_jbuf_put(&b, "}", 1);
 
     if (c->parallelization_factor > 1) {
-        uint64_t h = fnv1a(1469598103934665603ull, sh->schema, strlen(sh->schema));
-        h = fnv1a(h, ".", 1);
-        h = fnv1a(h, sh->table, strlen(sh->table));
-        h = fnv1a(h, keys, klen);
+        uint64_t h = sl_fnv1a64(PG_HASH_INIT, sh->schema, strlen(sh->schema));
+        h = sl_fnv1a64(h, ".", 1);
+        h = sl_fnv1a64(h, sh->table, strlen(sh->table));
+        h = sl_fnv1a64(h, keys, klen);
         snprintf(lane, lanelen, "%u", (unsigned)(h % (uint64_t)c->parallelization_factor));
     } else {
         lane[0] = '\0';
@@ -524,7 +528,7 @@ bool pg__reading(struct pg *p)
 {
     bool on = !p->paused && !p->stopping && !p->throttled;
 
-    pgc_pause_read(&p->repl, !on);
+    sl_pgconn_pause_read(&p->repl, !on);
     return on;
 }
 
@@ -646,29 +650,6 @@ static char *default_name(const char *source)
     return n;
 }
 
-static char *describe(const char *dsn)
-{
-    PQconninfoOption *opts = PQconninfoParse(dsn, NULL);
-    const char *host = NULL, *port = NULL, *db = NULL;
-    char *out;
-
-    if (!opts)
-        return sl_strdup("?");
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!o->val || !o->val[0])
-            continue;
-        if (!strcmp(o->keyword, "host") || (!host && !strcmp(o->keyword, "hostaddr")))
-            host = o->val;
-        else if (!strcmp(o->keyword, "port"))
-            port = o->val;
-        else if (!strcmp(o->keyword, "dbname"))
-            db = o->val;
-    }
-    out = sl_asprintf("%s:%s/%s", host ? host : "local", port ? port : "5432",
-                      db ? db : "postgres");
-    PQconninfoFree(opts);
-    return out;
-}
 
 int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct sl_source **out,
                      struct sl_err *err)
@@ -713,12 +694,8 @@ int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct
         p->readahead = 2000;
     p->slot = c->slot ? sl_strdup(c->slot) : default_name(c->name);
     p->publication = c->publication ? sl_strdup(c->publication) : default_name(c->name);
-    p->where = describe(c->dsn);
-    {
-        char *k = sl_asprintf("sluice:%s", p->slot);
-        p->lock_key = (int64_t)fnv1a(1469598103934665603ull, k, strlen(k));
-        free(k);
-    }
+    p->where = sl_pgconn_where(c->dsn);
+    p->lock_key = pg__lock_key(p->slot);
     if (m) {
         p->m_lag = sl_metrics_family(m, "sluice_pg_slot_lag_bytes", SL_METRIC_GAUGE,
                                      "WAL the slot holds: current WAL position minus the slot's "

@@ -21,8 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
+#include "sluice/backoff.h"
 #include "sluice/clock.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -43,18 +43,11 @@ static void setup_failed(struct pg *p, const char *fmt, ...) __attribute__((form
 static void repl_connect(struct pg *p);
 static void mgmt_connect(struct pg *p);
 
+/* Reconnect delay after `attempt` failures: full jitter up to
+ * min(RETRY_CAP_MS, RETRY_BASE_MS * 2^attempt). */
 static int64_t backoff(int attempt)
 {
-    int64_t cap = RETRY_BASE_MS;
-    uint32_t r = 0;
-
-    for (int i = 0; i < attempt && cap < RETRY_CAP_MS; i++)
-        cap *= 2;
-    if (cap > RETRY_CAP_MS)
-        cap = RETRY_CAP_MS;
-    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
-        r = (uint32_t)random();
-    return cap / 2 + (int64_t)((double)(cap / 2) * (r / 4294967296.0));
+    return (int64_t)sl_backoff_ms((unsigned)attempt, RETRY_BASE_MS, RETRY_CAP_MS);
 }
 
 static void arm(struct event *ev, int64_t ms)
@@ -104,7 +97,7 @@ void pg__send_status(struct pg *p, bool reply)
     int64_t now_us = sl_wall_ms() * 1000 - PG_EPOCH_OFFSET_S * 1000000LL;
     uint64_t written = p->received_lsn > p->flushed ? p->received_lsn : p->flushed;
 
-    if (p->repl.state != PGC_COPY)
+    if (p->repl.state != SL_PGCONN_COPY)
         return;
     msg[0] = 'r';
     put64(msg + 1, written);
@@ -112,7 +105,7 @@ void pg__send_status(struct pg *p, bool reply)
     put64(msg + 17, p->flushed);
     put64(msg + 25, (uint64_t)now_us);
     msg[33] = reply ? 1 : 0;
-    if (!pgc_put_copy(&p->repl, msg, sizeof(msg))) {
+    if (!sl_pgconn_put_copy(&p->repl, msg, sizeof(msg))) {
         pg__repl_restart(p, "cannot send a status update", false);
         return;
     }
@@ -125,7 +118,7 @@ static void on_status_timer(evutil_socket_t fd, short what, void *arg)
     struct pg *p = arg;
 
     (void)fd, (void)what;
-    if (p->repl.state != PGC_COPY)
+    if (p->repl.state != SL_PGCONN_COPY)
         return;
     if (p->flushed != p->sent_flush ||
         sl_wall_ms() - p->last_status_ms >= p->conf->status_interval_ms)
@@ -135,7 +128,7 @@ static void on_status_timer(evutil_socket_t fd, short what, void *arg)
 /* ------------------------------------------------------------------ */
 /* The stream                                                          */
 
-static bool on_copy(struct pgc *c, const char *buf, size_t len, void *arg)
+static bool on_copy(struct sl_pgconn *c, const char *buf, size_t len, void *arg)
 {
     struct pg *p = arg;
 
@@ -206,7 +199,7 @@ static bool on_copy(struct pgc *c, const char *buf, size_t len, void *arg)
     return true;
 }
 
-static void on_started(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_started(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     char msg[300], l[32];
@@ -241,14 +234,14 @@ void pg__start_streaming(struct pg *p)
                       slot, l, pubs, modern ? ", messages 'true'" : "",
                       modern && !p->text_mode ? ", binary 'true'" : "");
     SL_DEBUG(SL_DBG_POSTGRES, p->s->inst, "%s", sql);
-    pgc_query(&p->repl, sql, on_started, p);
+    sl_pgconn_query(&p->repl, sql, on_started, p);
     free(sql);
     free(slot);
     free(pubs);
     free(pub_ident);
 }
 
-static void on_slot_exported(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_slot_exported(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     char msg[300];
@@ -274,7 +267,7 @@ static void on_slot_exported(struct pgc *c, PGresult *res, const char *why, void
     pg__snapshot_begin(p);
 }
 
-static void repl_up(struct pgc *c, void *arg)
+static void repl_up(struct sl_pgconn *c, void *arg)
 {
     struct pg *p = arg;
 
@@ -285,7 +278,7 @@ static void repl_up(struct pgc *c, void *arg)
                                       "(SNAPSHOT 'export')", slot)
                         : sl_asprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput "
                                       "EXPORT_SNAPSHOT", slot);
-        pgc_query(c, sql, on_slot_exported, p);
+        sl_pgconn_query(c, sql, on_slot_exported, p);
         free(sql);
         free(slot);
         return;
@@ -293,7 +286,7 @@ static void repl_up(struct pgc *c, void *arg)
     pg__start_streaming(p);
 }
 
-static void repl_down(struct pgc *c, const char *why, void *arg)
+static void repl_down(struct sl_pgconn *c, const char *why, void *arg)
 {
     (void)c;
     pg__repl_restart(arg, why, false);
@@ -304,17 +297,17 @@ static void on_repl_retry(evutil_socket_t fd, short what, void *arg)
     struct pg *p = arg;
 
     (void)fd, (void)what;
-    if (p->stopping || !p->holder || p->mgmt.state != PGC_READY)
+    if (p->stopping || !p->holder || p->mgmt.state != SL_PGCONN_READY)
         return; /* the lock (management connection) comes first */
     setup(p);
 }
 
 void pg__repl_restart(struct pg *p, const char *why, bool quick)
 {
-    bool was = p->repl.state != PGC_DOWN || p->phase >= PH_SNAPSHOT;
+    bool was = p->repl.state != SL_PGCONN_DOWN || p->phase >= PH_SNAPSHOT;
 
-    pgc_close(&p->repl);
-    pgc_close(&p->snap);
+    sl_pgconn_close(&p->repl);
+    sl_pgconn_close(&p->snap);
     pg__snapshot_free(p);
     pg__stream_lost(p);
     if (p->phase > PH_STANDBY)
@@ -338,7 +331,7 @@ static void repl_connect(struct pg *p)
     p->repl.on_down = repl_down;
     p->repl.on_copy = on_copy;
     p->repl.arg = p;
-    pgc_connect(&p->repl, p->conf->dsn, kw, val);
+    sl_pgconn_connect(&p->repl, p->conf->dsn, kw, val);
 }
 
 /* ------------------------------------------------------------------ */
@@ -352,8 +345,8 @@ static void setup_failed(struct pg *p, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    pgc_close(&p->repl);
-    pgc_close(&p->snap);
+    sl_pgconn_close(&p->repl);
+    sl_pgconn_close(&p->snap);
     pg__snapshot_free(p);
     pg__stream_lost(p);
     p->phase = PH_SETUP;
@@ -367,7 +360,7 @@ static void setup_failed(struct pg *p, const char *fmt, ...)
     p->rattempt++;
 }
 
-static void on_slot_created(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_slot_created(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     char msg[300];
@@ -386,7 +379,7 @@ static void on_slot_created(struct pgc *c, PGresult *res, const char *why, void 
     repl_connect(p);
 }
 
-static void on_state_started(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_state_started(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     char msg[300];
@@ -409,17 +402,17 @@ static void create_slot(struct pg *p)
         sql = sl_asprintf("INSERT INTO sluice_snapshot_state (slot_name, state) VALUES (%s, "
                           "'started') ON CONFLICT (slot_name) DO UPDATE SET state = 'started', "
                           "updated_at = now()", lit);
-        pgc_query(&p->mgmt, sql, on_state_started, p);
+        sl_pgconn_query(&p->mgmt, sql, on_state_started, p);
     } else {
         sql = sl_asprintf("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, "
                           "'pgoutput')", lit);
-        pgc_query(&p->mgmt, sql, on_slot_created, p);
+        sl_pgconn_query(&p->mgmt, sql, on_slot_created, p);
     }
     free(sql);
     free(lit);
 }
 
-static void on_slot_dropped(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_slot_dropped(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     char msg[300];
@@ -434,7 +427,7 @@ static void on_slot_dropped(struct pgc *c, PGresult *res, const char *why, void 
 }
 
 /* Row: plugin, confirmed_flush_lsn, same database, snapshot state. */
-static void on_slot(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_slot(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     char msg[300];
@@ -466,7 +459,7 @@ static void on_slot(struct pgc *c, PGresult *res, const char *why, void *arg)
         char *sql = sl_asprintf("SELECT pg_drop_replication_slot(%s)", lit);
         SL_WARN(p->s->inst, "the initial snapshot of slot %s never completed; dropping the slot "
                 "and taking the snapshot again", p->slot);
-        pgc_query(&p->mgmt, sql, on_slot_dropped, p);
+        sl_pgconn_query(&p->mgmt, sql, on_slot_dropped, p);
         free(sql);
         free(lit);
         return;
@@ -497,12 +490,12 @@ static void check_slot(struct pg *p)
         sql = sl_asprintf("SELECT plugin, confirmed_flush_lsn::text, "
                           "database = current_database(), NULL FROM pg_replication_slots "
                           "WHERE slot_name = %s", lit);
-    pgc_query(&p->mgmt, sql, on_slot, p);
+    sl_pgconn_query(&p->mgmt, sql, on_slot, p);
     free(sql);
     free(lit);
 }
 
-static void on_state_table(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_state_table(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     char msg[300];
@@ -519,7 +512,7 @@ static void on_state_table(struct pgc *c, PGresult *res, const char *why, void *
 static void after_publication(struct pg *p)
 {
     if (p->snapshot_wanted)
-        pgc_query(&p->mgmt,
+        sl_pgconn_query(&p->mgmt,
                   "CREATE TABLE IF NOT EXISTS sluice_snapshot_state (slot_name text PRIMARY KEY, "
                   "state text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
                   on_state_table, p);
@@ -527,7 +520,7 @@ static void after_publication(struct pg *p)
         check_slot(p);
 }
 
-static void on_pub_created(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_pub_created(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     char msg[300];
@@ -542,7 +535,7 @@ static void on_pub_created(struct pgc *c, PGresult *res, const char *why, void *
     after_publication(p);
 }
 
-static void on_pub(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_pub(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     const struct sl_source_conf *conf = p->conf;
@@ -579,7 +572,7 @@ static void on_pub(struct pgc *c, PGresult *res, const char *why, void *arg)
             }
             free(q);
         }
-        pgc_query(&p->mgmt, sql, on_pub_created, p);
+        sl_pgconn_query(&p->mgmt, sql, on_pub_created, p);
         free(sql);
         free(pub);
     }
@@ -591,8 +584,8 @@ static void setup(struct pg *p)
     char *sql = sl_asprintf("SELECT 1 FROM pg_publication WHERE pubname = %s", lit);
 
     p->phase = PH_SETUP;
-    pgc_close(&p->repl);
-    pgc_query(&p->mgmt, sql, on_pub, p);
+    sl_pgconn_close(&p->repl);
+    sl_pgconn_query(&p->mgmt, sql, on_pub, p);
     free(sql);
     free(lit);
 }
@@ -600,7 +593,7 @@ static void setup(struct pg *p)
 /* ------------------------------------------------------------------ */
 /* The lock                                                            */
 
-static void on_lock(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_lock(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     char msg[300];
@@ -617,7 +610,7 @@ static void on_lock(struct pgc *c, PGresult *res, const char *why, void *arg)
                  "(set it in postgresql.conf and restart the server)", p->where,
                  PQgetvalue(res, 0, 1));
         if (strcmp(PQgetvalue(res, 0, 0), "t") == 0)
-            pgc_query(&p->mgmt, "SELECT pg_advisory_unlock_all()", NULL, NULL);
+            sl_pgconn_query(&p->mgmt, "SELECT pg_advisory_unlock_all()", NULL, NULL);
         arm(p->lock_timer, 30000);
         return;
     }
@@ -644,7 +637,7 @@ static void ask_lock(struct pg *p)
                             "current_setting('wal_level'), current_setting('server_version_num')",
                             p->lock_key);
 
-    pgc_query(&p->mgmt, sql, on_lock, p);
+    sl_pgconn_query(&p->mgmt, sql, on_lock, p);
     free(sql);
 }
 
@@ -653,28 +646,19 @@ static void on_lock_timer(evutil_socket_t fd, short what, void *arg)
     struct pg *p = arg;
 
     (void)fd, (void)what;
-    if (!p->stopping && !p->holder && p->mgmt.state == PGC_READY)
+    if (!p->stopping && !p->holder && p->mgmt.state == SL_PGCONN_READY)
         ask_lock(p);
 }
 
-static void mgmt_up(struct pgc *c, void *arg)
+static void mgmt_up(struct sl_pgconn *c, void *arg)
 {
     struct pg *p = arg;
 
     (void)c;
-    if (p->mattempt > 0)
-        SL_INFO(p->s->inst, "connected to %s after %d retries", p->where, p->mattempt);
-    p->mattempt = 0;
     ask_lock(p);
 }
 
-static void on_mgmt_retry(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    mgmt_connect(arg);
-}
-
-static void mgmt_down(struct pgc *c, const char *why, void *arg)
+static void mgmt_down(struct sl_pgconn *c, const char *why, void *arg)
 {
     struct pg *p = arg;
 
@@ -684,18 +668,18 @@ static void mgmt_down(struct pgc *c, const char *why, void *arg)
         SL_WARN(p->s->inst, "lost the connection holding the slot lock (%s); stopping the "
                 "stream", why);
         p->holder = false;
-        pgc_close(&p->repl);
-        pgc_close(&p->snap);
+        sl_pgconn_close(&p->repl);
+        sl_pgconn_close(&p->snap);
         pg__snapshot_free(p);
         pg__stream_lost(p);
-    } else if (p->mattempt == 0) {
+    } else if (p->mgmt.attempt == 0) {
         SL_WARN(p->s->inst, "cannot connect to %s: %s; retrying", p->where, why);
     }
     p->lag_pending = false;
     p->phase = PH_STANDBY;
     if (p->stopping)
         return;
-    arm(p->mgmt_retry, backoff(p->mattempt++));
+    sl_pgconn_retry(&p->mgmt); /* the lock is asked for again once it is back */
 }
 
 static void mgmt_connect(struct pg *p)
@@ -708,13 +692,13 @@ static void mgmt_connect(struct pg *p)
     p->mgmt.on_up = mgmt_up;
     p->mgmt.on_down = mgmt_down;
     p->mgmt.arg = p;
-    pgc_connect(&p->mgmt, p->conf->dsn, kw, val);
+    sl_pgconn_connect(&p->mgmt, p->conf->dsn, kw, val);
 }
 
 /* ------------------------------------------------------------------ */
 /* Lag and heartbeat                                                   */
 
-static void on_lag(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_lag(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     double lag, limit = (double)p->conf->slot_lag_warning_mb * 1024 * 1024;
@@ -748,18 +732,18 @@ static void on_lag_timer(evutil_socket_t fd, short what, void *arg)
 
     (void)fd, (void)what;
     /* queued behind a heartbeat or setup query if need be, never twice */
-    if (p->mgmt.state != PGC_READY || p->lag_pending)
+    if (p->mgmt.state != SL_PGCONN_READY || p->lag_pending)
         return;
     p->lag_pending = true;
     lit = pg__quote_literal(p->slot);
     sql = sl_asprintf("SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, wal_status "
                       "FROM pg_replication_slots WHERE slot_name = %s", lit);
-    pgc_query(&p->mgmt, sql, on_lag, p);
+    sl_pgconn_query(&p->mgmt, sql, on_lag, p);
     free(sql);
     free(lit);
 }
 
-static void on_heartbeat_done(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_heartbeat_done(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     char msg[300];
@@ -775,15 +759,15 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     struct pg *p = arg;
 
     (void)fd, (void)what;
-    if (p->holder && p->phase == PH_STREAMING && p->mgmt.state == PGC_READY && !p->mgmt.cur)
-        pgc_query(&p->mgmt, "SELECT pg_logical_emit_message(false, 'sluice-heartbeat', '')",
+    if (p->holder && p->phase == PH_STREAMING && p->mgmt.state == SL_PGCONN_READY && !p->mgmt.cur)
+        sl_pgconn_query(&p->mgmt, "SELECT pg_logical_emit_message(false, 'sluice-heartbeat', '')",
                   on_heartbeat_done, p);
 }
 
 /* ------------------------------------------------------------------ */
 /* Snapshot state                                                      */
 
-static void on_snapshot_marked(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_snapshot_marked(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     char msg[300];
@@ -805,13 +789,13 @@ void pg__mark_snapshot_complete(struct pg *p)
 {
     char *lit, *sql;
 
-    if (p->mgmt.state != PGC_READY || !p->holder)
+    if (p->mgmt.state != SL_PGCONN_READY || !p->holder)
         return;
     p->snap_marking = true;
     lit = pg__quote_literal(p->slot);
     sql = sl_asprintf("UPDATE sluice_snapshot_state SET state = 'done', updated_at = now() "
                       "WHERE slot_name = %s", lit);
-    pgc_query(&p->mgmt, sql, on_snapshot_marked, p);
+    sl_pgconn_query(&p->mgmt, sql, on_snapshot_marked, p);
     free(sql);
     free(lit);
 }
@@ -833,11 +817,10 @@ int pg__session_start(struct pg *p)
     struct event_base *b = p->base;
     int64_t hb = p->conf->heartbeat_interval_ms;
 
-    pgc_init(&p->mgmt, b, p->s->inst, "management");
-    pgc_init(&p->repl, b, p->s->inst, "replication");
-    pgc_init(&p->snap, b, p->s->inst, "snapshot");
+    sl_pgconn_init(&p->mgmt, b, p->s->inst, "management");
+    sl_pgconn_init(&p->repl, b, p->s->inst, "replication");
+    sl_pgconn_init(&p->snap, b, p->s->inst, "snapshot");
     p->lock_timer = evtimer_new(b, on_lock_timer, p);
-    p->mgmt_retry = evtimer_new(b, on_mgmt_retry, p);
     p->repl_retry = evtimer_new(b, on_repl_retry, p);
     p->status_timer = event_new(b, -1, EV_PERSIST, on_status_timer, p);
     p->lag_timer = event_new(b, -1, EV_PERSIST, on_lag_timer, p);
@@ -855,15 +838,16 @@ int pg__session_start(struct pg *p)
 
 void pg__session_stop(struct pg *p)
 {
-    pgc_pause_read(&p->repl, true);
+    sl_pgconn_pause_read(&p->repl, true);
     evtimer_del(p->lock_timer);
     evtimer_del(p->repl_retry);
-    evtimer_del(p->mgmt_retry);
+    if (p->mgmt.state == SL_PGCONN_DOWN)
+        sl_pgconn_close(&p->mgmt); /* no reconnect after the stop */
     if (p->heartbeat_timer)
         event_del(p->heartbeat_timer);
     if (p->phase == PH_SNAPSHOT || p->phase == PH_SETUP) {
         /* not streaming yet: nothing more to read, nothing to tell the server */
-        pgc_close(&p->snap);
+        sl_pgconn_close(&p->snap);
         pg__snapshot_free(p);
     }
 }
@@ -874,7 +858,7 @@ void pg__session_free(struct pg *p)
 
     if (!p->mgmt.base)
         return;
-    if (p->repl.state == PGC_COPY) {
+    if (p->repl.state == SL_PGCONN_COPY) {
         /* the last word on what is final: the next reader starts after it */
         pg__send_status(p, false);
         if (p->repl.conn)
@@ -887,14 +871,14 @@ void pg__session_free(struct pg *p)
                 p->slot, p->where, p->flushed ? l : "its confirmed position",
                 p->created_slot ? " (sluice created it)" : "", p->slot);
     }
-    pgc_destroy(&p->repl);
-    pgc_destroy(&p->snap);
-    pgc_destroy(&p->mgmt);
+    sl_pgconn_destroy(&p->repl);
+    sl_pgconn_destroy(&p->snap);
+    sl_pgconn_destroy(&p->mgmt);
     pg__snapshot_free(p);
     if (p->dec)
         pgo_free(p->dec);
     p->dec = NULL;
-    struct event *evs[] = { p->lock_timer, p->mgmt_retry, p->repl_retry, p->status_timer,
+    struct event *evs[] = { p->lock_timer, p->repl_retry, p->status_timer,
                             p->lag_timer, p->heartbeat_timer };
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])

@@ -104,18 +104,18 @@ static void bb_str(struct bb *b, const char *s)
 
 /* ------------------------------------------------------------------ */
 
-static void on_fetch(struct pgc *c, PGresult *res, const char *why, void *arg);
+static void on_fetch(struct sl_pgconn *c, PGresult *res, const char *why, void *arg);
 
 void pg__snapshot_pump(struct pg *p)
 {
     if (p->phase != PH_SNAPSHOT || p->snap_fetching || p->paused || p->stopping || p->throttled ||
-        p->snap.state != PGC_READY || p->table_i >= p->ntables)
+        p->snap.state != SL_PGCONN_READY || p->table_i >= p->ntables)
         return;
     p->snap_fetching = true;
-    pgc_query(&p->snap, "FETCH 1000 FROM sluice_snapshot", on_fetch, p);
+    sl_pgconn_query(&p->snap, "FETCH 1000 FROM sluice_snapshot", on_fetch, p);
 }
 
-static void on_fetch(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_fetch(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     const struct pg_table *t = &p->tables[p->table_i];
@@ -160,7 +160,7 @@ static void on_fetch(struct pgc *c, PGresult *res, const char *why, void *arg)
     }
     free(b.p);
     if (rows < FETCH_ROWS) {
-        pgc_query(&p->snap, "CLOSE sluice_snapshot", NULL, NULL);
+        sl_pgconn_query(&p->snap, "CLOSE sluice_snapshot", NULL, NULL);
         p->table_i++;
         next_table(p);
         return;
@@ -170,7 +170,7 @@ static void on_fetch(struct pgc *c, PGresult *res, const char *why, void *arg)
 
 /* Columns of the table in attribute order, as pgoutput lists them:
  * name, type, typmod, part of the replica identity. */
-static void on_columns(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_columns(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     const struct pg_table *t = &p->tables[p->table_i];
@@ -224,19 +224,19 @@ static void on_columns(struct pgc *c, PGresult *res, const char *why, void *arg)
     }
     sql = sl_asprintf("DECLARE sluice_snapshot NO SCROLL CURSOR FOR SELECT %s FROM ONLY %s",
                       list, qt);
-    pgc_query(&p->snap, sql, NULL, NULL);
+    sl_pgconn_query(&p->snap, sql, NULL, NULL);
     free(sql);
     free(list);
     free(qt);
     pg__snapshot_pump(p);
 }
 
-static void on_committed(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_committed(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
 
     (void)c, (void)res, (void)why;
-    pgc_close(&p->snap);
+    sl_pgconn_close(&p->snap);
     if (p->snap_dec)
         pgo_free(p->snap_dec);
     p->snap_dec = NULL;
@@ -249,7 +249,7 @@ static void next_table(struct pg *p)
     char *sql;
 
     if (p->table_i >= p->ntables) {
-        pgc_query(&p->snap, "COMMIT", on_committed, p);
+        sl_pgconn_query(&p->snap, "COMMIT", on_committed, p);
         return;
     }
     t = &p->tables[p->table_i];
@@ -264,11 +264,11 @@ static void next_table(struct pg *p)
         "WHERE a.attrelid = %" PRIu32 " AND a.attnum > 0 AND NOT a.attisdropped "
         "AND a.attgenerated = '' ORDER BY a.attnum",
         t->oid);
-    pgc_query(&p->snap, sql, on_columns, p);
+    sl_pgconn_query(&p->snap, sql, on_columns, p);
     free(sql);
 }
 
-static void on_tables(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_tables(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     int n;
@@ -290,7 +290,7 @@ static void on_tables(struct pgc *c, PGresult *res, const char *why, void *arg)
     next_table(p);
 }
 
-static void on_imported(struct pgc *c, PGresult *res, const char *why, void *arg)
+static void on_imported(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
     char *lit, *sql;
@@ -306,24 +306,24 @@ static void on_imported(struct pgc *c, PGresult *res, const char *why, void *arg
                       "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
                       "WHERE pt.pubname = %s AND c.relname <> 'sluice_snapshot_state' "
                       "ORDER BY 2, 3", lit);
-    pgc_query(&p->snap, sql, on_tables, p);
+    sl_pgconn_query(&p->snap, sql, on_tables, p);
     free(sql);
     free(lit);
 }
 
-static void snap_up(struct pgc *c, void *arg)
+static void snap_up(struct sl_pgconn *c, void *arg)
 {
     struct pg *p = arg;
     char *lit = pg__quote_literal(p->snapshot_name);
     char *sql = sl_asprintf("SET TRANSACTION SNAPSHOT %s", lit);
 
-    pgc_query(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, NULL);
-    pgc_query(c, sql, on_imported, p);
+    sl_pgconn_query(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, NULL);
+    sl_pgconn_query(c, sql, on_imported, p);
     free(sql);
     free(lit);
 }
 
-static void snap_down(struct pgc *c, const char *why, void *arg)
+static void snap_down(struct sl_pgconn *c, const char *why, void *arg)
 {
     struct pg *p = arg;
 
@@ -352,5 +352,5 @@ void pg__snapshot_begin(struct pg *p)
     p->snap.on_down = snap_down;
     p->snap.on_copy = NULL;
     p->snap.arg = p;
-    pgc_connect(&p->snap, p->conf->dsn, kw, val);
+    sl_pgconn_connect(&p->snap, p->conf->dsn, kw, val);
 }

@@ -1,7 +1,6 @@
 /* The Redis queue poller's internals, shared by its files:
  *
  *   redis.c   the source: ops, flow control, lanes, checkpoints, metrics
- *   conn.c    one hiredis async connection on the loop, reconnecting
  *   stream.c  mode stream: consumer group, XREADGROUP, reclaim script
  *   list.c    mode list: reliable fetch into leases, reaper script
  *   record.c  the SQS-shaped record JSON and the filter document
@@ -25,64 +24,25 @@
 
 #include "sluice/config.h"
 #include "sluice/poller.h"
+#include "sluice/redis.h"
 
 #define RQ_MSG_MAX        (6 * 1024 * 1024 - 64 * 1024) /* body bytes a message may have */
 #define RQ_BLOCK_MS       1000    /* a blocking read returns at least this often (stop) */
 #define RQ_CMD_TIMEOUT_MS 10000   /* a command unanswered this long: the connection is dead */
-#define RQ_CONNECT_MS     5000
+#define RQ_CONNECT_MS     5000    /* connect, AUTH, SELECT and setup */
 #define RQ_TICK_MS        100     /* watchdog, reclaim and beat scheduling */
 
 struct rq;
 
 /* ------------------------------------------------------------------ */
-/* conn.c                                                              */
+/* connections (sluice/redis.h)                                        */
 
-enum rq_cstate { RQ_DOWN, RQ_RESOLVING, RQ_CONNECTING, RQ_READY };
-
-/* Called with the reply, or with NULL when the connection was lost (or
- * the source is closing: rq->closing). */
-typedef void (*rq_reply_fn)(struct rq *q, redisReply *r, void *priv);
-
-struct rq_conn {
-    struct rq          *q;
-    const char         *name;         /* "command", "reader": for messages */
-    redisAsyncContext  *ac;
-    enum rq_cstate      state;
-    unsigned            attempt;      /* reconnects since the last success */
-    int                 setup_left;   /* setup replies still due before READY */
-    int                 pending;      /* replies due */
-    int64_t             started;      /* connect began (mono ms) */
-    int64_t             progress;     /* last reply, or first send when idle */
-    int64_t             timeout_ms;   /* pending and no reply this long: drop */
-    struct event       *retry;
-    void               *dns;          /* evdns request in flight */
-    char                why[256];     /* why it is down */
-    /* Send the connection's own setup (after AUTH/SELECT); returns how many
-     * replies it awaits through rq_conn_setup_done. */
-    int               (*setup)(struct rq_conn *c);
-    void              (*up)(struct rq_conn *c);
-    void              (*down)(struct rq_conn *c);
-};
-
-void rq_conn_init(struct rq_conn *c, struct rq *q, const char *name, int64_t timeout_ms);
-void rq_conn_start(struct rq_conn *c);
-/* Stop for good: pending callbacks run with NULL now. */
-void rq_conn_close(struct rq_conn *c);
-/* Drop a connection (a bad reply, a stalled server); it reconnects. */
-void rq_conn_drop(struct rq_conn *c, const char *why);
-void rq_conn_watch(struct rq_conn *c, int64_t now);
-bool rq_conn_ready(const struct rq_conn *c);
-/* Sent (0) or not (-1: the connection cannot take commands now; `fn` is
- * not called). */
-int rq_cmd(struct rq_conn *c, rq_reply_fn fn, void *priv, int argc, const char **argv,
-           const size_t *lens);
-int rq_cmdf(struct rq_conn *c, rq_reply_fn fn, void *priv, const char *fmt, ...);
-/* Setup commands, sent while CONNECTING (pipelined behind AUTH/SELECT). */
-int rq_setup_cmdf(struct rq_conn *c, rq_reply_fn fn, const char *fmt, ...);
-int rq_setup_cmd(struct rq_conn *c, rq_reply_fn fn, void *priv, int argc, const char **argv,
-                 const size_t *lens);
-/* A setup reply arrived (ok or not); the connection is READY after the last. */
-void rq_conn_setup_done(struct rq_conn *c, bool ok, const char *what, const redisReply *r);
+/* A command on `c` once it is READY; nonzero (`fn` not called) before. */
+static inline int rq_cmd(struct sl_redis_conn *c, sl_redis_reply_fn fn, void *priv, int argc,
+                         const char **argv, const size_t *lens)
+{
+    return sl_redis_conn_ready(c) ? sl_redis_conn_cmd(c, fn, priv, argc, argv, lens) : -1;
+}
 
 /* ------------------------------------------------------------------ */
 /* messages                                                            */
@@ -120,7 +80,7 @@ void rq_md5_hex(const void *data, size_t len, char out[33]);
 struct rq_mode {
     const char *name;
     /* command connection setup: scripts, group; returns replies awaited */
-    int  (*setup)(struct rq *q, struct rq_conn *c);
+    int  (*setup)(struct rq *q, struct sl_redis_conn *c);
     /* one fetch on the reader connection; rq_fetched() reports */
     void (*fetch)(struct rq *q, size_t count);
     /* one reclaim pass on the command connection; rq_fetched() reports */
@@ -157,15 +117,13 @@ struct rq {
     const struct sl_source_conf *conf;
     const struct rq_mode *mode;
     struct sl_redis_url u;
-    char                where[300];    /* host:port/db, for messages */
     char                inst[96];
     char                consumer[256];
     char                arn[512];
     char                region[64];
     struct sl_filter   *filter;
     bool                filter_body;   /* some pattern reads "body" */
-    struct rq_conn      cmd, rd;
-    void               *dns_base;      /* evdns, for host names */
+    struct sl_redis_conn *cmd, *rd;
     char                sha[8][41];    /* loaded scripts, in the mode's order */
     int                 sha_next;
     bool                starting_latest; /* a new group starts at $ */
@@ -193,17 +151,16 @@ struct rq {
 /* A fetch or reclaim returned messages (NULL/0 on error: `retry_ms` says
  * when to try again). Called by the modes. */
 void rq_fetched(struct rq *q, bool reclaim, const struct rq_msg *m, size_t n, int64_t retry_ms);
-/* The command connection's setup is complete / lost (for the modes). */
-int64_t rq_mono_ms(void);
 
 /* redis.c, for the modes' scripts. The setup callback of SCRIPT LOAD
  * (priv: the connection): the SHA1 goes to the next q->sha slot, so the
  * scripts must be loaded in the mode's order. */
-void rq_script_loaded(struct rq *q, redisReply *r, void *priv);
+void rq_script_loaded(void *arg, redisReply *r, void *priv);
 /* An error reply of a script on `c` (false: not an error): logged as
  * "<what> on <key> failed"; NOSCRIPT drops the connection so that its
  * setup loads the scripts again. */
-bool rq_script_error(struct rq *q, struct rq_conn *c, const redisReply *r, const char *what);
+bool rq_script_error(struct rq *q, struct sl_redis_conn *c, const redisReply *r,
+                     const char *what);
 /* A stats script's reply {depth, pending, oldest} (NULL: lost): clears
  * q->statting and sets q->g_depth and q->g_pending; false when it is not
  * that shape (the gauges stay), else the mode reads the oldest itself. */

@@ -154,15 +154,15 @@ static void keys(const struct rq *q, struct keys *k)
 
 /* The scripts load on the command connection; the reader waits for them
  * (fetch runs there), which rq_fetched's retry covers. */
-static int list_setup(struct rq *q, struct rq_conn *c)
+static int list_setup(struct rq *q, struct sl_redis_conn *c)
 {
     int n = 0;
 
-    if (c != &q->cmd)
+    if (c != q->cmd)
         return 0;
     q->sha_next = 0;
     for (int i = 0; i < L__COUNT; i++)
-        if (rq_setup_cmdf(c, rq_script_loaded, "SCRIPT LOAD %s", scripts[i]) == 0)
+        if (sl_redis_conn_cmdf(c, rq_script_loaded, c, "SCRIPT LOAD %s", scripts[i]) == 0)
             n++;
     return n;
 }
@@ -201,8 +201,9 @@ static void tuples(struct rq *q, bool reclaim, const redisReply *r)
 
 static void list_fetch_script(struct rq *q, size_t count);
 
-static void on_wait(struct rq *q, redisReply *r, void *priv)
+static void on_wait(void *arg, redisReply *r, void *priv)
 {
+    struct rq *q = arg;
     size_t count = (size_t)(uintptr_t)priv;
 
     if (!r) {
@@ -222,8 +223,9 @@ static void on_wait(struct rq *q, redisReply *r, void *priv)
     list_fetch_script(q, count);
 }
 
-static void on_fetch(struct rq *q, redisReply *r, void *priv)
+static void on_fetch(void *arg, redisReply *r, void *priv)
 {
+    struct rq *q = arg;
     size_t count = (size_t)(uintptr_t)priv;
     struct keys k;
 
@@ -232,7 +234,7 @@ static void on_fetch(struct rq *q, redisReply *r, void *priv)
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY) {
-        if (!rq_script_error(q, &q->cmd, r, "fetch"))
+        if (!rq_script_error(q, q->cmd, r, "fetch"))
             SL_WARN(q->inst, "fetch on %s: unexpected reply (type %d)", q->conf->key, r->type);
         rq_fetched(q, false, NULL, 0, 1000);
         return;
@@ -248,7 +250,7 @@ static void on_fetch(struct rq *q, redisReply *r, void *priv)
         const char *argv[] = { "BLMOVE", q->conf->key, k.proc, "RIGHT", "LEFT", block };
 
         snprintf(block, sizeof(block), "%g", RQ_BLOCK_MS / 1000.0);
-        if (rq_cmd(&q->rd, on_wait, (void *)(uintptr_t)count, 6, argv, NULL) != 0)
+        if (rq_cmd(q->rd, on_wait, (void *)(uintptr_t)count, 6, argv, NULL) != 0)
             rq_fetched(q, false, NULL, 0, 200);
     }
 }
@@ -266,7 +268,7 @@ static void list_fetch_script(struct rq *q, size_t count)
         const char *argv[] = { "EVALSHA", q->sha[L_FETCH], "5", q->conf->key, k.proc, k.leases,
                                k.seq, k.consumers, k.mprefix, q->consumer, now, dl, cnt };
         if (!q->sha[L_FETCH][0] ||
-            rq_cmd(&q->rd, on_fetch, (void *)(uintptr_t)count, 13, argv, NULL) != 0)
+            rq_cmd(q->rd, on_fetch, (void *)(uintptr_t)count, 13, argv, NULL) != 0)
             rq_fetched(q, false, NULL, 0, 200);
     }
 }
@@ -276,11 +278,13 @@ static void list_fetch(struct rq *q, size_t count)
     list_fetch_script(q, count);
 }
 
-static void on_reclaim(struct rq *q, redisReply *r, void *priv)
+static void on_reclaim(void *arg, redisReply *r, void *priv)
 {
+    struct rq *q = arg;
+
     (void)priv;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
-        if (r && !rq_script_error(q, &q->cmd, r, "reclaim"))
+        if (r && !rq_script_error(q, q->cmd, r, "reclaim"))
             SL_WARN(q->inst, "reclaim on %s: unexpected reply (type %d)", q->conf->key, r->type);
         rq_fetched(q, true, NULL, 0, 1000);
         return;
@@ -304,7 +308,7 @@ static void list_reclaim(struct rq *q, size_t count)
         const char *argv[] = { "EVALSHA", q->sha[L_RECLAIM], "3", k.leases, k.consumers,
                                q->conf->key, k.mprefix, q->consumer, now, dl, cnt, dead,
                                k.procprefix };
-        if (rq_cmd(&q->cmd, on_reclaim, NULL, 13, argv, NULL) != 0)
+        if (rq_cmd(q->cmd, on_reclaim, NULL, 13, argv, NULL) != 0)
             rq_fetched(q, true, NULL, 0, 1000);
     }
 }
@@ -333,10 +337,12 @@ static void list_ack(struct rq *q, const char **ids, size_t n, bool cleanup,
     free(argv);
 }
 
-static void on_ignore(struct rq *q, redisReply *r, void *priv)
+static void on_ignore(void *arg, redisReply *r, void *priv)
 {
+    struct rq *q = arg;
+
     if (r)
-        rq_script_error(q, &q->cmd, r, priv);
+        rq_script_error(q, q->cmd, r, priv);
 }
 
 static void send_delays(struct rq *q, const char **ids, const int64_t *delay_ms, int64_t same,
@@ -361,7 +367,7 @@ static void send_delays(struct rq *q, const char **ids, const int64_t *delay_ms,
         argv[argc++] = num[1 + i];
     }
     if (argc > 7)
-        rq_cmd(&q->cmd, on_ignore, (void *)what, (int)argc, argv, NULL);
+        rq_cmd(q->cmd, on_ignore, (void *)what, (int)argc, argv, NULL);
     free(num);
     free(argv);
 }
@@ -390,12 +396,14 @@ static void list_beat(struct rq *q, const char **ids, size_t n)
     argv[5] = q->consumer;
     argv[6] = dl;
     memcpy(argv + 7, ids, n * sizeof(*ids));
-    rq_cmd(&q->cmd, on_ignore, "lease refresh", (int)(7 + n), argv, NULL);
+    rq_cmd(q->cmd, on_ignore, "lease refresh", (int)(7 + n), argv, NULL);
     free(argv);
 }
 
-static void on_stats(struct rq *q, redisReply *r, void *priv)
+static void on_stats(void *arg, redisReply *r, void *priv)
 {
+    struct rq *q = arg;
+
     (void)priv;
     if (!rq_stats_reply(q, r))
         return;
@@ -415,7 +423,7 @@ static void list_stats(struct rq *q)
     {
         const char *argv[] = { "EVALSHA", q->sha[L_STATS], "2", q->conf->key, k.leases,
                                k.mprefix, now };
-        if (rq_cmd(&q->cmd, on_stats, NULL, 7, argv, NULL) == 0)
+        if (rq_cmd(q->cmd, on_stats, NULL, 7, argv, NULL) == 0)
             q->statting = true;
     }
 }

@@ -31,8 +31,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include <event2/dns.h>
-
 #include "sluice/clock.h"
 #include "sluice/filter.h"
 #include "sluice/log.h"
@@ -43,6 +41,8 @@
 #include "internal.h"
 
 #define STATS_EVERY_MS 5000
+#define RECONNECT_BASE_MS 100
+#define RECONNECT_CAP_MS  5000
 #define ACK_CHUNK      1000   /* ids per ack command */
 
 struct held {                  /* sl_record.handle */
@@ -91,7 +91,7 @@ static void on_acked(struct rq *q, bool ok, void *arg)
 
 static void ack_send(struct rq *q, struct rq_ack *a)
 {
-    if (!rq_conn_ready(&q->cmd)) {
+    if (!sl_redis_conn_ready(q->cmd)) {
         TAILQ_INSERT_TAIL(&q->unsent, a, link);
         return;
     }
@@ -298,7 +298,7 @@ static void rq_release(struct sl_source *s, struct sl_record *const *r, size_t n
         first[i] = held_of(r[i])->rec.first_ms;
     }
     q->n_released += n;
-    if (rq_conn_ready(&q->cmd))
+    if (sl_redis_conn_ready(q->cmd))
         q->mode->release(q, ids, delay, first, n);
     free(ids);
     free(delay);
@@ -342,7 +342,7 @@ static void fetch_more(struct rq *q)
 
     if (!q->started || q->stopping || q->closing || q->paused || q->reading || q->read_wait)
         return;
-    if (!rq_conn_ready(&q->rd))
+    if (!sl_redis_conn_ready(q->rd))
         return;
     if (room(q) < want)
         return;
@@ -386,12 +386,10 @@ static void beat(struct rq *q)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct rq *q = arg;
-    int64_t now = rq_mono_ms();
+    int64_t now = (int64_t)sl_mono_ms();
 
     (void)fd, (void)what;
-    rq_conn_watch(&q->cmd, now);
-    rq_conn_watch(&q->rd, now);
-    if (!q->started || q->stopping || q->closing || !rq_conn_ready(&q->cmd))
+    if (!q->started || q->stopping || q->closing || !sl_redis_conn_ready(q->cmd))
         return;
     if (!q->reclaiming && !q->paused && now >= q->next_reclaim && room(q) > 0) {
         size_t n = room(q) < (size_t)q->conf->batch_size ? room(q) : (size_t)q->conf->batch_size;
@@ -412,14 +410,18 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 /* ------------------------------------------------------------------ */
 /* Connections                                                         */
 
-static int cmd_setup(struct rq_conn *c)
+static int cmd_setup(struct sl_redis_conn *c, void *arg)
 {
-    return c->q->mode->setup(c->q, c);
+    struct rq *q = arg;
+
+    return q->mode->setup(q, c);
 }
 
-static void cmd_up(struct rq_conn *c)
+static void cmd_up(struct sl_redis_conn *c, void *arg)
 {
-    struct rq *q = c->q;
+    struct rq *q = arg;
+
+    (void)c;
 
     q->next_reclaim = 0;
     q->next_stats = 0;
@@ -427,35 +429,37 @@ static void cmd_up(struct rq_conn *c)
     fetch_more(q);
 }
 
-static void rd_up(struct rq_conn *c)
+static void rd_up(struct sl_redis_conn *c, void *arg)
 {
-    fetch_more(c->q);
+    (void)c;
+    fetch_more(arg);
 }
 
 /* ------------------------------------------------------------------ */
 /* Scripts (both modes)                                                */
 
-void rq_script_loaded(struct rq *q, redisReply *r, void *priv)
+void rq_script_loaded(void *arg, redisReply *r, void *priv)
 {
-    struct rq_conn *c = priv;
+    struct rq *q = arg;
+    struct sl_redis_conn *c = priv;
 
     if (!r)
         return;
     /* replies arrive in the order the scripts were sent */
     if (r->type == REDIS_REPLY_STRING && q->sha_next < 8)
         snprintf(q->sha[q->sha_next++], sizeof(q->sha[0]), "%.*s", (int)r->len, r->str);
-    rq_conn_setup_done(c, r->type == REDIS_REPLY_STRING, "SCRIPT LOAD", r);
+    sl_redis_conn_setup_done(c, r->type == REDIS_REPLY_STRING, "SCRIPT LOAD", r);
 }
 
-bool rq_script_error(struct rq *q, struct rq_conn *c, const redisReply *r, const char *what)
+bool rq_script_error(struct rq *q, struct sl_redis_conn *c, const redisReply *r, const char *what)
 {
     if (r->type != REDIS_REPLY_ERROR)
         return false;
     SL_WARN(q->inst, "%s on %s failed: %s", what, q->conf->key, r->str ? r->str : "");
     /* scripts load with the command connection's setup: once it is ready,
      * NOSCRIPT means the cache was flushed */
-    if (r->str && strncmp(r->str, "NOSCRIPT", 8) == 0 && c->state == RQ_READY)
-        rq_conn_drop(c, "script cache flushed: loading the scripts again");
+    if (r->str && strncmp(r->str, "NOSCRIPT", 8) == 0 && sl_redis_conn_ready(c))
+        sl_redis_conn_drop(c, "script cache flushed: loading the scripts again");
     return true;
 }
 
@@ -474,14 +478,15 @@ struct ackcb {
     void *arg;
 };
 
-static void on_script_ack(struct rq *q, redisReply *r, void *priv)
+static void on_script_ack(void *arg, redisReply *r, void *priv)
 {
+    struct rq *q = arg;
     struct ackcb cb = *(struct ackcb *)priv;
 
     free(priv);
     /* NOSCRIPT: nothing was deleted, the ack goes again once the scripts
      * are back; any other error reply is final */
-    if (r && rq_script_error(q, &q->cmd, r, "acknowledging")) {
+    if (r && rq_script_error(q, q->cmd, r, "acknowledging")) {
         cb.done(q, !(r->str && strncmp(r->str, "NOSCRIPT", 8) == 0), cb.arg);
         return;
     }
@@ -495,7 +500,7 @@ void rq_script_ack(struct rq *q, int argc, const char **argv,
 
     cb->done = done;
     cb->arg = arg;
-    if (rq_cmd(&q->cmd, on_script_ack, cb, argc, argv, NULL) != 0) {
+    if (rq_cmd(q->cmd, on_script_ack, cb, argc, argv, NULL) != 0) {
         free(cb);
         done(q, false, arg);
     }
@@ -556,8 +561,8 @@ static int rq_start(struct sl_source *s, struct sl_err *err)
 
     (void)err;
     q->started = true;
-    rq_conn_start(&q->cmd);
-    rq_conn_start(&q->rd);
+    sl_redis_conn_start(q->cmd);
+    sl_redis_conn_start(q->rd);
     {
         struct timeval tv = { 0, RQ_TICK_MS * 1000 };
         evtimer_add(q->tick, &tv);
@@ -608,8 +613,9 @@ static void rq_free(struct sl_source *s)
     if (sl_engine_metrics(q->e))
         sl_metrics_off_collect(sl_engine_metrics(q->e), collect, q);
     q->closing = true;
-    rq_conn_close(&q->cmd);
-    rq_conn_close(&q->rd);
+    sl_redis_conn_free(q->cmd); /* what is due sees NULL: the source is closing */
+    sl_redis_conn_free(q->rd);
+    q->cmd = q->rd = NULL;
     while ((a = TAILQ_FIRST(&q->acks))) {
         TAILQ_REMOVE(&q->acks, a, link);
         ack_free(a);
@@ -633,8 +639,6 @@ static void rq_free(struct sl_source *s)
         event_free(q->kick);
     if (q->rd_wait)
         event_free(q->rd_wait);
-    if (q->dns_base)
-        evdns_base_free(q->dns_base, 1);
     sl_filter_free(q->filter);
     sl_redis_url_destroy(&q->u);
     free(q->lane_load);
@@ -681,10 +685,6 @@ int sl_redis_source_new(struct sl_engine *e, const struct sl_source_conf *c,
     q->mode = c->mode == SL_REDIS_LIST ? &rq_list_mode : &rq_stream_mode;
     q->starting_latest = c->starting_position == SL_START_LATEST;
     snprintf(q->inst, sizeof(q->inst), "source:%s", c->name);
-    if (strchr(q->u.host, ':'))
-        snprintf(q->where, sizeof(q->where), "[%s]:%d", q->u.host, q->u.port);
-    else
-        snprintf(q->where, sizeof(q->where), "%s:%d", q->u.host, q->u.port);
     if (c->consumer && c->consumer[0]) {
         snprintf(q->consumer, sizeof(q->consumer), "%s", c->consumer);
     } else {
@@ -723,17 +723,26 @@ int sl_redis_source_new(struct sl_engine *e, const struct sl_source_conf *c,
     q->beat_every = c->visibility_timeout_ms / 3;
     if (q->beat_every < 1000)
         q->beat_every = 1000;
-    q->next_beat = rq_mono_ms() + q->beat_every;
+    q->next_beat = (int64_t)sl_mono_ms() + q->beat_every;
     TAILQ_INIT(&q->acks);
     TAILQ_INIT(&q->unsent);
     q->tick = event_new(q->base, -1, EV_PERSIST, on_tick, q);
     q->kick = event_new(q->base, -1, 0, on_kick, q);
     q->rd_wait = evtimer_new(q->base, on_rd_wait, q);
-    rq_conn_init(&q->cmd, q, "command", RQ_CMD_TIMEOUT_MS);
-    rq_conn_init(&q->rd, q, "reader", RQ_BLOCK_MS + RQ_CMD_TIMEOUT_MS);
-    q->cmd.setup = cmd_setup;
-    q->cmd.up = cmd_up;
-    q->rd.up = rd_up;
+    {
+        struct sl_redis_conn_conf cc = {
+            .base = q->base, .url = &q->u, .inst = q->inst, .name = "command connection",
+            .dbg = SL_DBG_REDIS, .connect_timeout_ms = RQ_CONNECT_MS,
+            .reply_timeout_ms = RQ_CMD_TIMEOUT_MS, .backoff_base_ms = RECONNECT_BASE_MS,
+            .backoff_cap_ms = RECONNECT_CAP_MS, .setup = cmd_setup, .up = cmd_up, .arg = q,
+        };
+        q->cmd = sl_redis_conn_new(&cc);
+        cc.name = "reader connection";
+        cc.reply_timeout_ms = RQ_BLOCK_MS + RQ_CMD_TIMEOUT_MS;
+        cc.setup = NULL;
+        cc.up = rd_up;
+        q->rd = sl_redis_conn_new(&cc);
+    }
     q->s = sl_engine_add_source(e, c, &redis_ops, q);
     metrics_init(q);
     *out = q->s;

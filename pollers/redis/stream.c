@@ -163,9 +163,10 @@ static void side_script(const struct rq *q, int script, const char **argv, char 
 /* ------------------------------------------------------------------ */
 /* setup                                                               */
 
-static void on_group(struct rq *q, redisReply *r, void *priv)
+static void on_group(void *arg, redisReply *r, void *priv)
 {
-    struct rq_conn *c = priv;
+    struct rq *q = arg;
+    struct sl_redis_conn *c = priv;
     bool ok;
 
     if (!r)
@@ -174,28 +175,30 @@ static void on_group(struct rq *q, redisReply *r, void *priv)
     if (ok && r->type != REDIS_REPLY_ERROR)
         SL_INFO(q->inst, "created consumer group %s on stream %s at %s", q->conf->group,
                 q->conf->key, q->starting_latest ? "its end ($)" : "its start (0)");
-    rq_conn_setup_done(c, ok, "XGROUP CREATE", r);
+    sl_redis_conn_setup_done(c, ok, "XGROUP CREATE", r);
 }
 
-static int stream_setup(struct rq *q, struct rq_conn *c)
+static int stream_setup(struct rq *q, struct sl_redis_conn *c)
 {
     int n = 0;
 
-    if (c != &q->cmd)
+    if (c != q->cmd)
         return 0;
     q->sha_next = 0;
     for (int i = 0; i < S__COUNT; i++)
-        if (rq_setup_cmdf(c, rq_script_loaded, "SCRIPT LOAD %s", scripts[i]) == 0)
+        if (sl_redis_conn_cmdf(c, rq_script_loaded, c, "SCRIPT LOAD %s", scripts[i]) == 0)
             n++;
-    if (rq_setup_cmdf(c, on_group, "XGROUP CREATE %s %s %s MKSTREAM", q->conf->key,
+    if (sl_redis_conn_cmdf(c, on_group, c, "XGROUP CREATE %s %s %s MKSTREAM", q->conf->key,
                       q->conf->group, q->starting_latest ? "$" : "0") == 0)
         n++;
     return n;
 }
 
 /* The group went away (Redis lost its data): create it again. */
-static void on_regroup(struct rq *q, redisReply *r, void *priv)
+static void on_regroup(void *arg, redisReply *r, void *priv)
 {
+    struct rq *q = arg;
+
     (void)priv;
     if (r && r->type != REDIS_REPLY_ERROR)
         SL_WARN(q->inst, "consumer group %s on stream %s was missing: created it again",
@@ -273,8 +276,9 @@ static void fetched(struct rq *q, bool reclaim, struct rq_msg *m, char **tmp, si
     free(m);
 }
 
-static void on_read(struct rq *q, redisReply *r, void *priv)
+static void on_read(void *arg, redisReply *r, void *priv)
 {
+    struct rq *q = arg;
     struct rq_msg *m;
     char **tmp;
     const redisReply *entries;
@@ -293,8 +297,8 @@ static void on_read(struct rq *q, redisReply *r, void *priv)
     if (r->type == REDIS_REPLY_ERROR) {
         SL_WARN(q->inst, "XREADGROUP on %s failed: %s", q->conf->key, r->str ? r->str : "");
         if (r->str && strncmp(r->str, "NOGROUP", 7) == 0)
-            rq_cmdf(&q->cmd, on_regroup, NULL, "XGROUP CREATE %s %s 0 MKSTREAM", q->conf->key,
-                    q->conf->group);
+            sl_redis_conn_cmdf(q->cmd, on_regroup, NULL, "XGROUP CREATE %s %s 0 MKSTREAM",
+                               q->conf->key, q->conf->group);
         rq_fetched(q, false, NULL, 0, 1000);
         return;
     }
@@ -326,12 +330,13 @@ static void stream_fetch(struct rq *q, size_t count)
 
     snprintf(cnt, sizeof(cnt), "%zu", count);
     snprintf(block, sizeof(block), "%d", RQ_BLOCK_MS);
-    if (rq_cmd(&q->rd, on_read, NULL, 11, argv, NULL) != 0)
+    if (rq_cmd(q->rd, on_read, NULL, 11, argv, NULL) != 0)
         rq_fetched(q, false, NULL, 0, 200);
 }
 
-static void on_reclaim(struct rq *q, redisReply *r, void *priv)
+static void on_reclaim(void *arg, redisReply *r, void *priv)
 {
+    struct rq *q = arg;
     struct rq_msg *m;
     char **tmp;
     size_t n = 0;
@@ -339,7 +344,7 @@ static void on_reclaim(struct rq *q, redisReply *r, void *priv)
     (void)priv;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_STRING) {
-        if (r && !rq_script_error(q, &q->cmd, r, "reclaim"))
+        if (r && !rq_script_error(q, q->cmd, r, "reclaim"))
             SL_WARN(q->inst, "reclaim on %s failed: unexpected reply", q->conf->key);
         rq_fetched(q, true, NULL, 0, 1000);
         return;
@@ -374,7 +379,7 @@ static void stream_reclaim(struct rq *q, size_t count)
     snprintf(idle, sizeof(idle), "%lld", (long long)q->conf->visibility_timeout_ms);
     snprintf(now, sizeof(now), "%lld", (long long)sl_wall_ms());
     snprintf(cnt, sizeof(cnt), "%zu", count);
-    if (rq_cmd(&q->cmd, on_reclaim, NULL, 12, argv, NULL) != 0)
+    if (rq_cmd(q->cmd, on_reclaim, NULL, 12, argv, NULL) != 0)
         rq_fetched(q, true, NULL, 0, 1000);
 }
 
@@ -396,8 +401,9 @@ static void stream_ack(struct rq *q, const char **ids, size_t n, bool cleanup,
     free(argv);
 }
 
-static void on_ignore(struct rq *q, redisReply *r, void *priv)
+static void on_ignore(void *arg, redisReply *r, void *priv)
 {
+    struct rq *q = arg;
     const char *what = priv;
 
     if (r && r->type == REDIS_REPLY_ERROR)
@@ -425,7 +431,7 @@ static void stream_release(struct rq *q, const char **ids, const int64_t *delay_
         argv[11 + 3 * i] = num[2 + 2 * i];
         argv[12 + 3 * i] = num[3 + 2 * i];
     }
-    if (rq_cmd(&q->cmd, on_ignore, "release", (int)argc, argv, NULL) != 0)
+    if (rq_cmd(q->cmd, on_ignore, "release", (int)argc, argv, NULL) != 0)
         SL_DEBUG(SL_DBG_REDIS, q->inst, "release of %zu message(s) not sent: not connected; "
                  "they come back after the visibility timeout", n);
     free(num);
@@ -443,7 +449,7 @@ static void stream_beat(struct rq *q, const char **ids, size_t n)
     argv[4] = q->conf->group;
     argv[5] = q->consumer;
     memcpy(argv + 6, ids, n * sizeof(*ids));
-    rq_cmd(&q->cmd, on_ignore, "lease refresh", (int)(6 + n), argv, NULL);
+    rq_cmd(q->cmd, on_ignore, "lease refresh", (int)(6 + n), argv, NULL);
     free(argv);
 }
 
@@ -463,12 +469,14 @@ static void stream_handback(struct rq *q, const char **ids, size_t n)
     argv[5 + n] = "IDLE";
     argv[6 + n] = idle;
     argv[7 + n] = "JUSTID";
-    rq_cmd(&q->cmd, on_ignore, "hand back", (int)(8 + n), argv, NULL);
+    rq_cmd(q->cmd, on_ignore, "hand back", (int)(8 + n), argv, NULL);
     free(argv);
 }
 
-static void on_stats(struct rq *q, redisReply *r, void *priv)
+static void on_stats(void *arg, redisReply *r, void *priv)
 {
+    struct rq *q = arg;
+
     (void)priv;
     if (!rq_stats_reply(q, r))
         return;
@@ -484,7 +492,7 @@ static void stream_stats(struct rq *q)
 {
     const char *argv[] = { "EVALSHA", q->sha[S_STATS], "1", q->conf->key, q->conf->group };
 
-    if (rq_cmd(&q->cmd, on_stats, NULL, 5, argv, NULL) == 0)
+    if (rq_cmd(q->cmd, on_stats, NULL, 5, argv, NULL) == 0)
         q->statting = true;
 }
 
