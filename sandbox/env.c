@@ -1,19 +1,20 @@
-/* Execution environments and the per-function pool.
+/* One execution environment: a sandboxed handler process, initialized
+ * once and reused for invocation after invocation.
  *
  * An env moves STARTING -> IDLE <-> BUSY -> gone. Every way an env or an
- * invocation can end funnels into finish() (the invocation's one result)
- * and env_destroy() (the env's processes killed, reaped, released). */
+ * invocation can end funnels into sl__env_finish (the invocation's one
+ * result) and sl__env_destroy (the env's processes killed, reaped,
+ * released). SnapStart's forked envs start in snapstart.c, the pool that
+ * keeps envs is fnpool.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/queue.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,112 +23,23 @@
 #include <event2/bufferevent.h>
 
 #include "internal.h"
-#include "sluice/env.h"
 #include "sluice/frame.h"
 #include "sluice/log.h"
 #include "sluice/clock.h"
 #include "sluice/mem.h"
 
-#define LINE_MAX_LOG   4096    /* a handler's output line is cut past this */
-#define SHUTDOWN_MS    300     /* grace between the shutdown notice and SIGKILL */
-#define EOF_GRACE_MS   200     /* socket closed: wait this long for the exit status */
-
-enum env_state { ENV_STARTING, ENV_IDLE, ENV_BUSY, ENV_STOPPING };
-enum env_kind { ENV_COLD, ENV_TEMPLATE, ENV_FORKED };
-
-#define TAIL_MAX 4096          /* X-Amz-Log-Result: the last 4 KB of the log */
-
-struct pending {
-    char          tail[TAIL_MAX + 1];
-    size_t        tail_len;
-    char          request_id[40];
-    const char   *event;             /* borrowed until cb */
-    size_t        event_len;
-    const char   *client_context;
-    sl_invoke_cb  cb;
-    void         *arg;
-    double        queued_ms;
-};
-
-struct linebuf {
-    char   buf[LINE_MAX_LOG];
-    size_t len;
-};
-
-struct sl_env {
-    struct sl_fnpool   *pool;
-    int                 kind;            /* enum env_kind */
-    int                 state;           /* enum env_state */
-    char                id[24];
-    struct sl_sbx_proc  proc;
-    struct bufferevent *bev;             /* fd 3 */
-    struct event       *ev_out, *ev_err, *ev_exit, *ev_setup, *ev_timer, *ev_first;
-    struct linebuf      out, err;
-    struct pending     *inv;             /* the invocation it runs or starts for */
-    char                setup_error[SL_ERR_MSG_MAX];
-    char                last_request[40];/* for output lines after a result */
-    double              spawned_ms, ready_ms, busy_ms, idle_ms;
-    double              init_ms;         /* to report on the first invocation */
-    bool                provisioned;
-    bool                sock_closed;
-    bool                timing_out;
-    int                 fork_fds[3];     /* forked env before the template took them */
-    LIST_ENTRY(sl_env)  link;
-};
-
-LIST_HEAD(env_list, sl_env);
-
-struct sl_fnpool {
-    struct event_base             *base;
-    struct sl_sandbox             *sb;
-    const struct sl_function_conf *fn;
-    struct sl_fnpool_opts          o;
-    char                           inst[96];   /* "function:<name>" */
-    struct env_list                envs;
-    size_t                         nenvs;      /* excluding the template */
-    size_t                         nidle, nbusy, nprovisioned;
-    struct sl_env                 *template;
-    bool                           template_ready;
-    struct event                  *reaper;
-    unsigned long                  seq;
-    bool                           closing;
-};
-
-static void env_destroy(struct sl_env *env);
-static void env_send_invoke(struct sl_env *env);
 static void drain_output(struct sl_env *env, int fd, struct linebuf *lb);
-static struct sl_env *env_start(struct sl_fnpool *pool, bool provisioned, struct sl_err *err);
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
 
-void sl_uuid(char buf[37])
-{
-    static const char hex[] = "0123456789abcdef";
-    unsigned char r[16];
-    int o = 0;
-
-    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
-        for (int i = 0; i < 16; i++)
-            r[i] = (unsigned char)random();
-    r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
-    r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            buf[o++] = '-';
-        buf[o++] = hex[r[i] >> 4];
-        buf[o++] = hex[r[i] & 15];
-    }
-    buf[o] = '\0';
-}
-
-static void timer_ms(struct event *ev, double ms)
+void sl__env_timer(struct event *ev, double ms)
 {
     struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)fmod(ms, 1000) * 1000 };
     evtimer_add(ev, &tv);
 }
 
-static void set_state(struct sl_env *env, int state)
+void sl__env_set_state(struct sl_env *env, int state)
 {
     struct sl_fnpool *pool = env->pool;
 
@@ -179,9 +91,8 @@ static json_t *stack_json(const msgpack_object *stack)
     return a;
 }
 
-/* Deliver the env's current invocation's one result. */
-static void finish(struct sl_env *env, bool ok, const char *payload, size_t len,
-                   const char *etype, const char *emsg, json_t *stack)
+void sl__env_finish(struct sl_env *env, bool ok, const char *payload, size_t len,
+                    const char *etype, const char *emsg, json_t *stack)
 {
     struct sl_fnpool *pool = env->pool;
     struct pending *inv = env->inv;
@@ -253,11 +164,7 @@ static void finish(struct sl_env *env, bool ok, const char *payload, size_t len,
     free(inv);
 }
 
-/* The env is unusable: fail its invocation with this error and destroy it. */
-static void env_fail(struct sl_env *env, const char *etype, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void env_fail(struct sl_env *env, const char *etype, const char *fmt, ...)
+void sl__env_fail(struct sl_env *env, const char *etype, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -267,8 +174,8 @@ static void env_fail(struct sl_env *env, const char *etype, const char *fmt, ...
     va_end(ap);
     if (!env->inv && env->state != ENV_STOPPING)
         SL_WARN(env->pool->inst, "environment %s lost: %s: %s", env->id, etype, msg);
-    finish(env, false, NULL, 0, etype, msg, NULL);
-    env_destroy(env);
+    sl__env_finish(env, false, NULL, 0, etype, msg, NULL);
+    sl__env_destroy(env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -334,9 +241,9 @@ static void on_setup(evutil_socket_t fd, short what, void *arg)
 
 static void fail_oom(struct sl_env *env)
 {
-    env_fail(env, "Runtime.OutOfMemory", "RequestId: %s Error: Runtime exited with error: "
-             "signal: killed (memory limit of %lld MB reached)",
-             env->inv ? env->inv->request_id : "-", (long long)env->pool->fn->memory_mb);
+    sl__env_fail(env, "Runtime.OutOfMemory", "RequestId: %s Error: Runtime exited with error: "
+                 "signal: killed (memory limit of %lld MB reached)",
+                 env->inv ? env->inv->request_id : "-", (long long)env->pool->fn->memory_mb);
 }
 
 static void on_exit_ev(evutil_socket_t fd, short what, void *arg)
@@ -355,23 +262,23 @@ static void on_exit_ev(evutil_socket_t fd, short what, void *arg)
         on_setup(env->proc.setup, 0, env);
     st = env->proc.status;
     if (env->setup_error[0]) {
-        env_fail(env, "Sandbox.Failure", "%s", env->setup_error);
+        sl__env_fail(env, "Sandbox.Failure", "%s", env->setup_error);
     } else if (sl_sandbox_oom_killed(&env->proc)) {
         fail_oom(env);
     } else if (env->kind == ENV_FORKED) {
-        env_fail(env, "Runtime.ExitError", "RequestId: %s Error: Runtime exited",
-                 env->inv ? env->inv->request_id : "-");
+        sl__env_fail(env, "Runtime.ExitError", "RequestId: %s Error: Runtime exited",
+                     env->inv ? env->inv->request_id : "-");
     } else if (WIFEXITED(st) && WEXITSTATUS(st) > 128 && WEXITSTATUS(st) < 128 + 65) {
-        env_fail(env, "Runtime.ExitError", "RequestId: %s Error: Runtime exited with error: "
-                 "signal: %s", env->inv ? env->inv->request_id : "-",
-                 strsignal(WEXITSTATUS(st) - 128));
+        sl__env_fail(env, "Runtime.ExitError", "RequestId: %s Error: Runtime exited with error: "
+                     "signal: %s", env->inv ? env->inv->request_id : "-",
+                     strsignal(WEXITSTATUS(st) - 128));
     } else if (WIFEXITED(st)) {
-        env_fail(env, "Runtime.ExitError", "RequestId: %s Error: Runtime exited with error: "
-                 "exit status %d", env->inv ? env->inv->request_id : "-", WEXITSTATUS(st));
+        sl__env_fail(env, "Runtime.ExitError", "RequestId: %s Error: Runtime exited with error: "
+                     "exit status %d", env->inv ? env->inv->request_id : "-", WEXITSTATUS(st));
     } else {
-        env_fail(env, "Runtime.ExitError", "RequestId: %s Error: Runtime exited with error: "
-                 "signal: %s", env->inv ? env->inv->request_id : "-",
-                 WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "unknown");
+        sl__env_fail(env, "Runtime.ExitError", "RequestId: %s Error: Runtime exited with error: "
+                     "signal: %s", env->inv ? env->inv->request_id : "-",
+                     WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "unknown");
     }
 }
 
@@ -383,8 +290,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     switch (env->state) {
     case ENV_STARTING:
-        env_fail(env, "Sandbox.Timedout", "init did not finish within %.2f seconds",
-                 pool->fn->init_timeout_ms / 1000.0);
+        sl__env_fail(env, "Sandbox.Timedout", "init did not finish within %.2f seconds",
+                     pool->fn->init_timeout_ms / 1000.0);
         return;
     case ENV_BUSY:
         if (env->sock_closed) {
@@ -392,14 +299,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
             if (sl_sandbox_oom_killed(&env->proc))
                 fail_oom(env);
             else
-                env_fail(env, "Runtime.InvalidResponse", "handler closed its protocol socket");
+                sl__env_fail(env, "Runtime.InvalidResponse", "handler closed its protocol socket");
             return;
         }
-        env_fail(env, "Sandbox.Timedout", "RequestId: %s Error: Task timed out after %.2f seconds",
-                 env->inv ? env->inv->request_id : "-", pool->fn->timeout_ms / 1000.0);
+        sl__env_fail(env, "Sandbox.Timedout",
+                     "RequestId: %s Error: Task timed out after %.2f seconds",
+                     env->inv ? env->inv->request_id : "-", pool->fn->timeout_ms / 1000.0);
         return;
     default:
-        env_destroy(env); /* shutdown grace over */
+        sl__env_destroy(env); /* shutdown grace over */
     }
 }
 
@@ -411,7 +319,7 @@ static void on_ready(struct sl_env *env, const struct sl_msg *m)
     struct sl_fnpool *pool = env->pool;
 
     if (env->state != ENV_STARTING) {
-        env_fail(env, "Runtime.InvalidResponse", "'ready' from an initialized handler");
+        sl__env_fail(env, "Runtime.InvalidResponse", "'ready' from an initialized handler");
         return;
     }
     event_del(env->ev_timer);
@@ -420,25 +328,19 @@ static void on_ready(struct sl_env *env, const struct sl_msg *m)
     SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "environment %s ready in %.2f ms%s", env->id,
              env->init_ms, m->restored ? " (restored)" : "");
     if (env->kind == ENV_TEMPLATE) {
-        char *frame;
-        size_t len;
-        env->state = ENV_IDLE;
-        sl_frame_snapshot(&frame, &len);
-        bufferevent_write(env->bev, frame, len);
-        free(frame);
+        sl__snapstart_template_init(env);
         return;
     }
     if (env->inv) {
-        env_send_invoke(env);
+        sl__env_send_invoke(env);
         return;
     }
     /* nobody waited for this init: the first invocation will be warm */
     env->init_ms = 0;
-    set_state(env, ENV_IDLE);
+    sl__env_set_state(env, ENV_IDLE);
     env->idle_ms = sl_mono_ms();
 }
 
-static void fork_from_template(struct sl_env *env);
 
 static void on_message(struct sl_env *env, struct sl_msg *m)
 {
@@ -455,56 +357,50 @@ static void on_message(struct sl_env *env, struct sl_msg *m)
                  m->error_message.p ? m->error_message.p : "");
         if (env->kind == ENV_TEMPLATE)
             SL_ERROR(pool->inst, "snapstart template failed to initialize: %s: %s", etype, emsg);
-        finish(env, false, NULL, 0, etype, emsg, stack_json(m->stack));
-        env_destroy(env);
+        sl__env_finish(env, false, NULL, 0, etype, emsg, stack_json(m->stack));
+        sl__env_destroy(env);
         return;
     case SL_MSG_RESULT:
         if (env->state != ENV_BUSY || !env->inv ||
             m->request_id.n != strlen(env->inv->request_id) ||
             memcmp(m->request_id.p, env->inv->request_id, m->request_id.n) != 0) {
-            env_fail(env, "Runtime.InvalidResponse", "result for a request that is not running");
+            sl__env_fail(env, "Runtime.InvalidResponse",
+                         "result for a request that is not running");
             return;
         }
         event_del(env->ev_timer);
-        set_state(env, ENV_IDLE);
+        sl__env_set_state(env, ENV_IDLE);
         env->idle_ms = sl_mono_ms();
         if (m->ok && m->payload.n > SL_PAYLOAD_MAX) {
             snprintf(emsg, sizeof(emsg), "Response payload size (%zu bytes) exceeded maximum "
                      "allowed payload size (%d bytes).", m->payload.n, SL_PAYLOAD_MAX);
-            finish(env, false, NULL, 0, "Function.ResponseSizeTooLarge", emsg, NULL);
+            sl__env_finish(env, false, NULL, 0, "Function.ResponseSizeTooLarge", emsg, NULL);
         } else if (m->ok) {
-            finish(env, true, m->payload.p, m->payload.n, NULL, NULL, NULL);
+            sl__env_finish(env, true, m->payload.p, m->payload.n, NULL, NULL, NULL);
         } else {
             snprintf(etype, sizeof(etype), "%.*s", (int)m->error_type.n, m->error_type.p);
             snprintf(emsg, sizeof(emsg), "%.*s", (int)m->error_message.n,
                      m->error_message.p ? m->error_message.p : "");
-            finish(env, false, NULL, 0, etype, emsg, stack_json(m->stack));
+            sl__env_finish(env, false, NULL, 0, etype, emsg, stack_json(m->stack));
         }
         return;
     case SL_MSG_SNAPSHOT_READY:
         if (env->kind != ENV_TEMPLATE) {
-            env_fail(env, "Runtime.InvalidResponse", "unexpected snapshot_ready");
+            sl__env_fail(env, "Runtime.InvalidResponse", "unexpected snapshot_ready");
             return;
         }
-        pool->template_ready = true;
-        SL_INFO(pool->inst, "snapstart template ready in %.2f ms", env->init_ms);
-        {
-            struct sl_env *e;
-            LIST_FOREACH(e, &pool->envs, link)
-                if (e->kind == ENV_FORKED && e->fork_fds[0] >= 0)
-                    fork_from_template(e);
-        }
+        sl__snapstart_template_ready(env);
         return;
     case SL_MSG_FORKED:
         SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "template forked %.*s as pid %lld",
                  (int)m->env_id.n, m->env_id.p, (long long)m->pid);
         return;
     default:
-        env_fail(env, "Runtime.InvalidResponse", "unexpected message");
+        sl__env_fail(env, "Runtime.InvalidResponse", "unexpected message");
     }
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+void sl__env_on_read(struct bufferevent *bev, void *arg)
 {
     struct sl_env *env = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
@@ -517,11 +413,11 @@ static void on_read(struct bufferevent *bev, void *arg)
         if (rc == 0)
             return;
         if (rc == SL_ETOOBIG) {
-            env_fail(env, "Function.ResponseSizeTooLarge", "%s", why);
+            sl__env_fail(env, "Function.ResponseSizeTooLarge", "%s", why);
             return;
         }
         if (rc < 0) {
-            env_fail(env, "Runtime.InvalidResponse", "%s", why);
+            sl__env_fail(env, "Runtime.InvalidResponse", "%s", why);
             return;
         }
         /* on_message may destroy the env: stop reading if it did */
@@ -552,20 +448,20 @@ static void on_bev_event(struct bufferevent *bev, short what, void *arg)
     /* the exit event gives the real reason; if the process stays alive
      * without its socket, the timer calls it a protocol violation */
     if (env->state == ENV_BUSY || env->state == ENV_STARTING)
-        timer_ms(env->ev_timer, EOF_GRACE_MS);
+        sl__env_timer(env->ev_timer, EOF_GRACE_MS);
 }
 
 /* ------------------------------------------------------------------ */
 /* Creating and destroying envs                                        */
 
-static int env_attach(struct sl_env *env)
+int sl__env_attach(struct sl_env *env)
 {
     struct event_base *base = env->pool->base;
 
     env->bev = bufferevent_socket_new(base, env->proc.sock, 0);
     if (!env->bev)
         return -1;
-    bufferevent_setcb(env->bev, on_read, NULL, on_bev_event, env);
+    bufferevent_setcb(env->bev, sl__env_on_read, NULL, on_bev_event, env);
     bufferevent_enable(env->bev, EV_READ | EV_WRITE);
     if (env->proc.out >= 0) {
         env->ev_out = event_new(base, env->proc.out, EV_READ | EV_PERSIST, on_output, env);
@@ -586,7 +482,7 @@ static int env_attach(struct sl_env *env)
     return 0;
 }
 
-static struct sl_env *env_alloc(struct sl_fnpool *pool, int kind, bool provisioned)
+struct sl_env *sl__env_alloc(struct sl_fnpool *pool, int kind, bool provisioned)
 {
     struct sl_env *env = sl_calloc(1, sizeof(*env));
 
@@ -609,15 +505,15 @@ static struct sl_env *env_alloc(struct sl_fnpool *pool, int kind, bool provision
     return env;
 }
 
-static void env_destroy(struct sl_env *env)
+void sl__env_destroy(struct sl_env *env)
 {
     struct sl_fnpool *pool = env->pool;
     bool replace;
 
-    finish(env, false, NULL, 0, "Sandbox.Failure", "environment stopped", NULL);
+    sl__env_finish(env, false, NULL, 0, "Sandbox.Failure", "environment stopped", NULL);
     LIST_REMOVE(env, link);
     if (env->kind != ENV_TEMPLATE) {
-        set_state(env, ENV_STOPPING);
+        sl__env_set_state(env, ENV_STOPPING);
         pool->nenvs--;
         pool->nprovisioned -= env->provisioned;
     } else {
@@ -653,12 +549,12 @@ static void env_destroy(struct sl_env *env)
     /* provisioned concurrency is a floor: put a lost env back */
     if (replace && pool->nprovisioned < (size_t)pool->fn->provisioned_concurrency) {
         struct sl_err err;
-        if (!env_start(pool, true, &err))
+        if (!sl__env_start(pool, true, &err))
             SL_ERROR(pool->inst, "cannot replace a provisioned environment: %s", err.msg);
     }
 }
 
-static void env_send_invoke(struct sl_env *env)
+void sl__env_send_invoke(struct sl_env *env)
 {
     struct sl_fnpool *pool = env->pool;
     const struct sl_function_conf *fn = pool->fn;
@@ -677,13 +573,13 @@ static void env_send_invoke(struct sl_env *env)
     m.client_context = env->inv->client_context;
     m.event = env->inv->event;
     m.event_len = env->inv->event_len;
-    set_state(env, ENV_BUSY);
+    sl__env_set_state(env, ENV_BUSY);
     env->busy_ms = sl_mono_ms();
     rc = sl_frame_invoke(&m, &frame, &len);
     if (rc != 0) {
         /* the event itself is too big: the env is fine */
-        set_state(env, ENV_IDLE);
-        finish(env, false, NULL, 0, "RequestTooLargeException", "event is over 6 MB", NULL);
+        sl__env_set_state(env, ENV_IDLE);
+        sl__env_finish(env, false, NULL, 0, "RequestTooLargeException", "event is over 6 MB", NULL);
         return;
     }
     /* write now rather than on the next loop turn: most frames fit the
@@ -699,356 +595,110 @@ static void env_send_invoke(struct sl_env *env)
             bufferevent_write(env->bev, frame + off, len - off);
     }
     free(frame);
-    timer_ms(env->ev_timer, (double)fn->timeout_ms);
+    sl__env_timer(env->ev_timer, (double)fn->timeout_ms);
 }
 
 /* ------------------------------------------------------------------ */
-/* SnapStart                                                           */
+/* Killed processes still to reap                                      */
 
-/* The first message of a forked env carries its credentials: read it by
- * hand, place the process in its cgroups, then hand over to a bufferevent. */
-static void on_first(evutil_socket_t fd, short what, void *arg)
+/* A killed env's processes that had not exited yet: released once the
+ * init's exit shows on its pidfd, so the loop never waits for them. */
+struct sl__grave {
+    struct sl_fnpool       *pool;
+    struct sl_sbx_proc      proc;
+    struct event           *ev;
+    LIST_ENTRY(sl__grave)   link;
+};
+
+static void grave_free(struct sl__grave *g)
 {
-    struct sl_env *env = arg;
-    struct sl_fnpool *pool = env->pool;
-    char buf[65536], cbuf[CMSG_SPACE(sizeof(struct ucred))];
-    struct iovec iov = { buf, sizeof(buf) };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                         .msg_controllen = sizeof(cbuf) };
-    struct ucred cred = { 0, 0, 0 };
-    struct cmsghdr *cm;
-    struct sl_err err;
-    ssize_t n;
-    int pidfd;
-
-    (void)what;
-    n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n <= 0) {
-        env_fail(env, "Runtime.ExitError", "restored environment exited before it was ready");
-        return;
-    }
-    for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS)
-            memcpy(&cred, CMSG_DATA(cm), sizeof(cred));
-    if (cred.pid <= 0) {
-        env_fail(env, "Runtime.InvalidResponse", "restored environment sent no credentials");
-        return;
-    }
-    event_free(env->ev_first);
-    env->ev_first = NULL;
-    env->proc.pid = cred.pid;
-    pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
-    env->proc.pidfd = pidfd;
-    sl_err_clear(&err);
-    if (pidfd < 0 || sl_sandbox_cgroup_new(pool->sb, pool->fn, &env->proc, &err) != 0 ||
-        sl_sandbox_adopt(pool->sb, &env->proc, cred.pid, &err) != 0) {
-        env_fail(env, "Sandbox.Failure", "cannot isolate the restored environment: %s",
-                 err.msg[0] ? err.msg : strerror(errno));
-        return;
-    }
-    if (env_attach(env) != 0) {
-        env_fail(env, "Sandbox.Failure", "cannot watch the restored environment");
-        return;
-    }
-    {
-        /* a socket bufferevent freezes the end of its input: thaw it to
-         * put back the frame recvmsg already took */
-        struct evbuffer *in = bufferevent_get_input(env->bev);
-        int added;
-
-        evbuffer_unfreeze(in, 0);
-        added = evbuffer_add(in, buf, (size_t)n);
-        evbuffer_freeze(in, 0);
-        if (added != 0) {
-            env_fail(env, "Sandbox.Failure", "cannot buffer the restored environment's frame");
-            return;
-        }
-    }
-    on_read(env->bev, env);
+    sl_sandbox_reap(&g->proc);
+    sl_sandbox_release(g->pool->sb, &g->proc);
+    LIST_REMOVE(g, link);
+    event_free(g->ev);
+    free(g);
 }
 
-static void fork_from_template(struct sl_env *env)
+static void on_grave(evutil_socket_t fd, short what, void *arg)
 {
-    struct sl_fnpool *pool = env->pool;
-    struct sl_env *t = pool->template;
-    char cbuf[CMSG_SPACE(3 * sizeof(int))], *frame;
-    struct iovec iov;
-    struct msghdr mh;
-    struct cmsghdr *cm;
-    size_t len;
-    ssize_t n;
-
-    if (!t || !pool->template_ready)
-        return; /* done when the template is ready */
-    sl_frame_fork(env->id, &frame, &len);
-    iov.iov_base = frame;
-    iov.iov_len = len;
-    memset(&mh, 0, sizeof(mh));
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = cbuf;
-    mh.msg_controllen = sizeof(cbuf);
-    cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(3 * sizeof(int));
-    memcpy(CMSG_DATA(cm), env->fork_fds, 3 * sizeof(int));
-    /* the template's output buffer only ever holds small frames that the
-     * kernel takes whole, so this send does not interleave with them */
-    n = evbuffer_get_length(bufferevent_get_output(t->bev)) == 0
-            ? sendmsg(t->proc.sock, &mh, MSG_NOSIGNAL) : -1;
-    free(frame);
-    for (int i = 0; i < 3; i++) {
-        close(env->fork_fds[i]);
-        env->fork_fds[i] = -1;
-    }
-    if (n != (ssize_t)len) {
-        env_fail(env, "Sandbox.Failure", "cannot ask the snapstart template to fork");
-        return;
-    }
-    env->ev_first = event_new(pool->base, env->proc.sock, EV_READ | EV_PERSIST, on_first, env);
-    event_add(env->ev_first, NULL);
+    (void)fd, (void)what;
+    grave_free(arg);
 }
 
-static struct sl_env *env_start_forked(struct sl_fnpool *pool, bool provisioned,
-                                       struct sl_err *err)
+void sl__env_bury(struct sl_fnpool *pool, struct sl_sbx_proc *p)
 {
-    struct sl_env *env;
-    int sv[2], outp[2], errp[2], one = 1;
+    struct sl__grave *g;
 
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-        sl_err_set(err, SL_ESANDBOX, false, "cannot create a socket pair: %s", strerror(errno));
-        return NULL;
+    sl_sandbox_kill(pool->sb, p);
+    if (sl_sandbox_reap(p) || p->pidfd < 0) {
+        sl_sandbox_release(pool->sb, p);
+        return;
     }
-    if (pipe2(outp, O_CLOEXEC) != 0) {
-        sl_err_set(err, SL_ESANDBOX, false, "cannot create a pipe: %s", strerror(errno));
-        close(sv[0]), close(sv[1]);
-        return NULL;
-    }
-    if (pipe2(errp, O_CLOEXEC) != 0) {
-        sl_err_set(err, SL_ESANDBOX, false, "cannot create a pipe: %s", strerror(errno));
-        close(sv[0]), close(sv[1]), close(outp[0]), close(outp[1]);
-        return NULL;
-    }
-    setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
-    env = env_alloc(pool, ENV_FORKED, provisioned);
-    env->proc.sock = sv[0];
-    env->proc.out = outp[0];
-    env->proc.err = errp[0];
-    fcntl(sv[0], F_SETFL, O_NONBLOCK);
-    fcntl(outp[0], F_SETFL, O_NONBLOCK);
-    fcntl(errp[0], F_SETFL, O_NONBLOCK);
-    env->fork_fds[0] = sv[1];
-    env->fork_fds[1] = outp[1];
-    env->fork_fds[2] = errp[1];
-    timer_ms(env->ev_timer, (double)pool->fn->init_timeout_ms);
-    fork_from_template(env);
-    return env;
+    g = sl_calloc(1, sizeof(*g));
+    g->pool = pool;
+    g->proc = *p;
+    g->ev = event_new(pool->base, g->proc.pidfd, EV_READ, on_grave, g);
+    LIST_INSERT_HEAD(&pool->graves, g, link);
+    event_add(g->ev, NULL);
+    /* `p` no longer owns anything */
+    memset(p, 0, sizeof(*p));
+    p->pid = -1;
+    p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = -1;
+}
+
+void sl__env_graves_free(struct sl_fnpool *pool)
+{
+    /* SIGKILL went out long ago; one still running keeps its zombie */
+    while (!LIST_EMPTY(&pool->graves))
+        grave_free(LIST_FIRST(&pool->graves));
 }
 
 /* ------------------------------------------------------------------ */
+/* Starting                                                            */
 
-static struct sl_env *env_start(struct sl_fnpool *pool, bool provisioned, struct sl_err *err)
+/* An env that could not start: undo sl__env_alloc, bury its processes. */
+static void start_failed(struct sl_env *env, struct sl_err *err)
+{
+    struct sl_fnpool *pool = env->pool;
+
+    if (!err->msg[0])
+        sl_err_set(err, SL_ESANDBOX, false, "cannot watch the environment");
+    if (env->kind == ENV_TEMPLATE)
+        pool->template = NULL;
+    LIST_REMOVE(env, link);
+    if (env->kind != ENV_TEMPLATE) {
+        pool->nenvs--;
+        pool->nprovisioned -= env->provisioned;
+    }
+    if (env->bev)
+        bufferevent_free(env->bev);
+    event_free(env->ev_timer);
+    sl__env_bury(pool, &env->proc);
+    free(env);
+}
+
+/* A cold env, or the function's SnapStart template when it has none yet,
+ * or a fork of the template. NULL with `err` set when it cannot start. */
+struct sl_env *sl__env_start(struct sl_fnpool *pool, bool provisioned, struct sl_err *err)
 {
     struct sl_env *env;
     const char *init_type;
 
     if (pool->fn->snapstart && pool->template)
-        return env_start_forked(pool, provisioned, err);
+        return sl__snapstart_start(pool, provisioned, err);
     init_type = pool->fn->snapstart ? "snap-start"
                 : provisioned ? "provisioned-concurrency" : "on-demand";
-    env = env_alloc(pool, pool->fn->snapstart ? ENV_TEMPLATE : ENV_COLD, provisioned);
+    env = sl__env_alloc(pool, pool->fn->snapstart ? ENV_TEMPLATE : ENV_COLD, provisioned);
     if (sl_sandbox_spawn(pool->sb, pool->fn, init_type, &env->proc, err) != 0 ||
-        env_attach(env) != 0) {
-        if (!err->msg[0])
-            sl_err_set(err, SL_ESANDBOX, false, "cannot watch the environment");
-        env->provisioned = false; /* no replacement loop on a broken host */
-        if (env->kind == ENV_TEMPLATE)
-            pool->template = NULL;
-        LIST_REMOVE(env, link);
-        if (env->kind != ENV_TEMPLATE) {
-            pool->nenvs--;
-            pool->nprovisioned -= provisioned;
-        }
-        sl_sandbox_kill(pool->sb, &env->proc);
-        sl_sandbox_release(pool->sb, &env->proc);
-        event_free(env->ev_timer);
-        if (env->bev)
-            bufferevent_free(env->bev);
-        free(env);
+        sl__env_attach(env) != 0) {
+        start_failed(env, err);
         return NULL;
     }
     if (env->kind == ENV_TEMPLATE)
         pool->template = env;
-    timer_ms(env->ev_timer, (double)pool->fn->init_timeout_ms);
+    sl__env_timer(env->ev_timer, (double)pool->fn->init_timeout_ms);
     SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "environment %s started (pid %d, %s)", env->id,
              (int)env->proc.pid, init_type);
     return env;
 }
 
-/* ------------------------------------------------------------------ */
-/* Pool                                                                */
-
-static void on_reap(evutil_socket_t fd, short what, void *arg)
-{
-    struct sl_fnpool *pool = arg;
-    struct sl_env *env, *next;
-    double now = sl_mono_ms();
-
-    (void)fd, (void)what;
-    for (env = LIST_FIRST(&pool->envs); env; env = next) {
-        next = LIST_NEXT(env, link);
-        if (env->kind == ENV_TEMPLATE || env->state != ENV_IDLE || env->provisioned)
-            continue;
-        if (now - env->idle_ms < (double)pool->o.idle_ms)
-            continue;
-        {
-            char *frame;
-            size_t len;
-            SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "environment %s idle: shutting down", env->id);
-            sl_frame_shutdown("spindown", sl_wall_ms() + SHUTDOWN_MS, &frame, &len);
-            bufferevent_write(env->bev, frame, len);
-            free(frame);
-            set_state(env, ENV_STOPPING);
-            timer_ms(env->ev_timer, SHUTDOWN_MS);
-        }
-    }
-}
-
-int sl_fnpool_new(struct event_base *base, struct sl_sandbox *sb,
-                  const struct sl_function_conf *fn, const struct sl_fnpool_opts *o,
-                  struct sl_fnpool **out, struct sl_err *err)
-{
-    struct sl_fnpool *pool = sl_calloc(1, sizeof(*pool));
-    struct timeval tv = { 1, 0 };
-
-    pool->base = base;
-    pool->sb = sb;
-    pool->fn = fn;
-    pool->o = *o;
-    LIST_INIT(&pool->envs);
-    snprintf(pool->inst, sizeof(pool->inst), "function:%s", fn->name);
-    pool->reaper = event_new(base, -1, EV_PERSIST, on_reap, pool);
-    event_add(pool->reaper, &tv);
-
-    if (fn->snapstart && !env_start(pool, false, err))
-        goto fail;
-    for (int64_t i = 0; i < fn->provisioned_concurrency; i++)
-        if (!env_start(pool, true, err))
-            goto fail;
-    *out = pool;
-    return 0;
-
-fail:
-    sl_fnpool_free(pool);
-    return err->code ? err->code : SL_ESANDBOX;
-}
-
-struct late_failure {
-    struct pending *inv;
-    char            msg[SL_ERR_MSG_MAX];
-};
-
-static void on_late_failure(evutil_socket_t fd, short what, void *arg)
-{
-    struct late_failure *lf = arg;
-    struct sl_invoke_result r;
-
-    (void)fd, (void)what;
-    memset(&r, 0, sizeof(r));
-    r.request_id = lf->inv->request_id;
-    r.error_type = "Sandbox.Failure";
-    r.error_message = lf->msg;
-    lf->inv->cb(&r, lf->inv->arg);
-    free(lf->inv);
-    free(lf);
-}
-
-int sl_fnpool_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl_invoke_cb cb,
-                     void *arg)
-{
-    const struct sl_function_conf *fn = pool->fn;
-    int64_t cap = fn->reserved_concurrency >= 0 ? fn->reserved_concurrency : pool->o.max_envs;
-    struct sl_env *env, *pick = NULL;
-    struct pending *inv;
-    struct sl_err err;
-
-    /* warm first: an idle env, preferring the most recently used */
-    LIST_FOREACH(env, &pool->envs, link)
-        if (env->kind != ENV_TEMPLATE && env->state == ENV_IDLE && !env->inv &&
-            (!pick || env->idle_ms > pick->idle_ms))
-            pick = env;
-    /* then one that is starting with nobody waiting for it */
-    if (!pick)
-        LIST_FOREACH(env, &pool->envs, link)
-            if (env->kind != ENV_TEMPLATE && env->state == ENV_STARTING && !env->inv)
-                pick = env;
-    if (!pick && (int64_t)pool->nenvs >= cap)
-        return SL_EAGAIN;
-
-    inv = sl_calloc(1, sizeof(*inv));
-    if (req->request_id)
-        snprintf(inv->request_id, sizeof(inv->request_id), "%s", req->request_id);
-    else
-        sl_uuid(inv->request_id);
-    inv->event = req->event;
-    inv->event_len = req->event_len;
-    inv->client_context = req->client_context;
-    inv->cb = cb;
-    inv->arg = arg;
-    inv->queued_ms = sl_mono_ms();
-
-    if (!pick) {
-        sl_err_clear(&err);
-        pick = env_start(pool, false, &err);
-        if (!pick) {
-            /* the one result, as a failure, from the loop: never before
-             * this call returns */
-            struct late_failure *lf = sl_calloc(1, sizeof(*lf));
-            struct timeval now = { 0, 0 };
-            SL_ERROR(pool->inst, "cannot start an environment: %s", err.msg);
-            lf->inv = inv;
-            snprintf(lf->msg, sizeof(lf->msg), "%s", err.msg);
-            if (event_base_once(pool->base, -1, EV_TIMEOUT, on_late_failure, lf, &now) != 0)
-                on_late_failure(-1, 0, lf);
-            return 0;
-        }
-    }
-    pick->inv = inv;
-    if (pick->state == ENV_IDLE)
-        env_send_invoke(pick);
-    else
-        pick->init_ms = 0; /* set at ready; marks this invocation cold */
-    return 0;
-}
-
-size_t sl_fnpool_envs(const struct sl_fnpool *pool) { return pool->nenvs; }
-size_t sl_fnpool_idle(const struct sl_fnpool *pool) { return pool->nidle; }
-size_t sl_fnpool_busy(const struct sl_fnpool *pool) { return pool->nbusy; }
-
-void sl_fnpool_free(struct sl_fnpool *pool)
-{
-    struct sl_env *env;
-
-    if (!pool)
-        return;
-    pool->closing = true;
-    /* forked envs first: they live inside the template's namespace */
-    while ((env = LIST_FIRST(&pool->envs))) {
-        struct sl_env *e, *victim = env;
-        LIST_FOREACH(e, &pool->envs, link)
-            if (e->kind != ENV_TEMPLATE) {
-                victim = e;
-                break;
-            }
-        if (victim->inv) {
-            finish(victim, false, NULL, 0, "Sandbox.Failure", "sluice is shutting down", NULL);
-        }
-        env_destroy(victim);
-    }
-    if (pool->reaper)
-        event_free(pool->reaper);
-    free(pool);
-}

@@ -6,15 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sluice/env.h"
+#include "internal.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
-
-struct sl_functions {
-    struct sl_sandbox  *sb;
-    struct sl_fnpool  **pools;      /* parallel to conf->functions */
-    const struct sl_config *conf;
-};
 
 char *sl_runtime_dir(void)
 {

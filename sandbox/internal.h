@@ -1,10 +1,17 @@
-/* Internal to sandbox/: the host preparation shared by spawn and cgroups. */
+/* Internal to sandbox/: the host preparation shared by spawn and cgroups,
+ * and the environments shared by one env's lifecycle (env.c), SnapStart
+ * (snapstart.c), the pool (fnpool.c) and the fake pools (fake.c). */
 #ifndef SLUICE_SANDBOX_INTERNAL_H
 #define SLUICE_SANDBOX_INTERNAL_H
 
 #include <linux/filter.h>
 #include <stdbool.h>
+#include <sys/queue.h>
 
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "sluice/env.h"
 #include "sluice/sandbox.h"
 
 enum { CG_NONE = 0, CG_V1, CG_V2 };
@@ -42,5 +49,116 @@ void sl__cgroup_kill(struct sl_sbx_proc *p);
 void sl__cgroup_remove(struct sl_sbx_proc *p);
 int  sl__seccomp_build(struct sock_fprog *prog, struct sl_err *err);
 void sl__sandbox_setup_error(int fd, struct sl_err *err);
+
+/* ------------------------------------------------------------------ */
+/* Environments and function pools                                     */
+
+#define LINE_MAX_LOG   4096    /* a handler's output line is cut past this */
+#define SHUTDOWN_MS    300     /* grace between the shutdown notice and SIGKILL */
+#define EOF_GRACE_MS   200     /* socket closed: wait this long for the exit status */
+
+struct sl__fake;
+struct sl__grave;
+
+enum env_state { ENV_STARTING, ENV_IDLE, ENV_BUSY, ENV_STOPPING };
+enum env_kind { ENV_COLD, ENV_TEMPLATE, ENV_FORKED };
+
+#define TAIL_MAX 4096          /* X-Amz-Log-Result: the last 4 KB of the log */
+
+struct pending {
+    char          tail[TAIL_MAX + 1];
+    size_t        tail_len;
+    char          request_id[40];
+    const char   *event;             /* borrowed until cb */
+    size_t        event_len;
+    const char   *client_context;
+    sl_invoke_cb  cb;
+    void         *arg;
+    double        queued_ms;
+};
+
+struct linebuf {
+    char   buf[LINE_MAX_LOG];
+    size_t len;
+};
+
+struct sl_env {
+    struct sl_fnpool   *pool;
+    int                 kind;            /* enum env_kind */
+    int                 state;           /* enum env_state */
+    char                id[24];
+    struct sl_sbx_proc  proc;
+    struct bufferevent *bev;             /* fd 3 */
+    struct event       *ev_out, *ev_err, *ev_exit, *ev_setup, *ev_timer, *ev_first;
+    struct linebuf      out, err;
+    struct pending     *inv;             /* the invocation it runs or starts for */
+    char                setup_error[SL_ERR_MSG_MAX];
+    char                last_request[40];/* for output lines after a result */
+    double              spawned_ms, ready_ms, busy_ms, idle_ms;
+    double              init_ms;         /* to report on the first invocation */
+    bool                provisioned;
+    bool                sock_closed;
+    bool                timing_out;
+    int                 fork_fds[3];     /* forked env before the template took them */
+    LIST_ENTRY(sl_env)  link;
+};
+
+LIST_HEAD(env_list, sl_env);
+
+struct sl_fnpool {
+    struct event_base             *base;
+    struct sl_sandbox             *sb;
+    const struct sl_function_conf *fn;
+    struct sl_fnpool_opts          o;
+    char                           inst[96];   /* "function:<name>" */
+    struct env_list                envs;
+    size_t                         nenvs;      /* excluding the template */
+    size_t                         nidle, nbusy, nprovisioned;
+    struct sl_env                 *template;
+    bool                           template_ready;
+    struct event                  *reaper;
+    unsigned long                  seq;
+    bool                           closing;
+    struct sl__fake               *fake;       /* a fake pool (fake.c): no envs */
+    LIST_HEAD(, sl__grave)         graves;     /* killed processes not yet exited */
+};
+
+struct sl_functions {
+    struct sl_sandbox       *sb;        /* NULL for fake pools */
+    struct sl_fnpool       **pools;     /* parallel to conf->functions */
+    const struct sl_config  *conf;
+};
+
+/* env.c: one environment's lifecycle */
+struct sl_env *sl__env_start(struct sl_fnpool *pool, bool provisioned, struct sl_err *err);
+struct sl_env *sl__env_alloc(struct sl_fnpool *pool, int kind, bool provisioned);
+int  sl__env_attach(struct sl_env *env);
+void sl__env_destroy(struct sl_env *env);
+void sl__env_send_invoke(struct sl_env *env);
+void sl__env_set_state(struct sl_env *env, int state);
+void sl__env_timer(struct event *ev, double ms);
+void sl__env_on_read(struct bufferevent *bev, void *arg);
+/* Kill `p`'s processes and release them, now or (not exited yet) once its
+ * pidfd says the init exited; `p` is left empty. */
+void sl__env_bury(struct sl_fnpool *pool, struct sl_sbx_proc *p);
+/* At pool free: release what is still buried without waiting. */
+void sl__env_graves_free(struct sl_fnpool *pool);
+/* The env's current invocation's one result (no-op without one); steals `stack`. */
+void sl__env_finish(struct sl_env *env, bool ok, const char *payload, size_t len,
+                    const char *etype, const char *emsg, json_t *stack);
+/* The env is unusable: fail its invocation with this error and destroy it. */
+void sl__env_fail(struct sl_env *env, const char *etype, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* snapstart.c: envs forked from a function's template */
+struct sl_env *sl__snapstart_start(struct sl_fnpool *pool, bool provisioned, struct sl_err *err);
+void sl__snapstart_fork(struct sl_env *env);
+void sl__snapstart_template_init(struct sl_env *env);
+void sl__snapstart_template_ready(struct sl_env *env);
+
+/* fake.c: a fake pool answers sl_fnpool_invoke and is stopped by sl_fnpool_free */
+int  sl__fake_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl_invoke_cb cb,
+                     void *arg);
+void sl__fake_stop(struct sl_fnpool *pool);
 
 #endif

@@ -62,11 +62,12 @@ struct child {
     char        tmp_data[64];
     char        opt_data[2048];
     char        dev[6][PATH_LEN];   /* device nodes under <root>/dev */
+    char        ent_src[8][24];     /* bind sources of the host's system directories */
     char        exe[PATH_LEN];      /* as seen inside */
     char        cwd[PATH_LEN];
     char      **argv;
     char      **envp;
-    struct sock_fprog *filter;
+    const struct sock_fprog *filter;
     rlim_t      fsize;
 };
 
@@ -323,6 +324,102 @@ static struct mnt *add(struct child *c, const char *step, const char *rel)
     return m;
 }
 
+static struct mnt *add_ro(struct child *c, const char *step, const char *rel, const char *source)
+{
+    struct mnt *m = add(c, step, rel);
+
+    m->source = source;
+    m->readonly = 1;
+    return m;
+}
+
+static struct mnt *add_fs(struct child *c, const char *step, const char *rel, const char *fstype,
+                          unsigned long flags, const char *data)
+{
+    struct mnt *m = add(c, step, rel);
+
+    m->source = fstype;
+    m->fstype = fstype;
+    m->flags = flags;
+    m->data = data;
+    return m;
+}
+
+/* Step 1: what the child is, where its handler is, and what it may use. */
+static void plan_child(struct child *c, const struct sl_sandbox *sb,
+                       const struct sl_function_conf *fn, const char *code_dir, const char *base)
+{
+    c->relaxed = fn->sandbox == SL_SANDBOX_RELAXED;
+    c->userns = sb->userns;
+    c->netns = fn->network == SL_NETWORK_NONE ? sb->netns : -1;
+    c->root = sb->root;
+    c->filter = &sb->filter;
+    c->fsize = (rlim_t)fn->ephemeral_storage_mb * 1024 * 1024;
+    if (c->relaxed) {
+        snprintf(c->exe, sizeof(c->exe), "%s", fn->handler);
+        snprintf(c->cwd, sizeof(c->cwd), "%s", code_dir);
+    } else {
+        snprintf(c->exe, sizeof(c->exe), "/var/task/%s", base);
+        snprintf(c->cwd, sizeof(c->cwd), "/var/task");
+        snprintf(c->old_root, sizeof(c->old_root), "%s/.old", sb->root);
+    }
+}
+
+/* /opt: nothing, the one layer, or an overlay of them all. */
+static void plan_layers(struct child *c, const struct sl_function_conf *fn)
+{
+    size_t len = 0;
+
+    if (fn->layers.n == 0) {
+        add(c, "create /opt", "opt");
+        return;
+    }
+    if (fn->layers.n == 1) {
+        add_ro(c, "bind layer at /opt", "opt", fn->layers.v[0]);
+        return;
+    }
+    /* later layers win, as in Lambda: overlay lists the top first */
+    len += (size_t)snprintf(c->opt_data, sizeof(c->opt_data), "lowerdir=");
+    for (size_t i = fn->layers.n; i-- > 0 && len < sizeof(c->opt_data);)
+        len += (size_t)snprintf(c->opt_data + len, sizeof(c->opt_data) - len, "%s%s",
+                                fn->layers.v[i], i ? ":" : "");
+    add_fs(c, "overlay layers at /opt", "opt", "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV,
+           c->opt_data);
+}
+
+/* Step 2 (strict sandboxes): the mounts and device nodes of the new root. */
+static void plan_root(struct child *c, const struct sl_sandbox *sb,
+                      const struct sl_function_conf *fn, const char *code_dir)
+{
+    static const char *const devs[6] = { "null", "zero", "full", "random", "urandom", "tty" };
+
+    for (int i = 0; i < sb->nents; i++) {
+        if (sb->ents[i].link[0]) {
+            add(c, "bind system directory", sb->ents[i].name)->symlink = sb->ents[i].link;
+        } else {
+            snprintf(c->ent_src[i], sizeof(c->ent_src[i]), "/%s", sb->ents[i].name);
+            add_ro(c, "bind system directory", sb->ents[i].name, c->ent_src[i]);
+        }
+    }
+    add_ro(c, "bind /etc", "etc", sb->etc);
+    add(c, "create /var", "var");
+    add_ro(c, "bind code at /var/task", "var/task", code_dir);
+    if (sb->runtime_dir)
+        add_ro(c, "bind /var/runtime", "var/runtime", sb->runtime_dir);
+    plan_layers(c, fn);
+    snprintf(c->tmp_data, sizeof(c->tmp_data), "size=%lldm,mode=1777",
+             (long long)fn->ephemeral_storage_mb);
+    add_fs(c, "mount /tmp", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, c->tmp_data);
+    add_fs(c, "mount /proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    add_fs(c, "mount /dev", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755");
+    add(c, "link /dev/fd", "dev/fd")->symlink = "/proc/self/fd";
+    add(c, "link /dev/stdin", "dev/stdin")->symlink = "/proc/self/fd/0";
+    add(c, "link /dev/stdout", "dev/stdout")->symlink = "/proc/self/fd/1";
+    add(c, "link /dev/stderr", "dev/stderr")->symlink = "/proc/self/fd/2";
+    for (int i = 0; i < 6; i++)
+        snprintf(c->dev[i], sizeof(c->dev[i]), "%s/dev/%s", sb->root, devs[i]);
+}
+
 static char **build_env(const struct sl_sandbox *sb, const struct sl_function_conf *fn,
                         const char *init_type, const char *task_root, const char *base,
                         int relaxed)
@@ -383,228 +480,230 @@ static void read_setup_error(int fd, struct sl_err *err)
     }
 }
 
-int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
-                     const char *init_type, struct sl_sbx_proc *p, struct sl_err *err)
+/* The parent's side of one spawn: everything it must free or close. */
+struct spawn {
+    struct child *c;
+    char         *code_dir;      /* the handler's directory (owned) */
+    const char   *base;          /* the handler's file name, in fn->handler */
+    int           sv[2], outp[2], errp[2], syncp[2], setupp[2];
+};
+
+static void spawn_close(int *fd)
 {
-    struct child *c = sl_calloc(1, sizeof(*c));
-    int sv[2] = { -1, -1 }, outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
-    int syncp[2] = { -1, -1 }, setupp[2] = { -1, -1 }, pidfd = -1, rc;
-    char *code_dir = sl_strdup(fn->handler), *slash = strrchr(code_dir, '/');
-    const char *base = slash ? slash + 1 : fn->handler;
-    pid_t pid;
-    unsigned long flags;
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
 
-    memset(p, 0, sizeof(*p));
-    p->pid = -1;
-    p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = -1;
-    if (slash)
-        *slash = '\0';
-    c->relaxed = fn->sandbox == SL_SANDBOX_RELAXED;
-    c->userns = sb->userns;
-    c->netns = fn->network == SL_NETWORK_NONE ? sb->netns : -1;
-    c->root = sb->root;
-    c->filter = &sb->filter;
-    c->fsize = (rlim_t)fn->ephemeral_storage_mb * 1024 * 1024;
-    p->relaxed = c->relaxed;
-
-    if (c->relaxed) {
-        snprintf(c->exe, sizeof(c->exe), "%s", fn->handler);
-        snprintf(c->cwd, sizeof(c->cwd), "%s", code_dir);
-    } else {
-        if (c->netns < 0 && fn->network == SL_NETWORK_NONE) {
-            rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: no shared network namespace");
-            goto fail;
-        }
-        snprintf(c->exe, sizeof(c->exe), "/var/task/%s", base);
-        snprintf(c->cwd, sizeof(c->cwd), "/var/task");
-        snprintf(c->old_root, sizeof(c->old_root), "%s/.old", sb->root);
-        for (int i = 0; i < sb->nents; i++) {
-            struct mnt *m = add(c, "bind system directory", sb->ents[i].name);
-            if (sb->ents[i].link[0]) {
-                m->symlink = sb->ents[i].link;
-            } else {
-                static char srcs[8][24];
-                snprintf(srcs[i], sizeof(srcs[i]), "/%s", sb->ents[i].name);
-                m->source = srcs[i];
-                m->readonly = 1;
-            }
-        }
-        add(c, "bind /etc", "etc")->source = sb->etc;
-        c->m[c->nm - 1].readonly = 1;
-        add(c, "create /var", "var");
-        add(c, "bind code at /var/task", "var/task")->source = code_dir;
-        c->m[c->nm - 1].readonly = 1;
-        if (sb->runtime_dir) {
-            add(c, "bind /var/runtime", "var/runtime")->source = sb->runtime_dir;
-            c->m[c->nm - 1].readonly = 1;
-        }
-        if (fn->layers.n == 1) {
-            add(c, "bind layer at /opt", "opt")->source = fn->layers.v[0];
-            c->m[c->nm - 1].readonly = 1;
-        } else if (fn->layers.n > 1) {
-            /* later layers win, as in Lambda: overlay lists the top first */
-            size_t len = 0;
-            len += (size_t)snprintf(c->opt_data, sizeof(c->opt_data), "lowerdir=");
-            for (size_t i = fn->layers.n; i-- > 0 && len < sizeof(c->opt_data);)
-                len += (size_t)snprintf(c->opt_data + len, sizeof(c->opt_data) - len, "%s%s",
-                                        fn->layers.v[i], i ? ":" : "");
-            struct mnt *m = add(c, "overlay layers at /opt", "opt");
-            m->source = "overlay";
-            m->fstype = "overlay";
-            m->flags = MS_RDONLY | MS_NOSUID | MS_NODEV;
-            m->data = c->opt_data;
-        } else {
-            add(c, "create /opt", "opt");
-        }
-        snprintf(c->tmp_data, sizeof(c->tmp_data), "size=%lldm,mode=1777",
-                 (long long)fn->ephemeral_storage_mb);
-        {
-            struct mnt *m = add(c, "mount /tmp", "tmp");
-            m->source = "tmpfs";
-            m->fstype = "tmpfs";
-            m->flags = MS_NOSUID | MS_NODEV;
-            m->data = c->tmp_data;
-            m = add(c, "mount /proc", "proc");
-            m->source = "proc";
-            m->fstype = "proc";
-            m->flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
-            m = add(c, "mount /dev", "dev");
-            m->source = "tmpfs";
-            m->fstype = "tmpfs";
-            m->flags = MS_NOSUID | MS_NOEXEC;
-            m->data = "size=64k,mode=0755";
-            add(c, "link /dev/fd", "dev/fd")->symlink = "/proc/self/fd";
-            add(c, "link /dev/stdin", "dev/stdin")->symlink = "/proc/self/fd/0";
-            add(c, "link /dev/stdout", "dev/stdout")->symlink = "/proc/self/fd/1";
-            add(c, "link /dev/stderr", "dev/stderr")->symlink = "/proc/self/fd/2";
-        }
-        {
-            static const char *const names[6] = { "null", "zero", "full", "random", "urandom",
-                                                  "tty" };
-            for (int i = 0; i < 6; i++)
-                snprintf(c->dev[i], sizeof(c->dev[i]), "%s/dev/%s", sb->root, names[i]);
-        }
+/* Free what the parent holds of `s` (closing whatever fds are left). */
+static void spawn_destroy(struct spawn *s)
+{
+    for (int i = 0; i < 2; i++) {
+        spawn_close(&s->sv[i]);
+        spawn_close(&s->outp[i]);
+        spawn_close(&s->errp[i]);
+        spawn_close(&s->syncp[i]);
+        spawn_close(&s->setupp[i]);
     }
+    if (s->c) {
+        free_strv(s->c->argv);
+        free_strv(s->c->envp);
+        free(s->c);
+    }
+    free(s->code_dir);
+}
+
+/* Step 3: the handler's argv and environment. */
+static void plan_exec(struct spawn *s, const struct sl_sandbox *sb,
+                      const struct sl_function_conf *fn, const char *init_type)
+{
+    struct child *c = s->c;
+
     c->argv = sl_calloc(2, sizeof(char *));
     c->argv[0] = sl_strdup(c->exe);
-    c->envp = build_env(sb, fn, init_type, c->relaxed ? code_dir : "/var/task", base, c->relaxed);
+    c->envp = build_env(sb, fn, init_type, c->relaxed ? s->code_dir : "/var/task", s->base,
+                        c->relaxed);
+}
 
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
-        pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0 ||
-        pipe2(syncp, O_CLOEXEC) != 0 || pipe2(setupp, O_CLOEXEC) != 0) {
-        rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot create pipes: %s",
-                        strerror(errno));
-        goto fail;
-    }
-    c->sync_r = syncp[0];
-    c->setup_w = setupp[1];
-    c->sock = sv[1];
-    c->out_w = outp[1];
-    c->err_w = errp[1];
+/* Step 4: the handler's socket (fd 3), stdout and stderr, the sync pipe
+ * that holds the child until it is in its cgroups, and the setup pipe. */
+static int open_channels(struct spawn *s, struct sl_err *err)
+{
+    struct child *c = s->c;
 
-    if (sb->cg.kind != CG_NONE) {
-        rc = sl_sandbox_cgroup_new(sb, fn, p, err);
-        if (rc != 0)
-            goto fail;
-    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s->sv) != 0 ||
+        pipe2(s->outp, O_CLOEXEC) != 0 || pipe2(s->errp, O_CLOEXEC) != 0 ||
+        pipe2(s->syncp, O_CLOEXEC) != 0 || pipe2(s->setupp, O_CLOEXEC) != 0)
+        return sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot create pipes: %s",
+                          strerror(errno));
+    c->sync_r = s->syncp[0];
+    c->setup_w = s->setupp[1];
+    c->sock = s->sv[1];
+    c->out_w = s->outp[1];
+    c->err_w = s->errp[1];
+    return 0;
+}
 
-    flags = SIGCHLD | CLONE_PIDFD;
-    if (!c->relaxed)
+/* Step 5: clone the env's init into its namespaces; it waits on the sync
+ * pipe. The child's ends of the channels are closed here. */
+static int clone_child(struct spawn *s, struct sl_sbx_proc *p, struct sl_err *err)
+{
+    unsigned long flags = SIGCHLD | CLONE_PIDFD;
+    int pidfd = -1;
+    pid_t pid;
+
+    if (!s->c->relaxed)
         flags |= CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
-                 (c->userns ? CLONE_NEWUSER : 0);
+                 (s->c->userns ? CLONE_NEWUSER : 0);
     pid = (pid_t)syscall(SYS_clone, flags, NULL, &pidfd, NULL, 0);
     if (pid == 0)
-        child_main(c);
-    if (pid < 0) {
-        rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot create namespaces (clone): %s"
-                        "; hosts without namespace support need `sandbox: relaxed`",
-                        strerror(errno));
-        goto fail;
-    }
+        child_main(s->c);
+    if (pid < 0)
+        return sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot create namespaces (clone): "
+                          "%s; hosts without namespace support need `sandbox: relaxed`",
+                          strerror(errno));
     p->pid = pid;
     p->pidfd = pidfd;
-    close(syncp[0]);
-    syncp[0] = -1;
-    close(sv[1]);
-    close(outp[1]);
-    close(errp[1]);
-    close(setupp[1]);
-    sv[1] = outp[1] = errp[1] = setupp[1] = -1;
+    spawn_close(&s->syncp[0]);
+    spawn_close(&s->sv[1]);
+    spawn_close(&s->outp[1]);
+    spawn_close(&s->errp[1]);
+    spawn_close(&s->setupp[1]);
+    return 0;
+}
 
-    if (c->userns) {
-        char path[64], map[64];
-        int fd;
-        snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)pid);
-        if ((fd = open(path, O_WRONLY | O_CLOEXEC)) >= 0) {
-            if (write(fd, "deny", 4) != 4)
-                SL_DEBUG(SL_DBG_SANDBOX, NULL, "setgroups deny: %s", strerror(errno));
+static int write_id_map(pid_t pid, const char *file, unsigned id, struct sl_err *err)
+{
+    char path[64], map[64];
+    int fd, n;
+
+    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+    n = snprintf(map, sizeof(map), "0 %u 1", id);
+    if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0 || write(fd, map, (size_t)n) != n) {
+        int rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot write %s: %s", file,
+                            strerror(errno));
+        if (fd >= 0)
             close(fd);
-        }
-        snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
-        snprintf(map, sizeof(map), "0 %d 1", (int)getuid());
-        if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0 ||
-            write(fd, map, strlen(map)) != (ssize_t)strlen(map)) {
-            rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot write uid_map: %s",
-                            strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            goto fail_child;
-        }
-        close(fd);
-        snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
-        snprintf(map, sizeof(map), "0 %d 1", (int)getgid());
-        if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0 ||
-            write(fd, map, strlen(map)) != (ssize_t)strlen(map)) {
-            rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot write gid_map: %s",
-                            strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            goto fail_child;
-        }
-        close(fd);
+        return rc;
     }
-    if (p->ncgroup && (rc = sl_sandbox_adopt(sb, p, pid, err)) != 0)
-        goto fail_child;
-    if (write(syncp[1], "g", 1) != 1) {
-        rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: environment died during setup");
-        goto fail_child;
-    }
-    close(syncp[1]);
+    close(fd);
+    return 0;
+}
 
-    p->sock = sv[0];
-    p->out = outp[0];
-    p->err = errp[0];
-    p->setup = setupp[0];
+/* Step 6 (unprivileged hosts): map our uid and gid to root in the env's
+ * user namespace. */
+static int map_ids(pid_t pid, struct sl_err *err)
+{
+    char path[64];
+    int fd, rc;
+
+    snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)pid);
+    if ((fd = open(path, O_WRONLY | O_CLOEXEC)) >= 0) {
+        if (write(fd, "deny", 4) != 4)
+            SL_DEBUG(SL_DBG_SANDBOX, NULL, "setgroups deny: %s", strerror(errno));
+        close(fd);
+    }
+    if ((rc = write_id_map(pid, "uid_map", (unsigned)getuid(), err)) != 0)
+        return rc;
+    return write_id_map(pid, "gid_map", (unsigned)getgid(), err);
+}
+
+/* Step 7: place the child in its cgroups and let it go on. */
+static int release_child(struct spawn *s, struct sl_sandbox *sb, struct sl_sbx_proc *p,
+                         struct sl_err *err)
+{
+    int rc;
+
+    if (p->ncgroup && (rc = sl_sandbox_adopt(sb, p, p->pid, err)) != 0)
+        return rc;
+    if (write(s->syncp[1], "g", 1) != 1)
+        return sl_err_set(err, SL_ESANDBOX, false, "sandbox: environment died during setup");
+    spawn_close(&s->syncp[1]);
+    return 0;
+}
+
+/* Step 8: the parent's ends of the channels go to `p`, non-blocking. */
+static void hand_over(struct spawn *s, struct sl_sbx_proc *p)
+{
+    p->sock = s->sv[0];
+    p->out = s->outp[0];
+    p->err = s->errp[0];
+    p->setup = s->setupp[0];
+    s->sv[0] = s->outp[0] = s->errp[0] = s->setupp[0] = -1;
     set_nonblock(p->sock);
     set_nonblock(p->out);
     set_nonblock(p->err);
     set_nonblock(p->setup);
-    free_strv(c->argv);
-    free_strv(c->envp);
-    free(c);
-    free(code_dir);
+}
+
+/* A step after the clone failed: kill the child and take the reason it
+ * may have written before it died. The exit is not waited for here (the
+ * loop must not block): unless already reaped, `p` keeps the killed
+ * process for the caller to reap once p->pidfd is readable. */
+static void abort_child(struct spawn *s, struct sl_sandbox *sb, struct sl_sbx_proc *p,
+                        struct sl_err *err)
+{
+    sl_sandbox_kill(sb, p);
+    /* a child that failed wrote "step:errno" before it exited, and one
+     * still waiting on the sync pipe wrote nothing: never block here */
+    set_nonblock(s->setupp[0]);
+    read_setup_error(s->setupp[0], err);
+    sl_sandbox_reap(p);
+}
+
+int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
+                     const char *init_type, struct sl_sbx_proc *p, struct sl_err *err)
+{
+    struct spawn s = { .sv = { -1, -1 }, .outp = { -1, -1 }, .errp = { -1, -1 },
+                       .syncp = { -1, -1 }, .setupp = { -1, -1 } };
+    char *slash;
+    int rc;
+
+    memset(p, 0, sizeof(*p));
+    p->pid = -1;
+    p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = -1;
+    s.c = sl_calloc(1, sizeof(*s.c));
+    s.code_dir = sl_strdup(fn->handler);
+    slash = strrchr(s.code_dir, '/');
+    s.base = slash ? fn->handler + (slash - s.code_dir) + 1 : fn->handler;
+    if (slash)
+        *slash = '\0';
+    plan_child(s.c, sb, fn, s.code_dir, s.base);
+    p->relaxed = s.c->relaxed;
+    if (!s.c->relaxed) {
+        if (s.c->netns < 0 && fn->network == SL_NETWORK_NONE) {
+            rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: no shared network namespace");
+            goto fail;
+        }
+        plan_root(s.c, sb, fn, s.code_dir);
+    }
+    plan_exec(&s, sb, fn, init_type);
+    if ((rc = open_channels(&s, err)) != 0)
+        goto fail;
+    if (sb->cg.kind != CG_NONE && (rc = sl_sandbox_cgroup_new(sb, fn, p, err)) != 0)
+        goto fail;
+    if ((rc = clone_child(&s, p, err)) != 0)
+        goto fail;
+    if ((s.c->userns && (rc = map_ids(p->pid, err)) != 0) ||
+        (rc = release_child(&s, sb, p, err)) != 0) {
+        abort_child(&s, sb, p, err);
+        goto fail;
+    }
+    hand_over(&s, p);
+    spawn_destroy(&s);
     return 0;
 
-fail_child:
-    sl_sandbox_kill(sb, p);
-    while (!sl_sandbox_reap(p))
-        usleep(100);
-    read_setup_error(setupp[0], err);
 fail:
-    for (int i = 0; i < 2; i++) {
-        int *fds[] = { &sv[i], &outp[i], &errp[i], &syncp[i], &setupp[i] };
-        for (size_t k = 0; k < sizeof(fds) / sizeof(fds[0]); k++)
-            if (*fds[k] >= 0)
-                close(*fds[k]);
+    spawn_destroy(&s);
+    if (p->pid > 0 && !p->reaped) {
+        /* a killed process still to reap: only the cgroups it is in wait */
+        int *fds[] = { &p->sock, &p->out, &p->err, &p->setup, &p->mem_fd };
+        for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+            spawn_close(fds[i]);
+        return rc;
     }
     p->sock = p->out = p->err = p->setup = -1;
     sl_sandbox_release(sb, p);
-    if (c->argv)
-        free_strv(c->argv);
-    if (c->envp)
-        free_strv(c->envp);
-    free(c);
-    free(code_dir);
     return rc;
 }
 

@@ -46,7 +46,11 @@ struct sl_sbx_proc {
 
 /* Start the handler of `fn` in a new sandbox. `init_type` is the value of
  * AWS_LAMBDA_INITIALIZATION_TYPE. All fds in `p` are non-blocking and
- * close-on-exec; the caller owns them (sl_sandbox_release). */
+ * close-on-exec; the caller owns them (sl_sandbox_release). On failure
+ * `p` holds no fds but p->pidfd, and only when the environment's init was
+ * created and killed but has not exited yet (p->pid > 0): the caller then
+ * reaps it once p->pidfd is readable (sl_sandbox_reap), and releases `p`.
+ * Nothing here waits for a process. */
 int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
                      const char *init_type, struct sl_sbx_proc *p, struct sl_err *err);
 
