@@ -403,7 +403,7 @@ static bool resolve_function(struct sl_api *a, struct evhttp_request *req, const
         if (qparam)
             snprintf(qual, sizeof(qual), "%s", qparam);
         /* no versions or aliases here: $LATEST is all there is */
-        ok = sl_dispatch_has_function(a->d, name) && (!qual[0] || strcmp(qual, "$LATEST") == 0);
+        ok = sl_dispatcher_has_function(a->d, name) && (!qual[0] || strcmp(qual, "$LATEST") == 0);
         if (!ok)
             sl__api_respond_error(a, req, id, 404, "ResourceNotFoundException", NULL,
                                   "Function not found: " ARN_PREFIX "%s%s%s", name,
@@ -502,11 +502,11 @@ static void dispatch(struct sl_api *a, struct evhttp_request *req, const char *i
         ir.client_context = c->client_context;
         ir.request_id = c->id;
         call_hold(a, c, req);
-        rc = sl_dispatch_invoke(a->d, c->fn, &ir, on_result, c, &t);
+        rc = sl_dispatcher_invoke(a->d, c->fn, &ir, on_result, c, &t);
     } else {
         free(cc); /* Lambda passes a client context to synchronous calls only */
         call_hold(a, c, req);
-        rc = sl_dispatch_enqueue(a->d, c->fn, payload, len, on_accepted, c);
+        rc = sl_dispatcher_enqueue(a->d, c->fn, payload, len, on_accepted, c);
         free(payload); /* copied */
     }
     if (rc == 0)

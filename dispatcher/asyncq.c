@@ -9,7 +9,7 @@
 
 #include <sqlite3.h>
 
-#include "asyncq.h"
+#include "internal.h"
 #include "sluice/env.h"
 #include "sluice/hash.h"
 #include "sluice/log.h"

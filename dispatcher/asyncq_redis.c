@@ -54,7 +54,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "asyncq.h"
+#include "internal.h"
 #include "sluice/clock.h"
 #include "sluice/env.h"
 #include "sluice/log.h"

@@ -15,7 +15,7 @@
 
 #include <jansson.h>
 
-#include "asyncq.h"
+#include "internal.h"
 #include "sluice/backoff.h"
 #include "sluice/clock.h"
 #include "sluice/dispatch.h"
@@ -77,12 +77,12 @@ static struct sl_sink *find_sink(struct sl_dispatcher *d, const char *name)
     return NULL;
 }
 
-struct sl_sink *sl_dispatch_sink(struct sl_dispatcher *d, const char *name)
+struct sl_sink *sl_dispatcher_sink(struct sl_dispatcher *d, const char *name)
 {
     return find_sink(d, name);
 }
 
-bool sl_dispatch_has_function(const struct sl_dispatcher *d, const char *fn)
+bool sl_dispatcher_has_function(const struct sl_dispatcher *d, const char *fn)
 {
     return find_fn(d, fn) != NULL;
 }
@@ -174,7 +174,7 @@ static int start_invoke(struct sl_dispatcher *d, const struct sl_function_conf *
     return rc;
 }
 
-int sl_dispatch_invoke(struct sl_dispatcher *d, const char *name, const struct sl_invoke_req *req,
+int sl_dispatcher_invoke(struct sl_dispatcher *d, const char *name, const struct sl_invoke_req *req,
                        sl_invoke_cb cb, void *arg, struct sl_throttle *t)
 {
     const struct sl_function_conf *fn = find_fn(d, name);
@@ -433,7 +433,7 @@ static void on_stored(void *arg, int rc, const char *id)
     free(a);
 }
 
-int sl_dispatch_enqueue(struct sl_dispatcher *d, const char *fn, const char *payload, size_t len,
+int sl_dispatcher_enqueue(struct sl_dispatcher *d, const char *fn, const char *payload, size_t len,
                         sl_accept_fn done, void *arg)
 {
     struct accept_ctx *a;

@@ -296,7 +296,7 @@ static void on_dlq_written(void *arg, int rc, const struct sl_err *err)
 static void dead_letter(struct sl_source *s, struct batch *b, struct sl_record *one,
                         const char *condition)
 {
-    struct sl_sink *sink = s->conf->on_failure ? sl_dispatch_sink(s->engine->d, s->conf->on_failure)
+    struct sl_sink *sink = s->conf->on_failure ? sl_dispatcher_sink(s->engine->d, s->conf->on_failure)
                                                : NULL;
     struct sl_record **r = b ? b->r : &one;
     size_t n = b ? b->n : 1;
@@ -629,7 +629,7 @@ static void batch_run(struct batch *b)
         b->first_ms = sl_wall_ms();
     req.event = event;
     req.event_len = len;
-    rc = sl_dispatch_invoke(s->engine->d, s->fn->name, &req, on_result, b, &t);
+    rc = sl_dispatcher_invoke(s->engine->d, s->fn->name, &req, on_result, b, &t);
     if (rc == 0) {
         b->event = event; /* borrowed by the pool until on_result */
         s->engine->inflight++;
@@ -1081,7 +1081,7 @@ void sl_source_report_lost(struct sl_source *s, const char *lane, const char *fi
                            const char *last_id, size_t count, const char *condition,
                            const char *message, void (*done)(void *arg, int rc), void *arg)
 {
-    struct sl_sink *sink = s->conf->on_failure ? sl_dispatch_sink(s->engine->d, s->conf->on_failure)
+    struct sl_sink *sink = s->conf->on_failure ? sl_dispatcher_sink(s->engine->d, s->conf->on_failure)
                                                : NULL;
     struct lost_write *w = sl_calloc(1, sizeof(*w));
     char now[64];

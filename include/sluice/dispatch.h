@@ -28,23 +28,23 @@ int sl_dispatcher_new(struct event_base *base, const struct sl_config *conf,
                       struct sl_functions *fns, struct sl_metrics *metrics, struct sl_pool *pool,
                       struct sl_dispatcher **out, struct sl_err *err);
 
-bool sl_dispatch_has_function(const struct sl_dispatcher *d, const char *fn);
+bool sl_dispatcher_has_function(const struct sl_dispatcher *d, const char *fn);
 
 /* Run one invocation now. Returns 0 and calls `cb` exactly once later;
  * SL_ENOTFOUND for an unknown function; SL_EAGAIN when throttled (`t`
  * says why; cb not called). `req->event` is borrowed until cb. */
-int sl_dispatch_invoke(struct sl_dispatcher *d, const char *fn, const struct sl_invoke_req *req,
+int sl_dispatcher_invoke(struct sl_dispatcher *d, const char *fn, const struct sl_invoke_req *req,
                        sl_invoke_cb cb, void *arg, struct sl_throttle *t);
 
 /* Queue an asynchronous invocation durably. `done(arg, 0, request_id)`
  * runs once the event is committed to the queue (answer 202 then), or
  * done(arg, rc, NULL) when it could not be stored. `payload` is copied. */
 typedef void (*sl_accept_fn)(void *arg, int rc, const char *request_id);
-int sl_dispatch_enqueue(struct sl_dispatcher *d, const char *fn, const char *payload, size_t len,
+int sl_dispatcher_enqueue(struct sl_dispatcher *d, const char *fn, const char *payload, size_t len,
                         sl_accept_fn done, void *arg);
 
 /* The sink named `name` (opened by the dispatcher), or NULL. */
-struct sl_sink *sl_dispatch_sink(struct sl_dispatcher *d, const char *name);
+struct sl_sink *sl_dispatcher_sink(struct sl_dispatcher *d, const char *name);
 
 /* Stop taking work; `done` runs once in-flight invocations finished. */
 void sl_dispatcher_drain(struct sl_dispatcher *d, void (*done)(void *arg), void *arg);

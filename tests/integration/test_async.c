@@ -186,7 +186,7 @@ static void enqueue(const char *fn, const char *payload, struct accepted *a)
     double end = now_ms() + 5000;
 
     memset(a, 0, sizeof(*a));
-    cr_assert_eq(sl_dispatch_enqueue(disp, fn, payload, strlen(payload), on_accept, a), 0);
+    cr_assert_eq(sl_dispatcher_enqueue(disp, fn, payload, strlen(payload), on_accept, a), 0);
     while (!a->done && now_ms() < end)
         th_pump(base, 5);
     cr_assert(a->done, "the event was never committed");
@@ -337,7 +337,7 @@ Test(async, unknown_function_is_refused, .init = setup, .fini = teardown)
 
     start("server: { data_dir: @DIR@ }\n"
           "functions:\n  echo:\n    handler: @ROOT@/build/handlers/echo\n");
-    cr_expect_eq(sl_dispatch_enqueue(disp, "nope", "{}", 2, on_accept, &a), SL_ENOTFOUND);
+    cr_expect_eq(sl_dispatcher_enqueue(disp, "nope", "{}", 2, on_accept, &a), SL_ENOTFOUND);
 }
 
 /* ------------------------------------------------------------------ */

@@ -328,7 +328,7 @@ static int try_enqueue(const char *fn, const char *payload, struct accepted *a, 
     double end = now_ms() + ms;
 
     memset(a, 0, sizeof(*a));
-    cr_assert_eq(sl_dispatch_enqueue(disp, fn, payload, strlen(payload), on_accept, a), 0);
+    cr_assert_eq(sl_dispatcher_enqueue(disp, fn, payload, strlen(payload), on_accept, a), 0);
     while (!a->done && now_ms() < end)
         th_pump(base, 5);
     cr_assert(a->done, "the put neither succeeded nor failed within %d ms", ms);

@@ -1,10 +1,10 @@
-/* Internal: the durable asynchronous event queue, with two backends behind
+/* Internal to dispatcher/: the durable asynchronous event queue, with two backends behind
  * one interface: SQLite in data_dir (asyncq.c, WAL mode, the default) and
  * a Redis stream that several instances share (asyncq_redis.c). The loop
  * keeps an in-memory index of the events this instance holds and hears
  * about stores, updates and deletes through callbacks. */
-#ifndef SLUICE_ASYNCQ_H
-#define SLUICE_ASYNCQ_H
+#ifndef SLUICE_DISPATCHER_INTERNAL_H
+#define SLUICE_DISPATCHER_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
