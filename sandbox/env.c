@@ -521,12 +521,6 @@ void sl__env_destroy(struct sl_env *env)
         pool->template_ready = false;
     }
     replace = env->provisioned && !pool->closing;
-    if (env->proc.pid > 0 || env->proc.ncgroup) {
-        sl_sandbox_kill(pool->sb, &env->proc);
-        /* SIGKILL was sent; the exit is immediate for all practical purposes */
-        for (int i = 0; i < 2000 && !sl_sandbox_reap(&env->proc); i++)
-            usleep(50);
-    }
     if (env->bev)
         bufferevent_free(env->bev); /* does not close the fd: release does */
     if (env->ev_out)
@@ -543,7 +537,8 @@ void sl__env_destroy(struct sl_env *env)
     for (int i = 0; i < 3; i++)
         if (env->fork_fds[i] >= 0)
             close(env->fork_fds[i]);
-    sl_sandbox_release(pool->sb, &env->proc);
+    /* SIGKILL now; the processes are released once they exited, off this path */
+    sl__env_bury(pool, &env->proc);
     free(env);
 
     /* provisioned concurrency is a floor: put a lost env back */
