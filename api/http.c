@@ -42,7 +42,7 @@
 
 /* evhttp refuses bodies over this before reading them into memory (it
  * answers a plain 413 itself); up to it, the answer is Lambda's 413. */
-#define BODY_CAP       (SL__API_SYNC_MAX + 2 * 1024 * 1024)
+#define BODY_CAP       (SL_PAYLOAD_MAX + 2 * 1024 * 1024)
 #define HEADERS_MAX    (64 * 1024)               /* request line and headers */
 #define IO_TIMEOUT_S   60                        /* idle read or write on a connection */
 

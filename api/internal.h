@@ -11,12 +11,9 @@
 #include <jansson.h>
 
 #include "sluice/api.h"
+#include "sluice/invoke.h"            /* Lambda's payload limits (lambda-spec 4.3) */
 
 #define INST "api"
-
-/* Lambda's payload limits (lambda-spec 4.3). */
-#define SL__API_SYNC_MAX   (6 * 1024 * 1024)     /* RequestResponse: 6291456 bytes */
-#define SL__API_ASYNC_MAX  (1024 * 1024)         /* Event: 1048576 bytes */
 
 #define INVOKE_PREFIX  "/2015-03-31/functions/"
 #define INVOKE_SUFFIX  "/invocations"

@@ -419,7 +419,7 @@ static char *read_payload(struct sl_api *a, struct evhttp_request *req, const ch
                           bool sync, size_t *out_len)
 {
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(body), max = sync ? SL__API_SYNC_MAX : SL__API_ASYNC_MAX;
+    size_t len = evbuffer_get_length(body), max = sync ? SL_PAYLOAD_MAX : SL_ASYNC_PAYLOAD_MAX;
     json_error_t jerr;
     char *payload;
     json_t *j;

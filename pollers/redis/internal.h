@@ -23,10 +23,11 @@
 #include <jansson.h>
 
 #include "sluice/config.h"
+#include "sluice/invoke.h"
 #include "sluice/poller.h"
 #include "sluice/redis.h"
 
-#define RQ_MSG_MAX        (6 * 1024 * 1024 - 64 * 1024) /* body bytes a message may have */
+#define RQ_MSG_MAX        (SL_PAYLOAD_MAX - SL_EVENT_SLACK) /* body bytes a message may have */
 #define RQ_BLOCK_MS       1000    /* a blocking read returns at least this often (stop) */
 #define RQ_CMD_TIMEOUT_MS 10000   /* a command unanswered this long: the connection is dead */
 #define RQ_CONNECT_MS     5000    /* connect, AUTH, SELECT and setup */
