@@ -321,8 +321,8 @@ static void store_scalar(struct sl_conf_load *ld, const struct sl_conf_key *k, v
         if (!range_ok(k, v)) {
             const char *u = range_unit(k);
             sl_conf_error(ld, node, "%s is out of range %lld..%lld%s%s", text,
-                           (long long)k->min, (long long)k->max, u,
-                           (k->flags & SL_CK_NEG1) ? " (or -1)" : "");
+                          (long long)k->min, (long long)k->max, u,
+                          (k->flags & SL_CK_NEG1) ? " (or -1)" : "");
             return;
         }
         *(int64_t *)field = v;

@@ -90,7 +90,7 @@ static void check_environment(struct sl_conf_load *ld, const struct sl_conf_key 
             ok = isalnum((unsigned char)*p) || *p == '_';
         if (!ok)
             sl_conf_error(ld, node, "variable name '%s' must start with a letter, have at least "
-                           "2 characters and use only letters, digits and '_'", key);
+                          "2 characters and use only letters, digits and '_'", key);
         for (int r = 0; reserved_env[r]; r++)
             if (strcmp(key, reserved_env[r]) == 0)
                 sl_conf_error(ld, node, "variable name '%s' is reserved", key);
@@ -138,7 +138,7 @@ static void check_timestamp(struct sl_conf_load *ld, const struct sl_conf_key *k
     if (end && (*end == 'Z' || *end == '\0'))
         return;
     sl_conf_error(ld, node, "'%s' is not a timestamp (ISO-8601 like 2026-01-02T03:04:05Z, "
-                   "or Unix seconds)", s);
+                  "or Unix seconds)", s);
 }
 
 static void check_debug(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
@@ -152,7 +152,7 @@ static void check_debug(struct sl_conf_load *ld, const struct sl_conf_key *k, vo
         long bit = sl_log_ctx_parse(l->v[i]);
         if (bit < 0)
             sl_conf_error(ld, node, "unknown debug context '%s' (one of: all, config, kafka, "
-                           "redis, postgres, sandbox, dispatch, api, sink)", l->v[i]);
+                          "redis, postgres, sandbox, dispatch, api, sink)", l->v[i]);
         else
             lc->debug |= (unsigned)bit;
     }
@@ -180,7 +180,7 @@ static void check_auth(struct sl_conf_load *ld, const struct sl_conf_key *k, voi
                 sl_conf_error(ld, node, "token %zu: %s", i + 1, why);
             else
                 sl_conf_error(ld, node, "token %zu: bad '$' (write ${VAR} for a variable, "
-                               "$$ for a literal $)", i + 1);
+                              "$$ for a literal $)", i + 1);
             continue;
         }
         free(l->v[i].key);
@@ -192,7 +192,7 @@ static void check_auth(struct sl_conf_load *ld, const struct sl_conf_key *k, voi
                 break;
         if (*p)
             sl_conf_error(ld, node, "token %zu contains a space, a comma or a control "
-                           "character", i + 1);
+                          "character", i + 1);
         for (size_t j = 0; j < i; j++)
             if (strcmp(l->v[j].key, tok) == 0)
                 sl_conf_error(ld, node, "tokens %zu and %zu are the same", j + 1, i + 1);
@@ -219,13 +219,13 @@ static void check_auth(struct sl_conf_load *ld, const struct sl_conf_key *k, voi
                     sl_conf_error(ld, node, "token %zu: '*' must stand alone", i + 1);
                 else if (!sl__load_has_function(ld, name))
                     sl_conf_error(ld, node, "token %zu allows '%s', which is not a function",
-                                   i + 1, name);
+                                  i + 1, name);
                 free(name);
             }
         }
         if (strspn(l->v[i].value, " ,") == strlen(l->v[i].value))
             sl_conf_error(ld, node, "token %zu allows no function: give \"*\" or names "
-                           "separated by commas", i + 1);
+                          "separated by commas", i + 1);
     }
 }
 
