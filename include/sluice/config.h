@@ -170,7 +170,8 @@ enum sl_conf_kind {
 #define SL_CK_REF_SINK 0x04u  /* names a sink */
 #define SL_CK_NEG1     0x08u  /* -1 is accepted as "no limit" besides the range */
 #define SL_CK_BASE     0x10u  /* a type's key stored in struct sl_source_conf (`off` is
-                               * offsetof there), for settings the engine reads */
+                               * offsetof there), for settings the engine reads; numbers
+                               * and booleans only (nothing to free) */
 #define SL_CK_TYPE     0x20u  /* the `type` selector: values are the registry's names */
 
 /* Traits of a source type. Common source keys with `traits` set apply to
