@@ -32,6 +32,7 @@
 #include <event2/event.h>
 
 #include "sluice/config.h"
+#include "sluice/pollers.h"
 #include "sluice/env.h"
 #include "sluice/err.h"
 #include "sluice/frame.h"
@@ -247,7 +248,8 @@ static inline int bench_host_config(struct bench_host *h)
 
     snprintf(file, sizeof(file), "%s.yaml", h->name);
     sl_diags_init(&d, file);
-    rc = sl_config_load_buffer(file, h->dir, h->yaml, strlen(h->yaml), &h->conf, &d);
+    rc = sl_config_load_buffer(file, h->dir, h->yaml, strlen(h->yaml), &sl_registry, &h->conf,
+                               &d);
     if (rc != 0)
         sl_diags_print(&d, stderr);
     sl_diags_destroy(&d);

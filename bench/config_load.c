@@ -77,7 +77,7 @@ int main(void)
         struct sl_diags d;
         struct sl_config *c = NULL;
         sl_diags_init(&d, path);
-        if (sl_config_load(path, &c, &d) != 0 || c->nsources != SOURCES) {
+        if (sl_config_load(path, &sl_registry, &c, &d) != 0 || c->nsources != SOURCES) {
             sl_diags_print(&d, stderr);
             return 1;
         }
@@ -91,7 +91,7 @@ int main(void)
         struct sl_diags d;
         struct sl_config *c = NULL;
         sl_diags_init(&d, path);
-        sl_config_load(path, &c, &d);
+        sl_config_load(path, &sl_registry, &c, &d);
         sl_config_free(c);
         sl_diags_destroy(&d);
         passes++;

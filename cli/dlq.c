@@ -18,6 +18,7 @@
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/redis.h"
+#include "sluice/sink.h"
 
 #include "internal.h"
 
@@ -90,7 +91,7 @@ out:
     return c;
 }
 
-static int load_redis(const struct sl_sink_conf *s, struct entries *e)
+static int load_redis(const struct sl_redis_sink_opts *s, struct entries *e)
 {
     redisContext *c = redis_open(s->url);
     redisReply *r;
@@ -119,7 +120,7 @@ static int load_redis(const struct sl_sink_conf *s, struct entries *e)
     return 0;
 }
 
-static int delete_redis(const struct sl_sink_conf *s, const char *id)
+static int delete_redis(const struct sl_redis_sink_opts *s, const char *id)
 {
     redisContext *c = redis_open(s->url);
     redisReply *r;
@@ -136,7 +137,7 @@ static int delete_redis(const struct sl_sink_conf *s, const char *id)
 
 /* ------------------------------------------------------------------ */
 
-static int load_pg(const struct sl_sink_conf *s, struct entries *e)
+static int load_pg(const struct sl_pg_sink_opts *s, struct entries *e)
 {
     PGconn *c = PQconnectdb(s->dsn);
     char *ident, sql[512];
@@ -164,7 +165,7 @@ static int load_pg(const struct sl_sink_conf *s, struct entries *e)
     return 0;
 }
 
-static int delete_pg(const struct sl_sink_conf *s, const char *id)
+static int delete_pg(const struct sl_pg_sink_opts *s, const char *id)
 {
     PGconn *c = PQconnectdb(s->dsn);
     const char *params[1] = { id };
@@ -188,7 +189,7 @@ static int delete_pg(const struct sl_sink_conf *s, const char *id)
 
 /* ------------------------------------------------------------------ */
 
-static int load_sqlite(const struct sl_sink_conf *s, struct entries *e)
+static int load_sqlite(const struct sl_sqlite_sink_opts *s, struct entries *e)
 {
     sqlite3 *db;
     sqlite3_stmt *st;
@@ -212,7 +213,7 @@ static int load_sqlite(const struct sl_sink_conf *s, struct entries *e)
     return 0;
 }
 
-static int delete_sqlite(const struct sl_sink_conf *s, const char *id)
+static int delete_sqlite(const struct sl_sqlite_sink_opts *s, const char *id)
 {
     sqlite3 *db;
     sqlite3_stmt *st;
@@ -230,7 +231,7 @@ static int delete_sqlite(const struct sl_sink_conf *s, const char *id)
 
 /* ------------------------------------------------------------------ */
 
-static int load_file(const struct sl_sink_conf *s, struct entries *e)
+static int load_file(const struct sl_file_sink_opts *s, struct entries *e)
 {
     FILE *f = fopen(s->path, "r");
     char *line = NULL, id[32];
@@ -259,7 +260,7 @@ static int load_file(const struct sl_sink_conf *s, struct entries *e)
 }
 
 /* Rewrite the file without the given line numbers (set in `drop`). */
-static int rewrite_file(const struct sl_sink_conf *s, const struct entries *e, const char *drop)
+static int rewrite_file(const struct sl_file_sink_opts *s, const struct entries *e, const char *drop)
 {
     char *tmp = sl_asprintf("%s.redrive", s->path);
     FILE *f = fopen(tmp, "w");
@@ -285,16 +286,17 @@ static int rewrite_file(const struct sl_sink_conf *s, const struct entries *e, c
 
 static int load(const struct sl_sink_conf *s, struct entries *e)
 {
-    switch (s->type) {
-    case SL_SINK_REDIS:    return load_redis(s, e);
-    case SL_SINK_POSTGRES: return load_pg(s, e);
-    case SL_SINK_SQLITE:   return load_sqlite(s, e);
-    case SL_SINK_FILE:     return load_file(s, e);
-    default:
-        fprintf(stderr, "sluice: a %s sink cannot be read back; read the topic with a Kafka "
-                        "consumer\n", sl_sink_type_name(s->type));
-        return -1;
-    }
+    if (s->type == &sl_redis_sink.conf)
+        return load_redis(s->opts, e);
+    if (s->type == &sl_postgres_sink.conf)
+        return load_pg(s->opts, e);
+    if (s->type == &sl_sqlite_sink.conf)
+        return load_sqlite(s->opts, e);
+    if (s->type == &sl_file_sink.conf)
+        return load_file(s->opts, e);
+    fprintf(stderr, "sluice: a %s sink cannot be read back; read the topic with a Kafka "
+                    "consumer\n", sl_conf_type_name(s->type));
+    return -1;
 }
 
 /* Function name and payload of a destination record; 0 or -1. */
@@ -387,16 +389,16 @@ static int dlq_command(const struct sl_config *c, const char *verb, const char *
             free(payload);
             drop[i] = 1;
             done++;
-            if (s->type == SL_SINK_REDIS && delete_redis(s, e.v[i].id) != 0)
+            if (s->type == &sl_redis_sink.conf && delete_redis(s->opts, e.v[i].id) != 0)
                 rc = 1;
-            else if (s->type == SL_SINK_POSTGRES && delete_pg(s, e.v[i].id) != 0)
+            else if (s->type == &sl_postgres_sink.conf && delete_pg(s->opts, e.v[i].id) != 0)
                 rc = 1;
-            else if (s->type == SL_SINK_SQLITE && delete_sqlite(s, e.v[i].id) != 0)
+            else if (s->type == &sl_sqlite_sink.conf && delete_sqlite(s->opts, e.v[i].id) != 0)
                 rc = 1;
         }
-        if (s->type == SL_SINK_FILE && done && rewrite_file(s, &e, drop) != 0) {
+        if (s->type == &sl_file_sink.conf && done && rewrite_file(s->opts, &e, drop) != 0) {
             fprintf(stderr, "sluice: cannot rewrite %s; redriven entries are still in it\n",
-                    s->path);
+                    ((const struct sl_file_sink_opts *)s->opts)->path);
             rc = 1;
         }
         fprintf(stderr, "redrove %zu entries from sink %s\n", done, sink_name);

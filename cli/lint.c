@@ -3,6 +3,7 @@
 
 #include "sluice/config.h"
 #include "sluice/log.h"
+#include "sluice/pollers.h"
 
 #include "internal.h"
 
@@ -12,7 +13,7 @@ int sl__cli_load(const char *path, struct sl_config **c)
     int rc;
 
     sl_diags_init(&d, path);
-    rc = sl_config_load(path, c, &d);
+    rc = sl_config_load(path, &sl_registry, c, &d);
     if (rc != 0) {
         sl_diags_print(&d, stderr);
         if (d.n > 1)

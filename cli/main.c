@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "sluice/config.h"
+#include "sluice/pollers.h"
 
 #include "internal.h"
 
@@ -36,7 +37,7 @@ static int cmd_config_docs(int argc, char **argv)
         fprintf(stderr, "usage: sluice config-docs\n");
         return EXIT_USAGE;
     }
-    sl_config_docs(stdout);
+    sl_config_docs(stdout, &sl_registry);
     return EXIT_OK;
 }
 

@@ -113,12 +113,12 @@ static int sources_start(void *ctx, struct sl_err *err)
         }
         if (!make)
             return sl_err_set(err, SL_EUNSUPPORTED, false, "source %s: no poller for type %s",
-                              sconf->name, sl_source_type_name(sconf->type));
+                              sconf->name, sl_conf_type_name(sconf->type));
         rc = make(sc->engine, sconf, &s, err);
         if (rc == 0 && s->ops->start)
             rc = s->ops->start(s, err);
         if (rc == 0)
-            SL_INFO(inst, "started (%s -> %s)", sl_source_type_name(sconf->type), sconf->function);
+            SL_INFO(inst, "started (%s -> %s)", sl_conf_type_name(sconf->type), sconf->function);
     }
     return rc;
 }

@@ -1,5 +1,6 @@
 /* Configuration loader: YAML document -> struct sl_config, driven by the key
- * tables in schema.c. It never stops at the first problem: every error is
+ * tables in schema.c and those of the source and sink types in the
+ * registry the caller passes. It never stops at the first problem: every error is
  * collected with its place so `sluice lint` can show them all at once. */
 #include <errno.h>
 #include <libgen.h>
@@ -16,8 +17,9 @@
 
 #define CONFIG_MAX_BYTES (16 * 1024 * 1024)
 
-struct sl__load {
+struct sl_conf_load {
     struct sl_diags *d;
+    const struct sl_conf_registry *reg;
     yaml_document_t  doc;
     struct sl_config *c;
     char             keypath[1024];
@@ -90,7 +92,7 @@ void sl_diags_print(struct sl_diags *d, FILE *out)
     }
 }
 
-void sl__load_error(struct sl__load *ld, yaml_node_t *node, const char *fmt, ...)
+void sl_conf_error(struct sl_conf_load *ld, struct yaml_node_s *node, const char *fmt, ...)
 {
     char msg[900];
     va_list ap;
@@ -105,13 +107,13 @@ void sl__load_error(struct sl__load *ld, yaml_node_t *node, const char *fmt, ...
         sl_diags_add(ld->d, 0, 0, "%s%s%s", ld->keypath, ld->keypath[0] ? ": " : "", msg);
 }
 
-const char *sl__load_keypath(struct sl__load *ld)
+const char *sl__load_keypath(struct sl_conf_load *ld)
 {
     return ld->keypath;
 }
 
 /* Push ".name" onto the key path; returns the length to pop back to. */
-static size_t path_push(struct sl__load *ld, const char *name)
+static size_t path_push(struct sl_conf_load *ld, const char *name)
 {
     size_t len = strlen(ld->keypath);
 
@@ -119,7 +121,7 @@ static size_t path_push(struct sl__load *ld, const char *name)
     return len;
 }
 
-static void path_pop(struct sl__load *ld, size_t len)
+static void path_pop(struct sl_conf_load *ld, size_t len)
 {
     ld->keypath[len] = '\0';
 }
@@ -127,7 +129,7 @@ static void path_pop(struct sl__load *ld, size_t len)
 /* ------------------------------------------------------------------ */
 /* YAML helpers                                                        */
 
-static yaml_node_t *node_at(struct sl__load *ld, int id)
+static yaml_node_t *node_at(struct sl_conf_load *ld, int id)
 {
     return yaml_document_get_node(&ld->doc, id);
 }
@@ -157,7 +159,7 @@ static const char *node_kind(yaml_node_t *n)
     }
 }
 
-static yaml_node_t *map_get(struct sl__load *ld, yaml_node_t *map, const char *key)
+static yaml_node_t *map_get(struct sl_conf_load *ld, yaml_node_t *map, const char *key)
 {
     if (!map || map->type != YAML_MAPPING_NODE)
         return NULL;
@@ -169,30 +171,30 @@ static yaml_node_t *map_get(struct sl__load *ld, yaml_node_t *map, const char *k
     return NULL;
 }
 
-int sl__load_has_function(struct sl__load *ld, const char *name)
+int sl__load_has_function(struct sl_conf_load *ld, const char *name)
 {
     return map_get(ld, ld->functions, name) != NULL;
 }
 
-int sl__load_has_sink(struct sl__load *ld, const char *name)
+int sl__load_has_sink(struct sl_conf_load *ld, const char *name)
 {
     return map_get(ld, ld->sinks, name) != NULL;
 }
 
 /* Interpolated text of a scalar node, owned by the caller; NULL after an
  * error was reported. */
-static char *scalar_text(struct sl__load *ld, yaml_node_t *n)
+static char *scalar_text(struct sl_conf_load *ld, yaml_node_t *n)
 {
     char why[512];
     char *s;
 
     if (n->type != YAML_SCALAR_NODE) {
-        sl__load_error(ld, n, "expected a scalar, got %s", node_kind(n));
+        sl_conf_error(ld, n, "expected a scalar, got %s", node_kind(n));
         return NULL;
     }
     s = sl__interpolate(scalar(n), why, sizeof(why));
     if (!s)
-        sl__load_error(ld, n, "%s", why);
+        sl_conf_error(ld, n, "%s", why);
     return s;
 }
 
@@ -233,7 +235,7 @@ static int valid_name(const char *s)
 /* ------------------------------------------------------------------ */
 /* Values                                                              */
 
-static char *resolve_path(struct sl__load *ld, const char *p)
+static char *resolve_path(struct sl_conf_load *ld, const char *p)
 {
     if (p[0] == '/')
         return sl_strdup(p);
@@ -243,45 +245,45 @@ static char *resolve_path(struct sl__load *ld, const char *p)
 }
 
 /* Ranges are written in the key's unit; durations are stored in ms. */
-static int range_ok(const struct sl__ckey *k, int64_t v)
+static int range_ok(const struct sl_conf_key *k, int64_t v)
 {
-    int64_t scale = k->type == CK_DURATION ? k->unit : 1;
+    int64_t scale = k->type == SL_CK_DURATION ? k->unit : 1;
 
     return k->min == k->max || (v >= k->min * scale && v <= k->max * scale);
 }
 
-static const char *range_unit(const struct sl__ckey *k)
+static const char *range_unit(const struct sl_conf_key *k)
 {
-    if (k->type == CK_DURATION)
+    if (k->type == SL_CK_DURATION)
         return k->unit == 1 ? " ms" : k->unit == 1000 ? " s" : "";
-    if (k->type == CK_SIZE)
+    if (k->type == SL_CK_SIZE)
         return k->unit == 1024 * 1024 ? " MB" : k->unit == 1024 ? " KB" : "";
     return "";
 }
 
 /* Store one scalar `text` into `field` per the key's type. `node` places
  * errors; NULL while applying defaults (an error there is a table bug). */
-static void store_scalar(struct sl__load *ld, const struct sl__ckey *k, void *field,
+static void store_scalar(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                          const char *text, yaml_node_t *node)
 {
     char why[512];
     int64_t v;
 
     switch (k->type) {
-    case CK_STRING:
-    case CK_PATH:
+    case SL_CK_STRING:
+    case SL_CK_PATH:
         if (!*text) {
-            sl__load_error(ld, node, "must not be empty");
+            sl_conf_error(ld, node, "must not be empty");
             return;
         }
         free(*(char **)field);
-        *(char **)field = k->type == CK_PATH ? resolve_path(ld, text) : sl_strdup(text);
+        *(char **)field = k->type == SL_CK_PATH ? resolve_path(ld, text) : sl_strdup(text);
         return;
-    case CK_BOOL:
+    case SL_CK_BOOL:
         if (sl__parse_bool(text, (bool *)field, why, sizeof(why)) != 0)
-            sl__load_error(ld, node, "%s", why);
+            sl_conf_error(ld, node, "%s", why);
         return;
-    case CK_ENUM:
+    case SL_CK_ENUM:
         for (int i = 0; k->enums[i]; i++) {
             if (strcmp(text, k->enums[i]) == 0) {
                 *(int *)field = i;
@@ -293,40 +295,40 @@ static void store_scalar(struct sl__load *ld, const struct sl__ckey *k, void *fi
             for (int i = 0; k->enums[i]; i++)
                 snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
                          i ? ", " : "", k->enums[i]);
-            sl__load_error(ld, node, "'%s' is not one of %s", text, list);
+            sl_conf_error(ld, node, "'%s' is not one of %s", text, list);
         }
         return;
-    case CK_INT:
-    case CK_DURATION:
-    case CK_SIZE:
-        if ((k->flags & CK_NEG1) && strcmp(text, "-1") == 0) {
+    case SL_CK_INT:
+    case SL_CK_DURATION:
+    case SL_CK_SIZE:
+        if ((k->flags & SL_CK_NEG1) && strcmp(text, "-1") == 0) {
             *(int64_t *)field = -1;
             return;
         }
-        if (k->type == CK_INT && sl__parse_int(text, &v, why, sizeof(why)) != 0) {
-            sl__load_error(ld, node, "%s", why);
+        if (k->type == SL_CK_INT && sl__parse_int(text, &v, why, sizeof(why)) != 0) {
+            sl_conf_error(ld, node, "%s", why);
             return;
         }
-        if (k->type == CK_DURATION &&
+        if (k->type == SL_CK_DURATION &&
             sl__parse_duration(text, k->unit, &v, why, sizeof(why)) != 0) {
-            sl__load_error(ld, node, "%s", why);
+            sl_conf_error(ld, node, "%s", why);
             return;
         }
-        if (k->type == CK_SIZE && sl__parse_size(text, k->unit, &v, why, sizeof(why)) != 0) {
-            sl__load_error(ld, node, "%s", why);
+        if (k->type == SL_CK_SIZE && sl__parse_size(text, k->unit, &v, why, sizeof(why)) != 0) {
+            sl_conf_error(ld, node, "%s", why);
             return;
         }
         if (!range_ok(k, v)) {
             const char *u = range_unit(k);
-            sl__load_error(ld, node, "%s is out of range %lld..%lld%s%s", text,
-                           (long long)k->min, (long long)k->max, u,
-                           (k->flags & CK_NEG1) ? " (or -1)" : "");
+            sl_conf_error(ld, node, "%s is out of range %lld..%lld%s%s", text,
+                          (long long)k->min, (long long)k->max, u,
+                          (k->flags & SL_CK_NEG1) ? " (or -1)" : "");
             return;
         }
         *(int64_t *)field = v;
         return;
     default:
-        sl__load_error(ld, node, "internal error: key type %d is not a scalar", k->type);
+        sl_conf_error(ld, node, "internal error: key type %d is not a scalar", k->type);
     }
 }
 
@@ -350,14 +352,14 @@ static void kvlist_free(struct sl_kvlist *l)
     l->n = 0;
 }
 
-static void store_list(struct sl__load *ld, const struct sl__ckey *k, struct sl_strlist *l,
+static void store_list(struct sl_conf_load *ld, const struct sl_conf_key *k, struct sl_strlist *l,
                        yaml_node_t *node)
 {
     yaml_node_item_t *start, *top, one;
 
     strlist_free(l);
     if (node->type == YAML_MAPPING_NODE) {
-        sl__load_error(ld, node, "expected a list, got a mapping");
+        sl_conf_error(ld, node, "expected a list, got a mapping");
         return;
     }
     if (node->type == YAML_SCALAR_NODE) {
@@ -377,20 +379,20 @@ static void store_list(struct sl__load *ld, const struct sl__ckey *k, struct sl_
         if (!s)
             continue;
         if (!*s)
-            sl__load_error(ld, item, "list items must not be empty");
+            sl_conf_error(ld, item, "list items must not be empty");
         else
-            l->v[l->n++] = k->type == CK_PATHLIST ? resolve_path(ld, s) : sl_strdup(s);
+            l->v[l->n++] = k->type == SL_CK_PATHLIST ? resolve_path(ld, s) : sl_strdup(s);
         free(s);
     }
 }
 
-static void store_map(struct sl__load *ld, struct sl_kvlist *l, yaml_node_t *node)
+static void store_map(struct sl_conf_load *ld, struct sl_kvlist *l, yaml_node_t *node)
 {
     yaml_node_pair_t *start, *top;
 
     kvlist_free(l);
     if (node->type != YAML_MAPPING_NODE) {
-        sl__load_error(ld, node, "expected a mapping, got %s", node_kind(node));
+        sl_conf_error(ld, node, "expected a mapping, got %s", node_kind(node));
         return;
     }
     start = node->data.mapping.pairs.start;
@@ -402,17 +404,17 @@ static void store_map(struct sl__load *ld, struct sl_kvlist *l, yaml_node_t *nod
         int dup = 0;
 
         if (kn->type != YAML_SCALAR_NODE) {
-            sl__load_error(ld, kn, "keys must be scalars");
+            sl_conf_error(ld, kn, "keys must be scalars");
             continue;
         }
         for (size_t i = 0; i < l->n; i++)
             dup |= strcmp(l->v[i].key, scalar(kn)) == 0;
         if (dup) {
-            sl__load_error(ld, kn, "duplicate key '%s'", scalar(kn));
+            sl_conf_error(ld, kn, "duplicate key '%s'", scalar(kn));
             continue;
         }
         if (is_null(vn)) {
-            sl__load_error(ld, vn, "'%s' has no value", scalar(kn));
+            sl_conf_error(ld, vn, "'%s' has no value", scalar(kn));
             continue;
         }
         v = scalar_text(ld, vn);
@@ -433,12 +435,12 @@ static int looks_numeric(const char *s)
 
 /* YAML subtree -> JSON. Plain scalars become numbers, booleans or null
  * when they read as such; quoted scalars stay strings. */
-static json_t *to_json(struct sl__load *ld, yaml_node_t *node, int depth)
+static json_t *to_json(struct sl_conf_load *ld, yaml_node_t *node, int depth)
 {
     json_t *j;
 
     if (depth > 32) {
-        sl__load_error(ld, node, "nested too deeply");
+        sl_conf_error(ld, node, "nested too deeply");
         return NULL;
     }
     switch (node->type) {
@@ -450,7 +452,7 @@ static json_t *to_json(struct sl__load *ld, yaml_node_t *node, int depth)
             json_t *v;
 
             if (kn->type != YAML_SCALAR_NODE) {
-                sl__load_error(ld, kn, "keys must be scalars");
+                sl_conf_error(ld, kn, "keys must be scalars");
                 continue;
             }
             v = to_json(ld, node_at(ld, p->value), depth + 1);
@@ -489,7 +491,7 @@ static json_t *to_json(struct sl__load *ld, yaml_node_t *node, int depth)
         else
             j = json_string(s);
         if (!j) /* jansson refuses invalid UTF-8 */
-            sl__load_error(ld, node, "'%s' is not valid UTF-8", s);
+            sl_conf_error(ld, node, "'%s' is not valid UTF-8", s);
         free(s);
         return j;
     }
@@ -498,28 +500,121 @@ static json_t *to_json(struct sl__load *ld, yaml_node_t *node, int depth)
     }
 }
 
-static void apply_table(struct sl__load *ld, const struct sl__ctable *t, void *base,
-                        yaml_node_t *node, int type, yaml_node_t *at);
+/* ------------------------------------------------------------------ */
+/* Views: the keys of one section as the loader sees them              */
 
-static void store_value(struct sl__load *ld, const struct sl__ckey *k, void *base,
+/* One key of a section: a row of a config/ table (`type` -1) or a row of
+ * the table of registered type `type`. */
+struct vkey {
+    const struct sl_conf_key *k;
+    int                       type;
+};
+
+/* The common keys of a table, then (sources, sinks) every registered
+ * type's own keys in registry order: the order of the reference, of
+ * "did you mean" and of "missing required key" messages. */
+struct view {
+    struct vkey                       v[CK_MAX_KEYS];
+    size_t                            n;
+    const struct sl_conf_type *const *types;   /* NULL: an untyped table */
+    const char                       *kind;    /* "sources", "sinks" */
+    struct sl_conf_key                typekey; /* `type`, with the registry's names */
+    const char                       *names[CK_MAX_TYPES + 1];
+};
+
+static void view_add(struct sl_conf_load *ld, struct view *vw, const struct sl_conf_key *k,
+                     int type)
+{
+    if (vw->n == CK_MAX_KEYS) {
+        sl_diags_add(ld->d, 0, 0, "internal error: %s has more than %d keys", vw->kind,
+                     CK_MAX_KEYS);
+        return;
+    }
+    vw->v[vw->n].k = k;
+    vw->v[vw->n].type = type;
+    vw->n++;
+}
+
+static void view_init(struct sl_conf_load *ld, struct view *vw, const struct sl__ctable *t,
+                      const struct sl_conf_type *const *types, const char *kind)
+{
+    memset(vw, 0, sizeof(*vw));
+    vw->kind = kind;
+    vw->types = t->typed ? types : NULL;
+    for (size_t i = 0; vw->types && vw->types[i]; i++) {
+        if (i == CK_MAX_TYPES) {
+            sl_diags_add(ld->d, 0, 0, "internal error: more than %d %s types", CK_MAX_TYPES,
+                         kind);
+            break;
+        }
+        vw->names[i] = vw->types[i]->name;
+    }
+    for (size_t i = 0; i < t->nkeys; i++) {
+        if (t->keys[i].flags & SL_CK_TYPE) {
+            vw->typekey = t->keys[i];
+            vw->typekey.enums = vw->names;
+            view_add(ld, vw, &vw->typekey, -1);
+        } else {
+            view_add(ld, vw, &t->keys[i], -1);
+        }
+    }
+    for (int i = 0; vw->types && vw->names[i]; i++)
+        for (size_t j = 0; j < vw->types[i]->nkeys; j++)
+            view_add(ld, vw, &vw->types[i]->keys[j], i);
+}
+
+/* Does `vk` apply to sources or sinks of registry type `type`? (-1: the
+ * table has no types, -2: the type is unknown, every key is accepted.) */
+static int view_applies(const struct view *vw, const struct vkey *vk, int type)
+{
+    if (type < 0)
+        return 1;
+    if (vk->type >= 0)
+        return vk->type == type;
+    return !vk->k->traits || (vw->types[type]->traits & vk->k->traits);
+}
+
+/* Where `vk`'s value lives: in the section struct, or in the options
+ * struct of the type that declares it. */
+static void *view_field(const struct vkey *vk, void *base, void *const *opts)
+{
+    if (vk->type < 0 || (vk->k->flags & SL_CK_BASE))
+        return (char *)base + vk->k->off;
+    return (char *)opts[vk->type] + vk->k->off;
+}
+
+/* A common key's default, or the type's override of it. */
+static const char *view_default(const struct view *vw, const struct vkey *vk, int type)
+{
+    if (vk->type < 0 && type >= 0 && vw->types[type]->defaults)
+        for (const struct sl_conf_default *d = vw->types[type]->defaults; d->key; d++)
+            if (strcmp(d->key, vk->k->name) == 0)
+                return d->value;
+    return vk->k->def;
+}
+
+static void apply_table(struct sl_conf_load *ld, const struct sl__ctable *t, void *base,
+                        yaml_node_t *node, yaml_node_t *at);
+
+static void store_value(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                         yaml_node_t *node)
 {
-    void *field = (char *)base + k->off;
     size_t before = ld->d->n;
+    int typeidx;
     char *s;
 
     switch (k->type) {
-    case CK_STRLIST:
-    case CK_PATHLIST:
+    case SL_CK_STRLIST:
+    case SL_CK_PATHLIST:
         store_list(ld, k, field, node);
         break;
-    case CK_MAP:
+    case SL_CK_MAP:
         store_map(ld, field, node);
         break;
-    case CK_OBJECT:
-        apply_table(ld, k->sub, field, node, -1, node);
+    case SL_CK_OBJECT:
+        apply_table(ld, k->sub, field, node, node);
         return; /* the sub-table ran its own checks */
-    case CK_JSON:
+    case SL_CK_JSON:
         json_decref(*(json_t **)field);
         *(json_t **)field = to_json(ld, node, 0);
         break;
@@ -527,7 +622,8 @@ static void store_value(struct sl__load *ld, const struct sl__ckey *k, void *bas
         s = scalar_text(ld, node);
         if (!s)
             return;
-        store_scalar(ld, k, field, s, node);
+        /* `type` was resolved before the other keys: only check it here */
+        store_scalar(ld, k, (k->flags & SL_CK_TYPE) ? (void *)&typeidx : field, s, node);
         free(s);
         break;
     }
@@ -535,96 +631,105 @@ static void store_value(struct sl__load *ld, const struct sl__ckey *k, void *bas
         k->check(ld, k, field, node);
 }
 
-static void apply_default(struct sl__load *ld, const struct sl__ckey *k, void *base, int type)
+static void apply_default(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                          const char *def)
 {
-    const char *def = k->def;
-
-    if (type >= 0 && type < 8 && k->tdef[type])
-        def = k->tdef[type];
-    if (k->type == CK_OBJECT) {
-        apply_table(ld, k->sub, (char *)base + k->off, NULL, -1, NULL);
+    if (k->type == SL_CK_OBJECT) {
+        apply_table(ld, k->sub, field, NULL, NULL);
         return;
     }
     if (def)
-        store_scalar(ld, k, (char *)base + k->off, def, NULL);
+        store_scalar(ld, k, field, def, NULL);
 }
 
-/* Fill `base` from mapping `node` (NULL: defaults only). `type` is the
- * source/sink type for keys that apply to some types only, -1 when the
- * table has no types, -2 when the type is unknown. Missing keys are
- * reported at `at`. */
-static void apply_table(struct sl__load *ld, const struct sl__ctable *t, void *base,
-                        yaml_node_t *node, int type, yaml_node_t *at)
+/* Fill `base` (and the options struct opts[type]) from mapping `node`
+ * (NULL: defaults only). `type` is the registry index of the source/sink
+ * type, -1 when the table has no types, -2 when the type is unknown (then
+ * opts[] holds a scratch struct per type so values are still checked).
+ * Missing keys are reported at `at`. */
+static void apply_view(struct sl_conf_load *ld, const struct view *vw, void *base,
+                       void *const *opts, yaml_node_t *node, int type, yaml_node_t *at)
 {
     char seen[CK_MAX_KEYS] = { 0 };
 
     if (node && node->type != YAML_MAPPING_NODE && !is_null(node)) {
-        sl__load_error(ld, node, "expected a mapping, got %s", node_kind(node));
+        sl_conf_error(ld, node, "expected a mapping, got %s", node_kind(node));
         node = NULL;
     }
     if (node && node->type == YAML_MAPPING_NODE) {
         for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
              p < node->data.mapping.pairs.top; p++) {
             yaml_node_t *kn = node_at(ld, p->key), *vn = node_at(ld, p->value);
-            const struct sl__ckey *k = NULL;
-            size_t mark, i;
+            const struct vkey *vk = NULL;
+            size_t mark, i, other = vw->n;
 
             if (kn->type != YAML_SCALAR_NODE) {
-                sl__load_error(ld, kn, "keys must be scalars");
+                sl_conf_error(ld, kn, "keys must be scalars");
                 continue;
             }
-            for (i = 0; i < t->nkeys; i++) {
-                if (strcmp(t->keys[i].name, scalar(kn)) == 0) {
-                    k = &t->keys[i];
+            for (i = 0; i < vw->n; i++) {
+                if (strcmp(vw->v[i].k->name, scalar(kn)) != 0)
+                    continue;
+                if (view_applies(vw, &vw->v[i], type)) {
+                    vk = &vw->v[i];
                     break;
                 }
+                if (other == vw->n)
+                    other = i;
             }
             mark = path_push(ld, scalar(kn));
-            if (!k) {
+            if (!vk && other < vw->n && seen[other]) {
+                sl_conf_error(ld, kn, "duplicate key");
+            } else if (!vk && other < vw->n) {
+                seen[other] = 1;
+                sl_conf_error(ld, kn, "not a key of %s %s", vw->names[type], vw->kind);
+            } else if (!vk) {
                 const char *best = NULL;
                 size_t bestd = 3;
-                for (size_t j = 0; j < t->nkeys; j++) {
-                    size_t dd = distance(scalar(kn), t->keys[j].name);
+                for (size_t j = 0; j < vw->n; j++) {
+                    size_t dd = distance(scalar(kn), vw->v[j].k->name);
                     if (dd < bestd) {
                         bestd = dd;
-                        best = t->keys[j].name;
+                        best = vw->v[j].k->name;
                     }
                 }
                 if (best)
-                    sl__load_error(ld, kn, "unknown key (did you mean '%s'?)", best);
+                    sl_conf_error(ld, kn, "unknown key (did you mean '%s'?)", best);
                 else
-                    sl__load_error(ld, kn, "unknown key");
+                    sl_conf_error(ld, kn, "unknown key");
             } else if (seen[i]) {
-                sl__load_error(ld, kn, "duplicate key");
-            } else if (type >= 0 && k->types && !(k->types & (1u << type))) {
-                seen[i] = 1;
-                sl__load_error(ld, kn, "not a key of %s %s", t->type_names[type],
-                               t == &sl__sink_table ? "sinks" : "sources");
+                sl_conf_error(ld, kn, "duplicate key");
+            } else if (is_null(vn) && vk->k->type != SL_CK_JSON) {
+                /* `key:` with no value: as if absent */
             } else {
                 seen[i] = 1;
-                if (is_null(vn) && k->type != CK_JSON) {
-                    seen[i] = 0; /* `key:` with no value: as if absent */
-                } else {
-                    store_value(ld, k, base, vn);
-                }
+                store_value(ld, vk->k, view_field(vk, base, opts), vn);
             }
             path_pop(ld, mark);
         }
     }
-    for (size_t i = 0; i < t->nkeys; i++) {
-        const struct sl__ckey *k = &t->keys[i];
-        int required = (k->flags & CK_REQUIRED) || (type >= 0 && (k->req_types & (1u << type)));
+    for (size_t i = 0; i < vw->n; i++) {
+        const struct vkey *vk = &vw->v[i];
 
-        if (seen[i])
+        if (seen[i] || !view_applies(vw, vk, type))
             continue;
-        if (k->types && type >= 0 && !(k->types & (1u << type)))
-            continue;
-        if (required) {
-            sl__load_error(ld, at, "missing required key '%s'", k->name);
-        } else {
-            apply_default(ld, k, base, type);
-        }
+        if (type == -2 && vk->type >= 0)
+            continue; /* unknown type: its keys neither required nor defaulted */
+        if (vk->k->flags & SL_CK_REQUIRED)
+            sl_conf_error(ld, at, "missing required key '%s'", vk->k->name);
+        else
+            apply_default(ld, vk->k, view_field(vk, base, opts), view_default(vw, vk, type));
     }
+}
+
+/* An untyped table (functions, async, server, log). */
+static void apply_table(struct sl_conf_load *ld, const struct sl__ctable *t, void *base,
+                        yaml_node_t *node, yaml_node_t *at)
+{
+    struct view vw;
+
+    view_init(ld, &vw, t, NULL, t->path);
+    apply_view(ld, &vw, base, NULL, node, -1, at);
 }
 
 /* ------------------------------------------------------------------ */
@@ -647,7 +752,7 @@ static int name_ref_cmp(const void *a, const void *b)
 
 /* One flag per pair of `map`: set when an earlier pair has the same scalar
  * key. Sorting keeps thousands of sources from costing n^2 compares. */
-static char *find_duplicates(struct sl__load *ld, yaml_node_t *map)
+static char *find_duplicates(struct sl_conf_load *ld, yaml_node_t *map)
 {
     size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start), m = 0;
     struct name_ref *refs = sl_calloc(n ? n : 1, sizeof(*refs));
@@ -666,9 +771,21 @@ static char *find_duplicates(struct sl__load *ld, yaml_node_t *map)
     return dup;
 }
 
+/* Free the keys of one table whose values live at `base` (and, for a
+ * type's keys, in its options struct `opts`). */
+static void free_keys(const struct sl_conf_key *keys, size_t n, void *base, void *opts);
+
+static void free_opts(const struct sl_conf_type *t, void *base, void *opts)
+{
+    if (!t)
+        return;
+    free_keys(t->keys, t->nkeys, base, opts);
+    free(opts);
+}
+
 /* Load `functions:`, `sources:` or `sinks:` (a mapping of name -> object)
  * into a freshly allocated array. */
-static void load_named(struct sl__load *ld, yaml_node_t *node, enum section sec)
+static void load_named(struct sl_conf_load *ld, yaml_node_t *node, enum section sec)
 {
     static const struct {
         const char *name;
@@ -679,6 +796,9 @@ static void load_named(struct sl__load *ld, yaml_node_t *node, enum section sec)
         [SEC_SOURCES] = { "sources", &sl__source_table, sizeof(struct sl_source_conf) },
         [SEC_SINKS] = { "sinks", &sl__sink_table, sizeof(struct sl_sink_conf) },
     };
+    const struct sl_conf_type *const *types = sec == SEC_SOURCES ? ld->reg->sources
+                                            : sec == SEC_SINKS ? ld->reg->sinks : NULL;
+    struct view vw;
     size_t npairs, n = 0, mark;
     char *arr, *dups;
 
@@ -688,32 +808,36 @@ static void load_named(struct sl__load *ld, yaml_node_t *node, enum section sec)
         return;
     }
     if (node->type != YAML_MAPPING_NODE) {
-        sl__load_error(ld, node, "expected a mapping of names, got %s", node_kind(node));
+        sl_conf_error(ld, node, "expected a mapping of names, got %s", node_kind(node));
         path_pop(ld, mark);
         return;
     }
+    view_init(ld, &vw, secs[sec].t, types, secs[sec].name);
     npairs = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
     arr = sl_calloc(npairs ? npairs : 1, secs[sec].size);
     dups = find_duplicates(ld, node);
     for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = node_at(ld, p->key), *vn = node_at(ld, p->value);
         void *base = arr + n * secs[sec].size;
+        void *opts[CK_MAX_TYPES] = { 0 };
+        const struct sl_conf_type **typep = NULL;
+        void **optsp = NULL;
         char **name = NULL;
         int *line = NULL, *col = NULL, type = -1;
         size_t m;
 
         if (kn->type != YAML_SCALAR_NODE) {
-            sl__load_error(ld, kn, "names must be scalars");
+            sl_conf_error(ld, kn, "names must be scalars");
             continue;
         }
         m = path_push(ld, scalar(kn));
         if (dups[p - node->data.mapping.pairs.start]) {
-            sl__load_error(ld, kn, "duplicate name");
+            sl_conf_error(ld, kn, "duplicate name");
             path_pop(ld, m);
             continue;
         }
         if (!valid_name(scalar(kn)))
-            sl__load_error(ld, kn, "name must be 1 to 64 letters, digits, '-' or '_'");
+            sl_conf_error(ld, kn, "name must be 1 to 64 letters, digits, '-' or '_'");
         switch (sec) {
         case SEC_FUNCTIONS: {
             struct sl_function_conf *f = base;
@@ -723,11 +847,13 @@ static void load_named(struct sl__load *ld, yaml_node_t *node, enum section sec)
         case SEC_SOURCES: {
             struct sl_source_conf *s = base;
             name = &s->name, line = &s->line, col = &s->col;
+            typep = &s->type, optsp = &s->opts;
             break;
         }
         case SEC_SINKS: {
             struct sl_sink_conf *s = base;
             name = &s->name, line = &s->line, col = &s->col;
+            typep = &s->type, optsp = &s->opts;
             break;
         }
         }
@@ -735,25 +861,37 @@ static void load_named(struct sl__load *ld, yaml_node_t *node, enum section sec)
         *line = (int)kn->start_mark.line + 1;
         *col = (int)kn->start_mark.column + 1;
         n++;
-        if (sec != SEC_FUNCTIONS) {
-            /* `type` first: it decides which other keys exist */
+        if (!typep) {
+            apply_table(ld, secs[sec].t, base, vn, kn);
+            path_pop(ld, m);
+            continue;
+        }
+        /* `type` first: it decides which other keys exist */
+        if (vn->type != YAML_MAPPING_NODE) {
+            sl_conf_error(ld, vn, "expected a mapping, got %s", node_kind(vn));
+            path_pop(ld, m);
+            continue;
+        }
+        {
             yaml_node_t *tn = map_get(ld, vn, "type");
-            const char *const *names = sec == SEC_SOURCES ? sl__source_type_names
-                                                          : sl__sink_type_names;
-            if (vn->type != YAML_MAPPING_NODE) {
-                sl__load_error(ld, vn, "expected a mapping, got %s", node_kind(vn));
-                path_pop(ld, m);
-                continue;
-            }
-            if (tn && tn->type == YAML_SCALAR_NODE) {
-                for (int i = 0; names[i]; i++)
-                    if (strcmp(scalar(tn), names[i]) == 0)
+            if (tn && tn->type == YAML_SCALAR_NODE)
+                for (int i = 0; vw.names[i]; i++)
+                    if (strcmp(scalar(tn), vw.names[i]) == 0)
                         type = i;
-            }
-            /* unknown type: `type` itself reports it; skip per-type checks */
-            apply_table(ld, secs[sec].t, base, vn, type >= 0 ? type : -2, kn);
+        }
+        if (type >= 0) {
+            *typep = types[type];
+            if (types[type]->size)
+                *optsp = opts[type] = sl_calloc(1, types[type]->size);
+            apply_view(ld, &vw, base, opts, vn, type, kn);
         } else {
-            apply_table(ld, secs[sec].t, base, vn, -1, kn);
+            /* unknown type: `type` itself reports it; the other keys are
+             * still checked, each in a scratch struct of its type */
+            for (int i = 0; vw.names[i]; i++)
+                opts[i] = sl_calloc(1, types[i]->size ? types[i]->size : 1);
+            apply_view(ld, &vw, base, opts, vn, -2, kn);
+            for (int i = 0; vw.names[i]; i++)
+                free_opts(types[i], base, opts[i]);
         }
         path_pop(ld, m);
     }
@@ -772,10 +910,22 @@ static void load_named(struct sl__load *ld, yaml_node_t *node, enum section sec)
     path_pop(ld, mark);
 }
 
+/* "kafka" or "kafka, x": the source types with every bit of `traits`. */
+static void type_names_with(const struct sl_conf_type *const *types, unsigned traits,
+                            char *buf, size_t n)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; types[i]; i++)
+        if ((types[i]->traits & traits) == traits)
+            snprintf(buf + strlen(buf), n - strlen(buf), "%s%s", buf[0] ? ", " : "",
+                     types[i]->name);
+}
+
 /* Rules that span several keys. */
-static void check_cross(struct sl__load *ld)
+static void check_cross(struct sl_conf_load *ld)
 {
     struct sl_config *c = ld->c;
+    char at_ts[256];
 
     for (size_t i = 0; i < c->nfunctions; i++) {
         struct sl_function_conf *f = &c->functions[i];
@@ -784,19 +934,23 @@ static void check_cross(struct sl__load *ld)
                          "is more than reserved_concurrency (%lld)", f->name,
                          (long long)f->provisioned_concurrency, (long long)f->reserved_concurrency);
     }
+    type_names_with(ld->reg->sources, SL_CONF_AT_TIMESTAMP, at_ts, sizeof(at_ts));
     for (size_t i = 0; i < c->nsources; i++) {
         struct sl_source_conf *s = &c->sources[i];
-        if (s->type == SL_SOURCE_KAFKA && s->starting_position == SL_START_AT_TIMESTAMP &&
-            !s->starting_position_timestamp)
+        bool can = s->type && (s->type->traits & SL_CONF_AT_TIMESTAMP);
+
+        if (!s->type || s->starting_position != SL_START_AT_TIMESTAMP)
+            continue;
+        if (can && !s->starting_position_timestamp)
             sl_diags_add(ld->d, s->line, s->col, "sources.%s: starting_position AT_TIMESTAMP "
                          "needs starting_position_timestamp", s->name);
-        if (s->type != SL_SOURCE_KAFKA && s->starting_position == SL_START_AT_TIMESTAMP)
+        if (!can)
             sl_diags_add(ld->d, s->line, s->col, "sources.%s: starting_position AT_TIMESTAMP "
-                         "is for kafka sources only", s->name);
+                         "is for %s sources only", s->name, at_ts);
     }
 }
 
-static void load_root(struct sl__load *ld, yaml_node_t *root)
+static void load_root(struct sl_conf_load *ld, yaml_node_t *root)
 {
     static const char *const top[] = { "functions", "sources", "sinks", "server", "log", NULL };
 
@@ -805,7 +959,7 @@ static void load_root(struct sl__load *ld, yaml_node_t *root)
         return;
     }
     if (root->type != YAML_MAPPING_NODE) {
-        sl__load_error(ld, root, "expected a mapping at the top, got %s", node_kind(root));
+        sl_conf_error(ld, root, "expected a mapping at the top, got %s", node_kind(root));
         return;
     }
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
@@ -813,7 +967,7 @@ static void load_root(struct sl__load *ld, yaml_node_t *root)
         int known = 0, dup = 0;
 
         if (kn->type != YAML_SCALAR_NODE) {
-            sl__load_error(ld, kn, "keys must be scalars");
+            sl_conf_error(ld, kn, "keys must be scalars");
             continue;
         }
         for (int i = 0; top[i]; i++)
@@ -842,10 +996,10 @@ static void load_root(struct sl__load *ld, yaml_node_t *root)
         load_named(ld, map_get(ld, root, "sources"), SEC_SOURCES);
 
     path_push(ld, "server");
-    apply_table(ld, &sl__server_table, &ld->c->server, map_get(ld, root, "server"), -1, root);
+    apply_table(ld, &sl__server_table, &ld->c->server, map_get(ld, root, "server"), root);
     path_pop(ld, 0);
     path_push(ld, "log");
-    apply_table(ld, &sl__log_table, &ld->c->log, map_get(ld, root, "log"), -1, root);
+    apply_table(ld, &sl__log_table, &ld->c->log, map_get(ld, root, "log"), root);
     path_pop(ld, 0);
     check_cross(ld);
 }
@@ -853,10 +1007,14 @@ static void load_root(struct sl__load *ld, yaml_node_t *root)
 /* ------------------------------------------------------------------ */
 /* Entry points                                                        */
 
+static const struct sl_conf_type *const no_type[] = { NULL };
+static const struct sl_conf_registry no_types = { no_type, no_type };
+
 int sl_config_load_buffer(const char *name, const char *dir, const char *buf, size_t len,
-                          struct sl_config **out, struct sl_diags *d)
+                          const struct sl_conf_registry *reg, struct sl_config **out,
+                          struct sl_diags *d)
 {
-    struct sl__load ld;
+    struct sl_conf_load ld;
     yaml_parser_t parser;
     yaml_document_t extra;
     int rc = SL_ECONFIG;
@@ -864,6 +1022,7 @@ int sl_config_load_buffer(const char *name, const char *dir, const char *buf, si
     (void)name;
     memset(&ld, 0, sizeof(ld));
     ld.d = d;
+    ld.reg = reg ? reg : &no_types;
     ld.c = sl_calloc(1, sizeof(*ld.c));
     ld.c->path = sl_strdup(name);
     ld.c->dir = sl_strdup(dir);
@@ -909,7 +1068,8 @@ int sl_config_load_buffer(const char *name, const char *dir, const char *buf, si
     return rc;
 }
 
-int sl_config_load(const char *path, struct sl_config **out, struct sl_diags *d)
+int sl_config_load(const char *path, const struct sl_conf_registry *reg,
+                   struct sl_config **out, struct sl_diags *d)
 {
     char *buf = NULL, *copy, real[PATH_MAX], *dir;
     size_t len = 0, cap = 0;
@@ -957,7 +1117,7 @@ int sl_config_load(const char *path, struct sl_config **out, struct sl_diags *d)
         snprintf(real, sizeof(real), "%s", path);
     copy = sl_strdup(real);
     dir = dirname(copy);
-    rc = sl_config_load_buffer(path, dir, buf, len, out, d);
+    rc = sl_config_load_buffer(path, dir, buf, len, reg, out, d);
     free(copy);
     free(buf);
     return rc;
@@ -966,32 +1126,46 @@ int sl_config_load(const char *path, struct sl_config **out, struct sl_diags *d)
 /* ------------------------------------------------------------------ */
 /* Freeing follows the same tables                                     */
 
+static void free_key(const struct sl_conf_key *k, void *field)
+{
+    switch (k->type) {
+    case SL_CK_STRING:
+    case SL_CK_PATH:
+        free(*(char **)field);
+        break;
+    case SL_CK_STRLIST:
+    case SL_CK_PATHLIST:
+        strlist_free(field);
+        break;
+    case SL_CK_MAP:
+        kvlist_free(field);
+        break;
+    case SL_CK_OBJECT:
+        free_keys(k->sub->keys, k->sub->nkeys, field, NULL);
+        break;
+    case SL_CK_JSON:
+        json_decref(*(json_t **)field);
+        break;
+    default:
+        break;
+    }
+}
+
+static void free_keys(const struct sl_conf_key *keys, size_t n, void *base, void *opts)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (keys[i].flags & SL_CK_TYPE)
+            continue;
+        if (opts && !(keys[i].flags & SL_CK_BASE))
+            free_key(&keys[i], (char *)opts + keys[i].off);
+        else if (!opts && base)
+            free_key(&keys[i], (char *)base + keys[i].off);
+    }
+}
+
 static void free_table(const struct sl__ctable *t, void *base)
 {
-    for (size_t i = 0; i < t->nkeys; i++) {
-        void *field = (char *)base + t->keys[i].off;
-        switch (t->keys[i].type) {
-        case CK_STRING:
-        case CK_PATH:
-            free(*(char **)field);
-            break;
-        case CK_STRLIST:
-        case CK_PATHLIST:
-            strlist_free(field);
-            break;
-        case CK_MAP:
-            kvlist_free(field);
-            break;
-        case CK_OBJECT:
-            free_table(t->keys[i].sub, field);
-            break;
-        case CK_JSON:
-            json_decref(*(json_t **)field);
-            break;
-        default:
-            break;
-        }
-    }
+    free_keys(t->keys, t->nkeys, base, NULL);
 }
 
 void sl_config_free(struct sl_config *c)
@@ -1004,10 +1178,12 @@ void sl_config_free(struct sl_config *c)
     }
     for (size_t i = 0; i < c->nsources; i++) {
         free_table(&sl__source_table, &c->sources[i]);
+        free_opts(c->sources[i].type, NULL, c->sources[i].opts);
         free(c->sources[i].name);
     }
     for (size_t i = 0; i < c->nsinks; i++) {
         free_table(&sl__sink_table, &c->sinks[i]);
+        free_opts(c->sinks[i].type, NULL, c->sinks[i].opts);
         free(c->sinks[i].name);
     }
     free(c->functions);

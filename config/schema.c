@@ -1,6 +1,8 @@
 /* Key tables: one row per configuration key. The loader, `sluice lint` and
- * docs/CONFIGURATION.md are all driven from here; a key that is not in a
- * table does not exist. */
+ * docs/CONFIGURATION.md are all driven from these and from the tables each
+ * source and sink type registers (pollers/registry.c, sinks/registry.c);
+ * a key that is not in a table does not exist. Here: functions, the keys
+ * every source or sink has, server and log. */
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -17,49 +19,25 @@
 #include "sluice/mem.h"
 #include "sluice/redis.h"
 
-#define KAFKA    (1u << SL_SOURCE_KAFKA)
-#define REDIS    (1u << SL_SOURCE_REDIS)
-#define POSTGRES (1u << SL_SOURCE_POSTGRES)
-#define STREAMS  (KAFKA | POSTGRES)
-
-#define S_FILE     (1u << SL_SINK_FILE)
-#define S_REDIS    (1u << SL_SINK_REDIS)
-#define S_KAFKA    (1u << SL_SINK_KAFKA)
-#define S_POSTGRES (1u << SL_SINK_POSTGRES)
-#define S_SQLITE   (1u << SL_SINK_SQLITE)
-
 #define SEC  1000     /* ms per second */
 #define MIN  60000
 #define MB   (1024 * 1024)
-
-const char *const sl__source_type_names[] = { "kafka", "redis", "postgres", NULL };
-const char *const sl__sink_type_names[] = { "file", "redis", "kafka", "postgres", "sqlite", NULL };
 
 static const char *const runtime_names[] = { "native", "lambda", NULL };
 static const char *const network_names[] = { "none", "host", NULL };
 static const char *const sandbox_names[] = { "strict", "relaxed", NULL };
 static const char *const start_names[] = { "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", NULL };
-static const char *const mode_names[] = { "stream", "list", NULL };
-static const char *const view_names[] = {
-    "NEW_AND_OLD_IMAGES", "NEW_IMAGE", "OLD_IMAGE", "KEYS_ONLY", NULL,
-};
-static const char *const snapshot_names[] = { "never", "initial", NULL };
 static const char *const format_names[] = { "text", "json", NULL };
 
-const char *sl_source_type_name(int type)
+const char *sl_conf_type_name(const struct sl_conf_type *t)
 {
-    return type >= 0 && type < SL_SOURCE__COUNT ? sl__source_type_names[type] : "?";
-}
-
-const char *sl_sink_type_name(int type)
-{
-    return type >= 0 && type < SL_SINK__COUNT ? sl__sink_type_names[type] : "?";
+    return t ? t->name : "?";
 }
 
 /* ------------------------------------------------------------------ */
 /* Check hooks                                                         */
 
-static void check_handler(struct sl__load *ld, const struct sl__ckey *k, void *field,
+static void check_handler(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                           yaml_node_t *node)
 {
     const char *path = *(char **)field;
@@ -67,14 +45,14 @@ static void check_handler(struct sl__load *ld, const struct sl__ckey *k, void *f
 
     (void)k;
     if (stat(path, &st) != 0)
-        sl__load_error(ld, node, "handler %s does not exist", path);
+        sl_conf_error(ld, node, "handler %s does not exist", path);
     else if (!S_ISREG(st.st_mode))
-        sl__load_error(ld, node, "handler %s is not a regular file", path);
+        sl_conf_error(ld, node, "handler %s is not a regular file", path);
     else if (access(path, X_OK) != 0)
-        sl__load_error(ld, node, "handler %s is not executable", path);
+        sl_conf_error(ld, node, "handler %s is not executable", path);
 }
 
-static void check_layers(struct sl__load *ld, const struct sl__ckey *k, void *field,
+static void check_layers(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                          yaml_node_t *node)
 {
     const struct sl_strlist *l = field;
@@ -83,7 +61,7 @@ static void check_layers(struct sl__load *ld, const struct sl__ckey *k, void *fi
     (void)k;
     for (size_t i = 0; i < l->n; i++)
         if (stat(l->v[i], &st) != 0 || !S_ISDIR(st.st_mode))
-            sl__load_error(ld, node, "layer %s is not a directory", l->v[i]);
+            sl_conf_error(ld, node, "layer %s is not a directory", l->v[i]);
 }
 
 /* Lambda's own rules for variables: reserved names are refused, keys start
@@ -97,7 +75,7 @@ static const char *const reserved_env[] = {
     "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "TZ", NULL,
 };
 
-static void check_environment(struct sl__load *ld, const struct sl__ckey *k, void *field,
+static void check_environment(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                               yaml_node_t *node)
 {
     const struct sl_kvlist *env = field;
@@ -111,39 +89,39 @@ static void check_environment(struct sl__load *ld, const struct sl__ckey *k, voi
         for (const char *p = key; ok && *p; p++)
             ok = isalnum((unsigned char)*p) || *p == '_';
         if (!ok)
-            sl__load_error(ld, node, "variable name '%s' must start with a letter, have at least "
-                           "2 characters and use only letters, digits and '_'", key);
+            sl_conf_error(ld, node, "variable name '%s' must start with a letter, have at least "
+                          "2 characters and use only letters, digits and '_'", key);
         for (int r = 0; reserved_env[r]; r++)
             if (strcmp(key, reserved_env[r]) == 0)
-                sl__load_error(ld, node, "variable name '%s' is reserved", key);
+                sl_conf_error(ld, node, "variable name '%s' is reserved", key);
         total += strlen(key) + strlen(env->v[i].value);
     }
     if (total > 4096)
-        sl__load_error(ld, node, "variables take %zu bytes, more than the 4 KB limit", total);
+        sl_conf_error(ld, node, "variables take %zu bytes, more than the 4 KB limit", total);
 }
 
-static void check_function_ref(struct sl__load *ld, const struct sl__ckey *k, void *field,
+static void check_function_ref(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                                yaml_node_t *node)
 {
     const char *name = *(char **)field;
 
     (void)k;
     if (!sl__load_has_function(ld, name))
-        sl__load_error(ld, node, "no function named '%s'", name);
+        sl_conf_error(ld, node, "no function named '%s'", name);
 }
 
-static void check_sink_ref(struct sl__load *ld, const struct sl__ckey *k, void *field,
+static void check_sink_ref(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                            yaml_node_t *node)
 {
     const char *name = *(char **)field;
 
     (void)k;
     if (!sl__load_has_sink(ld, name))
-        sl__load_error(ld, node, "no sink named '%s'", name);
+        sl_conf_error(ld, node, "no sink named '%s'", name);
 }
 
 /* ISO-8601 UTC ("2026-01-02T03:04:05Z") or Unix seconds. */
-static void check_timestamp(struct sl__load *ld, const struct sl__ckey *k, void *field,
+static void check_timestamp(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                             yaml_node_t *node)
 {
     const char *s = *(char **)field;
@@ -159,33 +137,11 @@ static void check_timestamp(struct sl__load *ld, const struct sl__ckey *k, void 
     end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
     if (end && (*end == 'Z' || *end == '\0'))
         return;
-    sl__load_error(ld, node, "'%s' is not a timestamp (ISO-8601 like 2026-01-02T03:04:05Z, "
-                   "or Unix seconds)", s);
+    sl_conf_error(ld, node, "'%s' is not a timestamp (ISO-8601 like 2026-01-02T03:04:05Z, "
+                  "or Unix seconds)", s);
 }
 
-/* Kafka's own rule for topic names: 1..249 of [A-Za-z0-9._-], not "." or "..". */
-static void check_topics(struct sl__load *ld, const struct sl__ckey *k, void *field,
-                         yaml_node_t *node)
-{
-    const struct sl_strlist *l = field;
-
-    (void)k;
-    if (l->n == 0)
-        sl__load_error(ld, node, "at least one topic is needed");
-    for (size_t i = 0; i < l->n; i++) {
-        const char *t = l->v[i];
-        size_t n = strlen(t);
-        bool ok = n > 0 && n <= 249 && strcmp(t, ".") != 0 && strcmp(t, "..") != 0;
-        for (size_t j = 0; ok && j < n; j++)
-            ok = (t[j] >= 'a' && t[j] <= 'z') || (t[j] >= 'A' && t[j] <= 'Z') ||
-                 (t[j] >= '0' && t[j] <= '9') || t[j] == '.' || t[j] == '_' || t[j] == '-';
-        if (!ok)
-            sl__load_error(ld, node, "'%s' is not a Kafka topic name (1-249 of letters, digits, "
-                           "'.', '_', '-')", t);
-    }
-}
-
-static void check_debug(struct sl__load *ld, const struct sl__ckey *k, void *field,
+static void check_debug(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                         yaml_node_t *node)
 {
     const struct sl_strlist *l = field;
@@ -195,8 +151,8 @@ static void check_debug(struct sl__load *ld, const struct sl__ckey *k, void *fie
     for (size_t i = 0; i < l->n; i++) {
         long bit = sl_log_ctx_parse(l->v[i]);
         if (bit < 0)
-            sl__load_error(ld, node, "unknown debug context '%s' (one of: all, config, kafka, "
-                           "redis, postgres, sandbox, dispatch, api, sink)", l->v[i]);
+            sl_conf_error(ld, node, "unknown debug context '%s' (one of: all, config, kafka, "
+                          "redis, postgres, sandbox, dispatch, api, sink)", l->v[i]);
         else
             lc->debug |= (unsigned)bit;
     }
@@ -205,7 +161,7 @@ static void check_debug(struct sl__load *ld, const struct sl__ckey *k, void *fie
 /* server.auth: API tokens. Keys are interpolated here (the loader
  * interpolates values only) so tokens can come from the environment;
  * messages name a token by its position, never by its text. */
-static void check_auth(struct sl__load *ld, const struct sl__ckey *k, void *field,
+static void check_auth(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                        yaml_node_t *node)
 {
     struct sl_kvlist *l = field;
@@ -221,25 +177,25 @@ static void check_auth(struct sl__load *ld, const struct sl__ckey *k, void *fiel
             /* `why` quotes the key: show it only when the key is a pure reference */
             if (rl > 3 && strncmp(raw, "${", 2) == 0 && raw[rl - 1] == '}' &&
                 !strchr(raw + 2, '$'))
-                sl__load_error(ld, node, "token %zu: %s", i + 1, why);
+                sl_conf_error(ld, node, "token %zu: %s", i + 1, why);
             else
-                sl__load_error(ld, node, "token %zu: bad '$' (write ${VAR} for a variable, "
-                               "$$ for a literal $)", i + 1);
+                sl_conf_error(ld, node, "token %zu: bad '$' (write ${VAR} for a variable, "
+                              "$$ for a literal $)", i + 1);
             continue;
         }
         free(l->v[i].key);
         l->v[i].key = tok;
         if (!*tok)
-            sl__load_error(ld, node, "token %zu is empty (is its variable set?)", i + 1);
+            sl_conf_error(ld, node, "token %zu is empty (is its variable set?)", i + 1);
         for (p = tok; *p; p++)
             if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p) || *p == ',')
                 break;
         if (*p)
-            sl__load_error(ld, node, "token %zu contains a space, a comma or a control "
-                           "character", i + 1);
+            sl_conf_error(ld, node, "token %zu contains a space, a comma or a control "
+                          "character", i + 1);
         for (size_t j = 0; j < i; j++)
             if (strcmp(l->v[j].key, tok) == 0)
-                sl__load_error(ld, node, "tokens %zu and %zu are the same", j + 1, i + 1);
+                sl_conf_error(ld, node, "tokens %zu and %zu are the same", j + 1, i + 1);
 
         /* "*" or "fn1, fn2" */
         p = l->v[i].value;
@@ -260,16 +216,16 @@ static void check_auth(struct sl__load *ld, const struct sl__ckey *k, void *fiel
             {
                 char *name = sl_strndup(s, (size_t)(e - s));
                 if (strcmp(name, "*") == 0)
-                    sl__load_error(ld, node, "token %zu: '*' must stand alone", i + 1);
+                    sl_conf_error(ld, node, "token %zu: '*' must stand alone", i + 1);
                 else if (!sl__load_has_function(ld, name))
-                    sl__load_error(ld, node, "token %zu allows '%s', which is not a function",
-                                   i + 1, name);
+                    sl_conf_error(ld, node, "token %zu allows '%s', which is not a function",
+                                  i + 1, name);
                 free(name);
             }
         }
         if (strspn(l->v[i].value, " ,") == strlen(l->v[i].value))
-            sl__load_error(ld, node, "token %zu allows no function: give \"*\" or names "
-                           "separated by commas", i + 1);
+            sl_conf_error(ld, node, "token %zu allows no function: give \"*\" or names "
+                          "separated by commas", i + 1);
     }
 }
 
@@ -278,22 +234,7 @@ static void check_auth(struct sl__load *ld, const struct sl__ckey *k, void *fiel
 
 #define QUEUE_FORMS "\"sqlite\" or redis://[:password@]host:port[/db]"
 
-static void check_redis_url(struct sl__load *ld, const struct sl__ckey *k, void *field,
-                            yaml_node_t *node)
-{
-    const char *s = *(char **)field;
-    struct sl_redis_url u;
-    char why[700];
-
-    (void)k;
-    if (!s)
-        return;
-    if (sl_redis_url_parse(s, &u, why, sizeof(why)) != 0)
-        sl__load_error(ld, node, "%s", why);
-    sl_redis_url_destroy(&u);
-}
-
-static void check_async_queue(struct sl__load *ld, const struct sl__ckey *k, void *field,
+static void check_async_queue(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                               yaml_node_t *node)
 {
     const char *s = *(char **)field;
@@ -304,14 +245,14 @@ static void check_async_queue(struct sl__load *ld, const struct sl__ckey *k, voi
     if (strcmp(s, "sqlite") == 0)
         return;
     if (sl_redis_url_parse(s, &u, why, sizeof(why)) != 0)
-        sl__load_error(ld, node, "%s; want " QUEUE_FORMS, why);
+        sl_conf_error(ld, node, "%s; want " QUEUE_FORMS, why);
     sl_redis_url_destroy(&u);
 }
 
 /* Patterns are compiled at load time so `sluice lint` rejects what the
  * pollers would; the message already names the pattern and its path
  * below filter_criteria, the key path says which source. */
-static void check_filter(struct sl__load *ld, const struct sl__ckey *k, void *field,
+static void check_filter(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                          yaml_node_t *node)
 {
     struct sl_filter *f = NULL;
@@ -322,7 +263,7 @@ static void check_filter(struct sl__load *ld, const struct sl__ckey *k, void *fi
     if (sl_filter_compile(*(json_t **)field, &f, msg, sizeof(msg)) != 0) {
         if (strncmp(m, "filter_criteria", 15) == 0)
             m += m[15] == ':' ? 17 : 15;
-        sl__load_error(ld, node, "%s", m);
+        sl_conf_error(ld, node, "%s", m);
     }
     sl_filter_free(f);
 }
@@ -331,21 +272,21 @@ static void check_filter(struct sl__load *ld, const struct sl__ckey *k, void *fi
 /* functions.<name>.async                                              */
 
 #define F(field) offsetof(struct sl_async_conf, field)
-static const struct sl__ckey async_keys[] = {
-    { .name = "maximum_retry_attempts", .type = CK_INT, .def = "3", .min = 0, .max = 100,
+static const struct sl_conf_key async_keys[] = {
+    { .name = "maximum_retry_attempts", .type = SL_CK_INT, .def = "3", .min = 0, .max = 100,
       .off = F(maximum_retry_attempts),
       .desc = "Retries after a failed asynchronous invocation (3: tried at least 4 times)." },
-    { .name = "maximum_event_age_s", .type = CK_DURATION, .def = "6h", .unit = SEC,
+    { .name = "maximum_event_age_s", .type = SL_CK_DURATION, .def = "6h", .unit = SEC,
       .min = 60, .max = 21600, .off = F(maximum_event_age_ms),
       .desc = "An event older than this is not retried again and goes to `on_failure`." },
-    { .name = "backoff_initial_ms", .type = CK_DURATION, .def = "1000", .unit = 1, .min = 1,
+    { .name = "backoff_initial_ms", .type = SL_CK_DURATION, .def = "1000", .unit = 1, .min = 1,
       .max = 3600000, .off = F(backoff_initial_ms),
       .desc = "Wait before the first retry; it doubles per retry, with full jitter." },
-    { .name = "backoff_max_ms", .type = CK_DURATION, .def = "300000", .unit = 1, .min = 1,
+    { .name = "backoff_max_ms", .type = SL_CK_DURATION, .def = "300000", .unit = 1, .min = 1,
       .max = 3600000, .off = F(backoff_max_ms), .desc = "Longest wait between two retries." },
-    { .name = "on_success", .type = CK_STRING, .flags = CK_REF_SINK, .off = F(on_success),
+    { .name = "on_success", .type = SL_CK_STRING, .flags = SL_CK_REF_SINK, .off = F(on_success),
       .check = check_sink_ref, .desc = "Sink that receives a record of each successful invocation." },
-    { .name = "on_failure", .type = CK_STRING, .flags = CK_REF_SINK, .off = F(on_failure),
+    { .name = "on_failure", .type = SL_CK_STRING, .flags = SL_CK_REF_SINK, .off = F(on_failure),
       .check = check_sink_ref,
       .desc = "Sink that receives events whose retries ran out or that expired." },
 };
@@ -361,43 +302,43 @@ const struct sl__ctable sl__async_table = {
 /* functions.<name>                                                    */
 
 #define F(field) offsetof(struct sl_function_conf, field)
-static const struct sl__ckey function_keys[] = {
-    { .name = "handler", .type = CK_PATH, .flags = CK_REQUIRED, .off = F(handler),
+static const struct sl_conf_key function_keys[] = {
+    { .name = "handler", .type = SL_CK_PATH, .flags = SL_CK_REQUIRED, .off = F(handler),
       .check = check_handler,
       .desc = "Executable run in each environment; relative to the configuration file." },
-    { .name = "runtime", .type = CK_ENUM, .def = "native", .enums = runtime_names,
+    { .name = "runtime", .type = SL_CK_ENUM, .def = "native", .enums = runtime_names,
       .off = F(runtime),
       .desc = "`native`: msgpack frames on fd 3. `lambda`: the Lambda Runtime API over HTTP." },
-    { .name = "memory_mb", .type = CK_SIZE, .def = "128", .unit = MB, .min = 128, .max = 10240,
+    { .name = "memory_mb", .type = SL_CK_SIZE, .def = "128", .unit = MB, .min = 128, .max = 10240,
       .off = F(memory_mb),
       .desc = "Memory limit of an environment; CPU share grows with it (1769 MB = 1 CPU)." },
-    { .name = "timeout_s", .type = CK_DURATION, .def = "3", .unit = SEC, .min = 1, .max = 900,
+    { .name = "timeout_s", .type = SL_CK_DURATION, .def = "3", .unit = SEC, .min = 1, .max = 900,
       .off = F(timeout_ms), .desc = "Longest an invocation may run before its environment is killed." },
-    { .name = "init_timeout_s", .type = CK_DURATION, .def = "10", .unit = SEC, .min = 1,
+    { .name = "init_timeout_s", .type = SL_CK_DURATION, .def = "10", .unit = SEC, .min = 1,
       .max = 900, .off = F(init_timeout_ms),
       .desc = "Longest the handler may take to start and report ready." },
-    { .name = "ephemeral_storage_mb", .type = CK_SIZE, .def = "512", .unit = MB, .min = 512,
+    { .name = "ephemeral_storage_mb", .type = SL_CK_SIZE, .def = "512", .unit = MB, .min = 512,
       .max = 10240, .off = F(ephemeral_storage_mb), .desc = "Size of the environment's `/tmp`." },
-    { .name = "environment", .type = CK_MAP, .off = F(environment), .check = check_environment,
+    { .name = "environment", .type = SL_CK_MAP, .off = F(environment), .check = check_environment,
       .desc = "Variables for the handler (Lambda's rules: no reserved names, 4 KB in all)." },
-    { .name = "layers", .type = CK_PATHLIST, .off = F(layers), .check = check_layers,
+    { .name = "layers", .type = SL_CK_PATHLIST, .off = F(layers), .check = check_layers,
       .desc = "Directories mounted read-only under `/opt`, in order." },
-    { .name = "network", .type = CK_ENUM, .def = "none", .enums = network_names,
+    { .name = "network", .type = SL_CK_ENUM, .def = "none", .enums = network_names,
       .off = F(network), .desc = "`none`: no network at all. `host`: the host's network." },
-    { .name = "sandbox", .type = CK_ENUM, .def = "strict", .enums = sandbox_names,
+    { .name = "sandbox", .type = SL_CK_ENUM, .def = "strict", .enums = sandbox_names,
       .off = F(sandbox),
       .desc = "`relaxed` runs without namespaces, for hosts that cannot create them." },
-    { .name = "reserved_concurrency", .type = CK_INT, .def = "-1", .min = 0, .max = 100000,
-      .flags = CK_NEG1, .off = F(reserved_concurrency),
+    { .name = "reserved_concurrency", .type = SL_CK_INT, .def = "-1", .min = 0, .max = 100000,
+      .flags = SL_CK_NEG1, .off = F(reserved_concurrency),
       .desc = "Most environments of this function at once; -1 shares the unreserved pool." },
-    { .name = "provisioned_concurrency", .type = CK_INT, .def = "0", .min = 0, .max = 100000,
+    { .name = "provisioned_concurrency", .type = SL_CK_INT, .def = "0", .min = 0, .max = 100000,
       .off = F(provisioned_concurrency), .desc = "Environments kept initialized at all times." },
-    { .name = "snapstart", .type = CK_BOOL, .def = "false", .off = F(snapstart),
+    { .name = "snapstart", .type = SL_CK_BOOL, .def = "false", .off = F(snapstart),
       .desc = "Start new environments by forking an initialized template." },
-    { .name = "idle_timeout_s", .type = CK_DURATION, .def = "10m", .unit = SEC, .min = 1,
+    { .name = "idle_timeout_s", .type = SL_CK_DURATION, .def = "10m", .unit = SEC, .min = 1,
       .max = 86400, .off = F(idle_timeout_ms),
       .desc = "An environment idle this long is shut down (provisioned ones are kept)." },
-    { .name = "async", .type = CK_OBJECT, .sub = &sl__async_table, .off = F(async),
+    { .name = "async", .type = SL_CK_OBJECT, .sub = &sl__async_table, .off = F(async),
       .desc = "Asynchronous invocation settings (below)." },
 };
 #undef F
@@ -413,107 +354,47 @@ const struct sl__ctable sl__function_table = {
 /* sources.<name>                                                      */
 
 #define F(field) offsetof(struct sl_source_conf, field)
-static const struct sl__ckey source_keys[] = {
-    { .name = "type", .type = CK_ENUM, .flags = CK_REQUIRED, .enums = sl__source_type_names,
-      .off = F(type), .desc = "Which poller reads this source." },
-    { .name = "function", .type = CK_STRING, .flags = CK_REQUIRED | CK_REF_FUNC,
+static const struct sl_conf_key source_keys[] = {
+    { .name = "type", .type = SL_CK_ENUM, .flags = SL_CK_REQUIRED | SL_CK_TYPE,
+      .desc = "Which poller reads this source." },
+    { .name = "function", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED | SL_CK_REF_FUNC,
       .off = F(function), .check = check_function_ref,
       .desc = "Function that receives the batches." },
-    { .name = "enabled", .type = CK_BOOL, .def = "true", .off = F(enabled),
+    { .name = "enabled", .type = SL_CK_BOOL, .def = "true", .off = F(enabled),
       .desc = "`false` keeps the source configured but stops polling." },
-    { .name = "batch_size", .type = CK_INT, .def = "100", .tdef = { [SL_SOURCE_REDIS] = "10" },
+    { .name = "batch_size", .type = SL_CK_INT, .def = "100",
       .min = 1, .max = 10000, .off = F(batch_size), .desc = "Most records in one batch." },
-    { .name = "maximum_batching_window_ms", .type = CK_DURATION, .def = "500ms",
-      .tdef = { [SL_SOURCE_REDIS] = "0", [SL_SOURCE_POSTGRES] = "0" }, .unit = 1, .min = 0,
+    { .name = "maximum_batching_window_ms", .type = SL_CK_DURATION, .def = "500ms", .unit = 1, .min = 0,
       .max = 300000, .off = F(maximum_batching_window_ms),
       .desc = "Longest a batch waits to fill before it is sent." },
-    { .name = "starting_position", .type = CK_ENUM, .def = "TRIM_HORIZON", .enums = start_names,
+    { .name = "starting_position", .type = SL_CK_ENUM, .def = "TRIM_HORIZON", .enums = start_names,
       .off = F(starting_position),
       .desc = "Where a new consumer starts: the oldest record, new records, or a time (Kafka)." },
-    { .name = "starting_position_timestamp", .type = CK_STRING, .types = KAFKA,
+    { .name = "starting_position_timestamp", .type = SL_CK_STRING, .traits = SL_CONF_AT_TIMESTAMP,
       .off = F(starting_position_timestamp), .check = check_timestamp,
       .desc = "Time for `AT_TIMESTAMP`: ISO-8601 UTC or Unix seconds." },
-    { .name = "maximum_retry_attempts", .type = CK_INT, .def = "-1", .min = 0, .max = 10000,
-      .flags = CK_NEG1, .types = STREAMS, .off = F(maximum_retry_attempts),
+    { .name = "maximum_retry_attempts", .type = SL_CK_INT, .def = "-1", .min = 0, .max = 10000,
+      .flags = SL_CK_NEG1, .traits = SL_CONF_STREAM, .off = F(maximum_retry_attempts),
       .desc = "Retries of a failed batch before it goes to `on_failure`; -1 retries until success." },
-    { .name = "maximum_record_age_s", .type = CK_DURATION, .def = "-1", .unit = SEC, .min = 60,
-      .max = 604800, .flags = CK_NEG1, .types = STREAMS, .off = F(maximum_record_age_ms),
+    { .name = "maximum_record_age_s", .type = SL_CK_DURATION, .def = "-1", .unit = SEC, .min = 60,
+      .max = 604800, .flags = SL_CK_NEG1, .traits = SL_CONF_STREAM, .off = F(maximum_record_age_ms),
       .desc = "Records older than this are not retried again; -1 means no limit." },
-    { .name = "bisect_batch_on_function_error", .type = CK_BOOL, .def = "false", .types = STREAMS,
+    { .name = "bisect_batch_on_function_error", .type = SL_CK_BOOL, .def = "false", .traits = SL_CONF_STREAM,
       .off = F(bisect_batch_on_function_error),
       .desc = "Split a failing batch in two and retry each half." },
-    { .name = "report_batch_item_failures", .type = CK_BOOL, .def = "false",
+    { .name = "report_batch_item_failures", .type = SL_CK_BOOL, .def = "false",
       .off = F(report_batch_item_failures),
       .desc = "Honour `batchItemFailures` in the handler's response." },
-    { .name = "parallelization_factor", .type = CK_INT, .def = "1", .min = 1, .max = 10,
-      .types = STREAMS, .off = F(parallelization_factor),
+    { .name = "parallelization_factor", .type = SL_CK_INT, .def = "1", .min = 1, .max = 10,
+      .traits = SL_CONF_STREAM, .off = F(parallelization_factor),
       .desc = "Concurrent batches per partition (Kafka) or stream (Postgres), split by key." },
-    { .name = "filter_criteria", .type = CK_JSON, .off = F(filter_criteria),
+    { .name = "filter_criteria", .type = SL_CK_JSON, .off = F(filter_criteria),
       .check = check_filter,
       .desc = "Event filter patterns (Lambda syntax, see docs/FILTERING.md), at most 10; "
               "a record matching none is skipped and counted as filtered." },
-    { .name = "on_failure", .type = CK_STRING, .flags = CK_REF_SINK, .off = F(on_failure),
+    { .name = "on_failure", .type = SL_CK_STRING, .flags = SL_CK_REF_SINK, .off = F(on_failure),
       .check = check_sink_ref,
       .desc = "Sink for records that failed for good (streams) or were redriven (queues)." },
-    /* kafka */
-    { .name = "brokers", .type = CK_STRING, .types = KAFKA, .req_types = KAFKA,
-      .off = F(brokers), .desc = "Bootstrap servers, `host:port[,host:port…]`." },
-    { .name = "topics", .type = CK_STRLIST, .types = KAFKA, .req_types = KAFKA,
-      .off = F(topics), .check = check_topics, .desc = "Topics to consume." },
-    { .name = "consumer_group_id", .type = CK_STRING, .types = KAFKA,
-      .off = F(consumer_group_id), .desc = "Consumer group; default `sluice-<source name>`." },
-    { .name = "kafka", .type = CK_MAP, .types = KAFKA, .off = F(kafka),
-      .desc = "librdkafka properties passed through (security, SASL, TLS, fetch tuning)." },
-    /* redis */
-    { .name = "url", .type = CK_STRING, .types = REDIS, .req_types = REDIS, .off = F(url),
-      .check = check_redis_url, .desc = "`redis://[user:password@]host:port[/db]` (TLS, `rediss://`, is not supported "
-              "yet: use a local TLS tunnel)." },
-    { .name = "key", .type = CK_STRING, .types = REDIS, .req_types = REDIS, .off = F(key),
-      .desc = "Stream or list key of the queue." },
-    { .name = "mode", .type = CK_ENUM, .def = "stream", .enums = mode_names, .types = REDIS,
-      .off = F(mode), .desc = "`stream`: a consumer group on a stream. `list`: a reliable list queue." },
-    { .name = "group", .type = CK_STRING, .def = "sluice", .types = REDIS, .off = F(group),
-      .desc = "Consumer group of a stream queue." },
-    { .name = "consumer", .type = CK_STRING, .types = REDIS, .off = F(consumer),
-      .desc = "Consumer name, unique per instance; default host name and pid." },
-    { .name = "visibility_timeout_s", .type = CK_DURATION, .def = "30", .unit = SEC, .min = 0,
-      .max = 43200, .types = REDIS, .off = F(visibility_timeout_ms),
-      .desc = "A received message that is not acknowledged is delivered again after this." },
-    { .name = "max_receive_count", .type = CK_INT, .def = "5", .min = 1, .max = 1000,
-      .types = REDIS, .off = F(max_receive_count),
-      .desc = "Receives after which a failing message is redriven to `on_failure`." },
-    { .name = "delete_on_ack", .type = CK_BOOL, .def = "false", .types = REDIS,
-      .off = F(delete_on_ack), .desc = "XDEL stream entries once acknowledged." },
-    { .name = "maximum_concurrency", .type = CK_INT, .def = "2", .min = 2, .max = 1000,
-      .types = REDIS, .off = F(maximum_concurrency),
-      .desc = "Most invocations of this source at once: batches run in this many lanes." },
-    /* postgres */
-    { .name = "dsn", .type = CK_STRING, .types = POSTGRES, .req_types = POSTGRES, .off = F(dsn),
-      .desc = "libpq connection string of the database to stream." },
-    { .name = "slot", .type = CK_STRING, .types = POSTGRES, .off = F(slot),
-      .desc = "Logical replication slot; default `sluice_<source name>`." },
-    { .name = "publication", .type = CK_STRING, .types = POSTGRES, .off = F(publication),
-      .desc = "Publication; default `sluice_<source name>`." },
-    { .name = "tables", .type = CK_STRLIST, .types = POSTGRES, .off = F(tables),
-      .desc = "`schema.table` names to publish; all tables when empty." },
-    { .name = "stream_view_type", .type = CK_ENUM, .def = "NEW_AND_OLD_IMAGES",
-      .enums = view_names, .types = POSTGRES, .off = F(stream_view_type),
-      .desc = "Which row images records carry." },
-    { .name = "snapshot", .type = CK_ENUM, .def = "never", .enums = snapshot_names,
-      .types = POSTGRES, .off = F(snapshot),
-      .desc = "`initial`: when sluice creates the slot, deliver the rows already in the "
-              "published tables (as INSERTs, `eventSource` `sluice:postgres:snapshot`) before "
-              "the changes that follow." },
-    { .name = "slot_lag_warning_mb", .type = CK_INT, .def = "1024", .min = 1, .max = 16777216,
-      .types = POSTGRES, .off = F(slot_lag_warning_mb),
-      .desc = "Warn when the slot holds more WAL than this many MB (it is checked every 10 s)." },
-    { .name = "heartbeat_interval_s", .type = CK_DURATION, .def = "30", .unit = SEC, .min = 0,
-      .max = 86400, .types = POSTGRES, .off = F(heartbeat_interval_ms),
-      .desc = "Write a tiny logical message this often so the slot advances while the published "
-              "tables are idle; 0 turns it off." },
-    { .name = "status_interval_s", .type = CK_DURATION, .def = "10", .unit = SEC, .min = 1,
-      .max = 3600, .types = POSTGRES, .off = F(status_interval_ms),
-      .desc = "Longest time between standby status updates (the flushed position) to the server." },
 };
 #undef F
 
@@ -522,35 +403,16 @@ const struct sl__ctable sl__source_table = {
     .intro = "A source (an event source mapping) polls one Kafka topic set, Redis queue or "
              "Postgres change stream and sends batches to one function.",
     .keys = source_keys, .nkeys = sizeof(source_keys) / sizeof(source_keys[0]),
-    .type_names = sl__source_type_names,
+    .typed = 1,
 };
 
 /* ------------------------------------------------------------------ */
 /* sinks.<name>                                                        */
 
-#define F(field) offsetof(struct sl_sink_conf, field)
-static const struct sl__ckey sink_keys[] = {
-    { .name = "type", .type = CK_ENUM, .flags = CK_REQUIRED, .enums = sl__sink_type_names,
-      .off = F(type), .desc = "Where records are written." },
-    { .name = "path", .type = CK_PATH, .types = S_FILE | S_SQLITE,
-      .req_types = S_FILE | S_SQLITE, .off = F(path),
-      .desc = "File (JSON lines) or SQLite database; relative to the configuration file." },
-    { .name = "fsync", .type = CK_BOOL, .def = "true", .types = S_FILE, .off = F(fsync),
-      .desc = "fsync each write before confirming it." },
-    { .name = "url", .type = CK_STRING, .types = S_REDIS, .req_types = S_REDIS, .off = F(url),
-      .check = check_redis_url, .desc = "Redis URL." },
-    { .name = "key", .type = CK_STRING, .types = S_REDIS, .req_types = S_REDIS, .off = F(key),
-      .desc = "Stream the records are added to (XADD)." },
-    { .name = "brokers", .type = CK_STRING, .types = S_KAFKA, .req_types = S_KAFKA,
-      .off = F(brokers), .desc = "Bootstrap servers." },
-    { .name = "topic", .type = CK_STRING, .types = S_KAFKA, .req_types = S_KAFKA,
-      .off = F(topic), .desc = "Topic the records are produced to." },
-    { .name = "dsn", .type = CK_STRING, .types = S_POSTGRES, .req_types = S_POSTGRES,
-      .off = F(dsn), .desc = "libpq connection string." },
-    { .name = "table", .type = CK_STRING, .def = "sluice_dlq", .types = S_POSTGRES,
-      .off = F(table), .desc = "Table the records are inserted into (created if missing)." },
+static const struct sl_conf_key sink_keys[] = {
+    { .name = "type", .type = SL_CK_ENUM, .flags = SL_CK_REQUIRED | SL_CK_TYPE,
+      .desc = "Where records are written." },
 };
-#undef F
 
 const struct sl__ctable sl__sink_table = {
     .path = "sinks.<name>", .title = "Sinks",
@@ -558,32 +420,32 @@ const struct sl__ctable sl__sink_table = {
              "success (a destination). A record's source position advances only after the "
              "sink confirmed the write.",
     .keys = sink_keys, .nkeys = sizeof(sink_keys) / sizeof(sink_keys[0]),
-    .type_names = sl__sink_type_names,
+    .typed = 1,
 };
 
 /* ------------------------------------------------------------------ */
 /* server, log                                                         */
 
 #define F(field) offsetof(struct sl_server_conf, field)
-static const struct sl__ckey server_keys[] = {
-    { .name = "listen", .type = CK_STRING, .def = "127.0.0.1:9001", .off = F(listen),
+static const struct sl_conf_key server_keys[] = {
+    { .name = "listen", .type = SL_CK_STRING, .def = "127.0.0.1:9001", .off = F(listen),
       .desc = "Address of the HTTP API (Invoke API, health, metrics)." },
-    { .name = "concurrency_limit", .type = CK_INT, .def = "1000", .min = 1, .max = 100000,
+    { .name = "concurrency_limit", .type = SL_CK_INT, .def = "1000", .min = 1, .max = 100000,
       .off = F(concurrency_limit), .desc = "Most environments running at once, all functions together." },
-    { .name = "data_dir", .type = CK_PATH, .def = ".sluice", .off = F(data_dir),
+    { .name = "data_dir", .type = SL_CK_PATH, .def = ".sluice", .off = F(data_dir),
       .desc = "Directory for durable state; relative to the configuration file." },
-    { .name = "shutdown_grace_s", .type = CK_DURATION, .def = "30", .unit = SEC, .min = 0,
+    { .name = "shutdown_grace_s", .type = SL_CK_DURATION, .def = "30", .unit = SEC, .min = 0,
       .max = 900, .off = F(shutdown_grace_ms),
       .desc = "On SIGTERM, how long in-flight invocations may finish before they are stopped." },
-    { .name = "worker_threads", .type = CK_INT, .def = "2", .min = 1, .max = 64,
+    { .name = "worker_threads", .type = SL_CK_INT, .def = "2", .min = 1, .max = 64,
       .off = F(worker_threads), .desc = "Threads for blocking work kept off the event loop." },
-    { .name = "auth", .type = CK_MAP, .off = F(auth), .check = check_auth,
+    { .name = "auth", .type = SL_CK_MAP, .off = F(auth), .check = check_auth,
       .desc = "API tokens for invocations: `token: \"*\"` allows every function, "
               "`token: \"fn1,fn2\"` those named. Keys are interpolated too "
               "(`${SLUICE_TOKEN}: \"*\"`). Clients send `Authorization: Bearer TOKEN`, "
               "or sign with the token as AWS access key id (the AWS CLI). Empty: no "
               "authentication. `/healthz`, `/readyz` and `/metrics` stay open." },
-    { .name = "async_queue", .type = CK_STRING, .def = "sqlite", .off = F(async_queue),
+    { .name = "async_queue", .type = SL_CK_STRING, .def = "sqlite", .off = F(async_queue),
       .check = check_async_queue,
       .desc = "Where asynchronous events wait: `sqlite` (`async.db` in `data_dir`, WAL mode) "
               "or `redis://[:password@]host:port[/db]`, a Redis stream that every instance "
@@ -591,11 +453,11 @@ static const struct sl__ckey server_keys[] = {
               "202 follows Redis's reply to XADD: durability is Redis's persistence "
               "(`appendonly`, `appendfsync`). Instances that share a queue must configure "
               "the same functions." },
-    { .name = "async_queue_key", .type = CK_STRING, .def = "sluice:async",
+    { .name = "async_queue_key", .type = SL_CK_STRING, .def = "sluice:async",
       .off = F(async_queue_key),
       .desc = "Redis queue: the stream key; attempts and next retry time live in hashes "
               "`<key>:state:<request id>`." },
-    { .name = "async_queue_reclaim_s", .type = CK_DURATION, .def = "60", .unit = SEC, .min = 1,
+    { .name = "async_queue_reclaim_s", .type = SL_CK_DURATION, .def = "60", .unit = SEC, .min = 1,
       .max = 3600, .off = F(async_queue_reclaim_ms),
       .desc = "Redis queue: an event that its instance stopped refreshing for this long "
               "(the instance died or lost Redis) is taken over by another. Live instances "
@@ -610,12 +472,12 @@ const struct sl__ctable sl__server_table = {
 };
 
 #define F(field) offsetof(struct sl_log_conf, field)
-static const struct sl__ckey log_keys[] = {
-    { .name = "level", .type = CK_ENUM, .def = "info", .enums = sl_log_level_names,
+static const struct sl_conf_key log_keys[] = {
+    { .name = "level", .type = SL_CK_ENUM, .def = "info", .enums = sl_log_level_names,
       .off = F(level), .desc = "Least severe level written." },
-    { .name = "format", .type = CK_ENUM, .def = "text", .enums = format_names, .off = F(format),
+    { .name = "format", .type = SL_CK_ENUM, .def = "text", .enums = format_names, .off = F(format),
       .desc = "`text` lines or `json` lines, on stderr." },
-    { .name = "debug", .type = CK_STRLIST, .off = F(debug_names), .check = check_debug,
+    { .name = "debug", .type = SL_CK_STRLIST, .off = F(debug_names), .check = check_debug,
       .desc = "Areas whose debug lines are written whatever the level: `all`, `config`, "
               "`kafka`, `redis`, `postgres`, `sandbox`, `dispatch`, `api`, `sink`." },
 };

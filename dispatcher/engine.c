@@ -230,7 +230,7 @@ static char *envelope(struct sl_source *s, struct sl_record **r, size_t n, const
     env = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:s, s:i, s:s, s:s, s:{s:s, s:s},"
                     " s:{s:s?, s:s?, s:I}, s:o}",
                     "version", "1.0", "timestamp", now, "condition", condition,
-                    "source", "name", s->conf->name, "type", sl_source_type_name(s->conf->type),
+                    "source", "name", s->conf->name, "type", sl_conf_type_name(s->conf->type),
                     "lane", lane, "function", s->fn->name, "attempts", attempts,
                     "firstAttempt", f, "lastAttempt", l,
                     "error", "type", etype ? etype : "", "message", emsg ? emsg : "",
@@ -1104,7 +1104,7 @@ void sl_source_report_lost(struct sl_source *s, const char *lane, const char *fi
     env = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:s, s:i, s:s, s:s, s:{s:s, s:s},"
                     " s:{s:s, s:s, s:I}, s:[]}",
                     "version", "1.0", "timestamp", now, "condition", condition,
-                    "source", "name", s->conf->name, "type", sl_source_type_name(s->conf->type),
+                    "source", "name", s->conf->name, "type", sl_conf_type_name(s->conf->type),
                     "lane", lane, "function", s->fn->name, "attempts", 0,
                     "firstAttempt", now, "lastAttempt", now,
                     "error", "type", condition, "message", message,

@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "sluice/config.h"
+#include "sluice/pollers.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -13,7 +14,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sl_config *c = NULL;
 
     sl_diags_init(&d, "fuzz.yaml");
-    if (sl_config_load_buffer("fuzz.yaml", "/nonexistent", (const char *)data, size, &c, &d) == 0)
+    if (sl_config_load_buffer("fuzz.yaml", "/nonexistent", (const char *)data, size,
+                              &sl_registry, &c, &d) == 0)
         sl_config_free(c);
     sl_diags_destroy(&d);
     return 0;

@@ -1,16 +1,30 @@
-/* Which poller serves which source type. */
-#include "sluice/pollers.h"
+/* The source types this build has: one line per type. Its order is the
+ * order of `type`'s values in messages and of the reference's rows. */
+#include <stddef.h>
 
-sl_poller_factory sl_poller_for(int type)
+#include "sluice/pollers.h"
+#include "sluice/sink.h"
+
+#include "kafka/conf.h"
+#include "postgres/conf.h"
+#include "redis/conf.h"
+
+const struct sl_conf_type *const sl_source_types[] = {
+    &sl__kafka_poller.conf,
+    &sl__redis_poller.conf,
+    &sl__pg_poller.conf,
+    NULL,
+};
+
+const struct sl_conf_registry sl_registry = {
+    .sources = sl_source_types,
+    .sinks = sl_sink_types,
+};
+
+sl_poller_factory sl_poller_for(const struct sl_conf_type *t)
 {
-    switch (type) {
-    case SL_SOURCE_KAFKA:
-        return sl_kafka_source_new;
-    case SL_SOURCE_REDIS:
-        return sl_redis_source_new;
-    case SL_SOURCE_POSTGRES:
-        return sl_pg_source_new;
-    default:
-        return NULL;
-    }
+    for (size_t i = 0; t && sl_source_types[i]; i++)
+        if (sl_source_types[i] == t)
+            return ((const struct sl_poller_type *)t)->make;
+    return NULL;
 }

@@ -22,6 +22,11 @@
 
 #include "internal.h"
 
+static const struct sl_file_sink_opts *opts_of(const struct sl_sink *s)
+{
+    return s->conf->opts;
+}
+
 /* flags of a job */
 #define JOB_FSYNC    1u
 #define JOB_SYNC_DIR 2u   /* also fsync the parent directory */
@@ -141,7 +146,7 @@ static void job_start(struct sl__bw_job *j)
 {
     struct fctx *c = j->bw->ctx;
 
-    if (c->s->conf->fsync)
+    if (opts_of(c->s)->fsync)
         j->flags = JOB_FSYNC | (c->dir_synced ? 0 : JOB_SYNC_DIR);
     SL_DEBUG(SL_DBG_SINK, c->s->inst, "appending %zu records (%zu bytes)", j->n, j->bytes);
 }
@@ -163,7 +168,7 @@ static const struct sl__bw_ops file_bw_ops = {
 
 static int file_open(struct sl_sink *s, struct sl_err *err)
 {
-    const struct sl_sink_conf *conf = s->conf;
+    const struct sl_file_sink_opts *conf = s->conf->opts;
     struct fctx *c;
     int rc;
 
@@ -226,9 +231,31 @@ static void file_close(struct sl_sink *s)
     sl__bw_unref(&c->bw);
 }
 
-const struct sl_sink_ops sl__sink_file_ops = {
+static const struct sl_sink_ops file_ops = {
     .name = "file",
     .open = file_open,
     .write = file_write,
     .close = file_close,
+};
+
+/* ------------------------------------------------------------------ */
+/* Configuration: the keys of a `type: file` sink                        */
+
+#define F(field) offsetof(struct sl_file_sink_opts, field)
+static const struct sl_conf_key file_keys[] = {
+    { .name = "path", .type = SL_CK_PATH, .flags = SL_CK_REQUIRED, .off = F(path),
+      .desc = "File (JSON lines) or SQLite database; relative to the configuration file." },
+    { .name = "fsync", .type = SL_CK_BOOL, .def = "true", .off = F(fsync),
+      .desc = "fsync each write before confirming it." },
+};
+#undef F
+
+const struct sl_sink_type sl_file_sink = {
+    .conf = {
+        .name = "file",
+        .keys = file_keys,
+        .nkeys = sizeof(file_keys) / sizeof(file_keys[0]),
+        .size = sizeof(struct sl_file_sink_opts),
+    },
+    .ops = &file_ops,
 };

@@ -19,11 +19,6 @@
 
 #include "sluice/sink.h"
 
-extern const struct sl_sink_ops sl__sink_file_ops;
-extern const struct sl_sink_ops sl__sink_redis_ops;
-extern const struct sl_sink_ops sl__sink_kafka_ops;
-extern const struct sl_sink_ops sl__sink_postgres_ops;
-extern const struct sl_sink_ops sl__sink_sqlite_ops;
 
 /* Report one attempt's outcome: counts it (writes on rc 0, failures on any
  * other rc but SL_ESTOPPED), then calls done(arg, rc, err). */

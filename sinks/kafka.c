@@ -25,6 +25,11 @@
 
 #include "internal.h"
 
+static const struct sl_kafka_sink_opts *opts_of(const struct sl_sink *s)
+{
+    return s->conf->opts;
+}
+
 #define TICK_MS          100
 #define CLOSE_FLUSH_MS   2000
 #define MSG_TIMEOUT_MS   "30000"
@@ -83,7 +88,7 @@ static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         if (m->err) {
             bool retriable = m->err != RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
             rc = sl_err_set(&err, SL_EIO, retriable, "cannot produce to topic %s: %s",
-                            c->s->conf->topic, rd_kafka_err2str(m->err));
+                            opts_of(c->s)->topic, rd_kafka_err2str(m->err));
         }
         sl__sink_done(c->s, done, w->arg, rc, rc ? &err : NULL);
     }
@@ -144,7 +149,7 @@ static int producer_new(struct kctx *c, struct sl_err *err)
     int rc;
 
     snprintf(client_id, sizeof(client_id), "sluice-%s", s->conf->name ? s->conf->name : "sink");
-    if ((rc = conf_set(kc, "bootstrap.servers", s->conf->brokers, s, err)) ||
+    if ((rc = conf_set(kc, "bootstrap.servers", opts_of(s)->brokers, s, err)) ||
         (rc = conf_set(kc, "client.id", client_id, s, err)) ||
         (rc = conf_set(kc, "acks", "all", s, err)) ||
         (rc = conf_set(kc, "enable.idempotence", "true", s, err)) ||
@@ -216,7 +221,7 @@ static void fail_inflight(struct kctx *c, int code, bool retriable, const char *
 {
     struct sl_err err;
 
-    sl_err_set(&err, code, retriable, "cannot produce to topic %s: %s", c->s->conf->topic, why);
+    sl_err_set(&err, code, retriable, "cannot produce to topic %s: %s", opts_of(c->s)->topic, why);
     for (struct kwrite *w = c->head; w && !c->closed; w = w->next) {
         sl_sink_done_fn done = w->done;
 
@@ -279,7 +284,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 static int kafka_open(struct sl_sink *s, struct sl_err *err)
 {
-    const struct sl_sink_conf *conf = s->conf;
+    const struct sl_kafka_sink_opts *conf = s->conf->opts;
     struct kctx *c;
     struct timeval tv = sl__tv_ms(TICK_MS);
     int rc;
@@ -327,7 +332,7 @@ static void kafka_write(struct sl_sink *s, const char *json, size_t len, sl_sink
     struct sl_err err;
 
     if (!c->rk || c->fatal) {
-        sl_err_set(&err, SL_EIO, true, "cannot produce to topic %s: %s", s->conf->topic,
+        sl_err_set(&err, SL_EIO, true, "cannot produce to topic %s: %s", opts_of(s)->topic,
                    c->why[0] ? c->why : "no producer");
         sl__sink_fail_soon(s, done, arg, &err);
         return;
@@ -336,7 +341,7 @@ static void kafka_write(struct sl_sink *s, const char *json, size_t len, sl_sink
     w->c = c;
     w->done = done;
     w->arg = arg;
-    e = rd_kafka_producev(c->rk, RD_KAFKA_V_TOPIC(s->conf->topic),
+    e = rd_kafka_producev(c->rk, RD_KAFKA_V_TOPIC(opts_of(s)->topic),
                           RD_KAFKA_V_VALUE((void *)json, len),
                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(w),
                           RD_KAFKA_V_END);
@@ -346,7 +351,7 @@ static void kafka_write(struct sl_sink *s, const char *json, size_t len, sl_sink
             c->fatal = true; /* the next poll rebuilds */
         sl_err_set(&err, SL_EIO,
                    e != RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE && e != RD_KAFKA_RESP_ERR__INVALID_ARG,
-                   "cannot produce to topic %s: %s", s->conf->topic, rd_kafka_err2str(e));
+                   "cannot produce to topic %s: %s", opts_of(s)->topic, rd_kafka_err2str(e));
         sl__sink_fail_soon(s, done, arg, &err);
         return;
     }
@@ -375,7 +380,7 @@ static void kafka_close(struct sl_sink *s)
     }
     c->closed = true;
     sl_err_set(&err, SL_ESTOPPED, false, "produce to topic %s not confirmed: sink stopped",
-               s->conf->topic);
+               opts_of(s)->topic);
     for (struct kwrite *w = c->head; w; w = w->next) {
         sl_sink_done_fn done = w->done;
 
@@ -391,9 +396,31 @@ static void kafka_close(struct sl_sink *s)
         kctx_free(c);
 }
 
-const struct sl_sink_ops sl__sink_kafka_ops = {
+static const struct sl_sink_ops kafka_ops = {
     .name = "kafka",
     .open = kafka_open,
     .write = kafka_write,
     .close = kafka_close,
+};
+
+/* ------------------------------------------------------------------ */
+/* Configuration: the keys of a `type: kafka` sink                        */
+
+#define F(field) offsetof(struct sl_kafka_sink_opts, field)
+static const struct sl_conf_key kafka_keys[] = {
+    { .name = "brokers", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED, .off = F(brokers),
+      .desc = "Bootstrap servers." },
+    { .name = "topic", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED, .off = F(topic),
+      .desc = "Topic the records are produced to." },
+};
+#undef F
+
+const struct sl_sink_type sl_kafka_sink = {
+    .conf = {
+        .name = "kafka",
+        .keys = kafka_keys,
+        .nkeys = sizeof(kafka_keys) / sizeof(kafka_keys[0]),
+        .size = sizeof(struct sl_kafka_sink_opts),
+    },
+    .ops = &kafka_ops,
 };

@@ -308,7 +308,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 
 static int postgres_open(struct sl_sink *s, struct sl_err *err)
 {
-    const struct sl_sink_conf *conf = s->conf;
+    const struct sl_pg_sink_opts *conf = s->conf->opts;
     const char *table = conf->table && conf->table[0] ? conf->table : "sluice_dlq";
     const char *dot;
     char *perr = NULL;
@@ -427,9 +427,31 @@ static void postgres_close(struct sl_sink *s)
         pctx_free(c); /* not inside a handler of ours: free now */
 }
 
-const struct sl_sink_ops sl__sink_postgres_ops = {
+static const struct sl_sink_ops postgres_ops = {
     .name = "postgres",
     .open = postgres_open,
     .write = postgres_write,
     .close = postgres_close,
+};
+
+/* ------------------------------------------------------------------ */
+/* Configuration: the keys of a `type: postgres` sink                        */
+
+#define F(field) offsetof(struct sl_pg_sink_opts, field)
+static const struct sl_conf_key postgres_keys[] = {
+    { .name = "dsn", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED, .off = F(dsn),
+      .desc = "libpq connection string." },
+    { .name = "table", .type = SL_CK_STRING, .def = "sluice_dlq", .off = F(table),
+      .desc = "Table the records are inserted into (created if missing)." },
+};
+#undef F
+
+const struct sl_sink_type sl_postgres_sink = {
+    .conf = {
+        .name = "postgres",
+        .keys = postgres_keys,
+        .nkeys = sizeof(postgres_keys) / sizeof(postgres_keys[0]),
+        .size = sizeof(struct sl_pg_sink_opts),
+    },
+    .ops = &postgres_ops,
 };

@@ -18,6 +18,11 @@
 
 #include "internal.h"
 
+static const struct sl_redis_sink_opts *opts_of(const struct sl_sink *s)
+{
+    return s->conf->opts;
+}
+
 #define RECONNECT_BASE_MS   100
 #define RECONNECT_CAP_MS    5000
 #define CONNECT_TIMEOUT_MS  5000
@@ -58,14 +63,14 @@ static void on_reply(void *arg, redisReply *r, void *priv)
         const char *why = sl_redis_conn_why(c->conn);
 
         rc = sl_err_set(&err, SL_ECONN, true, "cannot add to stream %s at %s: %s",
-                        c->s->conf->key, c->where, why[0] ? why : "connection closed");
+                        opts_of(c->s)->key, c->where, why[0] ? why : "connection closed");
     } else if (r->type == REDIS_REPLY_ERROR) {
         rc = sl_err_set(&err, SL_EPROTO, true, "cannot add to stream %s at %s: %s",
-                        c->s->conf->key, c->where, r->str ? r->str : "error reply");
+                        opts_of(c->s)->key, c->where, r->str ? r->str : "error reply");
     } else if (r->type != REDIS_REPLY_STRING) {
         rc = sl_err_set(&err, SL_EPROTO, true,
                         "cannot add to stream %s at %s: unexpected reply type %d",
-                        c->s->conf->key, c->where, r->type);
+                        opts_of(c->s)->key, c->where, r->type);
     }
     /* nothing of `c` is touched after done: it may free the sink */
     sl__sink_done(c->s, w->done, w->arg, rc, rc ? &err : NULL);
@@ -77,7 +82,7 @@ static void on_reply(void *arg, redisReply *r, void *priv)
 
 static int redis_open(struct sl_sink *s, struct sl_err *err)
 {
-    const struct sl_sink_conf *conf = s->conf;
+    const struct sl_redis_sink_opts *conf = s->conf->opts;
     struct rctx *c;
     char shown[512], why[SL_ERR_MSG_MAX];
 
@@ -119,7 +124,7 @@ static void redis_write(struct sl_sink *s, const char *json, size_t len, sl_sink
 
     if (sl_redis_conn_state(c->conn) == SL_REDIS_DOWN) {
         sl_err_set(&err, SL_ECONN, true, "cannot add to stream %s at %s: not connected (%s)",
-                   s->conf->key, c->where, sl_redis_conn_why(c->conn));
+                   opts_of(s)->key, c->where, sl_redis_conn_why(c->conn));
         sl__sink_fail_soon(s, done, arg, &err);
         return;
     }
@@ -129,12 +134,12 @@ static void redis_write(struct sl_sink *s, const char *json, size_t len, sl_sink
     w->c = c;
     TAILQ_INSERT_TAIL(&c->writes, w, link);
     /* the command is formatted (json copied) here, held or sent */
-    if (sl_redis_conn_cmdf(c->conn, on_reply, w, "XADD %s * record %b", s->conf->key, json,
+    if (sl_redis_conn_cmdf(c->conn, on_reply, w, "XADD %s * record %b", opts_of(s)->key, json,
                            len) != 0) {
         TAILQ_REMOVE(&c->writes, w, link);
         free(w);
         sl_err_set(&err, SL_ECONN, true, "cannot add to stream %s at %s: connection closing",
-                   s->conf->key, c->where);
+                   opts_of(s)->key, c->where);
         sl__sink_fail_soon(s, done, arg, &err);
     }
 }
@@ -149,7 +154,7 @@ static void redis_close(struct sl_sink *s)
         return;
     s->ctx = NULL;
     sl_err_set(&err, SL_ESTOPPED, false, "add to stream %s at %s not confirmed: sink stopped",
-               s->conf->key, c->where);
+               opts_of(s)->key, c->where);
     while ((w = TAILQ_FIRST(&c->writes))) {
         TAILQ_REMOVE(&c->writes, w, link);
         w->c = NULL; /* freed when the connection answers it */
@@ -160,9 +165,46 @@ static void redis_close(struct sl_sink *s)
     free(c);
 }
 
-const struct sl_sink_ops sl__sink_redis_ops = {
+static const struct sl_sink_ops redis_ops = {
     .name = "redis",
     .open = redis_open,
     .write = redis_write,
     .close = redis_close,
+};
+
+/* ------------------------------------------------------------------ */
+/* Configuration: the keys of a `type: redis` sink                        */
+
+static void check_redis_url(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                            struct yaml_node_s *node)
+{
+    const char *s = *(char **)field;
+    struct sl_redis_url u;
+    char why[700];
+
+    (void)k;
+    if (!s)
+        return;
+    if (sl_redis_url_parse(s, &u, why, sizeof(why)) != 0)
+        sl_conf_error(ld, node, "%s", why);
+    sl_redis_url_destroy(&u);
+}
+
+#define F(field) offsetof(struct sl_redis_sink_opts, field)
+static const struct sl_conf_key redis_keys[] = {
+    { .name = "url", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED, .off = F(url),
+      .check = check_redis_url, .desc = "Redis URL." },
+    { .name = "key", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED, .off = F(key),
+      .desc = "Stream the records are added to (XADD)." },
+};
+#undef F
+
+const struct sl_sink_type sl_redis_sink = {
+    .conf = {
+        .name = "redis",
+        .keys = redis_keys,
+        .nkeys = sizeof(redis_keys) / sizeof(redis_keys[0]),
+        .size = sizeof(struct sl_redis_sink_opts),
+    },
+    .ops = &redis_ops,
 };

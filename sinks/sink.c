@@ -21,13 +21,6 @@
 #define RELIABLE_BASE_MS 100
 #define RELIABLE_CAP_MS  30000
 
-static const struct sl_sink_ops *const ops_by_type[SL_SINK__COUNT] = {
-    [SL_SINK_FILE] = &sl__sink_file_ops,
-    [SL_SINK_REDIS] = &sl__sink_redis_ops,
-    [SL_SINK_KAFKA] = &sl__sink_kafka_ops,
-    [SL_SINK_POSTGRES] = &sl__sink_postgres_ops,
-    [SL_SINK_SQLITE] = &sl__sink_sqlite_ops,
-};
 
 /* A failure waiting for the next loop iteration. */
 struct deferred {
@@ -209,17 +202,21 @@ static bool flush_deferred(struct impl *im)
 int sl_sink_new(struct event_base *base, struct sl_pool *pool, const struct sl_sink_conf *conf,
                 struct sl_sink **out, struct sl_err *err)
 {
+    const struct sl_sink_type *t;
     struct impl *im;
     int rc;
 
     *out = NULL;
     if (!base || !conf)
         return sl_err_set(err, SL_EINVAL, false, "cannot open sink: no event base or config");
-    if (conf->type < 0 || conf->type >= SL_SINK__COUNT || !ops_by_type[conf->type])
-        return sl_err_set(err, SL_ECONFIG, false, "cannot open sink %s: unknown type %d",
-                          conf->name ? conf->name : "?", conf->type);
+    if (!(t = sl_sink_type_of(conf->type)))
+        return sl_err_set(err, SL_ECONFIG, false, "cannot open sink %s: unknown type %s",
+                          conf->name ? conf->name : "?", sl_conf_type_name(conf->type));
+    if (t->conf.size && !conf->opts)
+        return sl_err_set(err, SL_ECONFIG, false, "cannot open sink %s: no %s options",
+                          conf->name ? conf->name : "?", t->conf.name);
     im = sl_calloc(1, sizeof(*im));
-    im->s.ops = ops_by_type[conf->type];
+    im->s.ops = t->ops;
     im->s.conf = conf;
     im->s.base = base;
     im->s.pool = pool;

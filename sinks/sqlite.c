@@ -198,7 +198,7 @@ static const struct sl__bw_ops sqlite_bw_ops = {
 
 static int sqlite_open(struct sl_sink *s, struct sl_err *err)
 {
-    const struct sl_sink_conf *conf = s->conf;
+    const struct sl_sqlite_sink_opts *conf = s->conf->opts;
     struct sctx *c;
     struct stat st;
     int rc;
@@ -261,9 +261,30 @@ static void sqlite_close(struct sl_sink *s)
     sl__bw_unref(&c->bw); /* closes the database unless a job still runs */
 }
 
-const struct sl_sink_ops sl__sink_sqlite_ops = {
+static const struct sl_sink_ops sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
     .write = sqlite_write,
     .close = sqlite_close,
+};
+
+/* ------------------------------------------------------------------ */
+/* Configuration: the keys of a `type: sqlite` sink                        */
+
+#define F(field) offsetof(struct sl_sqlite_sink_opts, field)
+static const struct sl_conf_key sqlite_keys[] = {
+    /* the same row as file's `path` in the reference */
+    { .name = "path", .type = SL_CK_PATH, .flags = SL_CK_REQUIRED, .off = F(path),
+      .desc = "File (JSON lines) or SQLite database; relative to the configuration file." },
+};
+#undef F
+
+const struct sl_sink_type sl_sqlite_sink = {
+    .conf = {
+        .name = "sqlite",
+        .keys = sqlite_keys,
+        .nkeys = sizeof(sqlite_keys) / sizeof(sqlite_keys[0]),
+        .size = sizeof(struct sl_sqlite_sink_opts),
+    },
+    .ops = &sqlite_ops,
 };

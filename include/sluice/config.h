@@ -1,9 +1,10 @@
 /* sluice: configuration.
  *
  * One YAML file: functions, sources, sinks, server, log. Every key is a row
- * in a table (config/schema.c) giving its type, default, range and
- * description; the loader, `sluice lint` and docs/CONFIGURATION.md all read
- * those tables. Loading reports every problem at once as
+ * in a table giving its type, default, range and description: config/schema.c
+ * holds the common ones, each source and sink type its own (registered in
+ * pollers/registry.c and sinks/registry.c). The loader, `sluice lint` and
+ * docs/CONFIGURATION.md all read those tables. Loading reports every problem at once as
  * "file:line:col: message". */
 #ifndef SLUICE_CONFIG_H
 #define SLUICE_CONFIG_H
@@ -37,37 +38,10 @@ enum sl_runtime_kind { SL_RUNTIME_NATIVE = 0, SL_RUNTIME_LAMBDA };
 enum sl_network_mode { SL_NETWORK_NONE = 0, SL_NETWORK_HOST };
 enum sl_sandbox_mode { SL_SANDBOX_STRICT = 0, SL_SANDBOX_RELAXED };
 
-enum sl_source_type {
-    SL_SOURCE_KAFKA = 0,
-    SL_SOURCE_REDIS,
-    SL_SOURCE_POSTGRES,
-    SL_SOURCE__COUNT,
-};
-
-enum sl_sink_type {
-    SL_SINK_FILE = 0,
-    SL_SINK_REDIS,
-    SL_SINK_KAFKA,
-    SL_SINK_POSTGRES,
-    SL_SINK_SQLITE,
-    SL_SINK__COUNT,
-};
-
 enum sl_starting_position {
     SL_START_TRIM_HORIZON = 0,
     SL_START_LATEST,
     SL_START_AT_TIMESTAMP,
-};
-
-enum sl_redis_mode { SL_REDIS_STREAM = 0, SL_REDIS_LIST };
-
-enum sl_pg_snapshot { SL_SNAPSHOT_NEVER = 0, SL_SNAPSHOT_INITIAL };
-
-enum sl_stream_view {
-    SL_VIEW_NEW_AND_OLD_IMAGES = 0,
-    SL_VIEW_NEW_IMAGE,
-    SL_VIEW_OLD_IMAGE,
-    SL_VIEW_KEYS_ONLY,
 };
 
 /* ------------------------------------------------------------------ */
@@ -103,61 +77,39 @@ struct sl_function_conf {
     int     line, col;               /* where the function is defined */
 };
 
+struct sl_conf_type;
+
+/* sources.<name>: the keys every source has. The type's own keys live in
+ * `opts`, a struct its poller declares (pollers/<type>/). */
 struct sl_source_conf {
     char   *name;
-    int     type;                    /* enum sl_source_type */
+    const struct sl_conf_type *type; /* from the registry the loader was given */
     char   *function;                /* function name, checked at load */
     bool    enabled;
     int64_t batch_size;
     int64_t maximum_batching_window_ms;
     int     starting_position;       /* enum sl_starting_position */
-    char   *starting_position_timestamp;
-    int64_t maximum_retry_attempts;  /* -1 = until success */
-    int64_t maximum_record_age_ms;   /* -1 = no limit */
+    char   *starting_position_timestamp; /* types with SL_CONF_AT_TIMESTAMP */
+    int64_t maximum_retry_attempts;  /* -1 = until success; streams */
+    int64_t maximum_record_age_ms;   /* -1 = no limit; streams */
     bool    bisect_batch_on_function_error;
     bool    report_batch_item_failures;
     int64_t parallelization_factor;
     json_t *filter_criteria;         /* JSON array of patterns or NULL */
     char   *on_failure;              /* sink name or NULL */
-    /* kafka */
-    char   *brokers;
-    struct sl_strlist topics;
-    char   *consumer_group_id;
-    struct sl_kvlist  kafka;         /* librdkafka properties, passed through */
-    /* redis */
-    char   *url;
-    char   *key;
-    int     mode;                    /* enum sl_redis_mode */
-    char   *group;
-    char   *consumer;
+    /* queue settings the engine applies; declared by queue types with
+     * SL_CK_BASE keys (redis: visibility_timeout_s, max_receive_count) */
     int64_t visibility_timeout_ms;
     int64_t max_receive_count;
-    bool    delete_on_ack;
-    int64_t maximum_concurrency;
-    /* postgres */
-    char   *dsn;
-    char   *slot;
-    char   *publication;
-    struct sl_strlist tables;
-    int     stream_view_type;        /* enum sl_stream_view */
-    int     snapshot;                /* enum sl_pg_snapshot */
-    int64_t slot_lag_warning_mb;     /* warn when the slot holds more WAL than this */
-    int64_t heartbeat_interval_ms;   /* 0: no heartbeat messages */
-    int64_t status_interval_ms;      /* standby status updates at least this often */
+    void   *opts;                    /* type->size bytes, owned by the config */
     int     line, col;
 };
 
+/* sinks.<name>: the type and its options (a struct in include/sluice/sink.h). */
 struct sl_sink_conf {
     char   *name;
-    int     type;                    /* enum sl_sink_type */
-    char   *path;                    /* file, sqlite: absolute */
-    char   *url;                     /* redis */
-    char   *key;                     /* redis */
-    char   *brokers;                 /* kafka */
-    char   *topic;                   /* kafka */
-    char   *dsn;                     /* postgres */
-    char   *table;                   /* postgres */
-    bool    fsync;                   /* file: fsync each write before confirming */
+    const struct sl_conf_type *type;
+    void   *opts;                    /* type->size bytes, owned by the config */
     int     line, col;
 };
 
@@ -194,6 +146,95 @@ struct sl_config {
 };
 
 /* ------------------------------------------------------------------ */
+/* Key tables. Each source and sink type declares its own keys with these
+ * (pollers/<type>/conf.c, sinks/<type>.c); the loader, `sluice lint` and
+ * docs/CONFIGURATION.md read them through a struct sl_conf_registry. */
+
+enum sl_conf_kind {
+    SL_CK_STRING = 0,  /* char *, non-empty */
+    SL_CK_PATH,        /* char *, resolved against the config directory */
+    SL_CK_INT,         /* int64_t */
+    SL_CK_BOOL,        /* bool */
+    SL_CK_DURATION,    /* int64_t milliseconds; bare numbers are in `unit` ms */
+    SL_CK_SIZE,        /* int64_t in units of `unit` bytes ("256MB", "1GB") */
+    SL_CK_ENUM,        /* int, index into `enums` */
+    SL_CK_STRLIST,     /* struct sl_strlist; a single scalar is a one-item list */
+    SL_CK_PATHLIST,    /* struct sl_strlist of resolved paths */
+    SL_CK_MAP,         /* struct sl_kvlist of scalar to scalar */
+    SL_CK_OBJECT,      /* nested table at `off` (config/ only) */
+    SL_CK_JSON,        /* json_t *, any YAML subtree */
+};
+
+#define SL_CK_REQUIRED 0x01u  /* must be present (for every type the key applies to) */
+#define SL_CK_REF_FUNC 0x02u  /* names a function */
+#define SL_CK_REF_SINK 0x04u  /* names a sink */
+#define SL_CK_NEG1     0x08u  /* -1 is accepted as "no limit" besides the range */
+#define SL_CK_BASE     0x10u  /* a type's key stored in struct sl_source_conf (`off` is
+                               * offsetof there), for settings the engine reads; numbers
+                               * and booleans only (nothing to free) */
+#define SL_CK_TYPE     0x20u  /* the `type` selector: values are the registry's names */
+
+/* Traits of a source type. Common source keys with `traits` set apply to
+ * the types that have one of those traits. */
+#define SL_CONF_STREAM       0x01u  /* retried in order: retries, record age, bisect, parallelism */
+#define SL_CONF_QUEUE        0x02u  /* messages redelivered after a visibility timeout */
+#define SL_CONF_AT_TIMESTAMP 0x04u  /* can start at a time (starting_position AT_TIMESTAMP) */
+
+struct sl_conf_load;             /* one load in progress (opaque) */
+struct sl_conf_key;
+struct sl__ctable;
+struct yaml_node_s;              /* libyaml's yaml_node_t */
+
+/* Extra validation of one value after it was stored in `field`. Report
+ * problems with sl_conf_error(); returns nothing. */
+typedef void (*sl_conf_check)(struct sl_conf_load *ld, const struct sl_conf_key *k,
+                              void *field, struct yaml_node_s *node);
+
+/* One configuration key. */
+struct sl_conf_key {
+    const char  *name;
+    int          type;               /* enum sl_conf_kind */
+    const char  *def;                /* default in YAML text, NULL: none */
+    int64_t      min, max;           /* range in key units; min == max: unbounded */
+    int64_t      unit;               /* DURATION: ms per unit; SIZE: bytes per unit */
+    const char *const *enums;        /* ENUM: NULL-terminated */
+    size_t       off;                /* offsetof into the section (or options) struct */
+    unsigned     flags;              /* SL_CK_* */
+    unsigned     traits;             /* common source keys: SL_CONF_* the type needs; 0: all */
+    const struct sl__ctable *sub;    /* OBJECT */
+    sl_conf_check check;
+    const char  *desc;
+};
+
+/* A common key's default that differs for one type ("batch_size", "10"). */
+struct sl_conf_default {
+    const char *key;
+    const char *value;
+};
+
+/* One source or sink type: its name (the value of `type`), its own keys
+ * and the options struct they fill. */
+struct sl_conf_type {
+    const char               *name;
+    unsigned                  traits;    /* SL_CONF_* (sources) */
+    const struct sl_conf_key *keys;      /* `off` is into the options struct */
+    size_t                    nkeys;
+    size_t                    size;      /* of the options struct, 0: none */
+    const struct sl_conf_default *defaults; /* ends with a NULL key; NULL: none */
+};
+
+/* The types a build has, in documentation order; NULL-terminated arrays. */
+struct sl_conf_registry {
+    const struct sl_conf_type *const *sources;
+    const struct sl_conf_type *const *sinks;
+};
+
+/* Report a problem with the value at `node` (NULL: no place), prefixed
+ * with the key path being loaded. For check hooks. */
+void sl_conf_error(struct sl_conf_load *ld, struct yaml_node_s *node, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ------------------------------------------------------------------ */
 /* Diagnostics                                                         */
 
 struct sl_diag {
@@ -222,23 +263,24 @@ void sl_diags_print(struct sl_diags *d, FILE *out);
  * the caller owns (sl_config_free) in *out. On failure returns SL_ECONFIG
  * with every problem in `d` (which the caller initialised and owns) and
  * leaves *out untouched. */
-int sl_config_load(const char *path, struct sl_config **out, struct sl_diags *d);
+int sl_config_load(const char *path, const struct sl_conf_registry *reg,
+                   struct sl_config **out, struct sl_diags *d);
 
 /* Same, from memory; `dir` is what relative paths resolve against. */
 int sl_config_load_buffer(const char *name, const char *dir, const char *buf,
-                          size_t len, struct sl_config **out, struct sl_diags *d);
+                          size_t len, const struct sl_conf_registry *reg,
+                          struct sl_config **out, struct sl_diags *d);
 
 void sl_config_free(struct sl_config *c);
 
 const struct sl_function_conf *sl_config_function(const struct sl_config *c, const char *name);
 const struct sl_sink_conf *sl_config_sink(const struct sl_config *c, const char *name);
 
-/* Names of the enums, for logs ("kafka", "redis", ...). */
-const char *sl_source_type_name(int type);
-const char *sl_sink_type_name(int type);
+/* A type's name for logs ("kafka", "redis", ...); "?" for NULL. */
+const char *sl_conf_type_name(const struct sl_conf_type *t);
 
 /* Write the Markdown reference (docs/CONFIGURATION.md) generated from the
- * key tables. */
-void sl_config_docs(FILE *out);
+ * key tables of config/ and of the registry's types. */
+void sl_config_docs(FILE *out, const struct sl_conf_registry *reg);
 
 #endif

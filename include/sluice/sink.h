@@ -8,6 +8,7 @@
 #ifndef SLUICE_SINK_H
 #define SLUICE_SINK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,54 @@ struct sl_sink {
     char                       inst[96];   /* "sink:<name>", the log prefix */
     uint64_t                   writes;     /* confirmed */
     uint64_t                   failures;   /* failed attempts */
+};
+
+/* ------------------------------------------------------------------ */
+/* Types. Each sinks/<type>.c defines its sl_sink_type (its keys and ops);
+ * sinks/registry.c lists them, one line each. The options structs are
+ * here because `sluice dlq` reads them. */
+
+/* `conf` comes first: a loaded sink's conf->type points at it. */
+struct sl_sink_type {
+    struct sl_conf_type       conf;
+    const struct sl_sink_ops *ops;
+};
+
+extern const struct sl_sink_type sl_file_sink;
+extern const struct sl_sink_type sl_redis_sink;
+extern const struct sl_sink_type sl_kafka_sink;
+extern const struct sl_sink_type sl_postgres_sink;
+extern const struct sl_sink_type sl_sqlite_sink;
+
+/* Every sink type, NULL-terminated (sinks/registry.c). */
+extern const struct sl_conf_type *const sl_sink_types[];
+
+/* The sink type of a loaded conf->type, NULL when it is none of them. */
+const struct sl_sink_type *sl_sink_type_of(const struct sl_conf_type *t);
+
+/* conf->opts of each type */
+struct sl_file_sink_opts {
+    char *path;                      /* absolute */
+    bool  fsync;                     /* fsync each write before confirming */
+};
+
+struct sl_sqlite_sink_opts {
+    char *path;                      /* absolute */
+};
+
+struct sl_redis_sink_opts {
+    char *url;
+    char *key;                       /* stream (XADD) */
+};
+
+struct sl_kafka_sink_opts {
+    char *brokers;
+    char *topic;
+};
+
+struct sl_pg_sink_opts {
+    char *dsn;
+    char *table;                     /* [schema.]table */
 };
 
 /* Open the sink `conf` describes. `conf`, `base` and `pool` are borrowed. */

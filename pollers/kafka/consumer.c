@@ -56,6 +56,7 @@
 #include "sluice/mem.h"
 #include "sluice/metrics.h"
 #include "sluice/pollers.h"
+#include "conf.h"
 #include "internal.h"
 
 #define MSGS_MAX        1000     /* messages per rd_kafka_consume_batch_queue */
@@ -91,6 +92,7 @@ struct seek_job {
 struct kafka {
     struct sl_source            *s;
     const struct sl_source_conf *c;
+    const struct sl_kafka_opts  *o;             /* c->opts */
     struct event_base           *base;
     rd_kafka_t                  *rk;
     rd_kafka_queue_t            *q;
@@ -124,9 +126,9 @@ static void consume(struct kafka *k);
 
 static const char *conf_topic(struct kafka *k, const char *name)
 {
-    for (size_t i = 0; i < k->c->topics.n; i++)
-        if (strcmp(k->c->topics.v[i], name) == 0)
-            return k->c->topics.v[i];
+    for (size_t i = 0; i < k->o->topics.n; i++)
+        if (strcmp(k->o->topics.v[i], name) == 0)
+            return k->o->topics.v[i];
     return NULL;
 }
 
@@ -280,7 +282,7 @@ static void on_message_error(struct kafka *k, const rd_kafka_message_t *m)
     case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
     case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
         log_err(k, true, "topic %s does not exist on %s (create it first: brokers here do not "
-                "auto-create): %s", topic ? topic : "?", k->c->brokers,
+                "auto-create): %s", topic ? topic : "?", k->o->brokers,
                 rd_kafka_message_errstr(m));
         return;
     case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
@@ -945,10 +947,11 @@ static int conf_set(rd_kafka_conf_t *kc, const char *inst, const char *key, cons
 static rd_kafka_conf_t *make_conf(struct kafka *k, struct sl_err *err)
 {
     const struct sl_source_conf *c = k->c;
+    const struct sl_kafka_opts *o = k->o;
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
     char client[300];
     const char *const fixed[][2] = {
-        { "bootstrap.servers", c->brokers },
+        { "bootstrap.servers", o->brokers },
         { "group.id", k->group },
         { "client.id", client },
         { "enable.auto.offset.store", "false" },
@@ -975,15 +978,15 @@ static rd_kafka_conf_t *make_conf(struct kafka *k, struct sl_err *err)
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         if (conf_set(kc, k->s->inst, fixed[i][0], fixed[i][1], err))
             goto fail;
-    for (size_t i = 0; i < c->kafka.n; i++) {
-        const char *key = c->kafka.v[i].key;
+    for (size_t i = 0; i < o->kafka.n; i++) {
+        const char *key = o->kafka.v[i].key;
         if (strcmp(key, "enable.auto.offset.store") == 0 || strcmp(key, "group.id") == 0 ||
             strcmp(key, "bootstrap.servers") == 0) {
             sl_err_set(err, SL_ECONFIG, false, "%s: kafka property %s is set by sluice (use "
                        "brokers / consumer_group_id)", k->s->inst, key);
             goto fail;
         }
-        if (conf_set(kc, k->s->inst, key, c->kafka.v[i].value, err))
+        if (conf_set(kc, k->s->inst, key, o->kafka.v[i].value, err))
             goto fail;
     }
     rd_kafka_conf_set_opaque(kc, k);
@@ -1028,16 +1031,16 @@ static int k_start(struct sl_source *s, struct sl_err *err)
     event_add(k->ev_wake, NULL);
     event_add(k->ev_job, NULL);
     event_add(k->ev_tick, &sec);
-    topics = rd_kafka_topic_partition_list_new((int)k->c->topics.n);
-    for (size_t i = 0; i < k->c->topics.n; i++)
-        rd_kafka_topic_partition_list_add(topics, k->c->topics.v[i], RD_KAFKA_PARTITION_UA);
+    topics = rd_kafka_topic_partition_list_new((int)k->o->topics.n);
+    for (size_t i = 0; i < k->o->topics.n; i++)
+        rd_kafka_topic_partition_list_add(topics, k->o->topics.v[i], RD_KAFKA_PARTITION_UA);
     e = rd_kafka_subscribe(k->rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (e)
         return sl_err_set(err, SL_ECONFIG, false, "%s: cannot subscribe: %s", s->inst,
                           rd_kafka_err2str(e));
-    SL_INFO(s->inst, "consuming %zu topic(s) from %s as group %s (%s)", k->c->topics.n,
-            k->c->brokers, k->group,
+    SL_INFO(s->inst, "consuming %zu topic(s) from %s as group %s (%s)", k->o->topics.n,
+            k->o->brokers, k->group,
             k->c->starting_position == SL_START_LATEST ? "LATEST"
             : k->c->starting_position == SL_START_AT_TIMESTAMP ? "AT_TIMESTAMP" : "TRIM_HORIZON");
     return 0;
@@ -1163,6 +1166,7 @@ int sl_kafka_source_new(struct sl_engine *e, const struct sl_source_conf *c,
     char msg[512];
 
     k->c = c;
+    k->o = sl__kafka_opts(c);
     k->base = sl__engine_base(e);
     k->wake[0] = k->wake[1] = k->jobfd[0] = k->jobfd[1] = -1;
     if (c->filter_criteria && sl_filter_compile(c->filter_criteria, &k->filter, msg,
@@ -1178,11 +1182,11 @@ int sl_kafka_source_new(struct sl_engine *e, const struct sl_source_conf *c,
         return sl_err_set(err, SL_ECONFIG, false, "source %s: AT_TIMESTAMP needs "
                           "starting_position_timestamp (ISO-8601 UTC or Unix seconds)", c->name);
     }
-    if (c->consumer_group_id)
-        snprintf(k->group, sizeof(k->group), "%s", c->consumer_group_id);
+    if (k->o->consumer_group_id)
+        snprintf(k->group, sizeof(k->group), "%s", k->o->consumer_group_id);
     else
         snprintf(k->group, sizeof(k->group), "sluice-%s", c->name);
-    k->bootstrap_json = kr_json_string(c->brokers ? c->brokers : "");
+    k->bootstrap_json = kr_json_string(k->o->brokers ? k->o->brokers : "");
     /* a partition retrying one batch queues this much, then stops fetching */
     k->part_max = (size_t)(8 * c->batch_size * c->parallelization_factor);
     if (k->part_max < 10000)

@@ -14,6 +14,7 @@
 #include "sluice/pgconn.h"
 #include "sluice/poller.h"
 
+#include "conf.h"
 #include "pgoutput.h"
 
 /* ------------------------------------------------------------------ */
@@ -60,6 +61,7 @@ struct pg {
     struct sl_source    *s;
     struct event_base   *base;
     const struct sl_source_conf *conf;
+    const struct sl_pg_opts *o;          /* conf->opts */
     char                *slot;           /* names, unquoted */
     char                *publication;
     char                *where;          /* host:port/db for messages */

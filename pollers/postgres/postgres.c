@@ -313,14 +313,15 @@ static struct sl_record *make_record(struct pg *p, struct pg_txn *t, uint32_t or
                                      const struct shape *sh, char *lane, size_t lanelen)
 {
     const struct sl_source_conf *c = p->conf;
+    const struct sl_pg_opts *o = p->o;
     struct sl_record *r;
     struct sl_jbuf b = { 0 };
     const char *keys = sh->keys ? sh->keys : "{}", *frag;
     size_t klen = strlen(keys), nlen = 0, olen = 0, flen, size = klen, seq_at;
-    bool want_new = c->stream_view_type == SL_VIEW_NEW_IMAGE ||
-                    c->stream_view_type == SL_VIEW_NEW_AND_OLD_IMAGES;
-    bool want_old = c->stream_view_type == SL_VIEW_OLD_IMAGE ||
-                    c->stream_view_type == SL_VIEW_NEW_AND_OLD_IMAGES;
+    bool want_new = o->stream_view_type == SL_VIEW_NEW_IMAGE ||
+                    o->stream_view_type == SL_VIEW_NEW_AND_OLD_IMAGES;
+    bool want_old = o->stream_view_type == SL_VIEW_OLD_IMAGE ||
+                    o->stream_view_type == SL_VIEW_NEW_AND_OLD_IMAGES;
     char clsn[32];
 
     if (want_new && sh->new_img)
@@ -357,7 +358,7 @@ static struct sl_record *make_record(struct pg *p, struct pg_txn *t, uint32_t or
     sl_jbuf_puts(&b, "\",\"SizeBytes\":");
     sb_u64(&b, size, 0);
     sl_jbuf_puts(&b, ",\"StreamViewType\":\"");
-    sl_jbuf_puts(&b, view_names[c->stream_view_type]);
+    sl_jbuf_puts(&b, view_names[o->stream_view_type]);
     sl_jbuf_puts(&b, "\"}");
     sl_jbuf_put(&b, frag, flen);
     sl_jbuf_puts(&b, ",\"transactionId\":");
@@ -658,10 +659,11 @@ int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct
     struct sl_metrics *m = sl_engine_metrics(e);
     char msg[256], *dsn_err = NULL;
     PQconninfoOption *opts;
+    const struct sl_pg_opts *o = sl__pg_opts(c);
 
-    if (!c->dsn)
+    if (!o->dsn)
         return sl_err_set(err, SL_ECONFIG, false, "source %s: dsn is required", c->name);
-    opts = PQconninfoParse(c->dsn, &dsn_err);
+    opts = PQconninfoParse(o->dsn, &dsn_err);
     if (!opts) {
         int rc = sl_err_set(err, SL_ECONFIG, false, "source %s: bad dsn: %s", c->name,
                             dsn_err ? dsn_err : "out of memory");
@@ -669,16 +671,16 @@ int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct
         return rc;
     }
     PQconninfoFree(opts);
-    if (c->slot && !slot_name_ok(c->slot))
+    if (o->slot && !slot_name_ok(o->slot))
         return sl_err_set(err, SL_ECONFIG, false,
                           "source %s: slot %s: use 1 to 63 lower-case letters, digits or _",
-                          c->name, c->slot);
-    for (size_t i = 0; i < c->tables.n; i++) {
-        const char *dot = strchr(c->tables.v[i], '.');
-        if (!dot || dot == c->tables.v[i] || !dot[1] || strchr(dot + 1, '.'))
+                          c->name, o->slot);
+    for (size_t i = 0; i < o->tables.n; i++) {
+        const char *dot = strchr(o->tables.v[i], '.');
+        if (!dot || dot == o->tables.v[i] || !dot[1] || strchr(dot + 1, '.'))
             return sl_err_set(err, SL_ECONFIG, false,
                               "source %s: table %s: write it as schema.table", c->name,
-                              c->tables.v[i]);
+                              o->tables.v[i]);
     }
     p = sl_calloc(1, sizeof(*p));
     if (c->filter_criteria &&
@@ -687,14 +689,15 @@ int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct
         return sl_err_set(err, SL_ECONFIG, false, "source %s: filter_criteria: %s", c->name, msg);
     }
     p->conf = c;
+    p->o = o;
     p->base = sl__engine_base(e);
     /* enough for every lane to have its next batches ready */
     p->readahead = (size_t)(4 * c->batch_size * c->parallelization_factor);
     if (p->readahead < 2000)
         p->readahead = 2000;
-    p->slot = c->slot ? sl_strdup(c->slot) : default_name(c->name);
-    p->publication = c->publication ? sl_strdup(c->publication) : default_name(c->name);
-    p->where = sl_pgconn_where(c->dsn);
+    p->slot = o->slot ? sl_strdup(o->slot) : default_name(c->name);
+    p->publication = o->publication ? sl_strdup(o->publication) : default_name(c->name);
+    p->where = sl_pgconn_where(o->dsn);
     p->lock_key = pg__lock_key(p->slot);
     if (m) {
         p->m_lag = sl_metrics_family(m, "sluice_pg_slot_lag_bytes", SL_METRIC_GAUGE,

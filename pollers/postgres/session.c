@@ -121,7 +121,7 @@ static void on_status_timer(evutil_socket_t fd, short what, void *arg)
     if (p->repl.state != SL_PGCONN_COPY)
         return;
     if (p->flushed != p->sent_flush ||
-        sl_wall_ms() - p->last_status_ms >= p->conf->status_interval_ms)
+        sl_wall_ms() - p->last_status_ms >= p->o->status_interval_ms)
         pg__send_status(p, false);
 }
 
@@ -331,7 +331,7 @@ static void repl_connect(struct pg *p)
     p->repl.on_down = repl_down;
     p->repl.on_copy = on_copy;
     p->repl.arg = p;
-    sl_pgconn_connect(&p->repl, p->conf->dsn, kw, val);
+    sl_pgconn_connect(&p->repl, p->o->dsn, kw, val);
 }
 
 /* ------------------------------------------------------------------ */
@@ -538,7 +538,7 @@ static void on_pub_created(struct sl_pgconn *c, PGresult *res, const char *why, 
 static void on_pub(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
-    const struct sl_source_conf *conf = p->conf;
+    const struct sl_pg_opts *conf = p->o;
     char msg[300];
 
     (void)c;
@@ -692,7 +692,7 @@ static void mgmt_connect(struct pg *p)
     p->mgmt.on_up = mgmt_up;
     p->mgmt.on_down = mgmt_down;
     p->mgmt.arg = p;
-    sl_pgconn_connect(&p->mgmt, p->conf->dsn, kw, val);
+    sl_pgconn_connect(&p->mgmt, p->o->dsn, kw, val);
 }
 
 /* ------------------------------------------------------------------ */
@@ -701,7 +701,7 @@ static void mgmt_connect(struct pg *p)
 static void on_lag(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
 {
     struct pg *p = arg;
-    double lag, limit = (double)p->conf->slot_lag_warning_mb * 1024 * 1024;
+    double lag, limit = (double)p->o->slot_lag_warning_mb * 1024 * 1024;
 
     (void)c, (void)why;
     p->lag_pending = false;
@@ -717,7 +717,7 @@ static void on_lag(struct sl_pgconn *c, PGresult *res, const char *why, void *ar
     if (lag > limit && !p->warned_lag) {
         SL_WARN(p->s->inst, "slot %s holds %.0f MB of WAL (warning above %" PRId64 " MB): "
                 "the handler is behind or the stream is stopped", p->slot, lag / 1048576.0,
-                p->conf->slot_lag_warning_mb);
+                p->o->slot_lag_warning_mb);
         p->warned_lag = true;
     } else if (lag <= limit / 2 && p->warned_lag) {
         SL_INFO(p->s->inst, "slot %s lag back to %.0f MB", p->slot, lag / 1048576.0);
@@ -815,7 +815,7 @@ void pg__snapshot_done(struct pg *p)
 int pg__session_start(struct pg *p)
 {
     struct event_base *b = p->base;
-    int64_t hb = p->conf->heartbeat_interval_ms;
+    int64_t hb = p->o->heartbeat_interval_ms;
 
     sl_pgconn_init(&p->mgmt, b, p->s->inst, "management");
     sl_pgconn_init(&p->repl, b, p->s->inst, "replication");
@@ -830,7 +830,7 @@ int pg__session_start(struct pg *p)
         p->heartbeat_timer = event_new(b, -1, EV_PERSIST, on_heartbeat, p);
         arm(p->heartbeat_timer, hb);
     }
-    p->snapshot_wanted = p->conf->snapshot == SL_SNAPSHOT_INITIAL;
+    p->snapshot_wanted = p->o->snapshot == SL_SNAPSHOT_INITIAL;
     p->phase = PH_STANDBY;
     mgmt_connect(p);
     return 0;

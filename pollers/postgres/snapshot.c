@@ -352,5 +352,5 @@ void pg__snapshot_begin(struct pg *p)
     p->snap.on_down = snap_down;
     p->snap.on_copy = NULL;
     p->snap.arg = p;
-    sl_pgconn_connect(&p->snap, p->conf->dsn, kw, val);
+    sl_pgconn_connect(&p->snap, p->o->dsn, kw, val);
 }

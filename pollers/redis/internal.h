@@ -27,6 +27,8 @@
 #include "sluice/poller.h"
 #include "sluice/redis.h"
 
+#include "conf.h"
+
 #define RQ_MSG_MAX        (SL_PAYLOAD_MAX - SL_EVENT_SLACK) /* body bytes a message may have */
 #define RQ_BLOCK_MS       1000    /* a blocking read returns at least this often (stop) */
 #define RQ_CMD_TIMEOUT_MS 10000   /* a command unanswered this long: the connection is dead */
@@ -116,6 +118,7 @@ struct rq {
     struct sl_engine   *e;
     struct event_base  *base;
     const struct sl_source_conf *conf;
+    const struct sl_redis_opts *o;     /* conf->opts */
     const struct rq_mode *mode;
     struct sl_redis_url u;
     char                inst[96];

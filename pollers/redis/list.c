@@ -142,7 +142,7 @@ struct keys {
 
 static void keys(const struct rq *q, struct keys *k)
 {
-    const char *key = q->conf->key;
+    const char *key = q->o->key;
 
     snprintf(k->mprefix, sizeof(k->mprefix), "%s:sluice:m:", key);
     snprintf(k->leases, sizeof(k->leases), "%s:sluice:leases", key);
@@ -211,7 +211,7 @@ static void on_wait(void *arg, redisReply *r, void *priv)
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
-        SL_WARN(q->inst, "BLMOVE on %s failed: %s", q->conf->key, r->str ? r->str : "");
+        SL_WARN(q->inst, "BLMOVE on %s failed: %s", q->o->key, r->str ? r->str : "");
         rq_fetched(q, false, NULL, 0, 1000);
         return;
     }
@@ -235,7 +235,7 @@ static void on_fetch(void *arg, redisReply *r, void *priv)
     }
     if (r->type != REDIS_REPLY_ARRAY) {
         if (!rq_script_error(q, q->cmd, r, "fetch"))
-            SL_WARN(q->inst, "fetch on %s: unexpected reply (type %d)", q->conf->key, r->type);
+            SL_WARN(q->inst, "fetch on %s: unexpected reply (type %d)", q->o->key, r->type);
         rq_fetched(q, false, NULL, 0, 1000);
         return;
     }
@@ -247,7 +247,7 @@ static void on_fetch(void *arg, redisReply *r, void *priv)
     keys(q, &k);
     {
         char block[24];
-        const char *argv[] = { "BLMOVE", q->conf->key, k.proc, "RIGHT", "LEFT", block };
+        const char *argv[] = { "BLMOVE", q->o->key, k.proc, "RIGHT", "LEFT", block };
 
         snprintf(block, sizeof(block), "%g", RQ_BLOCK_MS / 1000.0);
         if (rq_cmd(q->rd, on_wait, (void *)(uintptr_t)count, 6, argv, NULL) != 0)
@@ -265,7 +265,7 @@ static void list_fetch_script(struct rq *q, size_t count)
     snprintf(dl, sizeof(dl), "%lld", (long long)deadline(q));
     snprintf(cnt, sizeof(cnt), "%zu", count);
     {
-        const char *argv[] = { "EVALSHA", q->sha[L_FETCH], "5", q->conf->key, k.proc, k.leases,
+        const char *argv[] = { "EVALSHA", q->sha[L_FETCH], "5", q->o->key, k.proc, k.leases,
                                k.seq, k.consumers, k.mprefix, q->consumer, now, dl, cnt };
         if (!q->sha[L_FETCH][0] ||
             rq_cmd(q->rd, on_fetch, (void *)(uintptr_t)count, 13, argv, NULL) != 0)
@@ -285,7 +285,7 @@ static void on_reclaim(void *arg, redisReply *r, void *priv)
     (void)priv;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         if (r && !rq_script_error(q, q->cmd, r, "reclaim"))
-            SL_WARN(q->inst, "reclaim on %s: unexpected reply (type %d)", q->conf->key, r->type);
+            SL_WARN(q->inst, "reclaim on %s: unexpected reply (type %d)", q->o->key, r->type);
         rq_fetched(q, true, NULL, 0, 1000);
         return;
     }
@@ -306,7 +306,7 @@ static void list_reclaim(struct rq *q, size_t count)
              (long long)(sl_wall_ms() - (vis > DEAD_MIN_MS ? vis : DEAD_MIN_MS)));
     {
         const char *argv[] = { "EVALSHA", q->sha[L_RECLAIM], "3", k.leases, k.consumers,
-                               q->conf->key, k.mprefix, q->consumer, now, dl, cnt, dead,
+                               q->o->key, k.mprefix, q->consumer, now, dl, cnt, dead,
                                k.procprefix };
         if (rq_cmd(q->cmd, on_reclaim, NULL, 13, argv, NULL) != 0)
             rq_fetched(q, true, NULL, 0, 1000);
@@ -421,7 +421,7 @@ static void list_stats(struct rq *q)
     keys(q, &k);
     snprintf(now, sizeof(now), "%lld", (long long)sl_wall_ms());
     {
-        const char *argv[] = { "EVALSHA", q->sha[L_STATS], "2", q->conf->key, k.leases,
+        const char *argv[] = { "EVALSHA", q->sha[L_STATS], "2", q->o->key, k.leases,
                                k.mprefix, now };
         if (rq_cmd(q->cmd, on_stats, NULL, 7, argv, NULL) == 0)
             q->statting = true;

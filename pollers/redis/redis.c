@@ -455,7 +455,7 @@ bool rq_script_error(struct rq *q, struct sl_redis_conn *c, const redisReply *r,
 {
     if (r->type != REDIS_REPLY_ERROR)
         return false;
-    SL_WARN(q->inst, "%s on %s failed: %s", what, q->conf->key, r->str ? r->str : "");
+    SL_WARN(q->inst, "%s on %s failed: %s", what, q->o->key, r->str ? r->str : "");
     /* scripts load with the command connection's setup: once it is ready,
      * NOSCRIPT means the cache was flushed */
     if (r->str && strncmp(r->str, "NOSCRIPT", 8) == 0 && sl_redis_conn_ready(c))
@@ -567,12 +567,12 @@ static int rq_start(struct sl_source *s, struct sl_err *err)
         struct timeval tv = { 0, RQ_TICK_MS * 1000 };
         evtimer_add(q->tick, &tv);
     }
-    sl_log_redact(q->conf->url, shown, sizeof(shown));
+    sl_log_redact(q->o->url, shown, sizeof(shown));
     if (q->mode == &rq_stream_mode)
-        SL_INFO(q->inst, "reading stream %s at %s as %s in group %s (%zu lanes)", q->conf->key,
-                shown, q->consumer, q->conf->group, q->nlanes);
+        SL_INFO(q->inst, "reading stream %s at %s as %s in group %s (%zu lanes)", q->o->key,
+                shown, q->consumer, q->o->group, q->nlanes);
     else
-        SL_INFO(q->inst, "reading list %s at %s as %s (%zu lanes)", q->conf->key, shown,
+        SL_INFO(q->inst, "reading list %s at %s as %s (%zu lanes)", q->o->key, shown,
                 q->consumer, q->nlanes);
     return 0;
 }
@@ -667,13 +667,14 @@ int sl_redis_source_new(struct sl_engine *e, const struct sl_source_conf *c,
     struct rq *q;
     char why[SL_ERR_MSG_MAX], host[128];
     const char *region = getenv("AWS_REGION");
+    const struct sl_redis_opts *o = sl__redis_opts(c);
 
-    if (!c->key || !c->key[0])
+    if (!o->key || !o->key[0])
         return sl_err_set(err, SL_ECONFIG, false, "source %s: a redis source needs a key",
                           c->name);
     q = sl_calloc(1, sizeof(*q));
-    if (sl_redis_url_parse(c->url, &q->u, why, sizeof(why)) != 0) {
-        bool tls = c->url && strncasecmp(c->url, "rediss://", 9) == 0;
+    if (sl_redis_url_parse(o->url, &q->u, why, sizeof(why)) != 0) {
+        bool tls = o->url && strncasecmp(o->url, "rediss://", 9) == 0;
         sl_redis_url_destroy(&q->u);
         free(q);
         return sl_err_set(err, tls ? SL_EUNSUPPORTED : SL_ECONFIG, false, "source %s: %s",
@@ -682,11 +683,12 @@ int sl_redis_source_new(struct sl_engine *e, const struct sl_source_conf *c,
     q->e = e;
     q->base = sl__engine_base(e);
     q->conf = c;
-    q->mode = c->mode == SL_REDIS_LIST ? &rq_list_mode : &rq_stream_mode;
+    q->o = o;
+    q->mode = o->mode == SL_REDIS_LIST ? &rq_list_mode : &rq_stream_mode;
     q->starting_latest = c->starting_position == SL_START_LATEST;
     snprintf(q->inst, sizeof(q->inst), "source:%s", c->name);
-    if (c->consumer && c->consumer[0]) {
-        snprintf(q->consumer, sizeof(q->consumer), "%s", c->consumer);
+    if (o->consumer && o->consumer[0]) {
+        snprintf(q->consumer, sizeof(q->consumer), "%s", o->consumer);
     } else {
         uint32_t rnd = (uint32_t)sl_wall_ms() ^ ((uint32_t)getpid() << 16);
         if (gethostname(host, sizeof(host)) != 0)
@@ -699,7 +701,7 @@ int sl_redis_source_new(struct sl_engine *e, const struct sl_source_conf *c,
     }
     snprintf(q->region, sizeof(q->region), "%s", region && *region ? region : "local");
     snprintf(q->arn, sizeof(q->arn), "arn:sluice:redis:%s:%d:%s", q->region,
-             q->u.db >= 0 ? q->u.db : 0, c->key);
+             q->u.db >= 0 ? q->u.db : 0, o->key);
     if (c->filter_criteria) {
         char msg[512];
         if (sl_filter_compile(c->filter_criteria, &q->filter, msg, sizeof(msg)) != 0) {
@@ -709,7 +711,7 @@ int sl_redis_source_new(struct sl_engine *e, const struct sl_source_conf *c,
                               msg);
         }
     }
-    q->nlanes = c->maximum_concurrency > 0 ? (size_t)c->maximum_concurrency : 1;
+    q->nlanes = o->maximum_concurrency > 0 ? (size_t)o->maximum_concurrency : 1;
     q->lane_load = sl_calloc(q->nlanes, sizeof(*q->lane_load));
     q->lane_name = sl_calloc(q->nlanes, sizeof(*q->lane_name));
     for (size_t i = 0; i < q->nlanes; i++)

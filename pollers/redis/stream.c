@@ -141,8 +141,8 @@ static const char *const scripts[S__COUNT] = { reclaim_lua, release_lua, beat_lu
 /* side keys: <key>:sluice:<group>:delay and :first */
 static void side_keys(const struct rq *q, char *delay, char *first, size_t n)
 {
-    snprintf(delay, n, "%s:sluice:%s:delay", q->conf->key, q->conf->group);
-    snprintf(first, n, "%s:sluice:%s:first", q->conf->key, q->conf->group);
+    snprintf(delay, n, "%s:sluice:%s:delay", q->o->key, q->o->group);
+    snprintf(first, n, "%s:sluice:%s:first", q->o->key, q->o->group);
 }
 
 /* argv[0..6] of the scripts on the side keys, which go to delay and first:
@@ -154,10 +154,10 @@ static void side_script(const struct rq *q, int script, const char **argv, char 
     argv[0] = "EVALSHA";
     argv[1] = q->sha[script];
     argv[2] = "3";
-    argv[3] = q->conf->key;
+    argv[3] = q->o->key;
     argv[4] = delay;
     argv[5] = first;
-    argv[6] = q->conf->group;
+    argv[6] = q->o->group;
 }
 
 /* ------------------------------------------------------------------ */
@@ -173,8 +173,8 @@ static void on_group(void *arg, redisReply *r, void *priv)
         return;
     ok = r->type != REDIS_REPLY_ERROR || (r->str && strncmp(r->str, "BUSYGROUP", 9) == 0);
     if (ok && r->type != REDIS_REPLY_ERROR)
-        SL_INFO(q->inst, "created consumer group %s on stream %s at %s", q->conf->group,
-                q->conf->key, q->starting_latest ? "its end ($)" : "its start (0)");
+        SL_INFO(q->inst, "created consumer group %s on stream %s at %s", q->o->group,
+                q->o->key, q->starting_latest ? "its end ($)" : "its start (0)");
     sl_redis_conn_setup_done(c, ok, "XGROUP CREATE", r);
 }
 
@@ -188,8 +188,8 @@ static int stream_setup(struct rq *q, struct sl_redis_conn *c)
     for (int i = 0; i < S__COUNT; i++)
         if (sl_redis_conn_cmdf(c, rq_script_loaded, c, "SCRIPT LOAD %s", scripts[i]) == 0)
             n++;
-    if (sl_redis_conn_cmdf(c, on_group, c, "XGROUP CREATE %s %s %s MKSTREAM", q->conf->key,
-                      q->conf->group, q->starting_latest ? "$" : "0") == 0)
+    if (sl_redis_conn_cmdf(c, on_group, c, "XGROUP CREATE %s %s %s MKSTREAM", q->o->key,
+                      q->o->group, q->starting_latest ? "$" : "0") == 0)
         n++;
     return n;
 }
@@ -202,7 +202,7 @@ static void on_regroup(void *arg, redisReply *r, void *priv)
     (void)priv;
     if (r && r->type != REDIS_REPLY_ERROR)
         SL_WARN(q->inst, "consumer group %s on stream %s was missing: created it again",
-                q->conf->group, q->conf->key);
+                q->o->group, q->o->key);
 }
 
 /* ------------------------------------------------------------------ */
@@ -295,17 +295,17 @@ static void on_read(void *arg, redisReply *r, void *priv)
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
-        SL_WARN(q->inst, "XREADGROUP on %s failed: %s", q->conf->key, r->str ? r->str : "");
+        SL_WARN(q->inst, "XREADGROUP on %s failed: %s", q->o->key, r->str ? r->str : "");
         if (r->str && strncmp(r->str, "NOGROUP", 7) == 0)
             sl_redis_conn_cmdf(q->cmd, on_regroup, NULL, "XGROUP CREATE %s %s 0 MKSTREAM",
-                               q->conf->key, q->conf->group);
+                               q->o->key, q->o->group);
         rq_fetched(q, false, NULL, 0, 1000);
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
         r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2 ||
         r->element[0]->element[1]->type != REDIS_REPLY_ARRAY) {
-        SL_WARN(q->inst, "XREADGROUP on %s: unexpected reply (type %d)", q->conf->key, r->type);
+        SL_WARN(q->inst, "XREADGROUP on %s: unexpected reply (type %d)", q->o->key, r->type);
         rq_fetched(q, false, NULL, 0, 1000);
         return;
     }
@@ -325,8 +325,8 @@ static void on_read(void *arg, redisReply *r, void *priv)
 static void stream_fetch(struct rq *q, size_t count)
 {
     char cnt[24], block[24];
-    const char *argv[] = { "XREADGROUP", "GROUP", q->conf->group, q->consumer, "COUNT", cnt,
-                           "BLOCK", block, "STREAMS", q->conf->key, ">" };
+    const char *argv[] = { "XREADGROUP", "GROUP", q->o->group, q->consumer, "COUNT", cnt,
+                           "BLOCK", block, "STREAMS", q->o->key, ">" };
 
     snprintf(cnt, sizeof(cnt), "%zu", count);
     snprintf(block, sizeof(block), "%d", RQ_BLOCK_MS);
@@ -345,7 +345,7 @@ static void on_reclaim(void *arg, redisReply *r, void *priv)
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_STRING) {
         if (r && !rq_script_error(q, q->cmd, r, "reclaim"))
-            SL_WARN(q->inst, "reclaim on %s failed: unexpected reply", q->conf->key);
+            SL_WARN(q->inst, "reclaim on %s failed: unexpected reply", q->o->key);
         rq_fetched(q, true, NULL, 0, 1000);
         return;
     }
@@ -371,8 +371,8 @@ static void on_reclaim(void *arg, redisReply *r, void *priv)
 static void stream_reclaim(struct rq *q, size_t count)
 {
     char dkey[600], fkey[600], idle[24], now[24], cnt[24];
-    const char *argv[] = { "EVALSHA", q->sha[S_RECLAIM], "3", q->conf->key, dkey, fkey,
-                           q->conf->group, q->consumer, idle, now, cnt,
+    const char *argv[] = { "EVALSHA", q->sha[S_RECLAIM], "3", q->o->key, dkey, fkey,
+                           q->o->group, q->consumer, idle, now, cnt,
                            q->cursor[0] ? q->cursor : "-" };
 
     side_keys(q, dkey, fkey, sizeof(dkey));
@@ -394,7 +394,7 @@ static void stream_ack(struct rq *q, const char **ids, size_t n, bool cleanup,
     char dkey[600], fkey[600];
 
     side_script(q, S_ACK, argv, dkey, fkey, sizeof(dkey));
-    argv[7] = q->conf->delete_on_ack ? "1" : "0";
+    argv[7] = q->o->delete_on_ack ? "1" : "0";
     argv[8] = cleanup ? "1" : "0";
     memcpy(argv + 9, ids, n * sizeof(*ids));
     rq_script_ack(q, (int)argc, argv, done, arg);
@@ -407,7 +407,7 @@ static void on_ignore(void *arg, redisReply *r, void *priv)
     const char *what = priv;
 
     if (r && r->type == REDIS_REPLY_ERROR)
-        SL_WARN(q->inst, "%s on %s failed: %s", what, q->conf->key, r->str ? r->str : "");
+        SL_WARN(q->inst, "%s on %s failed: %s", what, q->o->key, r->str ? r->str : "");
 }
 
 static void stream_release(struct rq *q, const char **ids, const int64_t *delay_ms,
@@ -445,8 +445,8 @@ static void stream_beat(struct rq *q, const char **ids, size_t n)
     argv[0] = "EVALSHA";
     argv[1] = q->sha[S_BEAT];
     argv[2] = "1";
-    argv[3] = q->conf->key;
-    argv[4] = q->conf->group;
+    argv[3] = q->o->key;
+    argv[4] = q->o->group;
     argv[5] = q->consumer;
     memcpy(argv + 6, ids, n * sizeof(*ids));
     rq_cmd(q->cmd, on_ignore, "lease refresh", (int)(6 + n), argv, NULL);
@@ -461,8 +461,8 @@ static void stream_handback(struct rq *q, const char **ids, size_t n)
     /* idle for the whole visibility timeout: reclaimable at once */
     snprintf(idle, sizeof(idle), "%lld", (long long)q->conf->visibility_timeout_ms);
     argv[0] = "XCLAIM";
-    argv[1] = q->conf->key;
-    argv[2] = q->conf->group;
+    argv[1] = q->o->key;
+    argv[2] = q->o->group;
     argv[3] = q->consumer;
     argv[4] = "0";
     memcpy(argv + 5, ids, n * sizeof(*ids));
@@ -490,7 +490,7 @@ static void on_stats(void *arg, redisReply *r, void *priv)
 
 static void stream_stats(struct rq *q)
 {
-    const char *argv[] = { "EVALSHA", q->sha[S_STATS], "1", q->conf->key, q->conf->group };
+    const char *argv[] = { "EVALSHA", q->sha[S_STATS], "1", q->o->key, q->o->group };
 
     if (rq_cmd(q->cmd, on_stats, NULL, 5, argv, NULL) == 0)
         q->statting = true;

@@ -24,6 +24,7 @@
 #include "harness.h"
 #include "sluice/api.h"
 #include "sluice/config.h"
+#include "sluice/pollers.h"
 #include "sluice/dispatch.h"
 #include "sluice/env.h"
 #include "sluice/log.h"
@@ -122,7 +123,7 @@ static void start(const char *tmpl)
 
     expand(tmpl, yaml, sizeof(yaml));
     sl_diags_init(&d, "async.yaml");
-    rc = sl_config_load_buffer("async.yaml", dir, yaml, strlen(yaml), &conf, &d);
+    rc = sl_config_load_buffer("async.yaml", dir, yaml, strlen(yaml), &sl_registry, &conf, &d);
     if (rc != 0) {
         FILE *m = open_memstream(&diag, &dl);
         sl_diags_print(&d, m);

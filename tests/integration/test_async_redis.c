@@ -32,6 +32,7 @@
 #include "harness.h"
 #include "sluice/api.h"
 #include "sluice/config.h"
+#include "sluice/pollers.h"
 #include "sluice/dispatch.h"
 #include "sluice/env.h"
 #include "sluice/log.h"
@@ -250,7 +251,7 @@ static int load(const char *tmpl, struct sl_config **out, char **diag)
 
     expand(tmpl, yaml, sizeof(yaml));
     sl_diags_init(&d, "async.yaml");
-    rc = sl_config_load_buffer("async.yaml", dir, yaml, strlen(yaml), out, &d);
+    rc = sl_config_load_buffer("async.yaml", dir, yaml, strlen(yaml), &sl_registry, out, &d);
     *diag = NULL;
     if (rc != 0) {
         FILE *m = open_memstream(diag, &dl);

@@ -13,6 +13,7 @@
 
 #include "harness.h"
 #include "sluice/config.h"
+#include "sluice/pollers.h"
 #include "sluice/dispatch.h"
 #include "sluice/env.h"
 #include "sluice/log.h"
@@ -87,7 +88,8 @@ static void start(const char *source, int klass)
              "sinks:\n  dlq: { type: file, path: %s/dlq.jsonl, fsync: false }\n",
              dir, root, source, dir);
     sl_diags_init(&d, "engine.yaml");
-    cr_assert_eq(sl_config_load_buffer("engine.yaml", dir, yaml, strlen(yaml), &conf, &d), 0,
+    cr_assert_eq(sl_config_load_buffer("engine.yaml", dir, yaml, strlen(yaml), &sl_registry,
+                                       &conf, &d), 0,
                  "%s: %s", yaml, d.n ? d.v[0].msg : "");
     sl_diags_destroy(&d);
     cr_assert_eq(sl_pool_new(base, 2, &pool, &err), 0);

@@ -32,6 +32,7 @@
 #include <event2/event.h>
 
 #include "sluice/config.h"
+#include "sluice/pollers.h"
 #include "sluice/env.h"
 #include "sluice/err.h"
 #include "sluice/log.h"
@@ -210,7 +211,8 @@ static void start(const char *functions)
     int rc;
 
     sl_diags_init(&d, "test.yaml");
-    rc = sl_config_load_buffer("test.yaml", root_dir, text, strlen(text), &conf, &d);
+    rc = sl_config_load_buffer("test.yaml", root_dir, text, strlen(text), &sl_registry, &conf,
+                               &d);
     if (rc != 0) {
         FILE *m = open_memstream(&dtext, &dlen);
         sl_diags_print(&d, m);

@@ -37,6 +37,7 @@
 #include <event2/event.h>
 
 #include "sluice/config.h"
+#include "sluice/pollers.h"
 #include "sluice/err.h"
 #include "sluice/log.h"
 #include "sluice/pool.h"
@@ -366,8 +367,8 @@ static void rm_tmpdir(void)
 static void file_round_trip(bool fsync)
 {
     char path[512];
-    struct sl_sink_conf conf = { .name = "t-file", .type = SL_SINK_FILE, .path = path,
-                                 .fsync = fsync };
+    struct sl_file_sink_opts conf_o = { .path = path, .fsync = fsync };
+    struct sl_sink_conf conf = { .name = "t-file", .type = &sl_file_sink.conf, .opts = &conf_o };
     struct sl_sink *s;
     FILE *f;
     char line[512];
@@ -419,8 +420,8 @@ Test(sinks, file_no_fsync_round_trip)
 Test(sinks, file_appends_and_keeps_one_record_per_line)
 {
     char path[512];
-    struct sl_sink_conf conf = { .name = "t-file", .type = SL_SINK_FILE, .path = path,
-                                 .fsync = true };
+    struct sl_file_sink_opts conf_o = { .path = path, .fsync = true };
+    struct sl_sink_conf conf = { .name = "t-file", .type = &sl_file_sink.conf, .opts = &conf_o };
     struct sl_sink *s;
     const char *pretty = "{\n  \"a\": 1,\r\n  \"b\": [2, 3]\n}";
     FILE *f;
@@ -457,12 +458,13 @@ Test(sinks, redis_round_trip)
 {
     char key[160], host[128];
     int port;
-    struct sl_sink_conf conf = { .name = "t-redis", .type = SL_SINK_REDIS, .key = key };
+    struct sl_redis_sink_opts conf_o = { .key = key };
+    struct sl_sink_conf conf = { .name = "t-redis", .type = &sl_redis_sink.conf, .opts = &conf_o };
     struct sl_sink *s;
     redisContext *rc;
     redisReply *r;
 
-    conf.url = (char *)need_env("SLUICE_TEST_REDIS");
+    conf_o.url = (char *)need_env("SLUICE_TEST_REDIS");
     snprintf(key, sizeof(key), "sluice:test:sinks:%s", run_id);
     s = open_sink(&conf);
     write_all(s, COUNT, false); /* hiredis copies at once */
@@ -491,8 +493,9 @@ static void on_start_redis(evutil_socket_t fd, short what, void *arg)
 Test(sinks, redis_reliable_writes_survive_a_missing_server)
 {
     char url[64], key[160];
-    struct sl_sink_conf conf = { .name = "t-redis-late", .type = SL_SINK_REDIS, .url = url,
-                                 .key = key };
+    struct sl_redis_sink_opts conf_o = { .url = url, .key = key };
+    struct sl_sink_conf conf = { .name = "t-redis-late", .type = &sl_redis_sink.conf,
+                                 .opts = &conf_o };
     struct sl_sink *s;
     struct event *later;
     struct timeval tv = { 10, 0 };      /* the server is down for 10 s */
@@ -567,10 +570,12 @@ Test(sinks, redis_auth_select_and_no_password_in_logs)
 {
     const char *pw = "s3cr3t-Pw0rd";
     char url[128], bad[128], key[160];
-    struct sl_sink_conf conf = { .name = "t-redis-auth", .type = SL_SINK_REDIS, .url = url,
-                                 .key = key };
-    struct sl_sink_conf badconf = { .name = "t-redis-badpw", .type = SL_SINK_REDIS, .url = bad,
-                                    .key = key };
+    struct sl_redis_sink_opts conf_o = { .url = url, .key = key };
+    struct sl_sink_conf conf = { .name = "t-redis-auth", .type = &sl_redis_sink.conf,
+                                 .opts = &conf_o };
+    struct sl_redis_sink_opts badconf_o = { .url = bad, .key = key };
+    struct sl_sink_conf badconf = { .name = "t-redis-badpw", .type = &sl_redis_sink.conf,
+                                 .opts = &badconf_o };
     struct sl_sink *s, *sb;
     redisContext *rc;
     redisReply *r;
@@ -665,7 +670,8 @@ Test(sinks, kafka_round_trip)
 {
     const char *brokers = need_env("SLUICE_TEST_KAFKA");
     char topic[160], group[200], errstr[512];
-    struct sl_sink_conf conf = { .name = "t-kafka", .type = SL_SINK_KAFKA, .topic = topic };
+    struct sl_kafka_sink_opts conf_o = { .topic = topic };
+    struct sl_sink_conf conf = { .name = "t-kafka", .type = &sl_kafka_sink.conf, .opts = &conf_o };
     struct sl_sink *s;
     rd_kafka_conf_t *kc;
     rd_kafka_t *consumer;
@@ -673,7 +679,7 @@ Test(sinks, kafka_round_trip)
     int got = 0;
     long long deadline;
 
-    conf.brokers = (char *)brokers;
+    conf_o.brokers = (char *)brokers;
     snprintf(topic, sizeof(topic), "sluice-test-sinks-%s", run_id);
     snprintf(group, sizeof(group), "%s-check", topic);
     create_topic(brokers, topic);
@@ -733,8 +739,9 @@ Test(sinks, kafka_round_trip)
 Test(sinks, kafka_free_with_broker_down_stops_pending_writes)
 {
     char brokers[64];
-    struct sl_sink_conf conf = { .name = "t-kafka-down", .type = SL_SINK_KAFKA,
-                                 .brokers = brokers, .topic = "sluice-nowhere" };
+    struct sl_kafka_sink_opts conf_o = { .brokers = brokers, .topic = "sluice-nowhere" };
+    struct sl_sink_conf conf = { .name = "t-kafka-down", .type = &sl_kafka_sink.conf,
+                                 .opts = &conf_o };
     struct sl_sink *s;
     long long t0;
 
@@ -818,11 +825,12 @@ Test(sinks, postgres_round_trip)
 {
     const char *dsn = need_env("SLUICE_TEST_PG");
     char table[128], sql[256];
-    struct sl_sink_conf conf = { .name = "t-pg", .type = SL_SINK_POSTGRES, .table = table };
+    struct sl_pg_sink_opts conf_o = { .table = table };
+    struct sl_sink_conf conf = { .name = "t-pg", .type = &sl_postgres_sink.conf, .opts = &conf_o };
     struct sl_sink *s;
     PGconn *pg;
 
-    conf.dsn = (char *)dsn;
+    conf_o.dsn = (char *)dsn;
     /* mixed case: the identifier must be quoted to survive */
     snprintf(table, sizeof(table), "Sluice_Test_%s", run_id);
     s = open_sink(&conf);
@@ -842,8 +850,9 @@ Test(sinks, postgres_reconnects_after_its_connection_is_killed)
 {
     const char *env = need_env("SLUICE_TEST_PG");
     char dsn[512], table[128], sql[512];
-    struct sl_sink_conf conf = { .name = "t-pg-kill", .type = SL_SINK_POSTGRES, .dsn = dsn,
-                                 .table = table };
+    struct sl_pg_sink_opts conf_o = { .dsn = dsn, .table = table };
+    struct sl_sink_conf conf = { .name = "t-pg-kill", .type = &sl_postgres_sink.conf,
+                                 .opts = &conf_o };
     struct sl_sink *s;
     PGconn *pg;
     PGresult *res;
@@ -886,11 +895,13 @@ Test(sinks, postgres_bad_json_fails_without_retry_hint)
 {
     const char *dsn = need_env("SLUICE_TEST_PG");
     char table[128], sql[256];
-    struct sl_sink_conf conf = { .name = "t-pg-bad", .type = SL_SINK_POSTGRES, .table = table };
+    struct sl_pg_sink_opts conf_o = { .table = table };
+    struct sl_sink_conf conf = { .name = "t-pg-bad", .type = &sl_postgres_sink.conf,
+                                 .opts = &conf_o };
     struct sl_sink *s;
     PGconn *pg;
 
-    conf.dsn = (char *)dsn;
+    conf_o.dsn = (char *)dsn;
     snprintf(table, sizeof(table), "sluice_test_bad_%s", run_id);
     s = open_sink(&conf);
     in_write = true;
@@ -917,7 +928,9 @@ Test(sinks, postgres_bad_json_fails_without_retry_hint)
 Test(sinks, sqlite_round_trip)
 {
     char path[512];
-    struct sl_sink_conf conf = { .name = "t-sqlite", .type = SL_SINK_SQLITE, .path = path };
+    struct sl_sqlite_sink_opts conf_o = { .path = path };
+    struct sl_sink_conf conf = { .name = "t-sqlite", .type = &sl_sqlite_sink.conf,
+                                 .opts = &conf_o };
     struct sl_sink *s;
     sqlite3 *db;
     sqlite3_stmt *st;
@@ -959,7 +972,9 @@ Test(sinks, sqlite_round_trip)
 Test(sinks, sqlite_not_a_database_fails_on_write)
 {
     char path[512];
-    struct sl_sink_conf conf = { .name = "t-sqlite-bad", .type = SL_SINK_SQLITE, .path = path };
+    struct sl_sqlite_sink_opts conf_o = { .path = path };
+    struct sl_sink_conf conf = { .name = "t-sqlite-bad", .type = &sl_sqlite_sink.conf,
+                                 .opts = &conf_o };
     struct sl_sink *s;
     FILE *f;
 
@@ -1007,59 +1022,65 @@ static void expect_new_fails(struct sl_sink_conf *conf, int code, const char *ne
 Test(sinks, bad_configurations_fail_clearly)
 {
     char dir[512];
+    struct sl_redis_sink_opts ro = { .url = "http://x:1", .key = "k" };
+    struct sl_pg_sink_opts po = { .dsn = "host=127.0.0.1 password=hunter2 bogus" };
+    struct sl_kafka_sink_opts ko = { .brokers = "", .topic = "t" };
+    struct sl_file_sink_opts fo = { .path = "/proc/sluice-no/such/dir/x.jsonl" };
+    struct sl_sqlite_sink_opts so = { 0 };
+    const struct sl_conf_type bogus = { .name = "bogus" };
     struct sl_sink_conf c;
 
-    c = (struct sl_sink_conf){ .name = "r1", .type = SL_SINK_REDIS, .url = "http://x:1",
-                               .key = "k" };
+    c = (struct sl_sink_conf){ .name = "r1", .type = &sl_redis_sink.conf, .opts = &ro };
     expect_new_fails(&c, SL_ECONFIG, "bad redis url 'http://x:1'", NULL);
-    c.url = "redis://127.0.0.1:port";
+    ro.url = "redis://127.0.0.1:port";
     expect_new_fails(&c, SL_ECONFIG, "port", NULL);
-    c.url = "redis://:hunter2@127.0.0.1:99999";
+    ro.url = "redis://:hunter2@127.0.0.1:99999";
     expect_new_fails(&c, SL_ECONFIG, "port must be a number", "hunter2");
-    c.url = "redis://127.0.0.1:6379/db";
+    ro.url = "redis://127.0.0.1:6379/db";
     expect_new_fails(&c, SL_ECONFIG, "database", NULL);
-    c.url = "redis://:pw@";
+    ro.url = "redis://:pw@";
     expect_new_fails(&c, SL_ECONFIG, "host", NULL);
-    c.url = "rediss://127.0.0.1:6379";
+    ro.url = "rediss://127.0.0.1:6379";
     expect_new_fails(&c, SL_EUNSUPPORTED, "tls", NULL);
-    c.url = "redis://127.0.0.1:6379";
-    c.key = NULL;
+    ro.url = "redis://127.0.0.1:6379";
+    ro.key = NULL;
     expect_new_fails(&c, SL_ECONFIG, "needs a key", NULL);
 
-    c = (struct sl_sink_conf){ .name = "p1", .type = SL_SINK_POSTGRES,
-                               .dsn = "host=127.0.0.1 password=hunter2 bogus" };
+    c = (struct sl_sink_conf){ .name = "p1", .type = &sl_postgres_sink.conf, .opts = &po };
     expect_new_fails(&c, SL_ECONFIG, "bad postgres dsn", "hunter2");
-    c.dsn = "";
+    po.dsn = "";
     expect_new_fails(&c, SL_ECONFIG, "needs a dsn", NULL);
 
-    c = (struct sl_sink_conf){ .name = "k1", .type = SL_SINK_KAFKA, .brokers = "", .topic = "t" };
+    c = (struct sl_sink_conf){ .name = "k1", .type = &sl_kafka_sink.conf, .opts = &ko };
     expect_new_fails(&c, SL_ECONFIG, "needs brokers", NULL);
-    c.brokers = "127.0.0.1:9092";
-    c.topic = NULL;
+    ko.brokers = "127.0.0.1:9092";
+    ko.topic = NULL;
     expect_new_fails(&c, SL_ECONFIG, "needs a topic", NULL);
 
-    c = (struct sl_sink_conf){ .name = "f1", .type = SL_SINK_FILE,
-                               .path = "/proc/sluice-no/such/dir/x.jsonl" };
+    c = (struct sl_sink_conf){ .name = "f1", .type = &sl_file_sink.conf, .opts = &fo };
     expect_new_fails(&c, SL_EIO, "cannot create directory /proc/sluice-no", NULL);
 
     make_tmpdir();
     snprintf(dir, sizeof(dir), "%s/adir", tmpdir);
     cr_assert_eq(mkdir(tmpdir, 0755), 0);
     cr_assert_eq(mkdir(dir, 0755), 0);
-    c = (struct sl_sink_conf){ .name = "s1", .type = SL_SINK_SQLITE, .path = dir };
+    so.path = dir;
+    c = (struct sl_sink_conf){ .name = "s1", .type = &sl_sqlite_sink.conf, .opts = &so };
     expect_new_fails(&c, SL_ECONFIG, "not a regular file", NULL);
-    c = (struct sl_sink_conf){ .name = "f2", .type = SL_SINK_FILE, .path = dir };
+    fo.path = dir;
+    c = (struct sl_sink_conf){ .name = "f2", .type = &sl_file_sink.conf, .opts = &fo };
     expect_new_fails(&c, SL_EIO, "cannot open", NULL);
     rm_tmpdir();
 
-    c = (struct sl_sink_conf){ .name = "x1", .type = 42 };
+    c = (struct sl_sink_conf){ .name = "x1", .type = &bogus };
     expect_new_fails(&c, SL_ECONFIG, "unknown type", NULL);
 
     {
         struct sl_sink *s = NULL;
         struct sl_err err;
 
-        c = (struct sl_sink_conf){ .name = "f3", .type = SL_SINK_FILE, .path = "/tmp/x.jsonl" };
+        fo.path = "/tmp/x.jsonl";
+        c = (struct sl_sink_conf){ .name = "f3", .type = &sl_file_sink.conf, .opts = &fo };
         cr_assert_eq(sl_sink_new(base, NULL, &c, &s, &err), SL_EINVAL, "no pool: %s", err.msg);
     }
     sl_sink_free(NULL);
@@ -1068,8 +1089,10 @@ Test(sinks, bad_configurations_fail_clearly)
 Test(sinks, unreachable_servers_fail_writes_retriably)
 {
     char url[64], dsn[128];
-    struct sl_sink_conf rc = { .name = "r-down", .type = SL_SINK_REDIS, .url = url, .key = "k" };
-    struct sl_sink_conf pc = { .name = "p-down", .type = SL_SINK_POSTGRES, .dsn = dsn };
+    struct sl_redis_sink_opts rc_o = { .url = url, .key = "k" };
+    struct sl_sink_conf rc = { .name = "r-down", .type = &sl_redis_sink.conf, .opts = &rc_o };
+    struct sl_pg_sink_opts pc_o = { .dsn = dsn };
+    struct sl_sink_conf pc = { .name = "p-down", .type = &sl_postgres_sink.conf, .opts = &pc_o };
     struct sl_sink *rs, *ps;
     int port = free_port();
 
@@ -1102,8 +1125,8 @@ Test(sinks, unreachable_servers_fail_writes_retriably)
 Test(sinks, free_ends_pending_reliable_writes_once)
 {
     char url[64];
-    struct sl_sink_conf conf = { .name = "r-stop", .type = SL_SINK_REDIS, .url = url,
-                                 .key = "k" };
+    struct sl_redis_sink_opts conf_o = { .url = url, .key = "k" };
+    struct sl_sink_conf conf = { .name = "r-stop", .type = &sl_redis_sink.conf, .opts = &conf_o };
     struct sl_sink *s;
 
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", free_port());
@@ -1167,26 +1190,29 @@ static void free_from_callback(struct sl_sink_conf *conf, bool reliable, int n)
 Test(sinks, done_callbacks_may_free_the_sink)
 {
     char path[512], key[160], table[128], sql[256];
-    struct sl_sink_conf fc = { .name = "f-self", .type = SL_SINK_FILE, .path = path,
-                               .fsync = true };
-    struct sl_sink_conf rc = { .name = "r-self", .type = SL_SINK_REDIS, .key = key };
-    struct sl_sink_conf pc = { .name = "p-self", .type = SL_SINK_POSTGRES, .table = table };
-    struct sl_sink_conf sc = { .name = "s-self", .type = SL_SINK_SQLITE };
+    struct sl_file_sink_opts fc_o = { .path = path, .fsync = true };
+    struct sl_sink_conf fc = { .name = "f-self", .type = &sl_file_sink.conf, .opts = &fc_o };
+    struct sl_redis_sink_opts rc_o = { .key = key };
+    struct sl_sink_conf rc = { .name = "r-self", .type = &sl_redis_sink.conf, .opts = &rc_o };
+    struct sl_pg_sink_opts pc_o = { .table = table };
+    struct sl_sink_conf pc = { .name = "p-self", .type = &sl_postgres_sink.conf, .opts = &pc_o };
+    struct sl_sqlite_sink_opts sc_o = { 0 };
+    struct sl_sink_conf sc = { .name = "s-self", .type = &sl_sqlite_sink.conf, .opts = &sc_o };
     char spath[512];
     char down[64];
-    struct sl_sink_conf dc = { .name = "r-self-down", .type = SL_SINK_REDIS, .url = down,
-                               .key = key };
+    struct sl_redis_sink_opts dc_o = { .url = down, .key = key };
+    struct sl_sink_conf dc = { .name = "r-self-down", .type = &sl_redis_sink.conf, .opts = &dc_o };
     PGconn *pg;
 
     make_tmpdir();
     snprintf(path, sizeof(path), "%s/self.jsonl", tmpdir);
     snprintf(spath, sizeof(spath), "%s/self.db", tmpdir);
-    sc.path = spath;
+    sc_o.path = spath;
     snprintf(key, sizeof(key), "sluice:test:self:%s", run_id);
     snprintf(table, sizeof(table), "sluice_test_self_%s", run_id);
     snprintf(down, sizeof(down), "redis://127.0.0.1:%d", free_port());
-    rc.url = (char *)need_env("SLUICE_TEST_REDIS");
-    pc.dsn = (char *)need_env("SLUICE_TEST_PG");
+    rc_o.url = (char *)need_env("SLUICE_TEST_REDIS");
+    pc_o.dsn = (char *)need_env("SLUICE_TEST_PG");
 
     free_from_callback(&fc, false, 50);
     free_from_callback(&rc, false, 50);
@@ -1195,7 +1221,7 @@ Test(sinks, done_callbacks_may_free_the_sink)
     free_from_callback(&sc, false, 50);
     free_from_callback(&dc, false, 20);
 
-    pg = pg_client(pc.dsn);
+    pg = pg_client(pc_o.dsn);
     snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS \"%s\"", table);
     pg_exec(pg, sql);
     PQfinish(pg);
@@ -1219,9 +1245,10 @@ Test(sinks, done_callbacks_may_free_the_sink)
 Test(sinks, sinks_outlive_the_pool)
 {
     char fpath[512], spath[512];
-    struct sl_sink_conf fc = { .name = "f-nopool", .type = SL_SINK_FILE, .path = fpath,
-                               .fsync = true };
-    struct sl_sink_conf sc = { .name = "s-nopool", .type = SL_SINK_SQLITE, .path = spath };
+    struct sl_file_sink_opts fc_o = { .path = fpath, .fsync = true };
+    struct sl_sink_conf fc = { .name = "f-nopool", .type = &sl_file_sink.conf, .opts = &fc_o };
+    struct sl_sqlite_sink_opts sc_o = { .path = spath };
+    struct sl_sink_conf sc = { .name = "s-nopool", .type = &sl_sqlite_sink.conf, .opts = &sc_o };
     struct sl_sink *fs, *ss;
 
     make_tmpdir();
@@ -1277,14 +1304,15 @@ Test(sinks, config_buffer_builds_sinks)
              "  audit: { type: file, path: %s }\n",
              path);
     sl_diags_init(&d, "test.yaml");
-    if (sl_config_load_buffer("test.yaml", "/tmp", yaml, strlen(yaml), &cfg, &d) != 0) {
+    if (sl_config_load_buffer("test.yaml", "/tmp", yaml, strlen(yaml), &sl_registry, &cfg,
+                              &d) != 0) {
         sl_diags_print(&d, stderr);
         cr_assert_fail("the config should load");
     }
     sl_diags_destroy(&d);
     sc = sl_config_sink(cfg, "audit");
     cr_assert(sc);
-    cr_assert(sc->fsync, "fsync defaults to true");
+    cr_assert(((const struct sl_file_sink_opts *)sc->opts)->fsync, "fsync defaults to true");
     s = open_sink((struct sl_sink_conf *)sc);
     cr_assert_str_eq(s->inst, "sink:audit");
     cr_assert_str_eq(s->ops->name, "file");

@@ -7,6 +7,11 @@
 
 #include "schema.h"
 #include "sluice/config.h"
+#include "sluice/pollers.h"
+#include "sluice/sink.h"
+
+#include "../../pollers/kafka/conf.h"
+#include "../../pollers/redis/conf.h"
 #include "sluice/err.h"
 
 #define FIX "tests/unit/fixtures"
@@ -22,7 +27,7 @@ static char *load(const char *yaml, struct sl_config **out)
     FILE *f;
 
     sl_diags_init(&d, "t.yaml");
-    sl_config_load_buffer("t.yaml", FIX, yaml, strlen(yaml), &c, &d);
+    sl_config_load_buffer("t.yaml", FIX, yaml, strlen(yaml), &sl_registry, &c, &d);
     f = open_memstream(&text, &len);
     sl_diags_print(&d, f);
     fclose(f);
@@ -172,6 +177,8 @@ Test(config, bad_files_report_exact_messages)
 
 Test(config, good_file_gets_defaults_and_units)
 {
+    const struct sl_kafka_opts *kafka;
+    const struct sl_redis_opts *redis;
     struct sl_config *c;
     char *got;
 
@@ -219,9 +226,11 @@ Test(config, good_file_gets_defaults_and_units)
     cr_expect_str_eq(c->functions[0].environment.v[1].value, "8080");
 
     cr_assert_eq(c->nsources, 2);
-    cr_expect_str_eq(c->sources[0].brokers, "127.0.0.1:19092");
-    cr_expect_eq(c->sources[0].topics.n, 1);
-    cr_expect_str_eq(c->sources[0].topics.v[0], "orders");
+    kafka = c->sources[0].opts;
+    redis = c->sources[1].opts;
+    cr_expect_str_eq(kafka->brokers, "127.0.0.1:19092");
+    cr_expect_eq(kafka->topics.n, 1);
+    cr_expect_str_eq(kafka->topics.v[0], "orders");
     cr_expect_eq(c->sources[0].batch_size, 100);
     cr_expect_eq(c->sources[0].maximum_batching_window_ms, 500);
     cr_expect_eq(c->sources[0].maximum_record_age_ms, -1);
@@ -235,8 +244,8 @@ Test(config, good_file_gets_defaults_and_units)
     /* per-type defaults: redis batches are 10 and have no window */
     cr_expect_eq(c->sources[1].batch_size, 10);
     cr_expect_eq(c->sources[1].maximum_batching_window_ms, 0);
-    cr_expect_str_eq(c->sources[1].url, "redis://127.0.0.1:6379");
-    cr_expect_str_eq(c->sources[1].key, "price: $5");
+    cr_expect_str_eq(redis->url, "redis://127.0.0.1:6379");
+    cr_expect_str_eq(redis->key, "price: $5");
     cr_expect_eq(c->sources[1].visibility_timeout_ms, 1500);
     cr_expect_null(c->sources[1].on_failure);
     cr_expect_eq(c->sources[1].max_receive_count, 5);
@@ -255,7 +264,7 @@ Test(config, quickstart_example_is_valid)
     int rc;
 
     sl_diags_init(&d, "examples/quickstart.yaml");
-    rc = sl_config_load("examples/quickstart.yaml", &c, &d);
+    rc = sl_config_load("examples/quickstart.yaml", &sl_registry, &c, &d);
     cr_assert_eq(rc, 0, "quickstart has %zu errors, first: %s", d.n, d.n ? d.v[0].msg : "");
     cr_expect_eq(c->nfunctions, 3);
     cr_expect_eq(c->nsources, 3);
@@ -272,7 +281,7 @@ Test(config, missing_file_is_a_clear_error)
     FILE *f;
 
     sl_diags_init(&d, "nope.yaml");
-    cr_assert_eq(sl_config_load("tests/unit/fixtures/nope.yaml", &c, &d), SL_EIO);
+    cr_assert_eq(sl_config_load("tests/unit/fixtures/nope.yaml", &sl_registry, &c, &d), SL_EIO);
     f = open_memstream(&text, &len);
     sl_diags_print(&d, f);
     fclose(f);
@@ -289,7 +298,8 @@ Test(config, binary_garbage_is_rejected)
     struct sl_config *c = NULL;
 
     sl_diags_init(&d, "junk");
-    cr_expect_neq(sl_config_load_buffer("junk", ".", junk, sizeof(junk) - 1, &c, &d), 0);
+    cr_expect_neq(sl_config_load_buffer("junk", ".", junk, sizeof(junk) - 1, &sl_registry, &c,
+                                        &d), 0);
     cr_expect_geq(d.n, 1);
     cr_expect_null(c);
     sl_diags_destroy(&d);
@@ -418,8 +428,8 @@ Test(config, every_table_default_parses)
     cr_assert_str_eq(got, "");
     free(got);
     cr_expect_eq(c->nsinks, 5);
-    cr_expect_str_eq(c->sinks[3].table, "sluice_dlq");
-    cr_expect(c->sinks[0].fsync);
+    cr_expect_str_eq(((struct sl_pg_sink_opts *)c->sinks[3].opts)->table, "sluice_dlq");
+    cr_expect(((struct sl_file_sink_opts *)c->sinks[0].opts)->fsync);
     sl_config_free(c);
 }
 
@@ -430,7 +440,7 @@ Test(config, generated_reference_is_current)
     FILE *f;
 
     f = open_memstream(&gen, &glen);
-    sl_config_docs(f);
+    sl_config_docs(f, &sl_registry);
     fclose(f);
 
     f = fopen("docs/CONFIGURATION.md", "r");

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 
 #include "sluice/config.h"
+#include "sluice/pollers.h"
 #include "sluice/err.h"
 #include "sluice/filter.h"
 
@@ -396,7 +397,8 @@ static char *load_diags(const char *yaml, struct sl_config **out)
     FILE *fp;
 
     sl_diags_init(&d, "t.yaml");
-    sl_config_load_buffer("t.yaml", "tests/unit/fixtures", yaml, strlen(yaml), out, &d);
+    sl_config_load_buffer("t.yaml", "tests/unit/fixtures", yaml, strlen(yaml), &sl_registry, out,
+                          &d);
     fp = open_memstream(&text, &len);
     sl_diags_print(&d, fp);
     fclose(fp);

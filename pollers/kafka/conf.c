@@ -1,0 +1,52 @@
+/* The Kafka source type: its keys, checks and registry entry. */
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "conf.h"
+
+/* Kafka's own rule for topic names: 1..249 of [A-Za-z0-9._-], not "." or "..". */
+static void check_topics(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                         struct yaml_node_s *node)
+{
+    const struct sl_strlist *l = field;
+
+    (void)k;
+    if (l->n == 0)
+        sl_conf_error(ld, node, "at least one topic is needed");
+    for (size_t i = 0; i < l->n; i++) {
+        const char *t = l->v[i];
+        size_t n = strlen(t);
+        bool ok = n > 0 && n <= 249 && strcmp(t, ".") != 0 && strcmp(t, "..") != 0;
+        for (size_t j = 0; ok && j < n; j++)
+            ok = (t[j] >= 'a' && t[j] <= 'z') || (t[j] >= 'A' && t[j] <= 'Z') ||
+                 (t[j] >= '0' && t[j] <= '9') || t[j] == '.' || t[j] == '_' || t[j] == '-';
+        if (!ok)
+            sl_conf_error(ld, node, "'%s' is not a Kafka topic name (1-249 of letters, digits, "
+                          "'.', '_', '-')", t);
+    }
+}
+
+#define F(field) offsetof(struct sl_kafka_opts, field)
+static const struct sl_conf_key kafka_keys[] = {
+    { .name = "brokers", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED,
+      .off = F(brokers), .desc = "Bootstrap servers, `host:port[,host:port…]`." },
+    { .name = "topics", .type = SL_CK_STRLIST, .flags = SL_CK_REQUIRED,
+      .off = F(topics), .check = check_topics, .desc = "Topics to consume." },
+    { .name = "consumer_group_id", .type = SL_CK_STRING,
+      .off = F(consumer_group_id), .desc = "Consumer group; default `sluice-<source name>`." },
+    { .name = "kafka", .type = SL_CK_MAP, .off = F(kafka),
+      .desc = "librdkafka properties passed through (security, SASL, TLS, fetch tuning)." },
+};
+#undef F
+
+const struct sl_poller_type sl__kafka_poller = {
+    .conf = {
+        .name = "kafka",
+        .traits = SL_CONF_STREAM | SL_CONF_AT_TIMESTAMP,
+        .keys = kafka_keys,
+        .nkeys = sizeof(kafka_keys) / sizeof(kafka_keys[0]),
+        .size = sizeof(struct sl_kafka_opts),
+    },
+    .make = sl_kafka_source_new,
+};

@@ -1,0 +1,60 @@
+/* The Postgres change-stream source type: its keys and registry entry. */
+#include <stddef.h>
+
+#include "conf.h"
+
+#define SEC 1000 /* ms per second */
+
+static const char *const view_names[] = {
+    "NEW_AND_OLD_IMAGES", "NEW_IMAGE", "OLD_IMAGE", "KEYS_ONLY", NULL,
+};
+static const char *const snapshot_names[] = { "never", "initial", NULL };
+
+#define F(field) offsetof(struct sl_pg_opts, field)
+static const struct sl_conf_key pg_keys[] = {
+    { .name = "dsn", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED, .off = F(dsn),
+      .desc = "libpq connection string of the database to stream." },
+    { .name = "slot", .type = SL_CK_STRING, .off = F(slot),
+      .desc = "Logical replication slot; default `sluice_<source name>`." },
+    { .name = "publication", .type = SL_CK_STRING, .off = F(publication),
+      .desc = "Publication; default `sluice_<source name>`." },
+    { .name = "tables", .type = SL_CK_STRLIST, .off = F(tables),
+      .desc = "`schema.table` names to publish; all tables when empty." },
+    { .name = "stream_view_type", .type = SL_CK_ENUM, .def = "NEW_AND_OLD_IMAGES",
+      .enums = view_names, .off = F(stream_view_type),
+      .desc = "Which row images records carry." },
+    { .name = "snapshot", .type = SL_CK_ENUM, .def = "never", .enums = snapshot_names,
+      .off = F(snapshot),
+      .desc = "`initial`: when sluice creates the slot, deliver the rows already in the "
+              "published tables (as INSERTs, `eventSource` `sluice:postgres:snapshot`) before "
+              "the changes that follow." },
+    { .name = "slot_lag_warning_mb", .type = SL_CK_INT, .def = "1024", .min = 1, .max = 16777216,
+      .off = F(slot_lag_warning_mb),
+      .desc = "Warn when the slot holds more WAL than this many MB (it is checked every 10 s)." },
+    { .name = "heartbeat_interval_s", .type = SL_CK_DURATION, .def = "30", .unit = SEC, .min = 0,
+      .max = 86400, .off = F(heartbeat_interval_ms),
+      .desc = "Write a tiny logical message this often so the slot advances while the published "
+              "tables are idle; 0 turns it off." },
+    { .name = "status_interval_s", .type = SL_CK_DURATION, .def = "10", .unit = SEC, .min = 1,
+      .max = 3600, .off = F(status_interval_ms),
+      .desc = "Longest time between standby status updates (the flushed position) to the server." },
+};
+#undef F
+
+/* Changes are sent as they come unless a window is configured. */
+static const struct sl_conf_default pg_defaults[] = {
+    { "maximum_batching_window_ms", "0" },
+    { NULL, NULL },
+};
+
+const struct sl_poller_type sl__pg_poller = {
+    .conf = {
+        .name = "postgres",
+        .traits = SL_CONF_STREAM,
+        .keys = pg_keys,
+        .nkeys = sizeof(pg_keys) / sizeof(pg_keys[0]),
+        .size = sizeof(struct sl_pg_opts),
+        .defaults = pg_defaults,
+    },
+    .make = sl_pg_source_new,
+};
