@@ -13,17 +13,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct pgo_decoder *d = pgo_new();
+    struct pgo_decoder *d = sl__pgo_new();
     struct pgo_msg m;
     struct sl_err err;
 
     if (size > 0 && (data[0] & 1)) {
-        pgo_type_alias(d, 16400, 25);       /* an enum as text */
-        pgo_type_alias(d, 16401, 1009);     /* its array */
+        sl__pgo_type_alias(d, 16400, 25);       /* an enum as text */
+        sl__pgo_type_alias(d, 16401, 1009);     /* its array */
     }
     if (size > 0 && (data[0] & 2)) {
         static const char *const pk[] = {"id"};
-        pgo_set_key_columns(d, 16384, pk, 1);
+        sl__pgo_set_key_columns(d, 16384, pk, 1);
     }
     size_t i = size > 0 ? 1 : 0;
     while (size - i >= 2) {
@@ -34,11 +34,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* an exact-size copy, so reading one byte too far is caught */
         uint8_t *msg = malloc(n ? n : 1);
         memcpy(msg, data + i, n);
-        if (pgo_decode(d, msg, n, &m, &err) == 0)
-            pgo_msg_destroy(&m);
+        if (sl__pgo_decode(d, msg, n, &m, &err) == 0)
+            sl__pgo_msg_destroy(&m);
         free(msg);
         i += n;
     }
-    pgo_free(d);
+    sl__pgo_free(d);
     return 0;
 }

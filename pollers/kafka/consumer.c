@@ -152,7 +152,7 @@ static struct kpart *part_get(struct kafka *k, const char *topic, int32_t partit
     p->partition = partition;
     snprintf(p->lane, sizeof(p->lane), "%s-%d", t, (int)partition);
     p->last_ts = -1;
-    kp_reset(p);
+    sl__kp_reset(p);
     k->parts = sl_realloc(k->parts, (k->nparts + 1) * sizeof(*k->parts));
     k->parts[k->nparts++] = p;
     return p;
@@ -173,7 +173,7 @@ static void part_pause(struct kafka *k, struct kpart *p, bool pause)
 /* Hand librdkafka the committable position when it moved. */
 static void part_store(struct kafka *k, struct kpart *p)
 {
-    int64_t pos = kp_position(p);
+    int64_t pos = sl__kp_position(p);
     rd_kafka_topic_partition_list_t *l;
     rd_kafka_resp_err_t e;
 
@@ -217,7 +217,7 @@ static void on_lost_reported(void *arg, int rc)
     struct lost *l = arg;
 
     if (rc == 0 && l->p->gen == l->gen && l->p->assigned) {
-        kp_finish(l->p, l->offset);
+        sl__kp_finish(l->p, l->offset);
         part_store(l->k, l->p);
     }
     free(l);
@@ -235,7 +235,7 @@ static void report_lost(struct kafka *k, struct kpart *p, int64_t from, int64_t 
     l->p = p;
     l->gen = p->gen;
     l->offset = from;
-    kp_track(p, from);
+    sl__kp_track(p, from);
     if (to + 1 > p->next)
         p->next = to + 1;
     snprintf(a, sizeof(a), "%lld", (long long)from);
@@ -316,9 +316,9 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
     }
     if (m->offset < p->next)
         return; /* already seen (a fetch repeated after a pause) */
-    kr = kr_new(m);
+    kr = sl__kr_new(m);
     len = kr->r.len;
-    if (k->filter && !kr_filter_pass(k->filter, k->filter_value, kr->r.json, len, m)) {
+    if (k->filter && !sl__kr_filter_pass(k->filter, k->filter_value, kr->r.json, len, m)) {
         free(kr);
         k->s->filtered++;
         p->next = m->offset + 1;
@@ -335,7 +335,7 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
     kr->p = p;
     kr->gen = p->gen;
     kr->r.receive_count = 1;
-    kp_track(p, m->offset);
+    sl__kp_track(p, m->offset);
     p->outstanding++;
     p->out_bytes += len;
     if (k->c->parallelization_factor > 1) {
@@ -492,7 +492,7 @@ static void do_assign(struct kafka *k, rd_kafka_topic_partition_list_t *l)
         if (!p)
             continue;
         p->gen++;
-        kp_reset(p);
+        sl__kp_reset(p);
         p->assigned = true;
         p->revoking = false;
     }
@@ -615,7 +615,7 @@ static void revoke_finish(struct revoke *rv)
         p->gen++;
         p->assigned = false;
         p->revoking = false;
-        kp_reset(p);
+        sl__kp_reset(p);
     }
     if (commit->cnt > 0)
         rd_kafka_commit(k->rk, commit, 1);
@@ -834,7 +834,7 @@ static void collect(void *arg, struct sl_metrics *m)
             continue;
         }
         rd_kafka_get_watermark_offsets(k->rk, p->topic, p->partition, &lo, &hi);
-        pos = kp_position(p);
+        pos = sl__kp_position(p);
         if (pos < 0)
             pos = lo;
         sl_metric_set(k->m_lag, lv, hi >= 0 && pos >= 0 && hi > pos ? (double)(hi - pos) : 0);
@@ -848,7 +848,7 @@ static void collect(void *arg, struct sl_metrics *m)
 static char *k_event(struct sl_source *s, struct sl_record *const *r, size_t n, size_t *len)
 {
     struct kafka *k = s->ctx;
-    return n ? kr_event(k->bootstrap_json, r, n, len) : NULL;
+    return n ? sl__kr_event(k->bootstrap_json, r, n, len) : NULL;
 }
 
 static void k_checkpoint(struct sl_source *s, struct sl_record *const *r, size_t n)
@@ -860,7 +860,7 @@ static void k_checkpoint(struct sl_source *s, struct sl_record *const *r, size_t
         struct krec *kr = (struct krec *)r[i];
         if (kr->gen != kr->p->gen || !kr->p->assigned)
             continue; /* released meanwhile: another member has it now */
-        kp_finish(kr->p, kr->offset);
+        sl__kp_finish(kr->p, kr->offset);
         kr->p->last_ts = kr->r.timestamp_ms;
         p = kr->p;
     }
@@ -1123,7 +1123,7 @@ static void k_free(struct sl_source *s)
         revoke_free(rv);
     }
     for (size_t i = 0; i < k->nparts; i++)
-        kp_free(k->parts[i]);
+        sl__kp_free(k->parts[i]);
     free(k->parts);
     sl_filter_free(k->filter);
     free(k->bootstrap_json);
@@ -1186,7 +1186,7 @@ int sl_kafka_source_new(struct sl_engine *e, const struct sl_source_conf *c,
         snprintf(k->group, sizeof(k->group), "%s", k->o->consumer_group_id);
     else
         snprintf(k->group, sizeof(k->group), "sluice-%s", c->name);
-    k->bootstrap_json = kr_json_string(k->o->brokers ? k->o->brokers : "");
+    k->bootstrap_json = sl__kr_json_string(k->o->brokers ? k->o->brokers : "");
     /* a partition retrying one batch queues this much, then stops fetching */
     k->part_max = (size_t)(8 * c->batch_size * c->parallelization_factor);
     if (k->part_max < 10000)

@@ -41,7 +41,7 @@ struct kpart {
 };
 
 /* A record as the engine sees it, plus where it came from. Allocated
- * with its JSON right after it (kr_new): one free releases both. */
+ * with its JSON right after it (sl__kr_new): one free releases both. */
 struct krec {
     struct sl_record r;           /* first: the engine's pointer is ours */
     struct kpart    *p;
@@ -51,22 +51,22 @@ struct krec {
 };
 
 /* offsets.c */
-void kp_track(struct kpart *p, int64_t offset);
-void kp_finish(struct kpart *p, int64_t offset);
-int64_t kp_position(const struct kpart *p);
-void kp_reset(struct kpart *p);
-void kp_free(struct kpart *p);
+void sl__kp_track(struct kpart *p, int64_t offset);
+void sl__kp_finish(struct kpart *p, int64_t offset);
+int64_t sl__kp_position(const struct kpart *p);
+void sl__kp_reset(struct kpart *p);
+void sl__kp_free(struct kpart *p);
 
 /* record.c: the record for `m` with its part of the event as JSON (r.json,
  * r.len), r.id, r.timestamp_ms and offset set; the rest zero. */
-struct krec *kr_new(const rd_kafka_message_t *m);
+struct krec *sl__kr_new(const rd_kafka_message_t *m);
 /* The whole SelfManagedKafka event for r[0..n) (one partition). */
-char *kr_event(const char *bootstrap_json, struct sl_record *const *r, size_t n, size_t *len);
+char *sl__kr_event(const char *bootstrap_json, struct sl_record *const *r, size_t n, size_t *len);
 /* True when the record passes `f`: matched against the record's JSON with
  * "value" replaced by the parsed value, or left out when it is not JSON. */
-bool kr_filter_pass(const struct sl_filter *f, bool parse_value, const char *json, size_t len,
+bool sl__kr_filter_pass(const struct sl_filter *f, bool parse_value, const char *json, size_t len,
                     const rd_kafka_message_t *m);
 /* A JSON string literal (quotes included) for `s`, malloc'd. */
-char *kr_json_string(const char *s);
+char *sl__kr_json_string(const char *s);
 
 #endif

@@ -9,7 +9,7 @@
 
 #define AT(p, i) ((p)->head + (i)) % (p)->cap
 
-void kp_track(struct kpart *p, int64_t offset)
+void sl__kp_track(struct kpart *p, int64_t offset)
 {
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 256;
@@ -34,7 +34,7 @@ void kp_track(struct kpart *p, int64_t offset)
 }
 
 /* Binary search: offsets in the ring only grow. */
-void kp_finish(struct kpart *p, int64_t offset)
+void sl__kp_finish(struct kpart *p, int64_t offset)
 {
     size_t lo = 0, hi = p->n;
 
@@ -53,12 +53,12 @@ void kp_finish(struct kpart *p, int64_t offset)
     }
 }
 
-int64_t kp_position(const struct kpart *p)
+int64_t sl__kp_position(const struct kpart *p)
 {
     return p->n > 0 ? p->pend[p->head] : p->next;
 }
 
-void kp_reset(struct kpart *p)
+void sl__kp_reset(struct kpart *p)
 {
     p->head = p->n = 0;
     p->next = -1;
@@ -70,7 +70,7 @@ void kp_reset(struct kpart *p)
     p->stuck = false;
 }
 
-void kp_free(struct kpart *p)
+void sl__kp_free(struct kpart *p)
 {
     if (!p)
         return;

@@ -22,7 +22,7 @@
 #include "sluice/mem.h"
 #include "internal.h"
 
-char *kr_json_string(const char *s)
+char *sl__kr_json_string(const char *s)
 {
     struct sl_jbuf b = { 0 };
 
@@ -30,7 +30,7 @@ char *kr_json_string(const char *s)
     return b.p;
 }
 
-struct krec *kr_new(const rd_kafka_message_t *m)
+struct krec *sl__kr_new(const rd_kafka_message_t *m)
 {
     struct sl_jbuf b = { 0 };
     rd_kafka_timestamp_type_t tt;
@@ -103,7 +103,7 @@ struct krec *kr_new(const rd_kafka_message_t *m)
     return kr;
 }
 
-char *kr_event(const char *bootstrap_json, struct sl_record *const *r, size_t n, size_t *len)
+char *sl__kr_event(const char *bootstrap_json, struct sl_record *const *r, size_t n, size_t *len)
 {
     const struct krec *k0 = (const struct krec *)r[0];
     size_t cap = 128 + strlen(bootstrap_json) + strlen(k0->p->lane);
@@ -127,7 +127,7 @@ char *kr_event(const char *bootstrap_json, struct sl_record *const *r, size_t n,
     return b.p;
 }
 
-bool kr_filter_pass(const struct sl_filter *f, bool parse_value, const char *json, size_t len,
+bool sl__kr_filter_pass(const struct sl_filter *f, bool parse_value, const char *json, size_t len,
                     const rd_kafka_message_t *m)
 {
     json_t *doc = json_loadb(json, len, 0, NULL);

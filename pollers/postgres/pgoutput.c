@@ -202,12 +202,12 @@ static void apply_keyset(const struct pgo_decoder *d, struct pgo_relation *rel)
 /* ------------------------------------------------------------------ */
 /* public                                                              */
 
-struct pgo_decoder *pgo_new(void)
+struct pgo_decoder *sl__pgo_new(void)
 {
     return sl_calloc(1, sizeof(struct pgo_decoder));
 }
 
-void pgo_free(struct pgo_decoder *d)
+void sl__pgo_free(struct pgo_decoder *d)
 {
     if (!d)
         return;
@@ -228,7 +228,7 @@ void pgo_free(struct pgo_decoder *d)
     free(d);
 }
 
-void pgo_msg_destroy(struct pgo_msg *m)
+void sl__pgo_msg_destroy(struct pgo_msg *m)
 {
     if (!m)
         return;
@@ -247,7 +247,7 @@ void pgo_msg_destroy(struct pgo_msg *m)
     memset(m, 0, sizeof(*m));
 }
 
-uint32_t pgo__resolve(const struct pgo_decoder *d, uint32_t oid)
+uint32_t sl__pgo_resolve(const struct pgo_decoder *d, uint32_t oid)
 {
     for (size_t i = 0; i < d->n_aliases; i++)
         if (d->aliases[i].oid == oid)
@@ -255,9 +255,9 @@ uint32_t pgo__resolve(const struct pgo_decoder *d, uint32_t oid)
     return oid;
 }
 
-int pgo_type_alias(struct pgo_decoder *d, uint32_t oid, uint32_t as_oid)
+int sl__pgo_type_alias(struct pgo_decoder *d, uint32_t oid, uint32_t as_oid)
 {
-    if (!pgo__builtin_binary_ok(as_oid))
+    if (!sl__pgo_builtin_binary_ok(as_oid))
         return SL_EINVAL;
     for (size_t i = 0; i < d->n_aliases; i++)
         if (d->aliases[i].oid == oid) {
@@ -269,12 +269,13 @@ int pgo_type_alias(struct pgo_decoder *d, uint32_t oid, uint32_t as_oid)
     return 0;
 }
 
-bool pgo_type_binary_ok(const struct pgo_decoder *d, uint32_t oid)
+bool sl__pgo_type_binary_ok(const struct pgo_decoder *d, uint32_t oid)
 {
-    return pgo__builtin_binary_ok(pgo__resolve(d, oid));
+    return sl__pgo_builtin_binary_ok(sl__pgo_resolve(d, oid));
 }
 
-int pgo_set_key_columns(struct pgo_decoder *d, uint32_t rel_oid, const char *const *names, size_t n)
+int sl__pgo_set_key_columns(struct pgo_decoder *d, uint32_t rel_oid, const char *const *names,
+                            size_t n)
 {
     struct keyset *ks = NULL;
     for (size_t k = 0; k < d->n_keysets; k++)
@@ -300,7 +301,7 @@ int pgo_set_key_columns(struct pgo_decoder *d, uint32_t rel_oid, const char *con
     return 0;
 }
 
-const char *pgo_kind_name(enum pgo_kind k)
+const char *sl__pgo_kind_name(enum pgo_kind k)
 {
     static const char *const names[] = {
         [PGO_BEGIN] = "BEGIN", [PGO_COMMIT] = "COMMIT", [PGO_ORIGIN] = "ORIGIN",
@@ -409,7 +410,7 @@ static void put_key_name(struct pgo__buf *b, const char *name, bool *first)
 {
     pgo__buf_ch(b, *first ? '{' : ',');
     *first = false;
-    pgo__json_str(b, name, strlen(name));
+    sl__pgo_json_str(b, name, strlen(name));
     pgo__buf_ch(b, ':');
 }
 
@@ -434,7 +435,7 @@ static int render(const struct pgo_decoder *d, const struct pgo_relation *rel,
 {
     struct pgo__buf b = {0};
     bool first = true;
-    pgo__buf_grow(&b, 64);
+    sl__pgo_buf_grow(&b, 64);
     for (size_t i = 0; i < rel->ncols; i++) {
         const struct pgo_column *c = &rel->cols[i];
         const struct col *v = &cols[i];
@@ -455,7 +456,7 @@ static int render(const struct pgo_decoder *d, const struct pgo_relation *rel,
         if (v->kind == 'n') {
             pgo__buf_put(&b, "null", 4);
         } else {
-            int rc = pgo__value(d, &b, c->type_oid, v->kind == 'b', v->v, v->n, err);
+            int rc = sl__pgo_value(d, &b, c->type_oid, v->kind == 'b', v->v, v->n, err);
             if (rc < 0) {
                 char why[SL_ERR_MSG_MAX];
                 snprintf(why, sizeof(why), "%s", err ? err->msg : "");
@@ -586,7 +587,7 @@ static int dec_change(struct pgo_decoder *d, struct rd *r, char type, struct pgo
 
     struct pgo__buf keys = {0};
     bool kfirst = true;
-    pgo__buf_grow(&keys, 32);
+    sl__pgo_buf_grow(&keys, 32);
     if (has_new) {
         /* keys come from the new row; a key column the new row lacks
          * (unchanged TOAST) is taken from the old one when sent */
@@ -637,7 +638,7 @@ static int dec_truncate(struct pgo_decoder *d, struct rd *r, struct pgo_msg *m, 
     return 0;
 }
 
-int pgo_decode(struct pgo_decoder *d, const uint8_t *buf, size_t len, struct pgo_msg *out,
+int sl__pgo_decode(struct pgo_decoder *d, const uint8_t *buf, size_t len, struct pgo_msg *out,
                struct sl_err *err)
 {
     struct rd r = {buf, buf + len, false};
@@ -782,7 +783,7 @@ int pgo_decode(struct pgo_decoder *d, const uint8_t *buf, size_t len, struct pgo
     rc = rd_end(&r, what, err);
 done:
     if (rc < 0) {
-        pgo_msg_destroy(m);
+        sl__pgo_msg_destroy(m);
         return rc;
     }
     m->commit_time_ms = us_to_ms(m->commit_time_us);

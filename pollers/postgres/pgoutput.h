@@ -21,16 +21,16 @@
  * bpchar, name, "char", bytea, uuid, json, jsonb, date, time, timetz,
  * timestamp, timestamptz, interval, and arrays (any dimension) of these
  * are decoded. Any other type in binary form (enums, domains and other
- * user types, inet, money, ranges, ...) makes pgo_decode fail with
- * SL_EUNSUPPORTED unless it was mapped with pgo_type_alias; the stream is
+ * user types, inet, money, ranges, ...) makes sl__pgo_decode fail with
+ * SL_EUNSUPPORTED unless it was mapped with sl__pgo_type_alias; the stream is
  * then safe to restart in text mode from the same position (nothing was
  * consumed). Text mode handles every type.
  *
  * Ownership: the decoder owns its relation cache; a msg's rel / truncate
- * pointers are valid until the next pgo_decode or pgo_free (a Relation
+ * pointers are valid until the next sl__pgo_decode or sl__pgo_free (a Relation
  * message may replace the entry). The strings and arrays in a msg
  * (keys, new_image, old_image, unchanged_toast, origin, prefix, gid,
- * content) belong to the msg: release them with pgo_msg_destroy; to keep
+ * content) belong to the msg: release them with sl__pgo_msg_destroy; to keep
  * one, take the pointer and set the field to NULL before destroying. */
 #ifndef SLUICE_PGOUTPUT_H
 #define SLUICE_PGOUTPUT_H
@@ -90,7 +90,7 @@ enum pgo_kind {
 #define PGO_TRUNCATE_CASCADE          1
 #define PGO_TRUNCATE_RESTART_IDENTITY 2
 
-/* Filled by pgo_decode; fields not listed for a kind are zero / NULL. */
+/* Filled by sl__pgo_decode; fields not listed for a kind are zero / NULL. */
 struct pgo_msg {
     enum pgo_kind kind;
     bool     streamed;                /* inside a Stream Start/Stop block (xid is set) */
@@ -134,44 +134,44 @@ struct pgo_msg {
 };
 
 /* A decoder with an empty relation cache. Never NULL (aborts on OOM). */
-struct pgo_decoder *pgo_new(void);
+struct pgo_decoder *sl__pgo_new(void);
 
 /* Frees the decoder and its relation cache; accepts NULL. */
-void pgo_free(struct pgo_decoder *d);
+void sl__pgo_free(struct pgo_decoder *d);
 
 /* Decode one message of `len` bytes. On success returns 0 and fills `out`
- * (which the caller must pgo_msg_destroy). On failure returns
+ * (which the caller must sl__pgo_msg_destroy). On failure returns
  *   SL_EPROTO        malformed / truncated input, unknown message type,
  *                    unknown relation OID, column count mismatch, ...
  *   SL_EUNSUPPORTED  a binary-format value of a type the decoder cannot read
  * with the reason in `err` (may be NULL); `out` is then left empty (no
  * destroy needed, harmless if called). Never reads past buf[len-1]. */
-int pgo_decode(struct pgo_decoder *d, const uint8_t *buf, size_t len,
+int sl__pgo_decode(struct pgo_decoder *d, const uint8_t *buf, size_t len,
                struct pgo_msg *out, struct sl_err *err);
 
 /* Frees what `m` still holds and zeroes it; accepts NULL. */
-void pgo_msg_destroy(struct pgo_msg *m);
+void sl__pgo_msg_destroy(struct pgo_msg *m);
 
 /* Decode the user type `oid` (an enum, a domain, an array of those...) as
  * if it were the built-in type `as_oid` (e.g. an enum as text = 25, a domain
  * over int4 as 23, an enum array as text[] = 1009). Needed only in binary
  * mode, or to give a user array type its element type in text mode.
  * Returns 0, or SL_EINVAL when `as_oid` is not a built-in the decoder knows. */
-int pgo_type_alias(struct pgo_decoder *d, uint32_t oid, uint32_t as_oid);
+int sl__pgo_type_alias(struct pgo_decoder *d, uint32_t oid, uint32_t as_oid);
 
 /* True when values of `oid` (after aliases) are decoded in binary form. */
-bool pgo_type_binary_ok(const struct pgo_decoder *d, uint32_t oid);
+bool sl__pgo_type_binary_ok(const struct pgo_decoder *d, uint32_t oid);
 
 /* Use `names` as the key columns of relation `rel_oid` (now and whenever
  * its Relation message is re-sent), instead of the replica identity flags.
  * Useful under REPLICA IDENTITY FULL, where the server flags every column
  * as a key: pass the primary key's columns to get real keys. Copies
  * `names`. Returns 0. */
-int pgo_set_key_columns(struct pgo_decoder *d, uint32_t rel_oid, const char *const *names,
+int sl__pgo_set_key_columns(struct pgo_decoder *d, uint32_t rel_oid, const char *const *names,
                         size_t n);
 
 /* Name of a kind ("INSERT", "STREAM_START", ...), for logs. */
-const char *pgo_kind_name(enum pgo_kind k);
+const char *sl__pgo_kind_name(enum pgo_kind k);
 
 /* ---- internal: shared by pgoutput.c and pgvalues.c, not for callers ---- */
 
@@ -180,12 +180,12 @@ struct pgo__buf {                     /* growable text, always NUL-terminated af
     size_t len, cap;
 };
 
-void pgo__buf_grow(struct pgo__buf *b, size_t need);
+void sl__pgo_buf_grow(struct pgo__buf *b, size_t need);
 
 static inline void pgo__buf_put(struct pgo__buf *b, const void *s, size_t n)
 {
     if (b->cap - b->len <= n)
-        pgo__buf_grow(b, n + 1);
+        sl__pgo_buf_grow(b, n + 1);
     if (n)
         memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -194,22 +194,22 @@ static inline void pgo__buf_put(struct pgo__buf *b, const void *s, size_t n)
 static inline void pgo__buf_ch(struct pgo__buf *b, char c)
 {
     if (b->cap - b->len <= 1)
-        pgo__buf_grow(b, 2);
+        sl__pgo_buf_grow(b, 2);
     b->p[b->len++] = c;
 }
 
 /* `oid` after the decoder's aliases (the oid itself when none). */
-uint32_t pgo__resolve(const struct pgo_decoder *d, uint32_t oid);
+uint32_t sl__pgo_resolve(const struct pgo_decoder *d, uint32_t oid);
 
 /* Append the JSON for one column value of type `oid`, sent as text
  * (binary=false) or in the type's binary form, `n` bytes at `v`. */
-int pgo__value(const struct pgo_decoder *d, struct pgo__buf *b, uint32_t oid, bool binary,
+int sl__pgo_value(const struct pgo_decoder *d, struct pgo__buf *b, uint32_t oid, bool binary,
                const uint8_t *v, size_t n, struct sl_err *err);
 
 /* Append `n` bytes as a JSON string; invalid UTF-8 becomes U+FFFD. */
-void pgo__json_str(struct pgo__buf *b, const char *s, size_t n);
+void sl__pgo_json_str(struct pgo__buf *b, const char *s, size_t n);
 
-/* True when `oid` is a built-in type pgo__value reads in binary form. */
-bool pgo__builtin_binary_ok(uint32_t oid);
+/* True when `oid` is a built-in type sl__pgo_value reads in binary form. */
+bool sl__pgo_builtin_binary_ok(uint32_t oid);
 
 #endif

@@ -16,7 +16,7 @@
 /* ------------------------------------------------------------------ */
 /* buffers and strings                                                 */
 
-void pgo__buf_grow(struct pgo__buf *b, size_t need)
+void sl__pgo_buf_grow(struct pgo__buf *b, size_t need)
 {
     size_t cap = b->cap ? b->cap : 256;
     while (cap - b->len < need)
@@ -55,14 +55,14 @@ static size_t utf8_len(const uint8_t *s, size_t n)
     return 0;
 }
 
-void pgo__json_str(struct pgo__buf *b, const char *str, size_t n)
+void sl__pgo_json_str(struct pgo__buf *b, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     const uint8_t *s = (const uint8_t *)str;
     size_t i = 0, run = 0;
 
     if (b->cap - b->len <= n + 2)
-        pgo__buf_grow(b, n + 3);
+        sl__pgo_buf_grow(b, n + 3);
     b->p[b->len++] = '"';
     while (i < n) {
         uint8_t c = s[i];
@@ -335,7 +335,7 @@ static enum cls cls_of(uint32_t oid, uint32_t *elem)
     return C_ARRAY;
 }
 
-bool pgo__builtin_binary_ok(uint32_t oid)
+bool sl__pgo_builtin_binary_ok(uint32_t oid)
 {
     return cls_of(oid, NULL) != C_UNKNOWN;
 }
@@ -488,7 +488,7 @@ static bool p_date(const uint8_t **p, const uint8_t *e, int64_t *days, int64_t *
 static bool text_infinity(struct pgo__buf *b, const uint8_t *s, size_t n)
 {
     if ((n == 8 && !memcmp(s, "infinity", 8)) || (n == 9 && !memcmp(s, "-infinity", 9))) {
-        pgo__json_str(b, (const char *)s, n);
+        sl__pgo_json_str(b, (const char *)s, n);
         return true;
     }
     return false;
@@ -511,7 +511,7 @@ static void text_date(struct pgo__buf *b, const uint8_t *s, size_t n)
     pgo__buf_ch(b, '"');
     return;
 raw:
-    pgo__json_str(b, (const char *)s, n);
+    sl__pgo_json_str(b, (const char *)s, n);
 }
 
 static void text_timestamp(struct pgo__buf *b, const uint8_t *s, size_t n, bool tz)
@@ -557,7 +557,7 @@ static void text_timestamp(struct pgo__buf *b, const uint8_t *s, size_t n, bool 
     put_timestamp(b, days * USECS_PER_DAY + ((hh * 60 + mi) * 60 + ss - off) * 1000000 + frac, tz);
     return;
 raw:
-    pgo__json_str(b, (const char *)s, n);
+    sl__pgo_json_str(b, (const char *)s, n);
 }
 
 /* ------------------------------------------------------------------ */
@@ -569,7 +569,7 @@ static void put_base64(struct pgo__buf *b, const uint8_t *s, size_t n)
 {
     size_t out = (n + 2) / 3 * 4;
     if (b->cap - b->len <= out + 2)
-        pgo__buf_grow(b, out + 3);
+        sl__pgo_buf_grow(b, out + 3);
     char *o = b->p + b->len;
     *o++ = '"';
     size_t i = 0;
@@ -743,7 +743,7 @@ static int text_value(const struct pgo_decoder *dec, struct pgo__buf *b, uint32_
                       const uint8_t *s, size_t n, struct sl_err *err)
 {
     uint32_t elem = 0;
-    switch (cls_of(pgo__resolve(dec, oid), &elem)) {
+    switch (cls_of(sl__pgo_resolve(dec, oid), &elem)) {
     case C_BOOL:
         if (n == 1 && (s[0] == 't' || s[0] == 'f')) {
             put_cstr(b, s[0] == 't' ? "true" : "false");
@@ -780,7 +780,7 @@ static int text_value(const struct pgo_decoder *dec, struct pgo__buf *b, uint32_
         if (rc == SL_EPROTO) {
             /* a literal we cannot split is kept whole rather than lost */
             b->len = mark;
-            pgo__json_str(b, (const char *)s, n);
+            sl__pgo_json_str(b, (const char *)s, n);
             return 0;
         }
         return rc;
@@ -788,7 +788,7 @@ static int text_value(const struct pgo_decoder *dec, struct pgo__buf *b, uint32_
     default:
         break;
     }
-    pgo__json_str(b, (const char *)s, n);
+    sl__pgo_json_str(b, (const char *)s, n);
     return 0;
 }
 
@@ -907,7 +907,7 @@ static void put_interval(struct pgo__buf *b, int64_t us, int32_t days, int32_t m
                 o[--k] = 0;
         }
     }
-    pgo__json_str(b, o, (size_t)k);
+    sl__pgo_json_str(b, o, (size_t)k);
 }
 
 static int bin_value(const struct pgo_decoder *dec, struct pgo__buf *b, uint32_t oid,
@@ -939,10 +939,10 @@ static int bin_array(const struct pgo_decoder *dec, struct pgo__buf *b, const ui
         if (total > (int64_t)n / 4)     /* each element takes at least 4 bytes */
             goto bad;
     }
-    if (!pgo_type_binary_ok(dec, elem))
+    if (!sl__pgo_type_binary_ok(dec, elem))
         return sl_err_set(err, SL_EUNSUPPORTED, false,
                           "cannot decode binary array elements of type %u (use text mode or "
-                          "pgo_type_alias)", elem);
+                          "sl__pgo_type_alias)", elem);
     const uint8_t *p = s + 12 + 8 * (size_t)ndim, *e = s + n;
     int64_t idx[PGO_MAX_ARRAY_DIM] = {0};
     for (int i = 0; i < ndim; i++)
@@ -994,7 +994,7 @@ static int bin_value(const struct pgo_decoder *dec, struct pgo__buf *b, uint32_t
 {
     uint32_t elem = 0;
     char o[64];
-    enum cls c = cls_of(pgo__resolve(dec, oid), &elem);
+    enum cls c = cls_of(sl__pgo_resolve(dec, oid), &elem);
     size_t want = 0;
     switch (c) {
     case C_BOOL: case C_CHAR: want = 1; break;
@@ -1012,7 +1012,7 @@ static int bin_value(const struct pgo_decoder *dec, struct pgo__buf *b, uint32_t
     case C_UNKNOWN:
         return sl_err_set(err, SL_EUNSUPPORTED, false,
                           "cannot decode binary values of type %u (use text mode or "
-                          "pgo_type_alias)", oid);
+                          "sl__pgo_type_alias)", oid);
     case C_BOOL:
         put_cstr(b, s[0] ? "true" : "false");
         return 0;
@@ -1045,15 +1045,15 @@ static int bin_value(const struct pgo_decoder *dec, struct pgo__buf *b, uint32_t
     case C_NUMERIC:
         return bin_numeric(b, s, n, err);
     case C_TEXT:
-        pgo__json_str(b, (const char *)s, n);
+        sl__pgo_json_str(b, (const char *)s, n);
         return 0;
     case C_CHAR:
         /* "char" prints bytes past ASCII as \ooo */
         if (s[0] >= 0x80) {
             sprintf(o, "\\%03o", s[0]);
-            pgo__json_str(b, o, 4);
+            sl__pgo_json_str(b, o, 4);
         } else {
-            pgo__json_str(b, (const char *)s, s[0] ? 1 : 0);
+            sl__pgo_json_str(b, (const char *)s, s[0] ? 1 : 0);
         }
         return 0;
     case C_BYTEA:
@@ -1076,7 +1076,7 @@ static int bin_value(const struct pgo_decoder *dec, struct pgo__buf *b, uint32_t
         if (is_json(s, n))
             pgo__buf_put(b, s, n);
         else
-            pgo__json_str(b, (const char *)s, n);
+            sl__pgo_json_str(b, (const char *)s, n);
         return 0;
     case C_DATE: {
         int32_t d = (int32_t)be32(s);
@@ -1120,7 +1120,7 @@ static int bin_value(const struct pgo_decoder *dec, struct pgo__buf *b, uint32_t
             if (a % 60)
                 k += sprintf(o + k, ":%02d", a % 60);
         }
-        pgo__json_str(b, o, (size_t)k);
+        sl__pgo_json_str(b, o, (size_t)k);
         return 0;
     }
     case C_INTERVAL: {
@@ -1136,7 +1136,7 @@ static int bin_value(const struct pgo_decoder *dec, struct pgo__buf *b, uint32_t
     return sl_err_set(err, SL_EINTERNAL, false, "unhandled type class");
 }
 
-int pgo__value(const struct pgo_decoder *d, struct pgo__buf *b, uint32_t oid, bool binary,
+int sl__pgo_value(const struct pgo_decoder *d, struct pgo__buf *b, uint32_t oid, bool binary,
                const uint8_t *v, size_t n, struct sl_err *err)
 {
     size_t mark = b->len;

@@ -29,7 +29,7 @@
 #include "sluice/metrics.h"
 #include "sluice/pollers.h"
 
-#include "pg.h"
+#include "internal.h"
 
 #define REGION "local"
 /* The start value of the slot's lock key and of the lane hash. A digit
@@ -44,7 +44,7 @@ static const char *const view_names[] = {
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
 
-char *pg__quote_literal(const char *s)
+char *sl__pg_quote_literal(const char *s)
 {
     size_t n = strlen(s), o = 0;
     char *q = sl_malloc(2 * n + 3);
@@ -60,7 +60,7 @@ char *pg__quote_literal(const char *s)
     return q;
 }
 
-char *pg__quote_ident(const char *s)
+char *sl__pg_quote_ident(const char *s)
 {
     size_t n = strlen(s), o = 0;
     char *q = sl_malloc(2 * n + 3);
@@ -76,16 +76,16 @@ char *pg__quote_ident(const char *s)
     return q;
 }
 
-char *pg__quote_qualified(const char *name)
+char *sl__pg_quote_qualified(const char *name)
 {
     const char *dot = strchr(name, '.');
     char *schema, *a, *b, *out;
 
     if (!dot)
-        return pg__quote_ident(name);
+        return sl__pg_quote_ident(name);
     schema = sl_strndup(name, (size_t)(dot - name));
-    a = pg__quote_ident(schema);
-    b = pg__quote_ident(dot + 1);
+    a = sl__pg_quote_ident(schema);
+    b = sl__pg_quote_ident(dot + 1);
     out = sl_asprintf("%s.%s", a, b);
     free(schema);
     free(a);
@@ -93,12 +93,12 @@ char *pg__quote_qualified(const char *name)
     return out;
 }
 
-void pg__lsn_text(uint64_t lsn, char *buf, size_t n)
+void sl__pg_lsn_text(uint64_t lsn, char *buf, size_t n)
 {
     snprintf(buf, n, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
 }
 
-int pg__lsn_parse(const char *s, uint64_t *out)
+int sl__pg_lsn_parse(const char *s, uint64_t *out)
 {
     unsigned hi, lo;
     int used = 0;
@@ -109,7 +109,7 @@ int pg__lsn_parse(const char *s, uint64_t *out)
     return 0;
 }
 
-int64_t pg__lock_key(const char *slot)
+int64_t sl__pg_lock_key(const char *slot)
 {
     static const char prefix[] = "sluice:";
     uint64_t h = sl_fnv1a64(PG_HASH_INIT, prefix, sizeof(prefix) - 1);
@@ -126,7 +126,7 @@ static void sb_jstr(struct sl_jbuf *b, const char *s)
 /* ------------------------------------------------------------------ */
 /* Transactions and the flush position                                 */
 
-struct pg_txn *pg__txn_new(struct pg *p, uint64_t final_lsn, int64_t commit_ms, uint32_t xid)
+struct pg_txn *sl__pg_txn_new(struct pg *p, uint64_t final_lsn, int64_t commit_ms, uint32_t xid)
 {
     struct pg_txn *t = sl_calloc(1, sizeof(*t));
 
@@ -143,7 +143,7 @@ struct pg_txn *pg__txn_new(struct pg *p, uint64_t final_lsn, int64_t commit_ms, 
 
 /* Drop the transactions at the head that are done, moving the flush
  * position to the end of each committed one. */
-void pg__advance(struct pg *p)
+void sl__pg_advance(struct pg *p)
 {
     while (p->thead && p->thead->outstanding == 0 && (p->thead->committed || p->thead->dead)) {
         struct pg_txn *t = p->thead;
@@ -164,14 +164,14 @@ void pg__advance(struct pg *p)
     /* the snapshot is recorded complete only once every row is final */
     if (p->snap_txn && !p->snap_txn->committed && !p->snap_txn->dead &&
         p->snap_txn->outstanding == 0 && p->snap_all_read && !p->snap_marking)
-        pg__mark_snapshot_complete(p);
+        sl__pg_mark_snapshot_complete(p);
     if (p->m_flushed)
         sl_metric_set(p->m_flushed, p->conf->name, (double)p->flushed);
 }
 
 /* Nothing in flight and no transaction open: everything the server sent
  * up to `lsn` is handled (keepalives and messages on a quiet publication). */
-void pg__idle_advance(struct pg *p, uint64_t lsn)
+void sl__pg_idle_advance(struct pg *p, uint64_t lsn)
 {
     if (p->thead || p->cur || p->skipping || lsn <= p->flushed)
         return;
@@ -183,17 +183,17 @@ void pg__idle_advance(struct pg *p, uint64_t lsn)
 /* The replication connection broke: a transaction without its Commit
  * will be sent again in full; the changes of it already pushed are
  * skipped then (same commit LSN, same order). */
-void pg__stream_lost(struct pg *p)
+void sl__pg_stream_lost(struct pg *p)
 {
     if (p->cur) {
         p->cur->dead = true;
         p->cur = NULL;
     }
     p->skipping = false;
-    pg__advance(p);
+    sl__pg_advance(p);
 }
 
-void pg__begin(struct pg *p, const struct pgo_msg *m)
+void sl__pg_begin(struct pg *p, const struct pgo_msg *m)
 {
     if (p->cur) {
         /* a Begin without the Commit before it: the server never does this */
@@ -214,10 +214,10 @@ void pg__begin(struct pg *p, const struct pgo_msg *m)
         p->cur->changes = 0;
         return;
     }
-    p->cur = pg__txn_new(p, m->final_lsn, m->commit_time_ms, m->xid);
+    p->cur = sl__pg_txn_new(p, m->final_lsn, m->commit_time_ms, m->xid);
 }
 
-void pg__commit(struct pg *p, const struct pgo_msg *m)
+void sl__pg_commit(struct pg *p, const struct pgo_msg *m)
 {
     if (p->skipping) {
         p->skipping = false;
@@ -232,7 +232,7 @@ void pg__commit(struct pg *p, const struct pgo_msg *m)
     p->txns++;
     if (p->m_txns)
         sl_metric_set(p->m_txns, p->conf->name, (double)p->txns);
-    pg__advance(p);
+    sl__pg_advance(p);
 }
 
 /* ------------------------------------------------------------------ */
@@ -363,7 +363,7 @@ static struct sl_record *make_record(struct pg *p, struct pg_txn *t, uint32_t or
     sl_jbuf_put(&b, frag, flen);
     sl_jbuf_puts(&b, ",\"transactionId\":");
     sb_u64(&b, t->xid, 0);
-    pg__lsn_text(t->final_lsn, clsn, sizeof(clsn));
+    sl__pg_lsn_text(t->final_lsn, clsn, sizeof(clsn));
     sl_jbuf_puts(&b, ",\"commitLsn\":\"");
     sl_jbuf_puts(&b, clsn);
     sl_jbuf_puts(&b, "\"");
@@ -430,7 +430,7 @@ static bool own_table(const struct pgo_relation *rel)
     return rel && strcmp(rel->name, "sluice_snapshot_state") == 0;
 }
 
-void pg__change(struct pg *p, struct pgo_msg *m)
+void sl__pg_change(struct pg *p, struct pgo_msg *m)
 {
     struct pg_txn *t = p->cur;
     struct shape sh = { 0 };
@@ -438,7 +438,7 @@ void pg__change(struct pg *p, struct pgo_msg *m)
     if (p->skipping)
         return;
     if (!t) {
-        SL_WARN(p->s->inst, "%s outside a transaction; ignored", pgo_kind_name(m->kind));
+        SL_WARN(p->s->inst, "%s outside a transaction; ignored", sl__pgo_kind_name(m->kind));
         return;
     }
     if (m->kind == PGO_TRUNCATE) {
@@ -487,8 +487,8 @@ void pg__change(struct pg *p, struct pgo_msg *m)
 }
 
 /* A snapshot row: an INSERT in the snapshot's own transaction. */
-void pg__snapshot_row(struct pg *p, struct pgo_msg *m);
-void pg__snapshot_row(struct pg *p, struct pgo_msg *m)
+void sl__pg_snapshot_row(struct pg *p, struct pgo_msg *m);
+void sl__pg_snapshot_row(struct pg *p, struct pgo_msg *m)
 {
     struct shape sh = { .event_name = "INSERT", .schema = m->rel->schema, .table = m->rel->name,
                         .keys = m->keys, .new_img = m->new_image, .snapshot = true };
@@ -504,7 +504,7 @@ static int pg_start(struct sl_source *s, struct sl_err *err)
     struct pg *p = s->ctx;
 
     (void)err;
-    return pg__session_start(p);
+    return sl__pg_session_start(p);
 }
 
 static void pg_stop(struct sl_source *s)
@@ -512,7 +512,7 @@ static void pg_stop(struct sl_source *s)
     struct pg *p = s->ctx;
 
     p->stopping = true;
-    pg__session_stop(p);
+    sl__pg_session_stop(p);
     sl_source_stopped(s);
 }
 
@@ -525,7 +525,7 @@ static char *pg_event(struct sl_source *s, struct sl_record *const *r, size_t n,
 /* Read the stream only while the engine wants records and the changes
  * not yet final stay under the read-ahead cap: what is read but not final
  * when sluice dies is what the server sends again. */
-bool pg__reading(struct pg *p)
+bool sl__pg_reading(struct pg *p)
 {
     bool on = !p->paused && !p->stopping && !p->throttled;
 
@@ -544,15 +544,15 @@ static void pg_checkpoint(struct sl_source *s, struct sl_record *const *r, size_
     p->outstanding -= n < p->outstanding ? n : p->outstanding;
     if (p->throttled && p->outstanding <= p->readahead / 2) {
         p->throttled = false;
-        pg__reading(p);
+        sl__pg_reading(p);
         if (p->phase == PH_SNAPSHOT)
-            pg__snapshot_pump(p);
+            sl__pg_snapshot_pump(p);
     }
     if (n && p->m_age) {
         p->iterator_age_ms = sl_wall_ms() - r[n - 1]->timestamp_ms;
         sl_metric_set(p->m_age, p->conf->name, (double)p->iterator_age_ms);
     }
-    pg__advance(p);
+    sl__pg_advance(p);
 }
 
 /* Streams never release: a record not checkpointed is delivered again. */
@@ -566,7 +566,7 @@ static void pg_pause(struct sl_source *s)
     struct pg *p = s->ctx;
 
     p->paused = true;
-    pg__reading(p);
+    sl__pg_reading(p);
 }
 
 static void pg_resume(struct sl_source *s)
@@ -574,9 +574,9 @@ static void pg_resume(struct sl_source *s)
     struct pg *p = s->ctx;
 
     p->paused = false;
-    pg__reading(p);
+    sl__pg_reading(p);
     if (p->phase == PH_SNAPSHOT)
-        pg__snapshot_pump(p);
+        sl__pg_snapshot_pump(p);
 }
 
 static void pg_free_record(struct sl_source *s, struct sl_record *r)
@@ -593,7 +593,7 @@ static void pg_free(struct sl_source *s)
 
     if (!p)
         return;
-    pg__session_free(p);
+    sl__pg_session_free(p);
     while (p->thead) {
         struct pg_txn *t = p->thead;
         p->thead = t->next;
@@ -698,7 +698,7 @@ int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct
     p->slot = o->slot ? sl_strdup(o->slot) : default_name(c->name);
     p->publication = o->publication ? sl_strdup(o->publication) : default_name(c->name);
     p->where = sl_pgconn_where(o->dsn);
-    p->lock_key = pg__lock_key(p->slot);
+    p->lock_key = sl__pg_lock_key(p->slot);
     if (m) {
         p->m_lag = sl_metrics_family(m, "sluice_pg_slot_lag_bytes", SL_METRIC_GAUGE,
                                      "WAL the slot holds: current WAL position minus the slot's "

@@ -28,7 +28,7 @@
 #include "sluice/mem.h"
 #include "sluice/metrics.h"
 
-#include "pg.h"
+#include "internal.h"
 
 #define LOCK_POLL_MS     1000
 #define LAG_EVERY_MS     10000
@@ -91,7 +91,7 @@ static uint64_t get64(const char *b)
     return v;
 }
 
-void pg__send_status(struct pg *p, bool reply)
+void sl__pg_send_status(struct pg *p, bool reply)
 {
     char msg[34];
     int64_t now_us = sl_wall_ms() * 1000 - PG_EPOCH_OFFSET_S * 1000000LL;
@@ -106,7 +106,7 @@ void pg__send_status(struct pg *p, bool reply)
     put64(msg + 25, (uint64_t)now_us);
     msg[33] = reply ? 1 : 0;
     if (!sl_pgconn_put_copy(&p->repl, msg, sizeof(msg))) {
-        pg__repl_restart(p, "cannot send a status update", false);
+        sl__pg_repl_restart(p, "cannot send a status update", false);
         return;
     }
     p->sent_flush = p->flushed;
@@ -122,7 +122,7 @@ static void on_status_timer(evutil_socket_t fd, short what, void *arg)
         return;
     if (p->flushed != p->sent_flush ||
         sl_wall_ms() - p->last_status_ms >= p->o->status_interval_ms)
-        pg__send_status(p, false);
+        sl__pg_send_status(p, false);
 }
 
 /* ------------------------------------------------------------------ */
@@ -140,39 +140,39 @@ static bool on_copy(struct sl_pgconn *c, const char *buf, size_t len, void *arg)
         int rc;
 
         sl_err_clear(&err);
-        rc = pgo_decode(p->dec, (const uint8_t *)buf + 25, len - 25, &m, &err);
+        rc = sl__pgo_decode(p->dec, (const uint8_t *)buf + 25, len - 25, &m, &err);
         if (rc == SL_EUNSUPPORTED && !p->text_mode) {
             SL_WARN(p->s->inst, "%s; reading the slot again in text mode", err.msg);
             p->text_mode = true;
-            pg__repl_restart(p, "switching to text mode", true);
+            sl__pg_repl_restart(p, "switching to text mode", true);
             return false;
         }
         if (rc != 0) {
             char l[32];
-            pg__lsn_text(start, l, sizeof(l));
+            sl__pg_lsn_text(start, l, sizeof(l));
             SL_ERROR(p->s->inst, "cannot decode the change at %s: %s; the stream stops there "
                      "(nothing past it is flushed) and is read again", l, err.msg);
-            pg__repl_restart(p, "undecodable message", false);
+            sl__pg_repl_restart(p, "undecodable message", false);
             return false;
         }
         if (start > p->received_lsn)
             p->received_lsn = start;
         switch (m.kind) {
         case PGO_BEGIN:
-            pg__begin(p, &m);
+            sl__pg_begin(p, &m);
             break;
         case PGO_COMMIT:
-            pg__commit(p, &m);
+            sl__pg_commit(p, &m);
             break;
         case PGO_INSERT:
         case PGO_UPDATE:
         case PGO_DELETE:
         case PGO_TRUNCATE:
-            pg__change(p, &m);
+            sl__pg_change(p, &m);
             break;
         case PGO_MESSAGE:
             if (!m.transactional)
-                pg__idle_advance(p, m.message_lsn);
+                sl__pg_idle_advance(p, m.message_lsn);
             break;
         case PGO_RELATION:
         case PGO_TYPE:
@@ -180,19 +180,19 @@ static bool on_copy(struct sl_pgconn *c, const char *buf, size_t len, void *arg)
             break;
         default:
             /* streaming and two-phase are not requested, so not expected */
-            SL_WARN(p->s->inst, "unexpected %s message ignored", pgo_kind_name(m.kind));
+            SL_WARN(p->s->inst, "unexpected %s message ignored", sl__pgo_kind_name(m.kind));
             break;
         }
-        pgo_msg_destroy(&m);
+        sl__pgo_msg_destroy(&m);
         return !p->paused && !p->stopping && !p->throttled;
     }
     if (len >= 18 && buf[0] == 'k') {
         uint64_t end = get64(buf + 1);
         if (end > p->received_lsn && !p->cur && !p->skipping)
             p->received_lsn = end;
-        pg__idle_advance(p, end);
+        sl__pg_idle_advance(p, end);
         if (buf[17])
-            pg__send_status(p, false);
+            sl__pg_send_status(p, false);
         return !p->paused && !p->stopping && !p->throttled;
     }
     SL_WARN(p->s->inst, "unknown replication message '%c' (%zu bytes) ignored", buf[0], len);
@@ -206,29 +206,30 @@ static void on_started(struct sl_pgconn *c, PGresult *res, const char *why, void
 
     (void)c;
     if (!ok(res, PGRES_COPY_BOTH)) {
-        pg__repl_restart(p, res_error(res, why, msg, sizeof(msg)), false);
+        sl__pg_repl_restart(p, res_error(res, why, msg, sizeof(msg)), false);
         return;
     }
     p->phase = PH_STREAMING;
     p->rattempt = 0;
-    pg__lsn_text(p->flushed, l, sizeof(l));
+    sl__pg_lsn_text(p->flushed, l, sizeof(l));
     SL_INFO(p->s->inst, "streaming slot %s (publication %s) from %s on %s%s", p->slot,
             p->publication, p->flushed ? l : "its confirmed position", p->where,
             p->text_mode ? " in text mode" : "");
-    pg__reading(p);
-    pg__send_status(p, false);
+    sl__pg_reading(p);
+    sl__pg_send_status(p, false);
 }
 
-void pg__start_streaming(struct pg *p)
+void sl__pg_start_streaming(struct pg *p)
 {
-    char l[32], *pub_ident = pg__quote_ident(p->publication), *pubs = pg__quote_literal(pub_ident);
-    char *sql, *slot = pg__quote_ident(p->slot);
+    char l[32], *pub_ident = sl__pg_quote_ident(p->publication);
+    char *pubs = sl__pg_quote_literal(pub_ident);
+    char *sql, *slot = sl__pg_quote_ident(p->slot);
     bool modern = p->server_version >= 140000;
 
-    pg__lsn_text(p->flushed, l, sizeof(l));
+    sl__pg_lsn_text(p->flushed, l, sizeof(l));
     if (p->dec)
-        pgo_free(p->dec);
-    p->dec = pgo_new();
+        sl__pgo_free(p->dec);
+    p->dec = sl__pgo_new();
     sql = sl_asprintf("START_REPLICATION SLOT %s LOGICAL %s (proto_version '1', "
                       "publication_names %s%s%s)",
                       slot, l, pubs, modern ? ", messages 'true'" : "",
@@ -248,12 +249,12 @@ static void on_slot_exported(struct sl_pgconn *c, PGresult *res, const char *why
 
     (void)c;
     if (!ok(res, PGRES_TUPLES_OK) || PQntuples(res) != 1 || PQnfields(res) < 3) {
-        pg__repl_restart(p, res_error(res, why, msg, sizeof(msg)), false);
+        sl__pg_repl_restart(p, res_error(res, why, msg, sizeof(msg)), false);
         return;
     }
-    if (pg__lsn_parse(PQgetvalue(res, 0, 1), &p->consistent_lsn) != 0 ||
+    if (sl__pg_lsn_parse(PQgetvalue(res, 0, 1), &p->consistent_lsn) != 0 ||
         PQgetisnull(res, 0, 2)) {
-        pg__repl_restart(p, "CREATE_REPLICATION_SLOT gave no snapshot", false);
+        sl__pg_repl_restart(p, "CREATE_REPLICATION_SLOT gave no snapshot", false);
         return;
     }
     free(p->snapshot_name);
@@ -264,7 +265,7 @@ static void on_slot_exported(struct sl_pgconn *c, PGresult *res, const char *why
     SL_INFO(p->s->inst, "created slot %s at %s with snapshot %s; reading the existing rows",
             p->slot, PQgetvalue(res, 0, 1), p->snapshot_name);
     p->phase = PH_SNAPSHOT;
-    pg__snapshot_begin(p);
+    sl__pg_snapshot_begin(p);
 }
 
 static void repl_up(struct sl_pgconn *c, void *arg)
@@ -272,7 +273,7 @@ static void repl_up(struct sl_pgconn *c, void *arg)
     struct pg *p = arg;
 
     if (p->create_export) {
-        char *slot = pg__quote_ident(p->slot);
+        char *slot = sl__pg_quote_ident(p->slot);
         char *sql = p->server_version >= 150000
                         ? sl_asprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput "
                                       "(SNAPSHOT 'export')", slot)
@@ -283,13 +284,13 @@ static void repl_up(struct sl_pgconn *c, void *arg)
         free(slot);
         return;
     }
-    pg__start_streaming(p);
+    sl__pg_start_streaming(p);
 }
 
 static void repl_down(struct sl_pgconn *c, const char *why, void *arg)
 {
     (void)c;
-    pg__repl_restart(arg, why, false);
+    sl__pg_repl_restart(arg, why, false);
 }
 
 static void on_repl_retry(evutil_socket_t fd, short what, void *arg)
@@ -302,14 +303,14 @@ static void on_repl_retry(evutil_socket_t fd, short what, void *arg)
     setup(p);
 }
 
-void pg__repl_restart(struct pg *p, const char *why, bool quick)
+void sl__pg_repl_restart(struct pg *p, const char *why, bool quick)
 {
     bool was = p->repl.state != SL_PGCONN_DOWN || p->phase >= PH_SNAPSHOT;
 
     sl_pgconn_close(&p->repl);
     sl_pgconn_close(&p->snap);
-    pg__snapshot_free(p);
-    pg__stream_lost(p);
+    sl__pg_snapshot_free(p);
+    sl__pg_stream_lost(p);
     if (p->phase > PH_STANDBY)
         p->phase = PH_SETUP;
     if (p->stopping || !p->holder)
@@ -347,8 +348,8 @@ static void setup_failed(struct pg *p, const char *fmt, ...)
     va_end(ap);
     sl_pgconn_close(&p->repl);
     sl_pgconn_close(&p->snap);
-    pg__snapshot_free(p);
-    pg__stream_lost(p);
+    sl__pg_snapshot_free(p);
+    sl__pg_stream_lost(p);
     p->phase = PH_SETUP;
     if (p->stopping)
         return;
@@ -372,7 +373,7 @@ static void on_slot_created(struct sl_pgconn *c, PGresult *res, const char *why,
         return;
     }
     p->created_slot = true;
-    pg__lsn_parse(PQgetvalue(res, 0, 0), &p->start_lsn);
+    sl__pg_lsn_parse(PQgetvalue(res, 0, 0), &p->start_lsn);
     SL_INFO(p->s->inst, "created slot %s at %s", p->slot, PQgetvalue(res, 0, 0));
     /* a new slot starts at its creation point: TRIM_HORIZON and LATEST agree there */
     p->flushed = p->flushed > p->start_lsn ? p->flushed : p->start_lsn;
@@ -396,7 +397,7 @@ static void on_state_started(struct sl_pgconn *c, PGresult *res, const char *why
 
 static void create_slot(struct pg *p)
 {
-    char *lit = pg__quote_literal(p->slot), *sql;
+    char *lit = sl__pg_quote_literal(p->slot), *sql;
 
     if (p->snapshot_wanted) {
         sql = sl_asprintf("INSERT INTO sluice_snapshot_state (slot_name, state) VALUES (%s, "
@@ -455,7 +456,7 @@ static void on_slot(struct sl_pgconn *c, PGresult *res, const char *why, void *a
     }
     if (p->snapshot_wanted && state && strcmp(state, "started") == 0 &&
         !(p->snap_txn && p->snap_all_read)) {
-        char *lit = pg__quote_literal(p->slot);
+        char *lit = sl__pg_quote_literal(p->slot);
         char *sql = sl_asprintf("SELECT pg_drop_replication_slot(%s)", lit);
         SL_WARN(p->s->inst, "the initial snapshot of slot %s never completed; dropping the slot "
                 "and taking the snapshot again", p->slot);
@@ -467,7 +468,7 @@ static void on_slot(struct sl_pgconn *c, PGresult *res, const char *why, void *a
     {
         uint64_t confirmed = 0;
         if (!PQgetisnull(res, 0, 1))
-            pg__lsn_parse(PQgetvalue(res, 0, 1), &confirmed);
+            sl__pg_lsn_parse(PQgetvalue(res, 0, 1), &confirmed);
         if (!p->start_lsn)
             p->start_lsn = confirmed;
         if (confirmed > p->flushed)
@@ -478,7 +479,7 @@ static void on_slot(struct sl_pgconn *c, PGresult *res, const char *why, void *a
 
 static void check_slot(struct pg *p)
 {
-    char *lit = pg__quote_literal(p->slot), *sql;
+    char *lit = sl__pg_quote_literal(p->slot), *sql;
 
     if (p->snapshot_wanted)
         sql = sl_asprintf("SELECT s.plugin, s.confirmed_flush_lsn::text, "
@@ -552,14 +553,14 @@ static void on_pub(struct sl_pgconn *c, PGresult *res, const char *why, void *ar
         return;
     }
     {
-        char *pub = pg__quote_ident(p->publication), *sql;
+        char *pub = sl__pg_quote_ident(p->publication), *sql;
         if (conf->tables.n == 0) {
             sql = sl_asprintf("CREATE PUBLICATION %s FOR ALL TABLES", pub);
         } else {
             size_t cap = 64 + strlen(pub);
             char **q = sl_calloc(conf->tables.n, sizeof(char *));
             for (size_t i = 0; i < conf->tables.n; i++) {
-                q[i] = pg__quote_qualified(conf->tables.v[i]);
+                q[i] = sl__pg_quote_qualified(conf->tables.v[i]);
                 cap += strlen(q[i]) + 2;
             }
             sql = sl_malloc(cap);
@@ -580,7 +581,7 @@ static void on_pub(struct sl_pgconn *c, PGresult *res, const char *why, void *ar
 
 static void setup(struct pg *p)
 {
-    char *lit = pg__quote_literal(p->publication);
+    char *lit = sl__pg_quote_literal(p->publication);
     char *sql = sl_asprintf("SELECT 1 FROM pg_publication WHERE pubname = %s", lit);
 
     p->phase = PH_SETUP;
@@ -670,8 +671,8 @@ static void mgmt_down(struct sl_pgconn *c, const char *why, void *arg)
         p->holder = false;
         sl_pgconn_close(&p->repl);
         sl_pgconn_close(&p->snap);
-        pg__snapshot_free(p);
-        pg__stream_lost(p);
+        sl__pg_snapshot_free(p);
+        sl__pg_stream_lost(p);
     } else if (p->mgmt.attempt == 0) {
         SL_WARN(p->s->inst, "cannot connect to %s: %s; retrying", p->where, why);
     }
@@ -735,7 +736,7 @@ static void on_lag_timer(evutil_socket_t fd, short what, void *arg)
     if (p->mgmt.state != SL_PGCONN_READY || p->lag_pending)
         return;
     p->lag_pending = true;
-    lit = pg__quote_literal(p->slot);
+    lit = sl__pg_quote_literal(p->slot);
     sql = sl_asprintf("SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, wal_status "
                       "FROM pg_replication_slots WHERE slot_name = %s", lit);
     sl_pgconn_query(&p->mgmt, sql, on_lag, p);
@@ -781,18 +782,18 @@ static void on_snapshot_marked(struct sl_pgconn *c, PGresult *res, const char *w
     }
     if (p->snap_txn) {
         p->snap_txn->committed = true;
-        pg__advance(p);
+        sl__pg_advance(p);
     }
 }
 
-void pg__mark_snapshot_complete(struct pg *p)
+void sl__pg_mark_snapshot_complete(struct pg *p)
 {
     char *lit, *sql;
 
     if (p->mgmt.state != SL_PGCONN_READY || !p->holder)
         return;
     p->snap_marking = true;
-    lit = pg__quote_literal(p->slot);
+    lit = sl__pg_quote_literal(p->slot);
     sql = sl_asprintf("UPDATE sluice_snapshot_state SET state = 'done', updated_at = now() "
                       "WHERE slot_name = %s", lit);
     sl_pgconn_query(&p->mgmt, sql, on_snapshot_marked, p);
@@ -800,19 +801,19 @@ void pg__mark_snapshot_complete(struct pg *p)
     free(lit);
 }
 
-void pg__snapshot_done(struct pg *p)
+void sl__pg_snapshot_done(struct pg *p)
 {
     p->snap_all_read = true;
     SL_INFO(p->s->inst, "initial snapshot read (%u rows); streaming from %s",
             p->snap_txn ? p->snap_txn->changes : 0, p->slot);
-    pg__start_streaming(p);
-    pg__advance(p);
+    sl__pg_start_streaming(p);
+    sl__pg_advance(p);
 }
 
 /* ------------------------------------------------------------------ */
 /* Lifecycle                                                           */
 
-int pg__session_start(struct pg *p)
+int sl__pg_session_start(struct pg *p)
 {
     struct event_base *b = p->base;
     int64_t hb = p->o->heartbeat_interval_ms;
@@ -836,7 +837,7 @@ int pg__session_start(struct pg *p)
     return 0;
 }
 
-void pg__session_stop(struct pg *p)
+void sl__pg_session_stop(struct pg *p)
 {
     sl_pgconn_pause_read(&p->repl, true);
     evtimer_del(p->lock_timer);
@@ -848,11 +849,11 @@ void pg__session_stop(struct pg *p)
     if (p->phase == PH_SNAPSHOT || p->phase == PH_SETUP) {
         /* not streaming yet: nothing more to read, nothing to tell the server */
         sl_pgconn_close(&p->snap);
-        pg__snapshot_free(p);
+        sl__pg_snapshot_free(p);
     }
 }
 
-void pg__session_free(struct pg *p)
+void sl__pg_session_free(struct pg *p)
 {
     char l[32];
 
@@ -860,12 +861,12 @@ void pg__session_free(struct pg *p)
         return;
     if (p->repl.state == SL_PGCONN_COPY) {
         /* the last word on what is final: the next reader starts after it */
-        pg__send_status(p, false);
+        sl__pg_send_status(p, false);
         if (p->repl.conn)
             PQflush(p->repl.conn);
     }
     if (p->holder) {
-        pg__lsn_text(p->flushed, l, sizeof(l));
+        sl__pg_lsn_text(p->flushed, l, sizeof(l));
         SL_WARN(p->s->inst, "slot %s stays on %s and holds WAL from %s until sluice runs again%s; "
                 "if this source is gone for good, drop it: SELECT pg_drop_replication_slot('%s')",
                 p->slot, p->where, p->flushed ? l : "its confirmed position",
@@ -874,9 +875,9 @@ void pg__session_free(struct pg *p)
     sl_pgconn_destroy(&p->repl);
     sl_pgconn_destroy(&p->snap);
     sl_pgconn_destroy(&p->mgmt);
-    pg__snapshot_free(p);
+    sl__pg_snapshot_free(p);
     if (p->dec)
-        pgo_free(p->dec);
+        sl__pgo_free(p->dec);
     p->dec = NULL;
     struct event *evs[] = { p->lock_timer, p->repl_retry, p->status_timer,
                             p->lag_timer, p->heartbeat_timer };

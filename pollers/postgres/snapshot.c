@@ -25,11 +25,11 @@
 #include "sluice/log.h"
 #include "sluice/mem.h"
 
-#include "pg.h"
+#include "internal.h"
 
 #define FETCH_ROWS 1000
 
-void pg__snapshot_row(struct pg *p, struct pgo_msg *m);
+void sl__pg_snapshot_row(struct pg *p, struct pgo_msg *m);
 
 static void next_table(struct pg *p);
 
@@ -40,10 +40,10 @@ static void fail(struct pg *p, const char *what, PGresult *res, const char *why)
 
     snprintf(msg, sizeof(msg), "%s: %s", what, m && *m ? m : "no result");
     msg[strcspn(msg, "\n")] = '\0';
-    pg__repl_restart(p, msg, false);
+    sl__pg_repl_restart(p, msg, false);
 }
 
-void pg__snapshot_free(struct pg *p)
+void sl__pg_snapshot_free(struct pg *p)
 {
     for (size_t i = 0; i < p->ntables; i++) {
         free(p->tables[i].schema);
@@ -53,7 +53,7 @@ void pg__snapshot_free(struct pg *p)
     p->tables = NULL;
     p->ntables = p->table_i = 0;
     if (p->snap_dec)
-        pgo_free(p->snap_dec);
+        sl__pgo_free(p->snap_dec);
     p->snap_dec = NULL;
     p->snap_fetching = false;
     if (p->snap_txn && !p->snap_all_read) {
@@ -106,7 +106,7 @@ static void bb_str(struct bb *b, const char *s)
 
 static void on_fetch(struct sl_pgconn *c, PGresult *res, const char *why, void *arg);
 
-void pg__snapshot_pump(struct pg *p)
+void sl__pg_snapshot_pump(struct pg *p)
 {
     if (p->phase != PH_SNAPSHOT || p->snap_fetching || p->paused || p->stopping || p->throttled ||
         p->snap.state != SL_PGCONN_READY || p->table_i >= p->ntables)
@@ -148,15 +148,15 @@ static void on_fetch(struct sl_pgconn *c, PGresult *res, const char *why, void *
             bb_u32(&b, (uint32_t)PQgetlength(res, r, f));
             bb_put(&b, PQgetvalue(res, r, f), (size_t)PQgetlength(res, r, f));
         }
-        if (pgo_decode(p->snap_dec, b.p, b.n, &m, &err) != 0) {
+        if (sl__pgo_decode(p->snap_dec, b.p, b.n, &m, &err) != 0) {
             SL_ERROR(p->s->inst, "snapshot of %s.%s: cannot convert a row: %s", t->schema,
                      t->name, err.msg);
             free(b.p);
-            pg__repl_restart(p, "snapshot row conversion failed", false);
+            sl__pg_repl_restart(p, "snapshot row conversion failed", false);
             return;
         }
-        pg__snapshot_row(p, &m);
-        pgo_msg_destroy(&m);
+        sl__pg_snapshot_row(p, &m);
+        sl__pgo_msg_destroy(&m);
     }
     free(b.p);
     if (rows < FETCH_ROWS) {
@@ -165,7 +165,7 @@ static void on_fetch(struct sl_pgconn *c, PGresult *res, const char *why, void *
         next_table(p);
         return;
     }
-    pg__snapshot_pump(p);
+    sl__pg_snapshot_pump(p);
 }
 
 /* Columns of the table in attribute order, as pgoutput lists them:
@@ -200,18 +200,18 @@ static void on_columns(struct sl_pgconn *c, PGresult *res, const char *why, void
         bb_u32(&b, (uint32_t)strtol(PQgetvalue(res, i, 2), NULL, 10));
         cap += 2 * strlen(PQgetvalue(res, i, 0)) + 4;
     }
-    if (pgo_decode(p->snap_dec, b.p, b.n, &m, &err) != 0) {
+    if (sl__pgo_decode(p->snap_dec, b.p, b.n, &m, &err) != 0) {
         free(b.p);
         SL_ERROR(p->s->inst, "snapshot of %s.%s: %s", t->schema, t->name, err.msg);
-        pg__repl_restart(p, "snapshot relation failed", false);
+        sl__pg_repl_restart(p, "snapshot relation failed", false);
         return;
     }
-    pgo_msg_destroy(&m);
+    sl__pgo_msg_destroy(&m);
     free(b.p);
     list = sl_malloc(cap);
     list[0] = '\0';
     for (int i = 0; i < n; i++) {
-        char *q = pg__quote_ident(PQgetvalue(res, i, 0));
+        char *q = sl__pg_quote_ident(PQgetvalue(res, i, 0));
         if (i)
             strcat(list, ", ");
         strcat(list, q);
@@ -219,7 +219,7 @@ static void on_columns(struct sl_pgconn *c, PGresult *res, const char *why, void
     }
     {
         char *full = sl_asprintf("%s.%s", t->schema, t->name);
-        qt = pg__quote_qualified(full);
+        qt = sl__pg_quote_qualified(full);
         free(full);
     }
     sql = sl_asprintf("DECLARE sluice_snapshot NO SCROLL CURSOR FOR SELECT %s FROM ONLY %s",
@@ -228,7 +228,7 @@ static void on_columns(struct sl_pgconn *c, PGresult *res, const char *why, void
     free(sql);
     free(list);
     free(qt);
-    pg__snapshot_pump(p);
+    sl__pg_snapshot_pump(p);
 }
 
 static void on_committed(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
@@ -238,9 +238,9 @@ static void on_committed(struct sl_pgconn *c, PGresult *res, const char *why, vo
     (void)c, (void)res, (void)why;
     sl_pgconn_close(&p->snap);
     if (p->snap_dec)
-        pgo_free(p->snap_dec);
+        sl__pgo_free(p->snap_dec);
     p->snap_dec = NULL;
-    pg__snapshot_done(p);
+    sl__pg_snapshot_done(p);
 }
 
 static void next_table(struct pg *p)
@@ -300,7 +300,7 @@ static void on_imported(struct sl_pgconn *c, PGresult *res, const char *why, voi
         fail(p, "cannot import the snapshot", res, why);
         return;
     }
-    lit = pg__quote_literal(p->publication);
+    lit = sl__pg_quote_literal(p->publication);
     sql = sl_asprintf("SELECT c.oid, n.nspname, c.relname FROM pg_publication_tables pt "
                       "JOIN pg_namespace n ON n.nspname = pt.schemaname "
                       "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
@@ -314,7 +314,7 @@ static void on_imported(struct sl_pgconn *c, PGresult *res, const char *why, voi
 static void snap_up(struct sl_pgconn *c, void *arg)
 {
     struct pg *p = arg;
-    char *lit = pg__quote_literal(p->snapshot_name);
+    char *lit = sl__pg_quote_literal(p->snapshot_name);
     char *sql = sl_asprintf("SET TRANSACTION SNAPSHOT %s", lit);
 
     sl_pgconn_query(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, NULL);
@@ -329,10 +329,10 @@ static void snap_down(struct sl_pgconn *c, const char *why, void *arg)
 
     (void)c;
     if (p->phase == PH_SNAPSHOT)
-        pg__repl_restart(p, why, false);
+        sl__pg_repl_restart(p, why, false);
 }
 
-void pg__snapshot_begin(struct pg *p)
+void sl__pg_snapshot_begin(struct pg *p)
 {
     static const char *const kw[] = { "options", "application_name", NULL };
     const char *val[] = { "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3",
@@ -345,9 +345,9 @@ void pg__snapshot_begin(struct pg *p)
     }
     p->snap_all_read = false;
     p->snap_marking = false;
-    p->snap_txn = pg__txn_new(p, p->consistent_lsn ? p->consistent_lsn - 1 : 0, sl_wall_ms(), 0);
+    p->snap_txn = sl__pg_txn_new(p, p->consistent_lsn ? p->consistent_lsn - 1 : 0, sl_wall_ms(), 0);
     p->snap_txn->snapshot = true;
-    p->snap_dec = pgo_new();
+    p->snap_dec = sl__pgo_new();
     p->snap.on_up = snap_up;
     p->snap.on_down = snap_down;
     p->snap.on_copy = NULL;

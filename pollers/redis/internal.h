@@ -71,11 +71,11 @@ struct rq_rec {
 };
 
 /* record.c: the record's part of the event (SQS record JSON), malloc'd. */
-char *rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len);
+char *sl__rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len);
 /* The filter document: the record JSON with "body" parsed, or left out
  * when it is not JSON. New reference. */
-json_t *rq_filter_doc(const char *json, size_t len);
-void rq_md5_hex(const void *data, size_t len, char out[33]);
+json_t *sl__rq_filter_doc(const char *json, size_t len);
+void sl__rq_md5_hex(const void *data, size_t len, char out[33]);
 
 /* ------------------------------------------------------------------ */
 /* modes                                                               */
@@ -84,9 +84,9 @@ struct rq_mode {
     const char *name;
     /* command connection setup: scripts, group; returns replies awaited */
     int  (*setup)(struct rq *q, struct sl_redis_conn *c);
-    /* one fetch on the reader connection; rq_fetched() reports */
+    /* one fetch on the reader connection; sl__rq_fetched() reports */
     void (*fetch)(struct rq *q, size_t count);
-    /* one reclaim pass on the command connection; rq_fetched() reports */
+    /* one reclaim pass on the command connection; sl__rq_fetched() reports */
     void (*reclaim)(struct rq *q, size_t count);
     /* delete (ack) ids; `done(q, ok, arg)` when confirmed */
     void (*ack)(struct rq *q, const char **ids, size_t n, bool cleanup,
@@ -103,8 +103,8 @@ struct rq_mode {
     void (*handback)(struct rq *q, const char **ids, size_t n);
 };
 
-extern const struct rq_mode rq_stream_mode;
-extern const struct rq_mode rq_list_mode;
+extern const struct rq_mode sl__rq_stream_mode;
+extern const struct rq_mode sl__rq_list_mode;
 
 /* ------------------------------------------------------------------ */
 /* the source                                                          */
@@ -154,24 +154,24 @@ struct rq {
 
 /* A fetch or reclaim returned messages (NULL/0 on error: `retry_ms` says
  * when to try again). Called by the modes. */
-void rq_fetched(struct rq *q, bool reclaim, const struct rq_msg *m, size_t n, int64_t retry_ms);
+void sl__rq_fetched(struct rq *q, bool reclaim, const struct rq_msg *m, size_t n, int64_t retry_ms);
 
 /* redis.c, for the modes' scripts. The setup callback of SCRIPT LOAD
  * (priv: the connection): the SHA1 goes to the next q->sha slot, so the
  * scripts must be loaded in the mode's order. */
-void rq_script_loaded(void *arg, redisReply *r, void *priv);
+void sl__rq_script_loaded(void *arg, redisReply *r, void *priv);
 /* An error reply of a script on `c` (false: not an error): logged as
  * "<what> on <key> failed"; NOSCRIPT drops the connection so that its
  * setup loads the scripts again. */
-bool rq_script_error(struct rq *q, struct sl_redis_conn *c, const redisReply *r,
+bool sl__rq_script_error(struct rq *q, struct sl_redis_conn *c, const redisReply *r,
                      const char *what);
 /* A stats script's reply {depth, pending, oldest} (NULL: lost): clears
  * q->statting and sets q->g_depth and q->g_pending; false when it is not
  * that shape (the gauges stay), else the mode reads the oldest itself. */
-bool rq_stats_reply(struct rq *q, const redisReply *r);
+bool sl__rq_stats_reply(struct rq *q, const redisReply *r);
 /* Send an ack script (argv, argc) on the command connection; `done(q, ok,
  * arg)` when it is confirmed, at once with ok false when it cannot be sent. */
-void rq_script_ack(struct rq *q, int argc, const char **argv,
+void sl__rq_script_ack(struct rq *q, int argc, const char **argv,
                    void (*done)(struct rq *q, bool ok, void *arg), void *arg);
 
 #endif

@@ -153,7 +153,7 @@ static void keys(const struct rq *q, struct keys *k)
 }
 
 /* The scripts load on the command connection; the reader waits for them
- * (fetch runs there), which rq_fetched's retry covers. */
+ * (fetch runs there), which sl__rq_fetched's retry covers. */
 static int list_setup(struct rq *q, struct sl_redis_conn *c)
 {
     int n = 0;
@@ -162,7 +162,7 @@ static int list_setup(struct rq *q, struct sl_redis_conn *c)
         return 0;
     q->sha_next = 0;
     for (int i = 0; i < L__COUNT; i++)
-        if (sl_redis_conn_cmdf(c, rq_script_loaded, c, "SCRIPT LOAD %s", scripts[i]) == 0)
+        if (sl_redis_conn_cmdf(c, sl__rq_script_loaded, c, "SCRIPT LOAD %s", scripts[i]) == 0)
             n++;
     return n;
 }
@@ -172,7 +172,7 @@ static int64_t deadline(const struct rq *q)
     return sl_wall_ms() + q->conf->visibility_timeout_ms;
 }
 
-/* (id, body, rc, sent, first) tuples into messages; calls rq_fetched. */
+/* (id, body, rc, sent, first) tuples into messages; calls sl__rq_fetched. */
 static void tuples(struct rq *q, bool reclaim, const redisReply *r)
 {
     struct rq_msg *m = sl_calloc(r->elements / 5 + 1, sizeof(*m));
@@ -195,7 +195,7 @@ static void tuples(struct rq *q, bool reclaim, const redisReply *r)
                             ? strtoll(r->element[i + 4]->str, NULL, 10) : m[n].sent_ms;
         n++;
     }
-    rq_fetched(q, reclaim, m, n, 0);
+    sl__rq_fetched(q, reclaim, m, n, 0);
     free(m);
 }
 
@@ -207,17 +207,17 @@ static void on_wait(void *arg, redisReply *r, void *priv)
     size_t count = (size_t)(uintptr_t)priv;
 
     if (!r) {
-        rq_fetched(q, false, NULL, 0, 200);
+        sl__rq_fetched(q, false, NULL, 0, 200);
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
         SL_WARN(q->inst, "BLMOVE on %s failed: %s", q->o->key, r->str ? r->str : "");
-        rq_fetched(q, false, NULL, 0, 1000);
+        sl__rq_fetched(q, false, NULL, 0, 1000);
         return;
     }
     if (r->type == REDIS_REPLY_NIL || q->stopping) {
         /* nothing came (or stopping: the landing list is taken over later) */
-        rq_fetched(q, false, NULL, 0, 0);
+        sl__rq_fetched(q, false, NULL, 0, 0);
         return;
     }
     list_fetch_script(q, count);
@@ -230,13 +230,13 @@ static void on_fetch(void *arg, redisReply *r, void *priv)
     struct keys k;
 
     if (!r) {
-        rq_fetched(q, false, NULL, 0, 200);
+        sl__rq_fetched(q, false, NULL, 0, 200);
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY) {
-        if (!rq_script_error(q, q->cmd, r, "fetch"))
+        if (!sl__rq_script_error(q, q->cmd, r, "fetch"))
             SL_WARN(q->inst, "fetch on %s: unexpected reply (type %d)", q->o->key, r->type);
-        rq_fetched(q, false, NULL, 0, 1000);
+        sl__rq_fetched(q, false, NULL, 0, 1000);
         return;
     }
     if (r->elements > 0 || q->stopping) {
@@ -251,7 +251,7 @@ static void on_fetch(void *arg, redisReply *r, void *priv)
 
         snprintf(block, sizeof(block), "%g", RQ_BLOCK_MS / 1000.0);
         if (rq_cmd(q->rd, on_wait, (void *)(uintptr_t)count, 6, argv, NULL) != 0)
-            rq_fetched(q, false, NULL, 0, 200);
+            sl__rq_fetched(q, false, NULL, 0, 200);
     }
 }
 
@@ -269,7 +269,7 @@ static void list_fetch_script(struct rq *q, size_t count)
                                k.seq, k.consumers, k.mprefix, q->consumer, now, dl, cnt };
         if (!q->sha[L_FETCH][0] ||
             rq_cmd(q->rd, on_fetch, (void *)(uintptr_t)count, 13, argv, NULL) != 0)
-            rq_fetched(q, false, NULL, 0, 200);
+            sl__rq_fetched(q, false, NULL, 0, 200);
     }
 }
 
@@ -284,9 +284,9 @@ static void on_reclaim(void *arg, redisReply *r, void *priv)
 
     (void)priv;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
-        if (r && !rq_script_error(q, q->cmd, r, "reclaim"))
+        if (r && !sl__rq_script_error(q, q->cmd, r, "reclaim"))
             SL_WARN(q->inst, "reclaim on %s: unexpected reply (type %d)", q->o->key, r->type);
-        rq_fetched(q, true, NULL, 0, 1000);
+        sl__rq_fetched(q, true, NULL, 0, 1000);
         return;
     }
     tuples(q, true, r);
@@ -309,7 +309,7 @@ static void list_reclaim(struct rq *q, size_t count)
                                q->o->key, k.mprefix, q->consumer, now, dl, cnt, dead,
                                k.procprefix };
         if (rq_cmd(q->cmd, on_reclaim, NULL, 13, argv, NULL) != 0)
-            rq_fetched(q, true, NULL, 0, 1000);
+            sl__rq_fetched(q, true, NULL, 0, 1000);
     }
 }
 
@@ -333,7 +333,7 @@ static void list_ack(struct rq *q, const char **ids, size_t n, bool cleanup,
     keys(q, &k);
     lease_script(q, &k, L_ACK, argv);
     memcpy(argv + 5, ids, n * sizeof(*ids));
-    rq_script_ack(q, (int)(5 + n), argv, done, arg);
+    sl__rq_script_ack(q, (int)(5 + n), argv, done, arg);
     free(argv);
 }
 
@@ -342,7 +342,7 @@ static void on_ignore(void *arg, redisReply *r, void *priv)
     struct rq *q = arg;
 
     if (r)
-        rq_script_error(q, q->cmd, r, priv);
+        sl__rq_script_error(q, q->cmd, r, priv);
 }
 
 static void send_delays(struct rq *q, const char **ids, const int64_t *delay_ms, int64_t same,
@@ -405,7 +405,7 @@ static void on_stats(void *arg, redisReply *r, void *priv)
     struct rq *q = arg;
 
     (void)priv;
-    if (!rq_stats_reply(q, r))
+    if (!sl__rq_stats_reply(q, r))
         return;
     {
         int64_t now = sl_wall_ms(), ms = r->element[2]->integer;
@@ -428,7 +428,7 @@ static void list_stats(struct rq *q)
     }
 }
 
-const struct rq_mode rq_list_mode = {
+const struct rq_mode sl__rq_list_mode = {
     .name = "list",
     .setup = list_setup,
     .fetch = list_fetch,

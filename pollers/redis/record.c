@@ -77,7 +77,7 @@ static void md5_block(struct md5 *m, const unsigned char *p)
     m->a += a, m->b += b, m->c += c, m->d += d;
 }
 
-void rq_md5_hex(const void *data, size_t len, char out[33])
+void sl__rq_md5_hex(const void *data, size_t len, char out[33])
 {
     struct md5 m = { 0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0, { 0 } };
     const unsigned char *p = data;
@@ -140,7 +140,7 @@ static void put_attr(struct sl_jbuf *b, const char *name, const char *v)
     sl_jbuf_puts(b, "\"");
 }
 
-char *rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len)
+char *sl__rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len)
 {
     struct sl_jbuf b = { 0 };
     char md5[33], num[32];
@@ -189,7 +189,7 @@ char *rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len)
             }
         }
     }
-    rq_md5_hex(m->body, m->blen, md5);
+    sl__rq_md5_hex(m->body, m->blen, md5);
     sl_jbuf_puts(&b, "},\"md5OfBody\":\"");
     sl_jbuf_puts(&b, md5);
     sl_jbuf_puts(&b, "\",\"eventSource\":\"sluice:redis\",\"eventSourceARN\":");
@@ -201,7 +201,7 @@ char *rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len)
     return b.p;
 }
 
-json_t *rq_filter_doc(const char *json, size_t len)
+json_t *sl__rq_filter_doc(const char *json, size_t len)
 {
     json_t *doc = json_loadb(json, len, 0, NULL), *body, *parsed;
 

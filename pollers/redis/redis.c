@@ -153,7 +153,7 @@ static void push_one(struct rq *q, const struct rq_msg *m, size_t lane)
     struct held *h = sl_calloc(1, sizeof(*h));
 
     r->id = sl_strndup(m->id, m->idlen);
-    r->json = rq_record_json(q, m, &r->len);
+    r->json = sl__rq_record_json(q, m, &r->len);
     r->timestamp_ms = m->sent_ms;
     r->receive_count = m->receive_count;
     r->handle = h;
@@ -179,15 +179,15 @@ static bool filtered_out(struct rq *q, const struct rq_msg *m)
 
     if (!q->filter)
         return false;
-    json = rq_record_json(q, m, &len);
-    doc = rq_filter_doc(json, len);
+    json = sl__rq_record_json(q, m, &len);
+    doc = sl__rq_filter_doc(json, len);
     pass = doc && sl_filter_match(q->filter, doc);
     json_decref(doc);
     free(json);
     return !pass;
 }
 
-void rq_fetched(struct rq *q, bool reclaim, const struct rq_msg *m, size_t n, int64_t retry_ms)
+void sl__rq_fetched(struct rq *q, bool reclaim, const struct rq_msg *m, size_t n, int64_t retry_ms)
 {
     const char **drop = NULL;
     size_t ndrop = 0, lane;
@@ -438,7 +438,7 @@ static void rd_up(struct sl_redis_conn *c, void *arg)
 /* ------------------------------------------------------------------ */
 /* Scripts (both modes)                                                */
 
-void rq_script_loaded(void *arg, redisReply *r, void *priv)
+void sl__rq_script_loaded(void *arg, redisReply *r, void *priv)
 {
     struct rq *q = arg;
     struct sl_redis_conn *c = priv;
@@ -451,7 +451,8 @@ void rq_script_loaded(void *arg, redisReply *r, void *priv)
     sl_redis_conn_setup_done(c, r->type == REDIS_REPLY_STRING, "SCRIPT LOAD", r);
 }
 
-bool rq_script_error(struct rq *q, struct sl_redis_conn *c, const redisReply *r, const char *what)
+bool sl__rq_script_error(struct rq *q, struct sl_redis_conn *c, const redisReply *r,
+                         const char *what)
 {
     if (r->type != REDIS_REPLY_ERROR)
         return false;
@@ -463,7 +464,7 @@ bool rq_script_error(struct rq *q, struct sl_redis_conn *c, const redisReply *r,
     return true;
 }
 
-bool rq_stats_reply(struct rq *q, const redisReply *r)
+bool sl__rq_stats_reply(struct rq *q, const redisReply *r)
 {
     q->statting = false;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
@@ -486,14 +487,14 @@ static void on_script_ack(void *arg, redisReply *r, void *priv)
     free(priv);
     /* NOSCRIPT: nothing was deleted, the ack goes again once the scripts
      * are back; any other error reply is final */
-    if (r && rq_script_error(q, q->cmd, r, "acknowledging")) {
+    if (r && sl__rq_script_error(q, q->cmd, r, "acknowledging")) {
         cb.done(q, !(r->str && strncmp(r->str, "NOSCRIPT", 8) == 0), cb.arg);
         return;
     }
     cb.done(q, r != NULL, cb.arg);
 }
 
-void rq_script_ack(struct rq *q, int argc, const char **argv,
+void sl__rq_script_ack(struct rq *q, int argc, const char **argv,
                    void (*done)(struct rq *q, bool ok, void *arg), void *arg)
 {
     struct ackcb *cb = sl_malloc(sizeof(*cb));
@@ -568,7 +569,7 @@ static int rq_start(struct sl_source *s, struct sl_err *err)
         evtimer_add(q->tick, &tv);
     }
     sl_log_redact(q->o->url, shown, sizeof(shown));
-    if (q->mode == &rq_stream_mode)
+    if (q->mode == &sl__rq_stream_mode)
         SL_INFO(q->inst, "reading stream %s at %s as %s in group %s (%zu lanes)", q->o->key,
                 shown, q->consumer, q->o->group, q->nlanes);
     else
@@ -684,7 +685,7 @@ int sl_redis_source_new(struct sl_engine *e, const struct sl_source_conf *c,
     q->base = sl__engine_base(e);
     q->conf = c;
     q->o = o;
-    q->mode = o->mode == SL_REDIS_LIST ? &rq_list_mode : &rq_stream_mode;
+    q->mode = o->mode == SL_REDIS_LIST ? &sl__rq_list_mode : &sl__rq_stream_mode;
     q->starting_latest = c->starting_position == SL_START_LATEST;
     snprintf(q->inst, sizeof(q->inst), "source:%s", c->name);
     if (o->consumer && o->consumer[0]) {

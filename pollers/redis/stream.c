@@ -186,7 +186,7 @@ static int stream_setup(struct rq *q, struct sl_redis_conn *c)
         return 0;
     q->sha_next = 0;
     for (int i = 0; i < S__COUNT; i++)
-        if (sl_redis_conn_cmdf(c, rq_script_loaded, c, "SCRIPT LOAD %s", scripts[i]) == 0)
+        if (sl_redis_conn_cmdf(c, sl__rq_script_loaded, c, "SCRIPT LOAD %s", scripts[i]) == 0)
             n++;
     if (sl_redis_conn_cmdf(c, on_group, c, "XGROUP CREATE %s %s %s MKSTREAM", q->o->key,
                       q->o->group, q->starting_latest ? "$" : "0") == 0)
@@ -269,7 +269,7 @@ static bool entry_msg(const redisReply *e, struct rq_msg *m, char **tmp)
  * bodies entry_msg made (both arrays come from sl_calloc). */
 static void fetched(struct rq *q, bool reclaim, struct rq_msg *m, char **tmp, size_t n)
 {
-    rq_fetched(q, reclaim, m, n, 0);
+    sl__rq_fetched(q, reclaim, m, n, 0);
     for (size_t i = 0; i < n; i++)
         free(tmp[i]);
     free(tmp);
@@ -287,11 +287,11 @@ static void on_read(void *arg, redisReply *r, void *priv)
 
     (void)priv;
     if (!r) {
-        rq_fetched(q, false, NULL, 0, 200);
+        sl__rq_fetched(q, false, NULL, 0, 200);
         return;
     }
     if (r->type == REDIS_REPLY_NIL) {
-        rq_fetched(q, false, NULL, 0, 0);
+        sl__rq_fetched(q, false, NULL, 0, 0);
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -299,14 +299,14 @@ static void on_read(void *arg, redisReply *r, void *priv)
         if (r->str && strncmp(r->str, "NOGROUP", 7) == 0)
             sl_redis_conn_cmdf(q->cmd, on_regroup, NULL, "XGROUP CREATE %s %s 0 MKSTREAM",
                                q->o->key, q->o->group);
-        rq_fetched(q, false, NULL, 0, 1000);
+        sl__rq_fetched(q, false, NULL, 0, 1000);
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
         r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2 ||
         r->element[0]->element[1]->type != REDIS_REPLY_ARRAY) {
         SL_WARN(q->inst, "XREADGROUP on %s: unexpected reply (type %d)", q->o->key, r->type);
-        rq_fetched(q, false, NULL, 0, 1000);
+        sl__rq_fetched(q, false, NULL, 0, 1000);
         return;
     }
     entries = r->element[0]->element[1];
@@ -331,7 +331,7 @@ static void stream_fetch(struct rq *q, size_t count)
     snprintf(cnt, sizeof(cnt), "%zu", count);
     snprintf(block, sizeof(block), "%d", RQ_BLOCK_MS);
     if (rq_cmd(q->rd, on_read, NULL, 11, argv, NULL) != 0)
-        rq_fetched(q, false, NULL, 0, 200);
+        sl__rq_fetched(q, false, NULL, 0, 200);
 }
 
 static void on_reclaim(void *arg, redisReply *r, void *priv)
@@ -344,9 +344,9 @@ static void on_reclaim(void *arg, redisReply *r, void *priv)
     (void)priv;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_STRING) {
-        if (r && !rq_script_error(q, q->cmd, r, "reclaim"))
+        if (r && !sl__rq_script_error(q, q->cmd, r, "reclaim"))
             SL_WARN(q->inst, "reclaim on %s failed: unexpected reply", q->o->key);
-        rq_fetched(q, true, NULL, 0, 1000);
+        sl__rq_fetched(q, true, NULL, 0, 1000);
         return;
     }
     snprintf(q->cursor, sizeof(q->cursor), "%.*s", (int)r->element[0]->len, r->element[0]->str);
@@ -380,7 +380,7 @@ static void stream_reclaim(struct rq *q, size_t count)
     snprintf(now, sizeof(now), "%lld", (long long)sl_wall_ms());
     snprintf(cnt, sizeof(cnt), "%zu", count);
     if (rq_cmd(q->cmd, on_reclaim, NULL, 12, argv, NULL) != 0)
-        rq_fetched(q, true, NULL, 0, 1000);
+        sl__rq_fetched(q, true, NULL, 0, 1000);
 }
 
 /* ------------------------------------------------------------------ */
@@ -397,7 +397,7 @@ static void stream_ack(struct rq *q, const char **ids, size_t n, bool cleanup,
     argv[7] = q->o->delete_on_ack ? "1" : "0";
     argv[8] = cleanup ? "1" : "0";
     memcpy(argv + 9, ids, n * sizeof(*ids));
-    rq_script_ack(q, (int)argc, argv, done, arg);
+    sl__rq_script_ack(q, (int)argc, argv, done, arg);
     free(argv);
 }
 
@@ -478,7 +478,7 @@ static void on_stats(void *arg, redisReply *r, void *priv)
     struct rq *q = arg;
 
     (void)priv;
-    if (!rq_stats_reply(q, r))
+    if (!sl__rq_stats_reply(q, r))
         return;
     if (r->element[2]->type == REDIS_REPLY_STRING && r->element[2]->len > 0) {
         int64_t ms = strtoll(r->element[2]->str, NULL, 10), now = sl_wall_ms();
@@ -496,7 +496,7 @@ static void stream_stats(struct rq *q)
         q->statting = true;
 }
 
-const struct rq_mode rq_stream_mode = {
+const struct rq_mode sl__rq_stream_mode = {
     .name = "stream",
     .setup = stream_setup,
     .fetch = stream_fetch,

@@ -98,13 +98,13 @@ static void decode_slot(bool binary, struct run *out)
     PGresult *r = PQexecParams(conn, q, 0, NULL, NULL, NULL, NULL, 1);
     cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(conn));
 
-    struct pgo_decoder *d = pgo_new();
+    struct pgo_decoder *d = sl__pgo_new();
     memset(out, 0, sizeof(*out));
     for (int i = 0; i < PQntuples(r); i++) {
         struct pgo_msg m;
         struct sl_err err;
-        int rc = pgo_decode(d, (const uint8_t *)PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0), &m,
-                            &err);
+        int rc = sl__pgo_decode(d, (const uint8_t *)PQgetvalue(r, i, 0),
+                                (size_t)PQgetlength(r, i, 0), &m, &err);
         cr_assert_eq(rc, 0, "%s row %d: %s", binary ? "binary" : "text", i, err.msg);
         switch (m.kind) {
         case PGO_BEGIN: out->begins++; break;
@@ -114,7 +114,7 @@ static void decode_slot(bool binary, struct run *out)
             /* the enum: a poller maps user types it learns about this way */
             out->types++;
             cr_assert(strstr(m.type_name, "pgo_mood_"), "%s", m.type_name);
-            cr_assert_eq(pgo_type_alias(d, m.type_oid, 25), 0);
+            cr_assert_eq(sl__pgo_type_alias(d, m.type_oid, 25), 0);
             break;
         case PGO_MESSAGE:
             out->messages++;
@@ -140,9 +140,9 @@ static void decode_slot(bool binary, struct run *out)
         default:
             break;
         }
-        pgo_msg_destroy(&m);
+        sl__pgo_msg_destroy(&m);
     }
-    pgo_free(d);
+    sl__pgo_free(d);
     PQclear(r);
 }
 
@@ -274,13 +274,13 @@ Test(pgoutput_real, binary_enum_without_alias_is_unsupported)
              "'proto_version', '1', 'publication_names', 'pgo_p_%s', 'binary', 'true')", sfx, sfx);
     PGresult *r = PQexecParams(conn, q, 0, NULL, NULL, NULL, NULL, 1);
     cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(conn));
-    struct pgo_decoder *d = pgo_new();
+    struct pgo_decoder *d = sl__pgo_new();
     int unsupported = 0, inserts = 0;
     for (int i = 0; i < PQntuples(r); i++) {
         struct pgo_msg m;
         struct sl_err err;
-        int rc = pgo_decode(d, (const uint8_t *)PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0), &m,
-                            &err);
+        int rc = sl__pgo_decode(d, (const uint8_t *)PQgetvalue(r, i, 0),
+                                (size_t)PQgetlength(r, i, 0), &m, &err);
         if (rc == SL_EUNSUPPORTED) {
             unsupported++;
             cr_assert(strstr(err.msg, ".mood:"), "%s", err.msg);
@@ -288,10 +288,10 @@ Test(pgoutput_real, binary_enum_without_alias_is_unsupported)
         }
         cr_assert_eq(rc, 0, "%s", err.msg);
         inserts += m.kind == PGO_INSERT;
-        pgo_msg_destroy(&m);
+        sl__pgo_msg_destroy(&m);
     }
     cr_assert_eq(unsupported, 1, "unsupported %d inserts %d rows %d", unsupported, inserts, PQntuples(r));
     cr_assert_eq(inserts, 0);
-    pgo_free(d);
+    sl__pgo_free(d);
     PQclear(r);
 }

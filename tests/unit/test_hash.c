@@ -9,7 +9,7 @@
 #include "sluice/hash.h"
 
 /* From pollers/postgres (pg.h needs libpq's headers; the prototype is enough). */
-int64_t pg__lock_key(const char *slot);
+int64_t sl__pg_lock_key(const char *slot);
 
 Test(hash, fnv1a_published_vectors)
 {
@@ -33,9 +33,9 @@ Test(hash, chaining_equals_one_pass)
  * here breaks failover between instances of different versions. */
 Test(hash, postgres_lock_key_is_pinned)
 {
-    cr_assert_eq(pg__lock_key("orders"), -4563509950900526147ll);
-    cr_assert_eq(pg__lock_key("sluice_orders"), 7937619520440859267ll);
-    cr_assert_eq(pg__lock_key("s1"), -3057758451609349972ll);
+    cr_assert_eq(sl__pg_lock_key("orders"), -4563509950900526147ll);
+    cr_assert_eq(sl__pg_lock_key("sluice_orders"), 7937619520440859267ll);
+    cr_assert_eq(sl__pg_lock_key("s1"), -3057758451609349972ll);
 }
 
 Test(hash, kafka_key_hash_is_pinned)

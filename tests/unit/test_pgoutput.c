@@ -51,8 +51,8 @@ static struct pgo_decoder *d;
 static struct pgo_msg msg;
 static struct sl_err err;
 
-static void setup(void) { d = pgo_new(); memset(&msg, 0, sizeof(msg)); sl_err_clear(&err); }
-static void teardown(void) { pgo_msg_destroy(&msg); pgo_free(d); }
+static void setup(void) { d = sl__pgo_new(); memset(&msg, 0, sizeof(msg)); sl_err_clear(&err); }
+static void teardown(void) { sl__pgo_msg_destroy(&msg); sl__pgo_free(d); }
 
 TestSuite(pgoutput, .init = setup, .fini = teardown);
 
@@ -61,8 +61,8 @@ static int dec(const struct mb *m)
 {
     uint8_t *copy = malloc(m->n ? m->n : 1);
     memcpy(copy, m->b, m->n);
-    pgo_msg_destroy(&msg);
-    int rc = pgo_decode(d, copy, m->n, &msg, &err);
+    sl__pgo_msg_destroy(&msg);
+    int rc = sl__pgo_decode(d, copy, m->n, &msg, &err);
     free(copy);
     return rc;
 }
@@ -104,7 +104,7 @@ Test(pgoutput, begin_commit)
     cr_assert_eq(msg.commit_lsn, 0x16B3748);
     cr_assert_eq(msg.end_lsn, 0x16B3778);
     cr_assert_eq(msg.commit_time_ms, 946684800000LL);
-    cr_assert_str_eq(pgo_kind_name(msg.kind), "COMMIT");
+    cr_assert_str_eq(sl__pgo_kind_name(msg.kind), "COMMIT");
 }
 
 Test(pgoutput, before_epoch_time_rounds_down)
@@ -269,7 +269,7 @@ Test(pgoutput, set_key_columns_overrides_full_identity)
     cr_assert_str_eq(msg.keys, "{\"id\":1,\"name\":\"a\"}");
 
     const char *pk[] = {"id"};
-    cr_assert_eq(pgo_set_key_columns(d, 77, pk, 1), 0);
+    cr_assert_eq(sl__pgo_set_key_columns(d, 77, pk, 1), 0);
     ok(&m);
     cr_assert_str_eq(msg.keys, "{\"id\":1}");
     /* a re-sent Relation keeps the override */
@@ -554,9 +554,9 @@ Test(pgoutput, text_arrays)
 
 Test(pgoutput, text_enum_array_with_alias)
 {
-    cr_assert_eq(pgo_type_alias(d, 16401, 1009), 0);
+    cr_assert_eq(sl__pgo_type_alias(d, 16401, 1009), 0);
     text_is(16401, "{happy,sad}", "[\"happy\",\"sad\"]");
-    cr_assert_eq(pgo_type_alias(d, 16402, 99999), SL_EINVAL);
+    cr_assert_eq(sl__pgo_type_alias(d, 16402, 99999), SL_EINVAL);
 }
 
 static void be(uint8_t *o, uint64_t v, int n)
@@ -711,9 +711,9 @@ Test(pgoutput, binary_arrays)
     /* element of a type without a binary reader */
     size_t n = arr(b, 16400, 1, (int[]){1}, 1, (int32_t[]){1}, (const char *[]){"x"});
     cr_assert_eq(one_value(16401, 'b', b, n), SL_EUNSUPPORTED);
-    cr_assert_eq(pgo_type_alias(d, 16401, 1009), 0);
+    cr_assert_eq(sl__pgo_type_alias(d, 16401, 1009), 0);
     cr_assert_eq(one_value(16401, 'b', b, n), SL_EUNSUPPORTED, "element type still unknown");
-    cr_assert_eq(pgo_type_alias(d, 16400, 25), 0);
+    cr_assert_eq(sl__pgo_type_alias(d, 16400, 25), 0);
     bin_is(16401, b, n, "[\"x\"]");
 
     /* lies about sizes */
@@ -730,11 +730,11 @@ Test(pgoutput, binary_unknown_type_unsupported)
 {
     cr_assert_eq(one_value(869, 'b', "\2\40\0\4\300\250\0\1", 8), SL_EUNSUPPORTED);
     cr_assert(strstr(err.msg, "869"), "%s", err.msg);
-    cr_assert(!pgo_type_binary_ok(d, 869));
-    cr_assert(pgo_type_binary_ok(d, 1700));
-    cr_assert(pgo_type_binary_ok(d, 1185));
+    cr_assert(!sl__pgo_type_binary_ok(d, 869));
+    cr_assert(sl__pgo_type_binary_ok(d, 1700));
+    cr_assert(sl__pgo_type_binary_ok(d, 1185));
     /* a domain over int4 */
-    cr_assert_eq(pgo_type_alias(d, 16500, 23), 0);
+    cr_assert_eq(sl__pgo_type_alias(d, 16500, 23), 0);
     bin_is(16500, "\0\0\0\x2a", 4, "42");
     /* jsonb of an unknown version */
     cr_assert_eq(one_value(3802, 'b', "\2{}", 3), SL_EUNSUPPORTED);

@@ -121,37 +121,37 @@ struct pg {
 };
 
 /* postgres.c */
-bool pg__reading(struct pg *p);          /* apply pause/throttle to the stream; true: read on */
-void pg__begin(struct pg *p, const struct pgo_msg *m);
-void pg__change(struct pg *p, struct pgo_msg *m);
-void pg__commit(struct pg *p, const struct pgo_msg *m);
-void pg__idle_advance(struct pg *p, uint64_t lsn);
-void pg__stream_lost(struct pg *p);
-void pg__advance(struct pg *p);
-struct pg_txn *pg__txn_new(struct pg *p, uint64_t final_lsn, int64_t commit_ms, uint32_t xid);
+bool sl__pg_reading(struct pg *p);          /* apply pause/throttle to the stream; true: read on */
+void sl__pg_begin(struct pg *p, const struct pgo_msg *m);
+void sl__pg_change(struct pg *p, struct pgo_msg *m);
+void sl__pg_commit(struct pg *p, const struct pgo_msg *m);
+void sl__pg_idle_advance(struct pg *p, uint64_t lsn);
+void sl__pg_stream_lost(struct pg *p);
+void sl__pg_advance(struct pg *p);
+struct pg_txn *sl__pg_txn_new(struct pg *p, uint64_t final_lsn, int64_t commit_ms, uint32_t xid);
 
 /* session.c */
-int  pg__session_start(struct pg *p);
-void pg__session_stop(struct pg *p);
-void pg__session_free(struct pg *p);
-void pg__send_status(struct pg *p, bool reply);
-void pg__repl_restart(struct pg *p, const char *why, bool quick);
-void pg__start_streaming(struct pg *p);
-void pg__snapshot_done(struct pg *p);
-void pg__mark_snapshot_complete(struct pg *p);
+int  sl__pg_session_start(struct pg *p);
+void sl__pg_session_stop(struct pg *p);
+void sl__pg_session_free(struct pg *p);
+void sl__pg_send_status(struct pg *p, bool reply);
+void sl__pg_repl_restart(struct pg *p, const char *why, bool quick);
+void sl__pg_start_streaming(struct pg *p);
+void sl__pg_snapshot_done(struct pg *p);
+void sl__pg_mark_snapshot_complete(struct pg *p);
 
 /* snapshot.c */
-void pg__snapshot_begin(struct pg *p);
-void pg__snapshot_pump(struct pg *p);
-void pg__snapshot_free(struct pg *p);
+void sl__pg_snapshot_begin(struct pg *p);
+void sl__pg_snapshot_pump(struct pg *p);
+void sl__pg_snapshot_free(struct pg *p);
 
 /* Helpers shared by the files. */
 /* The advisory-lock key of a slot: pinned by a unit test, never change it. */
-int64_t pg__lock_key(const char *slot);
-char *pg__quote_literal(const char *s);      /* 'it''s' */
-char *pg__quote_ident(const char *s);        /* "a""b" */
-char *pg__quote_qualified(const char *name); /* schema.table -> "schema"."table" */
-void  pg__lsn_text(uint64_t lsn, char *buf, size_t n);
-int   pg__lsn_parse(const char *s, uint64_t *out);
+int64_t sl__pg_lock_key(const char *slot);
+char *sl__pg_quote_literal(const char *s);      /* 'it''s' */
+char *sl__pg_quote_ident(const char *s);        /* "a""b" */
+char *sl__pg_quote_qualified(const char *name); /* schema.table -> "schema"."table" */
+void  sl__pg_lsn_text(uint64_t lsn, char *buf, size_t n);
+int   sl__pg_lsn_parse(const char *s, uint64_t *out);
 
 #endif
