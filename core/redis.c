@@ -228,12 +228,15 @@ static void show_url(struct sl_redis_conn *c)
 {
     const struct sl_redis_url *u = c->conf.url;
     char where[300], db[16] = "";
+    int n;
 
     sl_redis_url_where(u, where, sizeof(where));
     if (u->db >= 0)
         snprintf(db, sizeof(db), "/%d", u->db);
-    snprintf(c->shown, sizeof(c->shown), "redis://%s%s%s%s%s", u->user ? u->user : "",
-             u->pass ? ":***" : "", u->user || u->pass ? "@" : "", where, db);
+    n = snprintf(c->shown, sizeof(c->shown), "redis://%s%s%s%s%s", u->user ? u->user : "",
+                 u->pass ? ":***" : "", u->user || u->pass ? "@" : "", where, db);
+    if (n >= (int)sizeof(c->shown))  /* a very long user or host: cut, and say so */
+        memcpy(c->shown + sizeof(c->shown) - 4, "...", 4);
 }
 
 static void hold(struct sl_redis_conn *c)

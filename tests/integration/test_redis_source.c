@@ -238,7 +238,7 @@ static char *write_config(const struct opts *o, const char *name)
     f = fopen(path, "w");
     cr_assert(f);
     fprintf(f,
-            "server: { listen: 127.0.0.1:%d, data_dir: %s }\n"
+            "server: { listen: 127.0.0.1:%d, data_dir: %s/data-%s }\n"
             "functions:\n  rec:\n    handler: %s/%s/test-handlers/redis_rec\n"
             "    sandbox: relaxed\n    timeout_s: 60\n"
             "    environment: { OUT: %s%s, SLEEP_MS: \"%d\" }\n"
@@ -247,7 +247,7 @@ static char *write_config(const struct opts *o, const char *name)
             "    batch_size: %d\n    maximum_concurrency: %d\n    visibility_timeout_s: %d\n"
             "    max_receive_count: %d\n    report_batch_item_failures: %s\n"
             "    delete_on_ack: %s\n%s%s%s",
-            o->api_port ? o->api_port : th_free_port(), dir, root, th_build(), o->out,
+            o->api_port ? o->api_port : th_free_port(), dir, name, root, th_build(), o->out,
             o->partial ? ", PARTIAL: \"1\"" : "", o->sleep_ms, rhost, o->port ? o->port : rport,
             o->key, o->list ? "list" : "stream", o->batch ? o->batch : 10,
             o->concurrency ? o->concurrency : 2, o->vis_s ? o->vis_s : 30,
@@ -270,6 +270,35 @@ static pid_t run(const struct opts *o, const char *name)
     cr_assert_gt(pid, 0);
     kids[nkids++] = pid;
     return pid;
+}
+
+/* Wait until instance `name` logged that its poller reads the queue.
+ * Each instance has a data_dir of its own, as two deployed ones would. */
+static void wait_reading(const char *name, int timeout_ms)
+{
+    char path[400], buf[8192];
+
+    snprintf(path, sizeof(path), "%s/%s.log", dir, name);
+    for (double end = now_ms() + timeout_ms;;) {
+        FILE *f = fopen(path, "r");
+        bool found = false;
+
+        while (f && !found && fgets(buf, sizeof(buf), f))
+            found = strstr(buf, "reading ") != NULL;
+        if (f)
+            fclose(f);
+        if (found)
+            return;
+        if (now_ms() > end) {
+            char cmd[600];
+
+            snprintf(cmd, sizeof(cmd), "tail -20 '%s' >&2", path);
+            if (system(cmd) != 0)
+                fprintf(stderr, "%s: no log\n", path);
+            cr_assert_fail("instance %s never started reading (%s)", name, path);
+        }
+        sleep_ms(50);
+    }
 }
 
 static void forget(pid_t pid)
@@ -531,6 +560,9 @@ static void two(bool list)
     b.out = file("out-b");
     run(&a, "a");
     run(&b, "b");
+    /* both read before anything is there, or a slow start leaves b nothing to share */
+    wait_reading("a", 30000);
+    wait_reading("b", 30000);
     produce(rc, list, a.key, 0, total, NULL);
     for (double end = now_ms() + 90000;;) {
         read_seen(a.out, &seen);
