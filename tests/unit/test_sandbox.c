@@ -1,5 +1,5 @@
 /* Sandboxes and environments, end to end: real handlers (tests/handlers,
- * examples/handlers, tests/integration/fixtures) run in real sandboxes
+ * examples/handlers, tests/unit/fixtures) run in real sandboxes
  * through the library (config from YAML text, sl_functions_new, pools,
  * the event loop), and the sluice binary for `run` and `invoke --local`.
  *
@@ -42,7 +42,7 @@
 #define FAIL_PY  "examples/handlers/fail.py"
 #define SLOW_PY  "examples/handlers/slow.py"
 #define ECHO_C   "build/handlers/echo"
-#define BAD      "tests/integration/fixtures/bad_frames.py"
+#define BAD      "tests/unit/fixtures/bad_frames.py"
 
 /* ------------------------------------------------------------------ */
 /* Per-test state (each Criterion test runs in its own process)        */
@@ -719,7 +719,7 @@ Test(sandbox, init_error_is_reported, .init = setup, .fini = teardown, .timeout 
  *    frame, which never makes sense of the result frame that follows, and
  *    the invocation ends with Sandbox.Timedout (timeout_s: 8 here).
  * All four discard the env. The deterministic variants are tested below
- * with tests/integration/fixtures/bad_frames.py. */
+ * with tests/unit/fixtures/bad_frames.py. */
 Test(sandbox, garbage_on_fd3_is_invalid_response, .init = setup, .fini = teardown,
      .timeout = 60)
 {
