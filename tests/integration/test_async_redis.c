@@ -217,10 +217,15 @@ static void teardown(void)
     rm_dir();
 }
 
-/* Copy `in` to `out` with @DIR@, @ROOT@, @URL@ and @KEY@ replaced. */
+/* Copy `in` to `out` with @DIR@, @ROOT@, @BUILD@ ($BUILD under the
+ * repository), @URL@ and @KEY@ replaced. */
 static void expand(const char *in, char *out, size_t n)
 {
+    char build[1200];
     size_t o = 0;
+
+    th_build_path(build, sizeof(build), root, "");
+    build[strlen(build) - 1] = '\0'; /* the trailing slash */
 
     while (*in && o + 1 < n) {
         const char *rep = NULL;
@@ -228,6 +233,8 @@ static void expand(const char *in, char *out, size_t n)
             rep = dir, in += 5;
         else if (strncmp(in, "@ROOT@", 6) == 0)
             rep = root, in += 6;
+        else if (strncmp(in, "@BUILD@", 7) == 0)
+            rep = build, in += 7;
         else if (strncmp(in, "@URL@", 5) == 0)
             rep = url, in += 5;
         else if (strncmp(in, "@KEY@", 5) == 0)
@@ -376,7 +383,7 @@ Test(async_redis, events_run_and_leave_the_stream, .init = setup, .fini = teardo
     FILE *f;
 
     start("server: { data_dir: @DIR@, " QUEUE " }\n"
-          "functions:\n  echo:\n    handler: @ROOT@/build/handlers/echo\n"
+          "functions:\n  echo:\n    handler: @BUILD@/handlers/echo\n"
           "    async: { on_success: ok, on_failure: dlq }\n" SINKS);
     for (int i = 0; i < N; i++) {
         snprintf(payload, sizeof(payload), "{\"n\":%d}", i);
@@ -436,7 +443,7 @@ Test(async_redis, failing_event_is_retried_then_dead_lettered_once, .init = setu
     size_t n;
 
     start("server: { data_dir: @DIR@, " QUEUE " }\n"
-          "functions:\n  fail:\n    handler: @ROOT@/build/handlers/fail\n"
+          "functions:\n  fail:\n    handler: @BUILD@/handlers/fail\n"
           "    async: { maximum_retry_attempts: 2, backoff_initial_ms: 1000, backoff_max_ms: 2000,"
           " on_failure: dlq }\n" SINKS);
     enqueue("fail", "{\"order\":7}", &a);
@@ -505,7 +512,7 @@ Test(async_redis, idle_entry_of_a_dead_instance_is_taken_over_with_its_attempts,
 
     t0 = now_ms();
     start("server: { data_dir: @DIR@, " QUEUE ", async_queue_reclaim_s: 1 }\n"
-          "functions:\n  fail:\n    handler: @ROOT@/build/handlers/fail\n"
+          "functions:\n  fail:\n    handler: @BUILD@/handlers/fail\n"
           "    async: { maximum_retry_attempts: 2, backoff_initial_ms: 10, backoff_max_ms: 40,"
           " on_failure: dlq }\n" SINKS);
     pump_until_records("dlq.jsonl", 1, 20000);
@@ -577,7 +584,7 @@ Test(async_redis, puts_fail_fast_while_redis_is_down_or_frozen_and_work_once_it_
     /* '@' in the password: the last '@' ends the userinfo */
     snprintf(url, sizeof(url), "redis://:pa@ss:w0rd@127.0.0.1:%d/3", port);
     start("server: { data_dir: @DIR@, " QUEUE " }\n"
-          "functions:\n  echo:\n    handler: @ROOT@/build/handlers/echo\n"
+          "functions:\n  echo:\n    handler: @BUILD@/handlers/echo\n"
           "    async: { on_success: ok }\n" SINKS);
     enqueue("echo", "{\"phase\":1}", &a);
     pump_until_records("ok.jsonl", 1, 10000);
@@ -773,7 +780,7 @@ Test(async_redis, accepted_events_survive_sigkill, .init = setup, .fini = teardo
      * restarted instance reading its own pending entries */
     snprintf(tmpl, sizeof(tmpl),
              "server: { listen: '127.0.0.1:%d', data_dir: @DIR@/data, " QUEUE " }\n"
-             "functions:\n  slow:\n    handler: @ROOT@/build/handlers/slow\n"
+             "functions:\n  slow:\n    handler: @BUILD@/handlers/slow\n"
              "    reserved_concurrency: 4\n    timeout_s: 10\n"
              "    async: { backoff_initial_ms: 10, backoff_max_ms: 200, on_success: ok }\n"
              "sinks:\n  ok: { type: file, path: @DIR@/ok.jsonl, fsync: false }\n"
@@ -830,7 +837,7 @@ Test(async_redis, two_instances_share_a_queue_and_one_takes_over_from_a_dead_one
         snprintf(tmpl, sizeof(tmpl),
                  "server: { listen: '127.0.0.1:%d', data_dir: @DIR@/data-%c, " QUEUE ", "
                  "async_queue_reclaim_s: 2 }\n"
-                 "functions:\n  slow:\n    handler: @ROOT@/build/handlers/slow\n"
+                 "functions:\n  slow:\n    handler: @BUILD@/handlers/slow\n"
                  "    reserved_concurrency: 2\n    timeout_s: 10\n"
                  "    async: { backoff_initial_ms: 10, backoff_max_ms: 200, on_success: ok }\n"
                  "sinks:\n  ok: { type: file, path: @DIR@/ok-%c.jsonl, fsync: false }\n"

@@ -1,5 +1,5 @@
 /* The sluice binary: lint output and exit codes, help, and a graceful stop
- * on SIGTERM. Runs build/sluice as a user would. */
+ * on SIGTERM. Runs $BUILD/sluice ("build" by default) as a user would. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -11,7 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SLUICE "build/sluice"
+#include "harness.h"
+
+/* the shell expands it: tests/run exports BUILD */
+#define SLUICE "\"${BUILD:-build}/sluice\""
 
 /* Run a shell command; returns its exit code, output (stdout+stderr) in buf. */
 static int sh(const char *cmd, char *buf, size_t n)
@@ -130,7 +133,9 @@ Test(cli, run_stops_on_sigterm_within_a_second)
         dup2(errp[1], 2);
         close(errp[0]);
         setenv("SLUICE_PORT", "19001", 1);
-        execl(SLUICE, "sluice", "run", "examples/quickstart.yaml", (char *)NULL);
+        char exe[1200];
+        th_build_path(exe, sizeof(exe), NULL, "sluice");
+        execl(exe, "sluice", "run", "examples/quickstart.yaml", (char *)NULL);
         _exit(127);
     }
     close(errp[1]);

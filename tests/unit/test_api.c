@@ -1,15 +1,14 @@
-/* The HTTP API end to end: `build/sluice run` as a child process with real
- * handlers (build/handlers/echo and fail, examples/handlers/slow.py, a
+/* The HTTP API end to end: `$BUILD/sluice run` as a child process with real
+ * handlers ($BUILD/handlers/echo and fail, examples/handlers/slow.py, a
  * Python handler written here), driven over real HTTP by a small socket
  * client, by curl, and by the AWS CLI unchanged (`aws lambda invoke`).
  *
- * Needs root (sandboxes), build/ (make), curl and the AWS CLI (tests/deps
+ * Needs root (sandboxes), $BUILD (make; "build" by default), curl and the AWS CLI (tests/deps
  * installs Debian's awscli). Run from the repository root. Every test has
  * its own directory (/tmp/sluice-test-api-<pid>) and a free port, so tests
  * run in parallel; most end with SIGTERM and check a clean exit 0. Set
  * SLUICE_TEST_LOG=1 to copy sluice's log to stderr when a test ends, and
- * SLUICE_TEST_BIN to run another build (an ASan one) instead of
- * build/sluice. */
+ * SLUICE_TEST_BIN to run another binary instead of $BUILD/sluice. */
 #include <criterion/criterion.h>
 
 #include <arpa/inet.h>
@@ -31,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "harness.h"
+
 #define INVOKE(fn) "/2015-03-31/functions/" fn "/invocations"
 #define MB (1024 * 1024)
 
@@ -45,8 +46,9 @@ static int port;
 
 static const char *sluice_bin(void)
 {
+    static char exe[PATH_MAX + 64];
     const char *b = getenv("SLUICE_TEST_BIN");
-    return b && *b ? b : "build/sluice";
+    return b && *b ? b : th_build_path(exe, sizeof(exe), root_dir, "sluice");
 }
 
 static char *allocs[1024];
@@ -142,9 +144,12 @@ static int free_port(void)
 
 static void setup(void)
 {
+    char echo[PATH_MAX + 64];
+
     cr_assert_not_null(getcwd(root_dir, sizeof(root_dir)));
     cr_assert_eq(access(sluice_bin(), X_OK), 0, "run from the repository root after make");
-    cr_assert_eq(access("build/handlers/echo", X_OK), 0, "build/handlers/echo missing: make");
+    cr_assert_eq(access(th_build_path(echo, sizeof(echo), root_dir, "handlers/echo"), X_OK), 0,
+                 "%s missing: make", echo);
     setenv("SLUICE_RUNTIME_DIR", fmt("%s/runtime", root_dir), 1);
     snprintf(dir, sizeof(dir), "/tmp/sluice-test-api-%d", (int)getpid());
     rm_rf(dir);
@@ -320,12 +325,15 @@ static void expect_error(const struct resp *r, int status, const char *type, con
 
 static const char *functions_yaml(void)
 {
+    char echo[PATH_MAX + 64], fail[PATH_MAX + 64];
+
     return fmt("functions:\n"
-               "  echo:\n    handler: %s/build/handlers/echo\n"
-               "  fail:\n    handler: %s/build/handlers/fail\n"
+               "  echo:\n    handler: %s\n"
+               "  fail:\n    handler: %s\n"
                "  slow:\n    handler: %s/examples/handlers/slow.py\n"
                "    reserved_concurrency: 1\n    timeout_s: 20\n",
-               root_dir, root_dir, root_dir);
+               th_build_path(echo, sizeof(echo), root_dir, "handlers/echo"),
+               th_build_path(fail, sizeof(fail), root_dir, "handlers/fail"), root_dir);
 }
 
 static const char *write_config(const char *name, const char *functions, const char *server_extra)

@@ -90,10 +90,15 @@ static void teardown(void)
     rm_dir();
 }
 
-/* Copy `in` to `out` with @DIR@ and @ROOT@ replaced. */
+/* Copy `in` to `out` with @DIR@, @ROOT@ and @BUILD@ ($BUILD under the
+ * repository) replaced. */
 static void expand(const char *in, char *out, size_t n)
 {
+    char build[1200];
     size_t o = 0;
+
+    th_build_path(build, sizeof(build), root, "");
+    build[strlen(build) - 1] = '\0'; /* the trailing slash */
 
     while (*in && o + 1 < n) {
         const char *rep = NULL;
@@ -101,6 +106,8 @@ static void expand(const char *in, char *out, size_t n)
             rep = dir, in += 5;
         else if (strncmp(in, "@ROOT@", 6) == 0)
             rep = root, in += 6;
+        else if (strncmp(in, "@BUILD@", 7) == 0)
+            rep = build, in += 7;
         if (rep) {
             while (*rep && o + 1 < n)
                 out[o++] = *rep++;
@@ -223,7 +230,7 @@ Test(async, failing_event_is_retried_then_dead_lettered_once, .init = setup, .fi
     size_t n;
 
     start("server: { data_dir: @DIR@ }\n"
-          "functions:\n  fail:\n    handler: @ROOT@/build/handlers/fail\n"
+          "functions:\n  fail:\n    handler: @BUILD@/handlers/fail\n"
           "    async: { maximum_retry_attempts: 2, backoff_initial_ms: 10, backoff_max_ms: 40,"
           " on_failure: dlq }\n"
           "sinks:\n  dlq: { type: file, path: @DIR@/dlq.jsonl }\n");
@@ -299,7 +306,7 @@ Test(async, expired_event_goes_to_on_failure_without_running, .init = setup, .fi
     sqlite3_close(db);
 
     start("server: { data_dir: @DIR@ }\n"
-          "functions:\n  echo:\n    handler: @ROOT@/build/handlers/echo\n"
+          "functions:\n  echo:\n    handler: @BUILD@/handlers/echo\n"
           "    async: { maximum_event_age_s: 1h, on_success: ok, on_failure: dlq }\n" SINKS);
     pump_until_records("dlq.jsonl", 1, 10000);
     n = read_records("dlq.jsonl", recs, 8);
@@ -321,7 +328,7 @@ Test(async, zero_reserved_concurrency_goes_straight_to_on_failure, .init = setup
     json_t *recs[8];
 
     start("server: { data_dir: @DIR@ }\n"
-          "functions:\n  off:\n    handler: @ROOT@/build/handlers/echo\n"
+          "functions:\n  off:\n    handler: @BUILD@/handlers/echo\n"
           "    reserved_concurrency: 0\n"
           "    async: { on_failure: dlq }\n" SINKS);
     enqueue("off", "{}", &a);
@@ -337,7 +344,7 @@ Test(async, unknown_function_is_refused, .init = setup, .fini = teardown)
     struct accepted a;
 
     start("server: { data_dir: @DIR@ }\n"
-          "functions:\n  echo:\n    handler: @ROOT@/build/handlers/echo\n");
+          "functions:\n  echo:\n    handler: @BUILD@/handlers/echo\n");
     cr_expect_eq(sl_dispatcher_enqueue(disp, "nope", "{}", 2, on_accept, &a), SL_ENOTFOUND);
 }
 
@@ -358,7 +365,7 @@ Test(async, accepted_events_survive_sigkill, .init = setup, .fini = teardown, .t
 
     snprintf(tmpl, sizeof(tmpl),
              "server: { listen: '127.0.0.1:%d', data_dir: @DIR@ }\n"
-             "functions:\n  slow:\n    handler: @ROOT@/build/handlers/slow\n"
+             "functions:\n  slow:\n    handler: @BUILD@/handlers/slow\n"
              "    reserved_concurrency: 4\n    timeout_s: 10\n"
              "    async: { backoff_initial_ms: 10, backoff_max_ms: 200, on_success: ok }\n"
              "sinks:\n  ok: { type: file, path: @DIR@/ok.jsonl, fsync: false }\n"
@@ -440,6 +447,7 @@ Test(async, dlq_redrive_resubmits_and_removes_only_accepted_entries, .init = set
      .fini = teardown, .timeout = 90)
 {
     char cfg[600], tmpl[2048], yaml[4096], log[600], cmd[2000], path[600], out[4096];
+    char exe[1200];
     int port = th_free_port();
     json_t *recs[8];
     pid_t pid;
@@ -448,7 +456,7 @@ Test(async, dlq_redrive_resubmits_and_removes_only_accepted_entries, .init = set
 
     snprintf(tmpl, sizeof(tmpl),
              "server: { listen: '127.0.0.1:%d', data_dir: @DIR@ }\n"
-             "functions:\n  echo:\n    handler: @ROOT@/build/handlers/echo\n"
+             "functions:\n  echo:\n    handler: @BUILD@/handlers/echo\n"
              "    async: { on_success: ok }\n"
              "sinks:\n  ok: { type: file, path: @DIR@/ok.jsonl }\n"
              "  dlq: { type: file, path: @DIR@/dlq.jsonl }\n", port);
@@ -469,8 +477,9 @@ Test(async, dlq_redrive_resubmits_and_removes_only_accepted_entries, .init = set
     fclose(f);
 
     /* nothing listens yet: nothing may be removed */
-    snprintf(cmd, sizeof(cmd), "'%s/build/sluice' dlq redrive '%s' dlq --endpoint "
-             "http://127.0.0.1:%d >/dev/null 2>&1", root, cfg, port);
+    th_build_path(exe, sizeof(exe), root, "sluice");
+    snprintf(cmd, sizeof(cmd), "'%s' dlq redrive '%s' dlq --endpoint "
+             "http://127.0.0.1:%d >/dev/null 2>&1", exe, cfg, port);
     cr_expect_neq(system(cmd), 0);
     cr_expect_eq(count_records("dlq.jsonl"), 2, "entries removed without a redrive");
 
@@ -480,14 +489,14 @@ Test(async, dlq_redrive_resubmits_and_removes_only_accepted_entries, .init = set
     while (!th_healthy(port) && now_ms() < end)
         usleep(50000);
     cr_assert(th_healthy(port));
-    snprintf(cmd, sizeof(cmd), "'%s/build/sluice' dlq list '%s' dlq 2>/dev/null", root, cfg);
+    snprintf(cmd, sizeof(cmd), "'%s' dlq list '%s' dlq 2>/dev/null", exe, cfg);
     f = popen(cmd, "r");
     out[fread(out, 1, sizeof(out) - 1, f)] = '\0';
     pclose(f);
     cr_expect(strstr(out, "1\techo\tRetriesExhausted\t{\"again\":1}") != NULL, "%s", out);
 
-    snprintf(cmd, sizeof(cmd), "'%s/build/sluice' dlq redrive '%s' dlq --endpoint "
-             "http://127.0.0.1:%d >/dev/null 2>&1", root, cfg, port);
+    snprintf(cmd, sizeof(cmd), "'%s' dlq redrive '%s' dlq --endpoint "
+             "http://127.0.0.1:%d >/dev/null 2>&1", exe, cfg, port);
     cr_expect_neq(system(cmd), 0, "the entry for a missing function cannot be accepted");
     pump_until_records("ok.jsonl", 1, 10000);
     kill(pid, SIGTERM);

@@ -1,9 +1,9 @@
 /* Sandboxes and environments, end to end: real handlers (tests/handlers,
- * examples/handlers, tests/integration/fixtures) run in real sandboxes
+ * examples/handlers, tests/unit/fixtures) run in real sandboxes
  * through the library (config from YAML text, sl_functions_new, pools,
  * the event loop), and the sluice binary for `run` and `invoke --local`.
  *
- * Needs root (namespaces, cgroups) and build/ (make). Run from the repo
+ * Needs root (namespaces, cgroups) and $BUILD (make; "build" by default). Run from the repo
  * root; SLUICE_RUNTIME_DIR is set to <cwd>/runtime by every test.
  * Every test has its own data_dir (/tmp/sluice-test-sbx-<pid>), so tests
  * run in parallel (-j2). The log goes to a memfd that tests read back;
@@ -31,6 +31,7 @@
 
 #include <event2/event.h>
 
+#include "harness.h"
 #include "sluice/config.h"
 #include "sluice/pollers.h"
 #include "sluice/env.h"
@@ -42,8 +43,7 @@
 #define ECHO_PY  "examples/handlers/echo.py"
 #define FAIL_PY  "examples/handlers/fail.py"
 #define SLOW_PY  "examples/handlers/slow.py"
-#define ECHO_C   "build/handlers/echo"
-#define BAD      "tests/integration/fixtures/bad_frames.py"
+#define BAD      "tests/unit/fixtures/bad_frames.py"
 
 /* ------------------------------------------------------------------ */
 /* Per-test state (each Criterion test runs in its own process)        */
@@ -92,6 +92,14 @@ static char *xasprintf(const char *fmt, ...)
 static char *repo(const char *rel)
 {
     return xasprintf("%s/%s", root_dir, rel);
+}
+
+/* `rel` under $BUILD (malloc'd): `make BUILD=build-asan test` tests that build. */
+static char *built(const char *rel)
+{
+    char path[PATH_MAX + 64];
+
+    return xasprintf("%s", th_build_path(path, sizeof(path), root_dir, rel));
 }
 
 static void rm_rf(const char *dir)
@@ -504,7 +512,7 @@ Test(sandbox, writes_outside_tmp_fail_with_erofs, .init = setup, .fini = teardow
 Test(sandbox, host_files_are_not_visible, .init = setup, .fini = teardown, .timeout = 60)
 {
     static struct call c;
-    char *secret = xasprintf("%s/build/tests/secret-%d", root_dir, (int)getpid());
+    char *secret = xasprintf("%s/tests/secret-%d", built(""), (int)getpid());
     char *event = xasprintf("{\"action\":\"read_host\",\"path\":\"%s\"}", secret);
     json_t *j;
 
@@ -566,7 +574,7 @@ Test(sandbox, fork_bomb_hits_pids_limit, .init = setup, .fini = teardown, .timeo
     long long forked;
 
     fns_yaml = xasprintf("%s%s", fn_yaml("escape", repo(ESCAPE), 1769, 60, NULL),
-                         fn_yaml("echo", repo(ECHO_C), 128, 10, NULL));
+                         fn_yaml("echo", built("handlers/echo"), 128, 10, NULL));
     start(fns_yaml);
     call(pool_of("escape"), "{\"action\":\"fork_bomb\",\"max\":3000}", &c, 90000);
     j = ok_json(&c);
@@ -721,7 +729,7 @@ Test(sandbox, init_error_is_reported, .init = setup, .fini = teardown, .timeout 
  *    frame, which never makes sense of the result frame that follows, and
  *    the invocation ends with Sandbox.Timedout (timeout_s: 8 here).
  * All four discard the env. The deterministic variants are tested below
- * with tests/integration/fixtures/bad_frames.py. */
+ * with tests/unit/fixtures/bad_frames.py. */
 Test(sandbox, garbage_on_fd3_is_invalid_response, .init = setup, .fini = teardown,
      .timeout = 60)
 {
@@ -940,7 +948,7 @@ static const char counter_src_marker[] = "sluice_runtime.start(handler)";
 Test(sandbox, no_orphans_after_sigkill, .init = setup, .fini = teardown, .timeout = 60)
 {
     char *code_dir = xasprintf("%s/code", data_dir);
-    char *handler, *cfg, *cfg_text, *src, *logp, *sluice = repo("build/sluice");
+    char *handler, *cfg, *cfg_text, *src, *logp, *sluice = built("sluice");
     pid_t pids[64];
     int n = 0, st;
     double end;
@@ -1060,8 +1068,8 @@ static int invoke_local(const char *cfg, const char *fn, const char *payload, ch
                         char **err)
 {
     char *errp = xasprintf("%s/stderr-%s", data_dir, fn);
-    char *cmd = xasprintf("'%s/build/sluice' invoke --local '%s' '%s' --payload '%s' 2>'%s'",
-                          root_dir, cfg, fn, payload, errp);
+    char *cmd = xasprintf("'%s' invoke --local '%s' '%s' --payload '%s' 2>'%s'",
+                          built("sluice"), cfg, fn, payload, errp);
     FILE *p = popen(cmd, "r");
     char *buf = NULL;
     size_t len = 0;
@@ -1153,7 +1161,7 @@ Test(sandbox, idle_envs_are_reaped, .init = setup, .fini = teardown, .timeout = 
     static struct call c;
     struct sl_fnpool *pool;
 
-    start(fn_yaml("echo", repo(ECHO_C), 256, 5, "    idle_timeout_s: 1\n"));
+    start(fn_yaml("echo", built("handlers/echo"), 256, 5, "    idle_timeout_s: 1\n"));
     pool = pool_of("echo");
     call(pool, "{}", &c, 10000);
     cr_assert(c.ok, "%s", c.etype);

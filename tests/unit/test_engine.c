@@ -1,7 +1,9 @@
-/* The outcome engine with a source fed from memory and a real sandboxed
- * handler (tests/handlers/batch.py): batching, ordered checkpoints,
- * retries, bisect, partial batch failures, record age, redrive, and the
- * dead-letter envelope written before anything is checkpointed. */
+/* The outcome engine with a source fed from memory, a scripted function
+ * (the fake pool of tests/doubles answering as tests/handlers/batch.py
+ * does) and a capture sink as the dead-letter destination: batching,
+ * ordered checkpoints, retries, bisect, partial batch failures, record
+ * age, redrive, and the dead-letter envelope written before anything is
+ * checkpointed. No sandbox and no service: a unit test. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -11,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "capture_sink.h"
+#include "fake_functions.h"
 #include "harness.h"
 #include "sluice/config.h"
 #include "sluice/pollers.h"
@@ -21,16 +25,19 @@
 #include "sluice/metrics.h"
 #include "sluice/poller.h"
 #include "sluice/pool.h"
+#include "sluice/sink.h"
 
 static char root[1024], dir[256];
 static struct event_base *base;
 static struct sl_config *conf;
 static struct sl_pool *pool;
 static struct sl_metrics *metrics;
-static struct sl_functions *fns;
+static struct fake_functions *fns;
 static struct sl_dispatcher *disp;
 static struct sl_engine *engine;
 static struct sl_source *src;
+static struct capture_sink *dlq;
+static json_t *seen; /* id -> times the handler saw it */
 
 static double now_ms(void)
 {
@@ -39,24 +46,80 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* tests/handlers/batch.py as a script. Each record is {"id": "...",
+ * "poison": bool, "fail_times": n, "mode": "partial"|"error",
+ * "sleep_ms": n}. A record fails while it is poison or has been seen at
+ * most fail_times times. Failing records are reported through
+ * batchItemFailures when any of them asks for mode "partial", else the
+ * whole invocation raises a RuntimeError. */
+static void batch_handler(void *arg, const struct fake_call *c, struct fake_answer *a)
+{
+    json_t *ev = json_loads(c->event, 0, NULL), *recs, *rec, *failing = json_array();
+    bool partial = false;
+    size_t i, n = 0;
+    char msg[1024] = "records failed: ";
+
+    (void)arg;
+    /* a warm invocation takes a while: the tests pump the loop in 10 ms
+     * steps and look at the checkpoints between two invocations */
+    a->delay_ms = 20;
+    recs = json_object_get(ev, "Records");
+    json_array_foreach(recs, i, rec) {
+        const char *id = json_string_value(json_object_get(rec, "id"));
+        const char *mode = json_string_value(json_object_get(rec, "mode"));
+
+        n++;
+        a->delay_ms += (int)json_integer_value(json_object_get(rec, "sleep_ms"));
+        if (!id)
+            id = "";
+        json_object_set_new(seen, id, json_integer(json_integer_value(json_object_get(seen, id)) + 1));
+        if (json_is_true(json_object_get(rec, "poison")) ||
+            json_integer_value(json_object_get(seen, id)) <=
+                json_integer_value(json_object_get(rec, "fail_times"))) {
+            json_array_append_new(failing, json_string(id));
+            partial = partial || (mode && strcmp(mode, "partial") == 0);
+        }
+    }
+    if (json_array_size(failing) && partial) {
+        json_t *out = json_object(), *items = json_array(), *id;
+        char *text;
+        json_array_foreach(failing, i, id)
+            json_array_append_new(items, json_pack("{sO}", "itemIdentifier", id));
+        json_object_set_new(out, "batchItemFailures", items);
+        text = json_dumps(out, JSON_COMPACT);
+        fake_answer_ok(a, text);
+        free(text);
+        json_decref(out);
+    } else if (json_array_size(failing)) {
+        json_t *id;
+        json_array_foreach(failing, i, id)
+            snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), "%s%s", i ? "," : "",
+                     json_string_value(id));
+        fake_answer_error(a, "RuntimeError", msg);
+    } else {
+        char ok[64];
+        snprintf(ok, sizeof(ok), "{\"ok\":%zu}", n);
+        fake_answer_ok(a, ok);
+    }
+    json_decref(failing);
+    json_decref(ev);
+}
+
 static void setup(void)
 {
-    char rt[1100];
-
     cr_assert_not_null(getcwd(root, sizeof(root)));
-    snprintf(rt, sizeof(rt), "%s/runtime", root);
-    setenv("SLUICE_RUNTIME_DIR", rt, 1);
     snprintf(dir, sizeof(dir), "/tmp/sluice-test-engine-%d", (int)getpid());
     mkdir(dir, 0755);
     sl_log_set_level(getenv("SLUICE_TEST_LOG") ? SL_LOG_DEBUG : SL_LOG_ERROR);
     base = event_base_new();
+    seen = json_object();
 }
 
 static void teardown(void)
 {
     char cmd[300];
 
-    sl_functions_free(fns); /* in-flight invocations end (and report) first */
+    fake_functions_free(fns); /* in-flight invocations end (and report) first */
     fns = NULL;
     sl_engine_free(engine);
     engine = NULL;
@@ -67,6 +130,7 @@ static void teardown(void)
     sl_metrics_free(metrics);
     sl_config_free(conf);
     event_base_free(base);
+    json_decref(seen);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0) {
         /* leftovers in /tmp are harmless */
@@ -76,10 +140,12 @@ static void teardown(void)
 /* `source` holds the source's keys (type redis = queue, kafka = stream). */
 static void start(const char *source, int klass)
 {
+    static const char *const names[] = { "batch", NULL };
     char yaml[4096];
     struct sl_diags d;
     struct sl_err err;
 
+    /* the handler never runs (the fake answers), but the loader wants a file */
     snprintf(yaml, sizeof(yaml),
              "server: { data_dir: %s }\n"
              "functions:\n  batch: { handler: %s/tests/handlers/batch.py, memory_mb: 1769,"
@@ -94,9 +160,12 @@ static void start(const char *source, int klass)
     sl_diags_destroy(&d);
     cr_assert_eq(sl_pool_new(base, 2, &pool, &err), 0);
     metrics = sl_metrics_new();
-    cr_assert_eq(sl_functions_new(base, conf, NULL, &fns, &err), 0, "%s", err.msg);
-    cr_assert_eq(sl_dispatcher_new(base, conf, fns, metrics, pool, &disp, &err), 0, "%s",
-                 err.msg);
+    fns = fake_functions_new(base, names);
+    fake_functions_script(fns, "batch", batch_handler, NULL);
+    cr_assert_eq(sl_dispatcher_new(base, conf, fake_functions_handle(fns), metrics, pool, &disp,
+                                   &err), 0, "%s", err.msg);
+    dlq = capture_sink_attach(sl_dispatcher_sink(disp, "dlq"));
+    cr_assert_not_null(dlq);
     cr_assert_eq(sl_engine_new(base, conf, disp, NULL, &engine, &err), 0);
     src = sl_memory_source(engine, &conf->sources[0], klass);
 }
@@ -133,12 +202,15 @@ static char *checkpoints(void)
     return buf;
 }
 
+/* The envelopes the dead-letter sink confirmed, parsed; the caller
+ * decrefs them. */
 static size_t dead_letters(json_t **out, size_t max)
 {
-    char path[400];
+    size_t n = capture_sink_count(dlq);
 
-    snprintf(path, sizeof(path), "%s/dlq.jsonl", dir);
-    return th_read_jsonl(path, out, max);
+    for (size_t i = 0; i < n && i < max; i++)
+        out[i] = capture_sink_json(dlq, i);
+    return n < max ? n : max;
 }
 
 /* ------------------------------------------------------------------ */
@@ -377,7 +449,7 @@ Test(engine, freeing_the_engine_with_a_batch_in_flight_leaves_its_reply_harmless
     src = NULL;
     /* the invocation ends and reports to the orphaned batch: before the
      * fix that was a use after free (ASan) or a glibc double-free abort */
-    sl_functions_free(fns);
+    fake_functions_free(fns);
     fns = NULL;
 }
 

@@ -1,5 +1,6 @@
-/* Helpers shared by the integration tests that run sluice for real:
- * ports, a `sluice run` child, health checks, JSON-lines files, the loop. */
+/* Helpers shared by the unit and integration tests: ports, the build
+ * directory, a `sluice run` child, health checks, JSON-lines files, the
+ * loop. The test doubles are in tests/doubles/. */
 #ifndef SLUICE_TEST_HARNESS_H
 #define SLUICE_TEST_HARNESS_H
 
@@ -37,6 +38,20 @@ static inline const char *th_build(void)
     return b && *b ? b : "build";
 }
 
+/* `<root>/$BUILD/<rel>` in `out` (just `$BUILD/<rel>` when $BUILD is an
+ * absolute path); returns `out`. Every path into the build goes through
+ * here, so `make SANITIZE=1 BUILD=build-asan test` tests that build. */
+static inline char *th_build_path(char *out, size_t n, const char *root, const char *rel)
+{
+    const char *b = th_build();
+
+    if (b[0] == '/' || !root || !*root)
+        snprintf(out, n, "%s/%s", b, rel);
+    else
+        snprintf(out, n, "%s/%s/%s", root, b, rel);
+    return out;
+}
+
 /* `<root>/$BUILD/sluice run cfg` (BUILD defaults to build) as a child,
  * stderr appended to `log`. */
 static inline pid_t th_run_sluice(const char *root, const char *cfg, const char *log)
@@ -47,7 +62,7 @@ static inline pid_t th_run_sluice(const char *root, const char *cfg, const char 
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         char exe[1200];
         dup2(fd, 2);
-        snprintf(exe, sizeof(exe), "%s/%s/sluice", root, th_build());
+        th_build_path(exe, sizeof(exe), root, "sluice");
         execl(exe, "sluice", "run", cfg, (char *)NULL);
         _exit(127);
     }
