@@ -94,6 +94,17 @@ static inline size_t th_read_jsonl(const char *path, json_t **out, size_t max)
     return n;
 }
 
+/* How many lines a JSON-lines file has (up to 64), for waiting loops. */
+static inline size_t th_count_jsonl(const char *path)
+{
+    json_t *v[64];
+    size_t n = th_read_jsonl(path, v, 64);
+
+    for (size_t i = 0; i < n; i++)
+        json_decref(v[i]);
+    return n;
+}
+
 /* Run the loop for `ms`. */
 static inline void th_pump(struct event_base *base, int ms)
 {
