@@ -31,14 +31,11 @@ UNIT_SRCS  := $(wildcard tests/unit/*.c)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
 INTEG_SRCS := $(wildcard tests/integration/*.c)
 INTEG_BINS := $(INTEG_SRCS:tests/integration/%.c=$(BUILD)/tests/integration/%)
-# Shared test code: tests/lib/harness.h, and the test doubles of
-# tests/doubles/ (a capture sink, fake function pools) linked into every
-# test binary. The fake pools stand in for the sandbox's through --wrap;
-# the wrappers pass real pools on untouched.
-DOUBLE_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/doubles/*.c))
-TEST_INC    := -Itests/lib -Itests/doubles
-TEST_WRAP   := -Wl,--wrap=sl_functions_pool,--wrap=sl_fnpool_idle,--wrap=sl_fnpool_invoke
-.SECONDARY: $(DOUBLE_OBJS)
+# Shared test code: tests/lib/harness.h. The test doubles live in the
+# parts they double and in libsluice.a: the capture sink in sinks/capture.c
+# (sluice/capture_sink.h), the fake functions in sandbox/fake.c
+# (sluice/fake_functions.h).
+TEST_INC    := -Itests/lib
 HANDLER_SRCS := $(wildcard examples/handlers/*.c)
 HANDLER_BINS := $(HANDLER_SRCS:examples/handlers/%.c=$(BUILD)/handlers/%)
 # C handlers of the integration tests (JSON through jansson)
@@ -69,13 +66,13 @@ $(BUILD)/libsluice.a: $(LIB_OBJS)
 $(BUILD)/sluice: $(CLI_OBJS) $(BUILD)/libsluice.a
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS_ALL)
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(DOUBLE_OBJS) $(BUILD)/libsluice.a $(BUILD)/.flags
+$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Iconfig $(TEST_INC) $(TEST_CFLAGS) -MF $@.d -o $@ $< $(DOUBLE_OBJS) $(BUILD)/libsluice.a $(LDFLAGS_ALL) $(TEST_WRAP) $(TEST_LIBS) $(LIBS_ALL)
+	$(CC) $(CFLAGS_ALL) -Iconfig $(TEST_INC) $(TEST_CFLAGS) -MF $@.d -o $@ $< $(BUILD)/libsluice.a $(LDFLAGS_ALL) $(TEST_LIBS) $(LIBS_ALL)
 
-$(BUILD)/tests/integration/%: tests/integration/%.c $(DOUBLE_OBJS) $(BUILD)/libsluice.a $(BUILD)/.flags
+$(BUILD)/tests/integration/%: tests/integration/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(TEST_INC) $(TEST_CFLAGS) -MF $@.d -o $@ $< $(DOUBLE_OBJS) $(BUILD)/libsluice.a $(LDFLAGS_ALL) $(TEST_WRAP) $(TEST_LIBS) $(LIBS_ALL)
+	$(CC) $(CFLAGS_ALL) $(TEST_INC) $(TEST_CFLAGS) -MF $@.d -o $@ $< $(BUILD)/libsluice.a $(LDFLAGS_ALL) $(TEST_LIBS) $(LIBS_ALL)
 
 # C handlers: the example handlers linked with the C runtime library
 $(BUILD)/obj/runtime/c/sluice_runtime.o: runtime/c/sluice_runtime.c $(BUILD)/.flags

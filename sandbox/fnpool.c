@@ -122,11 +122,14 @@ int sl_fnpool_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl
                      void *arg)
 {
     const struct sl_function_conf *fn = pool->fn;
-    int64_t cap = fn->reserved_concurrency >= 0 ? fn->reserved_concurrency : pool->o.max_envs;
     struct sl_env *env, *pick = NULL;
     struct pending *inv;
     struct sl_err err;
+    int64_t cap;
 
+    if (pool->fake)
+        return sl__fake_invoke(pool, req, cb, arg);
+    cap = fn->reserved_concurrency >= 0 ? fn->reserved_concurrency : pool->o.max_envs;
     /* warm first: an idle env, preferring the most recently used */
     LIST_FOREACH(env, &pool->envs, link)
         if (env->kind != ENV_TEMPLATE && env->state == ENV_IDLE && !env->inv &&
@@ -177,7 +180,8 @@ int sl_fnpool_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl
 }
 
 size_t sl_fnpool_envs(const struct sl_fnpool *pool) { return pool->nenvs; }
-size_t sl_fnpool_idle(const struct sl_fnpool *pool) { return pool->nidle; }
+/* a fake pool is always warm: the dispatcher never throttles its scale-up */
+size_t sl_fnpool_idle(const struct sl_fnpool *pool) { return pool->fake ? 1 : pool->nidle; }
 size_t sl_fnpool_busy(const struct sl_fnpool *pool) { return pool->nbusy; }
 
 void sl_fnpool_free(struct sl_fnpool *pool)
@@ -187,6 +191,8 @@ void sl_fnpool_free(struct sl_fnpool *pool)
     if (!pool)
         return;
     pool->closing = true;
+    if (pool->fake)
+        sl__fake_stop(pool); /* no envs, no reaper: the rest is a no-op */
     /* forked envs first: they live inside the template's namespace */
     while ((env = LIST_FIRST(&pool->envs))) {
         struct sl_env *e, *victim = env;

@@ -67,6 +67,7 @@ int sl_functions_new(struct event_base *base, const struct sl_config *conf, cons
     }
     SL_INFO(NULL, "sandbox: resource limits through %s", sl_sandbox_cgroups(f->sb));
     f->pools = sl_calloc(conf->nfunctions ? conf->nfunctions : 1, sizeof(*f->pools));
+    f->npools = conf->nfunctions;
     for (size_t i = 0; i < conf->nfunctions; i++) {
         const struct sl_function_conf *fn = &conf->functions[i];
         if (only && strcmp(fn->name, only) != 0)
@@ -88,7 +89,9 @@ int sl_functions_new(struct event_base *base, const struct sl_config *conf, cons
 
 struct sl_fnpool *sl_functions_pool(struct sl_functions *f, const char *name)
 {
-    for (size_t i = 0; i < f->conf->nfunctions; i++)
+    if (f->fakes)
+        return sl__fake_pool(f, name);
+    for (size_t i = 0; i < f->npools; i++)
         if (strcmp(f->conf->functions[i].name, name) == 0)
             return f->pools[i];
     return NULL;
@@ -98,9 +101,15 @@ void sl_functions_free(struct sl_functions *f)
 {
     if (!f)
         return;
-    for (size_t i = 0; f->pools && i < f->conf->nfunctions; i++)
-        sl_fnpool_free(f->pools[i]); /* NULL for functions left out */
+    for (size_t i = 0; f->pools && i < f->npools; i++) {
+        struct sl_fnpool *pool = f->pools[i];
+        /* gone before its free ends invocations: a callback that invokes
+         * again finds no pool rather than a freed one */
+        f->pools[i] = NULL;
+        sl_fnpool_free(pool); /* NULL for functions left out */
+    }
     free(f->pools);
+    sl__fakes_free(f->fakes);
     sl_sandbox_free(f->sb);
     free(f);
 }

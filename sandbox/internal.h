@@ -57,7 +57,8 @@ void sl__sandbox_setup_error(int fd, struct sl_err *err);
 #define SHUTDOWN_MS    300     /* grace between the shutdown notice and SIGKILL */
 #define EOF_GRACE_MS   200     /* socket closed: wait this long for the exit status */
 
-struct sl__fake;
+struct sl__fake;                   /* one fake pool's script and answers (fake.c) */
+struct sl__fakes;                  /* what the fake pools of one sl_functions share */
 struct sl__grave;
 
 enum env_state { ENV_STARTING, ENV_IDLE, ENV_BUSY, ENV_STOPPING };
@@ -119,14 +120,16 @@ struct sl_fnpool {
     struct event                  *reaper;
     unsigned long                  seq;
     bool                           closing;
-    struct sl__fake               *fake;       /* a fake pool (fake.c): no envs */
+    struct sl__fake               *fake;       /* a fake pool (fake.c): no envs, no fn */
     LIST_HEAD(, sl__grave)         graves;     /* killed processes not yet exited */
 };
 
 struct sl_functions {
-    struct sl_sandbox       *sb;        /* NULL for fake pools */
-    struct sl_fnpool       **pools;     /* parallel to conf->functions */
-    const struct sl_config  *conf;
+    struct sl_sandbox       *sb;        /* NULL for fake functions */
+    struct sl_fnpool       **pools;     /* parallel to conf->functions (fake: to its names) */
+    size_t                   npools;
+    const struct sl_config  *conf;      /* NULL for fake functions */
+    struct sl__fakes        *fakes;     /* fake functions (fake.c), else NULL */
 };
 
 /* env.c: one environment's lifecycle */
@@ -156,9 +159,14 @@ void sl__snapstart_fork(struct sl_env *env);
 void sl__snapstart_template_init(struct sl_env *env);
 void sl__snapstart_template_ready(struct sl_env *env);
 
-/* fake.c: a fake pool answers sl_fnpool_invoke and is stopped by sl_fnpool_free */
+/* fake.c: fake functions. A fake pool answers sl_fnpool_invoke; sl_fnpool_free
+ * stops it (its invocations end with Sandbox.Failure, its script goes)
+ * before freeing it as any pool; sl_functions_free frees what the pools
+ * shared once they are gone. */
 int  sl__fake_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl_invoke_cb cb,
                      void *arg);
 void sl__fake_stop(struct sl_fnpool *pool);
+struct sl_fnpool *sl__fake_pool(struct sl_functions *f, const char *name);
+void sl__fakes_free(struct sl__fakes *fs);
 
 #endif

@@ -1,6 +1,7 @@
 /* Helpers shared by the unit and integration tests: ports, the build
  * directory, a `sluice run` child, health checks, JSON-lines files, the
- * loop. The test doubles are in tests/doubles/. */
+ * loop. The test doubles are in the library: sluice/capture_sink.h and
+ * sluice/fake_functions.h. */
 #ifndef SLUICE_TEST_HARNESS_H
 #define SLUICE_TEST_HARNESS_H
 

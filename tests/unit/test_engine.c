@@ -1,5 +1,5 @@
 /* The outcome engine with a source fed from memory, a scripted function
- * (the fake pool of tests/doubles answering as tests/handlers/batch.py
+ * (the fake functions of sandbox/fake.c answering as tests/handlers/batch.py
  * does) and a capture sink as the dead-letter destination: batching,
  * ordered checkpoints, retries, bisect, partial batch failures, record
  * age, redrive, and the dead-letter envelope written before anything is
@@ -13,13 +13,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "capture_sink.h"
-#include "fake_functions.h"
 #include "harness.h"
+#include "sluice/capture_sink.h"
 #include "sluice/config.h"
 #include "sluice/pollers.h"
 #include "sluice/dispatch.h"
 #include "sluice/env.h"
+#include "sluice/fake_functions.h"
 #include "sluice/log.h"
 #include "sluice/memory_poller.h"
 #include "sluice/metrics.h"
@@ -32,11 +32,11 @@ static struct event_base *base;
 static struct sl_config *conf;
 static struct sl_pool *pool;
 static struct sl_metrics *metrics;
-static struct fake_functions *fns;
+static struct sl_functions *fns;
 static struct sl_dispatcher *disp;
 static struct sl_engine *engine;
 static struct sl_source *src;
-static struct capture_sink *dlq;
+static struct sl_capture_sink *dlq;
 static json_t *seen; /* id -> times the handler saw it */
 
 static double now_ms(void)
@@ -52,7 +52,7 @@ static double now_ms(void)
  * most fail_times times. Failing records are reported through
  * batchItemFailures when any of them asks for mode "partial", else the
  * whole invocation raises a RuntimeError. */
-static void batch_handler(void *arg, const struct fake_call *c, struct fake_answer *a)
+static void batch_handler(void *arg, const struct sl_fake_call *c, struct sl_fake_answer *a)
 {
     json_t *ev = json_loads(c->event, 0, NULL), *recs, *rec, *failing = json_array();
     bool partial = false;
@@ -87,7 +87,7 @@ static void batch_handler(void *arg, const struct fake_call *c, struct fake_answ
             json_array_append_new(items, json_pack("{sO}", "itemIdentifier", id));
         json_object_set_new(out, "batchItemFailures", items);
         text = json_dumps(out, JSON_COMPACT);
-        fake_answer_ok(a, text);
+        sl_fake_answer_ok(a, text);
         free(text);
         json_decref(out);
     } else if (json_array_size(failing)) {
@@ -95,11 +95,11 @@ static void batch_handler(void *arg, const struct fake_call *c, struct fake_answ
         json_array_foreach(failing, i, id)
             snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), "%s%s", i ? "," : "",
                      json_string_value(id));
-        fake_answer_error(a, "RuntimeError", msg);
+        sl_fake_answer_error(a, "RuntimeError", msg);
     } else {
         char ok[64];
         snprintf(ok, sizeof(ok), "{\"ok\":%zu}", n);
-        fake_answer_ok(a, ok);
+        sl_fake_answer_ok(a, ok);
     }
     json_decref(failing);
     json_decref(ev);
@@ -119,7 +119,7 @@ static void teardown(void)
 {
     char cmd[300];
 
-    fake_functions_free(fns); /* in-flight invocations end (and report) first */
+    sl_functions_free(fns); /* in-flight invocations end (and report) first */
     fns = NULL;
     sl_engine_free(engine);
     engine = NULL;
@@ -160,11 +160,11 @@ static void start(const char *source, int klass)
     sl_diags_destroy(&d);
     cr_assert_eq(sl_pool_new(base, 2, &pool, &err), 0);
     metrics = sl_metrics_new();
-    fns = fake_functions_new(base, names);
-    fake_functions_script(fns, "batch", batch_handler, NULL);
-    cr_assert_eq(sl_dispatcher_new(base, conf, fake_functions_handle(fns), metrics, pool, &disp,
+    fns = sl_fake_functions_new(base, names);
+    sl_fake_functions_script(fns, "batch", batch_handler, NULL);
+    cr_assert_eq(sl_dispatcher_new(base, conf, fns, metrics, pool, &disp,
                                    &err), 0, "%s", err.msg);
-    dlq = capture_sink_attach(sl_dispatcher_sink(disp, "dlq"));
+    dlq = sl_capture_sink_attach(sl_dispatcher_sink(disp, "dlq"));
     cr_assert_not_null(dlq);
     cr_assert_eq(sl_engine_new(base, conf, disp, NULL, &engine, &err), 0);
     src = sl_memory_source(engine, &conf->sources[0], klass);
@@ -206,10 +206,10 @@ static char *checkpoints(void)
  * decrefs them. */
 static size_t dead_letters(json_t **out, size_t max)
 {
-    size_t n = capture_sink_count(dlq);
+    size_t n = sl_capture_sink_count(dlq);
 
     for (size_t i = 0; i < n && i < max; i++)
-        out[i] = capture_sink_json(dlq, i);
+        out[i] = sl_capture_sink_json(dlq, i);
     return n < max ? n : max;
 }
 
@@ -449,7 +449,7 @@ Test(engine, freeing_the_engine_with_a_batch_in_flight_leaves_its_reply_harmless
     src = NULL;
     /* the invocation ends and reports to the orphaned batch: before the
      * fix that was a use after free (ASan) or a glibc double-free abort */
-    fake_functions_free(fns);
+    sl_functions_free(fns);
     fns = NULL;
 }
 

@@ -1,28 +1,31 @@
-/* Test double: a sink that keeps what it is given. See capture_sink.h. */
+/* The capture sink, the sinks' test double: it keeps what it is given.
+ * Not in sinks/registry.c: it takes over an opened sink instead (see
+ * sluice/capture_sink.h). */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
 
+#include "sluice/capture_sink.h"
 #include "sluice/err.h"
+#include "sluice/log.h"
 #include "sluice/mem.h"
 
-#include "capture_sink.h"
+#include "internal.h"
 
 /* One attempt waiting for its confirmation. */
 struct attempt {
-    struct capture_sink   *c;
-    struct event          *ev;
-    char                  *json;   /* owned */
-    size_t                 len;
-    int                    rc;     /* what the attempt will end with */
-    bool                   retriable;
-    sl_sink_done_fn        done;
-    void                  *arg;
-    TAILQ_ENTRY(attempt)   link;
+    struct sl_capture_sink *c;
+    struct event           *ev;
+    char                   *json;       /* owned */
+    int                     rc;         /* what the attempt will end with */
+    bool                    retriable;
+    sl_sink_done_fn         done;
+    void                   *arg;
+    TAILQ_ENTRY(attempt)    link;
 };
 
-struct capture_sink {
-    struct sl_sink          *s;           /* borrowed */
+struct sl_capture_sink {
+    struct sl_sink          *s;           /* borrowed: the sink taken over */
     char                   **recs;        /* confirmed records, owned */
     size_t                   n, cap;
     size_t                   attempts;
@@ -35,8 +38,7 @@ struct capture_sink {
 
 static void finish(struct attempt *a, int rc, bool retriable)
 {
-    struct capture_sink *c = a->c;
-    struct sl_sink *s = c->s;
+    struct sl_capture_sink *c = a->c;
     struct sl_err err;
 
     TAILQ_REMOVE(&c->pending, a, link);
@@ -49,14 +51,11 @@ static void finish(struct attempt *a, int rc, bool retriable)
         }
         c->recs[c->n++] = a->json;
         a->json = NULL;
-        s->writes++;
     } else {
-        sl_err_set(&err, rc, retriable, "capture sink: %s", rc == SL_ESTOPPED
-                   ? "sink stopped" : "failing as told");
-        if (rc != SL_ESTOPPED)
-            s->failures++;
+        sl_err_set(&err, rc, retriable, "capture sink: %s",
+                   rc == SL_ESTOPPED ? "sink stopped" : "failing as told");
     }
-    a->done(a->arg, rc, rc ? &err : NULL);
+    sl__sink_done(c->s, a->done, a->arg, rc, rc ? &err : NULL); /* may free the sink */
     free(a->json);
     free(a);
 }
@@ -78,15 +77,14 @@ static int capture_open(struct sl_sink *s, struct sl_err *err)
 static void capture_write(struct sl_sink *s, const char *json, size_t len, sl_sink_done_fn done,
                           void *arg)
 {
-    struct capture_sink *c = s->ctx;
+    struct sl_capture_sink *c = s->ctx;
     struct attempt *a = sl_calloc(1, sizeof(*a));
-    struct timeval tv = { c->delay_ms / 1000, (c->delay_ms % 1000) * 1000 };
+    struct timeval tv = sl__tv_ms((uint64_t)c->delay_ms);
 
     a->c = c;
     a->json = sl_malloc(len + 1);
     memcpy(a->json, json, len);
     a->json[len] = '\0';
-    a->len = len;
     a->done = done;
     a->arg = arg;
     if (c->fail_left != 0) {
@@ -97,13 +95,17 @@ static void capture_write(struct sl_sink *s, const char *json, size_t len, sl_si
     }
     c->attempts++;
     a->ev = evtimer_new(s->base, on_due, a);
+    if (!a->ev) {
+        SL_ERROR(s->inst, "cannot create the capture's timer: out of memory");
+        abort();
+    }
     TAILQ_INSERT_TAIL(&c->pending, a, link);
     evtimer_add(a->ev, &tv); /* done never runs inside write */
 }
 
 static void capture_close(struct sl_sink *s)
 {
-    struct capture_sink *c = s->ctx;
+    struct sl_capture_sink *c = s->ctx;
     struct attempt *a;
 
     if (!c)
@@ -124,9 +126,9 @@ static const struct sl_sink_ops capture_ops = {
     .close = capture_close,
 };
 
-struct capture_sink *capture_sink_attach(struct sl_sink *s)
+struct sl_capture_sink *sl_capture_sink_attach(struct sl_sink *s)
 {
-    struct capture_sink *c;
+    struct sl_capture_sink *c;
 
     if (!s)
         return NULL;
@@ -139,36 +141,36 @@ struct capture_sink *capture_sink_attach(struct sl_sink *s)
     return c;
 }
 
-void capture_sink_fail(struct capture_sink *c, int n, int code, int retriable)
+void sl_capture_sink_fail(struct sl_capture_sink *c, int n, int code, int retriable)
 {
     c->fail_left = n;
     c->fail_code = code ? code : SL_EIO;
     c->fail_retriable = retriable != 0;
 }
 
-void capture_sink_delay(struct capture_sink *c, int ms)
+void sl_capture_sink_delay(struct sl_capture_sink *c, int ms)
 {
     c->delay_ms = ms < 0 ? 0 : ms;
 }
 
-size_t capture_sink_count(const struct capture_sink *c)
+size_t sl_capture_sink_count(const struct sl_capture_sink *c)
 {
     return c ? c->n : 0;
 }
 
-size_t capture_sink_attempts(const struct capture_sink *c)
+size_t sl_capture_sink_attempts(const struct sl_capture_sink *c)
 {
     return c ? c->attempts : 0;
 }
 
-const char *capture_sink_get(const struct capture_sink *c, size_t i)
+const char *sl_capture_sink_get(const struct sl_capture_sink *c, size_t i)
 {
     return c && i < c->n ? c->recs[i] : NULL;
 }
 
-json_t *capture_sink_json(const struct capture_sink *c, size_t i)
+json_t *sl_capture_sink_json(const struct sl_capture_sink *c, size_t i)
 {
-    const char *r = capture_sink_get(c, i);
+    const char *r = sl_capture_sink_get(c, i);
 
     return r ? json_loads(r, 0, NULL) : NULL;
 }
