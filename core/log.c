@@ -1,8 +1,20 @@
 /* Log sink: formats one line into a stack buffer, writes it with one
- * write(2) so lines from several threads or processes never interleave. */
+ * write(2) so lines from several threads or processes never interleave.
+ * Every control character, and every byte that is not UTF-8, is written
+ * escaped: a line is one line, and nothing in it (a handler's output, a
+ * client's header) can move an operator's cursor or forge a line.
+ *
+ * The service moves writing to a thread of its own (sl_log_start_writer):
+ * then a line is queued in a bounded buffer and the caller goes on, so a
+ * slow or stopped stderr never blocks the event loop. A line that finds the
+ * buffer full is dropped and counted, and the writer says how many. */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -41,29 +53,80 @@ long sl_log_ctx_parse(const char *name)
     return -1;
 }
 
-/* Append JSON-escaped `s` to buf[*len..n); stops quietly at the cap. */
-static void json_escape(char *buf, size_t n, size_t *len, const char *s)
+/* Length of the valid UTF-8 sequence at s (1..4), 0 when it is not one. */
+static size_t utf8_len(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    size_t n;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    /* overlong forms, surrogates, past U+10FFFF */
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) ||
+        (c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return n;
+}
+
+/* Append `s` to buf[*len..n) with C0 and C1 controls, DEL and bytes that
+ * are not UTF-8 escaped: as JSON string content (`json`) or as text, where
+ * \n, \r, \t and \xNN stand for the bytes. Stops quietly at the cap. */
+static void escape(char *buf, size_t n, size_t *len, const char *s, bool json)
 {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
 
-    for (; *s && *len + 7 < n; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            buf[(*len)++] = '\\';
-            buf[(*len)++] = (char)c;
-        } else if (c == '\n') {
-            buf[(*len)++] = '\\';
-            buf[(*len)++] = 'n';
-        } else if (c == '\t') {
-            buf[(*len)++] = '\\';
-            buf[(*len)++] = 't';
-        } else if (c < 0x20) {
-            memcpy(buf + *len, "\\u00", 4);
-            buf[*len + 4] = hex[c >> 4];
-            buf[*len + 5] = hex[c & 15];
-            *len += 6;
+    while (*p && *len + 13 < n) {
+        unsigned char c = *p;
+        size_t u = utf8_len(p);
+        unsigned cp = u == 2 ? ((unsigned)(c & 0x1f) << 6) | (p[1] & 0x3f) : c;
+        const char *e = NULL;
+
+        if (c == '\n')
+            e = "\\n";
+        else if (c == '\r')
+            e = "\\r";
+        else if (c == '\t')
+            e = "\\t";
+        else if (json && (c == '"' || c == '\\'))
+            e = c == '"' ? "\\\"" : "\\\\";
+        if (e) {
+            memcpy(buf + *len, e, 2);
+            *len += 2;
+            p++;
+        } else if (u == 0 || (u == 1 && (c < 0x20 || c == 0x7f)) || (u == 2 && cp < 0xa0)) {
+            /* a control (C1 ones are two bytes in UTF-8) or not UTF-8 */
+            size_t k = u ? u : 1;
+            for (size_t i = 0; i < k; i++) {
+                if (json && u) {
+                    unsigned v = u == 2 ? cp : c;
+                    memcpy(buf + *len, "\\u00", 4);
+                    buf[*len + 4] = hex[v >> 4];
+                    buf[*len + 5] = hex[v & 15];
+                    *len += 6;
+                    break;
+                }
+                memcpy(buf + *len, json ? "\\\\x" : "\\x", json ? 3 : 2);
+                *len += json ? 3 : 2;
+                buf[(*len)++] = hex[p[i] >> 4];
+                buf[(*len)++] = hex[p[i] & 15];
+            }
+            p += k;
         } else {
-            buf[(*len)++] = (char)c;
+            memcpy(buf + *len, p, u);
+            *len += u;
+            p += u;
         }
     }
 }
@@ -86,18 +149,14 @@ static void append(char *buf, size_t n, size_t *len, const char *fmt, ...)
     *len += (size_t)w < n - *len ? (size_t)w : n - *len - 1;
 }
 
-void sl__log(int level, const char *inst, const char *fmt, ...)
+/* One whole line, '\n'-terminated, into `line`; returns its length. */
+static size_t format_line(char *line, size_t size, int level, const char *inst, const char *msg)
 {
-    char msg[LOG_LINE_MAX], line[LOG_LINE_MAX + 512], ts[96];
+    char ts[96];
     struct timespec now;
     struct tm tm;
     size_t len = 0;
-    va_list ap;
-    int saved = errno;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
+    bool json = log_format == SL_LOG_JSON;
 
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
@@ -107,33 +166,222 @@ void sl__log(int level, const char *inst, const char *fmt, ...)
     if (level < 0 || level > SL_LOG_DEBUG)
         level = SL_LOG_ERROR;
 
-    if (log_format == SL_LOG_JSON) {
-        append(line, sizeof(line), &len, "{\"ts\":\"%s\",\"level\":\"%s\"", ts,
+    if (json) {
+        append(line, size, &len, "{\"ts\":\"%s\",\"level\":\"%s\"", ts,
                sl_log_level_names[level]);
         if (inst) {
-            append(line, sizeof(line), &len, ",\"instance\":\"");
-            json_escape(line, sizeof(line), &len, inst);
-            append(line, sizeof(line), &len, "\"");
+            append(line, size, &len, ",\"instance\":\"");
+            escape(line, size, &len, inst, true);
+            append(line, size, &len, "\"");
         }
-        append(line, sizeof(line), &len, ",\"msg\":\"");
-        json_escape(line, sizeof(line), &len, msg);
-        append(line, sizeof(line), &len, "\"}\n");
+        append(line, size, &len, ",\"msg\":\"");
+        escape(line, size, &len, msg, true);
+        append(line, size, &len, "\"}\n");
     } else {
-        append(line, sizeof(line), &len, "%s %-5s %s%s%s%s\n", ts,
-               sl_log_level_names[level], inst ? "[" : "", inst ? inst : "",
-               inst ? "] " : "", msg);
+        append(line, size, &len, "%s %-5s ", ts, sl_log_level_names[level]);
+        if (inst) {
+            append(line, size, &len, "[");
+            escape(line, size, &len, inst, false);
+            append(line, size, &len, "] ");
+        }
+        escape(line, size, &len, msg, false);
+        append(line, size, &len, "\n");
     }
     if (len > 0 && line[len - 1] != '\n')
         line[len - 1] = '\n';
+    return len;
+}
 
+static void write_all(int fd, const char *p, size_t len)
+{
     for (size_t off = 0; off < len;) {
-        ssize_t w = write(log_fd, line + off, len - off);
+        ssize_t w = write(fd, p + off, len - off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
             break;
         off += (size_t)w;
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* The writer thread                                                   */
+
+/* The queue between sl__log and the writer: part of the log sink. */
+static struct {
+    pthread_mutex_t    lock;
+    pthread_cond_t     more;        /* lines queued, or stop */
+    pthread_cond_t     empty;       /* the queue was written out (CLOCK_MONOTONIC) */
+    pthread_t          thread;
+    char              *buf;         /* ring of `cap` bytes, owned */
+    size_t             cap, head, len;
+    bool               running;     /* sl__log queues */
+    bool               stopping;
+    unsigned long long dropped;     /* lines dropped since start */
+    unsigned long long unreported;  /* of those, not yet written about */
+} lq = { .lock = PTHREAD_MUTEX_INITIALIZER, .more = PTHREAD_COND_INITIALIZER };
+
+static void *writer_main(void *arg)
+{
+    static char chunk[65536];
+
+    (void)arg;
+    pthread_mutex_lock(&lq.lock);
+    for (;;) {
+        unsigned long long lost;
+        size_t n, first;
+        int fd;
+
+        while (lq.len == 0 && !lq.unreported && !lq.stopping)
+            pthread_cond_wait(&lq.more, &lq.lock);
+        if (lq.len == 0 && !lq.unreported)
+            break; /* stopping, and everything is out */
+        n = lq.len < sizeof(chunk) ? lq.len : sizeof(chunk);
+        first = lq.cap - lq.head < n ? lq.cap - lq.head : n;
+        memcpy(chunk, lq.buf + lq.head, first);
+        memcpy(chunk + first, lq.buf, n - first);
+        lq.head = (lq.head + n) % lq.cap;
+        lq.len -= n;
+        lost = lq.len == 0 ? lq.unreported : 0;
+        lq.unreported -= lost;
+        fd = log_fd;
+        pthread_mutex_unlock(&lq.lock);
+
+        write_all(fd, chunk, n);
+        if (lost) {
+            char msg[160], line[512];
+            snprintf(msg, sizeof(msg), "%llu log lines dropped: the log output could not keep "
+                     "up", lost);
+            write_all(fd, line, format_line(line, sizeof(line), SL_LOG_WARN, "log", msg));
+        }
+        pthread_mutex_lock(&lq.lock);
+        if (lq.len == 0 && !lq.unreported)
+            pthread_cond_broadcast(&lq.empty);
+    }
+    pthread_mutex_unlock(&lq.lock);
+    return NULL;
+}
+
+int sl_log_start_writer(size_t cap)
+{
+    pthread_condattr_t ca;
+    sigset_t all, old;
+    int rc;
+
+    pthread_mutex_lock(&lq.lock);
+    if (lq.running || lq.buf) {
+        pthread_mutex_unlock(&lq.lock);
+        return -1;
+    }
+    lq.buf = malloc(cap);
+    if (!lq.buf) {
+        pthread_mutex_unlock(&lq.lock);
+        return -1;
+    }
+    lq.cap = cap;
+    lq.head = lq.len = 0;
+    lq.dropped = lq.unreported = 0;
+    lq.stopping = false;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&lq.empty, &ca);
+    pthread_condattr_destroy(&ca);
+    /* signals stay with the threads that handle them */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&lq.thread, NULL, writer_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        free(lq.buf);
+        lq.buf = NULL;
+        pthread_cond_destroy(&lq.empty);
+    } else {
+        lq.running = true;
+    }
+    pthread_mutex_unlock(&lq.lock);
+    return rc == 0 ? 0 : -1;
+}
+
+void sl_log_stop_writer(int ms)
+{
+    struct timespec end;
+    bool drained;
+
+    pthread_mutex_lock(&lq.lock);
+    if (!lq.running) {
+        pthread_mutex_unlock(&lq.lock);
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    end.tv_sec += ms / 1000;
+    end.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000L;
+    }
+    while (lq.len > 0 || lq.unreported)
+        if (pthread_cond_timedwait(&lq.empty, &lq.lock, &end) == ETIMEDOUT)
+            break;
+    drained = lq.len == 0 && !lq.unreported;
+    lq.running = false; /* later lines are written directly */
+    lq.stopping = true;
+    pthread_cond_signal(&lq.more);
+    pthread_mutex_unlock(&lq.lock);
+    if (!drained) {
+        /* the fd does not take what is left: the writer keeps trying on
+         * its own, with its buffer, until the process exits */
+        pthread_detach(lq.thread);
+        return;
+    }
+    pthread_join(lq.thread, NULL);
+    pthread_mutex_lock(&lq.lock);
+    free(lq.buf);
+    lq.buf = NULL;
+    pthread_cond_destroy(&lq.empty);
+    pthread_mutex_unlock(&lq.lock);
+}
+
+unsigned long long sl_log_dropped(void)
+{
+    unsigned long long n;
+
+    pthread_mutex_lock(&lq.lock);
+    n = lq.dropped;
+    pthread_mutex_unlock(&lq.lock);
+    return n;
+}
+
+void sl__log(int level, const char *inst, const char *fmt, ...)
+{
+    char msg[LOG_LINE_MAX], line[LOG_LINE_MAX * 2 + 512];
+    size_t len;
+    va_list ap;
+    int saved = errno;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    len = format_line(line, sizeof(line), level, inst, msg);
+
+    pthread_mutex_lock(&lq.lock);
+    if (lq.running) {
+        if (lq.cap - lq.len >= len) {
+            size_t tail = (lq.head + lq.len) % lq.cap;
+            size_t first = lq.cap - tail < len ? lq.cap - tail : len;
+            memcpy(lq.buf + tail, line, first);
+            memcpy(lq.buf, line + first, len - first);
+            lq.len += len;
+        } else {
+            lq.dropped++;
+            lq.unreported++;
+        }
+        pthread_cond_signal(&lq.more);
+        pthread_mutex_unlock(&lq.lock);
+        errno = saved;
+        return;
+    }
+    pthread_mutex_unlock(&lq.lock);
+    write_all(log_fd, line, len);
     errno = saved;
 }
 

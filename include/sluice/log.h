@@ -1,7 +1,10 @@
 /* sluice: logging.
  *
  * One process-wide log sink (the only mutable global besides the runtime
- * root). Lines are written whole with one write(2), as text or JSON.
+ * root). Lines are written whole with one write(2), as text or JSON, with
+ * control characters and bytes that are not UTF-8 escaped (\n, \r, \t,
+ * \xNN; \u00NN in JSON), so every line is one line and carries no
+ * terminal escapes, whatever a handler or client put in it.
  * The level is checked before the arguments are evaluated. Never pass
  * secrets: run connection strings through sl_log_redact first. */
 #ifndef SLUICE_LOG_H
@@ -49,6 +52,17 @@ void sl_log_set_format(enum sl_log_format format);
 void sl_log_set_debug(unsigned mask);
 /* Where lines go (default 2). Tests point it at a pipe. */
 void sl_log_set_fd(int fd);
+/* Write from a thread of its own from now on: a line is queued (at most
+ * `cap` bytes wait) and the caller goes on, so a slow log fd never blocks
+ * the event loop. A line that finds the queue full is dropped and counted;
+ * once the writer caught up it writes one line saying how many. 0, or -1
+ * when the thread cannot start (lines are then written directly). */
+int  sl_log_start_writer(size_t cap);
+/* Write out what is queued, waiting at most `ms` for a slow fd, then write
+ * directly again. Past `ms` the writer is left to finish on its own. */
+void sl_log_stop_writer(int ms);
+/* Lines dropped because the writer's queue was full. */
+unsigned long long sl_log_dropped(void);
 /* Bit for a context name, or -1 when unknown ("all" gives every bit). */
 long sl_log_ctx_parse(const char *name);
 

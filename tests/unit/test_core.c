@@ -175,6 +175,83 @@ Test(log, redaction_hides_passwords)
     cr_expect(strstr(out, "verylong") == NULL);
 }
 
+/* Hardening item 15: what a handler prints (or a client sends) cannot end
+ * a line, rewrite the screen or break the JSON of the line it is logged in. */
+#define HOSTILE "[req] a\x1b[2Kb\rc\nFAKE error forged\td\x7f e\xc2\x9b f\xff g \xc3\xa9"
+
+Test(log, text_escapes_controls_and_bytes_that_are_not_utf8, .init = log_setup)
+{
+    char *out;
+
+    SL_INFO("function:x\x1b[1m", "%s", HOSTILE);
+    out = log_read();
+    cr_expect_eq(strchr(out, '\n'), out + strlen(out) - 1, "more than one line: %s", out);
+    cr_expect(strchr(out, '\x1b') == NULL && strchr(out, '\r') == NULL &&
+                  strchr(out, '\x7f') == NULL && strchr(out, '\t') == NULL,
+              "raw control characters in: %s", out);
+    cr_expect(strstr(out, "[function:x\\x1b[1m] [req] a\\x1b[2Kb\\rc\\nFAKE error forged\\td"
+                          "\\x7f e\\xc2\\x9b f\\xff g \xc3\xa9\n") != NULL,
+              "got: %s", out);
+}
+
+Test(log, json_escapes_c1_controls_and_bytes_that_are_not_utf8, .init = log_setup)
+{
+    json_error_t jerr;
+    json_t *j;
+    char *out;
+
+    sl_log_set_format(SL_LOG_JSON);
+    SL_INFO(NULL, "%s", HOSTILE);
+    out = log_read();
+    cr_expect(strchr(out, '\x1b') == NULL && strchr(out, '\x7f') == NULL, "raw: %s", out);
+    j = json_loads(out, 0, &jerr);
+    cr_assert_not_null(j, "not JSON: %s (%s)", out, jerr.text);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "msg")),
+                     "[req] a\x1b[2Kb\rc\nFAKE error forged\td\x7f e\xc2\x9b f\\xff g \xc3\xa9");
+    json_decref(j);
+}
+
+/* Hardening item 2: with the writer thread, a log fd that takes nothing
+ * blocks no caller; what does not fit is dropped, counted and reported. */
+Test(log, writer_thread_never_blocks_and_counts_drops, .init = log_setup, .timeout = 30)
+{
+    static char buf[1 << 16];
+    char line[200];
+    size_t got = 0;
+    bool marker = false;
+
+    memset(line, 'x', sizeof(line) - 1);
+    line[sizeof(line) - 1] = '\0';
+    cr_assert_eq(sl_log_start_writer(32 * 1024), 0);
+    /* nobody reads the pipe yet: 4 MB of lines fill it and the queue */
+    for (int i = 0; i < 20000; i++)
+        SL_INFO(NULL, "%d %s", i, line);
+    cr_expect_gt(sl_log_dropped(), 0, "nothing dropped with a pipe that is not read");
+    /* once the pipe is read, the writer says how many were dropped */
+    while (!marker) {
+        /* keep the last 256 bytes read: the marker may straddle two reads */
+        size_t keep = strlen(buf) > 256 ? 256 : strlen(buf);
+        ssize_t n;
+
+        memmove(buf, buf + strlen(buf) - keep, keep);
+        n = read(logp[0], buf + keep, sizeof(buf) - 1 - keep);
+        cr_assert_gt(n, 0);
+        buf[keep + (size_t)n] = '\0';
+        got += (size_t)n;
+        marker = strstr(buf, "warn  [log] ") && strstr(buf, " log lines dropped: ");
+    }
+    sl_log_stop_writer(5000);
+    SL_INFO(NULL, "direct again");
+    close(logp[1]);
+    {
+        ssize_t n = read(logp[0], buf, sizeof(buf) - 1);
+        buf[n > 0 ? n : 0] = '\0';
+    }
+    close(logp[0]);
+    cr_expect(strstr(buf, "info  direct again\n") != NULL, "after stop: %s", buf);
+    cr_expect_lt(got, (size_t)20000 * 200, "nothing was dropped");
+}
+
 /* ------------------------------------------------------------------ */
 /* worker pool                                                         */
 
