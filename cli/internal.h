@@ -22,6 +22,8 @@ int sl__cli_load(const char *path, struct sl_config **c);
 
 /* Apply the file's log settings to the process's log. (lint.c) */
 void sl__cli_log_setup(const struct sl_config *c);
+#define SL__LOG_QUEUE   (4u << 20)  /* bytes of log lines waiting for the writer thread */
+#define SL__LOG_STOP_MS 2000        /* at exit, wait this long for a slow stderr */
 
 /* The commands: argv[0] is the command's name; each returns the exit code. */
 int sl__cmd_lint(int argc, char **argv);     /* lint.c */

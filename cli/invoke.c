@@ -256,6 +256,8 @@ int sl__cmd_invoke(int argc, char **argv)
         return EXIT_FAIL;
     }
     sl__cli_log_setup(c);
+    if (sl_log_start_writer(SL__LOG_QUEUE) != 0)
+        SL_WARN(NULL, "cannot start the log writer thread: writing the log on the loop");
     if (!sl_config_function(c, fname)) {
         fprintf(stderr, "sluice: %s has no function named '%s'\n", config, fname);
         goto out;
@@ -276,6 +278,7 @@ int sl__cmd_invoke(int argc, char **argv)
     }
     while (!lr.done)
         event_base_loop(lr.base, EVLOOP_ONCE);
+    sl_log_stop_writer(SL__LOG_STOP_MS); /* the log before the result */
     printf("%s\n", lr.out ? lr.out : "");
     fprintf(stderr, "duration: %.2f ms, init: %.2f ms, max memory used: %lld MB of %lld MB\n",
             lr.duration_ms, lr.init_ms, lr.max_memory_mb,
@@ -283,6 +286,7 @@ int sl__cmd_invoke(int argc, char **argv)
     code = lr.ok ? EXIT_OK : EXIT_FAIL;
 out:
     sl_functions_free(fns);
+    sl_log_stop_writer(SL__LOG_STOP_MS);
     if (lr.base)
         event_base_free(lr.base);
     free(lr.out);

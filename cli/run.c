@@ -168,12 +168,16 @@ int sl__cmd_run(int argc, char **argv)
     if (sl__cli_load(argv[1], &c) != 0)
         return EXIT_FAIL;
     sl__cli_log_setup(c);
+    /* the loop never waits for stderr: lines queue for a writer thread */
+    if (sl_log_start_writer(SL__LOG_QUEUE) != 0)
+        SL_WARN(NULL, "cannot start the log writer thread: writing the log on the loop");
 
     sl_err_clear(&err);
     opts.shutdown_grace_ms = c->server.shutdown_grace_ms;
     opts.worker_threads = (int)c->server.worker_threads;
     if (sl_runtime_new(&opts, &rt, &err) != 0) {
         SL_ERROR(NULL, "cannot start: %s", err.msg);
+        sl_log_stop_writer(SL__LOG_STOP_MS);
         sl_config_free(c);
         return EXIT_FAIL;
     }
@@ -194,6 +198,7 @@ int sl__cmd_run(int argc, char **argv)
     code = sl_runtime_run(rt);
     SL_INFO(NULL, "stopped (exit code %d)", code);
     sl_runtime_free(rt);
+    sl_log_stop_writer(SL__LOG_STOP_MS);
     sl_config_free(c);
     return code;
 }

@@ -338,6 +338,10 @@ static const struct sl_conf_key function_keys[] = {
     { .name = "idle_timeout_s", .type = SL_CK_DURATION, .def = "10m", .unit = SEC, .min = 1,
       .max = 86400, .off = F(idle_timeout_ms),
       .desc = "An environment idle this long is shut down (provisioned ones are kept)." },
+    { .name = "output_kb_per_s", .type = SL_CK_SIZE, .def = "1024", .unit = 1024, .min = 1,
+      .max = 1048576, .off = F(output_kb_per_s),
+      .desc = "Handler output (stdout and stderr) logged per environment and second, in KB "
+              "(a line counts at least 128 bytes); the excess is dropped and counted." },
     { .name = "async", .type = SL_CK_OBJECT, .sub = &sl__async_table, .off = F(async),
       .desc = "Asynchronous invocation settings (below)." },
 };

@@ -28,7 +28,8 @@
 #include "sluice/clock.h"
 #include "sluice/mem.h"
 
-static void drain_output(struct sl_env *env, int fd, struct linebuf *lb);
+static void drain_output(struct sl_env *env, int fd, struct linebuf *lb, size_t max);
+static void report_dropped(struct sl_env *env, bool now);
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
@@ -108,9 +109,10 @@ void sl__env_finish(struct sl_env *env, bool ok, const char *payload, size_t len
      * (its writes finished before its result was sent): take it now so it
      * is tagged with this request and lands in its log tail */
     if (env->proc.out >= 0)
-        drain_output(env, env->proc.out, &env->out);
+        drain_output(env, env->proc.out, &env->out, DRAIN_MAX);
     if (env->proc.err >= 0)
-        drain_output(env, env->proc.err, &env->err);
+        drain_output(env, env->proc.err, &env->err, DRAIN_MAX);
+    report_dropped(env, true);
     env->inv = NULL;
     memset(&r, 0, sizeof(r));
     r.request_id = inv->request_id;
@@ -181,26 +183,79 @@ void sl__env_fail(struct sl_env *env, const char *etype, const char *fmt, ...)
 /* ------------------------------------------------------------------ */
 /* Handler output                                                      */
 
+static const char *out_request(const struct sl_env *env)
+{
+    return env->inv ? env->inv->request_id : env->last_request[0] ? env->last_request : "init";
+}
+
 static void log_line(struct sl_env *env, const char *line, size_t len)
 {
-    const char *req = env->inv ? env->inv->request_id : env->last_request[0] ? env->last_request
-                                                                            : "init";
-    SL_INFO(env->pool->inst, "[%s] %.*s", req, (int)len, line);
+    /* the log sink escapes control characters: one line stays one line */
+    SL_INFO(env->pool->inst, "[%s] %.*s", out_request(env), (int)len, line);
     if (env->inv) {
         tail_add(env->inv, line, len);
         tail_add(env->inv, "\n", 1);
     }
 }
 
-static void drain_output(struct sl_env *env, int fd, struct linebuf *lb)
+/* Say how much output was dropped: at most once a second while it goes
+ * on, and (`now`) when the invocation ends or the env goes. */
+static void report_dropped(struct sl_env *env, bool now)
 {
-    char buf[8192];
-    ssize_t n;
+    double t = sl_mono_ms();
+    char msg[200];
+    int n;
 
-    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+    if (!env->drop_lines || (!now && t - env->drop_report_ms < 1000))
+        return;
+    n = snprintf(msg, sizeof(msg), "sluice: %llu bytes of output in %llu lines dropped "
+                 "(over output_kb_per_s: %lld)", env->drop_bytes, env->drop_lines,
+                 (long long)env->pool->fn->output_kb_per_s);
+    SL_WARN(env->pool->inst, "[%s] %s", out_request(env), msg);
+    if (env->inv && n > 0) {
+        tail_add(env->inv, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
+        tail_add(env->inv, "\n", 1);
+    }
+    env->drop_bytes = env->drop_lines = 0;
+    env->drop_report_ms = t;
+}
+
+/* One whole line of output: logged while the env's rate allows, else
+ * dropped and counted. */
+static void out_line(struct sl_env *env, const char *line, size_t len)
+{
+    double cost = len + 1 < LINE_COST_MIN ? LINE_COST_MIN : (double)(len + 1);
+
+    if (env->out_tokens >= cost) {
+        env->out_tokens -= cost;
+        log_line(env, line, len);
+        return;
+    }
+    if (!env->drop_lines && sl_mono_ms() - env->drop_report_ms >= 1000)
+        env->drop_report_ms = sl_mono_ms(); /* the first report comes a second later */
+    env->drop_bytes += len + 1;
+    env->drop_lines++;
+}
+
+/* Read at most `max` bytes of one output pipe (a handler writing without
+ * end must not keep the loop here) and log them line by line. */
+static void drain_output(struct sl_env *env, int fd, struct linebuf *lb, size_t max)
+{
+    double rate = (double)env->pool->fn->output_kb_per_s * 1024, now = sl_mono_ms();
+    char buf[8192];
+    size_t total = 0;
+    ssize_t n = -1;
+
+    /* token bucket: `rate` bytes a second, a burst of one second's worth */
+    env->out_tokens += (now - env->out_refill_ms) * rate / 1000;
+    if (env->out_tokens > rate)
+        env->out_tokens = rate;
+    env->out_refill_ms = now;
+    while (total < max && (n = read(fd, buf, sizeof(buf))) > 0) {
+        total += (size_t)n;
         for (ssize_t i = 0; i < n; i++) {
             if (buf[i] == '\n' || lb->len == sizeof(lb->buf)) {
-                log_line(env, lb->buf, lb->len);
+                out_line(env, lb->buf, lb->len);
                 lb->len = 0;
                 if (buf[i] == '\n')
                     continue;
@@ -209,9 +264,10 @@ static void drain_output(struct sl_env *env, int fd, struct linebuf *lb)
         }
     }
     if (n == 0 && lb->len) {
-        log_line(env, lb->buf, lb->len);
+        out_line(env, lb->buf, lb->len);
         lb->len = 0;
     }
+    report_dropped(env, false);
 }
 
 static void on_output(evutil_socket_t fd, short what, void *arg)
@@ -219,7 +275,7 @@ static void on_output(evutil_socket_t fd, short what, void *arg)
     struct sl_env *env = arg;
 
     (void)what;
-    drain_output(env, fd, fd == env->proc.out ? &env->out : &env->err);
+    drain_output(env, fd, fd == env->proc.out ? &env->out : &env->err, DRAIN_MAX);
 }
 
 static void on_setup(evutil_socket_t fd, short what, void *arg)
@@ -253,11 +309,12 @@ static void on_exit_ev(evutil_socket_t fd, short what, void *arg)
 
     (void)fd, (void)what;
     sl_sandbox_reap(&env->proc);
-    /* whatever the handler printed last belongs to this invocation */
+    /* whatever the handler printed last belongs to this invocation; its
+     * processes are gone, so the pipes hold at most their capacity */
     if (env->proc.out >= 0)
-        drain_output(env, env->proc.out, &env->out);
+        drain_output(env, env->proc.out, &env->out, EXIT_DRAIN_MAX);
     if (env->proc.err >= 0)
-        drain_output(env, env->proc.err, &env->err);
+        drain_output(env, env->proc.err, &env->err, EXIT_DRAIN_MAX);
     if (env->ev_setup)
         on_setup(env->proc.setup, 0, env);
     st = env->proc.status;
@@ -491,6 +548,8 @@ struct sl_env *sl__env_alloc(struct sl_fnpool *pool, int kind, bool provisioned)
     env->state = ENV_STARTING;
     env->provisioned = provisioned;
     env->spawned_ms = sl_mono_ms();
+    env->out_refill_ms = env->spawned_ms;
+    env->out_tokens = (double)pool->fn->output_kb_per_s * 1024;
     env->fork_fds[0] = env->fork_fds[1] = env->fork_fds[2] = -1;
     env->proc.pid = -1;
     env->proc.pidfd = env->proc.sock = env->proc.out = env->proc.err = env->proc.setup = -1;
@@ -511,6 +570,7 @@ void sl__env_destroy(struct sl_env *env)
     bool replace;
 
     sl__env_finish(env, false, NULL, 0, "Sandbox.Failure", "environment stopped", NULL);
+    report_dropped(env, true);
     LIST_REMOVE(env, link);
     if (env->kind != ENV_TEMPLATE) {
         sl__env_set_state(env, ENV_STOPPING);

@@ -54,6 +54,9 @@ void sl__sandbox_setup_error(int fd, struct sl_err *err);
 /* Environments and function pools                                     */
 
 #define LINE_MAX_LOG   4096    /* a handler's output line is cut past this */
+#define DRAIN_MAX      65536   /* output bytes read per callback: the loop serves others between */
+#define EXIT_DRAIN_MAX (4 << 20) /* ... when the env exited (a pipe holds at most 1 MB) */
+#define LINE_COST_MIN  128     /* a line counts at least this against output_kb_per_s */
 #define SHUTDOWN_MS    300     /* grace between the shutdown notice and SIGKILL */
 #define EOF_GRACE_MS   200     /* socket closed: wait this long for the exit status */
 
@@ -92,6 +95,10 @@ struct sl_env {
     struct bufferevent *bev;             /* fd 3 */
     struct event       *ev_out, *ev_err, *ev_exit, *ev_setup, *ev_timer, *ev_first;
     struct linebuf      out, err;
+    double              out_tokens;      /* bytes of output it may still log now */
+    double              out_refill_ms;   /* when out_tokens was last topped up */
+    double              drop_report_ms;  /* when dropped output was last reported */
+    unsigned long long  drop_bytes, drop_lines; /* dropped, not yet reported */
     struct pending     *inv;             /* the invocation it runs or starts for */
     char                setup_error[SL_ERR_MSG_MAX];
     char                last_request[40];/* for output lines after a result */

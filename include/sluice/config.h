@@ -73,6 +73,7 @@ struct sl_function_conf {
     int64_t provisioned_concurrency;
     bool    snapstart;
     int64_t idle_timeout_ms;         /* reap idle envs after this */
+    int64_t output_kb_per_s;         /* handler output logged per env and second, KB */
     struct sl_async_conf async;
     int     line, col;               /* where the function is defined */
 };

@@ -974,6 +974,79 @@ Test(api, malformed_http_leaves_the_server_up, .init = setup, .fini = teardown, 
     stop_server(5000);
 }
 
+/* ------------------------------------------------------------------ */
+/* Hardening item 2: a handler flooding stdout freezes nothing          */
+
+/* GET /healthz, waiting at most `ms` for the whole answer. */
+static int healthz_within(int ms)
+{
+    const char *req = fmt("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                          "Connection: close\r\n\r\n", port);
+    struct resp r;
+    int fd = connect_server();
+
+    if (fd < 0)
+        return 0;
+    if (send_all(fd, req, strlen(req)) != 0) {
+        close(fd);
+        return 0;
+    }
+    read_resp(fd, &r, ms);
+    close(fd);
+    return r.status;
+}
+
+Test(api, output_flood_freezes_nothing_else, .init = setup, .fini = teardown, .timeout = 120)
+{
+    char echo[PATH_MAX + 64];
+    const char *fns = fmt("functions:\n"
+                          "  echo:\n    handler: %s\n"
+                          "  flood:\n    handler: %s/tests/handlers/hostile_io.py\n"
+                          "    timeout_s: 4\n",
+                          th_build_path(echo, sizeof(echo), root_dir, "handlers/echo"),
+                          root_dir);
+    const char *b = "{\"action\":\"flood\"}";
+    const char *h = fmt("POST " INVOKE("flood") " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        "Content-Length: %zu\r\n\r\n%s", strlen(b), b);
+    double end;
+    struct resp r;
+    int s;
+
+    start_server(write_config("flood.yaml", fns, NULL));
+    s = connect_server();
+    cr_assert_geq(s, 0);
+    cr_assert_eq(send_all(s, h, strlen(h)), 0);
+    /* the flood is on once its lines reach the log */
+    end = now_ms() + 20000;
+    while (!strstr(server_log(), "[function:flood] [") || !strstr(server_log(), "xxxxxxxxxxxxxxxx")) {
+        cr_assert_lt(now_ms(), end, "the flood did not start; log:\n%.3000s", server_log());
+        usleep(50000);
+    }
+
+    /* while it floods: /healthz answers within a second, echo answers */
+    for (int i = 0; i < 3; i++) {
+        int st = healthz_within(1000);
+        cr_expect_eq(st, 200, "/healthz (try %d) did not answer within 1 s during the flood", i);
+        usleep(200000);
+    }
+    r = post(INVOKE("echo"), NULL, "{\"during\":\"flood\"}");
+    cr_expect_eq(r.status, 200, "echo during the flood: %d", r.status);
+    cr_expect(r.body && strcmp(r.body, "{\"during\":\"flood\"}") == 0, "echo: %s", str_or(r.body));
+
+    /* and the flood's own timeout still fires */
+    read_resp(s, &r, 30000);
+    close(s);
+    cr_expect_eq(r.status, 200, "flood invocation: status %d", r.status);
+    cr_expect_str_eq(str_or(header(&r, "X-Amz-Function-Error")), "Unhandled");
+    cr_expect(r.body && strstr(r.body, "\"Sandbox.Timedout\"") != NULL, "flood: %s",
+              str_or(r.body));
+    /* the excess was dropped, counted and said so */
+    cr_expect(strstr(server_log(), "bytes of output in ") &&
+                  strstr(server_log(), " lines dropped (over output_kb_per_s: 1024)"),
+              "no drop report in the log (%zu bytes)", strlen(server_log()));
+    stop_server(5000);
+}
+
 Test(api, client_that_leaves_does_not_stop_the_invocation, .init = setup, .fini = teardown,
      .timeout = 120)
 {
