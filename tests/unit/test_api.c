@@ -1018,7 +1018,7 @@ Test(api, output_flood_freezes_nothing_else, .init = setup, .fini = teardown, .t
     cr_assert_eq(send_all(s, h, strlen(h)), 0);
     /* the flood is on once its lines reach the log */
     end = now_ms() + 20000;
-    while (!strstr(server_log(), "[function:flood] [") || !strstr(server_log(), "xxxxxxxxxxxxxxxx")) {
+    while (!strstr(server_log(), "[function:flood] [") || !strstr(server_log(), "] x\n")) {
         cr_assert_lt(now_ms(), end, "the flood did not start; log:\n%.3000s", server_log());
         usleep(50000);
     }
@@ -1026,7 +1026,7 @@ Test(api, output_flood_freezes_nothing_else, .init = setup, .fini = teardown, .t
     /* while it floods: /healthz answers within a second, echo answers */
     for (int i = 0; i < 3; i++) {
         int st = healthz_within(1000);
-        cr_expect_eq(st, 200, "/healthz (try %d) did not answer within 1 s during the flood", i);
+        cr_assert_eq(st, 200, "/healthz (try %d) did not answer within 1 s during the flood", i);
         usleep(200000);
     }
     r = post(INVOKE("echo"), NULL, "{\"during\":\"flood\"}");
