@@ -1,5 +1,6 @@
-/* The seccomp filter every handler runs under: kernel administration is
- * refused with EPERM, everything else is allowed. Built once with
+/* The seccomp filter every handler runs under: kernel administration, and
+ * the ioctls that type into a terminal, are refused with EPERM; everything
+ * else is allowed. Built once with
  * libseccomp in the parent; children load the compiled BPF, because
  * building it allocates and a child forked from a threaded process must
  * not touch malloc. */
@@ -8,6 +9,7 @@
 #include <seccomp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -66,6 +68,20 @@ int sl__seccomp_build(struct sock_fprog *prog, struct sl_err *err)
             rc = sl_err_set(err, SL_ESANDBOX, false, "seccomp: cannot filter clone: %s",
                             strerror(-rc));
             goto out;
+        }
+    }
+    /* no typing into a terminal (TIOCSTI) nor console tricks (TIOCLINUX),
+     * whatever the upper 32 bits of the command: the kernel ignores them */
+    {
+        static const unsigned long tty_cmds[] = { TIOCSTI, TIOCLINUX };
+        for (size_t i = 0; i < sizeof(tty_cmds) / sizeof(tty_cmds[0]); i++) {
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+                                  SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, tty_cmds[i]));
+            if (rc != 0) {
+                rc = sl_err_set(err, SL_ESANDBOX, false, "seccomp: cannot filter ioctl: %s",
+                                strerror(-rc));
+                goto out;
+            }
         }
     }
     rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);

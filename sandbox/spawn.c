@@ -37,6 +37,7 @@
 #define SBX_GID 990
 #define MAX_MOUNTS 32
 #define PATH_LEN 512
+#define NDEV 5                      /* /dev/null, zero, full, random, urandom */
 
 /* One mount (or symlink) the child makes under the new root. */
 struct mnt {
@@ -61,7 +62,7 @@ struct child {
     int         nm;
     char        tmp_data[64];
     char        opt_data[2048];
-    char        dev[6][PATH_LEN];   /* device nodes under <root>/dev */
+    char        dev[NDEV][PATH_LEN]; /* device nodes under <root>/dev */
     char        ent_src[8][24];     /* bind sources of the host's system directories */
     char        exe[PATH_LEN];      /* as seen inside */
     char        cwd[PATH_LEN];
@@ -188,9 +189,10 @@ static void exec_handler(struct child *c, int devnull)
 
 static void build_root(struct child *c)
 {
-    static const struct { const char *name; unsigned maj, min; } devs[6] = {
+    /* no tty: a handler has no terminal to reach (docs/SECURITY.md) */
+    static const struct { const char *name; unsigned maj, min; } devs[NDEV] = {
         { "null", 1, 3 }, { "zero", 1, 5 }, { "full", 1, 7 },
-        { "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 },
+        { "random", 1, 8 }, { "urandom", 1, 9 },
     };
 
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
@@ -221,7 +223,7 @@ static void build_root(struct child *c)
                                  NULL) != 0)
             fail(c, m->step);
     }
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < NDEV; i++) {
         if (!c->userns) {
             /* chmod: mknod's mode is cut by the umask */
             if (mknod(c->dev[i], S_IFCHR | 0666, makedev(devs[i].maj, devs[i].min)) != 0 ||
@@ -267,6 +269,10 @@ static void child_main(struct child *c)
         exec_handler(c, devnull);
     }
 
+    /* a session of our own: no controlling terminal, so nothing in the
+     * env can open sluice's /dev/tty or TIOCSTI into it */
+    if (setsid() < 0)
+        fail(c, "setsid");
     /* now that we are in our cgroups, make them our cgroup root */
     if (unshare(CLONE_NEWCGROUP) != 0)
         fail(c, "create cgroup namespace");
@@ -288,14 +294,16 @@ static void child_main(struct child *c)
     if (handler == 0)
         exec_handler(c, devnull);
 
-    /* init: hold nothing the handler uses, reap every orphan, and exit
-     * with the handler's status */
-    close(c->sock);
-    close(c->out_w);
-    close(c->err_w);
-    close(devnull);
-    close(c->setup_w);
-    c->setup_w = 2; /* nowhere better to report from here on */
+    /* init: hold nothing (not the handler's channels, not sluice's own
+     * fds: its terminal, its sockets), let nothing in the env open
+     * /proc/1/fd, reap every orphan, and exit with the handler's status */
+    (void)devnull;
+    if (syscall(SYS_close_range, 0, ~0U, 0) != 0)
+        for (int fd = 0; fd < 1024; fd++)
+            close(fd);
+    c->setup_w = -1; /* nowhere to report from here on: the exit status tells */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        _exit(125);
     drop_privileges(c, 0);
     for (;;) {
         pid_t w = waitpid(-1, &st, 0);
@@ -391,7 +399,7 @@ static void plan_layers(struct child *c, const struct sl_function_conf *fn)
 static void plan_root(struct child *c, const struct sl_sandbox *sb,
                       const struct sl_function_conf *fn, const char *code_dir)
 {
-    static const char *const devs[6] = { "null", "zero", "full", "random", "urandom", "tty" };
+    static const char *const devs[NDEV] = { "null", "zero", "full", "random", "urandom" };
 
     for (int i = 0; i < sb->nents; i++) {
         if (sb->ents[i].link[0]) {
@@ -416,7 +424,7 @@ static void plan_root(struct child *c, const struct sl_sandbox *sb,
     add(c, "link /dev/stdin", "dev/stdin")->symlink = "/proc/self/fd/0";
     add(c, "link /dev/stdout", "dev/stdout")->symlink = "/proc/self/fd/1";
     add(c, "link /dev/stderr", "dev/stderr")->symlink = "/proc/self/fd/2";
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < NDEV; i++)
         snprintf(c->dev[i], sizeof(c->dev[i]), "%s/dev/%s", sb->root, devs[i]);
 }
 

@@ -1060,6 +1060,98 @@ Test(sandbox, handler_output_is_logged_per_line, .init = setup, .fini = teardown
 }
 
 /* ------------------------------------------------------------------ */
+/* Hardening: terminal, output and files (docs/SECURITY.md)            */
+
+#define HOSTILE "tests/handlers/hostile_io.py"
+
+/* Item 15: terminal escapes and forged lines in handler output reach the
+ * log escaped, on the line of the request that printed them. */
+Test(sandbox, handler_output_is_logged_escaped, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call c;
+    const char *log;
+    char *want;
+    double end;
+
+    cr_assert_geq(log_fd, 0, "unset SLUICE_TEST_LOG for this test");
+    start(fn_yaml("hio", repo(HOSTILE), 1769, 10, NULL));
+    call(pool_of("hio"), "{\"action\":\"escapes\"}", &c, 20000);
+    ok_json(&c);
+    want = xasprintf("[function:hio] [%s] raw \\xff\\xfe bytes\n", c.request_id);
+    end = now_ms() + 2000;
+    while (!strstr(log_text(), want) && now_ms() < end)
+        pump(20);
+    log = log_text();
+    cr_expect(strstr(log, want) != NULL, "no '%s' in the log:\n%s", want, log);
+    cr_expect(strstr(log, xasprintf("[function:hio] [%s] title \\x1b]0;pwned\\x07 red "
+                                    "\\x1b[31mRED\\x1b[0m bell \\x07 del \\x7f c1 \\xc2\\x9b2J end\n",
+                                    c.request_id)) != NULL,
+              "escapes not escaped:\n%s", log);
+    cr_expect(strstr(log, xasprintf("[function:hio] [%s] innocent\\r2024-01-01T00:00:00.000Z "
+                                    "error [sluice] forged line\n", c.request_id)) != NULL,
+              "carriage return not escaped:\n%s", log);
+    cr_expect(strchr(log, '\x1b') == NULL && strchr(log, '\r') == NULL &&
+                  strchr(log, '\x07') == NULL && strstr(log, "\xc2\x9b") == NULL &&
+                  strstr(log, "\xff") == NULL,
+              "a raw control byte reached the log");
+}
+
+/* Item 1: run under a pseudo-terminal (`script`), the way an operator runs
+ * `sluice invoke --local`: the handler finds no terminal, and every
+ * TIOCSTI/TIOCLINUX, on every fd it has or can open, is refused. */
+Test(sandbox, handler_under_a_terminal_finds_none, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    char *cfg = xasprintf("%s/tty.yaml", data_dir), *errp = xasprintf("%s/tty.err", data_dir);
+    char *cmd, *out = NULL, *brace;
+    size_t len = 0;
+    json_t *j, *attempts, *opened, *a, *o;
+    const char *path;
+    size_t i;
+
+    cr_assert_eq(access("/usr/bin/script", X_OK), 0, "needs script(1) (bsdutils)");
+    put_file(cfg, config_yaml(fn_yaml("tty", repo(HOSTILE), 1769, 10, NULL),
+                              xasprintf("%s/cli", data_dir)), 0644);
+    /* sluice's stdin and stdout are the terminal, and it is sluice's
+     * session's controlling terminal; stderr goes to a file */
+    cmd = xasprintf("script -qec \"'%s' invoke --local '%s' tty --payload "
+                    "'{\\\"action\\\":\\\"tty\\\"}' 2>'%s'\" /dev/null </dev/null",
+                    built("sluice"), cfg, errp);
+    {
+        FILE *p = popen(cmd, "r");
+        FILE *m = open_memstream(&out, &len);
+        char chunk[4096];
+        size_t n;
+
+        cr_assert_not_null(p);
+        while ((n = fread(chunk, 1, sizeof(chunk), p)) > 0)
+            fwrite(chunk, 1, n, m);
+        fclose(m);
+        pclose(p);
+        allocs[nallocs++] = out;
+    }
+    brace = strchr(out, '{');
+    cr_assert_not_null(brace, "no result on the terminal: %s; stderr:\n%s", out, slurp(errp));
+    j = json_loads(brace, JSON_DISABLE_EOF_CHECK, NULL);
+    cr_assert_not_null(j, "result is not JSON: %s; stderr:\n%s", brace, slurp(errp));
+    jsons[njsons++] = j;
+
+    cr_expect_eq(jint(j, "tty_nr"), 0, "the handler has a controlling terminal: %s",
+                 json_dumps(j, JSON_COMPACT));
+    opened = jget(j, "opened");
+    json_object_foreach(opened, path, o) {
+        cr_expect(!json_is_true(jget(o, "ok")), "the handler opened %s: %s", path,
+                  json_dumps(o, JSON_COMPACT));
+    }
+    attempts = jget(j, "attempts");
+    cr_expect_geq(json_array_size(attempts), 12);
+    json_array_foreach(attempts, i, a) {
+        cr_expect_eq(jint(a, "errno"), EPERM, "ioctl %s on fd %lld not refused: %s",
+                     jstr(a, "cmd"), jint(a, "fd"), json_dumps(a, JSON_COMPACT));
+    }
+}
+
+/* ------------------------------------------------------------------ */
 /* 18. sluice invoke --local                                           */
 
 /* Run `sluice invoke --local CFG FN --payload PAYLOAD`: stdout into `out`
