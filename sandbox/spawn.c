@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
@@ -38,6 +39,9 @@
 #define MAX_MOUNTS 32
 #define PATH_LEN 512
 #define NDEV 5                      /* /dev/null, zero, full, random, urandom */
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
 
 /* One mount (or symlink) the child makes under the new root. */
 struct mnt {
@@ -46,7 +50,9 @@ struct mnt {
     const char *fstype;             /* NULL: bind mount */
     const char *data;
     unsigned long flags;
-    int         readonly;           /* bind: remount read-only after */
+    int         readonly;           /* bind: read-only, every mount below it too */
+    int         nofollow;           /* bind: reach the source through no symlink */
+    char        fdsrc[32];          /* ... by this /proc/self/fd path (child) */
     const char *symlink;            /* create a symlink to this instead */
     const char *step;               /* names the step in errors */
 };
@@ -64,6 +70,8 @@ struct child {
     char        opt_data[2048];
     char        dev[NDEV][PATH_LEN]; /* device nodes under <root>/dev */
     char        ent_src[8][24];     /* bind sources of the host's system directories */
+    const char *layers[MAX_MOUNTS / 2]; /* more than one: the overlay's, in fn->layers */
+    int         nlayers;
     char        exe[PATH_LEN];      /* as seen inside */
     char        cwd[PATH_LEN];
     char      **argv;
@@ -187,6 +195,74 @@ static void exec_handler(struct child *c, int devnull)
     fail(c, "exec handler");
 }
 
+/* Open `path` through no symlink at all (before Linux 5.6: not the last
+ * component) and put "/proc/self/fd/N" for it in `out`: a mount from
+ * there mounts what was opened, so a symlink planted in the code's
+ * directories cannot point a mount at the host's files. */
+static void open_nofollow(const struct child *c, const char *path, const char *step,
+                          char out[32])
+{
+    struct open_how how;
+    size_t len = 14;
+    int fd;
+
+    memset(&how, 0, sizeof(how));
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS;
+    fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+    if (fd < 0 && errno == ENOSYS)
+        fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        fail(c, step);
+    memcpy(out, "/proc/self/fd/", 14);
+    put_num(out, &len, fd);
+    out[len] = '\0';
+}
+
+/* "lowerdir=" and the layers, the top (last) first, into c->opt_data. */
+static void overlay_data(struct child *c)
+{
+    size_t len = 9;
+
+    memcpy(c->opt_data, "lowerdir=", 9);
+    for (int i = c->nlayers; i-- > 0;) {
+        char fdpath[32];
+        size_t n;
+
+        open_nofollow(c, c->layers[i], "open layer (symlinks are refused)", fdpath);
+        n = strlen(fdpath);
+        if (len + n + 2 > sizeof(c->opt_data)) {
+            errno = E2BIG;
+            fail(c, "overlay layers at /opt");
+        }
+        memcpy(c->opt_data + len, fdpath, n);
+        len += n;
+        if (i)
+            c->opt_data[len++] = ':';
+    }
+    c->opt_data[len] = '\0';
+}
+
+/* A read-only bind is read-only all the way down: a mount below its
+ * source (a tmpfs in the code directory) comes along read-only too. */
+static void make_readonly(const struct child *c, const struct mnt *m)
+{
+    struct mount_attr attr;
+
+    memset(&attr, 0, sizeof(attr));
+    attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if (syscall(SYS_mount_setattr, AT_FDCWD, m->target, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
+        return;
+    if (errno != ENOSYS)
+        fail(c, m->step);
+    /* before Linux 5.12: the top mount alone, nothing below it comes along */
+    if (umount2(m->target, MNT_DETACH) != 0 ||
+        mount(m->source, m->target, NULL, MS_BIND, NULL) != 0 ||
+        mount(NULL, m->target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+              NULL) != 0)
+        fail(c, m->step);
+}
+
 static void build_root(struct child *c)
 {
     /* no tty: a handler has no terminal to reach (docs/SECURITY.md) */
@@ -212,16 +288,20 @@ static void build_root(struct child *c)
         if (!m->source)
             continue;
         if (m->fstype) {
+            if (m->data == c->opt_data)
+                overlay_data(c);
             if (mount(m->source, m->target, m->fstype, m->flags, m->data) != 0)
                 fail(c, m->step);
             continue;
         }
+        if (m->nofollow) {
+            open_nofollow(c, m->source, m->step, m->fdsrc);
+            m->source = m->fdsrc;
+        }
         if (mount(m->source, m->target, NULL, MS_BIND | MS_REC, NULL) != 0)
             fail(c, m->step);
-        if (m->readonly && mount(NULL, m->target, NULL,
-                                 MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
-                                 NULL) != 0)
-            fail(c, m->step);
+        if (m->readonly)
+            make_readonly(c, m);
     }
     for (int i = 0; i < NDEV; i++) {
         if (!c->userns) {
@@ -373,32 +453,63 @@ static void plan_child(struct child *c, const struct sl_sandbox *sb,
     }
 }
 
-/* /opt: nothing, the one layer, or an overlay of them all. */
-static void plan_layers(struct child *c, const struct sl_function_conf *fn)
+/* The child mounts the code directory and the layers through no symlink
+ * (open_nofollow); say so clearly here when one is in the way. */
+static int check_source(const char *what, const char *path, struct sl_err *err)
 {
-    size_t len = 0;
+    struct open_how how;
+    int fd;
+
+    memset(&how, 0, sizeof(how));
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS;
+    fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+    if (fd < 0 && errno == ENOSYS)
+        fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 && errno == ELOOP)
+        return sl_err_set(err, SL_ESANDBOX, false, "sandbox: %s %s has a symlink in its path; "
+                          "sluice mounts no directory through a symlink (give its real path)",
+                          what, path);
+    if (fd < 0)
+        return sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot open %s %s: %s", what, path,
+                          strerror(errno));
+    close(fd);
+    return 0;
+}
+
+/* /opt: nothing, the one layer, or an overlay of them all. */
+static int plan_layers(struct child *c, const struct sl_function_conf *fn, struct sl_err *err)
+{
+    int rc;
 
     if (fn->layers.n == 0) {
         add(c, "create /opt", "opt");
-        return;
+        return 0;
     }
+    if (fn->layers.n > sizeof(c->layers) / sizeof(c->layers[0]))
+        return sl_err_set(err, SL_ESANDBOX, false, "sandbox: more than %zu layers",
+                          sizeof(c->layers) / sizeof(c->layers[0]));
+    for (size_t i = 0; i < fn->layers.n; i++)
+        if ((rc = check_source("layer", fn->layers.v[i], err)) != 0)
+            return rc;
     if (fn->layers.n == 1) {
-        add_ro(c, "bind layer at /opt", "opt", fn->layers.v[0]);
-        return;
+        add_ro(c, "bind layer at /opt", "opt", fn->layers.v[0])->nofollow = 1;
+        return 0;
     }
-    /* later layers win, as in Lambda: overlay lists the top first */
-    len += (size_t)snprintf(c->opt_data, sizeof(c->opt_data), "lowerdir=");
-    for (size_t i = fn->layers.n; i-- > 0 && len < sizeof(c->opt_data);)
-        len += (size_t)snprintf(c->opt_data + len, sizeof(c->opt_data) - len, "%s%s",
-                                fn->layers.v[i], i ? ":" : "");
+    /* later layers win, as in Lambda: the child lists the top first */
+    for (size_t i = 0; i < fn->layers.n; i++)
+        c->layers[c->nlayers++] = fn->layers.v[i];
     add_fs(c, "overlay layers at /opt", "opt", "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV,
            c->opt_data);
+    return 0;
 }
 
 /* Step 2 (strict sandboxes): the mounts and device nodes of the new root. */
-static void plan_root(struct child *c, const struct sl_sandbox *sb,
-                      const struct sl_function_conf *fn, const char *code_dir)
+static int plan_root(struct child *c, const struct sl_sandbox *sb,
+                     const struct sl_function_conf *fn, const char *code_dir, struct sl_err *err)
 {
+    int rc;
+
     static const char *const devs[NDEV] = { "null", "zero", "full", "random", "urandom" };
 
     for (int i = 0; i < sb->nents; i++) {
@@ -411,10 +522,13 @@ static void plan_root(struct child *c, const struct sl_sandbox *sb,
     }
     add_ro(c, "bind /etc", "etc", sb->etc);
     add(c, "create /var", "var");
-    add_ro(c, "bind code at /var/task", "var/task", code_dir);
+    if ((rc = check_source("code directory", code_dir, err)) != 0)
+        return rc;
+    add_ro(c, "bind code at /var/task", "var/task", code_dir)->nofollow = 1;
     if (sb->runtime_dir)
         add_ro(c, "bind /var/runtime", "var/runtime", sb->runtime_dir);
-    plan_layers(c, fn);
+    if ((rc = plan_layers(c, fn, err)) != 0)
+        return rc;
     snprintf(c->tmp_data, sizeof(c->tmp_data), "size=%lldm,mode=1777",
              (long long)fn->ephemeral_storage_mb);
     add_fs(c, "mount /tmp", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, c->tmp_data);
@@ -426,6 +540,7 @@ static void plan_root(struct child *c, const struct sl_sandbox *sb,
     add(c, "link /dev/stderr", "dev/stderr")->symlink = "/proc/self/fd/2";
     for (int i = 0; i < NDEV; i++)
         snprintf(c->dev[i], sizeof(c->dev[i]), "%s/dev/%s", sb->root, devs[i]);
+    return 0;
 }
 
 static char **build_env(const struct sl_sandbox *sb, const struct sl_function_conf *fn,
@@ -683,7 +798,8 @@ int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
             rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: no shared network namespace");
             goto fail;
         }
-        plan_root(s.c, sb, fn, s.code_dir);
+        if ((rc = plan_root(s.c, sb, fn, s.code_dir, err)) != 0)
+            goto fail;
     }
     plan_exec(&s, sb, fn, init_type);
     if ((rc = open_channels(&s, err)) != 0)

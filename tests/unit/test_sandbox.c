@@ -22,7 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1149,6 +1151,86 @@ Test(sandbox, handler_under_a_terminal_finds_none, .init = setup, .fini = teardo
         cr_expect_eq(jint(a, "errno"), EPERM, "ioctl %s on fd %lld not refused: %s",
                      jstr(a, "cmd"), jint(a, "fd"), json_dumps(a, JSON_COMPACT));
     }
+}
+
+/* Item 8: a copy of hostile_io.py in `dir` (which must exist). */
+static char *copy_hostile(const char *dir)
+{
+    char *dst = xasprintf("%s/hostile_io.py", dir);
+
+    put_file(dst, slurp(repo(HOSTILE)), 0755);
+    return dst;
+}
+
+/* Item 8: a mount below the code directory or a layer (here a tmpfs the
+ * test mounts in a mount namespace of its own) is read-only inside. */
+Test(sandbox, code_and_layer_mounts_are_read_only_all_the_way_down, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    static struct call c;
+    char *code = xasprintf("%s/code", data_dir), *layer = xasprintf("%s/layer", data_dir);
+    char *handler;
+    const char *dirs[] = { "/var/task/sub", "/opt/sub" };
+    json_t *j;
+
+    cr_assert_eq(unshare(CLONE_NEWNS), 0, "unshare: %s", strerror(errno));
+    cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+    cr_assert_eq(mkdir(code, 0755), 0);
+    cr_assert_eq(mkdir(xasprintf("%s/sub", code), 0755), 0);
+    cr_assert_eq(mkdir(layer, 0755), 0);
+    cr_assert_eq(mkdir(xasprintf("%s/sub", layer), 0755), 0);
+    handler = copy_hostile(code);
+    cr_assert_eq(mount("sub", xasprintf("%s/sub", code), "tmpfs", 0, "mode=0777"), 0);
+    cr_assert_eq(mount("sub", xasprintf("%s/sub", layer), "tmpfs", 0, "mode=0777"), 0);
+    start(fn_yaml("hio", handler, 1769, 10, xasprintf("    layers: [%s]\n", layer)));
+    for (size_t i = 0; i < 2; i++) {
+        call(pool_of("hio"), xasprintf("{\"action\":\"write\",\"path\":\"%s/x\"}", dirs[i]), &c,
+             20000);
+        j = ok_json(&c);
+        cr_expect(!json_is_true(jget(j, "ok")), "wrote %s/x: a writable mount below a "
+                  "read-only one", dirs[i]);
+        cr_expect_eq(jint(j, "errno"), EROFS, "%s: %s", dirs[i], c.payload);
+    }
+    cr_expect_neq(access(xasprintf("%s/sub/x", code), F_OK), 0, "the file reached the host");
+    umount2(xasprintf("%s/sub", code), MNT_DETACH);
+    umount2(xasprintf("%s/sub", layer), MNT_DETACH);
+}
+
+/* Item 8: a code directory or a layer reached through a symlink (one
+ * planted after the configuration was checked, or there from the start)
+ * is not mounted: the host's files it points at stay outside. */
+Test(sandbox, symlinks_to_code_and_layers_are_not_followed, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    static struct call c;
+    char *secret = xasprintf("%s/secret", data_dir), *layer = xasprintf("%s/layer", data_dir);
+    char *real = xasprintf("%s/realcode", data_dir), *link = xasprintf("%s/link", data_dir);
+    char *fns_yaml;
+
+    cr_assert_eq(mkdir(secret, 0755), 0);
+    put_file(xasprintf("%s/secret.txt", secret), "top secret\n", 0644);
+    cr_assert_eq(mkdir(layer, 0755), 0);
+    cr_assert_eq(mkdir(real, 0755), 0);
+    copy_hostile(real);
+    cr_assert_eq(symlink(real, link), 0);
+    fns_yaml = xasprintf("%s%s",
+                         fn_yaml("lay", repo(HOSTILE), 1769, 10,
+                                 xasprintf("    layers: [%s]\n", layer)),
+                         fn_yaml("linked", xasprintf("%s/hostile_io.py", link), 1769, 10, NULL));
+    start(fns_yaml);
+    /* after the configuration was checked, the layer becomes a symlink */
+    cr_assert_eq(rmdir(layer), 0);
+    cr_assert_eq(symlink(secret, layer), 0);
+
+    call(pool_of("lay"), "{\"action\":\"read\",\"path\":\"/opt/secret.txt\"}", &c, 20000);
+    cr_expect(!c.ok, "read through a symlinked layer: %s", c.payload);
+    cr_expect(!c.payload || !strstr(c.payload, "top secret"), "%s", c.payload);
+    cr_expect(strstr(c.emsg, "symlink") != NULL, "%s: %s", c.etype, c.emsg);
+
+    call(pool_of("linked"), "{\"action\":\"read\",\"path\":\"/var/task/hostile_io.py\"}", &c,
+         20000);
+    cr_expect(!c.ok, "ran from a code directory reached through a symlink: %.200s", c.payload);
+    cr_expect(strstr(c.emsg, "symlink") != NULL, "%s: %s", c.etype, c.emsg);
 }
 
 /* ------------------------------------------------------------------ */
