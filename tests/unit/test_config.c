@@ -80,6 +80,9 @@ static const struct bad_case bad[] = {
     { "size not whole MB",
       "functions:\n  f:\n    handler: handler.sh\n    memory_mb: 1000KB\n",
       "t.yaml:4:16: functions.f.memory_mb: '1000KB' is not a whole number of MB\n" },
+    { "output rate of zero",
+      "functions:\n  f:\n    handler: handler.sh\n    output_kb_per_s: 0\n",
+      "t.yaml:4:22: functions.f.output_kb_per_s: 0 is out of range 1..1048576 KB\n" },
     { "enum",
       "functions:\n  f:\n    handler: handler.sh\n    network: wifi\n",
       "t.yaml:4:14: functions.f.network: 'wifi' is not one of none, host\n" },
@@ -217,6 +220,7 @@ Test(config, good_file_gets_defaults_and_units)
     cr_expect_eq(c->functions[0].timeout_ms, 120000);
     cr_expect_eq(c->functions[0].init_timeout_ms, 10000);
     cr_expect_eq(c->functions[0].reserved_concurrency, -1);
+    cr_expect_eq(c->functions[0].output_kb_per_s, 1024, "default: 1 MB/s");
     cr_expect_eq(c->functions[0].async.maximum_retry_attempts, 3);
     cr_expect_eq(c->functions[0].async.maximum_event_age_ms, 6 * 3600 * 1000LL);
     cr_expect_str_eq(c->functions[0].handler, FIX "/handler.sh");
