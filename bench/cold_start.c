@@ -134,9 +134,9 @@ int main(void)
     fn = sl_config_function(h.conf, "echo");
 
     /* the host preparation, once (what sl_functions_new does) */
+    h.base = event_base_new();
     if (bench_host_sandbox(&h, false) != 0)
         goto out;
-    h.base = event_base_new();
 
     for (int i = 0; i < WARMUP; i++) {
         double tms;
