@@ -1339,6 +1339,66 @@ static const char relaxed_daemon_py[] =
     "    return {}\n"
     "sluice_runtime.start(handler)\n";
 
+/* Move `pid` into this test process's own cgroups, in every hierarchy
+ * (mount point + path, as sandbox/cgroup.c finds them). Out of its env's
+ * cgroups, only parentage can find it: the cgroup cleanup that a sluice
+ * starting on this host does for a dead one (other tests start many)
+ * cannot kill it for the env, and the test sees what a host without
+ * cgroups would. Returns whether `pid` is in no sluice cgroup now. */
+static bool move_to_my_cgroups(pid_t pid)
+{
+    FILE *cg = fopen("/proc/self/cgroup", "re");
+    char line[2048], buf[8192];
+
+    cr_assert_not_null(cg);
+    while (fgets(line, sizeof(line), cg)) {
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        FILE *mi;
+        char mline[4096];
+
+        if (!c2)
+            continue;
+        *c2 = '\0';
+        c2[1 + strcspn(c2 + 1, "\n")] = '\0';
+        if (!(mi = fopen("/proc/self/mountinfo", "re")))
+            continue;
+        while (fgets(mline, sizeof(mline), mi)) {
+            char mnt[1024], fstype[64], opts[1024], *sep = strstr(mline, " - ");
+            bool match = false;
+
+            if (!sep || sscanf(mline, "%*s %*s %*s %*s %1023s", mnt) != 1 ||
+                sscanf(sep + 3, "%63s %*s %1023s", fstype, opts) != 2)
+                continue;
+            if (c1[1] == '\0') {
+                match = strcmp(fstype, "cgroup2") == 0;
+            } else if (strcmp(fstype, "cgroup") == 0) {
+                /* every controller of the line among the mount's options */
+                char ctrls[256], have[1100], want[300], *save = NULL;
+                snprintf(ctrls, sizeof(ctrls), "%s", c1 + 1);
+                snprintf(have, sizeof(have), ",%s,", opts);
+                match = true;
+                for (char *t = strtok_r(ctrls, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                    snprintf(want, sizeof(want), ",%s,", t);
+                    match &= strstr(have, want) != NULL;
+                }
+            }
+            if (match) {
+                char *procs = xasprintf("%s%s/cgroup.procs", mnt,
+                                        strcmp(c2 + 1, "/") == 0 ? "" : c2 + 1);
+                FILE *f = fopen(procs, "we");
+                if (f) {
+                    fprintf(f, "%d\n", (int)pid);
+                    fclose(f);
+                }
+                break;
+            }
+        }
+        fclose(mi);
+    }
+    fclose(cg);
+    return read_proc(pid, "cgroup", buf, sizeof(buf)) > 0 && !strstr(buf, "/sluice-");
+}
+
 Test(sandbox, relaxed_no_orphans_after_sigkill, .init = setup, .fini = teardown, .timeout = 60)
 {
     char *code_dir = xasprintf("%s/code", data_dir);
@@ -1382,6 +1442,9 @@ Test(sandbox, relaxed_no_orphans_after_sigkill, .init = setup, .fini = teardown,
     }
     cr_assert_eq(n, 2, "%d processes running %s after 15 s; sluice log:\n%s", n, orphan_needle,
                  slurp(logp));
+    for (int i = 0; i < n; i++)
+        cr_assert(move_to_my_cgroups(pids[i]), "cannot move pid %d out of its env's cgroups",
+                  (int)pids[i]);
 
     cr_assert_eq(kill(spawned, SIGKILL), 0);
     cr_assert_eq(waitpid(spawned, &st, 0), spawned);
