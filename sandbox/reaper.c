@@ -136,19 +136,23 @@ static void sweep(pid_t self)
     }
 }
 
-/* Keep CAP_KILL alone: enough to SIGKILL the handler's processes. */
+/* Keep CAP_KILL alone: enough to SIGKILL the handler's processes. An
+ * unprivileged sluice has nothing to drop (and no CAP_KILL to keep: its
+ * handlers run as its own uid), so failures only leave it as it was. */
 static void keep_cap_kill(void)
 {
     struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
     struct __user_cap_data_struct data[2];
 
     for (int cap = 0; cap <= 63; cap++)
-        if (cap != CAP_KILL && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
-            _exit(126);
+        if (cap != CAP_KILL)
+            prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
     memset(data, 0, sizeof(data));
     data[0].effective = data[0].permitted = 1u << CAP_KILL;
-    if (syscall(SYS_capset, &hdr, data) != 0)
-        _exit(126);
+    if (syscall(SYS_capset, &hdr, data) != 0) {
+        data[0].effective = data[0].permitted = 0;
+        syscall(SYS_capset, &hdr, data);
+    }
 }
 
 void sl__reaper_run(pid_t handler)
