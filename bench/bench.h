@@ -297,6 +297,10 @@ static inline int bench_host_sandbox(struct bench_host *h, bool need_runtime)
     so.state_dir = h->state;
     so.runtime_dir = rt;
     so.relaxed_only = false;
+    so.base = h->base; /* NULL unless the caller made its loop first */
+    so.uid_base = h->conf->server.sandbox_uid_base;
+    so.functions = h->conf->functions;
+    so.nfunctions = h->conf->nfunctions;
     sl_err_clear(&err);
     rc = sl_sandbox_new(&so, &h->sb, &err);
     if (rc != 0) {

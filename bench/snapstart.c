@@ -154,9 +154,9 @@ int main(void)
         goto out;
 
     /* the host preparation, once (what sl_functions_new does) */
+    h.base = event_base_new();
     if (bench_host_sandbox(&h, true) != 0)
         goto out;
-    h.base = event_base_new();
 
     if (run_series(h.base, h.sb, sl_config_function(h.conf, "cold"), &cold) != 0 ||
         run_series(h.base, h.sb, sl_config_function(h.conf, "snap"), &snap) != 0)

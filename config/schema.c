@@ -449,6 +449,13 @@ static const struct sl_conf_key server_keys[] = {
               "(`${SLUICE_TOKEN}: \"*\"`). Clients send `Authorization: Bearer TOKEN`, "
               "or sign with the token as AWS access key id (the AWS CLI). Empty: no "
               "authentication. `/healthz`, `/readyz` and `/metrics` stay open." },
+    { .name = "sandbox_uid_base", .type = SL_CK_INT, .def = "100000", .min = 1000,
+      .max = 3000000000LL, .off = F(sandbox_uid_base),
+      .desc = "Each function's handlers run as a uid and gid of its own: this plus the "
+              "function's index in `functions` (0, 1, ...), so that no function can use up "
+              "another's per-user kernel limits (inotify instances, processes) or signal "
+              "it. Pick a range no host user and no other sluice instance on the host "
+              "uses. Needs sluice to run as root (also for `sandbox: relaxed`)." },
     { .name = "async_queue", .type = SL_CK_STRING, .def = "sqlite", .off = F(async_queue),
       .check = check_async_queue,
       .desc = "Where asynchronous events wait: `sqlite` (`async.db` in `data_dir`, WAL mode) "

@@ -335,13 +335,17 @@ int sl_sandbox_adopt(struct sl_sandbox *sb, struct sl_sbx_proc *p, pid_t pid, st
     return 0;
 }
 
-/* Kill everything listed in the cgroup, a few rounds for forks in flight. */
+/* Kill everything in the cgroup: cgroup.kill where there is one, else
+ * whatever cgroup.procs lists, a few rounds for forks in flight. */
 void sl__cgroup_kill(struct sl_sbx_proc *p)
 {
     const char *dir = p->ncgroup ? p->cgroup[p->ncgroup == 1 ? 0 : CGC_PIDS] : NULL;
     char path[600];
 
     if (!dir)
+        return;
+    /* v2 (Linux 5.14+): one write kills the whole cgroup, forks in flight too */
+    if (p->ncgroup == 1 && write_file(dir, "cgroup.kill", "1") == 0)
         return;
     snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
     for (int round = 0; round < 20; round++) {

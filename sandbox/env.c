@@ -553,7 +553,7 @@ struct sl_env *sl__env_alloc(struct sl_fnpool *pool, int kind, bool provisioned)
     env->fork_fds[0] = env->fork_fds[1] = env->fork_fds[2] = -1;
     env->proc.pid = -1;
     env->proc.pidfd = env->proc.sock = env->proc.out = env->proc.err = env->proc.setup = -1;
-    env->proc.mem_fd = -1;
+    env->proc.mem_fd = env->proc.netns = -1;
     snprintf(env->id, sizeof(env->id), "%s%lu", kind == ENV_TEMPLATE ? "t" : "e", ++pool->seq);
     env->ev_timer = evtimer_new(pool->base, on_timer, env);
     LIST_INSERT_HEAD(&pool->envs, env, link);
@@ -698,7 +698,7 @@ void sl__env_bury(struct sl_fnpool *pool, struct sl_sbx_proc *p)
     /* `p` no longer owns anything */
     memset(p, 0, sizeof(*p));
     p->pid = -1;
-    p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = -1;
+    p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = p->netns = -1;
 }
 
 void sl__env_graves_free(struct sl_fnpool *pool)

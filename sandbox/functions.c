@@ -55,6 +55,10 @@ int sl_functions_new(struct event_base *base, const struct sl_config *conf, cons
     so.state_dir = state;
     so.runtime_dir = rtdir;
     so.relaxed_only = relaxed_only;
+    so.base = base;
+    so.uid_base = conf->server.sandbox_uid_base;
+    so.functions = conf->functions;
+    so.nfunctions = conf->nfunctions;
     if (!rtdir)
         SL_WARN(NULL, "no runtime/ directory found beside the sluice binary (set "
                 "SLUICE_RUNTIME_DIR): handlers cannot import the runtime libraries");

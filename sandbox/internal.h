@@ -7,6 +7,7 @@
 #include <linux/filter.h>
 #include <stdbool.h>
 #include <sys/queue.h>
+#include <sys/types.h>
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -30,9 +31,32 @@ struct sl__rootent {
     char link[64];                 /* symlink target, or "" for a read-only bind */
 };
 
+/* Ready network namespaces (netns.c), one per strict env. Loop only. */
+#define NETNS_POOL 4
+
+struct sl__netns {
+    int             fds[NETNS_POOL];  /* ready namespaces, loopback up */
+    int             n;
+    int             host;             /* the loop thread's own namespace, to return to */
+    struct sl_pool *workers;          /* one thread that makes them; NULL: the loop does */
+    bool            filling;          /* a job is in flight */
+    bool            fill_failed;      /* the last job failed: wait for a take to retry */
+    bool            closing;
+    size_t          pooled, made;     /* taken from the pool / made on the loop */
+};
+
+/* Each function's uid and gid (the same number), from server.sandbox_uid_base. */
+struct sl__uid {
+    char  *name;                   /* function name */
+    uid_t  uid;
+};
+
 struct sl_sandbox {
     struct sl__cgroups  cg;
-    int                 netns;     /* shared empty network namespace, -1 if none */
+    struct sl__netns    net;       /* unused (host == -1) for relaxed-only and userns hosts */
+    struct sl__uid     *uids;      /* never shrinks: a uid is never given to another function */
+    size_t              nuids;
+    uid_t               uid_base;
     char               *state_dir;
     char               *root;      /* mount point every env builds its root on */
     char               *etc;       /* curated /etc, bound read-only */
@@ -48,6 +72,28 @@ void sl__cgroups_destroy(struct sl__cgroups *cg);
 void sl__cgroup_kill(struct sl_sbx_proc *p);
 void sl__cgroup_remove(struct sl_sbx_proc *p);
 int  sl__seccomp_build(struct sock_fprog *prog, struct sl_err *err);
+
+/* netns.c. init: one namespace made now (fails on hosts that cannot),
+ * the rest by a worker on `base` (NULL: made on demand by take). take:
+ * an fd of a fresh namespace, the caller's; or a negative SL_E*. */
+struct event_base;
+int  sl__netns_init(struct sl__netns *ns, struct event_base *base, struct sl_err *err);
+void sl__netns_destroy(struct sl__netns *ns);
+int  sl__netns_take(struct sl__netns *ns, struct sl_err *err);
+/* Loopback up in the caller's namespace: plain system calls, -1 + errno. */
+int  sl__netns_lo_up(void);
+
+/* ids.c: the uid (and gid) of function `name`: the one it was given at
+ * sl_sandbox_new, else the next unused one of the range. */
+uid_t sl__sandbox_uid(struct sl_sandbox *sb, const char *name);
+int   sl__sandbox_uids_init(struct sl_sandbox *sb, const struct sl_sandbox_opts *o,
+                            struct sl_err *err);
+void  sl__sandbox_uids_destroy(struct sl_sandbox *sb);
+/* reaper.c: the init of a relaxed env (no pid namespace), after it
+ * cloned the handler; see there. Plain system calls only. */
+void sl__reaper_prepare(void);
+void sl__reaper_child(void);
+void sl__reaper_run(pid_t handler) __attribute__((noreturn));
 void sl__sandbox_setup_error(int fd, struct sl_err *err);
 
 /* ------------------------------------------------------------------ */

@@ -1,15 +1,12 @@
-/* Host preparation for sandboxes: cgroups, the shared empty network
- * namespace, the root skeleton and a curated /etc, the seccomp filter. */
+/* Host preparation for sandboxes: cgroups, the network namespace pool
+ * (netns.c), the functions' uids (ids.c), the root skeleton and a curated
+ * /etc, the seccomp filter. */
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -106,40 +103,6 @@ static int build_etc(const char *etc)
     return 0;
 }
 
-/* The shared empty network namespace: a short-lived child creates it and
- * we keep a descriptor, which keeps the namespace alive. */
-static int make_netns(struct sl_err *err)
-{
-    int sync[2], fd = -1;
-    char path[64], c = 0;
-    pid_t pid;
-
-    if (pipe2(sync, O_CLOEXEC) != 0)
-        return sl_err_set(err, SL_ESANDBOX, false, "network namespace: pipe: %s",
-                          strerror(errno));
-    pid = (pid_t)syscall(SYS_clone, CLONE_NEWNET | SIGCHLD, NULL, NULL, NULL, 0);
-    if (pid == 0) {
-        ssize_t r;
-        close(sync[1]);
-        r = read(sync[0], &c, 1); /* wait until the parent opened our namespace */
-        _exit(r < 0);
-    }
-    close(sync[0]);
-    if (pid < 0) {
-        close(sync[1]);
-        return sl_err_set(err, SL_ESANDBOX, false,
-                          "network namespace: cannot create one: %s", strerror(errno));
-    }
-    snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    close(sync[1]);
-    waitpid(pid, NULL, 0);
-    if (fd < 0)
-        return sl_err_set(err, SL_ESANDBOX, false, "network namespace: cannot open %s: %s",
-                          path, strerror(errno));
-    return fd;
-}
-
 int sl_sandbox_new(const struct sl_sandbox_opts *o, struct sl_sandbox **out, struct sl_err *err)
 {
     static const char *const sysdirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64",
@@ -147,7 +110,7 @@ int sl_sandbox_new(const struct sl_sandbox_opts *o, struct sl_sandbox **out, str
     struct sl_sandbox *sb = sl_calloc(1, sizeof(*sb));
     int rc;
 
-    sb->netns = -1;
+    sb->net.host = -1;
     sb->userns = geteuid() != 0;
     sb->state_dir = sl_strdup(o->state_dir);
     sb->root = sl_asprintf("%s/root", o->state_dir);
@@ -193,12 +156,12 @@ int sl_sandbox_new(const struct sl_sandbox_opts *o, struct sl_sandbox **out, str
                 err->msg);
         sl_err_clear(err);
     }
-    if (!o->relaxed_only) {
-        rc = make_netns(err);
-        if (rc < 0)
-            goto fail;
-        sb->netns = rc;
-    }
+    if ((rc = sl__sandbox_uids_init(sb, o, err)) != 0)
+        goto fail;
+    /* unprivileged hosts: each env's user namespace owns its network
+     * namespace, made by its clone */
+    if (!o->relaxed_only && !sb->userns && (rc = sl__netns_init(&sb->net, o->base, err)) != 0)
+        goto fail;
     rc = sl__seccomp_build(&sb->filter, err);
     if (rc != 0)
         goto fail;
@@ -220,8 +183,9 @@ void sl_sandbox_free(struct sl_sandbox *sb)
     if (!sb)
         return;
     sl__cgroups_destroy(&sb->cg);
-    if (sb->netns >= 0)
-        close(sb->netns);
+    if (sb->net.host >= 0)
+        sl__netns_destroy(&sb->net);
+    sl__sandbox_uids_destroy(sb);
     free(sb->filter.filter);
     free(sb->state_dir);
     free(sb->root);

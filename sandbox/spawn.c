@@ -11,7 +11,6 @@
  * as "step:errno" and the environment exits. */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <linux/capability.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
@@ -34,8 +33,6 @@
 #include "sluice/log.h"
 #include "sluice/mem.h"
 
-#define SBX_UID 993   /* Lambda's sbx_user1051 */
-#define SBX_GID 990
 #define MAX_MOUNTS 32
 #define PATH_LEN 512
 #define NDEV 5                      /* /dev/null, zero, full, random, urandom */
@@ -60,7 +57,9 @@ struct mnt {
 struct child {
     int         relaxed;
     int         userns;
-    int         netns;
+    int         netns;              /* the env's network namespace to join, or -1 */
+    int         newnet;             /* userns hosts: the clone made one; bring lo up */
+    uid_t       uid;                /* the function's uid and gid (ids.c) */
     int         sync_r, setup_w, sock, out_w, err_w;
     const char *root;
     char        old_root[PATH_LEN];
@@ -121,10 +120,10 @@ static void fail(const struct child *c, const char *step)
     _exit(127);
 }
 
-/* Drop capabilities (and with `switch_uid`, become sbx_user1051), set
- * no_new_privs and load the seccomp filter. The env's init keeps uid 0:
- * changing uid would clear its parent-death signal, and a uid-993 handler
- * cannot signal a uid-0 process anyway. */
+/* Drop capabilities (and with `switch_uid`, become the function's uid and
+ * gid), set no_new_privs and load the seccomp filter. The env's init keeps
+ * uid 0: changing uid would clear its parent-death signal, and a handler
+ * with the function's uid cannot signal a uid-0 process anyway. */
 static void drop_privileges(const struct child *c, int switch_uid)
 {
     struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
@@ -134,12 +133,15 @@ static void drop_privileges(const struct child *c, int switch_uid)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
             fail(c, "drop capability bounding set");
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-    if (switch_uid && !c->userns && !c->relaxed) {
-        if (setgroups(0, NULL) != 0)
+    if (switch_uid && !c->userns) {
+        /* raw: glibc's wrappers would first ask the other threads of the
+         * sluice this process was cloned from, which do not exist here,
+         * to change too, and wait for them forever */
+        if (syscall(SYS_setgroups, 0, NULL) != 0)
             fail(c, "setgroups");
-        if (setresgid(SBX_GID, SBX_GID, SBX_GID) != 0)
+        if (syscall(SYS_setresgid, c->uid, c->uid, c->uid) != 0)
             fail(c, "setresgid");
-        if (setresuid(SBX_UID, SBX_UID, SBX_UID) != 0)
+        if (syscall(SYS_setresuid, c->uid, c->uid, c->uid) != 0)
             fail(c, "setresuid");
     }
     memset(data, 0, sizeof(data));
@@ -343,24 +345,25 @@ static void child_main(struct child *c)
     set_limits(c);
 
     if (c->relaxed) {
+        /* no pid namespace: this init sweeps the handler's processes (reaper.c) */
         setsid();
-        if ((devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
-            fail(c, "open /dev/null");
-        exec_handler(c, devnull);
+        sl__reaper_prepare();
+    } else {
+        /* a session of our own: no controlling terminal, so nothing in the
+         * env can open sluice's /dev/tty or TIOCSTI into it */
+        if (setsid() < 0)
+            fail(c, "setsid");
+        /* now that we are in our cgroups, make them our cgroup root */
+        if (unshare(CLONE_NEWCGROUP) != 0)
+            fail(c, "create cgroup namespace");
+        if (c->netns >= 0 && setns(c->netns, CLONE_NEWNET) != 0)
+            fail(c, "join the environment's network namespace");
+        if (c->newnet && sl__netns_lo_up() != 0)
+            fail(c, "bring up loopback");
+        if (sethostname("sluice", 6) != 0)
+            fail(c, "set hostname");
+        build_root(c);
     }
-
-    /* a session of our own: no controlling terminal, so nothing in the
-     * env can open sluice's /dev/tty or TIOCSTI into it */
-    if (setsid() < 0)
-        fail(c, "setsid");
-    /* now that we are in our cgroups, make them our cgroup root */
-    if (unshare(CLONE_NEWCGROUP) != 0)
-        fail(c, "create cgroup namespace");
-    if (c->netns >= 0 && setns(c->netns, CLONE_NEWNET) != 0)
-        fail(c, "join the empty network namespace");
-    if (sethostname("sluice", 6) != 0)
-        fail(c, "set hostname");
-    build_root(c);
     if ((devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
         fail(c, "open /dev/null");
 
@@ -371,8 +374,11 @@ static void child_main(struct child *c)
     handler = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, 0);
     if (handler < 0)
         fail(c, "fork handler");
-    if (handler == 0)
+    if (handler == 0) {
+        if (c->relaxed)
+            sl__reaper_child();
         exec_handler(c, devnull);
+    }
 
     /* init: hold nothing (not the handler's channels, not sluice's own
      * fds: its terminal, its sockets), let nothing in the env open
@@ -384,6 +390,8 @@ static void child_main(struct child *c)
     c->setup_w = -1; /* nowhere to report from here on: the exit status tells */
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
         _exit(125);
+    if (c->relaxed)
+        sl__reaper_run(handler);
     drop_privileges(c, 0);
     for (;;) {
         pid_t w = waitpid(-1, &st, 0);
@@ -439,7 +447,8 @@ static void plan_child(struct child *c, const struct sl_sandbox *sb,
 {
     c->relaxed = fn->sandbox == SL_SANDBOX_RELAXED;
     c->userns = sb->userns;
-    c->netns = fn->network == SL_NETWORK_NONE ? sb->netns : -1;
+    c->netns = -1;
+    c->newnet = sb->userns && fn->network == SL_NETWORK_NONE;
     c->root = sb->root;
     c->filter = &sb->filter;
     c->fsize = (rlim_t)fn->ephemeral_storage_mb * 1024 * 1024;
@@ -529,8 +538,10 @@ static int plan_root(struct child *c, const struct sl_sandbox *sb,
         add_ro(c, "bind /var/runtime", "var/runtime", sb->runtime_dir);
     if ((rc = plan_layers(c, fn, err)) != 0)
         return rc;
-    snprintf(c->tmp_data, sizeof(c->tmp_data), "size=%lldm,mode=1777",
-             (long long)fn->ephemeral_storage_mb);
+    /* the function's own: owned by its uid (root inside a user namespace) */
+    snprintf(c->tmp_data, sizeof(c->tmp_data), "size=%lldm,mode=0700,uid=%u,gid=%u",
+             (long long)fn->ephemeral_storage_mb, c->userns ? 0u : (unsigned)c->uid,
+             c->userns ? 0u : (unsigned)c->uid);
     add_fs(c, "mount /tmp", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, c->tmp_data);
     add_fs(c, "mount /proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     add_fs(c, "mount /dev", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755");
@@ -677,7 +688,7 @@ static int clone_child(struct spawn *s, struct sl_sbx_proc *p, struct sl_err *er
 
     if (!s->c->relaxed)
         flags |= CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
-                 (s->c->userns ? CLONE_NEWUSER : 0);
+                 (s->c->userns ? CLONE_NEWUSER : 0) | (s->c->newnet ? CLONE_NEWNET : 0);
     pid = (pid_t)syscall(SYS_clone, flags, NULL, &pidfd, NULL, 0);
     if (pid == 0)
         child_main(s->c);
@@ -784,7 +795,7 @@ int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
 
     memset(p, 0, sizeof(*p));
     p->pid = -1;
-    p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = -1;
+    p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = p->netns = -1;
     s.c = sl_calloc(1, sizeof(*s.c));
     s.code_dir = sl_strdup(fn->handler);
     slash = strrchr(s.code_dir, '/');
@@ -792,11 +803,13 @@ int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
     if (slash)
         *slash = '\0';
     plan_child(s.c, sb, fn, s.code_dir, s.base);
+    s.c->uid = sl__sandbox_uid(sb, fn->name);
     p->relaxed = s.c->relaxed;
     if (!s.c->relaxed) {
-        if (s.c->netns < 0 && fn->network == SL_NETWORK_NONE) {
-            rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: no shared network namespace");
-            goto fail;
+        if (fn->network == SL_NETWORK_NONE && !sb->userns) {
+            if ((rc = sl__netns_take(&sb->net, err)) < 0)
+                goto fail;
+            p->netns = s.c->netns = rc;
         }
         if ((rc = plan_root(s.c, sb, fn, s.code_dir, err)) != 0)
             goto fail;
@@ -821,7 +834,7 @@ fail:
     spawn_destroy(&s);
     if (p->pid > 0 && !p->reaped) {
         /* a killed process still to reap: only the cgroups it is in wait */
-        int *fds[] = { &p->sock, &p->out, &p->err, &p->setup, &p->mem_fd };
+        int *fds[] = { &p->sock, &p->out, &p->err, &p->setup, &p->mem_fd, &p->netns };
         for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
             spawn_close(fds[i]);
         return rc;
@@ -835,13 +848,14 @@ void sl_sandbox_kill(struct sl_sandbox *sb, struct sl_sbx_proc *p)
 {
     (void)sb;
     if (p->pid > 0 && !p->reaped) {
-        /* the init of a pid namespace takes everything in it along */
+        /* the init of a pid namespace takes everything in it along; a
+         * relaxed env's init without cgroups sweeps its descendants on
+         * SIGTERM (reaper.c), with cgroups the cgroup kill takes them */
+        int sig = p->relaxed && p->ncgroup == 0 ? SIGTERM : SIGKILL;
         if (p->pidfd >= 0)
-            syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
+            syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0);
         else
-            kill(p->pid, SIGKILL);
-        if (p->relaxed)
-            kill(-p->pid, SIGKILL);
+            kill(p->pid, sig);
     }
     sl__cgroup_kill(p);
 }
@@ -866,7 +880,7 @@ bool sl_sandbox_reap(struct sl_sbx_proc *p)
 
 void sl_sandbox_release(struct sl_sandbox *sb, struct sl_sbx_proc *p)
 {
-    int *fds[] = { &p->pidfd, &p->sock, &p->out, &p->err, &p->setup, &p->mem_fd };
+    int *fds[] = { &p->pidfd, &p->sock, &p->out, &p->err, &p->setup, &p->mem_fd, &p->netns };
 
     (void)sb;
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {

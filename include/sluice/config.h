@@ -124,6 +124,7 @@ struct sl_server_conf {
     char   *async_queue;             /* "sqlite" or a redis:// URL (checked at load) */
     char   *async_queue_key;         /* redis: stream key */
     int64_t async_queue_reclaim_ms;  /* redis: idle time before another instance takes over */
+    int64_t sandbox_uid_base;        /* function i runs as uid/gid sandbox_uid_base + i */
 };
 
 struct sl_log_conf {

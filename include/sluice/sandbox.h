@@ -1,8 +1,9 @@
 /* sluice: sandboxes for handler processes.
  *
  * struct sl_sandbox is the host-wide preparation made once at startup: the
- * cgroup hierarchy in use, the shared empty network namespace, the
- * sandbox's root skeleton and /etc, and the compiled seccomp filter.
+ * cgroup hierarchy in use, a pool of fresh network namespaces (one per
+ * environment), each function's uid, the sandbox's root skeleton and
+ * /etc, and the compiled seccomp filter.
  * sl_sandbox_spawn starts one environment's processes inside it. */
 #ifndef SLUICE_SANDBOX_H
 #define SLUICE_SANDBOX_H
@@ -16,10 +17,20 @@
 
 struct sl_sandbox;
 
+#define SL_SANDBOX_UID_BASE 100000       /* server.sandbox_uid_base's default */
+#define SL_SANDBOX_UID_MAX  4000000000LL  /* uids given stay below this */
+
+struct event_base;
+
 struct sl_sandbox_opts {
     const char *state_dir;     /* private directory for the root skeleton */
     const char *runtime_dir;   /* mounted at /var/runtime; NULL: none */
     bool        relaxed_only;  /* every function is `sandbox: relaxed` */
+    struct event_base *base;   /* the loop: pre-made network namespaces are handed over
+                                * on it (NULL: each is made when an env starts) */
+    int64_t     uid_base;      /* function i runs as uid and gid uid_base + i; 0: default */
+    const struct sl_function_conf *functions;  /* in configuration order, for the uids */
+    size_t      nfunctions;
 };
 
 /* Prepare the host. Fails with a message naming the step. */
@@ -37,6 +48,8 @@ struct sl_sbx_proc {
     int    out, err;           /* read ends of the handler's stdout, stderr */
     int    setup;              /* read end: sandbox setup errors, EOF once exec ran */
     int    mem_fd;             /* the cgroup's peak memory file, kept open: read per invoke */
+    int    netns;              /* the env's own network namespace (strict, `network: none`,
+                                * root hosts), else -1: kept for the env's whole life */
     char  *cgroup[3];          /* per-controller directories, NULL if unused */
     int    ncgroup;
     bool   relaxed;
@@ -72,6 +85,18 @@ bool sl_sandbox_reap(struct sl_sbx_proc *p);
  * killer fired in the environment's memory cgroup. */
 int64_t sl_sandbox_max_memory(const struct sl_sbx_proc *p);
 bool sl_sandbox_oom_killed(const struct sl_sbx_proc *p);
+
+/* A socket (close-on-exec, blocking) created inside the network
+ * namespace of `p`: what listens on the env's 127.0.0.1 (the Runtime API)
+ * or connects into it. Negative SL_E* when the env has no namespace of
+ * its own (relaxed, `network: host`, SnapStart forks, unprivileged
+ * hosts). Call on the loop thread: it enters the namespace and returns. */
+int sl_sandbox_socket(struct sl_sandbox *sb, const struct sl_sbx_proc *p, int domain, int type,
+                      struct sl_err *err);
+
+/* Network namespaces handed to envs so far: from the pre-made pool, and
+ * made on the spot because the pool was empty. */
+void sl_sandbox_netns_counts(const struct sl_sandbox *sb, size_t *pooled, size_t *made);
 
 /* Close fds, remove cgroups. The processes must be dead (kill + reap). */
 void sl_sandbox_release(struct sl_sandbox *sb, struct sl_sbx_proc *p);

@@ -25,6 +25,7 @@ libc.ptrace.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_vo
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                        ctypes.c_void_p]
 libc.unshare.argtypes = [ctypes.c_int]
+libc.inotify_init1.argtypes = [ctypes.c_int]
 
 
 def err(e):
@@ -156,12 +157,99 @@ def status_line(name):
     return None
 
 
+def ns_link(kind):
+    try:
+        return os.readlink("/proc/self/ns/" + kind)
+    except OSError as e:
+        return "error: %s" % e
+
+
+def tmp_stat():
+    try:
+        st = os.stat("/tmp")
+        return {"uid": st.st_uid, "gid": st.st_gid, "mode": st.st_mode & 0o7777}
+    except OSError as e:
+        return err(e)
+
+
 def read_text(path):
     try:
         with open(path) as f:
             return f.read()
     except OSError as e:
         return "error: %s" % e
+
+
+HELD = []  # what an action keeps open for later invocations of the env
+
+
+def abstract_listen(event):
+    """Listen on an abstract unix socket; the env keeps it."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.bind("\0" + event["name"])
+        s.listen(4)
+    except OSError as e:
+        s.close()
+        return err(e)
+    HELD.append(s)
+    return {"ok": True}
+
+
+def abstract_connect(event):
+    """Connect to an abstract unix socket; say whether /proc/net/unix lists it."""
+    name = event["name"]
+    listed = "@" + name in read_text("/proc/net/unix")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect("\0" + name)
+        return {"ok": True, "listed": listed}
+    except OSError as e:
+        return dict(err(e), listed=listed)
+    finally:
+        s.close()
+
+
+def loopback(event):
+    """A TCP connection over the env's own 127.0.0.1."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+        c = socket.create_connection(ls.getsockname(), timeout=1)
+        a, _ = ls.accept()
+        c.sendall(b"ping")
+        got = a.recv(4)
+        a.close()
+        c.close()
+        return {"ok": got == b"ping", "port": ls.getsockname()[1]}
+    except OSError as e:
+        return err(e)
+    finally:
+        ls.close()
+
+
+def inotify_exhaust(event):
+    """Open inotify instances until the kernel refuses; the env keeps them."""
+    n, error = 0, None
+    for _ in range(int(event.get("max", 100000))):
+        fd = libc.inotify_init1(os.O_CLOEXEC)
+        if fd < 0:
+            e = ctypes.get_errno()
+            error = {"errno": e, "error": os.strerror(e)}
+            break
+        HELD.append(fd)
+        n += 1
+    return {"opened": n, "stopped_by": error}
+
+
+def inotify_one(event):
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        e = ctypes.get_errno()
+        return {"ok": False, "errno": e, "error": os.strerror(e)}
+    os.close(fd)
+    return {"ok": True}
 
 
 def whoami(event):
@@ -184,6 +272,8 @@ def whoami(event):
         "seccomp": status_line("Seccomp"),
         "cgroup": read_text("/proc/self/cgroup").strip(),
         "cwd": os.getcwd(),
+        "tmp": tmp_stat(),
+        "netns": ns_link("net"),
         "env": dict(os.environ),
     }
 
@@ -202,6 +292,11 @@ ACTIONS = {
     "garbage": garbage,
     "exit": do_exit,
     "whoami": whoami,
+    "abstract_listen": abstract_listen,
+    "abstract_connect": abstract_connect,
+    "loopback": loopback,
+    "inotify_exhaust": inotify_exhaust,
+    "inotify_one": inotify_one,
 }
 
 

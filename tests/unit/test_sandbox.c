@@ -206,15 +206,23 @@ static char *fn_yaml(const char *name, const char *handler_abs, int memory_mb, i
                      name, handler_abs, memory_mb, timeout_s, extra ? extra : "");
 }
 
-static char *config_yaml(const char *functions, const char *dir)
+/* `server` holds more server keys, each line indented by two spaces, or NULL. */
+static char *config_yaml_server(const char *functions, const char *dir, const char *server)
 {
-    return xasprintf("functions:\n%sserver:\n  data_dir: %s\n", functions, dir);
+    return xasprintf("functions:\n%sserver:\n  data_dir: %s\n%s", functions, dir,
+                     server ? server : "");
 }
 
-/* Load `functions` (YAML blocks from fn_yaml) and prepare every pool. */
-static void start(const char *functions)
+static char *config_yaml(const char *functions, const char *dir)
 {
-    char *text = config_yaml(functions, data_dir), *dtext = NULL;
+    return config_yaml_server(functions, dir, NULL);
+}
+
+/* Load `functions` (YAML blocks from fn_yaml) and `server` keys, and
+ * prepare every pool. */
+static void start_server(const char *functions, const char *server)
+{
+    char *text = config_yaml_server(functions, data_dir, server), *dtext = NULL;
     struct sl_diags d;
     struct sl_err err;
     size_t dlen = 0;
@@ -234,6 +242,11 @@ static void start(const char *functions)
     sl_err_clear(&err);
     rc = sl_functions_new(base, conf, NULL, &fns, &err);
     cr_assert_eq(rc, 0, "sl_functions_new: %s", err.msg);
+}
+
+static void start(const char *functions)
+{
+    start_server(functions, NULL);
 }
 
 static struct sl_fnpool *pool_of(const char *name)
@@ -530,7 +543,8 @@ Test(sandbox, host_files_are_not_visible, .init = setup, .fini = teardown, .time
 }
 
 /* ------------------------------------------------------------------ */
-/* 3. no network: the host's loopback is unreachable                   */
+/* 3. no network: the host's loopback is unreachable; the env's own
+ *    loopback (up, nothing listens on that port) refuses instead      */
 
 Test(sandbox, network_is_unreachable, .init = setup, .fini = teardown, .timeout = 60)
 {
@@ -557,7 +571,7 @@ Test(sandbox, network_is_unreachable, .init = setup, .fini = teardown, .timeout 
     j = ok_json(&c);
     cr_expect(!json_is_true(jget(j, "ok")), "connected to the host: %s",
               json_dumps(j, JSON_COMPACT));
-    cr_expect_eq(jint(j, "errno"), ENETUNREACH, "%s", json_dumps(j, JSON_COMPACT));
+    cr_expect_eq(jint(j, "errno"), ECONNREFUSED, "%s", json_dumps(j, JSON_COMPACT));
 
     fd = accept(ls, NULL, NULL);
     cr_expect_eq(fd, -1, "the listener got a connection");
@@ -1341,4 +1355,288 @@ Test(sandbox, idle_envs_are_reaped, .init = setup, .fini = teardown, .timeout = 
     cr_assert(c.ok, "%s", c.etype);
     cr_expect_eq(sl_fnpool_envs(pool), 1);
     cr_expect(wait_cond(no_envs, pool, 5000), "the idle env was not reaped");
+}
+
+/* ================================================================== */
+/* Isolation between functions (docs/SECURITY.md, "Handlers: isolation
+ * between functions")                                                 */
+
+/* A uid range of this test process's own: parallel tests must not share
+ * per-user kernel limits through the default range. */
+static long long uid_base(void)
+{
+    return 300000 + (long long)(getpid() % 20000) * 16;
+}
+
+static char *uid_server(void)
+{
+    return xasprintf("  sandbox_uid_base: %lld\n", uid_base());
+}
+
+/* One function's abstract unix socket, /proc/net/unix and a port on
+ * 127.0.0.1 are not another's: each env has its own network namespace,
+ * with a working loopback. */
+Test(sandbox, functions_do_not_share_a_network, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call a, b, l;
+    char *name = xasprintf("sluice-test-%d", (int)getpid());
+    char *listen_ev = xasprintf("{\"action\":\"abstract_listen\",\"name\":\"%s\"}", name);
+    char *connect_ev = xasprintf("{\"action\":\"abstract_connect\",\"name\":\"%s\"}", name);
+    json_t *j;
+
+    start(xasprintf("%s%s", fn_yaml("a", repo(ESCAPE), 256, 10, NULL),
+                    fn_yaml("b", repo(ESCAPE), 256, 10, NULL)));
+    call(pool_of("a"), listen_ev, &a, 20000);
+    j = ok_json(&a);
+    cr_assert(json_is_true(jget(j, "ok")), "a cannot listen: %s", a.payload);
+    /* a's own env sees its socket: the probe itself works */
+    call(pool_of("a"), connect_ev, &a, 20000);
+    j = ok_json(&a);
+    cr_assert(json_is_true(jget(j, "ok")) && json_is_true(jget(j, "listed")),
+              "a does not reach its own socket: %s", a.payload);
+
+    call(pool_of("b"), connect_ev, &b, 20000);
+    j = ok_json(&b);
+    cr_expect(!json_is_true(jget(j, "ok")), "b connected to a's abstract socket: %s", b.payload);
+    cr_expect_eq(jint(j, "errno"), ECONNREFUSED, "%s", b.payload);
+    cr_expect(!json_is_true(jget(j, "listed")), "b sees a's socket in /proc/net/unix");
+
+    call(pool_of("b"), "{\"action\":\"loopback\"}", &l, 20000);
+    j = ok_json(&l);
+    cr_expect(json_is_true(jget(j, "ok")), "no loopback in the env: %s", l.payload);
+}
+
+/* Two envs of one function: two network namespaces. */
+Test(sandbox, every_env_has_its_own_network_namespace, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    static struct call a, b;
+    struct idle_want w;
+    const char *na, *nb;
+
+    start(fn_yaml("escape", repo(ESCAPE), 256, 10, "    provisioned_concurrency: 2\n"));
+    w.pool = pool_of("escape");
+    w.n = 2;
+    cr_assert(wait_cond(idle_reached, &w, 15000), "idle %zu of 2", sl_fnpool_idle(w.pool));
+    /* both idle envs: the second invocation finds the first env busy */
+    invoke(w.pool, "{\"action\":\"whoami\"}", &a);
+    invoke(w.pool, "{\"action\":\"whoami\"}", &b);
+    cr_assert(wait_until(&a.done, 20000) && wait_until(&b.done, 20000));
+    na = jstr(ok_json(&a), "netns");
+    nb = jstr(ok_json(&b), "netns");
+    cr_expect(strncmp(na, "net:[", 5) == 0, "netns: %s", na);
+    cr_expect_str_neq(na, nb, "two envs share network namespace %s", na);
+}
+
+/* Each function runs as base + its index, uid and gid; its /tmp is its own. */
+Test(sandbox, each_function_has_its_own_uid, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call a, b;
+    long long ub = uid_base();
+    json_t *ja, *jb, *tmp;
+
+    start_server(xasprintf("%s%s", fn_yaml("a", repo(ESCAPE), 256, 10, NULL),
+                           fn_yaml("b", repo(ESCAPE), 256, 10, NULL)),
+                 uid_server());
+    call(pool_of("a"), "{\"action\":\"whoami\"}", &a, 20000);
+    call(pool_of("b"), "{\"action\":\"whoami\"}", &b, 20000);
+    ja = ok_json(&a);
+    jb = ok_json(&b);
+    cr_expect_eq(jint(ja, "uid"), ub, "a: %s", a.payload);
+    cr_expect_eq(jint(ja, "gid"), ub, "a: %s", a.payload);
+    cr_expect_eq(jint(jb, "uid"), ub + 1, "b: %s", b.payload);
+    cr_expect_eq(jint(jb, "gid"), ub + 1, "b: %s", b.payload);
+    cr_expect_eq(json_array_size(jget(ja, "groups")), 0, "a keeps groups: %s", a.payload);
+    tmp = jget(jb, "tmp");
+    cr_expect_eq(jint(tmp, "uid"), ub + 1, "b's /tmp: %s", json_dumps(tmp, JSON_COMPACT));
+    cr_expect_eq(jint(tmp, "gid"), ub + 1, "b's /tmp: %s", json_dumps(tmp, JSON_COMPACT));
+    cr_expect_eq(jint(tmp, "mode"), 0700, "b's /tmp: %s", json_dumps(tmp, JSON_COMPACT));
+}
+
+/* fs.inotify.max_user_instances counts per uid: a function that uses up
+ * its own leaves the others theirs. */
+Test(sandbox, inotify_exhaustion_stays_in_its_function, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    static struct call a, b;
+    json_t *j;
+
+    start_server(xasprintf("%s%s", fn_yaml("a", repo(ESCAPE), 256, 10, NULL),
+                           fn_yaml("b", repo(ESCAPE), 256, 10, NULL)),
+                 uid_server());
+    call(pool_of("a"), "{\"action\":\"inotify_exhaust\",\"max\":100000}", &a, 20000);
+    j = ok_json(&a);
+    cr_assert(json_is_object(jget(j, "stopped_by")), "a never hit the limit: %s", a.payload);
+    cr_assert_eq(jint(jget(j, "stopped_by"), "errno"), EMFILE, "%s", a.payload);
+    cr_assert_gt(jint(j, "opened"), 0, "%s", a.payload);
+    /* a's env lives on, holding them, while b asks for one */
+    cr_assert_eq(sl_fnpool_envs(pool_of("a")), 1);
+    call(pool_of("b"), "{\"action\":\"inotify_one\"}", &b, 20000);
+    j = ok_json(&b);
+    cr_expect(json_is_true(jget(j, "ok")), "b cannot create an inotify instance: %s", b.payload);
+}
+
+/* sandbox: relaxed still switches to the function's uid. */
+Test(sandbox, relaxed_handler_is_not_root, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call c;
+    json_t *j;
+
+    start_server(xasprintf("%s%s", fn_yaml("strict", repo(ESCAPE), 256, 10, NULL),
+                           fn_yaml("relaxed", repo(ESCAPE), 256, 10,
+                                   "    sandbox: relaxed\n")),
+                 uid_server());
+    call(pool_of("relaxed"), "{\"action\":\"whoami\"}", &c, 20000);
+    j = ok_json(&c);
+    cr_expect_eq(jint(j, "uid"), uid_base() + 1, "%s", c.payload);
+    cr_expect_eq(jint(j, "euid"), uid_base() + 1, "%s", c.payload);
+    cr_expect_eq(jint(j, "gid"), uid_base() + 1, "%s", c.payload);
+    cr_expect_str_eq(jstr(j, "cap_eff"), "0000000000000000", "%s", c.payload);
+}
+
+/* A relaxed handler that daemonizes (fork, setsid, fork) at init: its
+ * grandchild dies with sluice's SIGKILL too. The grandchild is a fork of
+ * the handler, so it runs the same command line: the needle finds both. */
+static const char relaxed_daemon_py[] =
+    "#!/usr/bin/python3\n"
+    "import os, time\n"
+    "import sluice_runtime\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    "        os.closerange(3, 1024)\n"
+    "        time.sleep(1000)\n"
+    "    os._exit(0)\n"
+    "os.waitpid(pid, 0)\n"
+    "def handler(event, context):\n"
+    "    return {}\n"
+    "sluice_runtime.start(handler)\n";
+
+/* Move `pid` into this test process's own cgroups, in every hierarchy
+ * (mount point + path, as sandbox/cgroup.c finds them). Out of its env's
+ * cgroups, only parentage can find it: the cgroup cleanup that a sluice
+ * starting on this host does for a dead one (other tests start many)
+ * cannot kill it for the env, and the test sees what a host without
+ * cgroups would. Returns whether `pid` is in no sluice cgroup now. */
+static bool move_to_my_cgroups(pid_t pid)
+{
+    FILE *cg = fopen("/proc/self/cgroup", "re");
+    char line[2048], buf[8192];
+
+    cr_assert_not_null(cg);
+    while (fgets(line, sizeof(line), cg)) {
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        FILE *mi;
+        char mline[4096];
+
+        if (!c2)
+            continue;
+        *c2 = '\0';
+        c2[1 + strcspn(c2 + 1, "\n")] = '\0';
+        if (!(mi = fopen("/proc/self/mountinfo", "re")))
+            continue;
+        while (fgets(mline, sizeof(mline), mi)) {
+            char mnt[1024], fstype[64], opts[1024], *sep = strstr(mline, " - ");
+            bool match = false;
+
+            if (!sep || sscanf(mline, "%*s %*s %*s %*s %1023s", mnt) != 1 ||
+                sscanf(sep + 3, "%63s %*s %1023s", fstype, opts) != 2)
+                continue;
+            if (c1[1] == '\0') {
+                match = strcmp(fstype, "cgroup2") == 0;
+            } else if (strcmp(fstype, "cgroup") == 0) {
+                /* every controller of the line among the mount's options */
+                char ctrls[256], have[1100], want[300], *save = NULL;
+                snprintf(ctrls, sizeof(ctrls), "%s", c1 + 1);
+                snprintf(have, sizeof(have), ",%s,", opts);
+                match = true;
+                for (char *t = strtok_r(ctrls, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                    snprintf(want, sizeof(want), ",%s,", t);
+                    match &= strstr(have, want) != NULL;
+                }
+            }
+            if (match) {
+                char *procs = xasprintf("%s%s/cgroup.procs", mnt,
+                                        strcmp(c2 + 1, "/") == 0 ? "" : c2 + 1);
+                FILE *f = fopen(procs, "we");
+                if (f) {
+                    fprintf(f, "%d\n", (int)pid);
+                    fclose(f);
+                }
+                break;
+            }
+        }
+        fclose(mi);
+    }
+    fclose(cg);
+    return read_proc(pid, "cgroup", buf, sizeof(buf)) > 0 && !strstr(buf, "/sluice-");
+}
+
+Test(sandbox, relaxed_no_orphans_after_sigkill, .init = setup, .fini = teardown, .timeout = 60)
+{
+    char *code_dir = xasprintf("%s/code", data_dir);
+    char *handler, *cfg, *logp, *sluice = built("sluice");
+    pid_t pids[64];
+    int n = 0, st;
+    double end;
+
+    snprintf(orphan_needle, sizeof(orphan_needle), "relaxed_orphan_%d.py", (int)getpid());
+    cr_assert_eq(mkdir(code_dir, 0755), 0);
+    chmod(code_dir, 0755);
+    handler = xasprintf("%s/%s", code_dir, orphan_needle);
+    put_file(handler, relaxed_daemon_py, 0755);
+    cfg = xasprintf("%s/relaxed.yaml", data_dir);
+    put_file(cfg, config_yaml_server(fn_yaml("daemon", handler, 128, 10,
+                                             "    sandbox: relaxed\n"
+                                             "    provisioned_concurrency: 1\n"),
+                                     data_dir, uid_server()),
+             0644);
+    logp = xasprintf("%s/sluice.log", data_dir);
+
+    spawned = fork();
+    cr_assert_geq(spawned, 0);
+    if (spawned == 0) {
+        int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(sluice, "sluice", "run", cfg, (char *)NULL);
+        _exit(127);
+    }
+
+    /* the handler and its daemonized grandchild */
+    end = now_ms() + 15000;
+    while (now_ms() < end) {
+        n = scan_procs(orphan_needle, strlen(orphan_needle), NULL, pids, 64);
+        if (n >= 2 || waitpid(spawned, &st, WNOHANG) == spawned)
+            break;
+        usleep(50000);
+    }
+    cr_assert_eq(n, 2, "%d processes running %s after 15 s; sluice log:\n%s", n, orphan_needle,
+                 slurp(logp));
+    for (int i = 0; i < n; i++)
+        cr_assert(move_to_my_cgroups(pids[i]), "cannot move pid %d out of its env's cgroups",
+                  (int)pids[i]);
+
+    cr_assert_eq(kill(spawned, SIGKILL), 0);
+    cr_assert_eq(waitpid(spawned, &st, 0), spawned);
+    spawned = -1;
+
+    /* the sweep takes milliseconds; 5 s leaves room for a loaded machine */
+    end = now_ms() + 5000;
+    do {
+        n = scan_procs(orphan_needle, strlen(orphan_needle), NULL, pids, 64);
+        if (n == 0)
+            break;
+        usleep(20000);
+    } while (now_ms() < end);
+    if (n > 0) {
+        char stat[512] = "";
+
+        read_proc(pids[0], "stat", stat, sizeof(stat));
+        cr_expect_eq(n, 0, "%d processes of a relaxed env outlived sluice by 5 s (e.g. %s)", n,
+                     stat);
+    }
 }
