@@ -2,7 +2,7 @@
 
 VERSION    := 0.1.0
 BUILD      := build
-PKGS       := rdkafka hiredis libpq libevent msgpack yaml-0.1 jansson libseccomp sqlite3
+PKGS       := rdkafka hiredis libpq libevent msgpack yaml-0.1 jansson libseccomp sqlite3 libcrypto
 TEST_PKGS  := criterion
 
 CC         ?= cc

@@ -241,47 +241,135 @@ void sl__api_respond_method(struct sl_api *a, struct evhttp_request *req, const 
 /* ------------------------------------------------------------------ */
 /* Authentication                                                      */
 
-/* The configured token the request presents: its index, -1 when there is
- * no Authorization header, -2 when the token is not configured. Accepts
- * "Bearer <token>", and SigV4 ("AWS4-HMAC-SHA256 Credential=<token>/...")
- * so the AWS CLI and SDKs work with AWS_ACCESS_KEY_ID=<token>; the
- * signature is not checked: the key id is the secret. */
-static int request_token(const struct sl_api *a, struct evhttp_request *req)
+static const char *scheme_value(const char *h, const char *scheme)
 {
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    const struct sl_kvlist *auth = &a->conf->server.auth;
-    const char *tok = NULL;
-    size_t len = 0;
-    int found = -2;
+    size_t n = strlen(scheme);
 
-    if (!h)
-        return -1;
     while (*h == ' ' || *h == '\t')
         h++;
-    if (strncasecmp(h, "Bearer ", 7) == 0) {
-        for (tok = h + 7; *tok == ' '; tok++)
-            ;
-        len = strcspn(tok, " \t");
-    } else if (strncmp(h, "AWS4-HMAC-SHA256 ", 17) == 0 && (tok = strstr(h, "Credential="))) {
-        tok += 11;
-        len = strcspn(tok, "/, \t");
-    }
-    if (!tok || len == 0)
-        return -2;
-    /* compare with every token, so the time taken does not say which */
-    for (size_t i = 0; i < auth->n; i++)
-        if (ct_equal(tok, len, auth->v[i].key, strlen(auth->v[i].key)) && found < 0)
-            found = (int)i;
-    return found;
+    if (strncasecmp(h, scheme, n) != 0 || h[n] != ' ')
+        return NULL;
+    for (h += n; *h == ' '; h++)
+        ;
+    return h;
 }
 
-/* A token's value: "*" or a comma-separated list of function names. */
-bool sl__api_token_allows(const struct sl_api *a, int tokidx, const char *fn)
+static void authn_fail(struct sl_authn *out, int code, const char *type, const char *www,
+                       const char *msg)
 {
-    const char *spec = a->conf->server.auth.v[tokidx].value;
+    out->code = code;
+    out->type = type;
+    out->www = www;
+    out->msg = msg;
+    out->entry = NULL;
+}
+
+void sl__api_authenticate(const struct sl_server_conf *sc, const char *method, const char *target,
+                          const struct sl_hdrs *h, const char *payload_sha256, long long now,
+                          struct sl_authn *out)
+{
+    const json_t *auth = sc->auth;
+    const char *hv = h->get(h->ctx, "authorization", 0), *tok, *why = NULL, *key;
+    json_t *e, *found = NULL;
+
+    memset(out, 0, sizeof(*out));
+    if (!auth || json_object_size(auth) == 0)
+        return;
+    if (!hv || h->get(h->ctx, "authorization", 1)) {
+        authn_fail(out, 401, "MissingAuthenticationTokenException", "Bearer",
+                   hv ? "Send one Authorization header"
+                      : "Missing Authentication Token: send Authorization: Bearer <token> or "
+                        "sign the request (AWS Signature Version 4)");
+        return;
+    }
+    if ((tok = scheme_value(hv, "Bearer"))) {
+        size_t len = strcspn(tok, " \t");
+
+        /* compare with every token, so the time taken does not say which;
+         * key pairs' ids are not secrets and never match */
+        json_object_foreach((json_t *)auth, key, e)
+            if (ct_equal(tok, len, key, strlen(key)) && !found &&
+                !json_object_get(e, "secret") && tok[len] == '\0')
+                found = e;
+        if (!found) {
+            authn_fail(out, 401, "UnrecognizedClientException", "Bearer error=\"invalid_token\"",
+                       "The security token included in the request is invalid.");
+            return;
+        }
+        out->entry = found;
+        return;
+    }
+    if (strncmp(hv, "AWS4-HMAC-SHA256 ", 17) == 0) {
+        struct sl_sigv4 sv;
+        const char *secret, *hdr_hash = h->get(h->ctx, "x-amz-content-sha256", 0);
+        int rc;
+
+        if (sl__sigv4_parse(hv, &sv) != 0) {
+            authn_fail(out, 400, "IncompleteSignatureException", NULL,
+                       "The Authorization header is not a well-formed AWS4-HMAC-SHA256 "
+                       "signature (Credential, SignedHeaders, Signature).");
+            return;
+        }
+        found = json_object_get(auth, sv.key_id);
+        secret = found ? json_string_value(json_object_get(found, "secret")) : NULL;
+        if (!secret) {
+            /* unknown, or a bearer token: a key id is not a secret */
+            authn_fail(out, 401, "UnrecognizedClientException", NULL,
+                       found ? "The security token included in the request is invalid: this "
+                               "is a bearer token, not an access key id with a secret "
+                               "(server.auth)."
+                             : "The security token included in the request is invalid.");
+            return;
+        }
+        if (hdr_hash && payload_sha256 && strcasecmp(hdr_hash, payload_sha256) != 0) {
+            authn_fail(out, 400, "InvalidSignatureException", NULL,
+                       "X-Amz-Content-Sha256 is not the SHA-256 of the body.");
+            return;
+        }
+        if (!payload_sha256)
+            payload_sha256 = hdr_hash;
+        if (payload_sha256) {
+            rc = sl__sigv4_verify(&sv, secret, method, target, h, payload_sha256, now, &why);
+        } else {
+            /* before the body: everything but the signature itself */
+            rc = sl__sigv4_verify(&sv, secret, method, target, h,
+                                  "0000000000000000000000000000000000000000000000000000000000000000",
+                                  now, &why);
+            if (rc == -3)
+                rc = 0;
+        }
+        if (rc != 0) {
+            authn_fail(out, 403, "InvalidSignatureException", NULL, why);
+            return;
+        }
+        out->entry = found;
+        return;
+    }
+    authn_fail(out, 401, "UnrecognizedClientException", "Bearer error=\"invalid_token\"",
+               "The security token included in the request is invalid.");
+}
+
+bool sl__api_metrics_allowed(const struct sl_server_conf *sc, const struct sl_hdrs *h)
+{
+    const char *want = sc->metrics_auth, *hv, *tok;
+    size_t len;
+
+    if (!want || !*want)
+        return true;
+    hv = h->get(h->ctx, "authorization", 0);
+    if (!hv || h->get(h->ctx, "authorization", 1) || !(tok = scheme_value(hv, "Bearer")))
+        return false;
+    len = strcspn(tok, " \t");
+    return tok[len] == '\0' && ct_equal(tok, len, want, strlen(want));
+}
+
+/* A server.auth entry's functions: "*" or a comma-separated list. */
+bool sl__api_token_allows(const json_t *entry, const char *fn)
+{
+    const char *spec = json_string_value(json_object_get(entry, "functions"));
     size_t fl = strlen(fn);
 
-    while (*spec) {
+    while (spec && *spec) {
         const char *s, *e;
 
         while (*spec == ' ' || *spec == ',')
@@ -297,33 +385,68 @@ bool sl__api_token_allows(const struct sl_api *a, int tokidx, const char *fn)
     return false;
 }
 
-/* server.auth: 401 without a known token. */
-bool sl__api_check_token(struct sl_api *a, struct evhttp_request *req, const char *id,
-                         int *tokidx)
+/* evhttp's headers through struct sl_hdrs. */
+static const char *evhdr_get(const void *ctx, const char *name, size_t idx)
 {
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    const struct evkeyvalq *q = ctx;
+    const struct evkeyval *kv;
 
-    *tokidx = -1;
-    if (a->conf->server.auth.n == 0)
+    TAILQ_FOREACH(kv, q, next)
+        if (strcasecmp(kv->key, name) == 0 && idx-- == 0)
+            return kv->value;
+    return NULL;
+}
+
+void sl__api_evhdrs(struct evhttp_request *req, struct sl_hdrs *h)
+{
+    h->get = evhdr_get;
+    h->ctx = evhttp_request_get_input_headers(req);
+}
+
+/* The body's SHA-256 in hex. */
+static void body_sha256(struct evhttp_request *req, char out[65])
+{
+    struct evbuffer *b = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(b);
+
+    sl__sha256_hex(n ? evbuffer_pullup(b, -1) : (const unsigned char *)"", n, out);
+}
+
+bool sl__api_check_token(struct sl_api *a, struct evhttp_request *req, const char *id,
+                         json_t **entry)
+{
+    struct sl_authn r;
+    struct sl_hdrs h;
+    char hash[65];
+
+    *entry = NULL;
+    if (!a->conf->server.auth || json_object_size(a->conf->server.auth) == 0)
         return true;
-    *tokidx = request_token(a, req);
-    if (*tokidx == -1) {
-        evhttp_add_header(out, "WWW-Authenticate", "Bearer");
-        sl__api_respond_error(a, req, id, 401, "MissingAuthenticationTokenException", NULL,
-                              "Missing Authentication Token: send Authorization: Bearer <token>");
+    sl__api_evhdrs(req, &h);
+    body_sha256(req, hash);
+    sl__api_authenticate(&a->conf->server, method_name(evhttp_request_get_command(req)),
+                         evhttp_request_get_uri(req), &h, hash, (long long)time(NULL), &r);
+    if (r.code) {
+        if (r.www)
+            evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", r.www);
+        sl__api_respond_error(a, req, id, r.code, r.type, NULL, "%s", r.msg);
         return false;
     }
-    if (*tokidx < 0) {
-        evhttp_add_header(out, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
-        sl__api_respond_error(a, req, id, 401, "UnrecognizedClientException", NULL,
-                              "The security token included in the request is invalid.");
-        return false;
-    }
+    *entry = r.entry;
     return true;
 }
 
 /* ------------------------------------------------------------------ */
 /* Routing                                                             */
+
+bool sl__api_is_invoke_path(const char *path, size_t plen)
+{
+    size_t pre = strlen(INVOKE_PREFIX), suf = strlen(INVOKE_SUFFIX);
+
+    return plen > pre + suf && strncmp(path, INVOKE_PREFIX, pre) == 0 &&
+           memcmp(path + plen - suf, INVOKE_SUFFIX, suf) == 0 &&
+           !memchr(path + pre, '/', plen - pre - suf);
+}
 
 static void on_request(struct evhttp_request *req, void *arg)
 {
@@ -339,9 +462,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (!path)
         path = "";
     plen = strlen(path);
-    if (plen > pre + suf && strncmp(path, INVOKE_PREFIX, pre) == 0 &&
-        strcmp(path + plen - suf, INVOKE_SUFFIX) == 0 &&
-        !memchr(path + pre, '/', plen - pre - suf)) {
+    if (sl__api_is_invoke_path(path, plen)) {
         char *raw = sl_strndup(path + pre, plen - pre - suf);
 
         sl__invoke_handle(a, req, id, raw, evhttp_uri_get_query(u));
@@ -359,7 +480,16 @@ static void on_request(struct evhttp_request *req, void *arg)
         else
             sl__api_respond(a, req, id, 503, "text/plain; charset=utf-8", "stopping\n", 9);
     } else if (strcmp(path, "/metrics") == 0) {
-        if (get) {
+        struct sl_hdrs h;
+
+        sl__api_evhdrs(req, &h);
+        if (get && !sl__api_metrics_allowed(&a->conf->server, &h)) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                              "Bearer");
+            sl__api_respond_error(a, req, id, 401, "MissingAuthenticationTokenException", NULL,
+                                  "/metrics needs the token of server.metrics_auth: send "
+                                  "Authorization: Bearer <token>");
+        } else if (get) {
             sl_prom_render(a->metrics, evhttp_request_get_output_buffer(req));
             sl__api_respond(a, req, id, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, 0);
         } else {
@@ -415,7 +545,7 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     char host[256], shown[INET6_ADDRSTRLEN] = "";
-    bool loopback = false;
+    bool loopback = false, auth_on = conf->server.auth && json_object_size(conf->server.auth);
     int port = 0, rc;
 
     a->base = base;
@@ -474,8 +604,8 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
     SL_INFO(INST, "listening on http://%s%s%s:%d (Invoke API, /healthz, /readyz, /metrics)%s",
             strchr(shown, ':') ? "[" : "", shown[0] ? shown : host,
             strchr(shown, ':') ? "]" : "", port,
-            conf->server.auth.n ? "; invocations need a token (server.auth)" : "");
-    if (!loopback && conf->server.auth.n == 0)
+            auth_on ? "; invocations need a credential (server.auth)" : "");
+    if (!loopback && !auth_on)
         SL_WARN(INST, "%s is not a loopback address and server.auth is empty: whoever reaches "
                 "it can invoke every function", conf->server.listen);
     *out = a;

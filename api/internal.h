@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <sys/queue.h>
 
+#include <stdint.h>
+
 #include <event2/http.h>
 #include <jansson.h>
 
@@ -60,16 +62,75 @@ void sl__api_respond_method(struct sl_api *a, struct evhttp_request *req, const 
 json_t *sl__api_json_text(const char *s);
 
 /* ------------------------------------------------------------------ */
-/* Authentication (http.c)                                             */
+/* Authentication (http.c, sigv4.c)                                    */
 
-/* server.auth: true when the request may go on; otherwise it was
- * answered (401) and false returned. *tokidx: the token's index, or -1
- * when authentication is off. */
+/* A request's headers, as evhttp parsed them or as the gate (gate.c) read
+ * them before the body: the idx-th value of header `name` (any case), or
+ * NULL. */
+struct sl_hdrs {
+    const char *(*get)(const void *ctx, const char *name, size_t idx);
+    const void  *ctx;
+};
+
+/* The outcome of authenticating a request. */
+struct sl_authn {
+    int         code;         /* 0: may go on; else the HTTP status to answer */
+    const char *type;         /* X-Amzn-ErrorType */
+    const char *msg;
+    const char *www;          /* WWW-Authenticate value, or NULL */
+    json_t     *entry;        /* the server.auth entry (borrowed); NULL when auth is off */
+};
+
+/* Authenticate an invocation by server.auth: a bearer token, or an AWS
+ * SigV4 signature by a configured key pair. `target` is the request
+ * target as sent (path?query). `payload_sha256` is the body's SHA-256 in
+ * hex, or NULL before the body is read: then a signature is checked only
+ * when X-Amz-Content-Sha256 gives the hash; the key, scope and clock are
+ * checked in any case. `now`: Unix seconds. */
+void sl__api_authenticate(const struct sl_server_conf *sc, const char *method, const char *target,
+                          const struct sl_hdrs *h, const char *payload_sha256, long long now,
+                          struct sl_authn *out);
+
+/* server.metrics_auth: whether the request carries its bearer token (true
+ * when it is not set). */
+bool sl__api_metrics_allowed(const struct sl_server_conf *sc, const struct sl_hdrs *h);
+
+/* `req`'s input headers as struct sl_hdrs. */
+void sl__api_evhdrs(struct evhttp_request *req, struct sl_hdrs *h);
+
+/* After the body is read: authenticate `req` and answer it (401/403)
+ * when it may not go on. *entry: its server.auth entry, NULL when
+ * authentication is off. */
 bool sl__api_check_token(struct sl_api *a, struct evhttp_request *req, const char *id,
-                         int *tokidx);
+                         json_t **entry);
 
-/* Whether token `tokidx` (from sl__api_check_token, >= 0) may invoke `fn`. */
-bool sl__api_token_allows(const struct sl_api *a, int tokidx, const char *fn);
+/* Whether server.auth entry `entry` may invoke `fn`. */
+bool sl__api_token_allows(const json_t *entry, const char *fn);
+
+/* AWS SigV4's Authorization header, parsed (sigv4.c). */
+struct sl_sigv4 {
+    char key_id[129];
+    char date[9];             /* YYYYMMDD */
+    char region[64];
+    char service[32];
+    char signed_headers[1024];
+    char signature[65];
+};
+
+/* 0, or -1 when `authz` is not a well-formed AWS4-HMAC-SHA256 header. */
+int sl__sigv4_parse(const char *authz, struct sl_sigv4 *s);
+
+/* 0 when the signature is right; -1 malformed, -2 outside the 5-minute
+ * clock skew, -3 wrong signature; *why says what. */
+int sl__sigv4_verify(const struct sl_sigv4 *s, const char *secret, const char *method,
+                     const char *target, const struct sl_hdrs *h, const char *payload_sha256,
+                     long long now, const char **why);
+
+/* SHA-256 of data in lowercase hex (libcrypto). */
+void sl__sha256_hex(const void *data, size_t n, char out[65]);
+
+/* Whether path[0..plen) is INVOKE_PREFIX{name}INVOKE_SUFFIX. */
+bool sl__api_is_invoke_path(const char *path, size_t plen);
 
 /* ------------------------------------------------------------------ */
 /* The Invoke API (invoke.c)                                           */

@@ -353,7 +353,7 @@ static bool valid_qualifier(const char *q)
  * malformed, 403 when the token does not cover it, 404 when it does not
  * exist or names a version other than $LATEST. */
 static bool resolve_function(struct sl_api *a, struct evhttp_request *req, const char *id,
-                             const char *raw_name, const char *query, int tokidx,
+                             const char *raw_name, const char *query, const json_t *entry,
                              char name[FN_NAME_MAX + 1])
 {
     char qual[QUALIFIER_MAX + 1], *decoded;
@@ -376,7 +376,7 @@ static bool resolve_function(struct sl_api *a, struct evhttp_request *req, const
         return false;
     }
     free(decoded);
-    if (tokidx >= 0 && !sl__api_token_allows(a, tokidx, name)) {
+    if (entry && !sl__api_token_allows(entry, name)) {
         sl__api_respond_error(a, req, id, 403, "AccessDeniedException", NULL,
                               "this token is not allowed to invoke %s", name);
         return false;
@@ -534,19 +534,19 @@ void sl__invoke_handle(struct sl_api *a, struct evhttp_request *req, const char 
     char name[FN_NAME_MAX + 1], *payload, *cc;
     bool sync = true, dry = false;
     size_t len = 0;
-    int tokidx;
+    json_t *entry;
 
     if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
         sl__api_respond_method(a, req, id, "POST");
         return;
     }
-    if (!sl__api_check_token(a, req, id, &tokidx))
+    if (!sl__api_check_token(a, req, id, &entry))
         return;
     if (!a->accepting) {
         respond_unavailable(a, req, id);
         return;
     }
-    if (!resolve_function(a, req, id, raw_name, query, tokidx, name))
+    if (!resolve_function(a, req, id, raw_name, query, entry, name))
         return;
     if (itype && strcmp(itype, "Event") == 0) {
         sync = false;

@@ -158,20 +158,122 @@ static void check_debug(struct sl_conf_load *ld, const struct sl_conf_key *k, vo
     }
 }
 
-/* server.auth: API tokens. Keys are interpolated here (the loader
- * interpolates values only) so tokens can come from the environment;
- * messages name a token by its position, never by its text. */
+/* server.auth. Each key is a bearer token or an AWS access key id; its
+ * value is the functions it may invoke ("*" or "fn1, fn2"), or, for an
+ * access key, a mapping {secret_access_key | secret_access_key_file,
+ * functions}. Keys are interpolated here (the loader interpolates values
+ * only) so they can come from the environment. The value is replaced by
+ * its normal form, which api/ reads:
+ *   { "<token or key id>": { "functions": "fn1,fn2" | "*",
+ *                            "secret": "<secret access key>" (key pairs only) } }
+ * Messages name an entry by its position, never by its text. */
+static bool check_functions(struct sl_conf_load *ld, yaml_node_t *node, size_t i,
+                            const char *spec)
+{
+    const char *p = spec;
+    size_t before = 0;
+
+    if (strcmp(p, "*") == 0)
+        return true;
+    while (*p) {
+        const char *s, *e;
+
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        s = p;
+        while (*p && *p != ',')
+            p++;
+        for (e = p; e > s && e[-1] == ' '; e--)
+            ;
+        {
+            char *name = sl_strndup(s, (size_t)(e - s));
+            if (strcmp(name, "*") == 0)
+                sl_conf_error(ld, node, "token %zu: '*' must stand alone", i + 1);
+            else if (!sl__load_has_function(ld, name))
+                sl_conf_error(ld, node, "token %zu allows '%s', which is not a function",
+                              i + 1, name);
+            free(name);
+            before++;
+        }
+    }
+    if (before == 0) {
+        sl_conf_error(ld, node, "token %zu allows no function: give \"*\" or names "
+                      "separated by commas", i + 1);
+        return false;
+    }
+    return true;
+}
+
+/* The secret of key pair `i`: from secret_access_key (interpolated by the
+ * loader) or from the file secret_access_key_file (one line). */
+static char *auth_secret(struct sl_conf_load *ld, yaml_node_t *node, size_t i, json_t *spec)
+{
+    json_t *inline_s = json_object_get(spec, "secret_access_key");
+    json_t *file = json_object_get(spec, "secret_access_key_file");
+    char buf[512], *secret;
+    size_t n;
+    FILE *f;
+
+    if (!inline_s == !file) {
+        sl_conf_error(ld, node, "key %zu: give one of secret_access_key and "
+                      "secret_access_key_file", i + 1);
+        return NULL;
+    }
+    if (inline_s) {
+        if (!json_is_string(inline_s) || !*json_string_value(inline_s)) {
+            sl_conf_error(ld, node, "key %zu: secret_access_key is empty or not a string (is "
+                          "its variable set?)", i + 1);
+            return NULL;
+        }
+        return sl_strdup(json_string_value(inline_s));
+    }
+    if (!json_is_string(file) || json_string_value(file)[0] != '/') {
+        sl_conf_error(ld, node, "key %zu: secret_access_key_file must be an absolute path",
+                      i + 1);
+        return NULL;
+    }
+    f = fopen(json_string_value(file), "re");
+    if (!f) {
+        sl_conf_error(ld, node, "key %zu: cannot read secret_access_key_file %s: %s", i + 1,
+                      json_string_value(file), strerror(errno));
+        return NULL;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (!*buf || n == sizeof(buf) - 1) {
+        sl_conf_error(ld, node, "key %zu: secret_access_key_file %s is empty or longer than "
+                      "a line of %zu bytes", i + 1, json_string_value(file), sizeof(buf) - 2);
+        return NULL;
+    }
+    secret = sl_strdup(buf);
+    memset(buf, 0, sizeof(buf));
+    return secret;
+}
+
 static void check_auth(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                        yaml_node_t *node)
 {
-    struct sl_kvlist *l = field;
+    json_t **jp = field, *norm = json_object();
+    const char *raw;
+    json_t *val;
+    size_t i = 0;
 
     (void)k;
-    for (size_t i = 0; i < l->n; i++) {
-        const char *raw = l->v[i].key;
+    if (!json_is_object(*jp)) {
+        sl_conf_error(ld, node, "expected a mapping of tokens (or access key ids) to "
+                      "functions");
+        json_decref(norm);
+        return;
+    }
+    json_object_foreach(*jp, raw, val) {
         size_t rl = strlen(raw);
-        char why[512], *tok = sl__interpolate(raw, why, sizeof(why));
-        const char *p;
+        char why[512], *tok = sl__interpolate(raw, why, sizeof(why)), *secret = NULL;
+        const char *p, *fns = NULL;
+        json_t *fnv = val, *dup = NULL;
 
         if (!tok) {
             /* `why` quotes the key: show it only when the key is a pure reference */
@@ -181,52 +283,74 @@ static void check_auth(struct sl_conf_load *ld, const struct sl_conf_key *k, voi
             else
                 sl_conf_error(ld, node, "token %zu: bad '$' (write ${VAR} for a variable, "
                               "$$ for a literal $)", i + 1);
+            i++;
             continue;
         }
-        free(l->v[i].key);
-        l->v[i].key = tok;
         if (!*tok)
             sl_conf_error(ld, node, "token %zu is empty (is its variable set?)", i + 1);
         for (p = tok; *p; p++)
-            if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p) || *p == ',')
+            if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p) || *p == ',' ||
+                (*p == '/' && json_is_object(val)))
                 break;
         if (*p)
-            sl_conf_error(ld, node, "token %zu contains a space, a comma or a control "
-                          "character", i + 1);
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(l->v[j].key, tok) == 0)
-                sl_conf_error(ld, node, "tokens %zu and %zu are the same", j + 1, i + 1);
+            sl_conf_error(ld, node, "%s %zu contains a space, a comma%s or a control character",
+                          json_is_object(val) ? "key" : "token", i + 1,
+                          json_is_object(val) ? ", a slash" : "");
+        else if ((dup = json_object_get(norm, tok)))
+            sl_conf_error(ld, node, "tokens %zu and %zu are the same",
+                          (size_t)json_integer_value(json_object_get(dup, "pos")), i + 1);
+        if (json_is_object(val)) {
+            const char *mk;
+            json_t *mv;
 
-        /* "*" or "fn1, fn2" */
-        p = l->v[i].value;
-        if (strcmp(p, "*") == 0)
-            continue;
-        while (*p) {
-            const char *s, *e;
-
-            while (*p == ' ' || *p == ',')
-                p++;
-            if (!*p)
-                break;
-            s = p;
-            while (*p && *p != ',')
-                p++;
-            for (e = p; e > s && e[-1] == ' '; e--)
-                ;
-            {
-                char *name = sl_strndup(s, (size_t)(e - s));
-                if (strcmp(name, "*") == 0)
-                    sl_conf_error(ld, node, "token %zu: '*' must stand alone", i + 1);
-                else if (!sl__load_has_function(ld, name))
-                    sl_conf_error(ld, node, "token %zu allows '%s', which is not a function",
-                                  i + 1, name);
-                free(name);
-            }
+            json_object_foreach(val, mk, mv)
+                if (strcmp(mk, "secret_access_key") != 0 &&
+                    strcmp(mk, "secret_access_key_file") != 0 && strcmp(mk, "functions") != 0)
+                    sl_conf_error(ld, node, "key %zu: unknown key '%s' (an access key has "
+                                  "secret_access_key or secret_access_key_file, and "
+                                  "functions)", i + 1, mk);
+            secret = auth_secret(ld, node, i, val);
+            fnv = json_object_get(val, "functions");
+            if (!fnv)
+                sl_conf_error(ld, node, "key %zu: missing 'functions' (\"*\" or names "
+                              "separated by commas)", i + 1);
         }
-        if (strspn(l->v[i].value, " ,") == strlen(l->v[i].value))
-            sl_conf_error(ld, node, "token %zu allows no function: give \"*\" or names "
-                          "separated by commas", i + 1);
+        if (fnv && !json_is_string(fnv))
+            sl_conf_error(ld, node, "token %zu: give \"*\" or function names separated by "
+                          "commas, as a string", i + 1);
+        else if (fnv)
+            fns = json_string_value(fnv);
+        if (fns && check_functions(ld, node, i, fns) && *tok && !*p && !dup) {
+            json_t *e = json_pack("{s:s, s:I}", "functions", fns, "pos", (json_int_t)(i + 1));
+
+            if (secret)
+                json_object_set_new(e, "secret", json_string(secret));
+            json_object_set_new(norm, tok, e);
+        }
+        if (secret) {
+            memset(secret, 0, strlen(secret));
+            free(secret);
+        }
+        free(tok);
+        i++;
     }
+    json_decref(*jp);
+    *jp = norm;
+}
+
+/* server.metrics_auth: a bearer token, like a server.auth key. */
+static void check_metrics_auth(struct sl_conf_load *ld, const struct sl_conf_key *k,
+                               void *field, yaml_node_t *node)
+{
+    const char *tok = *(char **)field;
+
+    (void)k;
+    for (const char *p = tok; *p; p++)
+        if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p)) {
+            sl_conf_error(ld, node, "the metrics token contains a space or a control "
+                          "character");
+            return;
+        }
 }
 
 /* ------------------------------------------------------------------ */
@@ -443,12 +567,22 @@ static const struct sl_conf_key server_keys[] = {
       .desc = "On SIGTERM, how long in-flight invocations may finish before they are stopped." },
     { .name = "worker_threads", .type = SL_CK_INT, .def = "2", .min = 1, .max = 64,
       .off = F(worker_threads), .desc = "Threads for blocking work kept off the event loop." },
-    { .name = "auth", .type = SL_CK_MAP, .off = F(auth), .check = check_auth,
-      .desc = "API tokens for invocations: `token: \"*\"` allows every function, "
-              "`token: \"fn1,fn2\"` those named. Keys are interpolated too "
-              "(`${SLUICE_TOKEN}: \"*\"`). Clients send `Authorization: Bearer TOKEN`, "
-              "or sign with the token as AWS access key id (the AWS CLI). Empty: no "
-              "authentication. `/healthz`, `/readyz` and `/metrics` stay open." },
+    { .name = "auth", .type = SL_CK_JSON, .off = F(auth), .check = check_auth,
+      .desc = "Credentials for invocations, a mapping. A bearer token: `TOKEN: \"*\"` "
+              "allows every function, `TOKEN: \"fn1,fn2\"` those named; clients send "
+              "`Authorization: Bearer TOKEN`. An AWS key pair: `ACCESS_KEY_ID: "
+              "{secret_access_key: ${SECRET}, functions: \"*\"}` (or "
+              "`secret_access_key_file: /abs/path`, one line); clients (the AWS CLI and "
+              "SDKs) sign with AWS Signature Version 4 for service `lambda`, any region, and "
+              "sluice verifies the signature and a clock skew of at most 5 minutes. A bearer "
+              "token is never accepted as an access key id. Keys are interpolated too "
+              "(`${SLUICE_TOKEN}: \"*\"`). Empty: no authentication. `/healthz` and "
+              "`/readyz` stay open; `/metrics` too unless `metrics_auth` is set." },
+    { .name = "metrics_auth", .type = SL_CK_STRING, .off = F(metrics_auth),
+      .check = check_metrics_auth,
+      .desc = "A bearer token that `GET /metrics` then requires (`Authorization: Bearer "
+              "TOKEN`, Prometheus' `authorization` setting), for deployments where the "
+              "metrics leave the host. Unset: `/metrics` is open." },
     { .name = "sandbox_uid_base", .type = SL_CK_INT, .def = "100000", .min = 1000,
       .max = 3000000000LL, .off = F(sandbox_uid_base),
       .desc = "Each function's handlers run as a uid and gid of its own: this plus the "

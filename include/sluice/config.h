@@ -120,7 +120,11 @@ struct sl_server_conf {
     char   *data_dir;                /* absolute */
     int64_t shutdown_grace_ms;
     int64_t worker_threads;
-    struct sl_kvlist auth;           /* API token -> "*" or "fn1,fn2"; empty: no auth */
+    /* server.auth in normal form (config/schema.c): {"<token or access key id>":
+     * {"functions": "*" | "fn1,fn2", "secret": "<secret access key>" (key pairs),
+     *  "pos": <1-based position>}}; NULL or empty: no authentication */
+    json_t *auth;
+    char   *metrics_auth;            /* bearer token /metrics requires; NULL: open */
     char   *async_queue;             /* "sqlite" or a redis:// URL (checked at load) */
     char   *async_queue_key;         /* redis: stream key */
     int64_t async_queue_reclaim_ms;  /* redis: idle time before another instance takes over */

@@ -477,16 +477,21 @@ static const char *aws_cli(void)
 
 /* `aws lambda invoke ... ARGS OUTFILE` against this server; returns the
  * exit code, the CLI's output in *out. */
-static int aws_invoke(const char *args, const char *outfile, char **out)
+static void aws_env(void)
 {
-    setenv("AWS_ACCESS_KEY_ID", "x", 1);
-    setenv("AWS_SECRET_ACCESS_KEY", "x", 1);
     setenv("AWS_DEFAULT_REGION", "us-east-1", 1);
     setenv("AWS_PAGER", "", 1);
     setenv("AWS_CONFIG_FILE", "/dev/null", 1);
     setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null", 1);
     setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
     setenv("AWS_MAX_ATTEMPTS", "1", 1);
+}
+
+static int aws_invoke(const char *args, const char *outfile, char **out)
+{
+    setenv("AWS_ACCESS_KEY_ID", "x", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "x", 1);
+    aws_env();
     return sh(fmt("%s lambda invoke --endpoint-url http://127.0.0.1:%d %s '%s'", aws_cli(), port,
                   args, outfile),
               out);
@@ -1215,7 +1220,8 @@ Test(api, auth_tokens, .init = setup, .fini = teardown, .timeout = 120)
     cr_expect_eq(get("/readyz").status, 200);
     cr_expect_eq(get("/metrics").status, 200);
 
-    /* the AWS CLI signs with the token as its access key id */
+    /* a bearer token is not an access key id: the old "key id is the
+     * secret" way is refused */
     code = aws_invoke("--function-name echo --cli-binary-format raw-in-base64-out "
                       "--payload '{\"cli\":1}'", outfile, &out);
     cr_expect_neq(code, 0, "the CLI with key id x was let in: %s", out);
@@ -1223,11 +1229,121 @@ Test(api, auth_tokens, .init = setup, .fini = teardown, .timeout = 120)
     code = sh(fmt("env AWS_ACCESS_KEY_ID=%s %s lambda invoke --endpoint-url http://127.0.0.1:%d "
                   "--function-name echo --cli-binary-format raw-in-base64-out "
                   "--payload '{\"cli\":2}' '%s'", all, aws_cli(), port, outfile), &out);
-    cr_expect_eq(code, 0, "the CLI with the token as key id: %s", out);
-    cr_expect_str_eq(slurp(outfile), "{\"cli\":2}");
+    cr_expect_neq(code, 0, "the CLI with a bearer token as key id was let in: %s", out);
+    cr_expect(strstr(out, "UnrecognizedClientException") != NULL, "%s", out);
 
     cr_expect(strstr(server_log(), all) == NULL, "a token was logged:\n%s", server_log());
-    cr_expect_eq(metric("sluice_invocations_total{function=\"echo\"}"), 2);
+    cr_expect_eq(metric("sluice_invocations_total{function=\"echo\"}"), 1);
+    stop_server(5000);
+}
+
+/* server.auth key pairs: AWS Signature Version 4 verified for real. */
+Test(api, auth_sigv4_key_pairs, .init = setup, .fini = teardown, .timeout = 180)
+{
+    const char *key = "AKIDSLUICETEST0001", *secret = "s3cr3t/Key+9b1fe0c2d7a4";
+    const char *outfile = fmt("%s/out.json", dir), *secret_file = fmt("%s/secret", dir);
+    char *out;
+    int code;
+
+    aws_env();
+    put_file(secret_file, "file-secret-7d1e\n", 0600);
+    setenv("SLUICE_TEST_SECRET", secret, 1);
+    start_server(write_config("sigv4.yaml", functions_yaml(),
+                              fmt("  auth:\n"
+                                  "    tok-bearer-3c9a: \"*\"\n"
+                                  "    %s:\n"
+                                  "      secret_access_key: ${SLUICE_TEST_SECRET}\n"
+                                  "      functions: \"echo, slow\"\n"
+                                  "    AKIDFROMFILE0002:\n"
+                                  "      secret_access_key_file: %s\n"
+                                  "      functions: \"*\"\n", key, secret_file)));
+
+    /* the AWS CLI with the right secret */
+    code = sh(fmt("env AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY='%s' %s lambda invoke "
+                  "--endpoint-url http://127.0.0.1:%d --function-name echo "
+                  "--cli-binary-format raw-in-base64-out --payload '{\"sig\":1}' '%s'",
+                  key, secret, aws_cli(), port, outfile), &out);
+    cr_expect_eq(code, 0, "signed with the right secret: %s\nlog:\n%s", out, server_log());
+    cr_expect_str_eq(slurp(outfile), "{\"sig\":1}");
+    /* an ARN as the name (percent-encoded in the path) and a qualifier in the query */
+    code = sh(fmt("env AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY='%s' %s lambda invoke "
+                  "--endpoint-url http://127.0.0.1:%d "
+                  "--function-name arn:aws:lambda:us-east-1:000000000000:function:echo "
+                  "--qualifier '$LATEST' --cli-binary-format raw-in-base64-out "
+                  "--payload '{\"sig\":2}' '%s'", key, secret, aws_cli(), port, outfile), &out);
+    cr_expect_eq(code, 0, "ARN and qualifier: %s", out);
+    /* the secret from a file */
+    code = sh(fmt("env AWS_ACCESS_KEY_ID=AKIDFROMFILE0002 AWS_SECRET_ACCESS_KEY=file-secret-7d1e "
+                  "%s lambda invoke --endpoint-url http://127.0.0.1:%d --function-name fail "
+                  "--cli-binary-format raw-in-base64-out --payload '{}' '%s'", aws_cli(), port,
+                  outfile), &out);
+    cr_expect_eq(code, 0, "secret_access_key_file: %s", out);
+    /* curl's own SigV4 */
+    code = sh(fmt("curl -s -o '%s' -w '%%{http_code}' --aws-sigv4 aws:amz:eu-west-1:lambda "
+                  "--user '%s:%s' -H 'Content-Type: application/json' --data '{\"curl\":1}' "
+                  "http://127.0.0.1:%d" INVOKE("echo"), outfile, key, secret, port), &out);
+    cr_expect_eq(code, 0, "%s", out);
+    cr_expect_str_eq(out, "200", "curl --aws-sigv4: %s", slurp(outfile));
+
+    /* the wrong secret, a key for other functions, a bearer token as key id */
+    code = sh(fmt("env AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=wrong %s lambda invoke "
+                  "--endpoint-url http://127.0.0.1:%d --function-name echo "
+                  "--cli-binary-format raw-in-base64-out --payload '{}' '%s'", key, aws_cli(),
+                  port, outfile), &out);
+    cr_expect_neq(code, 0, "the wrong secret was let in: %s", out);
+    cr_expect(strstr(out, "InvalidSignatureException") != NULL, "%s", out);
+    code = sh(fmt("env AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY='%s' %s lambda invoke "
+                  "--endpoint-url http://127.0.0.1:%d --function-name fail "
+                  "--cli-binary-format raw-in-base64-out --payload '{}' '%s'", key, secret,
+                  aws_cli(), port, outfile), &out);
+    cr_expect_neq(code, 0, "%s", out);
+    cr_expect(strstr(out, "AccessDeniedException") != NULL, "%s", out);
+    code = sh(fmt("env AWS_ACCESS_KEY_ID=tok-bearer-3c9a AWS_SECRET_ACCESS_KEY=x %s lambda "
+                  "invoke --endpoint-url http://127.0.0.1:%d --function-name echo "
+                  "--cli-binary-format raw-in-base64-out --payload '{}' '%s'", aws_cli(), port,
+                  outfile), &out);
+    cr_expect_neq(code, 0, "a bearer token as key id was let in: %s", out);
+    cr_expect(strstr(out, "UnrecognizedClientException") != NULL, "%s", out);
+    /* a key pair's id is not a bearer token */
+    {
+        struct resp r = post(INVOKE("echo"), fmt("Authorization: Bearer %s\r\n", key), "{}");
+        expect_error(&r, 401, "UnrecognizedClientException", "key id as bearer token");
+    }
+    /* a signature a day old */
+    {
+        struct resp r = post(INVOKE("echo"),
+                             fmt("X-Amz-Date: 20200101T000000Z\r\nAuthorization: "
+                                 "AWS4-HMAC-SHA256 Credential=%s/20200101/us-east-1/lambda/"
+                                 "aws4_request, SignedHeaders=host;x-amz-date, Signature=%064d\r\n",
+                                 key, 0), "{}");
+        expect_error(&r, 403, "InvalidSignatureException", "old signature");
+        cr_expect(r.body && strstr(r.body, "expired"), "%s", r.body ? r.body : "");
+    }
+    cr_expect(strstr(server_log(), secret) == NULL, "a secret was logged");
+    cr_expect_eq(metric("sluice_invocations_total{function=\"echo\"}"), 3);
+    cr_expect_eq(metric("sluice_invocations_total{function=\"fail\"}"), 1);
+    stop_server(5000);
+}
+
+/* server.metrics_auth */
+Test(api, metrics_can_require_a_token, .init = setup, .fini = teardown, .timeout = 60)
+{
+    struct resp r;
+
+    setenv("SLUICE_TEST_METRICS", "tok-metrics-e3", 1);
+    start_server(write_config("metrics.yaml", functions_yaml(),
+                              "  metrics_auth: ${SLUICE_TEST_METRICS}\n"));
+    r = get("/metrics");
+    expect_error(&r, 401, "MissingAuthenticationTokenException", "/metrics without the token");
+    r = http("GET", "/metrics", "Authorization: Bearer wrong\r\n", "", 0);
+    cr_expect_eq(r.status, 401);
+    r = http("GET", "/metrics", "Authorization: Bearer tok-metrics-e3\r\n", "", 0);
+    cr_expect_eq(r.status, 200);
+    cr_expect(r.body && strstr(r.body, "sluice_http_requests_total"), "%s",
+              r.body ? r.body : "");
+    cr_expect_eq(get("/healthz").status, 200, "health stays open");
+    /* invocations stay open: no server.auth */
+    cr_expect_eq(post(INVOKE("echo"), NULL, "{}").status, 200);
     stop_server(5000);
 }
 
