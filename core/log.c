@@ -221,6 +221,8 @@ static struct {
     unsigned long long unreported;  /* of those, not yet written about */
 } lq = { .lock = PTHREAD_MUTEX_INITIALIZER, .more = PTHREAD_COND_INITIALIZER };
 
+#define WRITER_GATHER_NS 1000000L  /* 1 ms */
+
 static void *writer_main(void *arg)
 {
     static char chunk[65536];
@@ -232,8 +234,20 @@ static void *writer_main(void *arg)
         size_t n, first;
         int fd;
 
-        while (lq.len == 0 && !lq.unreported && !lq.stopping)
-            pthread_cond_wait(&lq.more, &lq.lock);
+        if (lq.len == 0 && !lq.unreported && !lq.stopping) {
+            while (lq.len == 0 && !lq.unreported && !lq.stopping)
+                pthread_cond_wait(&lq.more, &lq.lock);
+            /* woken by a first line: let a burst gather, so that a busy
+             * loop pays one wake-up and one write per millisecond, not
+             * one per line */
+            if (!lq.stopping && lq.len < lq.cap / 4) {
+                struct timespec gather = { 0, WRITER_GATHER_NS };
+
+                pthread_mutex_unlock(&lq.lock);
+                nanosleep(&gather, NULL);
+                pthread_mutex_lock(&lq.lock);
+            }
+        }
         if (lq.len == 0 && !lq.unreported)
             break; /* stopping, and everything is out */
         n = lq.len < sizeof(chunk) ? lq.len : sizeof(chunk);
@@ -365,6 +379,8 @@ void sl__log(int level, const char *inst, const char *fmt, ...)
 
     pthread_mutex_lock(&lq.lock);
     if (lq.running) {
+        bool was_empty = lq.len == 0;
+
         if (lq.cap - lq.len >= len) {
             size_t tail = (lq.head + lq.len) % lq.cap;
             size_t first = lq.cap - tail < len ? lq.cap - tail : len;
@@ -375,7 +391,8 @@ void sl__log(int level, const char *inst, const char *fmt, ...)
             lq.dropped++;
             lq.unreported++;
         }
-        pthread_cond_signal(&lq.more);
+        if (was_empty) /* the writer waits only on an empty queue */
+            pthread_cond_signal(&lq.more);
         pthread_mutex_unlock(&lq.lock);
         errno = saved;
         return;
