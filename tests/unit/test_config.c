@@ -175,6 +175,25 @@ Test(config, bad_files_report_exact_messages)
     }
 }
 
+/* A mistyped librdkafka property is refused at lint, by name, without its
+ * value: "sasl.pasword" may well hold the password. */
+Test(config, kafka_property_typo_is_refused_without_its_value)
+{
+    struct sl_config *c = NULL;
+    char *got = load("functions:\n  f:\n    handler: handler.sh\nsources:\n  s:\n"
+                     "    type: kafka\n    function: f\n    brokers: 127.0.0.1:9092\n"
+                     "    topics: [t]\n    kafka:\n      sasl.pasword: Distinctive-Kafka-Pw-9\n"
+                     "      ssl.key.password: Distinctive-Kafka-Pw-9\n",
+                     &c);
+
+    cr_expect_null(c);
+    cr_expect(strstr(got, "sasl.pasword") != NULL, "%s", got);
+    cr_expect(strstr(got, "No such configuration property") != NULL, "%s", got);
+    cr_expect(strstr(got, "Distinctive-Kafka-Pw-9") == NULL, "the value shows in:\n%s", got);
+    sl_config_free(c);
+    free(got);
+}
+
 Test(config, good_file_gets_defaults_and_units)
 {
     const struct sl_kafka_opts *kafka;

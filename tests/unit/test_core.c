@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include "sluice/err.h"
+#include "sluice/kafka.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
+#include "sluice/pgconn.h"
 #include "sluice/pool.h"
 #include "sluice/runtime.h"
 
@@ -157,7 +159,12 @@ Test(log, redaction_hides_passwords)
         { "redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0" },
         { "redis://user:p@ss@host:1", "redis://user:***@host:1" },
         { "redis://127.0.0.1:6379", "redis://127.0.0.1:6379" },
-        { "rediss://alice@host", "rediss://alice@host" },
+        /* redis://SECRET@host: a userinfo without ':' is the password */
+        { "redis://S3cretOnly@127.0.0.1:6379", "redis://***@127.0.0.1:6379" },
+        { "rediss://alice@host", "rediss://***@host" },
+        { "url REDIS://pw@h and postgresql://app@db/x", "url REDIS://***@h and postgresql://app@db/x" },
+        { "host=db password = 'hunter2' port=1", "host=db password = *** port=1" },
+        { "host=db PASSWORD=hunter2", "host=db PASSWORD=***" },
         { "host=db user=app password=hunter2 dbname=x", "host=db user=app password=*** dbname=x" },
         { "host=db password='a b\\' c' port=1", "host=db password=*** port=1" },
         { "postgresql://app:pw@db/x?password=two&sslmode=require",
@@ -173,6 +180,67 @@ Test(log, redaction_hides_passwords)
     sl_log_redact("redis://:verylongpassword@h", out, 12);
     cr_expect_eq(strlen(out), 11);
     cr_expect(strstr(out, "verylong") == NULL);
+}
+
+Test(log, scrub_takes_a_secret_out_by_value)
+{
+    char msg[64] = "invalid percent-encoded token: \"hun%zzter2\" (hun%zzter2)";
+    char small[16] = "abcSECRETdef";
+
+    sl_log_scrub(msg, sizeof(msg), "hun%zzter2");
+    cr_expect_str_eq(msg, "invalid percent-encoded token: \"***\" (***)");
+    sl_log_scrub(msg, sizeof(msg), "");
+    sl_log_scrub(msg, sizeof(msg), NULL);
+    cr_expect_str_eq(msg, "invalid percent-encoded token: \"***\" (***)");
+    sl_log_scrub(small, sizeof(small), "SECRET");
+    cr_expect_str_eq(small, "abc***def");
+}
+
+/* libpq quotes the part of a URI it cannot decode, password included, with
+ * nothing around it that looks like a password: sl_pgconn_dsn_check takes
+ * the DSN's passwords out by value. */
+Test(log, pg_dsn_errors_hide_passwords)
+{
+    static const char *const dsns[] = {
+        "postgresql://app:Hunter%zz2pw@db/x",
+        "postgresql://app@db/x?password=Hunter%zz2pw",
+        "postgresql://app:Hunter2pw@[::1/x",
+        "postgresql://app:Hunter2pw@db/x?password=Hunter2pw&bogus=1",
+        "host=db password='Hunter2pw' port",
+        "host=db password = Hunter2pw bogus=1",
+    };
+    char why[256];
+
+    for (size_t i = 0; i < sizeof(dsns) / sizeof(dsns[0]); i++) {
+        cr_expect_eq(sl_pgconn_dsn_check(dsns[i], why, sizeof(why)), -1, "%zu", i);
+        cr_expect(why[0] != '\0', "no message for dsn %zu", i);
+        cr_expect(strstr(why, "Hunter") == NULL, "dsn %zu: password in '%s'", i, why);
+    }
+    cr_expect_eq(sl_pgconn_dsn_check("postgresql://app:pw@db/x", why, sizeof(why)), 0);
+    cr_expect_eq(sl_pgconn_dsn_check("host=db password=pw", why, sizeof(why)), 0);
+}
+
+/* A mistyped property name may carry a secret ("sasl.pasword"); a secret's
+ * name ("password", "secret", "key") never shows its value. */
+Test(log, kafka_properties_hide_secret_values)
+{
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    char why[768];
+
+    cr_assert_eq(sl_kafka_conf_set(kc, "sasl.pasword", "Kafka-Secret-42", why, sizeof(why)), -1);
+    cr_expect(strstr(why, "Kafka-Secret-42") == NULL, "%s", why);
+    cr_expect(strstr(why, "sasl.pasword") != NULL, "%s", why);
+    cr_assert_eq(sl_kafka_conf_set(kc, "ssl.key.password", "x", why, sizeof(why)), 0);
+    /* a known non-secret property with a bad value still says which */
+    cr_assert_eq(sl_kafka_conf_set(kc, "acks", "lots", why, sizeof(why)), -1);
+    cr_expect(strstr(why, "acks=lots") != NULL, "%s", why);
+    cr_assert_eq(sl_kafka_conf_set(kc, "sasl.oauthbearer.client.secret.x", "Kafka-Secret-42", why,
+                                   sizeof(why)), -1);
+    cr_expect(strstr(why, "Kafka-Secret-42") == NULL, "%s", why);
+    cr_expect(sl_kafka_secret_property("SSL.KEY.PEM"));
+    cr_expect(sl_kafka_secret_property("sasl.password"));
+    cr_expect(!sl_kafka_secret_property("bootstrap.servers"));
+    rd_kafka_conf_destroy(kc);
 }
 
 /* ------------------------------------------------------------------ */
