@@ -1,14 +1,18 @@
 /* Core: error codes, logging (text, JSON, levels, redaction), the worker
  * pool and the runtime's start/stop sequencing. */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "sluice/datadir.h"
 #include "sluice/err.h"
 #include "sluice/kafka.h"
 #include "sluice/log.h"
@@ -468,4 +472,102 @@ Test(runtime, failed_start_stops_what_started, .init = log_setup)
     sl_runtime_free(rt);
     cr_expect_str_eq(tr, "start:a start:b stop:a free:c free:b free:a ");
     cr_expect(strstr(log_read(), "[test:b] cannot start: cannot connect") != NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* data_dir                                                            */
+
+static char dd_base[128];
+
+static void dd_setup(void)
+{
+    snprintf(dd_base, sizeof(dd_base), "/tmp/sluice-test-datadir-%d", (int)getpid());
+    cr_assert_eq(mkdir(dd_base, 0700), 0, "%s: %s", dd_base, strerror(errno));
+}
+
+static void dd_teardown(void)
+{
+    char cmd[200];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dd_base);
+    if (system(cmd) != 0) {
+        /* leftovers in /tmp are harmless */
+    }
+}
+
+static char *dd_path(const char *rel)
+{
+    static char p[4][256];
+    static int k;
+
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof(p[k]), "%s/%s", dd_base, rel);
+    return p[k];
+}
+
+static unsigned mode_of(const char *path)
+{
+    struct stat st;
+
+    cr_assert_eq(lstat(path, &st), 0, "%s: %s", path, strerror(errno));
+    return (unsigned)(st.st_mode & 07777);
+}
+
+/* What sluice makes is private whatever the umask; what another user
+ * could write to (or owns) is refused, and so is a symbolic link. */
+Test(datadir, made_private_and_unsafe_ones_refused, .init = dd_setup, .fini = dd_teardown)
+{
+    char why[512];
+    mode_t old = umask(0);
+    int fd;
+
+    cr_assert_eq(sl_data_dir_prepare(dd_path("a/b/data"), why, sizeof(why)), 0, "%s", why);
+    cr_expect_eq(mode_of(dd_path("a")), 0700);
+    cr_expect_eq(mode_of(dd_path("a/b/data")), 0700);
+    fd = sl_data_file_open(dd_path("a/b/data"), "async-consumer", O_RDWR | O_CREAT, why,
+                           sizeof(why));
+    cr_assert_geq(fd, 0, "%s", why);
+    close(fd);
+    cr_expect_eq(mode_of(dd_path("a/b/data/async-consumer")), 0600);
+    umask(old);
+
+    /* one an older sluice made 0644 is made private */
+    fd = open(dd_path("a/b/data/old"), O_CREAT | O_WRONLY, 0644);
+    cr_assert_geq(fd, 0);
+    fchmod(fd, 0644);
+    close(fd);
+    fd = sl_data_file_open(dd_path("a/b/data"), "old", O_RDWR, why, sizeof(why));
+    cr_assert_geq(fd, 0, "%s", why);
+    close(fd);
+    cr_expect_eq(mode_of(dd_path("a/b/data/old")), 0600);
+
+    /* a file planted as a link is not followed */
+    cr_assert_eq(symlink(dd_path("target"), dd_path("a/b/data/planted")), 0);
+    cr_expect_eq(sl_data_file_open(dd_path("a/b/data"), "planted", O_RDWR | O_CREAT, why,
+                                   sizeof(why)), -1);
+    cr_expect(strstr(why, "symbolic link") != NULL, "%s", why);
+    cr_expect_eq(access(dd_path("target"), F_OK), -1, "the link's target was created");
+
+    /* writable by others, by the group, a link, or someone else's */
+    cr_assert_eq(mkdir(dd_path("open"), 0700), 0);
+    chmod(dd_path("open"), 0777);
+    cr_expect_eq(sl_data_dir_prepare(dd_path("open"), why, sizeof(why)), -1);
+    cr_expect(strstr(why, "writable by other users (mode 0777)") != NULL, "%s", why);
+    cr_expect_eq(sl_data_dir_check(dd_path("open"), why, sizeof(why)), -1);
+    chmod(dd_path("open"), 0770);
+    cr_expect_eq(sl_data_dir_check(dd_path("open"), why, sizeof(why)), -1);
+    chmod(dd_path("open"), 0755);
+    cr_expect_eq(sl_data_dir_check(dd_path("open"), why, sizeof(why)), 0, "%s", why);
+    cr_assert_eq(symlink(dd_path("open"), dd_path("link")), 0);
+    cr_expect_eq(sl_data_dir_prepare(dd_path("link"), why, sizeof(why)), -1);
+    cr_expect(strstr(why, "symbolic link") != NULL, "%s", why);
+    cr_expect_eq(sl_data_dir_check(dd_path("missing"), why, sizeof(why)), 0, "%s", why);
+    if (geteuid() == 0) {
+        cr_assert_eq(chown(dd_path("open"), 65534, 65534), 0);
+        cr_expect_eq(sl_data_dir_check(dd_path("open"), why, sizeof(why)), -1);
+        cr_expect(strstr(why, "owned by uid 65534") != NULL, "%s", why);
+    } else {
+        cr_expect_eq(sl_data_dir_check("/", why, sizeof(why)), -1, "/ is root's");
+        cr_expect(strstr(why, "owned by uid 0") != NULL, "%s", why);
+    }
 }
