@@ -34,6 +34,6 @@ int sl_kafka_conf_set(rd_kafka_conf_t *kc, const char *name, const char *value, 
     hide = res == RD_KAFKA_CONF_UNKNOWN || sl_kafka_secret_property(name);
     if (hide)  /* librdkafka quotes a value it refuses: not this one */
         sl_log_scrub(errstr, sizeof(errstr), value);
-    snprintf(why, n, "kafka property %s=%s: %s", name, hide ? "***" : value, errstr);
+    snprintf(why, n, "kafka property %s=%s: %s", name, hide || !value ? "***" : value, errstr);
     return -1;
 }
