@@ -58,12 +58,12 @@ static redisContext *redis_open(const char *url)
     char why[SL_ERR_MSG_MAX], red[512];
     redisContext *c;
 
-    sl_log_redact(url, red, sizeof(red));
     if (sl_redis_url_parse(url, &u, why, sizeof(why)) != 0) {
         fprintf(stderr, "sluice: %s\n", why);
         sl_redis_url_destroy(&u);
         return NULL;
     }
+    sl_redis_url_show(&u, red, sizeof(red));
     c = redisConnect(u.host, u.port);
     if (!c || c->err) {
         fprintf(stderr, "sluice: cannot connect to %s: %s\n", red, c ? c->errstr : "no memory");

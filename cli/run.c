@@ -5,6 +5,7 @@
 
 #include "sluice/api.h"
 #include "sluice/config.h"
+#include "sluice/datadir.h"
 #include "sluice/dispatch.h"
 #include "sluice/env.h"
 #include "sluice/log.h"
@@ -36,6 +37,11 @@ static int core_start(void *ctx, struct sl_err *err)
     struct sl_runtime *rt = cc->rt;
     int rc;
 
+    char why[512];
+
+    /* before anything lands in it: ours alone, or no start */
+    if (sl_data_dir_prepare(cc->conf->server.data_dir, why, sizeof(why)) != 0)
+        return sl_err_set(err, SL_ECONFIG, false, "%s", why);
     cc->metrics = sl_metrics_new();
     rc = sl_functions_new(rt->base, cc->conf, NULL, &cc->fns, err);
     if (rc == 0)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "schema.h"
+#include "sluice/datadir.h"
 #include "sluice/filter.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -252,6 +253,19 @@ static char *auth_secret(struct sl_conf_load *ld, yaml_node_t *node, size_t i, j
     secret = sl_strdup(buf);
     memset(buf, 0, sizeof(buf));
     return secret;
+}
+
+/* An existing data_dir must be this user's alone (sluice run refuses it
+ * otherwise); one that does not exist yet is made 0700 at start. */
+static void check_data_dir(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                           yaml_node_t *node)
+{
+    const char *dir = *(char **)field;
+    char why[512];
+
+    (void)k;
+    if (dir && sl_data_dir_check(dir, why, sizeof(why)) != 0)
+        sl_conf_error(ld, node, "%s", why);
 }
 
 static void check_auth(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
@@ -561,7 +575,9 @@ static const struct sl_conf_key server_keys[] = {
     { .name = "concurrency_limit", .type = SL_CK_INT, .def = "1000", .min = 1, .max = 100000,
       .off = F(concurrency_limit), .desc = "Most environments running at once, all functions together." },
     { .name = "data_dir", .type = SL_CK_PATH, .def = ".sluice", .off = F(data_dir),
-      .desc = "Directory for durable state; relative to the configuration file." },
+      .check = check_data_dir,
+      .desc = "Directory for durable state; relative to the configuration file. Must be this "
+              "user's and writable by no one else (made 0700 when missing); its files are 0600." },
     { .name = "shutdown_grace_s", .type = SL_CK_DURATION, .def = "30", .unit = SEC, .min = 0,
       .max = 900, .off = F(shutdown_grace_ms),
       .desc = "On SIGTERM, how long in-flight invocations may finish before they are stopped." },

@@ -412,6 +412,18 @@ static size_t put(char *out, size_t n, size_t o, const char *s, size_t len)
     return o;
 }
 
+/* True when the scheme ending at `sep` ("://"), not before `start`, is
+ * redis or rediss. */
+static bool redis_scheme(const char *start, const char *sep)
+{
+    const char *b = sep;
+
+    while (b > start && ((b[-1] >= 'a' && b[-1] <= 'z') || (b[-1] >= 'A' && b[-1] <= 'Z')))
+        b--;
+    return ((size_t)(sep - b) == 5 && strncasecmp(b, "redis", 5) == 0) ||
+           ((size_t)(sep - b) == 6 && strncasecmp(b, "rediss", 6) == 0);
+}
+
 void sl_log_redact(const char *in, char *out, size_t n)
 {
     size_t o = 0;
@@ -421,13 +433,19 @@ void sl_log_redact(const char *in, char *out, size_t n)
         return;
     while (*p) {
         const char *scheme = strstr(p, "://");
-        const char *kw = NULL;
+        const char *kw = NULL, *v = NULL;
 
-        /* "password=" (libpq keywords, query strings), case-insensitive. */
-        for (const char *q = p; *q; q++) {
-            if (strncasecmp(q, "password=", 9) == 0) {
-                kw = q;
-                break;
+        /* "password=" (libpq keywords, query strings), case-insensitive;
+         * libpq allows blanks around the '=' */
+        for (const char *q = p; *q && !kw; q++) {
+            if (strncasecmp(q, "password", 8) == 0) {
+                const char *r = q + 8;
+
+                r += strspn(r, " \t");
+                if (*r == '=') {
+                    kw = q;
+                    v = r + 1 + strspn(r + 1, " \t");
+                }
             }
         }
         if (scheme && (!kw || scheme < kw)) {
@@ -444,6 +462,9 @@ void sl_log_redact(const char *in, char *out, size_t n)
                 if (colon) {
                     o = put(out, n, o, auth, (size_t)(colon - auth));
                     o = put(out, n, o, ":***", 4);
+                } else if (redis_scheme(p, scheme)) {
+                    /* redis://SECRET@host: a lone userinfo is the password */
+                    o = put(out, n, o, "***", 3);
                 } else {
                     o = put(out, n, o, auth, (size_t)(at - auth));
                 }
@@ -453,7 +474,6 @@ void sl_log_redact(const char *in, char *out, size_t n)
             continue;
         }
         if (kw) {
-            const char *v = kw + 9;
             o = put(out, n, o, p, (size_t)(v - p));
             o = put(out, n, o, "***", 3);
             if (*v == '\'') {
@@ -476,4 +496,25 @@ void sl_log_redact(const char *in, char *out, size_t n)
         break;
     }
     out[o] = '\0';
+}
+
+void sl_log_scrub(char *msg, size_t n, const char *secret)
+{
+    char tmp[LOG_LINE_MAX];
+    size_t len, o = 0;
+    const char *p, *hit;
+
+    if (!msg || n == 0 || !secret || !secret[0])
+        return;
+    len = strlen(secret);
+    if (!strstr(msg, secret))
+        return;
+    for (p = msg; (hit = strstr(p, secret)); p = hit + len) {
+        o = put(tmp, sizeof(tmp), o, p, (size_t)(hit - p));
+        o = put(tmp, sizeof(tmp), o, "***", 3);
+    }
+    o = put(tmp, sizeof(tmp), o, p, strlen(p));
+    tmp[o] = '\0';
+    snprintf(msg, n, "%s", tmp);
+    explicit_bzero(tmp, sizeof(tmp));
 }

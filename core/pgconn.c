@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sluice/backoff.h"
 #include "sluice/log.h"
@@ -69,6 +70,124 @@ char *sl_pgconn_where(const char *dsn)
                       port ? port : "5432", db ? db : user ? user : "postgres");
     PQconninfoFree(opts);
     return out;
+}
+
+/* ------------------------------------------------------------------ */
+/* DSN errors                                                          */
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decoded copy of [p, p+n) (a broken escape stays as it is). */
+static char *pct_decode(const char *p, size_t n)
+{
+    char *out = sl_malloc(n + 1), *o = out;
+
+    for (size_t i = 0; i < n; i++) {
+        int hi = i + 2 < n ? hexval(p[i + 1]) : -1, lo = i + 2 < n ? hexval(p[i + 2]) : -1;
+
+        if (p[i] == '%' && hi >= 0 && lo >= 0) {
+            *o++ = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            *o++ = p[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Scrub [p, p+n) and its percent-decoded form out of msg. */
+static void scrub_span(char *msg, size_t mn, const char *p, size_t n)
+{
+    char *raw, *dec;
+
+    if (n == 0)
+        return;
+    raw = sl_strndup(p, n);
+    dec = pct_decode(p, n);
+    sl_log_scrub(msg, mn, raw);
+    sl_log_scrub(msg, mn, dec);
+    explicit_bzero(raw, n);
+    explicit_bzero(dec, strlen(dec));
+    free(raw);
+    free(dec);
+}
+
+/* libpq quotes parts of a DSN it cannot parse, the password among them
+ * ('invalid percent-encoded token: "hun%zzter2"'), with no keyword near it
+ * for sl_log_redact to find: take every password the DSN spells out (URI
+ * userinfo, `password` keyword or query parameter, raw and decoded) out of
+ * the message by value. */
+static void scrub_dsn(char *msg, size_t mn, const char *dsn)
+{
+    const char *sep = strstr(dsn, "://");
+
+    if (sep) {
+        const char *auth = sep + 3, *end = auth + strcspn(auth, "/?"), *at = NULL, *colon;
+
+        for (const char *q = auth; q < end; q++)
+            if (*q == '@')
+                at = q;
+        if (at && (colon = memchr(auth, ':', (size_t)(at - auth))))
+            scrub_span(msg, mn, colon + 1, (size_t)(at - colon - 1));
+    }
+    for (const char *q = dsn; *q; q++) {
+        const char *v;
+
+        if (strncasecmp(q, "password", 8) != 0)
+            continue;
+        v = q + 8 + strspn(q + 8, " \t");
+        if (*v != '=')
+            continue;
+        v += 1 + strspn(v + 1, " \t");
+        if (*v == '\'') {
+            const char *e = ++v;
+            char *unq = sl_malloc(strlen(v) + 1), *u = unq;
+
+            while (*e && *e != '\'') {
+                if (*e == '\\' && e[1])
+                    e++;
+                *u++ = *e++;
+            }
+            *u = '\0';
+            scrub_span(msg, mn, v, (size_t)(e - v));
+            sl_log_scrub(msg, mn, unq);
+            explicit_bzero(unq, strlen(unq));
+            free(unq);
+        } else {
+            scrub_span(msg, mn, v, strcspn(v, " \t&"));
+        }
+    }
+}
+
+int sl_pgconn_dsn_check(const char *dsn, char *why, size_t n)
+{
+    char *perr = NULL, msg[512];
+    PQconninfoOption *opts = PQconninfoParse(dsn ? dsn : "", &perr);
+    size_t i = 0;
+
+    if (opts) {
+        PQconninfoFree(opts);
+        return 0;
+    }
+    for (const char *m = perr ? perr : "out of memory"; m[i] && m[i] != '\n' && i + 1 < sizeof(msg);
+         i++)
+        msg[i] = m[i];
+    msg[i] = '\0';
+    PQfreemem(perr);
+    scrub_dsn(msg, sizeof(msg), dsn ? dsn : "");
+    sl_log_redact(msg, why, n);
+    explicit_bzero(msg, sizeof(msg));
+    return -1;
 }
 
 static void on_notice(void *arg, const char *message)

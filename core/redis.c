@@ -184,6 +184,24 @@ void sl_redis_url_where(const struct sl_redis_url *u, char *buf, size_t n)
         snprintf(buf, n, "%s:%d", u->host, u->port);
 }
 
+/* The one place a Redis URL is written for people: from the parsed URL,
+ * so the password never reaches a log line whatever form it came in. */
+void sl_redis_url_show(const struct sl_redis_url *u, char *buf, size_t n)
+{
+    char where[300], db[16] = "";
+    int w;
+
+    if (n < 4)
+        return;
+    sl_redis_url_where(u, where, sizeof(where));
+    if (u->db >= 0)
+        snprintf(db, sizeof(db), "/%d", u->db);
+    w = snprintf(buf, n, "redis://%s%s%s%s%s", u->user ? u->user : "", u->pass ? ":***" : "",
+                 u->user || u->pass ? "@" : "", where, db);
+    if (w >= (int)n)  /* a very long user or host: cut, and say so */
+        memcpy(buf + n - 4, "...", 4);
+}
+
 /* ------------------------------------------------------------------ */
 /* Connections                                                         */
 
@@ -226,17 +244,7 @@ static int64_t now_ms(void)
 
 static void show_url(struct sl_redis_conn *c)
 {
-    const struct sl_redis_url *u = c->conf.url;
-    char where[300], db[16] = "";
-    int n;
-
-    sl_redis_url_where(u, where, sizeof(where));
-    if (u->db >= 0)
-        snprintf(db, sizeof(db), "/%d", u->db);
-    n = snprintf(c->shown, sizeof(c->shown), "redis://%s%s%s%s%s", u->user ? u->user : "",
-                 u->pass ? ":***" : "", u->user || u->pass ? "@" : "", where, db);
-    if (n >= (int)sizeof(c->shown))  /* a very long user or host: cut, and say so */
-        memcpy(c->shown + sizeof(c->shown) - 4, "...", 4);
+    sl_redis_url_show(c->conf.url, c->shown, sizeof(c->shown));
 }
 
 static void hold(struct sl_redis_conn *c)

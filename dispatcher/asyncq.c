@@ -2,14 +2,18 @@
  * the SQLite backend. One connection, used by one worker at a time (the
  * mutex); WAL with synchronous=FULL so a commit is on disk before the
  * caller answers 202. The Redis backend is asyncq_redis.c. */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "internal.h"
+#include "sluice/datadir.h"
 #include "sluice/env.h"
 #include "sluice/hash.h"
 #include "sluice/log.h"
@@ -242,21 +246,59 @@ static const struct sl__asyncq_ops sqlite_ops = {
     .close = sqlite_close,
 };
 
-/* Open (or create) the database at `path` and load what it holds. */
-static int sqlite_open(struct sl__asyncq *q, const char *path, struct sl_err *err)
+/* async.db and its WAL files, 0600 and not through a link: SQLite makes
+ * the WAL and shared-memory files with the database file's mode, so a
+ * database made 0600 here keeps them private; ones an older sluice left
+ * readable are made private. */
+static int private_files(const char *dir, struct sl_err *err)
+{
+    static const char *const names[] = { "async.db", "async.db-wal", "async.db-shm" };
+    char why[512];
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        int fd = sl_data_file_open(dir, names[i], O_RDWR | (i == 0 ? O_CREAT : 0), why,
+                                   sizeof(why));
+
+        if (fd < 0 && (i == 0 || errno != ENOENT))
+            return sl_err_set(err, SL_EIO, false, "async queue: %s", why);
+        if (fd >= 0)
+            close(fd);
+    }
+    return 0;
+}
+
+static int sqlite_load(struct sqlq *sq, struct sl__asyncq *q, const char *path,
+                       struct sl_err *err);
+
+/* Open (or create) async.db in data_dir `dir` and load what it holds. */
+static int sqlite_open(struct sl__asyncq *q, const char *dir, struct sl_err *err)
 {
     struct sqlq *sq = sl_calloc(1, sizeof(*sq));
-    sqlite3_stmt *st = NULL;
-    char why[256];
+    char why[512], *path = sl_asprintf("%s/async.db", dir);
     int rc;
 
     pthread_mutex_init(&sq->lock, NULL);
     pthread_mutex_init(&sq->pend_lock, NULL);
     q->ops = &sqlite_ops;
     q->ctx = sq;
-    sl__asyncq_mkdirs(path); /* data_dir may not exist yet */
+    rc = sl_data_dir_prepare(dir, why, sizeof(why)) != 0
+             ? sl_err_set(err, SL_ECONFIG, false, "async queue: %s", why)
+             : private_files(dir, err);
+    if (rc == 0)
+        rc = sqlite_load(sq, q, path, err);
+    free(path);
+    return rc;
+}
+
+static int sqlite_load(struct sqlq *sq, struct sl__asyncq *q, const char *path,
+                       struct sl_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    char why[256];
+    int rc;
+
     rc = sqlite3_open_v2(path, &sq->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                         SQLITE_OPEN_FULLMUTEX, NULL);
+                         SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW, NULL);
     if (rc != SQLITE_OK)
         return sl_err_set(err, SL_EIO, false, "cannot open the async queue %s: %s", path,
                           sq->db ? sqlite3_errmsg(sq->db) : sqlite3_errstr(rc));
@@ -413,23 +455,6 @@ void sl__asyncq_put_done(struct sl__aput *p, int rc, bool index)
     free(p);
 }
 
-void sl__asyncq_mkdirs(const char *path)
-{
-    char *dir = sl_strdup(path), *slash = strrchr(dir, '/');
-
-    if (slash) {
-        *slash = '\0';
-        for (char *p = dir + 1; *p; p++)
-            if (*p == '/') {
-                *p = '\0';
-                mkdir(dir, 0755);
-                *p = '/';
-            }
-        mkdir(dir, 0755);
-    }
-    free(dir);
-}
-
 /* ------------------------------------------------------------------ */
 /* The interface                                                       */
 
@@ -447,9 +472,7 @@ int sl__asyncq_open(struct event_base *base, struct sl_pool *pool,
     q->ready_arg = arg;
     hash_grow(q);
     if (!conf->async_queue || strcmp(conf->async_queue, "sqlite") == 0) {
-        char *path = sl_asprintf("%s/async.db", conf->data_dir);
-        rc = sqlite_open(q, path, err);
-        free(path);
+        rc = sqlite_open(q, conf->data_dir, err);
     } else {
         rc = sl__asyncq_redis_open(q, conf, err);
     }

@@ -56,6 +56,7 @@
 
 #include "internal.h"
 #include "sluice/clock.h"
+#include "sluice/datadir.h"
 #include "sluice/env.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -927,18 +928,25 @@ static const struct sl__asyncq_ops redis_ops = {
 static void consumer_name(struct rqueue *r, const char *data_dir)
 {
     char host[256] = "", id[32] = "", *path = sl_asprintf("%s/async-consumer", data_dir);
+    char why[512];
     ssize_t n;
     bool ok;
 
     if (gethostname(host, sizeof(host)) != 0 || !host[0])
         snprintf(host, sizeof(host), "sluice");
     host[sizeof(host) - 1] = '\0';
-    sl__asyncq_mkdirs(path);
-    r->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (r->lockfd < 0 || flock(r->lockfd, LOCK_EX | LOCK_NB) != 0) {
-        SL_WARN(INST, "%s: %s; this process reads the queue as %s-%d, and what it holds when "
-                "it stops is taken over by others after async_queue_reclaim_s", path,
-                r->lockfd < 0 ? strerror(errno) : "held by another sluice", host, (int)getpid());
+    r->lockfd = -1;
+    if (sl_data_dir_prepare(data_dir, why, sizeof(why)) == 0)
+        r->lockfd = sl_data_file_open(data_dir, "async-consumer", O_RDWR | O_CREAT, why,
+                                      sizeof(why));
+    if (r->lockfd >= 0 && flock(r->lockfd, LOCK_EX | LOCK_NB) != 0)
+        snprintf(why, sizeof(why), "%s: held by another sluice", path);
+    else if (r->lockfd >= 0)
+        why[0] = '\0';
+    if (why[0]) {
+        SL_WARN(INST, "%s; this process reads the queue as %s-%d, and what it holds when "
+                "it stops is taken over by others after async_queue_reclaim_s", why, host,
+                (int)getpid());
         if (r->lockfd >= 0)
             close(r->lockfd);
         r->lockfd = -1;

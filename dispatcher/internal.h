@@ -125,9 +125,6 @@ void sl__asyncq_arrived(struct sl__asyncq *q);
  * otherwise it is freed (Redis: it comes back through the reader). Frees p. */
 void sl__asyncq_put_done(struct sl__aput *p, int rc, bool index);
 
-/* mkdir -p of the directory `path` names. */
-void sl__asyncq_mkdirs(const char *path);
-
 int sl__asyncq_redis_open(struct sl__asyncq *q, const struct sl_server_conf *conf,
                           struct sl_err *err);
 

@@ -17,7 +17,7 @@ kafka_demo() {
     here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     echo "== kafka: topic orders (2 partitions), 300 orders"
     "$here/tests/services" kafka-topic orders 2 || return 1
-    before=$(redis-cli -u "$SLUICE_TEST_REDIS" XLEN sluice:dlq)
+    before=$(redis-cli --no-auth-warning -u "$SLUICE_TEST_REDIS" XLEN sluice:dlq)
     ok0=$(kafka_demo_succeeded)
     for i in $(seq 1 300); do
         printf 'customer-%d:{"type":"order","id":%d,"total":%d}\n' $((i % 7)) "$i" $((i * 3))
@@ -33,11 +33,11 @@ kafka_demo() {
     printf 'customer-1:{"type":"order","id":301,"poison":true}\n' |
         kcat -P -b "$SLUICE_TEST_KAFKA" -t orders -K:
     for i in $(seq 1 60); do
-        [ "$(redis-cli -u "$SLUICE_TEST_REDIS" XLEN sluice:dlq)" -gt "$before" ] && break
+        [ "$(redis-cli --no-auth-warning -u "$SLUICE_TEST_REDIS" XLEN sluice:dlq)" -gt "$before" ] && break
         sleep 1
     done
     echo "== kafka: the dead letter (payload included)"
-    redis-cli -u "$SLUICE_TEST_REDIS" --raw XREVRANGE sluice:dlq + - COUNT 1 | grep '^{' | head -1 |
+    redis-cli --no-auth-warning -u "$SLUICE_TEST_REDIS" --raw XREVRANGE sluice:dlq + - COUNT 1 | grep '^{' | head -1 |
         python3 -c 'import json,sys; e=json.load(sys.stdin); print(json.dumps({"condition": e["condition"], "lane": e["source"]["lane"], "attempts": e["attempts"], "batchInfo": e["batchInfo"]}), "\n records:", [r["record"]["offset"] for r in e["records"]])'
 }
 

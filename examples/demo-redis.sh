@@ -6,7 +6,7 @@
 # max_receive_count (3) receives, visibility_timeout_s (2) apart.
 
 demo_redis() {
-  local r=(redis-cli -u "$SLUICE_TEST_REDIS") before i
+  local r=(redis-cli --no-auth-warning -u "$SLUICE_TEST_REDIS") before i
   before=$("${r[@]}" XLEN sluice:dlq)
   echo "demo: five jobs LPUSHed to the Redis list sluice:jobs, as Sidekiq or RQ producers would"
   for i in 1 2 3 4; do

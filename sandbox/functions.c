@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sluice/datadir.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 
@@ -45,9 +46,17 @@ int sl_functions_new(struct event_base *base, const struct sl_config *conf, cons
     struct sl_fnpool_opts po = { .idle_ms = 600000, .max_envs = conf->server.concurrency_limit };
     bool relaxed_only = conf->nfunctions > 0;
     char *rtdir = sl_runtime_dir();
-    char *state = sl_asprintf("%s/sandbox", conf->server.data_dir);
+    char *state = sl_asprintf("%s/sandbox", conf->server.data_dir), why[512];
     int rc;
 
+    /* data_dir first, ours alone (0700 when made here), before the
+     * sandbox's state goes below it */
+    if (sl_data_dir_prepare(conf->server.data_dir, why, sizeof(why)) != 0) {
+        free(state);
+        free(rtdir);
+        free(f);
+        return sl_err_set(err, SL_ECONFIG, false, "%s", why);
+    }
     f->conf = conf;
     for (size_t i = 0; i < conf->nfunctions; i++)
         if (!only || strcmp(conf->functions[i].name, only) == 0)

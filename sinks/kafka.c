@@ -20,6 +20,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "sluice/kafka.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 
@@ -133,11 +134,10 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 static int conf_set(rd_kafka_conf_t *kc, const char *k, const char *v, struct sl_sink *s,
                     struct sl_err *err)
 {
-    char errstr[512];
+    char why[768];
 
-    if (rd_kafka_conf_set(kc, k, v, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
-        return sl_err_set(err, SL_ECONFIG, false, "cannot configure %s: %s=%s: %s", s->inst, k,
-                          v, errstr);
+    if (sl_kafka_conf_set(kc, k, v, why, sizeof(why)) != 0)
+        return sl_err_set(err, SL_ECONFIG, false, "cannot configure %s: %s", s->inst, why);
     return 0;
 }
 

@@ -311,25 +311,14 @@ static int postgres_open(struct sl_sink *s, struct sl_err *err)
     const struct sl_pg_sink_opts *conf = s->conf->opts;
     const char *table = conf->table && conf->table[0] ? conf->table : "sluice_dlq";
     const char *dot;
-    char *perr = NULL;
-    PQconninfoOption *opts;
+    char why[256];
     struct pctx *c;
 
     if (!conf->dsn || !conf->dsn[0])
         return sl_err_set(err, SL_ECONFIG, false, "cannot open %s: postgres sink needs a dsn",
                           s->inst);
-    opts = PQconninfoParse(conf->dsn, &perr);
-    if (!opts) {
-        char msg[256], shown[256];
-        int rc;
-
-        sl__sink_first_line(msg, sizeof(msg), perr ? perr : "out of memory");
-        sl_log_redact(msg, shown, sizeof(shown));
-        rc = sl_err_set(err, SL_ECONFIG, false, "bad postgres dsn for %s: %s", s->inst, shown);
-        PQfreemem(perr);
-        return rc;
-    }
-    PQconninfoFree(opts);
+    if (sl_pgconn_dsn_check(conf->dsn, why, sizeof(why)) != 0)
+        return sl_err_set(err, SL_ECONFIG, false, "bad postgres dsn for %s: %s", s->inst, why);
     dot = strchr(table, '.');
     if (dot && (dot == table || !dot[1]))
         return sl_err_set(err, SL_ECONFIG, false, "bad table name '%s' for %s", table, s->inst);

@@ -109,7 +109,7 @@ static int redis_open(struct sl_sink *s, struct sl_err *err)
         c->conn = sl_redis_conn_new(&cc);
     }
     s->ctx = c;
-    sl_log_redact(conf->url, shown, sizeof(shown));
+    sl_redis_url_show(&c->u, shown, sizeof(shown));
     SL_INFO(s->inst, "adding records to stream %s at %s", conf->key, shown);
     sl_redis_conn_start(c->conn);
     return 0;

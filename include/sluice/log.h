@@ -88,8 +88,13 @@ void sl__log(int level, const char *inst, const char *fmt, ...)
     } while (0)
 
 /* Copy `in` to `out` (size n, always terminated) with passwords masked:
- * URL userinfo ("redis://user:***@host"), and "password=***" in libpq
- * keyword strings and query parameters. */
+ * URL userinfo ("redis://user:***@host"; for redis:// and rediss:// a
+ * userinfo without ':' is the password, shown as "***@host"), and
+ * "password=***" in libpq keyword strings and query parameters. */
 void sl_log_redact(const char *in, char *out, size_t n);
+/* Replace every occurrence of `secret` in the string `msg` (buffer size n)
+ * with "***", in place; for messages of a library that quotes a password
+ * it was given (libpq's percent-decoding errors). NULL or "" secret: no-op. */
+void sl_log_scrub(char *msg, size_t n, const char *secret);
 
 #endif

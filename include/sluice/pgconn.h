@@ -104,6 +104,10 @@ void sl_pgconn_destroy(struct sl_pgconn *c);
 /* First line of the connection's last error. */
 const char *sl_pgconn_error(struct sl_pgconn *c, char *buf, size_t n);
 
+/* Does `dsn` parse (libpq key=value or URI form)? 0, or -1 with the first
+ * line of libpq's complaint in `why` (size n), every password of the DSN
+ * masked: the one check the sources and sinks run on a DSN. */
+int sl_pgconn_dsn_check(const char *dsn, char *why, size_t n);
 /* "host:port/db" of a DSN (no secrets), malloc'd; "?" when it does not parse. */
 char *sl_pgconn_where(const char *dsn);
 

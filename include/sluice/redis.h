@@ -42,6 +42,9 @@ int  sl_redis_url_parse(const char *url, struct sl_redis_url *u, char *why, size
 void sl_redis_url_destroy(struct sl_redis_url *u);
 /* "host:port" ("[::1]:6379" for IPv6), for messages. */
 void sl_redis_url_where(const struct sl_redis_url *u, char *buf, size_t n);
+/* "redis://[user][:***@]host:port[/db]" (size n, cut with "..." when
+ * longer): the URL for log lines and messages, password masked. */
+void sl_redis_url_show(const struct sl_redis_url *u, char *buf, size_t n);
 
 /* ------------------------------------------------------------------ */
 /* Connections                                                         */

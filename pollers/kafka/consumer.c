@@ -52,6 +52,7 @@
 #include "sluice/filter.h"
 #include "sluice/hash.h"
 #include "sluice/invoke.h"
+#include "sluice/kafka.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/metrics.h"
@@ -935,11 +936,10 @@ static void k_resume(struct sl_source *s)
 static int conf_set(rd_kafka_conf_t *kc, const char *inst, const char *key, const char *val,
                     struct sl_err *err)
 {
-    char errstr[512];
+    char why[768];
 
-    if (rd_kafka_conf_set(kc, key, val, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
-        return sl_err_set(err, SL_ECONFIG, false, "%s: kafka property %s=%s: %s", inst, key, val,
-                          errstr);
+    if (sl_kafka_conf_set(kc, key, val, why, sizeof(why)) != 0)
+        return sl_err_set(err, SL_ECONFIG, false, "%s: %s", inst, why);
     return 0;
 }
 

@@ -657,20 +657,13 @@ int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct
 {
     struct pg *p;
     struct sl_metrics *m = sl_engine_metrics(e);
-    char msg[256], *dsn_err = NULL;
-    PQconninfoOption *opts;
+    char msg[256];
     const struct sl_pg_opts *o = sl__pg_opts(c);
 
     if (!o->dsn)
         return sl_err_set(err, SL_ECONFIG, false, "source %s: dsn is required", c->name);
-    opts = PQconninfoParse(o->dsn, &dsn_err);
-    if (!opts) {
-        int rc = sl_err_set(err, SL_ECONFIG, false, "source %s: bad dsn: %s", c->name,
-                            dsn_err ? dsn_err : "out of memory");
-        PQfreemem(dsn_err);
-        return rc;
-    }
-    PQconninfoFree(opts);
+    if (sl_pgconn_dsn_check(o->dsn, msg, sizeof(msg)) != 0)
+        return sl_err_set(err, SL_ECONFIG, false, "source %s: bad dsn: %s", c->name, msg);
     if (o->slot && !slot_name_ok(o->slot))
         return sl_err_set(err, SL_ECONFIG, false,
                           "source %s: slot %s: use 1 to 63 lower-case letters, digits or _",

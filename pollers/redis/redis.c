@@ -568,7 +568,7 @@ static int rq_start(struct sl_source *s, struct sl_err *err)
         struct timeval tv = { 0, RQ_TICK_MS * 1000 };
         evtimer_add(q->tick, &tv);
     }
-    sl_log_redact(q->o->url, shown, sizeof(shown));
+    sl_redis_url_show(&q->u, shown, sizeof(shown));
     if (q->mode == &sl__rq_stream_mode)
         SL_INFO(q->inst, "reading stream %s at %s as %s in group %s (%zu lanes)", q->o->key,
                 shown, q->consumer, q->o->group, q->nlanes);

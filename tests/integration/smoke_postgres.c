@@ -62,7 +62,8 @@ static void setup(void)
     char full[1024];
     snprintf(full, sizeof full, "%s connect_timeout=10", ci);
     conn = PQconnectdb(full);
-    cr_assert(PQstatus(conn) == CONNECTION_OK, "connect '%s': %s", ci, PQerrorMessage(conn));
+    cr_assert(PQstatus(conn) == CONNECTION_OK, "connect to $SLUICE_TEST_PG: %s",
+              PQerrorMessage(conn));
 
     /* Unique names: slots and publications outlive a crashed run on a
      * reused server, and max_replication_slots is finite. */

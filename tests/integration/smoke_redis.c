@@ -1,6 +1,7 @@
 /* Smoke test: the Redis started by tests/services answers real commands.
- * Reads SLUICE_TEST_REDIS (redis://HOST:PORT), set by
- * eval "$(tests/services env)". Standalone: no project code. */
+ * Reads SLUICE_TEST_REDIS (redis://[PASSWORD@]HOST:PORT) and
+ * SLUICE_TEST_REDIS_PASSWORD, set by eval "$(tests/services env)".
+ * Standalone: no project code, only the tests' harness.h. */
 #include <criterion/criterion.h>
 #include <hiredis/hiredis.h>
 
@@ -10,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "harness.h"
+
 static redisContext *ctx;
 static char key[96];
 static char list[128];
@@ -18,19 +21,9 @@ static char list[128];
  * skipped smoke test would hide a broken harness. */
 static void parse_url(char *host, size_t hostsz, int *port)
 {
-    const char *url = getenv("SLUICE_TEST_REDIS");
-    cr_assert(url != NULL && *url != '\0',
-              "SLUICE_TEST_REDIS is not set: run tests/services start and "
-              "eval \"$(tests/services env)\"");
-    const char *p = strncmp(url, "redis://", 8) == 0 ? url + 8 : url;
-    const char *colon = strrchr(p, ':');
-    cr_assert(colon != NULL && colon != p, "SLUICE_TEST_REDIS=%s: want redis://HOST:PORT", url);
-    size_t n = (size_t)(colon - p);
-    cr_assert(n < hostsz, "SLUICE_TEST_REDIS=%s: host too long", url);
-    memcpy(host, p, n);
-    host[n] = '\0';
-    *port = atoi(colon + 1);
-    cr_assert(*port > 0 && *port < 65536, "SLUICE_TEST_REDIS=%s: bad port", url);
+    cr_assert(th_redis_env(host, hostsz, port),
+              "SLUICE_TEST_REDIS is not set or not redis://[PASSWORD@]HOST:PORT: run "
+              "tests/services start and eval \"$(tests/services env)\"");
 }
 
 /* Called first in each test (not as .init) so a missing variable is an
@@ -47,6 +40,12 @@ static void setup(void)
     cr_assert(ctx != NULL, "redisConnect: out of memory");
     cr_assert(ctx->err == 0, "connect to %s:%d: %s", host, port, ctx->errstr);
     cr_assert(redisSetTimeout(ctx, tv) == REDIS_OK, "redisSetTimeout: %s", ctx->errstr);
+    if (th_redis_password()) {
+        redisReply *r = redisCommand(ctx, "AUTH %s", th_redis_password());
+
+        cr_assert(r && r->type != REDIS_REPLY_ERROR, "AUTH with $SLUICE_TEST_REDIS_PASSWORD failed");
+        freeReplyObject(r);
+    }
 
     /* Unique per run, so reused servers and parallel runs do not clash. */
     clock_gettime(CLOCK_REALTIME, &ts);

@@ -71,6 +71,7 @@ static void rm_dir(void)
     char cmd[400];
 
     if (strncmp(dir, "/tmp/sluice-test-aredis-", 24) == 0) {
+        th_scan_logs(dir);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
         if (system(cmd) != 0) {
             /* leftovers in /tmp are harmless */
@@ -156,19 +157,12 @@ static void drop_keys(redisContext *rc, const char *k)
 static void setup(void)
 {
     char rt[1100];
-    const char *env = getenv("SLUICE_TEST_REDIS"), *p, *colon;
     static int seq;
 
-    cr_assert(env && *env, "SLUICE_TEST_REDIS is not set: run tests/services start and "
-              "eval \"$(tests/services env)\"");
-    p = strncmp(env, "redis://", 8) == 0 ? env + 8 : env;
-    colon = strrchr(p, ':');
-    cr_assert(colon && colon > p && (size_t)(colon - p) < sizeof(rhost), "SLUICE_TEST_REDIS=%s",
-              env);
-    memcpy(rhost, p, (size_t)(colon - p));
-    rhost[colon - p] = '\0';
-    rport = atoi(colon + 1);
-    snprintf(url, sizeof(url), "redis://%s:%d", rhost, rport);
+    cr_assert(th_redis_env(rhost, sizeof(rhost), &rport),
+              "SLUICE_TEST_REDIS is not set or not redis://[PASSWORD@]HOST:PORT: run "
+              "tests/services start and eval \"$(tests/services env)\"");
+    th_redis_url(url, sizeof(url), rhost, rport);
     snprintf(key, sizeof(key), "sluice:test:asyncq:%d:%lld:%d", (int)getpid(), wall_ms(), ++seq);
 
     cr_assert_not_null(getcwd(root, sizeof(root)));
@@ -210,6 +204,8 @@ static void teardown(void)
         own_redis = -1;
     }
     rc = redisConnect(rhost, rport);
+    if (rc && !rc->err && th_redis_password())
+        freeReplyObject(redisCommand(rc, "AUTH %s", th_redis_password()));
     if (rc && !rc->err)
         drop_keys(rc, key);
     if (rc)
@@ -410,7 +406,7 @@ Test(async_redis, events_run_and_leave_the_stream, .init = setup, .fini = teardo
     cr_expect_eq(count_records("dlq.jsonl"), 0);
 
     /* acknowledged and deleted: nothing left in Redis */
-    rc = client(rport, NULL, -1);
+    rc = client(rport, th_redis_password(), -1);
     cr_expect_eq(rint_cmd(rc, "XLEN %s", key), 0, "entries left in the stream");
     cr_expect_eq(pending_count(rc, key), 0, "entries left pending");
     cr_expect_eq(state_keys(rc, key), 0, "state hashes left");
@@ -449,7 +445,7 @@ Test(async_redis, failing_event_is_retried_then_dead_lettered_once, .init = setu
     enqueue("fail", "{\"order\":7}", &a);
 
     /* between attempts, the state is in Redis for whoever holds the entry next */
-    rc = client(rport, NULL, -1);
+    rc = client(rport, th_redis_password(), -1);
     snprintf(hkey, sizeof(hkey), "%s:state:%s", key, a.id);
     {
         double end = now_ms() + 10000;
@@ -491,7 +487,7 @@ Test(async_redis, idle_entry_of_a_dead_instance_is_taken_over_with_its_attempts,
      .init = setup, .fini = teardown, .timeout = 60)
 {
     const char *id = "11111111-2222-4333-8444-555555555555";
-    redisContext *rc = client(rport, NULL, -1);
+    redisContext *rc = client(rport, th_redis_password(), -1);
     char enq[32], hkey[300], *m;
     json_t *recs[8], *ctx;
     redisReply *r;
@@ -885,7 +881,7 @@ Test(async_redis, two_instances_share_a_queue_and_one_takes_over_from_a_dead_one
     cr_log_info("%zu of the second batch done before the kill; %d ran twice", before_kill,
                 dups);
 
-    rc = client(rport, NULL, -1);
+    rc = client(rport, th_redis_password(), -1);
     cr_expect_eq(rint_cmd(rc, "XLEN %s", key), 0, "entries left in the stream");
     cr_expect_eq(pending_count(rc, key), 0, "entries left pending");
     redisFree(rc);

@@ -281,6 +281,7 @@ static inline void kt_cleanup(struct kt *t)
     if (t->sluice > 0)
         kt_stop(t->sluice, SIGKILL);
     t->sluice = 0;
+    th_scan_logs(t->dir);
     if (!getenv("SLUICE_TEST_KEEP")) {
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->dir);
         if (system(cmd) != 0) {

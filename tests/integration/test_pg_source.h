@@ -21,6 +21,8 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "sluice/log.h"
+
 #include "harness.h"
 
 static char root[1024], tdir[256], out_path[320], names[64];
@@ -45,8 +47,12 @@ static PGconn *connect_db(const char *conninfo)
         PGconn *c = PQconnectdb(conninfo);
         if (PQstatus(c) == CONNECTION_OK)
             return c;
-        if (now_ms() > deadline)
-            cr_assert_fail("cannot connect to %s: %s", conninfo, PQerrorMessage(c));
+        if (now_ms() > deadline) {
+            char where[512];
+
+            sl_log_redact(conninfo, where, sizeof(where));
+            cr_assert_fail("cannot connect to %s: %s", where, PQerrorMessage(c));
+        }
         PQfinish(c);
         usleep(200000);
     }
@@ -185,6 +191,7 @@ static void pg_cleanup(void)
     }
     PQfinish(db);
     db = NULL;
+    th_scan_logs(tdir);
     if (strncmp(tdir, "/tmp/sluice-test-pg-", 20) == 0 && !getenv("SLUICE_TEST_KEEP")) {
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tdir);
         if (system(cmd) != 0) {

@@ -144,7 +144,7 @@ Test(pg_source_kill, sigkill_three_times_in_100000_changes, .fini = fini)
 
 Test(pg_source_kill, postgres_restarted_mid_stream, .fini = fini)
 {
-    char qual[120], log[300], cmd[600], conninfo[300], portfile[300];
+    char qual[120], log[300], cmd[600], conninfo[300], portfile[300], pw[128];
     struct count c = { 0 };
     const char *cfg;
     FILE *f;
@@ -162,8 +162,13 @@ Test(pg_source_kill, postgres_restarted_mid_stream, .fini = fini)
     cr_assert_not_null(f);
     cr_assert_eq(fscanf(f, "%d", &port), 1);
     fclose(f);
-    snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1 port=%d user=postgres dbname=sluice",
-             port);
+    snprintf(portfile, sizeof(portfile), "%s/pg/password", priv_dir);
+    f = fopen(portfile, "r");
+    cr_assert_not_null(f, "tests/services left no password in %s", portfile);
+    cr_assert_eq(fscanf(f, "%127s", pw), 1);
+    fclose(f);
+    snprintf(conninfo, sizeof(conninfo),
+             "host=127.0.0.1 port=%d user=postgres password=%s dbname=sluice", port, pw);
     /* everything below talks to the private server */
     PQfinish(db);
     db = connect_db(conninfo);

@@ -54,9 +54,7 @@ static void sleep_ms(int ms)
 
 static void setup(void)
 {
-    const char *url = getenv("SLUICE_TEST_REDIS");
-
-    cr_assert(url && sscanf(url, "redis://%127[^:]:%d", rhost, &rport) == 2,
+    cr_assert(th_redis_env(rhost, sizeof(rhost), &rport),
               "SLUICE_TEST_REDIS is not set: run eval \"$(tests/services env)\"");
     cr_assert(getcwd(root, sizeof(root)));
     snprintf(dir, sizeof(dir), "/tmp/sluice-test-rsrc-%d-%ld", (int)getpid(), (long)time(NULL));
@@ -106,6 +104,7 @@ static void teardown(void)
         own_redis = -1;
     }
     if (strncmp(dir, "/tmp/sluice-test-rsrc-", 22) == 0) {
+        th_scan_logs(dir);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
         if (system(cmd) != 0) {
             /* leftovers in /tmp are harmless */
@@ -127,6 +126,8 @@ static redisContext *client(int port)
     for (;;) {
         struct timeval tv = { 5, 0 };
         rc = redisConnectWithTimeout(rhost, port, tv);
+        if (rc && !rc->err && th_redis_password())
+            freeReplyObject(redisCommand(rc, "AUTH %s", th_redis_password()));
         if (rc && !rc->err) {
             redisReply *r = redisCommand(rc, "PING");
             bool ok = r && r->type == REDIS_REPLY_STATUS;
@@ -232,6 +233,7 @@ struct opts {
 static char *write_config(const struct opts *o, const char *name)
 {
     static char path[400];
+    char url[400];
     FILE *f;
 
     snprintf(path, sizeof(path), "%s/%s.yaml", dir, name);
@@ -243,19 +245,20 @@ static char *write_config(const struct opts *o, const char *name)
             "    sandbox: relaxed\n    timeout_s: 60\n"
             "    environment: { OUT: %s%s, SLEEP_MS: \"%d\" }\n"
             "sources:\n  q:\n    type: redis\n    function: rec\n"
-            "    url: redis://%s:%d\n    key: %s\n    mode: %s\n"
+            "    url: %s\n    key: %s\n    mode: %s\n"
             "    batch_size: %d\n    maximum_concurrency: %d\n    visibility_timeout_s: %d\n"
             "    max_receive_count: %d\n    report_batch_item_failures: %s\n"
             "    delete_on_ack: %s\n%s%s%s",
             o->api_port ? o->api_port : th_free_port(), dir, name, root, th_build(), o->out,
-            o->partial ? ", PARTIAL: \"1\"" : "", o->sleep_ms, rhost, o->port ? o->port : rport,
+            o->partial ? ", PARTIAL: \"1\"" : "", o->sleep_ms,
+            th_redis_url(url, sizeof(url), rhost, o->port ? o->port : rport),
             o->key, o->list ? "list" : "stream", o->batch ? o->batch : 10,
             o->concurrency ? o->concurrency : 2, o->vis_s ? o->vis_s : 30,
             o->max_receive ? o->max_receive : 5, o->partial ? "true" : "false",
             o->delete_on_ack ? "true" : "false", o->dlq ? "    on_failure: dlq\n" : "",
-            o->extra ? o->extra : "", o->dlq ? "sinks:\n  dlq: { type: redis, url: redis://" : "");
+            o->extra ? o->extra : "", o->dlq ? "sinks:\n  dlq: { type: redis, url: " : "");
     if (o->dlq)
-        fprintf(f, "%s:%d, key: %s }\n", rhost, rport, o->dlq);
+        fprintf(f, "%s, key: %s }\n", th_redis_url(url, sizeof(url), rhost, rport), o->dlq);
     fclose(f);
     return path;
 }
@@ -593,9 +596,11 @@ Test(redis_source, list_two_instances_share_without_duplicates) { two(true); }
 static void start_own_redis(int port, const char *data)
 {
     char portstr[16];
+    /* the password of the shared one, so the same URLs and clients work */
+    const char *pw = th_redis_password();
     char *argv[] = { "redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save", "",
                      "--appendonly", "yes", "--appendfsync", "always", "--dir", (char *)data,
-                     NULL };
+                     pw ? "--requirepass" : NULL, (char *)pw, NULL };
     posix_spawn_file_actions_t fa;
 
     snprintf(portstr, sizeof(portstr), "%d", port);

@@ -43,6 +43,8 @@
 #include "sluice/pool.h"
 #include "sluice/sink.h"
 
+#include "harness.h"
+
 #define COUNT   100
 #define WAIT_MS 30000
 
@@ -107,8 +109,15 @@ static void setup(void)
     ncalls = 0;
 }
 
+static char *read_log(void);
+
 static void teardown(void)
 {
+    const char *leak = log_fd >= 0 ? th_secret_in(read_log()) : NULL;
+
+    if (log_fd >= 0)
+        close(log_fd);
+    log_fd = -1;
     if (redis_pid > 0) {
         kill(redis_pid, SIGKILL);
         waitpid(redis_pid, NULL, 0);
@@ -122,6 +131,7 @@ static void teardown(void)
     if (base)
         event_base_free(base);
     base = NULL;
+    cr_assert_null(leak, "the log shows $%s", leak);
 }
 
 TestSuite(sinks, .init = setup, .fini = teardown, .timeout = 120);
@@ -300,14 +310,8 @@ static redisContext *redis_client(const char *host, int port, const char *passwo
 
 static void parse_redis_env(char *host, size_t n, int *port)
 {
-    const char *url = need_env("SLUICE_TEST_REDIS");
-    const char *p = strncmp(url, "redis://", 8) == 0 ? url + 8 : url;
-    const char *colon = strrchr(p, ':');
-
-    cr_assert(colon && (size_t)(colon - p) < n);
-    memcpy(host, p, (size_t)(colon - p));
-    host[colon - p] = '\0';
-    *port = atoi(colon + 1);
+    need_env("SLUICE_TEST_REDIS");
+    cr_assert(th_redis_env(host, n, port), "SLUICE_TEST_REDIS: want redis://[PASSWORD@]HOST:PORT");
 }
 
 /* XRANGE key - +: check the "record" fields are exactly records 0..n-1 in
@@ -356,6 +360,7 @@ static void rm_tmpdir(void)
 {
     char cmd[300];
 
+    th_scan_logs(tmpdir);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
         cr_log_warn("cannot remove %s", tmpdir);
@@ -473,7 +478,7 @@ Test(sinks, redis_round_trip)
     sl_sink_free(s);
 
     parse_redis_env(host, sizeof(host), &port);
-    rc = redis_client(host, port, NULL, -1);
+    rc = redis_client(host, port, th_redis_password(), -1);
     expect_stream(rc, key, COUNT);
     r = redisCommand(rc, "DEL %s", key);
     freeReplyObject(r);
@@ -1232,7 +1237,7 @@ Test(sinks, done_callbacks_may_free_the_sink)
         redisReply *r;
 
         parse_redis_env(host, sizeof(host), &port);
-        c = redis_client(host, port, NULL, -1);
+        c = redis_client(host, port, th_redis_password(), -1);
         r = redisCommand(c, "DEL %s", key);
         freeReplyObject(r);
         redisFree(c);

@@ -11,11 +11,103 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 #include <jansson.h>
+
+/* The test Redis, SLUICE_TEST_REDIS from tests/services env
+ * (redis://[PASSWORD@]HOST:PORT), split into host (size n) and *port;
+ * false when it is unset or malformed. Its password: th_redis_password. */
+static inline bool th_redis_env(char *host, size_t n, int *port)
+{
+    const char *url = getenv("SLUICE_TEST_REDIS"), *p, *at, *colon;
+
+    if (!url || strncmp(url, "redis://", 8) != 0)
+        return false;
+    p = url + 8;
+    if ((at = strrchr(p, '@')))
+        p = at + 1;
+    colon = strrchr(p, ':');
+    if (!colon || colon == p || (size_t)(colon - p) >= n)
+        return false;
+    memcpy(host, p, (size_t)(colon - p));
+    host[colon - p] = '\0';
+    *port = atoi(colon + 1);
+    return *port > 0 && *port < 65536;
+}
+
+/* The test Redis's password (SLUICE_TEST_REDIS_PASSWORD), NULL without. */
+static inline const char *th_redis_password(void)
+{
+    const char *v = getenv("SLUICE_TEST_REDIS_PASSWORD");
+
+    return v && *v ? v : NULL;
+}
+
+/* "redis://[PASSWORD@]host:port" of the test Redis's password and the
+ * given server, in buf (size n). */
+static inline const char *th_redis_url(char *buf, size_t n, const char *host, int port)
+{
+    const char *pw = th_redis_password();
+
+    snprintf(buf, n, "redis://%s%s%s:%d", pw ? pw : "", pw ? "@" : "", host, port);
+    return buf;
+}
+
+/* The name of the test services' password (SLUICE_TEST_REDIS_PASSWORD,
+ * SLUICE_TEST_PG_PASSWORD) that `text` shows, or NULL: for tests that
+ * keep their log in memory. */
+static inline const char *th_secret_in(const char *text)
+{
+    static const char *const vars[] = { "SLUICE_TEST_REDIS_PASSWORD", "SLUICE_TEST_PG_PASSWORD" };
+
+    for (size_t i = 0; text && i < sizeof(vars) / sizeof(vars[0]); i++) {
+        const char *v = getenv(vars[i]);
+
+        if (v && *v && strstr(text, v))
+            return vars[i];
+    }
+    return NULL;
+}
+
+/* Before a test removes its scratch directory: when tests/run asked for it
+ * (SLUICE_TEST_LEAKS names a directory), every *.log under `dir` that
+ * shows a password of the test services (SLUICE_TEST_REDIS_PASSWORD,
+ * SLUICE_TEST_PG_PASSWORD from tests/services env) is copied there, and
+ * tests/run fails the run on any. The passwords reach grep through the
+ * environment, not the command line. */
+static inline void th_scan_logs(const char *dir)
+{
+    static const char *const vars[] = { "SLUICE_TEST_REDIS_PASSWORD", "SLUICE_TEST_PG_PASSWORD" };
+    const char *leaks = getenv("SLUICE_TEST_LEAKS");
+    char cmd[2048];
+    size_t o;
+    int n = 0;
+
+    if (!leaks || !*leaks || strchr(leaks, '\'') || !dir || !*dir || strchr(dir, '\''))
+        return;
+    o = (size_t)snprintf(cmd, sizeof(cmd), "find '%s' -type f -name '*.log' -exec grep -lF", dir);
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        const char *v = getenv(vars[i]);
+
+        if (v && *v && o < sizeof(cmd)) {
+            o += (size_t)snprintf(cmd + o, sizeof(cmd) - o, " -e \"$%s\"", vars[i]);
+            n++;
+        }
+    }
+    if (n == 0 || o >= sizeof(cmd))
+        return;
+    snprintf(cmd + o, sizeof(cmd) - o,
+             " {} + 2>/dev/null | while IFS= read -r f; do "
+             "cp \"$f\" '%s'/\"$(printf %%s \"$f\" | tr / _)\"; done", leaks);
+    if (system(cmd) != 0) {
+        /* a copy that failed shows as a missing report, not a pass: cp
+         * complains on stderr, which tests/run scans too */
+    }
+}
 
 /* A loopback port nothing listens on right now. */
 static inline int th_free_port(void)

@@ -511,3 +511,59 @@ Test(async, dlq_redrive_resubmits_and_removes_only_accepted_entries, .init = set
                      "requestContext"), "requestId")), "r2");
     json_decref(recs[0]);
 }
+
+/* data_dir made by sluice is 0700, async.db and its WAL files 0600, whatever
+ * the umask: another local user reads no queued event. */
+Test(async, data_dir_and_queue_files_are_private, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    static const char *const files[] = { "async.db", "async.db-wal", "async.db-shm" };
+    struct accepted a;
+    struct stat st;
+    char p[600];
+    mode_t old = umask(0);
+
+    start("server: { data_dir: @DIR@/data }\n"
+          "functions:\n  fail:\n    handler: @BUILD@/handlers/fail\n"
+          "    async: { maximum_retry_attempts: 0 }\n");
+    umask(old);
+    enqueue("fail", "{\"order\":7}", &a);
+    snprintf(p, sizeof(p), "%s/data", dir);
+    cr_assert_eq(lstat(p, &st), 0, "%s: %s", p, strerror(errno));
+    cr_expect_eq(st.st_mode & 07777, 0700, "%s is %04o", p, st.st_mode & 07777);
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(p, sizeof(p), "%s/data/%s", dir, files[i]);
+        cr_assert_eq(lstat(p, &st), 0, "%s: %s", p, strerror(errno));
+        cr_expect_eq(st.st_mode & 07777, 0600, "%s is %04o", p, st.st_mode & 07777);
+    }
+}
+
+/* async.db planted as a link (to a file another user could read) is
+ * refused, not followed. */
+Test(async, queue_file_behind_a_symlink_is_refused, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    char yaml[1024], target[400], link_[400];
+    struct sl_diags d;
+    struct sl_err err;
+    int rc;
+
+    snprintf(target, sizeof(target), "%s/elsewhere.db", dir);
+    snprintf(link_, sizeof(link_), "%s/data", dir);
+    cr_assert_eq(mkdir(link_, 0700), 0);
+    snprintf(link_, sizeof(link_), "%s/data/async.db", dir);
+    cr_assert_eq(symlink(target, link_), 0);
+    expand("server: { data_dir: @DIR@/data }\n"
+           "functions:\n  fail:\n    handler: @BUILD@/handlers/fail\n", yaml, sizeof(yaml));
+    sl_diags_init(&d, "t.yaml");
+    rc = sl_config_load_buffer("t.yaml", dir, yaml, strlen(yaml), &sl_registry, &conf, &d);
+    sl_diags_destroy(&d);
+    cr_assert_eq(rc, 0);
+    metrics = sl_metrics_new();
+    cr_assert_eq(sl_pool_new(base, 2, &pool, &err), 0);
+    cr_assert_eq(sl_functions_new(base, conf, NULL, &fns, &err), 0, "%s", err.msg);
+    rc = sl_dispatcher_new(base, conf, fns, metrics, pool, &disp, &err);
+    cr_expect_neq(rc, 0, "the dispatcher opened a queue through a symbolic link");
+    cr_expect(strstr(err.msg, "symbolic link") != NULL, "%s", err.msg);
+    cr_expect_eq(access(target, F_OK), -1, "the link's target was created");
+}

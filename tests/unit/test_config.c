@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "schema.h"
 #include "sluice/config.h"
@@ -176,6 +178,46 @@ Test(config, bad_files_report_exact_messages)
         sl_config_free(c);
         free(got);
     }
+}
+
+/* A mistyped librdkafka property is refused at lint, by name, without its
+ * value: "sasl.pasword" may well hold the password. */
+Test(config, kafka_property_typo_is_refused_without_its_value)
+{
+    struct sl_config *c = NULL;
+    char *got = load("functions:\n  f:\n    handler: handler.sh\nsources:\n  s:\n"
+                     "    type: kafka\n    function: f\n    brokers: 127.0.0.1:9092\n"
+                     "    topics: [t]\n    kafka:\n      sasl.pasword: Distinctive-Kafka-Pw-9\n"
+                     "      ssl.key.password: Distinctive-Kafka-Pw-9\n",
+                     &c);
+
+    cr_expect_null(c);
+    cr_expect(strstr(got, "sasl.pasword") != NULL, "%s", got);
+    cr_expect(strstr(got, "No such configuration property") != NULL, "%s", got);
+    cr_expect(strstr(got, "Distinctive-Kafka-Pw-9") == NULL, "the value shows in:\n%s", got);
+    sl_config_free(c);
+    free(got);
+}
+
+/* lint refuses a data_dir another user could write to. */
+Test(config, world_writable_data_dir_is_refused)
+{
+    char dir[128], yaml[300], want[300], *got;
+    struct sl_config *c = NULL;
+
+    snprintf(dir, sizeof(dir), "/tmp/sluice-test-cfg-dd-%d", (int)getpid());
+    rmdir(dir);
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    cr_assert_eq(chmod(dir, 01777), 0);
+    snprintf(yaml, sizeof(yaml), "server: { data_dir: %s }\n", dir);
+    got = load(yaml, &c);
+    rmdir(dir);
+    snprintf(want, sizeof(want), "t.yaml:1:21: server.data_dir: data_dir %s is writable by other "
+             "users (mode 1777): chmod 700 it or use a private directory\n", dir);
+    cr_expect_null(c);
+    cr_expect_str_eq(got, want);
+    sl_config_free(c);
+    free(got);
 }
 
 Test(config, good_file_gets_defaults_and_units)

@@ -1,17 +1,23 @@
 /* Core: error codes, logging (text, JSON, levels, redaction), the worker
  * pool and the runtime's start/stop sequencing. */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "sluice/datadir.h"
 #include "sluice/err.h"
+#include "sluice/kafka.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
+#include "sluice/pgconn.h"
 #include "sluice/pool.h"
 #include "sluice/runtime.h"
 
@@ -157,7 +163,12 @@ Test(log, redaction_hides_passwords)
         { "redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0" },
         { "redis://user:p@ss@host:1", "redis://user:***@host:1" },
         { "redis://127.0.0.1:6379", "redis://127.0.0.1:6379" },
-        { "rediss://alice@host", "rediss://alice@host" },
+        /* redis://SECRET@host: a userinfo without ':' is the password */
+        { "redis://S3cretOnly@127.0.0.1:6379", "redis://***@127.0.0.1:6379" },
+        { "rediss://alice@host", "rediss://***@host" },
+        { "url REDIS://pw@h and postgresql://app@db/x", "url REDIS://***@h and postgresql://app@db/x" },
+        { "host=db password = 'hunter2' port=1", "host=db password = *** port=1" },
+        { "host=db PASSWORD=hunter2", "host=db PASSWORD=***" },
         { "host=db user=app password=hunter2 dbname=x", "host=db user=app password=*** dbname=x" },
         { "host=db password='a b\\' c' port=1", "host=db password=*** port=1" },
         { "postgresql://app:pw@db/x?password=two&sslmode=require",
@@ -250,6 +261,66 @@ Test(log, writer_thread_never_blocks_and_counts_drops, .init = log_setup, .timeo
     close(logp[0]);
     cr_expect(strstr(buf, "info  direct again\n") != NULL, "after stop: %s", buf);
     cr_expect_lt(got, (size_t)20000 * 200, "nothing was dropped");
+
+Test(log, scrub_takes_a_secret_out_by_value)
+{
+    char msg[64] = "invalid percent-encoded token: \"hun%zzter2\" (hun%zzter2)";
+    char small[16] = "abcSECRETdef";
+
+    sl_log_scrub(msg, sizeof(msg), "hun%zzter2");
+    cr_expect_str_eq(msg, "invalid percent-encoded token: \"***\" (***)");
+    sl_log_scrub(msg, sizeof(msg), "");
+    sl_log_scrub(msg, sizeof(msg), NULL);
+    cr_expect_str_eq(msg, "invalid percent-encoded token: \"***\" (***)");
+    sl_log_scrub(small, sizeof(small), "SECRET");
+    cr_expect_str_eq(small, "abc***def");
+}
+
+/* libpq quotes the part of a URI it cannot decode, password included, with
+ * nothing around it that looks like a password: sl_pgconn_dsn_check takes
+ * the DSN's passwords out by value. */
+Test(log, pg_dsn_errors_hide_passwords)
+{
+    static const char *const dsns[] = {
+        "postgresql://app:Hunter%zz2pw@db/x",
+        "postgresql://app@db/x?password=Hunter%zz2pw",
+        "postgresql://app:Hunter2pw@[::1/x",
+        "postgresql://app:Hunter2pw@db/x?password=Hunter2pw&bogus=1",
+        "host=db password='Hunter2pw' port",
+        "host=db password = Hunter2pw bogus=1",
+    };
+    char why[256];
+
+    for (size_t i = 0; i < sizeof(dsns) / sizeof(dsns[0]); i++) {
+        cr_expect_eq(sl_pgconn_dsn_check(dsns[i], why, sizeof(why)), -1, "%zu", i);
+        cr_expect(why[0] != '\0', "no message for dsn %zu", i);
+        cr_expect(strstr(why, "Hunter") == NULL, "dsn %zu: password in '%s'", i, why);
+    }
+    cr_expect_eq(sl_pgconn_dsn_check("postgresql://app:pw@db/x", why, sizeof(why)), 0);
+    cr_expect_eq(sl_pgconn_dsn_check("host=db password=pw", why, sizeof(why)), 0);
+}
+
+/* A mistyped property name may carry a secret ("sasl.pasword"); a secret's
+ * name ("password", "secret", "key") never shows its value. */
+Test(log, kafka_properties_hide_secret_values)
+{
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    char why[768];
+
+    cr_assert_eq(sl_kafka_conf_set(kc, "sasl.pasword", "Kafka-Secret-42", why, sizeof(why)), -1);
+    cr_expect(strstr(why, "Kafka-Secret-42") == NULL, "%s", why);
+    cr_expect(strstr(why, "sasl.pasword") != NULL, "%s", why);
+    cr_assert_eq(sl_kafka_conf_set(kc, "ssl.key.password", "x", why, sizeof(why)), 0);
+    /* a known non-secret property with a bad value still says which */
+    cr_assert_eq(sl_kafka_conf_set(kc, "acks", "lots", why, sizeof(why)), -1);
+    cr_expect(strstr(why, "acks=lots") != NULL, "%s", why);
+    cr_assert_eq(sl_kafka_conf_set(kc, "sasl.oauthbearer.client.secret.x", "Kafka-Secret-42", why,
+                                   sizeof(why)), -1);
+    cr_expect(strstr(why, "Kafka-Secret-42") == NULL, "%s", why);
+    cr_expect(sl_kafka_secret_property("SSL.KEY.PEM"));
+    cr_expect(sl_kafka_secret_property("sasl.password"));
+    cr_expect(!sl_kafka_secret_property("bootstrap.servers"));
+    rd_kafka_conf_destroy(kc);
 }
 
 /* ------------------------------------------------------------------ */
@@ -477,4 +548,102 @@ Test(runtime, failed_start_stops_what_started, .init = log_setup)
     sl_runtime_free(rt);
     cr_expect_str_eq(tr, "start:a start:b stop:a free:c free:b free:a ");
     cr_expect(strstr(log_read(), "[test:b] cannot start: cannot connect") != NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* data_dir                                                            */
+
+static char dd_base[128];
+
+static void dd_setup(void)
+{
+    snprintf(dd_base, sizeof(dd_base), "/tmp/sluice-test-datadir-%d", (int)getpid());
+    cr_assert_eq(mkdir(dd_base, 0700), 0, "%s: %s", dd_base, strerror(errno));
+}
+
+static void dd_teardown(void)
+{
+    char cmd[200];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dd_base);
+    if (system(cmd) != 0) {
+        /* leftovers in /tmp are harmless */
+    }
+}
+
+static char *dd_path(const char *rel)
+{
+    static char p[4][256];
+    static int k;
+
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof(p[k]), "%s/%s", dd_base, rel);
+    return p[k];
+}
+
+static unsigned mode_of(const char *path)
+{
+    struct stat st;
+
+    cr_assert_eq(lstat(path, &st), 0, "%s: %s", path, strerror(errno));
+    return (unsigned)(st.st_mode & 07777);
+}
+
+/* What sluice makes is private whatever the umask; what another user
+ * could write to (or owns) is refused, and so is a symbolic link. */
+Test(datadir, made_private_and_unsafe_ones_refused, .init = dd_setup, .fini = dd_teardown)
+{
+    char why[512];
+    mode_t old = umask(0);
+    int fd;
+
+    cr_assert_eq(sl_data_dir_prepare(dd_path("a/b/data"), why, sizeof(why)), 0, "%s", why);
+    cr_expect_eq(mode_of(dd_path("a")), 0700);
+    cr_expect_eq(mode_of(dd_path("a/b/data")), 0700);
+    fd = sl_data_file_open(dd_path("a/b/data"), "async-consumer", O_RDWR | O_CREAT, why,
+                           sizeof(why));
+    cr_assert_geq(fd, 0, "%s", why);
+    close(fd);
+    cr_expect_eq(mode_of(dd_path("a/b/data/async-consumer")), 0600);
+    umask(old);
+
+    /* one an older sluice made 0644 is made private */
+    fd = open(dd_path("a/b/data/old"), O_CREAT | O_WRONLY, 0644);
+    cr_assert_geq(fd, 0);
+    fchmod(fd, 0644);
+    close(fd);
+    fd = sl_data_file_open(dd_path("a/b/data"), "old", O_RDWR, why, sizeof(why));
+    cr_assert_geq(fd, 0, "%s", why);
+    close(fd);
+    cr_expect_eq(mode_of(dd_path("a/b/data/old")), 0600);
+
+    /* a file planted as a link is not followed */
+    cr_assert_eq(symlink(dd_path("target"), dd_path("a/b/data/planted")), 0);
+    cr_expect_eq(sl_data_file_open(dd_path("a/b/data"), "planted", O_RDWR | O_CREAT, why,
+                                   sizeof(why)), -1);
+    cr_expect(strstr(why, "symbolic link") != NULL, "%s", why);
+    cr_expect_eq(access(dd_path("target"), F_OK), -1, "the link's target was created");
+
+    /* writable by others, by the group, a link, or someone else's */
+    cr_assert_eq(mkdir(dd_path("open"), 0700), 0);
+    chmod(dd_path("open"), 0777);
+    cr_expect_eq(sl_data_dir_prepare(dd_path("open"), why, sizeof(why)), -1);
+    cr_expect(strstr(why, "writable by other users (mode 0777)") != NULL, "%s", why);
+    cr_expect_eq(sl_data_dir_check(dd_path("open"), why, sizeof(why)), -1);
+    chmod(dd_path("open"), 0770);
+    cr_expect_eq(sl_data_dir_check(dd_path("open"), why, sizeof(why)), -1);
+    chmod(dd_path("open"), 0755);
+    cr_expect_eq(sl_data_dir_check(dd_path("open"), why, sizeof(why)), 0, "%s", why);
+    cr_assert_eq(symlink(dd_path("open"), dd_path("link")), 0);
+    cr_expect_eq(sl_data_dir_prepare(dd_path("link"), why, sizeof(why)), -1);
+    cr_expect(strstr(why, "symbolic link") != NULL, "%s", why);
+    cr_expect_eq(sl_data_dir_check(dd_path("missing"), why, sizeof(why)), 0, "%s", why);
+    if (geteuid() == 0) {
+        cr_assert_eq(chown(dd_path("open"), 65534, 65534), 0);
+        cr_expect_eq(sl_data_dir_check(dd_path("open"), why, sizeof(why)), -1);
+        cr_expect(strstr(why, "owned by uid 65534") != NULL, "%s", why);
+    } else {
+        cr_expect_eq(sl_data_dir_check("/", why, sizeof(why)), -1, "/ is root's");
+        cr_expect(strstr(why, "owned by uid 0") != NULL, "%s", why);
+    }
 }
