@@ -261,6 +261,7 @@ Test(log, writer_thread_never_blocks_and_counts_drops, .init = log_setup, .timeo
     close(logp[0]);
     cr_expect(strstr(buf, "info  direct again\n") != NULL, "after stop: %s", buf);
     cr_expect_lt(got, (size_t)20000 * 200, "nothing was dropped");
+}
 
 Test(log, scrub_takes_a_secret_out_by_value)
 {
