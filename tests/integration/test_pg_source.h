@@ -107,6 +107,7 @@ static void pg_setup(void)
     snprintf(names, sizeof(names), "tpg%d_%d", (int)getpid(), ++name_seq);
     snprintf(tdir, sizeof(tdir), "/tmp/sluice-test-pg-%s", names);
     mkdir(tdir, 0755);
+    chmod(tdir, 01777); /* the relaxed handler (its function's uid) writes here */
     snprintf(out_path, sizeof(out_path), "%s/out.jsonl", tdir);
     unlink(out_path);
     drop_tables[0] = '\0';
