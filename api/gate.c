@@ -346,7 +346,7 @@ static void finish(struct conn *c)
         bufferevent_free(c->up);
         c->up = NULL;
     }
-    bufferevent_enable(c->cli, EV_READ | EV_WRITE);
+    bufferevent_enable(c->cli, c->cli_eof ? EV_WRITE : EV_READ | EV_WRITE);
     evtimer_del(c->timer);
     c->left = evbuffer_get_length(out);
     arm(c, LINGER_MS);
@@ -363,7 +363,8 @@ static void up_end(struct conn *c)
 {
     c->st = C_SHUT;
     evtimer_del(c->timer);
-    bufferevent_enable(c->cli, EV_READ);
+    if (!c->cli_eof)
+        bufferevent_enable(c->cli, EV_READ);
     if (!c->up) {
         finish(c);
         return;
@@ -531,7 +532,7 @@ static bool take_head(struct conn *c, struct evbuffer *src, size_t n)
         return false;
     }
     free(buf);
-    if (!c->up && !up_connect(c)) {
+    if (!c->up && (!c->a->sock_path[0] || !up_connect(c))) {
         conn_reject(c, 503, "ServiceException", NULL, "the HTTP server is not reachable");
         return false;
     }
@@ -786,12 +787,16 @@ static bool evict_idle(struct sl_api *a)
 static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
-    struct sl_api *a = arg;
-    struct conn *c;
-
     (void)lev;
     (void)sa;
     (void)salen;
+    sl__gate_adopt(arg, fd);
+}
+
+void sl__gate_adopt(struct sl_api *a, int fd)
+{
+    struct conn *c;
+
     /* the oldest connection without a request makes room: idle clients
      * cannot lock the others out */
     while (a->nconns >= a->max_conns && evict_idle(a))

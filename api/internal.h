@@ -174,6 +174,9 @@ void sl__gate_init(struct sl_api *a);
 /* After evhttp_new: evhttp's private socket and the listener on
  * host:port (server.listen). */
 int sl__gate_start(struct sl_api *a, const char *host, int port, struct sl_err *err);
+/* A client connection accepted on `fd` (nonblocking): the gate owns it
+ * (also how the fuzz target feeds it bytes). */
+void sl__gate_adopt(struct sl_api *a, int fd);
 /* The loop has stopped: evhttp's last answers out to the clients. */
 void sl__gate_flush(struct sl_api *a, int ms);
 /* After evhttp_free. */
@@ -189,6 +192,11 @@ bool sl__api_is_invoke_path(const char *path, size_t plen);
  * or when the invocation ends. `raw_name` is still URI-encoded. */
 void sl__invoke_handle(struct sl_api *a, struct evhttp_request *req, const char *id,
                        const char *raw_name, const char *query);
+
+/* X-Amz-Client-Context's value `b64` (NULL: absent, true with *cc NULL):
+ * true with *cc the decoded JSON object's text (caller frees), false when
+ * it is not base64 of a JSON object within Lambda's size. */
+bool sl__invoke_client_context(const char *b64, char **cc);
 
 /* The loop is over: every call still waiting gets a 503 now. */
 void sl__invoke_abandon(struct sl_api *a);
