@@ -439,15 +439,6 @@ bool sl__api_check_token(struct sl_api *a, struct evhttp_request *req, const cha
 /* ------------------------------------------------------------------ */
 /* Routing                                                             */
 
-bool sl__api_is_invoke_path(const char *path, size_t plen)
-{
-    size_t pre = strlen(INVOKE_PREFIX), suf = strlen(INVOKE_SUFFIX);
-
-    return plen > pre + suf && strncmp(path, INVOKE_PREFIX, pre) == 0 &&
-           memcmp(path + plen - suf, INVOKE_SUFFIX, suf) == 0 &&
-           !memchr(path + pre, '/', plen - pre - suf);
-}
-
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct sl_api *a = arg;
@@ -541,13 +532,13 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
                struct sl_metrics *m, struct sl_api **out, struct sl_err *err)
 {
     struct sl_api *a = sl_calloc(1, sizeof(*a));
-    struct evhttp_bound_socket *sock;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     char host[256], shown[INET6_ADDRSTRLEN] = "";
     bool loopback = false, auth_on = conf->server.auth && json_object_size(conf->server.auth);
     int port = 0, rc;
 
+    sl__gate_init(a);
     a->base = base;
     a->conf = conf;
     a->d = d;
@@ -580,15 +571,10 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
                                             EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_default_content_type(a->http, "application/json");
 
-    errno = 0;
-    sock = evhttp_bind_socket_with_handle(a->http, host, (ev_uint16_t)port);
-    if (!sock) {
-        rc = sl_err_set(err, SL_EIO, false, "cannot listen on %s (server.listen): %s",
-                        conf->server.listen,
-                        errno ? strerror(errno) : "cannot resolve or bind the address");
+    rc = sl__gate_start(a, host, port, err);
+    if (rc != 0)
         goto fail;
-    }
-    if (getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&ss, &sl) == 0) {
+    if (getsockname(evconnlistener_get_fd(a->listener), (struct sockaddr *)&ss, &sl) == 0) {
         if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
             inet_ntop(AF_INET6, &s6->sin6_addr, shown, sizeof(shown));
@@ -633,11 +619,13 @@ void sl_api_free(struct sl_api *a)
     /* the loop is over: whoever still waits for a result gets a 503 now */
     sl__invoke_abandon(a);
     flush_replies(a, 1000);
+    sl__gate_flush(a, 1000);
     /* frees every connection with the requests on it; their calls hear
      * it through their close callback, their replies through
      * on_reply_conn_close */
     if (a->http)
         evhttp_free(a->http);
+    sl__gate_free(a);
     while ((w = LIST_FIRST(&a->replies))) {
         LIST_REMOVE(w, link);
         free(w);

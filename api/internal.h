@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <jansson.h>
 
 #include "sluice/api.h"
@@ -21,6 +22,8 @@
 #define INVOKE_SUFFIX  "/invocations"
 
 struct call;
+struct conn;
+struct sl_err;
 
 /* A response being written: tracked so sl_api_free can still deliver it
  * when the loop stopped right after it was sent (graceful stop). */
@@ -39,6 +42,18 @@ struct sl_api {
     LIST_HEAD(, call)           calls;       /* invocations waiting for the dispatcher */
     LIST_HEAD(, reply)          replies;     /* responses not yet fully written */
     struct sl_metric           *m_req;
+    /* the gate (gate.c) */
+    LIST_HEAD(, conn)           conns;       /* every client connection */
+    int64_t                     nconns;
+    int64_t                     max_conns;   /* server.max_connections, or less for ulimit -n */
+    double                      full_logged_ms;
+    struct evconnlistener      *listener;    /* server.listen */
+    struct event               *accept_pause;
+    int                         spare_fd;    /* given up to accept when out of fds */
+    uint64_t                    accept_errors;
+    double                      accept_logged_ms;
+    char                        sock_dir[80];   /* evhttp's socket: private directory */
+    char                        sock_path[108]; /* and the socket in it */
 };
 
 /* ------------------------------------------------------------------ */
@@ -129,6 +144,44 @@ int sl__sigv4_verify(const struct sl_sigv4 *s, const char *secret, const char *m
 /* SHA-256 of data in lowercase hex (libcrypto). */
 void sl__sha256_hex(const void *data, size_t n, char out[65]);
 
+/* ------------------------------------------------------------------ */
+/* The gate (gate.c): heads checked before bodies, connection cap       */
+
+/* A request head as the gate parsed it (pointers into its buffer). */
+struct sl_gate_head {
+    char   *method, *target, *version;
+    char   *name[100], *value[100];
+    size_t  n;
+    int64_t clen;             /* Content-Length, -1 when none */
+    bool    chunked;
+};
+
+/* Parse `buf` (len bytes: request line, header lines, empty line) in
+ * place; -1 with *why when malformed or ambiguous (two lengths, chunked
+ * and a length, a folded line, a NUL). */
+int sl__gate_parse(char *buf, size_t len, struct sl_gate_head *h, const char **why);
+
+/* The head's headers as struct sl_hdrs. */
+void sl__gate_hdrs(const struct sl_gate_head *h, struct sl_hdrs *out);
+
+/* Whether the head may go on to evhttp (0), else the answer in *out
+ * (and its status returned). */
+int sl__gate_decide(const struct sl_server_conf *sc, const struct sl_gate_head *h,
+                    long long now, struct sl_authn *out);
+
+/* Before anything else of the gate. */
+void sl__gate_init(struct sl_api *a);
+/* After evhttp_new: evhttp's private socket and the listener on
+ * host:port (server.listen). */
+int sl__gate_start(struct sl_api *a, const char *host, int port, struct sl_err *err);
+/* A client connection accepted on `fd` (nonblocking): the gate owns it
+ * (also how the fuzz target feeds it bytes). */
+void sl__gate_adopt(struct sl_api *a, int fd);
+/* The loop has stopped: evhttp's last answers out to the clients. */
+void sl__gate_flush(struct sl_api *a, int ms);
+/* After evhttp_free. */
+void sl__gate_free(struct sl_api *a);
+
 /* Whether path[0..plen) is INVOKE_PREFIX{name}INVOKE_SUFFIX. */
 bool sl__api_is_invoke_path(const char *path, size_t plen);
 
@@ -139,6 +192,11 @@ bool sl__api_is_invoke_path(const char *path, size_t plen);
  * or when the invocation ends. `raw_name` is still URI-encoded. */
 void sl__invoke_handle(struct sl_api *a, struct evhttp_request *req, const char *id,
                        const char *raw_name, const char *query);
+
+/* X-Amz-Client-Context's value `b64` (NULL: absent, true with *cc NULL):
+ * true with *cc the decoded JSON object's text (caller frees), false when
+ * it is not base64 of a JSON object within Lambda's size. */
+bool sl__invoke_client_context(const char *b64, char **cc);
 
 /* The loop is over: every call still waiting gets a 503 now. */
 void sl__invoke_abandon(struct sl_api *a);

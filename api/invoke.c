@@ -450,13 +450,8 @@ static char *read_payload(struct sl_api *a, struct evhttp_request *req, const ch
     return payload;
 }
 
-/* X-Amz-Client-Context: base64 of a JSON object; *cc gets the JSON text
- * (caller frees) or NULL when absent. 400 when malformed. */
-static bool read_client_context(struct sl_api *a, struct evhttp_request *req, const char *id,
-                                char **cc)
+bool sl__invoke_client_context(const char *b64, char **cc)
 {
-    const char *b64 = evhttp_find_header(evhttp_request_get_input_headers(req),
-                                         "X-Amz-Client-Context");
     size_t len = 0;
     json_t *j = NULL;
 
@@ -466,9 +461,6 @@ static bool read_client_context(struct sl_api *a, struct evhttp_request *req, co
     if (strlen(b64) <= CLIENT_CONTEXT_MAX && (*cc = b64_decode(b64, &len)))
         j = json_loadb(*cc, len, 0, NULL);
     if (!j || !json_is_object(j)) {
-        sl__api_respond_error(a, req, id, 400, "InvalidRequestContentException", NULL,
-                              "Client context must be a valid Base64-encoded JSON object of "
-                              "at most %d bytes.", CLIENT_CONTEXT_MAX);
         json_decref(j);
         free(*cc);
         *cc = NULL;
@@ -476,6 +468,22 @@ static bool read_client_context(struct sl_api *a, struct evhttp_request *req, co
     }
     json_decref(j);
     return true;
+}
+
+/* X-Amz-Client-Context: base64 of a JSON object; *cc gets the JSON text
+ * (caller frees) or NULL when absent. 400 when malformed. */
+static bool read_client_context(struct sl_api *a, struct evhttp_request *req, const char *id,
+                                char **cc)
+{
+    const char *b64 = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                         "X-Amz-Client-Context");
+
+    if (sl__invoke_client_context(b64, cc))
+        return true;
+    sl__api_respond_error(a, req, id, 400, "InvalidRequestContentException", NULL,
+                          "Client context must be a valid Base64-encoded JSON object of "
+                          "at most %d bytes.", CLIENT_CONTEXT_MAX);
+    return false;
 }
 
 /* Hand the invocation to the dispatcher; the call answers when it ends

@@ -599,6 +599,25 @@ static const struct sl_conf_key server_keys[] = {
       .desc = "A bearer token that `GET /metrics` then requires (`Authorization: Bearer "
               "TOKEN`, Prometheus' `authorization` setting), for deployments where the "
               "metrics leave the host. Unset: `/metrics` is open." },
+    { .name = "max_connections", .type = SL_CK_INT, .def = "256", .min = 1, .max = 1000000,
+      .off = F(max_connections),
+      .desc = "Most HTTP client connections open at once. When it is reached, the oldest "
+              "connection that has not sent a whole request yet is closed to make room; when "
+              "every one has, the new one is answered 503 `TooManyRequestsException` and "
+              "closed. Lowered at start to fit the open-file limit (`ulimit -n`): a quarter "
+              "of it (at least 64) is kept for the rest, and a connection with a request "
+              "takes three descriptors. Out of descriptors anyway, new connections are "
+              "accepted and closed at once." },
+    { .name = "header_timeout_s", .type = SL_CK_DURATION, .def = "10", .unit = SEC,
+      .min = 1, .max = 300, .off = F(header_timeout_ms),
+      .desc = "Time a client has to send a request's line and headers, from the connection "
+              "(or the request's first byte on a kept-alive connection). Then a new "
+              "connection is answered 408 and closed; a kept-alive one is closed once the "
+              "answers to its earlier requests are out." },
+    { .name = "body_timeout_s", .type = SL_CK_DURATION, .def = "60", .unit = SEC,
+      .min = 1, .max = 900, .off = F(body_timeout_ms),
+      .desc = "Time a client has to send a request's body once its headers are in; then the "
+              "connection is closed." },
     { .name = "sandbox_uid_base", .type = SL_CK_INT, .def = "100000", .min = 1000,
       .max = 3000000000LL, .off = F(sandbox_uid_base),
       .desc = "Each function's handlers run as a uid and gid of its own: this plus the "

@@ -125,6 +125,9 @@ struct sl_server_conf {
      *  "pos": <1-based position>}}; NULL or empty: no authentication */
     json_t *auth;
     char   *metrics_auth;            /* bearer token /metrics requires; NULL: open */
+    int64_t max_connections;         /* HTTP connections open at once */
+    int64_t header_timeout_ms;       /* to receive a request line and headers */
+    int64_t body_timeout_ms;         /* to receive a body once the headers are in */
     char   *async_queue;             /* "sqlite" or a redis:// URL (checked at load) */
     char   *async_queue_key;         /* redis: stream key */
     int64_t async_queue_reclaim_ms;  /* redis: idle time before another instance takes over */
