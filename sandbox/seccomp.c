@@ -138,7 +138,8 @@ static const int allowed[] = {
     SCMP_SYS(getrandom),
 };
 
-/* socket(2) and socketpair(2) domains; the kernel reads an int */
+/* socket(2) domains; socketpair(2) gets the first alone. The kernel
+ * reads an int. */
 static const unsigned long socket_domains[] = { AF_UNIX, AF_INET, AF_INET6 };
 
 /* ioctl(2) commands that ask a descriptor about itself or set its
