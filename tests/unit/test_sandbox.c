@@ -656,6 +656,144 @@ Test(sandbox, ptrace_mount_unshare_are_eperm, .init = setup, .fini = teardown, .
 }
 
 /* ------------------------------------------------------------------ */
+/* 6b. seccomp is an allowlist (hardening item 7)                      */
+
+#define SYSCALLS "test-handlers/syscalls"
+#define WORKLOAD "tests/handlers/workload.py"
+
+/* Every value of `j` is the string "ok"; `what` names the runtime. */
+static void expect_all_ok(const json_t *j, const char *what)
+{
+    const char *key;
+    json_t *v;
+
+    cr_assert(json_is_object(j) && json_object_size(j) > 0, "%s: no checks: %s", what,
+              json_dumps(j, JSON_COMPACT));
+    json_object_foreach((json_t *)j, key, v) {
+        cr_expect(json_is_string(v) && strcmp(json_string_value(v), "ok") == 0,
+                  "%s: %s failed: %s", what, key, json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY));
+    }
+}
+
+/* What the filter must refuse, probed from the C runtime, each in a child.
+ * On the denylist this replaced, io_uring_setup returned a ring,
+ * personality the old persona, the vsock, netlink and AF_ALG sockets were
+ * created and FIGETBSZ answered; TCSETS on a pipe said ENOTTY. */
+Test(sandbox, seccomp_refuses_what_is_not_allowed, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    static const char *const eperm[] = {
+        "io_uring_setup", "personality", "socket_vsock", "socket_netlink",
+        "socket_netlink_high_bits", "socket_alg", "ioctl_figetbsz", "ioctl_tcsets",
+        "ioctl_tiocsti_high_bits", "clone_newuser",
+    };
+    static struct call c;
+    json_t *j, *p;
+
+    start(fn_yaml("syscalls", built(SYSCALLS), 512, 20, NULL));
+    call(pool_of("syscalls"), "{\"action\":\"refused\"}", &c, 30000);
+    j = ok_json(&c);
+    for (size_t i = 0; i < sizeof(eperm) / sizeof(eperm[0]); i++) {
+        p = jget(j, eperm[i]);
+        cr_expect(json_object_get(p, "ret") && jint(p, "ret") == -1 && jint(p, "errno") == EPERM,
+                  "%s was not refused with EPERM: %s", eperm[i], json_dumps(p, JSON_COMPACT));
+    }
+    /* ENOSYS, so that libc falls back to clone, whose flags the filter reads */
+    p = jget(j, "clone3");
+    cr_expect(json_object_get(p, "ret") && jint(p, "ret") == -1 && jint(p, "errno") == ENOSYS,
+              "clone3 did not fail with ENOSYS: %s", json_dumps(p, JSON_COMPACT));
+#if defined(__x86_64__)
+    /* the other system call ABIs of the CPU kill the process */
+    p = jget(j, "abi_i386");
+    cr_expect(json_object_get(p, "signal") && jint(p, "signal") == SIGSYS,
+              "a system call through int $0x80 was not killed: %s", json_dumps(p, JSON_COMPACT));
+    p = jget(j, "abi_x32");
+    cr_expect(json_object_get(p, "signal") && jint(p, "signal") == SIGSYS,
+              "an x32 system call was not killed: %s", json_dumps(p, JSON_COMPACT));
+#endif
+}
+
+/* Ordinary work from four threads at once in the C runtime: memory,
+ * futexes, files, epoll, timers, signals, sockets, the allowed ioctls,
+ * posix_spawn. */
+Test(sandbox, seccomp_allows_c_handler_work, .init = setup, .fini = teardown, .timeout = 60)
+{
+    static struct call c;
+
+    start(fn_yaml("syscalls", built(SYSCALLS), 512, 20, NULL));
+    call(pool_of("syscalls"), "{\"action\":\"work\"}", &c, 30000);
+    expect_all_ok(ok_json(&c), "C");
+}
+
+/* A Python handler's ordinary work: threads, asyncio, HTTP on 127.0.0.1,
+ * subprocesses, fork, TLS, sqlite, mmap, signals. */
+Test(sandbox, seccomp_allows_python_handler_work, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    static struct call c;
+
+    start(fn_yaml("workload", repo(WORKLOAD), 512, 30, NULL));
+    call(pool_of("workload"), "{\"action\":\"python\"}", &c, 40000);
+    expect_all_ok(ok_json(&c), "Python");
+}
+
+/* The program workload.py runs inside the sandbox exits 0 and prints a
+ * JSON object of checks that are all "ok". `members`: JSON members of the
+ * `run` event ("argv": [...], optionally "env": {...}). */
+static void expect_program_works(const char *what, const char *members, const char *extra)
+{
+    static struct call c;
+    const char *out, *brace;
+    json_t *j, *checks;
+
+    start(fn_yaml("workload", repo(WORKLOAD), 1024, 60, extra));
+    call(pool_of("workload"), xasprintf("{\"action\":\"run\",%s}", members), &c,
+         90000);
+    j = ok_json(&c);
+    out = jstr(j, "output");
+    cr_expect(json_is_integer(jget(j, "status")) && jint(j, "status") == 0,
+              "%s exited %s:\n%s", what, json_dumps(jget(j, "status"), JSON_ENCODE_ANY), out);
+    brace = strchr(out, '{');
+    cr_assert_not_null(brace, "%s printed no checks:\n%s", what, out);
+    checks = json_loads(brace, JSON_DISABLE_EOF_CHECK, NULL);
+    cr_assert_not_null(checks, "%s printed no JSON:\n%s", what, out);
+    jsons[njsons++] = checks;
+    expect_all_ok(checks, what);
+}
+
+/* Node.js (Debian's nodejs): HTTP on 127.0.0.1, fs, a worker thread,
+ * crypto, a child process, DNS. UV_USE_IO_URING=1 makes a libuv that
+ * knows io_uring try it, so its fallback is exercised too. */
+Test(sandbox, seccomp_allows_node_work, .init = setup, .fini = teardown, .timeout = 120)
+{
+    cr_assert_eq(access("/usr/bin/node", X_OK), 0, "needs /usr/bin/node (Debian's nodejs)");
+    expect_program_works("node",
+                         "\"argv\":[\"/usr/bin/node\", \"/var/task/work.js\"],"
+                         "\"env\":{\"UV_USE_IO_URING\":\"1\"}",
+                         NULL);
+}
+
+/* A Go program (the runtime aws-lambda-go handlers are built on), built
+ * static like a Lambda `provided` handler and given as a layer: many
+ * threads, HTTP on 127.0.0.1, os/exec (pidfd, clone), signals. */
+Test(sandbox, seccomp_allows_go_work, .init = setup, .fini = teardown, .timeout = 300)
+{
+    const char *go = access("/usr/bin/go", X_OK) == 0         ? "/usr/bin/go"
+                     : access("/usr/local/go/bin/go", X_OK) == 0 ? "/usr/local/go/bin/go"
+                                                                 : NULL;
+    char *layer = xasprintf("%s/golayer", data_dir), *cmd;
+
+    cr_assert_not_null(go, "needs a Go toolchain (Debian's golang-go)");
+    cr_assert_eq(mkdir(layer, 0755), 0);
+    cmd = xasprintf("cd '%s/tests/handlers' && CGO_ENABLED=0 GOFLAGS= GO111MODULE=off "
+                    "GOCACHE=\"${GOCACHE:-/tmp/sluice-test-gocache}\" '%s' build -o '%s/work' "
+                    "work.go 2>&1",
+                    root_dir, go, layer);
+    cr_assert_eq(system(cmd), 0, "go build failed: %s", cmd);
+    expect_program_works("go", "\"argv\":[\"/opt/work\"]", xasprintf("    layers: [%s]\n", layer));
+}
+
+/* ------------------------------------------------------------------ */
 /* 7. a timeout kills every process of the environment                 */
 
 /* The children escape.py starts run `sleep 1000`, a fixed command that
