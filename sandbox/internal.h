@@ -65,7 +65,7 @@ struct sl_sandbox {
     struct sl__rootent  ents[8];
     int                 nents;
     struct sock_fprog   filter;    /* compiled seccomp filter */
-    int                 init_exe;  /* sluice-init, O_PATH (sl__sandbox_find_init) */
+    int                 init_exe;  /* sluice-init, O_PATH: execveat'd by each spawn */
     bool                userns;    /* not root: each env gets a user namespace */
 };
 
