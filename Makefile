@@ -24,7 +24,8 @@ LDFLAGS_ALL = $(LDSAN) $(LDFLAGS)
 LIBS_ALL    = $(PKG_LIBS) -lpthread -lm
 
 # The library holds every part but the command line, which is only the binary.
-LIB_SRCS   := $(wildcard core/*.c config/*.c sandbox/*.c sinks/*.c dispatcher/*.c pollers/*.c pollers/*/*.c api/*.c)
+LIB_SRCS   := $(wildcard core/*.c config/*.c sandbox/*.c sinks/*.c dispatcher/*.c pollers/*.c pollers/*/*.c api/*.c) \
+              sandbox/init/lo.c
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 CLI_OBJS   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cli/*.c))
 UNIT_SRCS  := $(wildcard tests/unit/*.c)
@@ -41,13 +42,18 @@ HANDLER_BINS := $(HANDLER_SRCS:examples/handlers/%.c=$(BUILD)/handlers/%)
 # C handlers of the integration tests (JSON through jansson)
 TEST_HANDLER_SRCS := $(wildcard tests/handlers/*.c)
 TEST_HANDLER_BINS := $(TEST_HANDLER_SRCS:tests/handlers/%.c=$(BUILD)/test-handlers/%)
+# sluice-init: each environment's init, a program of its own (sandbox/init/),
+# static and without sanitizers (it runs before and after pivot_root, as
+# pid 1, under seccomp); sluice finds it beside itself.
+INIT_SRCS  := $(wildcard sandbox/init/*.c)
+INIT_CFLAGS := $(CSTD) $(WARN) -O2 -g -static
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all deps test unit run bench docs clean check-docs fuzz
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/sluice $(HANDLER_BINS) $(TEST_HANDLER_BINS)
+all: $(BUILD)/sluice $(BUILD)/sluice-init $(HANDLER_BINS) $(TEST_HANDLER_BINS)
 
 # Rebuild everything when the flags change (SANITIZE=1 and back).
 $(BUILD)/.flags: FORCE
@@ -63,8 +69,12 @@ $(BUILD)/libsluice.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/sluice: $(CLI_OBJS) $(BUILD)/libsluice.a
+$(BUILD)/sluice: $(CLI_OBJS) $(BUILD)/libsluice.a | $(BUILD)/sluice-init
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS_ALL)
+
+$(BUILD)/sluice-init: $(INIT_SRCS) sandbox/init/init.h
+	@mkdir -p $(dir $@)
+	$(CC) $(INIT_CFLAGS) -o $@ $(INIT_SRCS)
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libsluice.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)

@@ -12,6 +12,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "init/init.h"
 #include "sluice/env.h"
 #include "sluice/sandbox.h"
 
@@ -64,6 +65,7 @@ struct sl_sandbox {
     struct sl__rootent  ents[8];
     int                 nents;
     struct sock_fprog   filter;    /* compiled seccomp filter */
+    int                 init_exe;  /* sluice-init, O_PATH: execveat'd by each spawn */
     bool                userns;    /* not root: each env gets a user namespace */
 };
 
@@ -80,8 +82,6 @@ struct event_base;
 int  sl__netns_init(struct sl__netns *ns, struct event_base *base, struct sl_err *err);
 void sl__netns_destroy(struct sl__netns *ns);
 int  sl__netns_take(struct sl__netns *ns, struct sl_err *err);
-/* Loopback up in the caller's namespace: plain system calls, -1 + errno. */
-int  sl__netns_lo_up(void);
 
 /* ids.c: the uid (and gid) of function `name`: the one it was given at
  * sl_sandbox_new, else the next unused one of the range. */
@@ -89,11 +89,6 @@ uid_t sl__sandbox_uid(struct sl_sandbox *sb, const char *name);
 int   sl__sandbox_uids_init(struct sl_sandbox *sb, const struct sl_sandbox_opts *o,
                             struct sl_err *err);
 void  sl__sandbox_uids_destroy(struct sl_sandbox *sb);
-/* reaper.c: the init of a relaxed env (no pid namespace), after it
- * cloned the handler; see there. Plain system calls only. */
-void sl__reaper_prepare(void);
-void sl__reaper_child(void);
-void sl__reaper_run(pid_t handler) __attribute__((noreturn));
 void sl__sandbox_setup_error(int fd, struct sl_err *err);
 
 /* ------------------------------------------------------------------ */

@@ -18,12 +18,10 @@
  * host's namespace, which it holds a descriptor of. */
 #include <errno.h>
 #include <fcntl.h>
-#include <net/if.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,25 +36,6 @@ struct netns_job {
     int               fd;
     int               err;      /* errno, 0 if fd is valid */
 };
-
-/* Bring `lo` up in the calling thread's network namespace. Plain system
- * calls only: also called in a freshly cloned child. */
-int sl__netns_lo_up(void)
-{
-    struct ifreq r;
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), rc = -1;
-
-    if (s < 0)
-        return -1;
-    memset(&r, 0, sizeof(r));
-    memcpy(r.ifr_name, "lo", 3);
-    if (ioctl(s, SIOCGIFFLAGS, &r) == 0) {
-        r.ifr_flags |= IFF_UP;
-        rc = ioctl(s, SIOCSIFFLAGS, &r);
-    }
-    close(s);
-    return rc;
-}
 
 /* Move the calling thread into a new network namespace with loopback up;
  * returns an fd of it, or -errno. */

@@ -3,6 +3,7 @@
  * /etc, the seccomp filter. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,45 @@ static int build_etc(const char *etc)
     return 0;
 }
 
+/* sluice-init: $SLUICE_INIT, else beside the running binary, else in
+ * <prefix>/libexec/sluice/ for a binary in <prefix>/bin. An O_PATH fd of
+ * it, or -1 with the places looked at in `err`. */
+static int find_init(struct sl_err *err)
+{
+    const char *env = getenv("SLUICE_INIT");
+    char exe[PATH_MAX], tried[3][PATH_MAX + 64], *slash;
+    int n = 0;
+    ssize_t len;
+
+    if (env && *env) {
+        snprintf(tried[n++], sizeof(tried[0]), "%s", env);
+    } else if ((len = readlink("/proc/self/exe", exe, sizeof(exe) - 1)) > 0) {
+        exe[len] = '\0';
+        if ((slash = strrchr(exe, '/')))
+            *slash = '\0';
+        snprintf(tried[n++], sizeof(tried[0]), "%s/sluice-init", exe);
+        snprintf(tried[n++], sizeof(tried[0]), "%s/../libexec/sluice/sluice-init", exe);
+    }
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        int fd = open(tried[i], O_PATH | O_CLOEXEC);
+
+        if (fd < 0)
+            continue;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111))
+            return fd;
+        close(fd);
+    }
+    if (n == 0)
+        sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot find sluice-init: /proc/self/exe "
+                   "is unreadable; set SLUICE_INIT");
+    else
+        sl_err_set(err, SL_ESANDBOX, false, "sandbox: no executable sluice-init at %s%s%s "
+                   "(make builds it beside sluice; SLUICE_INIT names another)", tried[0],
+                   n > 1 ? " or " : "", n > 1 ? tried[1] : "");
+    return -1;
+}
+
 int sl_sandbox_new(const struct sl_sandbox_opts *o, struct sl_sandbox **out, struct sl_err *err)
 {
     static const char *const sysdirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64",
@@ -111,12 +151,17 @@ int sl_sandbox_new(const struct sl_sandbox_opts *o, struct sl_sandbox **out, str
     int rc;
 
     sb->net.host = -1;
+    sb->init_exe = -1;
     sb->userns = geteuid() != 0;
     sb->state_dir = sl_strdup(o->state_dir);
     sb->root = sl_asprintf("%s/root", o->state_dir);
     sb->etc = sl_asprintf("%s/etc", o->state_dir);
     sb->runtime_dir = o->runtime_dir ? sl_strdup(o->runtime_dir) : NULL;
 
+    if ((sb->init_exe = find_init(err)) < 0) {
+        rc = SL_ESANDBOX;
+        goto fail;
+    }
     if (mkdir_p(sb->root) != 0) {
         rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot create %s: %s", sb->root,
                         strerror(errno));
@@ -187,6 +232,8 @@ void sl_sandbox_free(struct sl_sandbox *sb)
         sl__netns_destroy(&sb->net);
     sl__sandbox_uids_destroy(sb);
     free(sb->filter.filter);
+    if (sb->init_exe >= 0)
+        close(sb->init_exe);
     free(sb->state_dir);
     free(sb->root);
     free(sb->etc);

@@ -1,31 +1,29 @@
 /* Starting one environment.
  *
- * The parent prepares everything (paths, environment, pipes, cgroups,
- * the compiled seccomp filter), then clones a child into new pid, mount,
- * ipc and uts namespaces. The child is the environment's init (pid 1):
- * it joins the shared empty network namespace, builds a read-only root
- * with pivot_root, forks the handler, drops every privilege and reaps
- * orphans until the handler exits. A child forked from a threaded process
- * may only make plain system calls, so nothing below the clone allocates
- * or formats with stdio. Any failed step is reported on the setup pipe
- * as "step:errno" and the environment exits. */
+ * The parent prepares everything (paths, environment, pipes, cgroups, the
+ * plan sluice-init follows), then clones a child into new pid, mount,
+ * ipc and uts namespaces. The child waits until it is in its cgroups,
+ * keeps the fds sluice-init needs (sandbox/init/init.h), closes every
+ * other and execs sluice-init, the environment's init (pid 1): it builds
+ * the root, starts the handler and reaps (sandbox/init/init.c). Until that
+ * exec the child is a copy of a multi-threaded sluice, so it makes plain
+ * system calls only: no allocation, no stdio. A failed step is reported
+ * on the setup pipe as "step:errno" and the environment exits. */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <linux/openat2.h>
-#include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,14 +31,11 @@
 #include "sluice/log.h"
 #include "sluice/mem.h"
 
-#define MAX_MOUNTS 32
+#define MAX_MOUNTS SL_INIT_MOUNTS
 #define PATH_LEN 512
-#define NDEV 5                      /* /dev/null, zero, full, random, urandom */
-#ifndef AT_RECURSIVE
-#define AT_RECURSIVE 0x8000
-#endif
+#define NDEV SL_INIT_NDEV
 
-/* One mount (or symlink) the child makes under the new root. */
+/* One mount (or symlink) sluice-init makes under the new root. */
 struct mnt {
     char        target[PATH_LEN];   /* absolute, under the new root */
     const char *source;             /* bind source / fs name; NULL: mkdir only */
@@ -49,7 +44,7 @@ struct mnt {
     unsigned long flags;
     int         readonly;           /* bind: read-only, every mount below it too */
     int         nofollow;           /* bind: reach the source through no symlink */
-    char        fdsrc[32];          /* ... by this /proc/self/fd path (child) */
+    int         overlay;            /* the layers' overlay: sluice-init builds the data */
     const char *symlink;            /* create a symlink to this instead */
     const char *step;               /* names the step in errors */
 };
@@ -60,16 +55,15 @@ struct child {
     int         netns;              /* the env's network namespace to join, or -1 */
     int         newnet;             /* userns hosts: the clone made one; bring lo up */
     uid_t       uid;                /* the function's uid and gid (ids.c) */
-    int         sync_r, setup_w, sock, out_w, err_w;
+    int         sync_r, setup_w, sock, out_w, err_w, plan, init_exe;
     const char *root;
     char        old_root[PATH_LEN];
     struct mnt  m[MAX_MOUNTS];
     int         nm;
     char        tmp_data[64];
-    char        opt_data[2048];
     char        dev[NDEV][PATH_LEN]; /* device nodes under <root>/dev */
     char        ent_src[8][24];     /* bind sources of the host's system directories */
-    const char *layers[MAX_MOUNTS / 2]; /* more than one: the overlay's, in fn->layers */
+    const char *layers[SL_INIT_LAYERS]; /* more than one: the overlay's, in fn->layers */
     int         nlayers;
     char        exe[PATH_LEN];      /* as seen inside */
     char        cwd[PATH_LEN];
@@ -80,331 +74,67 @@ struct child {
 };
 
 /* ------------------------------------------------------------------ */
-/* Child side: system calls only                                       */
+/* Child side: system calls only, until the exec                       */
 
-static void put_num(char *buf, size_t *len, long v)
+static void child_fail(int fd, const char *step) __attribute__((noreturn));
+
+static void child_fail(int fd, const char *step)
 {
-    char tmp[24];
-    int n = 0;
+    char buf[96];
+    size_t len = strlen(step);
+    int e = errno, n = 0;
+    char tmp[12];
 
-    if (v < 0) {
-        buf[(*len)++] = '-';
-        v = -v;
-    }
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v && n < 20);
-    while (n)
-        buf[(*len)++] = tmp[--n];
-}
-
-static void fail(const struct child *c, const char *step) __attribute__((noreturn));
-
-static void fail(const struct child *c, const char *step)
-{
-    char buf[160];
-    size_t len = 0, sl = strlen(step);
-    int e = errno;
-
-    if (sl > 120)
-        sl = 120;
-    memcpy(buf, step, sl);
-    len = sl;
+    memcpy(buf, step, len);
     buf[len++] = ':';
-    put_num(buf, &len, e);
+    do {
+        tmp[n++] = (char)('0' + e % 10);
+        e /= 10;
+    } while (e && n < 11);
+    while (n)
+        buf[len++] = tmp[--n];
     buf[len++] = '\n';
-    if (write(c->setup_w, buf, len) < 0) {
+    if (write(fd, buf, len) < 0) {
         /* nothing left to tell anyone */
     }
     _exit(127);
 }
 
-/* Drop capabilities (and with `switch_uid`, become the function's uid and
- * gid), set no_new_privs and load the seccomp filter. The env's init keeps
- * uid 0: changing uid would clear its parent-death signal, and a handler
- * with the function's uid cannot signal a uid-0 process anyway. */
-static void drop_privileges(const struct child *c, int switch_uid)
-{
-    struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
-    struct __user_cap_data_struct data[2];
-
-    for (int cap = 0; cap <= 63; cap++)
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
-            fail(c, "drop capability bounding set");
-    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-    if (switch_uid && !c->userns) {
-        /* raw: glibc's wrappers would first ask the other threads of the
-         * sluice this process was cloned from, which do not exist here,
-         * to change too, and wait for them forever */
-        if (syscall(SYS_setgroups, 0, NULL) != 0)
-            fail(c, "setgroups");
-        if (syscall(SYS_setresgid, c->uid, c->uid, c->uid) != 0)
-            fail(c, "setresgid");
-        if (syscall(SYS_setresuid, c->uid, c->uid, c->uid) != 0)
-            fail(c, "setresuid");
-    }
-    memset(data, 0, sizeof(data));
-    if (syscall(SYS_capset, &hdr, data) != 0)
-        fail(c, "drop capabilities");
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        fail(c, "no_new_privs");
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, c->filter, 0, 0) != 0)
-        fail(c, "seccomp");
-}
-
-static void set_limits(const struct child *c)
-{
-    struct rlimit core = { 0, 0 }, nofile = { 1024, 1024 }, fsize = { c->fsize, c->fsize };
-
-    if (setrlimit(RLIMIT_CORE, &core) != 0 || setrlimit(RLIMIT_NOFILE, &nofile) != 0 ||
-        setrlimit(RLIMIT_FSIZE, &fsize) != 0)
-        fail(c, "rlimits");
-}
-
-/* Put stdin/stdout/stderr/fd 3 in place and the setup pipe at fd 4
- * (close-on-exec: a successful exec closes it, which the parent sees as
- * EOF), even when the fds overlap; close everything else. */
-static void place_fds(struct child *c, int devnull)
-{
-    int fds[5] = { devnull, c->out_w, c->err_w, c->sock, c->setup_w }, high[5];
-
-    for (int i = 0; i < 5; i++) {
-        high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 16);
-        if (high[i] < 0)
-            fail(c, "dup");
-    }
-    for (int i = 0; i < 4; i++)
-        if (dup2(high[i], i) != i)
-            fail(c, "dup2");
-    if (dup3(high[4], 4, O_CLOEXEC) != 4)
-        fail(c, "dup3");
-    c->setup_w = 4;
-    if (syscall(SYS_close_range, 5, ~0U, 0) != 0)
-        for (int fd = 5; fd < 1024; fd++)
-            close(fd);
-}
-
-static void exec_handler(struct child *c, int devnull) __attribute__((noreturn));
-
-static void exec_handler(struct child *c, int devnull)
-{
-    place_fds(c, devnull);
-    drop_privileges(c, 1);
-    if (chdir(c->cwd) != 0)
-        fail(c, "chdir to the code directory");
-    execve(c->exe, c->argv, c->envp);
-    fail(c, "exec handler");
-}
-
-/* Open `path` through no symlink at all (before Linux 5.6: not the last
- * component) and put "/proc/self/fd/N" for it in `out`: a mount from
- * there mounts what was opened, so a symlink planted in the code's
- * directories cannot point a mount at the host's files. */
-static void open_nofollow(const struct child *c, const char *path, const char *step,
-                          char out[32])
-{
-    struct open_how how;
-    size_t len = 14;
-    int fd;
-
-    memset(&how, 0, sizeof(how));
-    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
-    how.resolve = RESOLVE_NO_SYMLINKS;
-    fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
-    if (fd < 0 && errno == ENOSYS)
-        fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        fail(c, step);
-    memcpy(out, "/proc/self/fd/", 14);
-    put_num(out, &len, fd);
-    out[len] = '\0';
-}
-
-/* "lowerdir=" and the layers, the top (last) first, into c->opt_data. */
-static void overlay_data(struct child *c)
-{
-    size_t len = 9;
-
-    memcpy(c->opt_data, "lowerdir=", 9);
-    for (int i = c->nlayers; i-- > 0;) {
-        char fdpath[32];
-        size_t n;
-
-        open_nofollow(c, c->layers[i], "open layer (symlinks are refused)", fdpath);
-        n = strlen(fdpath);
-        if (len + n + 2 > sizeof(c->opt_data)) {
-            errno = E2BIG;
-            fail(c, "overlay layers at /opt");
-        }
-        memcpy(c->opt_data + len, fdpath, n);
-        len += n;
-        if (i)
-            c->opt_data[len++] = ':';
-    }
-    c->opt_data[len] = '\0';
-}
-
-/* A read-only bind is read-only all the way down: a mount below its
- * source (a tmpfs in the code directory) comes along read-only too. */
-static void make_readonly(const struct child *c, const struct mnt *m)
-{
-    struct mount_attr attr;
-
-    memset(&attr, 0, sizeof(attr));
-    attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-    if (syscall(SYS_mount_setattr, AT_FDCWD, m->target, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
-        return;
-    if (errno != ENOSYS)
-        fail(c, m->step);
-    /* before Linux 5.12: the top mount alone, nothing below it comes along */
-    if (umount2(m->target, MNT_DETACH) != 0 ||
-        mount(m->source, m->target, NULL, MS_BIND, NULL) != 0 ||
-        mount(NULL, m->target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
-              NULL) != 0)
-        fail(c, m->step);
-}
-
-static void build_root(struct child *c)
-{
-    /* no tty: a handler has no terminal to reach (docs/SECURITY.md) */
-    static const struct { const char *name; unsigned maj, min; } devs[NDEV] = {
-        { "null", 1, 3 }, { "zero", 1, 5 }, { "full", 1, 7 },
-        { "random", 1, 8 }, { "urandom", 1, 9 },
-    };
-
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
-        fail(c, "make mounts private");
-    if (mount("sluice", c->root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755") != 0)
-        fail(c, "mount root tmpfs");
-    for (int i = 0; i < c->nm; i++) {
-        struct mnt *m = &c->m[i];
-
-        if (m->symlink) {
-            if (symlink(m->symlink, m->target) != 0)
-                fail(c, m->step);
-            continue;
-        }
-        if (mkdir(m->target, 0755) != 0 && errno != EEXIST)
-            fail(c, m->step);
-        if (!m->source)
-            continue;
-        if (m->fstype) {
-            if (m->data == c->opt_data)
-                overlay_data(c);
-            if (mount(m->source, m->target, m->fstype, m->flags, m->data) != 0)
-                fail(c, m->step);
-            continue;
-        }
-        if (m->nofollow) {
-            open_nofollow(c, m->source, m->step, m->fdsrc);
-            m->source = m->fdsrc;
-        }
-        if (mount(m->source, m->target, NULL, MS_BIND | MS_REC, NULL) != 0)
-            fail(c, m->step);
-        if (m->readonly)
-            make_readonly(c, m);
-    }
-    for (int i = 0; i < NDEV; i++) {
-        if (!c->userns) {
-            /* chmod: mknod's mode is cut by the umask */
-            if (mknod(c->dev[i], S_IFCHR | 0666, makedev(devs[i].maj, devs[i].min)) != 0 ||
-                chmod(c->dev[i], 0666) != 0)
-                fail(c, "create /dev nodes");
-        }
-        /* (user namespaces cannot mknod; those hosts get no /dev nodes) */
-    }
-    if (mkdir(c->old_root, 0700) != 0)
-        fail(c, "create old root");
-    if (syscall(SYS_pivot_root, c->root, c->old_root) != 0)
-        fail(c, "pivot_root");
-    if (chdir("/") != 0)
-        fail(c, "chdir /");
-    if (umount2("/.old", MNT_DETACH) != 0)
-        fail(c, "detach the host root");
-    if (rmdir("/.old") != 0)
-        fail(c, "remove old root");
-    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
-        fail(c, "make root read-only");
-}
-
 static void child_main(struct child *c) __attribute__((noreturn));
 
+/* Die with sluice, wait until sluice placed us in our cgroups (and wrote
+ * our id maps: an exec before that would lose the user namespace's
+ * capabilities), then become sluice-init with its fds alone. */
 static void child_main(struct child *c)
 {
-    pid_t handler;
+    static char *const argv[] = { "sluice-init", NULL }, *const envp[] = { NULL };
+    int fds[7] = { c->plan, c->out_w, c->err_w, c->sock, c->setup_w, c->netns, c->init_exe };
+    int high[7];
     char go;
-    int devnull, st;
 
-    /* die with sluice, and wait until it placed us in our cgroups */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
-        fail(c, "parent death signal");
+        child_fail(c->setup_w, "parent death signal");
     if (read(c->sync_r, &go, 1) != 1)
         _exit(1);
-    close(c->sync_r);
-    set_limits(c);
-
-    if (c->relaxed) {
-        /* no pid namespace: this init sweeps the handler's processes (reaper.c) */
-        setsid();
-        sl__reaper_prepare();
-    } else {
-        /* a session of our own: no controlling terminal, so nothing in the
-         * env can open sluice's /dev/tty or TIOCSTI into it */
-        if (setsid() < 0)
-            fail(c, "setsid");
-        /* now that we are in our cgroups, make them our cgroup root */
-        if (unshare(CLONE_NEWCGROUP) != 0)
-            fail(c, "create cgroup namespace");
-        if (c->netns >= 0 && setns(c->netns, CLONE_NEWNET) != 0)
-            fail(c, "join the environment's network namespace");
-        if (c->newnet && sl__netns_lo_up() != 0)
-            fail(c, "bring up loopback");
-        if (sethostname("sluice", 6) != 0)
-            fail(c, "set hostname");
-        build_root(c);
+    /* above every target first, so that no dup2 below overwrites a source */
+    for (int i = 0; i < 7; i++) {
+        high[i] = fds[i] < 0 ? -1 : fcntl(fds[i], F_DUPFD_CLOEXEC, 16);
+        if (fds[i] >= 0 && high[i] < 0)
+            child_fail(c->setup_w, "dup");
     }
-    if ((devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
-        fail(c, "open /dev/null");
-
-    /* a raw clone, not fork(): this process came from a raw clone of a
-     * multi-threaded sluice, so a lock glibc's fork() takes (malloc, stdio)
-     * may be held by a thread that does not exist here, and would never
-     * be released */
-    handler = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, 0);
-    if (handler < 0)
-        fail(c, "fork handler");
-    if (handler == 0) {
-        if (c->relaxed)
-            sl__reaper_child();
-        exec_handler(c, devnull);
+    for (int i = 0; i < 7; i++) {
+        if (high[i] < 0)
+            continue;
+        if (syscall(SYS_dup3, high[i], i, i == SL_INIT_FD_EXE ? O_CLOEXEC : 0) != i)
+            child_fail(high[SL_INIT_FD_SETUP], "dup2");
     }
-
-    /* init: hold nothing (not the handler's channels, not sluice's own
-     * fds: its terminal, its sockets), let nothing in the env open
-     * /proc/1/fd, reap every orphan, and exit with the handler's status */
-    (void)devnull;
-    if (syscall(SYS_close_range, 0, ~0U, 0) != 0)
-        for (int fd = 0; fd < 1024; fd++)
+    if (high[SL_INIT_FD_NETNS] < 0)
+        close(SL_INIT_FD_NETNS);
+    if (syscall(SYS_close_range, SL_INIT_FD_EXE + 1, ~0U, 0) != 0)
+        for (int fd = SL_INIT_FD_EXE + 1; fd < 65536; fd++)
             close(fd);
-    c->setup_w = -1; /* nowhere to report from here on: the exit status tells */
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
-        _exit(125);
-    if (c->relaxed)
-        sl__reaper_run(handler);
-    drop_privileges(c, 0);
-    for (;;) {
-        pid_t w = waitpid(-1, &st, 0);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            _exit(126);
-        if (w != handler)
-            continue;
-        if (WIFEXITED(st))
-            _exit(WEXITSTATUS(st));
-        _exit(128 + WTERMSIG(st));
-    }
+    syscall(SYS_execveat, SL_INIT_FD_EXE, "", argv, envp, AT_EMPTY_PATH);
+    child_fail(SL_INIT_FD_SETUP, "exec sluice-init");
 }
 
 /* ------------------------------------------------------------------ */
@@ -509,7 +239,7 @@ static int plan_layers(struct child *c, const struct sl_function_conf *fn, struc
     for (size_t i = 0; i < fn->layers.n; i++)
         c->layers[c->nlayers++] = fn->layers.v[i];
     add_fs(c, "overlay layers at /opt", "opt", "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV,
-           c->opt_data);
+           NULL)->overlay = 1;
     return 0;
 }
 
@@ -620,6 +350,7 @@ struct spawn {
     char         *code_dir;      /* the handler's directory (owned) */
     const char   *base;          /* the handler's file name, in fn->handler */
     int           sv[2], outp[2], errp[2], syncp[2], setupp[2];
+    int           plan;          /* the memfd of sluice-init's plan */
 };
 
 static void spawn_close(int *fd)
@@ -639,6 +370,7 @@ static void spawn_destroy(struct spawn *s)
         spawn_close(&s->syncp[i]);
         spawn_close(&s->setupp[i]);
     }
+    spawn_close(&s->plan);
     if (s->c) {
         free_strv(s->c->argv);
         free_strv(s->c->envp);
@@ -659,7 +391,132 @@ static void plan_exec(struct spawn *s, const struct sl_sandbox *sb,
                         c->relaxed);
 }
 
-/* Step 4: the handler's socket (fd 3), stdout and stderr, the sync pipe
+/* The plan as it is written: a header, then strings and arrays. */
+struct planbuf {
+    char  *b;
+    size_t len, cap;
+    bool   over;             /* past PLAN_MAX: an offset is missing */
+};
+
+#define PLAN_MAX (16u << 20)
+
+/* Append `n` bytes aligned to `align`; their offset (0 once too big). */
+static uint32_t pb_put(struct planbuf *pb, const void *data, size_t n, size_t align)
+{
+    size_t off = (pb->len + align - 1) & ~(align - 1);
+
+    if (off + n > PLAN_MAX) {
+        pb->over = true;
+        return 0;
+    }
+    if (off + n > pb->cap) {
+        pb->cap = (off + n) * 2;
+        pb->b = sl_realloc(pb->b, pb->cap);
+    }
+    memset(pb->b + pb->len, 0, off - pb->len);
+    memcpy(pb->b + off, data, n);
+    pb->len = off + n;
+    return (uint32_t)off;
+}
+
+static uint32_t pb_str(struct planbuf *pb, const char *str)
+{
+    return str ? pb_put(pb, str, strlen(str) + 1, 1) : 0;
+}
+
+/* The strings of `v`, then their offsets: the offset of those. */
+static uint32_t pb_strv(struct planbuf *pb, char *const *v, uint32_t *n)
+{
+    uint32_t *offs, off;
+    size_t count = 0;
+
+    while (v[count])
+        count++;
+    offs = sl_calloc(count + 1, sizeof(uint32_t));
+    for (size_t i = 0; i < count; i++)
+        offs[i] = pb_str(pb, v[i]);
+    off = pb_put(pb, offs, count * sizeof(uint32_t), sizeof(uint32_t));
+    free(offs);
+    *n = (uint32_t)count;
+    return off;
+}
+
+/* Step 4: the plan sluice-init follows, in a memfd (sandbox/init/init.h). */
+static int write_plan(struct spawn *s, struct sl_err *err)
+{
+    const struct child *c = s->c;
+    struct sl_init_plan h;
+    struct planbuf pb = { 0 };
+    ssize_t n = 0;
+    size_t done = 0;
+
+    memset(&h, 0, sizeof(h));
+    pb.cap = 16384;
+    pb.b = sl_calloc(1, pb.cap);
+    pb.len = sizeof(h);
+    h.magic = SL_INIT_MAGIC;
+    h.relaxed = (uint32_t)c->relaxed;
+    h.userns = (uint32_t)c->userns;
+    h.netns = c->netns >= 0;
+    h.newnet = (uint32_t)c->newnet;
+    h.uid = (uint32_t)c->uid;
+    h.fsize = (uint64_t)c->fsize;
+    if (!c->relaxed) {
+        h.root = pb_str(&pb, c->root);
+        h.old_root = pb_str(&pb, c->old_root);
+        for (int i = 0; i < NDEV; i++)
+            h.dev[i] = pb_str(&pb, c->dev[i]);
+    }
+    h.exe = pb_str(&pb, c->exe);
+    h.cwd = pb_str(&pb, c->cwd);
+    h.nlayers = (uint32_t)c->nlayers;
+    for (int i = 0; i < c->nlayers; i++)
+        h.layers[i] = pb_str(&pb, c->layers[i]);
+    h.nm = (uint32_t)c->nm;
+    for (int i = 0; i < c->nm; i++) {
+        const struct mnt *m = &c->m[i];
+        struct sl_init_mnt *pm = &h.m[i];
+
+        pm->target = pb_str(&pb, m->target);
+        pm->source = pb_str(&pb, m->source);
+        pm->fstype = pb_str(&pb, m->fstype);
+        pm->data = pb_str(&pb, m->data);
+        pm->symlink = pb_str(&pb, m->symlink);
+        pm->step = pb_str(&pb, m->step);
+        pm->flags = m->flags;
+        pm->readonly = (uint32_t)m->readonly;
+        pm->nofollow = (uint32_t)m->nofollow;
+        pm->overlay = (uint32_t)m->overlay;
+    }
+    h.argv = pb_strv(&pb, c->argv, &h.argc);
+    h.envp = pb_strv(&pb, c->envp, &h.envc);
+    h.filter = pb_put(&pb, c->filter->filter, c->filter->len * sizeof(struct sock_filter), 8);
+    h.filter_len = c->filter->len;
+    h.size = (uint32_t)pb.len;
+    memcpy(pb.b, &h, sizeof(h));
+    if (pb.over) {
+        free(pb.b);
+        return sl_err_set(err, SL_ESANDBOX, false, "sandbox: the environment's plan is over "
+                          "%u MB (its environment variables?)", PLAN_MAX >> 20);
+    }
+    s->plan = memfd_create("sluice-init-plan", MFD_CLOEXEC);
+    while (s->plan >= 0 && done < pb.len) {
+        n = write(s->plan, pb.b + done, pb.len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        done += (size_t)n;
+    }
+    free(pb.b);
+    if (done < pb.len)
+        return sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot write the environment's "
+                          "plan: %s", strerror(errno));
+    s->c->plan = s->plan;
+    return 0;
+}
+
+/* Step 5: the handler's socket (fd 3), stdout and stderr, the sync pipe
  * that holds the child until it is in its cgroups, and the setup pipe. */
 static int open_channels(struct spawn *s, struct sl_err *err)
 {
@@ -678,7 +535,7 @@ static int open_channels(struct spawn *s, struct sl_err *err)
     return 0;
 }
 
-/* Step 5: clone the env's init into its namespaces; it waits on the sync
+/* Step 6: clone the env's init into its namespaces; it waits on the sync
  * pipe. The child's ends of the channels are closed here. */
 static int clone_child(struct spawn *s, struct sl_sbx_proc *p, struct sl_err *err)
 {
@@ -703,6 +560,7 @@ static int clone_child(struct spawn *s, struct sl_sbx_proc *p, struct sl_err *er
     spawn_close(&s->outp[1]);
     spawn_close(&s->errp[1]);
     spawn_close(&s->setupp[1]);
+    spawn_close(&s->plan);
     return 0;
 }
 
@@ -724,7 +582,7 @@ static int write_id_map(pid_t pid, const char *file, unsigned id, struct sl_err 
     return 0;
 }
 
-/* Step 6 (unprivileged hosts): map our uid and gid to root in the env's
+/* Step 7 (unprivileged hosts): map our uid and gid to root in the env's
  * user namespace. */
 static int map_ids(pid_t pid, struct sl_err *err)
 {
@@ -742,7 +600,7 @@ static int map_ids(pid_t pid, struct sl_err *err)
     return write_id_map(pid, "gid_map", (unsigned)getgid(), err);
 }
 
-/* Step 7: place the child in its cgroups and let it go on. */
+/* Step 8: place the child in its cgroups and let it go on. */
 static int release_child(struct spawn *s, struct sl_sandbox *sb, struct sl_sbx_proc *p,
                          struct sl_err *err)
 {
@@ -756,7 +614,7 @@ static int release_child(struct spawn *s, struct sl_sandbox *sb, struct sl_sbx_p
     return 0;
 }
 
-/* Step 8: the parent's ends of the channels go to `p`, non-blocking. */
+/* Step 9: the parent's ends of the channels go to `p`, non-blocking. */
 static void hand_over(struct spawn *s, struct sl_sbx_proc *p)
 {
     p->sock = s->sv[0];
@@ -789,7 +647,7 @@ int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
                      const char *init_type, struct sl_sbx_proc *p, struct sl_err *err)
 {
     struct spawn s = { .sv = { -1, -1 }, .outp = { -1, -1 }, .errp = { -1, -1 },
-                       .syncp = { -1, -1 }, .setupp = { -1, -1 } };
+                       .syncp = { -1, -1 }, .setupp = { -1, -1 }, .plan = -1 };
     char *slash;
     int rc;
 
@@ -804,6 +662,7 @@ int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
         *slash = '\0';
     plan_child(s.c, sb, fn, s.code_dir, s.base);
     s.c->uid = sl__sandbox_uid(sb, fn->name);
+    s.c->init_exe = sb->init_exe;
     p->relaxed = s.c->relaxed;
     if (!s.c->relaxed) {
         if (fn->network == SL_NETWORK_NONE && !sb->userns) {
@@ -815,7 +674,7 @@ int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
             goto fail;
     }
     plan_exec(&s, sb, fn, init_type);
-    if ((rc = open_channels(&s, err)) != 0)
+    if ((rc = write_plan(&s, err)) != 0 || (rc = open_channels(&s, err)) != 0)
         goto fail;
     if (sb->cg.kind != CG_NONE && (rc = sl_sandbox_cgroup_new(sb, fn, p, err)) != 0)
         goto fail;

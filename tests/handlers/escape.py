@@ -278,6 +278,27 @@ def whoami(event):
     }
 
 
+def init_view(event):
+    """The fds this handler holds, and what its parent (the env's init) is."""
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[name] = os.readlink("/proc/self/fd/" + name)
+        except OSError:
+            pass  # the fd listdir read the directory through, closed by now
+    ppid = os.getppid()
+    try:
+        with open("/proc/%d/cmdline" % ppid, "rb") as f:
+            cmdline = f.read().split(b"\0")[0].decode("utf-8", "replace")
+    except OSError as e:
+        cmdline = "error: %s" % e
+    try:
+        init_fds = {"ok": True, "fds": os.listdir("/proc/%d/fd" % ppid)}
+    except OSError as e:
+        init_fds = err(e)
+    return {"fds": fds, "ppid": ppid, "init_cmdline": cmdline, "init_fds": init_fds}
+
+
 ACTIONS = {
     "write_outside": write_outside,
     "read_host": read_host,
@@ -297,6 +318,7 @@ ACTIONS = {
     "loopback": loopback,
     "inotify_exhaust": inotify_exhaust,
     "inotify_one": inotify_one,
+    "init_view": init_view,
 }
 
 

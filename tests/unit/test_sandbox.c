@@ -124,6 +124,11 @@ static void setup(void)
     snprintf(rt, sizeof(rt), "%s/runtime", root_dir);
     cr_assert_eq(access(rt, R_OK), 0, "run the tests from the repository root (no %s)", rt);
     setenv("SLUICE_RUNTIME_DIR", rt, 1);
+    {
+        /* the test binary is no sluice: name the init of $BUILD */
+        char init[PATH_MAX + 64];
+        setenv("SLUICE_INIT", th_build_path(init, sizeof(init), root_dir, "sluice-init"), 1);
+    }
     snprintf(data_dir, sizeof(data_dir), "/tmp/sluice-test-sbx-%d", (int)getpid());
     rm_rf(data_dir);
     cr_assert_eq(mkdir(data_dir, 0755), 0, "mkdir %s: %s", data_dir, strerror(errno));
@@ -1784,4 +1789,116 @@ Test(sandbox, relaxed_no_orphans_after_sigkill, .init = setup, .fini = teardown,
         cr_expect_eq(n, 0, "%d processes of a relaxed env outlived sluice by 5 s (e.g. %s)", n,
                      stat);
     }
+}
+
+/* ================================================================== */
+/* Item 6: the environment's init is sluice-init, not a fork of sluice  */
+
+/* The host pids of this process's children: the envs' inits. */
+static int child_procs(pid_t *out, int max)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+
+    cr_assert_not_null(d);
+    while ((e = readdir(d)) && n < max) {
+        char buf[512], *p;
+        pid_t pid = (pid_t)atoi(e->d_name);
+
+        if (pid <= 0 || read_proc(pid, "stat", buf, sizeof(buf)) <= 0)
+            continue;
+        if (!(p = strrchr(buf, ')')) || atoi(p + 4) != (int)getpid())
+            continue;
+        out[n++] = pid;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Every init of this process: the sluice-init binary, with no fd, no
+ * environment and nothing of this (sluice's) binary mapped. */
+static void expect_inits_hold_nothing(int want)
+{
+    char self[PATH_MAX], exe[PATH_MAX], path[64];
+    static char maps[1 << 20];
+    pid_t pids[16];
+    ssize_t len;
+    int n = child_procs(pids, 16);
+
+    len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    cr_assert_gt(len, 0);
+    self[len] = '\0';
+    cr_assert_eq(n, want, "%d inits, not %d", n, want);
+    for (int i = 0; i < n; i++) {
+        DIR *d;
+        struct dirent *e;
+        int nfds = 0;
+        char env[256];
+
+        snprintf(path, sizeof(path), "/proc/%d/exe", (int)pids[i]);
+        len = readlink(path, exe, sizeof(exe) - 1);
+        cr_assert_gt(len, 0, "%s: %s", path, strerror(errno));
+        exe[len] = '\0';
+        cr_expect(len > 12 && strcmp(exe + len - 12, "/sluice-init") == 0,
+                  "init %d runs %s, not sluice-init", (int)pids[i], exe);
+        snprintf(path, sizeof(path), "/proc/%d/fd", (int)pids[i]);
+        cr_assert_not_null(d = opendir(path), "%s: %s", path, strerror(errno));
+        while ((e = readdir(d)))
+            nfds += e->d_name[0] != '.';
+        closedir(d);
+        cr_expect_eq(nfds, 0, "init %d holds %d fds", (int)pids[i], nfds);
+        cr_expect_eq(read_proc(pids[i], "environ", env, sizeof(env)), 0,
+                     "init %d has sluice's environment: %.80s", (int)pids[i], env);
+        cr_assert_geq(read_proc(pids[i], "maps", maps, sizeof(maps)), 0);
+        cr_expect_null(strstr(maps, self), "init %d maps sluice's binary %s", (int)pids[i],
+                       self);
+    }
+}
+
+/* The handler holds its four fds and nothing else. */
+static void expect_handler_fds(const json_t *j)
+{
+    const json_t *fds = jget(j, "fds");
+    const char *key;
+    json_t *v;
+
+    cr_expect_eq(json_object_size(fds), 4, "handler fds: %s", json_dumps(fds, JSON_COMPACT));
+    json_object_foreach((json_t *)fds, key, v) {
+        cr_expect(strlen(key) == 1 && key[0] >= '0' && key[0] <= '3', "handler holds fd %s (%s)",
+                  key, json_string_value(v));
+    }
+}
+
+Test(sandbox, init_is_sluice_init_holding_nothing, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    static struct call c;
+    json_t *j;
+
+    start(fn_yaml("escape", repo(ESCAPE), 256, 10, NULL));
+    call(pool_of("escape"), "{\"action\":\"init_view\"}", &c, 20000);
+    j = ok_json(&c);
+    cr_expect_eq(jint(j, "ppid"), 1, "%s", c.payload);
+    cr_expect_str_eq(jstr(j, "init_cmdline"), "sluice-init", "%s", c.payload);
+    /* not dumpable, and another uid: its fds are closed to the handler */
+    cr_expect(!json_is_true(jget(jget(j, "init_fds"), "ok")), "%s", c.payload);
+    expect_handler_fds(j);
+    expect_inits_hold_nothing(1);
+}
+
+Test(sandbox, relaxed_init_is_sluice_init_holding_nothing, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    static struct call c;
+    json_t *j;
+
+    start_server(fn_yaml("relaxed", repo(ESCAPE), 256, 10, "    sandbox: relaxed\n"),
+                 uid_server());
+    call(pool_of("relaxed"), "{\"action\":\"init_view\"}", &c, 20000);
+    j = ok_json(&c);
+    cr_expect_str_eq(jstr(j, "init_cmdline"), "sluice-init", "%s", c.payload);
+    cr_expect(!json_is_true(jget(jget(j, "init_fds"), "ok")), "%s", c.payload);
+    expect_handler_fds(j);
+    expect_inits_hold_nothing(1);
 }

@@ -12,8 +12,7 @@
  * with the handler's status. sluice stops a relaxed env through its
  * cgroup, or without cgroups by sending the init SIGTERM.
  *
- * This runs in a child cloned from a multi-threaded sluice: plain system
- * calls only, no allocation, no stdio. */
+ * This is part of sluice-init (sandbox/init/), a program of its own. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "init.h"
 
 static sigset_t reaper_set(void)
 {
