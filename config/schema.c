@@ -387,6 +387,21 @@ static void check_async_queue(struct sl_conf_load *ld, const struct sl_conf_key 
     sl_redis_url_destroy(&u);
 }
 
+void sl_conf_check_redis_url(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                             yaml_node_t *node)
+{
+    const char *s = *(char **)field;
+    struct sl_redis_url u;
+    char why[700];
+
+    (void)k;
+    if (!s)
+        return;
+    if (sl_redis_url_parse(s, &u, why, sizeof(why)) != 0)
+        sl_conf_error(ld, node, "%s", why);
+    sl_redis_url_destroy(&u);
+}
+
 /* Patterns are compiled at load time so `sluice lint` rejects what the
  * pollers would; the message already names the pattern and its path
  * below filter_criteria, the key path says which source. */

@@ -175,25 +175,10 @@ static const struct sl_sink_ops redis_ops = {
 /* ------------------------------------------------------------------ */
 /* Configuration: the keys of a `type: redis` sink                        */
 
-static void check_redis_url(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
-                            struct yaml_node_s *node)
-{
-    const char *s = *(char **)field;
-    struct sl_redis_url u;
-    char why[700];
-
-    (void)k;
-    if (!s)
-        return;
-    if (sl_redis_url_parse(s, &u, why, sizeof(why)) != 0)
-        sl_conf_error(ld, node, "%s", why);
-    sl_redis_url_destroy(&u);
-}
-
 #define F(field) offsetof(struct sl_redis_sink_opts, field)
 static const struct sl_conf_key redis_keys[] = {
     { .name = "url", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED, .off = F(url),
-      .check = check_redis_url, .desc = "Redis URL." },
+      .check = sl_conf_check_redis_url, .desc = "Redis URL." },
     { .name = "key", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED, .off = F(key),
       .desc = "Stream the records are added to (XADD)." },
 };

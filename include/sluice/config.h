@@ -243,6 +243,11 @@ struct sl_conf_registry {
 void sl_conf_error(struct sl_conf_load *ld, struct yaml_node_s *node, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A check hook for a key holding a redis:// URL (sources, sinks): the
+ * parser's message, with the password masked, when it is not one. */
+void sl_conf_check_redis_url(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                             struct yaml_node_s *node);
+
 /* ------------------------------------------------------------------ */
 /* Diagnostics                                                         */
 

@@ -8,26 +8,11 @@
 
 static const char *const mode_names[] = { "stream", "list", NULL };
 
-static void check_redis_url(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
-                            struct yaml_node_s *node)
-{
-    const char *s = *(char **)field;
-    struct sl_redis_url u;
-    char why[700];
-
-    (void)k;
-    if (!s)
-        return;
-    if (sl_redis_url_parse(s, &u, why, sizeof(why)) != 0)
-        sl_conf_error(ld, node, "%s", why);
-    sl_redis_url_destroy(&u);
-}
-
 #define F(field) offsetof(struct sl_redis_opts, field)
 #define BASE(field) offsetof(struct sl_source_conf, field)
 static const struct sl_conf_key redis_keys[] = {
     { .name = "url", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED, .off = F(url),
-      .check = check_redis_url, .desc = "`redis://[user:password@]host:port[/db]` (TLS, `rediss://`, is not supported "
+      .check = sl_conf_check_redis_url, .desc = "`redis://[user:password@]host:port[/db]` (TLS, `rediss://`, is not supported "
               "yet: use a local TLS tunnel)." },
     { .name = "key", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED, .off = F(key),
       .desc = "Stream or list key of the queue." },
