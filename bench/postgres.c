@@ -167,7 +167,7 @@ static double through_sluice(PGconn *c, const char *dsn, const char *slot, const
 
 int main(void)
 {
-    char dsn[256], path[128], end_lsn[64], fill[256];
+    char dsn[320], path[128], end_lsn[64], fill[256], pw[128];
     double base, mine, t0;
     int port = 0;
     FILE *f;
@@ -183,7 +183,15 @@ int main(void)
     if (!f || fscanf(f, "%d", &port) != 1)
         return fail("the private postgres did not start");
     fclose(f);
-    snprintf(dsn, sizeof(dsn), "host=127.0.0.1 port=%d user=postgres dbname=sluice", port);
+    /* tests/services gives the server a password, kept beside its port */
+    snprintf(path, sizeof(path), "%s/services/pg/password", sb.dir);
+    f = fopen(path, "r");
+    if (!f || !fgets(pw, sizeof(pw), f))
+        return fail("the private postgres has no password file");
+    fclose(f);
+    pw[strcspn(pw, "\r\n")] = '\0';
+    snprintf(dsn, sizeof(dsn), "host=127.0.0.1 port=%d user=postgres dbname=sluice password=%s",
+             port, pw);
     c = PQconnectdb(dsn);
     if (PQstatus(c) != CONNECTION_OK)
         return fail("cannot connect to the private postgres");
