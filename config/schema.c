@@ -532,7 +532,8 @@ static const struct sl_conf_key source_keys[] = {
       .desc = "Time for `AT_TIMESTAMP`: ISO-8601 UTC or Unix seconds." },
     { .name = "maximum_retry_attempts", .type = SL_CK_INT, .def = "-1", .min = 0, .max = 10000,
       .flags = SL_CK_NEG1, .traits = SL_CONF_STREAM, .off = F(maximum_retry_attempts),
-      .desc = "Retries of a failed batch before it goes to `on_failure`; -1 retries until success." },
+      .desc = "Retries of a failed batch before it goes to `on_failure`; -1 retries until success "
+              "(Kafka with `on_failure`: 10, as in Lambda)." },
     { .name = "maximum_record_age_s", .type = SL_CK_DURATION, .def = "-1", .unit = SEC, .min = 60,
       .max = 604800, .flags = SL_CK_NEG1, .traits = SL_CONF_STREAM, .off = F(maximum_record_age_ms),
       .desc = "Records older than this are not retried again; -1 means no limit." },

@@ -23,6 +23,7 @@
 #define LOW_WATER    (32u * 1024 * 1024)   /* and resume below this */
 #define RETRY_BASE_MS 200                  /* batch retries: 200 ms doubling to 60 s */
 #define RETRY_CAP_MS  60000
+#define KAFKA_RETRY_CAP 10                 /* -1 retries with on_failure, types with SL_CONF_RETRY_CAP */
 
 struct batch {
     struct sl__lane  *lane;
@@ -363,47 +364,76 @@ static struct batch *batch_new(struct sl__lane *l, struct sl_record **r, size_t 
     return b;
 }
 
+/* Does `idv`, one batchItemFailures entry's itemIdentifier, name record
+ * `r` exactly? A string (or an integer) equal to the record's id, or, for
+ * records with a partition (Kafka), Lambda's composite identifier
+ * {"partition":"<topic>-<partition>","offset":N}, as Powertools'
+ * BatchProcessor(EventType.Kafka) returns it. Nothing looser: an
+ * identifier that only ends in a record's id names nothing. */
+static bool names_record(json_t *idv, const struct sl_record *r)
+{
+    char buf[32];
+
+    if (json_is_string(idv))
+        return strcmp(json_string_value(idv), r->id) == 0;
+    if (json_is_integer(idv)) {
+        snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(idv));
+        return strcmp(buf, r->id) == 0;
+    }
+    if (json_is_object(idv) && r->partition) {
+        json_t *pv = json_object_get(idv, "partition"), *ov = json_object_get(idv, "offset");
+        if (!json_is_string(pv) || strcmp(json_string_value(pv), r->partition) != 0)
+            return false;
+        if (json_is_integer(ov)) {
+            snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(ov));
+            return strcmp(buf, r->id) == 0;
+        }
+        return json_is_string(ov) && strcmp(json_string_value(ov), r->id) == 0;
+    }
+    return false;
+}
+
 /* Parse {"batchItemFailures":[{"itemIdentifier":...}]}. Returns the number
  * of failed items marked in `failed`, 0 for a plain success, -1 when the
- * response says batchItemFailures but is malformed (the whole batch then
- * fails, as in Lambda). */
-static int item_failures(const struct batch *b, const char *payload, size_t len, char *failed)
+ * whole batch fails, as in Lambda, with the reason in *why: the response
+ * is not JSON, or batchItemFailures is malformed or names a record that is
+ * not in the batch. An empty response is a success (a handler that returns
+ * nothing), as is valid JSON without batchItemFailures. */
+static int item_failures(const struct batch *b, const char *payload, size_t len, char *failed,
+                         const char **why)
 {
-    json_t *j = json_loadb(payload, len, JSON_DECODE_ANY, NULL), *arr, *it;
-    size_t i;
+    json_t *j, *arr, *it;
+    size_t i, k;
     int n = 0;
 
-    if (!j || !json_is_object(j) || !(arr = json_object_get(j, "batchItemFailures"))) {
+    for (k = 0; k < len && payload[k] && strchr(" \t\r\n", payload[k]); k++)
+        ;
+    if (k == len)
+        return 0;
+    if (!(j = json_loadb(payload, len, JSON_DECODE_ANY, NULL))) {
+        *why = "the response is not valid JSON";
+        return -1;
+    }
+    if (!json_is_object(j) || !(arr = json_object_get(j, "batchItemFailures")) ||
+        json_is_null(arr)) {
         json_decref(j);
         return 0;
     }
-    if (json_is_null(arr)) {
-        json_decref(j);
-        return 0;
-    }
+    *why = "batchItemFailures names records not in the batch, or is malformed";
     if (!json_is_array(arr)) {
         json_decref(j);
         return -1;
     }
     json_array_foreach(arr, i, it) {
         json_t *idv = json_object_get(it, "itemIdentifier");
-        char idbuf[64];
-        const char *id = NULL;
         int found = 0;
 
-        if (json_is_string(idv))
-            id = json_string_value(idv);
-        else if (json_is_integer(idv))
-            snprintf(idbuf, sizeof(idbuf), "%lld", (long long)json_integer_value(idv)), id = idbuf;
-        if (!id || !*id) {
+        if (!idv || (json_is_string(idv) && !*json_string_value(idv))) {
             json_decref(j);
             return -1;
         }
-        for (size_t k = 0; k < b->n; k++) {
-            /* Kafka also takes "<topic>-<partition>-<offset>": match the tail */
-            size_t il = strlen(id), rl = strlen(b->r[k]->id);
-            if (strcmp(b->r[k]->id, id) == 0 ||
-                (il > rl && id[il - rl - 1] == '-' && strcmp(id + il - rl, b->r[k]->id) == 0)) {
+        for (k = 0; k < b->n; k++) {
+            if (names_record(idv, b->r[k])) {
                 if (!failed[k])
                     n++;
                 failed[k] = 1;
@@ -485,6 +515,7 @@ static void on_outcome(struct batch *b, const struct sl_invoke_result *res)
 {
     struct sl__lane *l = b->lane;
     struct sl_source *s = l->s;
+    const char *why = "";
     char *failed;
     int nf;
 
@@ -496,7 +527,7 @@ static void on_outcome(struct batch *b, const struct sl_invoke_result *res)
     }
     failed = sl_calloc(b->n ? b->n : 1, 1);
     nf = s->conf->report_batch_item_failures
-             ? item_failures(b, res->payload, res->payload_len, failed) : 0;
+             ? item_failures(b, res->payload, res->payload_len, failed, &why) : 0;
     if (nf == 0) {
         s->succeeded += b->n;
         checkpoint(s, b->r, b->n);
@@ -507,8 +538,7 @@ static void on_outcome(struct batch *b, const struct sl_invoke_result *res)
     }
     if (nf < 0) {
         snprintf(b->etype, sizeof(b->etype), "Runtime.InvalidResponse");
-        snprintf(b->emsg, sizeof(b->emsg), "batchItemFailures names records not in the batch, "
-                 "or is malformed");
+        snprintf(b->emsg, sizeof(b->emsg), "%s", why);
         free(failed);
         batch_failed(b);
         return;
@@ -557,12 +587,22 @@ static void on_outcome(struct batch *b, const struct sl_invoke_result *res)
 
 /* A function error (or partial failure) on a batch: retry, bisect,
  * give up, or (queues) release. */
+int64_t sl_source_max_retries(const struct sl_source_conf *c)
+{
+    /* Lambda's Kafka rule: "until success" with an on_failure destination
+     * is at most 10 retries */
+    if (c->maximum_retry_attempts < 0 && c->on_failure && c->type &&
+        (c->type->traits & SL_CONF_RETRY_CAP))
+        return KAFKA_RETRY_CAP;
+    return c->maximum_retry_attempts;
+}
+
 static void batch_failed(struct batch *b)
 {
     struct sl__lane *l = b->lane;
     struct sl_source *s = l->s;
     const struct sl_source_conf *c = s->conf;
-    int64_t now = sl_wall_ms(), oldest = INT64_MAX;
+    int64_t now = sl_wall_ms(), oldest = INT64_MAX, max_retries = sl_source_max_retries(c);
 
     s->failed_batches++;
     b->attempts++;
@@ -582,7 +622,7 @@ static void batch_failed(struct batch *b)
     /* as in Lambda, splitting a batch does not count towards the retry
      * quota: only a batch that cannot be split any further spends it */
     if (!(c->bisect_batch_on_function_error && b->n > 1) && ++b->retries > 0 &&
-        c->maximum_retry_attempts >= 0 && b->retries > c->maximum_retry_attempts) {
+        max_retries >= 0 && b->retries > max_retries) {
         dead_letter(s, b, NULL, "RetryAttemptsExhausted");
         return;
     }
@@ -981,9 +1021,10 @@ static void drop_result(struct batch *b, const struct sl_invoke_result *res)
     size_t ok = 0;
 
     if (res->ok) {
+        const char *why = "";
         char *failed = sl_calloc(b->n ? b->n : 1, 1);
         int nf = s->conf->report_batch_item_failures
-                     ? item_failures(b, res->payload, res->payload_len, failed) : 0;
+                     ? item_failures(b, res->payload, res->payload_len, failed, &why) : 0;
         if (nf == 0)
             ok = b->n;
         else if (nf > 0)

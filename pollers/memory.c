@@ -36,6 +36,8 @@ static struct sl_record *record(const char *lane, const char *id, const char *js
     r->timestamp_ms = ts ? ts : sl_wall_ms();
     r->receive_count = receives;
     r->handle = sl_strdup(lane);
+    /* the lane is the partition, as a Kafka partition's is "<topic>-<partition>" */
+    r->partition = *lane ? r->handle : NULL;
     return r;
 }
 

@@ -188,6 +188,8 @@ enum sl_conf_kind {
 #define SL_CONF_STREAM       0x01u  /* retried in order: retries, record age, bisect, parallelism */
 #define SL_CONF_QUEUE        0x02u  /* messages redelivered after a visibility timeout */
 #define SL_CONF_AT_TIMESTAMP 0x04u  /* can start at a time (starting_position AT_TIMESTAMP) */
+#define SL_CONF_RETRY_CAP    0x08u  /* maximum_retry_attempts -1 with on_failure means 10, as
+                                     * Lambda caps Kafka's */
 
 struct sl_conf_load;             /* one load in progress (opaque) */
 struct sl_conf_key;

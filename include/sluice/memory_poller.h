@@ -10,7 +10,9 @@
 struct sl_source *sl_memory_source(struct sl_engine *e, const struct sl_source_conf *conf,
                                    int klass);
 
-/* Push a record: `json` is copied; `ts_ms` 0 means now. */
+/* Push a record: `json` is copied; `ts_ms` 0 means now. A non-empty
+ * `lane` is also the record's partition (what a composite itemIdentifier
+ * names, as "<topic>-<partition>" for Kafka). */
 void sl_memory_push(struct sl_source *s, const char *lane, const char *id, const char *json,
                     int64_t ts_ms);
 

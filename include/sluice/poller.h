@@ -28,6 +28,8 @@ struct sl_engine;
  * ops->free_record. */
 struct sl_record {
     char    *id;             /* itemIdentifier: offset, stream id, LSN */
+    const char *partition;   /* Kafka: "<topic>-<partition>", the composite itemIdentifier's
+                              * {"partition":..,"offset":<id>}; NULL: none. Valid while the record is */
     char    *json;           /* this record's part of the event (JSON), owned */
     size_t   len;
     int64_t  timestamp_ms;   /* when the source got it: for maximum_record_age_s */
@@ -131,6 +133,12 @@ void sl_source_report_lost(struct sl_source *s, const char *lane, const char *fi
 
 /* Records pushed but not yet final, all lanes. */
 size_t sl_source_outstanding(const struct sl_source *s);
+
+/* The retries a stream source gives a failing batch before on_failure:
+ * maximum_retry_attempts, except that -1 ("until success") with an
+ * on_failure destination is 10 for types with SL_CONF_RETRY_CAP (Kafka),
+ * as Lambda caps them. -1: no limit. */
+int64_t sl_source_max_retries(const struct sl_source_conf *c);
 
 /* The loop the engine runs on (for pollers' own timers). */
 struct event_base *sl__engine_base(struct sl_engine *e);

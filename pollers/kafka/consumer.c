@@ -334,6 +334,7 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
         return;
     }
     kr->p = p;
+    kr->r.partition = p->lane;
     kr->gen = p->gen;
     kr->r.receive_count = 1;
     sl__kp_track(p, m->offset);

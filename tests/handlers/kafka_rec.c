@@ -8,7 +8,8 @@
  * to let things through), and a record whose value has "flaky" fails the
  * first time this process sees its offset. With $PARTIAL set, failures are
  * reported as batchItemFailures (the first failing record's offset: the
- * records before it are accepted and logged); otherwise the whole
+ * records before it are accepted and logged; with PARTIAL=composite as
+ * Lambda's {"partition":"<topic>-<partition>","offset":N}); otherwise the whole
  * invocation fails and nothing is logged. $SLEEP_MS slows each batch;
  * $FAILS, when set, gets the failing offset of each failed invocation. */
 #include <fcntl.h>
@@ -67,7 +68,7 @@ static int handle(const char *event, size_t len, const struct slr_context *ctx, 
     json_t *ev = json_loadb(event, len, 0, NULL), *recs, *arr;
     const char *path = getenv("OUT"), *failf = getenv("FAIL_FILE"), *sleep_ms = getenv("SLEEP_MS");
     int partial = getenv("PARTIAL") != NULL;
-    char *log = NULL, failed_id[32] = "";
+    char *log = NULL, failed_id[32] = "", failed_lane[320] = "";
     size_t loglen = 0, logcap = 0;
     const char *lane;
     int fail_all = failf && access(failf, F_OK) == 0;
@@ -99,6 +100,7 @@ static int handle(const char *event, size_t len, const struct slr_context *ctx, 
             if (fail_all || strstr((char *)val, "poison") ||
                 (strstr((char *)val, "flaky") && first_time(part << 40 | off))) {
                 snprintf(failed_id, sizeof(failed_id), "%lld", off);
+                snprintf(failed_lane, sizeof(failed_lane), "%s", lane);
                 goto done;
             }
             n = snprintf(line, sizeof(line), "%s %lld %lld %s %d\n", topic ? topic : "?", part,
@@ -134,7 +136,12 @@ done:
         close(fd);
     }
     free(log);
-    if (failed_id[0]) {
+    if (failed_id[0] && strcmp(getenv("PARTIAL"), "composite") == 0) {
+        json_t *o = json_pack("{s:[{s:{s:s,s:I}}]}", "batchItemFailures", "itemIdentifier",
+                              "partition", failed_lane, "offset", (json_int_t)atoll(failed_id));
+        *out = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+    } else if (failed_id[0]) {
         *out = malloc(96);
         snprintf(*out, 96, "{\"batchItemFailures\":[{\"itemIdentifier\":\"%s\"}]}", failed_id);
     } else {

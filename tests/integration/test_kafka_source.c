@@ -178,6 +178,37 @@ Test(kafka_source, partial_batch_failure_resumes_from_the_first_failed_record)
     assert_in_order(lines, n, 1, 50);
 }
 
+Test(kafka_source, composite_item_identifier_resumes_from_the_named_record)
+{
+    rd_kafka_t *rk;
+    json_t *dl[8];
+    char v[64];
+    size_t n;
+
+    /* {"itemIdentifier":{"partition":"<topic>-0","offset":N}}, as Powertools'
+     * BatchProcessor(EventType.Kafka) answers; with maximum_retry_attempts 0
+     * and on_failure, a response sluice did not understand would send the
+     * batch to the dead-letter file instead */
+    kt_init(&t, "composite");
+    kt_create_topic(&t, t.topic, 1);
+    rk = kt_producer(&t);
+    for (int i = 0; i < 50; i++) {
+        snprintf(v, sizeof(v), "{\"i\":%d%s}", i, i == 20 ? ",\"flaky\":1" : "");
+        kt_produce(rk, t.topic, 0, NULL, v, 0);
+    }
+    kt_flush(rk);
+    kt_config(&t, t.cfg, t.out, "PARTIAL: composite, ",
+              "    batch_size: 50\n    maximum_batching_window_ms: 2s\n"
+              "    report_batch_item_failures: true\n    maximum_retry_attempts: 1\n"
+              "    on_failure: dlq\n");
+    t.sluice = kt_start(&t, t.cfg);
+    cr_assert_eq(kt_wait(t.out, 50, 50, 60), 50, "not every record was processed");
+    usleep(300000);
+    n = kt_lines(t.out, lines, 20000);
+    assert_in_order(lines, n, 1, 50);
+    cr_assert_eq(th_read_jsonl(t.dlq, dl, 8), 0, "nothing was dead-lettered");
+}
+
 Test(kafka_source, records_older_than_maximum_record_age_go_to_on_failure)
 {
     rd_kafka_t *rk;

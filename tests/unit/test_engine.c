@@ -316,6 +316,170 @@ Test(engine, stream_partial_failure_checkpoints_up_to_the_lowest_failed, .init =
     cr_expect_eq(sl_memory_events(src), 2, "retry starts from record 3");
 }
 
+/* Answers in turn: the i-th invocation gets replies[i] as its response
+ * (the last one repeats); "!" answers a function error. */
+struct replies {
+    const char *const *v;
+    size_t             n, calls;
+};
+
+static void reply_handler(void *arg, const struct sl_fake_call *c, struct sl_fake_answer *a)
+{
+    struct replies *r = arg;
+    const char *text = r->v[r->calls < r->n ? r->calls : r->n - 1];
+
+    (void)c;
+    r->calls++;
+    a->delay_ms = 20;
+    if (strcmp(text, "!") == 0)
+        sl_fake_answer_error(a, "RuntimeError", "failed");
+    else
+        sl_fake_answer_ok(a, text);
+}
+
+/* Five records 1..5 on lane "t-0" of a Kafka-typed source answered by
+ * `replies`; `extra` is more source keys. */
+static void start_replies(struct replies *r, const char *extra)
+{
+    char keys[1024];
+
+    snprintf(keys, sizeof(keys),
+             "    type: kafka\n    brokers: x:1\n    topics: t\n    batch_size: 5\n"
+             "    maximum_batching_window_ms: 20\n%s", extra);
+    start(keys, SL_CLASS_STREAM);
+    sl_fake_functions_script(fns, "batch", reply_handler, r);
+    for (int i = 1; i <= 5; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "%d", i);
+        push("t-0", id, NULL);
+    }
+}
+
+/* The whole batch went to on_failure once, failed with `etype`. */
+static void expect_whole_batch_dead_lettered(const char *etype)
+{
+    json_t *dl[4];
+
+    pump_until(5, 20000);
+    cr_expect_str_eq(checkpoints(), "1 2 3 4 5");
+    cr_assert_eq(dead_letters(dl, 4), 1);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(dl[0], "error"), "type")),
+                     etype);
+    cr_expect_eq(json_array_size(json_object_get(dl[0], "records")), 5);
+    json_decref(dl[0]);
+}
+
+Test(engine, kafka_composite_item_identifier_resumes_from_the_named_record, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    static const char *const v[] = {
+        "{\"batchItemFailures\":[{\"itemIdentifier\":{\"partition\":\"t-0\",\"offset\":3}},"
+        "{\"itemIdentifier\":{\"partition\":\"t-0\",\"offset\":\"4\"}}]}",
+        "{}",
+    };
+    struct replies r = { v, 2, 0 };
+
+    start_replies(&r, "    report_batch_item_failures: true\n    on_failure: dlq\n");
+    pump_until(2, 20000);
+    cr_expect_str_eq(checkpoints(), "1 2", "checkpointed up to the record named");
+    pump_until(5, 20000);
+    cr_expect_str_eq(checkpoints(), "1 2 3 4 5");
+    cr_expect_eq(sl_memory_events(src), 2, "the retry starts from record 3");
+    cr_expect_eq(sl_capture_sink_count(dlq), 0);
+}
+
+Test(engine, composite_identifier_of_another_partition_fails_the_whole_batch, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    static const char *const v[] = {
+        "{\"batchItemFailures\":[{\"itemIdentifier\":{\"partition\":\"t-1\",\"offset\":3}}]}",
+    };
+    struct replies r = { v, 1, 0 };
+
+    start_replies(&r, "    report_batch_item_failures: true\n    maximum_retry_attempts: 0\n"
+                      "    on_failure: dlq\n");
+    expect_whole_batch_dead_lettered("Runtime.InvalidResponse");
+}
+
+Test(engine, identifier_ending_in_a_record_id_is_not_a_match, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    /* once accepted as "<topic>-<partition>-<offset>", and as anything
+     * ending in "-3": an identifier must name a record exactly */
+    static const char *const v[] = {
+        "{\"batchItemFailures\":[{\"itemIdentifier\":\"t-0-3\"}]}",
+        "{}",
+    };
+    struct replies r = { v, 2, 0 };
+
+    start_replies(&r, "    report_batch_item_failures: true\n    maximum_retry_attempts: 0\n"
+                      "    on_failure: dlq\n");
+    expect_whole_batch_dead_lettered("Runtime.InvalidResponse");
+}
+
+Test(engine, invalid_json_response_fails_the_batch_when_reporting_item_failures,
+     .init = setup, .fini = teardown, .timeout = 60)
+{
+    static const char *const v[] = { "{\"batchItemFailures\":[", "{}" };
+    struct replies r = { v, 2, 0 };
+
+    start_replies(&r, "    report_batch_item_failures: true\n    maximum_retry_attempts: 0\n"
+                      "    on_failure: dlq\n");
+    expect_whole_batch_dead_lettered("Runtime.InvalidResponse");
+}
+
+Test(engine, invalid_json_response_is_a_success_without_item_failure_reporting,
+     .init = setup, .fini = teardown, .timeout = 60)
+{
+    static const char *const v[] = { "{\"batchItemFailures\":[" };
+    struct replies r = { v, 1, 0 };
+
+    start_replies(&r, "    maximum_retry_attempts: 0\n    on_failure: dlq\n");
+    pump_until(5, 20000);
+    cr_expect_str_eq(checkpoints(), "1 2 3 4 5");
+    cr_expect_eq(sl_memory_events(src), 1);
+    cr_expect_eq(sl_capture_sink_count(dlq), 0);
+}
+
+Test(engine, empty_response_is_a_success_when_reporting_item_failures, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    static const char *const v[] = { "" };
+    struct replies r = { v, 1, 0 };
+
+    start_replies(&r, "    report_batch_item_failures: true\n    maximum_retry_attempts: 0\n"
+                      "    on_failure: dlq\n");
+    pump_until(5, 20000);
+    cr_expect_str_eq(checkpoints(), "1 2 3 4 5");
+    cr_expect_eq(sl_capture_sink_count(dlq), 0);
+}
+
+Test(engine, kafka_unlimited_retries_with_on_failure_are_capped_at_10, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    static const char *const yaml =
+        "functions:\n  f: { handler: /bin/true }\n"
+        "sinks:\n  dlq: { type: file, path: /tmp/x.jsonl }\n"
+        "sources:\n"
+        "  capped:   { type: kafka, function: f, brokers: x:1, topics: t, on_failure: dlq }\n"
+        "  nodest:   { type: kafka, function: f, brokers: x:1, topics: t }\n"
+        "  set:      { type: kafka, function: f, brokers: x:1, topics: t, on_failure: dlq,"
+        " maximum_retry_attempts: 50 }\n"
+        "  pg:       { type: postgres, function: f, dsn: 'host=x', publication: p, slot: s,"
+        " on_failure: dlq }\n";
+    struct sl_diags d;
+
+    sl_diags_init(&d, "caps.yaml");
+    cr_assert_eq(sl_config_load_buffer("caps.yaml", dir, yaml, strlen(yaml), &sl_registry,
+                                       &conf, &d), 0, "%s", d.n ? d.v[0].msg : "");
+    sl_diags_destroy(&d);
+    cr_assert_eq(conf->nsources, 4);
+    cr_expect_eq(sl_source_max_retries(&conf->sources[0]), 10);
+    cr_expect_eq(sl_source_max_retries(&conf->sources[1]), -1, "no destination: until success");
+    cr_expect_eq(sl_source_max_retries(&conf->sources[2]), 50, "a set limit is kept");
+    cr_expect_eq(sl_source_max_retries(&conf->sources[3]), -1, "Postgres is not capped");
+}
+
 Test(engine, queue_partial_failure_acks_the_rest_and_redrives_after_max_receives,
      .init = setup, .fini = teardown, .timeout = 60)
 {
