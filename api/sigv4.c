@@ -75,36 +75,6 @@ static void sb_encode(struct sbuf *b, const char *s, size_t n, bool keep_slash)
     }
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decode s[0..n) into a new string ('+' stays '+'). */
-static char *decode(const char *s, size_t n, size_t *outn)
-{
-    char *o = sl_malloc(n + 1);
-    size_t j = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            o[j++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-            i += 2;
-        } else {
-            o[j++] = s[i];
-        }
-    }
-    o[j] = '\0';
-    *outn = j;
-    return o;
-}
-
 static void to_hex(const unsigned char *in, size_t n, char *out)
 {
     static const char hex[] = "0123456789abcdef";
@@ -277,7 +247,7 @@ static void canon_query(struct sbuf *b, const char *q)
                 const char *s = part ? (eq ? eq + 1 : q + len) : q;
                 size_t sl = part ? (size_t)(q + len - s) : kl;
 
-                d = decode(s, sl, &dl);
+                d = sl_pct_decode(s, sl, false, &dl); /* '+' stays '+' */
                 e.cap = dl * 3 + 1;
                 e.p = sl_malloc(e.cap);
                 e.len = 0;

@@ -53,6 +53,44 @@ char *sl_strndup(const char *s, size_t n)
     return d;
 }
 
+int sl_hexval(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+char *sl_pct_decode(const char *p, size_t n, bool strict, size_t *outn)
+{
+    char *out = sl_malloc(n + 1), *o = out;
+
+    for (size_t i = 0; i < n; i++) {
+        int hi = -1, lo = -1;
+
+        if (p[i] == '%' && i + 2 < n) {
+            hi = sl_hexval((unsigned char)p[i + 1]);
+            lo = sl_hexval((unsigned char)p[i + 2]);
+        }
+        if (hi >= 0 && lo >= 0) {
+            *o++ = (char)(hi * 16 + lo);
+            i += 2;
+        } else if (p[i] == '%' && strict) {
+            free(out);
+            return NULL;
+        } else {
+            *o++ = p[i];
+        }
+    }
+    *o = '\0';
+    if (outn)
+        *outn = (size_t)(o - out);
+    return out;
+}
+
 char *sl_asprintf(const char *fmt, ...)
 {
     va_list ap;

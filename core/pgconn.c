@@ -75,36 +75,6 @@ char *sl_pgconn_where(const char *dsn)
 /* ------------------------------------------------------------------ */
 /* DSN errors                                                          */
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decoded copy of [p, p+n) (a broken escape stays as it is). */
-static char *pct_decode(const char *p, size_t n)
-{
-    char *out = sl_malloc(n + 1), *o = out;
-
-    for (size_t i = 0; i < n; i++) {
-        int hi = i + 2 < n ? hexval(p[i + 1]) : -1, lo = i + 2 < n ? hexval(p[i + 2]) : -1;
-
-        if (p[i] == '%' && hi >= 0 && lo >= 0) {
-            *o++ = (char)(hi * 16 + lo);
-            i += 2;
-        } else {
-            *o++ = p[i];
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
 /* Scrub [p, p+n) and its percent-decoded form out of msg. */
 static void scrub_span(char *msg, size_t mn, const char *p, size_t n)
 {
@@ -113,7 +83,7 @@ static void scrub_span(char *msg, size_t mn, const char *p, size_t n)
     if (n == 0)
         return;
     raw = sl_strndup(p, n);
-    dec = pct_decode(p, n);
+    dec = sl_pct_decode(p, n, false, NULL);
     sl_log_scrub(msg, mn, raw);
     sl_log_scrub(msg, mn, dec);
     explicit_bzero(raw, n);

@@ -47,42 +47,6 @@ void sl_redis_url_destroy(struct sl_redis_url *u)
     memset(u, 0, sizeof(*u));
 }
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decoded copy of [p, p+n), or NULL when an escape is broken. */
-static char *pct_decode(const char *p, size_t n)
-{
-    char *out = sl_malloc(n + 1), *o = out;
-
-    for (size_t i = 0; i < n; i++) {
-        int hi, lo;
-
-        if (p[i] != '%') {
-            *o++ = p[i];
-            continue;
-        }
-        hi = i + 2 < n ? hexval((unsigned char)p[i + 1]) : -1;
-        lo = i + 2 < n ? hexval((unsigned char)p[i + 2]) : -1;
-        if (hi < 0 || lo < 0) {
-            free(out);
-            return NULL;
-        }
-        *o++ = (char)(hi * 16 + lo);
-        i += 2;
-    }
-    *o = '\0';
-    return out;
-}
-
 int sl_redis_url_parse(const char *url, struct sl_redis_url *u, char *why, size_t n)
 {
     char shown[512];
@@ -114,11 +78,11 @@ int sl_redis_url_parse(const char *url, struct sl_redis_url *u, char *why, size_
 
         what = "broken %-escape in the password";
         if (colon) {
-            if (colon > p && !(u->user = pct_decode(p, (size_t)(colon - p))))
+            if (colon > p && !(u->user = sl_pct_decode(p, (size_t)(colon - p), true, NULL)))
                 goto bad;
-            if (!(u->pass = pct_decode(colon + 1, (size_t)(at - colon - 1))))
+            if (!(u->pass = sl_pct_decode(colon + 1, (size_t)(at - colon - 1), true, NULL)))
                 goto bad;
-        } else if (at > p && !(u->pass = pct_decode(p, (size_t)(at - p)))) {
+        } else if (at > p && !(u->pass = sl_pct_decode(p, (size_t)(at - p), true, NULL))) {
             goto bad;
         }
         if (u->pass && !u->pass[0]) {

@@ -148,17 +148,6 @@ static bool is_json_number(const uint8_t *s, size_t n)
     return i == n;
 }
 
-static int hexval(uint8_t c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 #define JSON_MAX_DEPTH 1000
 
 static const uint8_t *jv_ws(const uint8_t *p, const uint8_t *e)
@@ -184,7 +173,7 @@ static const uint8_t *jv_string(const uint8_t *p, const uint8_t *e)
                 if (e - p < 5)
                     return NULL;
                 for (int k = 1; k <= 4; k++)
-                    if (hexval(p[k]) < 0)
+                    if (sl_hexval(p[k]) < 0)
                         return NULL;
                 p += 5;
             } else if (strchr("\"\\/bfnrt", *p) && *p) {
@@ -598,7 +587,7 @@ static int text_bytea(struct pgo__buf *b, const uint8_t *s, size_t n, struct sl_
         if ((n - 2) % 2)
             goto bad;
         for (size_t i = 2; i < n; i += 2) {
-            int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+            int hi = sl_hexval(s[i]), lo = sl_hexval(s[i + 1]);
             if (hi < 0 || lo < 0)
                 goto bad;
             raw[k++] = (uint8_t)(hi << 4 | lo);
