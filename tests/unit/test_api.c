@@ -1469,6 +1469,36 @@ Test(api, connections_beyond_the_cap_get_503, .init = setup, .fini = teardown, .
     stop_server(5000);
 }
 
+/* server.body_timeout_s: a client that stops sending its body is cut off
+ * once the timeout runs out, not after evhttp's minute. */
+Test(api, a_stalled_body_is_cut_off, .init = setup, .fini = teardown, .timeout = 60)
+{
+    const char *h = "POST " INVOKE("echo") " HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{\"a";
+    char buf[512];
+    double t0;
+    ssize_t n = 1;
+    int s;
+
+    start_server(write_config("body.yaml", functions_yaml(), "  body_timeout_s: 1\n"));
+    s = connect_server();
+    cr_assert_geq(s, 0);
+    send_all(s, h, strlen(h));
+    t0 = now_ms();
+    /* nothing more is sent: the gate closes the connection (EOF, or a reset) */
+    while (n > 0 && now_ms() - t0 < 20000) {
+        struct pollfd pfd = { .fd = s, .events = POLLIN };
+
+        if (poll(&pfd, 1, 500) > 0)
+            n = recv(s, buf, sizeof(buf), 0);
+    }
+    close(s);
+    cr_expect_leq(n, 0, "the connection is still open after 20 s");
+    cr_expect_geq(now_ms() - t0, 800, "closed before the body timeout");
+    cr_expect_lt(now_ms() - t0, 10000, "closed only after %.0f ms", now_ms() - t0);
+    cr_expect_eq(get("/healthz").status, 200, "the server goes on");
+    stop_server(5000);
+}
+
 /* server.metrics_auth */
 Test(api, metrics_can_require_a_token, .init = setup, .fini = teardown, .timeout = 60)
 {
