@@ -33,7 +33,6 @@
 #define FN_NAME_MAX    64
 #define QUALIFIER_MAX  128
 #define FN_ARG_MAX     256                       /* the whole FunctionName (ARN forms) */
-#define ARN_PREFIX     "arn:aws:lambda:us-east-1:000000000000:function:"
 
 /* One invocation between the dispatcher call and its callback. */
 struct call {
@@ -406,7 +405,8 @@ static bool resolve_function(struct sl_api *a, struct evhttp_request *req, const
         ok = sl_dispatcher_has_function(a->d, name) && (!qual[0] || strcmp(qual, "$LATEST") == 0);
         if (!ok)
             sl__api_respond_error(a, req, id, 404, "ResourceNotFoundException", NULL,
-                                  "Function not found: " ARN_PREFIX "%s%s%s", name,
+                                  "Function not found: arn:aws:lambda:%s:%s:function:%s%s%s",
+                                  a->conf->server.region, a->conf->server.account_id, name,
                                   qual[0] ? ":" : "", qual);
     }
     evhttp_clear_headers(&params);
@@ -526,7 +526,8 @@ static void dispatch(struct sl_api *a, struct evhttp_request *req, const char *i
         respond_unavailable(a, req, id);
     else if (rc == SL_ENOTFOUND)
         sl__api_respond_error(a, req, id, 404, "ResourceNotFoundException", NULL,
-                              "Function not found: " ARN_PREFIX "%s", name);
+                              "Function not found: arn:aws:lambda:%s:%s:function:%s",
+                              a->conf->server.region, a->conf->server.account_id, name);
     else
         sl__api_respond_error(a, req, id, 500, "ServiceException", NULL, "cannot invoke %s: %s",
                               name, sl_strerror(rc));

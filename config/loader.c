@@ -950,6 +950,23 @@ static void check_cross(struct sl_conf_load *ld)
     }
 }
 
+/* Point every function and source at the server section and name each
+ * function's ARN once, for the layers above that print them. */
+static void link_server(struct sl_config *c)
+{
+    const struct sl_server_conf *sv = &c->server;
+
+    for (size_t i = 0; i < c->nfunctions; i++) {
+        struct sl_function_conf *fn = &c->functions[i];
+        fn->server = sv;
+        if (fn->name && sv->region && sv->account_id)
+            fn->arn = sl_asprintf("arn:aws:lambda:%s:%s:function:%s", sv->region,
+                                  sv->account_id, fn->name);
+    }
+    for (size_t i = 0; i < c->nsources; i++)
+        c->sources[i].server = sv;
+}
+
 static void load_root(struct sl_conf_load *ld, yaml_node_t *root)
 {
     static const char *const top[] = { "functions", "sources", "sinks", "server", "log", NULL };
@@ -1002,6 +1019,7 @@ static void load_root(struct sl_conf_load *ld, yaml_node_t *root)
     apply_table(ld, &sl__log_table, &ld->c->log, map_get(ld, root, "log"), root);
     path_pop(ld, 0);
     check_cross(ld);
+    link_server(ld->c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1175,6 +1193,7 @@ void sl_config_free(struct sl_config *c)
     for (size_t i = 0; i < c->nfunctions; i++) {
         free_table(&sl__function_table, &c->functions[i]);
         free(c->functions[i].name);
+        free(c->functions[i].arn);
     }
     for (size_t i = 0; i < c->nsources; i++) {
         free_table(&sl__source_table, &c->sources[i]);

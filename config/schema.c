@@ -368,6 +368,48 @@ static void check_metrics_auth(struct sl_conf_load *ld, const struct sl_conf_key
 }
 
 /* ------------------------------------------------------------------ */
+/* server.region, server.account_id                                    */
+
+static void check_region(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                         yaml_node_t *node)
+{
+    const char *s = *(char **)field, *p = s;
+
+    (void)k;
+    /* partition-free region names as AWS spells them: us-east-1, us-gov-west-1 */
+    while (islower((unsigned char)*p))
+        p++;
+    if (p - s == 2 && strncmp(p, "-gov", 4) == 0)
+        p += 4;
+    if (p - s >= 2 && *p == '-') {
+        const char *w = ++p;
+        while (islower((unsigned char)*p))
+            p++;
+        if (p > w && *p == '-' && isdigit((unsigned char)p[1])) {
+            for (p++; isdigit((unsigned char)*p); p++)
+                ;
+            if (*p == '\0' && p - s <= 32)
+                return;
+        }
+    }
+    sl_conf_error(ld, node, "\"%s\" is not a region name (like us-east-1 or eu-west-2)", s);
+}
+
+static void check_account_id(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                             yaml_node_t *node)
+{
+    const char *s = *(char **)field;
+    size_t i = 0;
+
+    (void)k;
+    while (isdigit((unsigned char)s[i]))
+        i++;
+    if (i != 12 || s[i])
+        sl_conf_error(ld, node, "\"%s\" is not an account id (twelve digits, quoted so YAML "
+                      "keeps leading zeros)", s);
+}
+
+/* ------------------------------------------------------------------ */
 /* server.async_queue                                                  */
 
 #define QUEUE_FORMS "\"sqlite\" or redis://[:password@]host:port[/db]"
@@ -641,6 +683,15 @@ static const struct sl_conf_key server_keys[] = {
               "another's per-user kernel limits (inotify instances, processes) or signal "
               "it. Pick a range no host user and no other sluice instance on the host "
               "uses. Needs sluice to run as root (also for `sandbox: relaxed`)." },
+    { .name = "region", .type = SL_CK_STRING, .def = "us-east-1", .off = F(region),
+      .check = check_region,
+      .desc = "The region sluice says it is in, as Lambda would: in every ARN (functions, "
+              "event sources), the records' `awsRegion`, and handlers' `AWS_REGION` and "
+              "`AWS_DEFAULT_REGION`." },
+    { .name = "account_id", .type = SL_CK_STRING, .def = "000000000000", .off = F(account_id),
+      .check = check_account_id,
+      .desc = "The account in every ARN sluice writes (functions, event sources): twelve "
+              "digits, quoted (`\"123456789012\"`)." },
     { .name = "async_queue", .type = SL_CK_STRING, .def = "sqlite", .off = F(async_queue),
       .check = check_async_queue,
       .desc = "Where asynchronous events wait: `sqlite` (`async.db` in `data_dir`, WAL mode) "

@@ -216,8 +216,7 @@ static char *destination_record(const struct sl_function_conf *fn, const struct 
     char ts[96], arn[200], *out;
 
     iso8601(sl_wall_ms(), ts, sizeof(ts));
-    snprintf(arn, sizeof(arn), "arn:aws:lambda:us-east-1:000000000000:function:%s:$LATEST",
-             fn->name);
+    snprintf(arn, sizeof(arn), "%s:$LATEST", fn->arn);
     payload = json_loadb(ev->payload, ev->len, JSON_DECODE_ANY, NULL);
     if (!payload)
         payload = json_stringn_nocheck(ev->payload, ev->len);

@@ -614,17 +614,16 @@ void sl__env_send_invoke(struct sl_env *env)
     struct sl_fnpool *pool = env->pool;
     const struct sl_function_conf *fn = pool->fn;
     struct sl_invoke_msg m;
-    char arn[256], *frame;
+    char *frame;
     size_t len;
     int rc;
 
-    snprintf(arn, sizeof(arn), "arn:aws:lambda:us-east-1:000000000000:function:%s", fn->name);
     m.request_id = env->inv->request_id;
     m.deadline_ms = sl_wall_ms() + fn->timeout_ms;
     m.function_name = fn->name;
     m.function_version = "$LATEST";
     m.memory_mb = fn->memory_mb;
-    m.invoked_function_arn = arn;
+    m.invoked_function_arn = fn->arn;
     m.client_context = env->inv->client_context;
     m.event = env->inv->event;
     m.event_len = env->inv->event_len;

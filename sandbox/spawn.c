@@ -303,8 +303,8 @@ static char **build_env(const struct sl_sandbox *sb, const struct sl_function_co
     env[n++] = sl_asprintf("AWS_LAMBDA_FUNCTION_MEMORY_SIZE=%lld", (long long)fn->memory_mb);
     env[n++] = sl_strdup("AWS_LAMBDA_FUNCTION_VERSION=$LATEST");
     env[n++] = sl_asprintf("AWS_LAMBDA_INITIALIZATION_TYPE=%s", init_type);
-    env[n++] = sl_strdup("AWS_REGION=us-east-1");
-    env[n++] = sl_strdup("AWS_DEFAULT_REGION=us-east-1");
+    env[n++] = sl_asprintf("AWS_REGION=%s", fn->server->region);
+    env[n++] = sl_asprintf("AWS_DEFAULT_REGION=%s", fn->server->region);
     env[n++] = sl_strdup("SLUICE_RUNTIME_FD=3");
     env[n++] = sl_strdup("HOME=/tmp");
     for (size_t i = 0; i < fn->environment.n; i++)

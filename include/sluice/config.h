@@ -57,6 +57,8 @@ struct sl_async_conf {
     char   *on_failure;              /* sink name or NULL */
 };
 
+struct sl_server_conf;
+
 struct sl_function_conf {
     char   *name;
     char   *handler;                 /* absolute path, resolved against the config dir */
@@ -75,6 +77,8 @@ struct sl_function_conf {
     int64_t idle_timeout_ms;         /* reap idle envs after this */
     int64_t output_kb_per_s;         /* handler output logged per env and second, KB */
     struct sl_async_conf async;
+    char   *arn;                     /* arn:aws:lambda:<region>:<account>:function:<name> */
+    const struct sl_server_conf *server; /* the configuration's server section */
     int     line, col;               /* where the function is defined */
 };
 
@@ -103,6 +107,7 @@ struct sl_source_conf {
     int64_t visibility_timeout_ms;
     int64_t max_receive_count;
     void   *opts;                    /* type->size bytes, owned by the config */
+    const struct sl_server_conf *server; /* the configuration's server section */
     int     line, col;
 };
 
@@ -132,6 +137,8 @@ struct sl_server_conf {
     char   *async_queue_key;         /* redis: stream key */
     int64_t async_queue_reclaim_ms;  /* redis: idle time before another instance takes over */
     int64_t sandbox_uid_base;        /* function i runs as uid/gid sandbox_uid_base + i */
+    char   *region;                  /* in every ARN, awsRegion and AWS_REGION */
+    char   *account_id;              /* twelve digits, in every ARN */
 };
 
 struct sl_log_conf {

@@ -667,7 +667,6 @@ int sl_redis_source_new(struct sl_engine *e, const struct sl_source_conf *c,
 {
     struct rq *q;
     char why[SL_ERR_MSG_MAX], host[128];
-    const char *region = getenv("AWS_REGION");
     const struct sl_redis_opts *o = sl__redis_opts(c);
 
     if (!o->key || !o->key[0])
@@ -700,7 +699,7 @@ int sl_redis_source_new(struct sl_engine *e, const struct sl_source_conf *c,
         snprintf(q->consumer, sizeof(q->consumer), "%s-%d-%04x", host, (int)getpid(),
                  rnd & 0xffff);
     }
-    snprintf(q->region, sizeof(q->region), "%s", region && *region ? region : "local");
+    snprintf(q->region, sizeof(q->region), "%s", c->server->region);
     snprintf(q->arn, sizeof(q->arn), "arn:sluice:redis:%s:%d:%s", q->region,
              q->u.db >= 0 ? q->u.db : 0, o->key);
     if (c->filter_criteria) {

@@ -154,6 +154,12 @@ static const struct bad_case bad[] = {
       "log:\n  debug: [kafka, disk]\n",
       "t.yaml:2:10: log.debug: unknown debug context 'disk' (one of: all, config, kafka, redis, "
       "postgres, sandbox, dispatch, api, sink)\n" },
+    { "bad region and account",
+      "server:\n  region: US-EAST-1\n  account_id: 12345\n",
+      "t.yaml:2:11: server.region: \"US-EAST-1\" is not a region name (like us-east-1 or "
+      "eu-west-2)\n"
+      "t.yaml:3:15: server.account_id: \"12345\" is not an account id (twelve digits, quoted "
+      "so YAML keeps leading zeros)\n" },
     { "two documents",
       "log: {}\n---\nlog: {}\n",
       "t.yaml:2:1: only one YAML document is allowed\n" },
@@ -216,6 +222,33 @@ Test(config, world_writable_data_dir_is_refused)
              "users (mode 1777): chmod 700 it or use a private directory\n", dir);
     cr_expect_null(c);
     cr_expect_str_eq(got, want);
+    sl_config_free(c);
+    free(got);
+}
+
+/* One region and account for every ARN; the function's ARN is built once. */
+Test(config, region_and_account_name_every_arn)
+{
+    struct sl_config *c;
+    char *got;
+
+    got = load("functions:\n  f:\n    handler: handler.sh\n", &c);
+    cr_assert_str_empty(got, "%s", got);
+    cr_assert_str_eq(c->server.region, "us-east-1");
+    cr_assert_str_eq(c->server.account_id, "000000000000");
+    cr_assert_str_eq(c->functions[0].arn, "arn:aws:lambda:us-east-1:000000000000:function:f");
+    cr_assert_eq(c->functions[0].server, &c->server);
+    sl_config_free(c);
+    free(got);
+
+    got = load("server:\n  region: us-gov-west-1\n  account_id: \"012345678901\"\n"
+               "functions:\n  f:\n    handler: handler.sh\n"
+               "sources:\n  q:\n    type: redis\n    url: redis://127.0.0.1:6379\n"
+               "    key: jobs\n    function: f\n", &c);
+    cr_assert_str_empty(got, "%s", got);
+    cr_assert_str_eq(c->functions[0].arn,
+                     "arn:aws:lambda:us-gov-west-1:012345678901:function:f");
+    cr_assert_eq(c->sources[0].server, &c->server);
     sl_config_free(c);
     free(got);
 }
