@@ -227,6 +227,7 @@ static void on_result(const struct sl_invoke_result *r, void *arg)
         json_object_set_new(e, "errorMessage", sl__api_json_text(r->error_message));
         json_object_set_new(e, "errorType", sl__api_json_text(r->error_type ? r->error_type
                                                                            : "Runtime.Unknown"));
+        json_object_set_new(e, "requestId", sl__api_json_text(r->request_id ? r->request_id : ""));
         json_object_set_new(e, "stackTrace", r->stack && json_is_array(r->stack)
                                                  ? json_incref(r->stack) : json_array());
         text = json_dumps(e, JSON_COMPACT);

@@ -154,8 +154,9 @@ static void on_local_result(const struct sl_invoke_result *r, void *arg)
         if (!e) /* the handler's text was not UTF-8 */
             e = json_pack("{s:s, s:s}", "errorMessage", "(not UTF-8)", "errorType",
                           "Runtime.InvalidResponse");
-        if (r->stack)
-            json_object_set(e, "stackTrace", r->stack);
+        json_object_set_new(e, "requestId", json_string(r->request_id ? r->request_id : ""));
+        json_object_set_new(e, "stackTrace", r->stack && json_is_array(r->stack)
+                                                 ? json_incref(r->stack) : json_array());
         lr->out = json_dumps(e, JSON_COMPACT);
         json_decref(e);
     }

@@ -25,6 +25,7 @@ struct sl_conf_load {
     char             keypath[1024];
     yaml_node_t     *functions;   /* top-level mappings, for references */
     yaml_node_t     *sinks;
+    yaml_node_t     *cur_map;     /* the mapping apply_view is filling */
 };
 
 /* ------------------------------------------------------------------ */
@@ -171,6 +172,13 @@ static yaml_node_t *map_get(struct sl_conf_load *ld, yaml_node_t *map, const cha
     return NULL;
 }
 
+const char *sl__load_sibling(struct sl_conf_load *ld, const char *key)
+{
+    yaml_node_t *n = map_get(ld, ld->cur_map, key);
+
+    return n && n->type == YAML_SCALAR_NODE ? scalar(n) : NULL;
+}
+
 int sl__load_has_function(struct sl_conf_load *ld, const char *name)
 {
     return map_get(ld, ld->functions, name) != NULL;
@@ -242,6 +250,11 @@ static char *resolve_path(struct sl_conf_load *ld, const char *p)
     if (p[0] == '.' && p[1] == '/')
         p += 2;
     return sl_asprintf("%s/%s", ld->c->dir, p);
+}
+
+char *sl__load_resolve_path(struct sl_conf_load *ld, const char *p)
+{
+    return resolve_path(ld, p);
 }
 
 /* Ranges are written in the key's unit; durations are stored in ms. */
@@ -651,11 +664,13 @@ static void apply_view(struct sl_conf_load *ld, const struct view *vw, void *bas
                        void *const *opts, yaml_node_t *node, int type, yaml_node_t *at)
 {
     char seen[CK_MAX_KEYS] = { 0 };
+    yaml_node_t *outer = ld->cur_map;
 
     if (node && node->type != YAML_MAPPING_NODE && !is_null(node)) {
         sl_conf_error(ld, node, "expected a mapping, got %s", node_kind(node));
         node = NULL;
     }
+    ld->cur_map = node;
     if (node && node->type == YAML_MAPPING_NODE) {
         for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
              p < node->data.mapping.pairs.top; p++) {
@@ -720,6 +735,7 @@ static void apply_view(struct sl_conf_load *ld, const struct view *vw, void *bas
         else
             apply_default(ld, vk->k, view_field(vk, base, opts), view_default(vw, vk, type));
     }
+    ld->cur_map = outer;
 }
 
 /* An untyped table (functions, async, server, log). */
@@ -929,6 +945,9 @@ static void check_cross(struct sl_conf_load *ld)
 
     for (size_t i = 0; i < c->nfunctions; i++) {
         struct sl_function_conf *f = &c->functions[i];
+        if (f->runtime == SL_RUNTIME_PYTHON && !f->code)
+            sl_diags_add(ld->d, f->line, f->col, "functions.%s: runtime python needs `code`, "
+                         "the directory mounted at /var/task", f->name);
         if (f->reserved_concurrency >= 0 && f->provisioned_concurrency > f->reserved_concurrency)
             sl_diags_add(ld->d, f->line, f->col, "functions.%s: provisioned_concurrency (%lld) "
                          "is more than reserved_concurrency (%lld)", f->name,

@@ -24,7 +24,8 @@
 #define MIN  60000
 #define MB   (1024 * 1024)
 
-static const char *const runtime_names[] = { "native", "lambda", NULL };
+static const char *const runtime_names[] = { "native", "lambda", "python", NULL };
+static const char *const fn_log_format_names[] = { "text", "json", NULL };
 static const char *const network_names[] = { "none", "host", NULL };
 static const char *const sandbox_names[] = { "strict", "relaxed", NULL };
 static const char *const start_names[] = { "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", NULL };
@@ -38,19 +39,92 @@ const char *sl_conf_type_name(const struct sl_conf_type *t)
 /* ------------------------------------------------------------------ */
 /* Check hooks                                                         */
 
+static bool is_python_runtime(struct sl_conf_load *ld)
+{
+    const char *rt = sl__load_sibling(ld, "runtime");
+
+    return rt && strcmp(rt, "python") == 0;
+}
+
+/* Lambda's Python handler string: module.function, the module dotted or
+ * slashed (`pkg/mod.fn` imports pkg.mod), the function an identifier. */
+static bool python_handler_ok(const char *h)
+{
+    const char *dot = strrchr(h, '.'), *p;
+
+    if (!dot || dot == h || !dot[1] || h[0] == '/' || dot[-1] == '/' || dot[-1] == '.')
+        return false;
+    if (!isalpha((unsigned char)dot[1]) && dot[1] != '_')
+        return false;
+    for (p = dot + 1; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_')
+            return false;
+    for (p = h; p < dot; p++) {
+        if (isspace((unsigned char)*p) || (unsigned char)*p < 0x20)
+            return false;
+        if ((*p == '.' || *p == '/') && (p[1] == '.' || p[1] == '/'))
+            return false; /* an empty package name */
+    }
+    return true;
+}
+
+/* `handler`: with runtime python the module.function string, kept as
+ * written; with the others an executable, resolved against the
+ * configuration's directory. */
 static void check_handler(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                           yaml_node_t *node)
 {
-    const char *path = *(char **)field;
+    char **hp = field, *path;
     struct stat st;
 
     (void)k;
+    if (is_python_runtime(ld)) {
+        if (!python_handler_ok(*hp))
+            sl_conf_error(ld, node, "handler '%s' is not module.function (as "
+                          "app.lambda_handler or pkg/mod.fn), as runtime python needs", *hp);
+        return;
+    }
+    path = sl__load_resolve_path(ld, *hp);
+    free(*hp);
+    *hp = path;
     if (stat(path, &st) != 0)
         sl_conf_error(ld, node, "handler %s does not exist", path);
     else if (!S_ISREG(st.st_mode))
         sl_conf_error(ld, node, "handler %s is not a regular file", path);
     else if (access(path, X_OK) != 0)
         sl_conf_error(ld, node, "handler %s is not executable", path);
+}
+
+static void check_code(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                       yaml_node_t *node)
+{
+    const char *path = *(char **)field;
+    struct stat st;
+
+    (void)k;
+    if (!is_python_runtime(ld))
+        sl_conf_error(ld, node, "`code` is for runtime python only (the other runtimes run "
+                      "`handler`, an executable, with its directory as the code)");
+    else if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        sl_conf_error(ld, node, "code %s is not a directory", path);
+}
+
+static void check_log_level(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                            yaml_node_t *node)
+{
+    static const char *const levels[] = { "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL",
+                                          NULL };
+    const char *v = *(char **)field, *fmt = sl__load_sibling(ld, "log_format");
+
+    (void)k;
+    for (int i = 0; levels[i]; i++)
+        if (strcmp(v, levels[i]) == 0) {
+            if (!fmt || strcmp(fmt, "json") != 0)
+                sl_conf_error(ld, node, "log_level needs `log_format: json` (as in Lambda, "
+                              "levels apply to JSON logs only)");
+            return;
+        }
+    sl_conf_error(ld, node, "'%s' is not one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL", v);
 }
 
 static void check_layers(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
@@ -66,14 +140,15 @@ static void check_layers(struct sl_conf_load *ld, const struct sl_conf_key *k, v
 }
 
 /* Lambda's own rules for variables: reserved names are refused, keys start
- * with a letter, use [A-Za-z0-9_], and all of them fit in 4 KB. */
+ * with a letter, use [A-Za-z0-9_], and all of them fit in 4 KB. Unlike
+ * Lambda, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN
+ * may be set: sluice has no execution role to take them from. */
 static const char *const reserved_env[] = {
     "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EXECUTION_ENV",
     "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
     "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_INITIALIZATION_TYPE",
-    "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_ACCESS_KEY",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "TZ", NULL,
+    "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_LAMBDA_LOG_FORMAT",
+    "AWS_LAMBDA_LOG_LEVEL", "AWS_ACCESS_KEY", "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "TZ", NULL,
 };
 
 static void check_environment(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
@@ -498,12 +573,26 @@ const struct sl__ctable sl__async_table = {
 
 #define F(field) offsetof(struct sl_function_conf, field)
 static const struct sl_conf_key function_keys[] = {
-    { .name = "handler", .type = SL_CK_PATH, .flags = SL_CK_REQUIRED, .off = F(handler),
+    { .name = "handler", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED, .off = F(handler),
       .check = check_handler,
-      .desc = "Executable run in each environment; relative to the configuration file." },
+      .desc = "Runtime `native`: the executable run in each environment, relative to the "
+              "configuration file. Runtime `python`: `module.function` (`app.lambda_handler`, "
+              "`pkg/mod.fn`) in `code`, as Lambda's `_HANDLER`." },
     { .name = "runtime", .type = SL_CK_ENUM, .def = "native", .enums = runtime_names,
       .off = F(runtime),
-      .desc = "`native`: msgpack frames on fd 3. `lambda`: the Lambda Runtime API over HTTP." },
+      .desc = "`native`: msgpack frames on fd 3. `lambda`: the Lambda Runtime API over HTTP. "
+              "`python`: Lambda's Python 3 runtime: `handler` names a function in `code`." },
+    { .name = "code", .type = SL_CK_PATH, .off = F(code), .check = check_code,
+      .desc = "Runtime `python` only (and required there): the code directory, mounted "
+              "read-only at `/var/task`; relative to the configuration file." },
+    { .name = "log_format", .type = SL_CK_ENUM, .def = "text", .enums = fn_log_format_names,
+      .off = F(log_format),
+      .desc = "Lambda's `LogFormat`: `json` sets `AWS_LAMBDA_LOG_FORMAT=JSON` and runtime "
+              "`python` writes `logging` records as JSON lines." },
+    { .name = "log_level", .type = SL_CK_STRING, .off = F(log_level), .check = check_log_level,
+      .desc = "Lambda's `ApplicationLogLevel` (TRACE, DEBUG, INFO, WARN, ERROR, FATAL; "
+              "`log_format: json` only, INFO when unset): `AWS_LAMBDA_LOG_LEVEL`, the root "
+              "logger's level in runtime `python`." },
     { .name = "memory_mb", .type = SL_CK_SIZE, .def = "128", .unit = MB, .min = 128, .max = 10240,
       .off = F(memory_mb),
       .desc = "Memory limit of an environment; CPU share grows with it (1769 MB = 1 CPU)." },

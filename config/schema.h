@@ -31,6 +31,11 @@ extern const struct sl__ctable sl__log_table;
 const char *sl__load_keypath(struct sl_conf_load *ld);
 int sl__load_has_function(struct sl_conf_load *ld, const char *name);
 int sl__load_has_sink(struct sl_conf_load *ld, const char *name);
+/* The scalar text of `key` in the mapping being loaded (the key's
+ * siblings), NULL when absent or not a scalar. */
+const char *sl__load_sibling(struct sl_conf_load *ld, const char *key);
+/* `p` resolved against the configuration's directory (malloc'd). */
+char *sl__load_resolve_path(struct sl_conf_load *ld, const char *p);
 
 /* Scalar parsing shared by the loader and the tests. Each returns 0 or -1
  * with a message in `why` (size n). */

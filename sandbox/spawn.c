@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -32,6 +33,7 @@
 #include "sluice/mem.h"
 
 #define MAX_MOUNTS SL_INIT_MOUNTS
+#define SL_PYTHON_EXE "/usr/bin/python3"  /* runtime python's interpreter, host and inside */
 #define PATH_LEN 512
 #define NDEV SL_INIT_NDEV
 
@@ -182,11 +184,15 @@ static void plan_child(struct child *c, const struct sl_sandbox *sb,
     c->root = sb->root;
     c->filter = &sb->filter;
     c->fsize = (rlim_t)fn->ephemeral_storage_mb * 1024 * 1024;
+    if (fn->runtime == SL_RUNTIME_PYTHON)
+        snprintf(c->exe, sizeof(c->exe), "%s", SL_PYTHON_EXE);
     if (c->relaxed) {
-        snprintf(c->exe, sizeof(c->exe), "%s", fn->handler);
+        if (fn->runtime != SL_RUNTIME_PYTHON)
+            snprintf(c->exe, sizeof(c->exe), "%s", fn->handler);
         snprintf(c->cwd, sizeof(c->cwd), "%s", code_dir);
     } else {
-        snprintf(c->exe, sizeof(c->exe), "/var/task/%s", base);
+        if (fn->runtime != SL_RUNTIME_PYTHON)
+            snprintf(c->exe, sizeof(c->exe), "/var/task/%s", base);
         snprintf(c->cwd, sizeof(c->cwd), "/var/task");
         snprintf(c->old_root, sizeof(c->old_root), "%s/.old", sb->root);
     }
@@ -284,25 +290,82 @@ static int plan_root(struct child *c, const struct sl_sandbox *sb,
     return 0;
 }
 
+/* "3.11" from /usr/bin/python3 -> python3.11 (Debian's link), else 3.11. */
+static void python_version(char *buf, size_t n)
+{
+    char link[64];
+    ssize_t len = readlink(SL_PYTHON_EXE, link, sizeof(link) - 1);
+
+    snprintf(buf, n, "3.11");
+    if (len <= 0)
+        return;
+    link[len] = '\0';
+    if (strncmp(link, "python", 6) == 0 && link[6] >= '0' && link[6] <= '9' &&
+        strspn(link + 6, "0123456789.") == strlen(link + 6))
+        snprintf(buf, n, "%.8s", link + 6);
+}
+
+/* Lambda's log stream name: YYYY/MM/DD/[$LATEST]<32 hex digits>. */
+static char *log_stream_name(void)
+{
+    unsigned char rnd[16];
+    char hex[33], day[16];
+    time_t now = time(NULL);
+    struct tm tm;
+
+    if (getentropy(rnd, sizeof(rnd)) != 0)
+        for (size_t i = 0; i < sizeof(rnd); i++)
+            rnd[i] = (unsigned char)rand();
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+    gmtime_r(&now, &tm);
+    strftime(day, sizeof(day), "%Y/%m/%d", &tm);
+    return sl_asprintf("AWS_LAMBDA_LOG_STREAM_NAME=%s/[$LATEST]%s", day, hex);
+}
+
+/* The handler's environment, as Lambda's (sandbox/README in docs/PROTOCOL.md
+ * lists it): `task_root` and the runtime dir are the paths the handler sees. */
 static char **build_env(const struct sl_sandbox *sb, const struct sl_function_conf *fn,
                         const char *init_type, const char *task_root, const char *base,
                         int relaxed)
 {
-    size_t n = 0, cap = fn->environment.n + 24;
+    size_t n = 0, cap = fn->environment.n + 32;
     char **env = sl_calloc(cap, sizeof(char *));
     const char *rt = relaxed ? sb->runtime_dir : "/var/runtime";
+    bool py = fn->runtime == SL_RUNTIME_PYTHON;
+    char pyver[16];
 
+    if (!rt)
+        rt = "";
+    python_version(pyver, sizeof(pyver));
     env[n++] = sl_strdup("PATH=/usr/local/bin:/usr/bin:/bin:/opt/bin");
-    env[n++] = sl_strdup("LANG=C.UTF-8");
+    env[n++] = sl_strdup("LANG=en_US.UTF-8");
     env[n++] = sl_strdup("TZ=:UTC");
+    env[n++] = sl_asprintf("LD_LIBRARY_PATH=/lib64:/usr/lib64:%s:%s/lib:%s:%s/lib:/opt/lib", rt,
+                           rt, task_root, task_root);
     env[n++] = sl_asprintf("LAMBDA_TASK_ROOT=%s", task_root);
-    env[n++] = sl_asprintf("LAMBDA_RUNTIME_DIR=%s", rt ? rt : "");
-    env[n++] = sl_asprintf("PYTHONPATH=%s/python:/opt/python", rt ? rt : "");
-    env[n++] = sl_asprintf("_HANDLER=%s", base);
+    env[n++] = sl_asprintf("LAMBDA_RUNTIME_DIR=%s", rt);
+    /* Lambda's order after the task root (sys.path[0]): the layers'
+     * site-packages, then python/; native scripts find sluice_runtime first */
+    if (py)
+        env[n++] = sl_asprintf("PYTHONPATH=/opt/python/lib/python%s/site-packages:/opt/python:"
+                               "%s/python", pyver, rt);
+    else
+        env[n++] = sl_asprintf("PYTHONPATH=%s/python:/opt/python/lib/python%s/site-packages:"
+                               "/opt/python", rt, pyver);
+    env[n++] = sl_asprintf("_HANDLER=%s", py ? fn->handler : base);
+    if (py)
+        env[n++] = sl_asprintf("AWS_EXECUTION_ENV=AWS_Lambda_python%s", pyver);
     env[n++] = sl_asprintf("AWS_LAMBDA_FUNCTION_NAME=%s", fn->name);
     env[n++] = sl_asprintf("AWS_LAMBDA_FUNCTION_MEMORY_SIZE=%lld", (long long)fn->memory_mb);
     env[n++] = sl_strdup("AWS_LAMBDA_FUNCTION_VERSION=$LATEST");
     env[n++] = sl_asprintf("AWS_LAMBDA_INITIALIZATION_TYPE=%s", init_type);
+    env[n++] = sl_asprintf("AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/%s", fn->name);
+    env[n++] = log_stream_name();
+    if (fn->log_format == SL_FN_LOG_JSON) {
+        env[n++] = sl_strdup("AWS_LAMBDA_LOG_FORMAT=JSON");
+        env[n++] = sl_asprintf("AWS_LAMBDA_LOG_LEVEL=%s", fn->log_level ? fn->log_level : "INFO");
+    }
     env[n++] = sl_asprintf("AWS_REGION=%s", fn->server->region);
     env[n++] = sl_asprintf("AWS_DEFAULT_REGION=%s", fn->server->region);
     env[n++] = sl_strdup("SLUICE_RUNTIME_FD=3");
@@ -385,8 +448,14 @@ static void plan_exec(struct spawn *s, const struct sl_sandbox *sb,
 {
     struct child *c = s->c;
 
-    c->argv = sl_calloc(2, sizeof(char *));
+    c->argv = sl_calloc(4, sizeof(char *));
     c->argv[0] = sl_strdup(c->exe);
+    if (fn->runtime == SL_RUNTIME_PYTHON) {
+        /* run by path, not -m: a module of the code must not stand in for it */
+        c->argv[1] = sl_asprintf("%s/python/sluice_bootstrap.py",
+                                 c->relaxed ? sb->runtime_dir : "/var/runtime");
+        c->argv[2] = sl_strdup(fn->handler);
+    }
     c->envp = build_env(sb, fn, init_type, c->relaxed ? s->code_dir : "/var/task", s->base,
                         c->relaxed);
 }
@@ -655,11 +724,22 @@ int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
     p->pid = -1;
     p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = p->netns = -1;
     s.c = sl_calloc(1, sizeof(*s.c));
-    s.code_dir = sl_strdup(fn->handler);
-    slash = strrchr(s.code_dir, '/');
-    s.base = slash ? fn->handler + (slash - s.code_dir) + 1 : fn->handler;
-    if (slash)
-        *slash = '\0';
+    if (fn->runtime == SL_RUNTIME_PYTHON) {
+        if (!fn->code || !sb->runtime_dir) {
+            spawn_destroy(&s);
+            return sl_err_set(err, SL_ESANDBOX, false, "sandbox: runtime python needs %s",
+                              fn->code ? "sluice's runtime/ directory (set SLUICE_RUNTIME_DIR)"
+                                       : "`code`");
+        }
+        s.code_dir = sl_strdup(fn->code);
+        s.base = fn->handler;
+    } else {
+        s.code_dir = sl_strdup(fn->handler);
+        slash = strrchr(s.code_dir, '/');
+        s.base = slash ? fn->handler + (slash - s.code_dir) + 1 : fn->handler;
+        if (slash)
+            *slash = '\0';
+    }
     plan_child(s.c, sb, fn, s.code_dir, s.base);
     s.c->uid = sl__sandbox_uid(sb, fn->name);
     s.c->init_exe = sb->init_exe;

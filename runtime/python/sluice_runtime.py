@@ -26,8 +26,11 @@ init_error(type, message), e.g. around an optional import.
 Needs msgpack (Debian's python3-msgpack); handlers run with /usr/bin/python3.
 """
 
+import decimal
 import fcntl
 import json
+import logging
+import math
 import os
 import random
 import signal
@@ -38,6 +41,8 @@ import time
 import traceback
 
 import msgpack
+
+import snapshot_restore_py
 
 __all__ = [
     "Context",
@@ -54,9 +59,8 @@ _FDS_MAX = 8                             # descriptors kept between frames
 _MESSAGE_MAX = 256 * 1024                # error_message characters sent
 _STACK_MAX = 200                         # stack lines sent
 
-_before_snapshot = []
-_after_restore = []
-_state = {"started": False, "ready": False}
+_state = {"started": False, "ready": False, "request_id": None, "tenant_id": None}
+_OWN_FILES = ("/sluice_runtime.py", "/sluice_bootstrap.py")
 
 
 class ProtocolError(Exception):
@@ -67,35 +71,228 @@ class ProtocolError(Exception):
 # Context
 
 
-class Context:
-    """What sluice said about the running invocation, named as Lambda's
-    Python context names it."""
-
-    def __init__(self, msg):
-        self.aws_request_id = msg["request_id"]
-        self.function_name = msg.get("function_name") or ""
-        self.function_version = msg.get("function_version") or ""
-        self.invoked_function_arn = msg.get("invoked_function_arn") or ""
-        self.memory_limit_in_mb = msg.get("memory_mb") or 0
-        self.deadline_ms = msg.get("deadline_ms") or 0
-        self.log_group_name = "/aws/lambda/" + self.function_name
-        self.log_stream_name = ""
-        self.identity = None
-        cc = msg.get("client_context")
-        if isinstance(cc, bytes):
-            cc = cc.decode("utf-8", "replace")
-        # Lambda hands over the decoded object; text that is not JSON stays text.
-        try:
-            self.client_context = json.loads(cc) if cc else None
-        except ValueError:
-            self.client_context = cc
-
-    def get_remaining_time_in_millis(self):
-        return int(self.deadline_ms - time.time() * 1000)
+class CognitoIdentity(object):
+    """context.identity, as Lambda's: both attributes None unless the
+    invocation came with a Cognito identity."""
+    __slots__ = ["cognito_identity_id", "cognito_identity_pool_id"]
 
     def __repr__(self):
-        return "Context(aws_request_id=%r, function_name=%r)" % (
-            self.aws_request_id, self.function_name)
+        return ("%s([cognito_identity_id=%s,cognito_identity_pool_id=%s])"
+                % (type(self).__name__, self.cognito_identity_id,
+                   self.cognito_identity_pool_id))
+
+
+class Client(object):
+    """context.client_context.client (the mobile app that invoked)."""
+    __slots__ = ["installation_id", "app_title", "app_version_name",
+                 "app_version_code", "app_package_name"]
+
+    def __repr__(self):
+        return "%s([%s])" % (type(self).__name__, ",".join(
+            "%s=%s" % (k, getattr(self, k)) for k in self.__slots__))
+
+
+class ClientContext(object):
+    """context.client_context: from the caller's X-Amz-Client-Context."""
+    __slots__ = ["custom", "env", "client"]
+
+    def __repr__(self):
+        return "%s([custom=%s,env=%s,client=%s])" % (
+            type(self).__name__, self.custom, self.env, self.client)
+
+
+def _obj_from_dict(cls, d):
+    if d is None:
+        return None
+    obj = cls()
+    for field in cls.__slots__:
+        setattr(obj, field, d.get(field) if isinstance(d, dict) else None)
+    return obj
+
+
+class _FaultException(Exception):
+    """A failure of the runtime's own (Runtime.*), reported as Lambda's
+    runtime reports it: its type, message and stack as given."""
+
+    def __init__(self, error_type, msg, trace=None):
+        Exception.__init__(self, msg)
+        self.error_type = error_type
+        self.msg = msg
+        self.trace = trace
+
+
+def _parse_json_header(text, name):
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except Exception as e:
+        raise _FaultException("Runtime.LambdaContextUnmarshalError",
+                              "Unable to parse %s JSON: %s" % (name, e)) from None
+
+
+class Context(object):
+    """The context object, as Lambda's Python runtime builds it
+    (awslambdaric's LambdaContext): the same attributes with the same types
+    (memory_limit_in_mb is a string), get_remaining_time_in_millis() and
+    log()."""
+
+    def __init__(self, msg):
+        env = os.environ
+        self.aws_request_id = msg["request_id"]
+        self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self.function_name = msg.get("function_name") or env.get("AWS_LAMBDA_FUNCTION_NAME")
+        mem = msg.get("memory_mb")
+        self.memory_limit_in_mb = (str(mem) if mem else
+                                   env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"))
+        self.function_version = (msg.get("function_version") or
+                                 env.get("AWS_LAMBDA_FUNCTION_VERSION"))
+        self.invoked_function_arn = msg.get("invoked_function_arn")
+        self.tenant_id = msg.get("tenant_id")
+        cc = msg.get("client_context")
+        self.client_context = None
+        if cc:
+            self.client_context = _obj_from_dict(ClientContext,
+                                                 _parse_json_header(cc, "Client Context"))
+            self.client_context.client = _obj_from_dict(Client, self.client_context.client)
+        self.identity = _obj_from_dict(CognitoIdentity, {})
+        ci = msg.get("cognito_identity")
+        if ci:
+            ci = _parse_json_header(ci, "Cognito Identity")
+            if isinstance(ci, dict):
+                self.identity.cognito_identity_id = ci.get("cognitoIdentityId")
+                self.identity.cognito_identity_pool_id = ci.get("cognitoIdentityPoolId")
+        self._epoch_deadline_time_in_ms = msg.get("deadline_ms") or 0
+
+    def get_remaining_time_in_millis(self):
+        delta = self._epoch_deadline_time_in_ms - int(time.time() * 1000)
+        return delta if delta > 0 else 0
+
+    def log(self, msg):
+        sys.stdout.write(str(msg))
+
+    def __repr__(self):
+        return ("%s([aws_request_id=%s,log_group_name=%s,log_stream_name=%s,"
+                "function_name=%s,memory_limit_in_mb=%s,function_version=%s,"
+                "invoked_function_arn=%s,client_context=%s,identity=%s,tenant_id=%s])"
+                % (type(self).__name__, self.aws_request_id, self.log_group_name,
+                   self.log_stream_name, self.function_name, self.memory_limit_in_mb,
+                   self.function_version, self.invoked_function_arn, self.client_context,
+                   self.identity, self.tenant_id))
+
+
+# --------------------------------------------------------------------------
+# Logging, as Lambda's Python runtime sets it up
+
+_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_RESERVED_FIELDS = {
+    "name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module",
+    "exc_info", "exc_text", "stack_info", "lineno", "funcName", "created", "msecs",
+    "relativeCreated", "thread", "threadName", "processName", "process", "aws_request_id",
+    "tenant_id", "_frame_type", "taskName",
+}
+
+
+def _log_format_json():
+    return (os.environ.get("AWS_LAMBDA_LOG_FORMAT") or "").upper() == "JSON"
+
+
+class JsonFormatter(logging.Formatter):
+    """Lambda's JSON log line: timestamp, level, message, logger, requestId,
+    the exception's fields when there is one, and the record's extras."""
+
+    def __init__(self):
+        logging.Formatter.__init__(self, datefmt=_DATETIME_FORMAT)
+
+    def format(self, record):
+        record.levelno = min(50, max(0, record.levelno)) // 10 * 10
+        record.levelname = logging.getLevelName(record.levelno)
+        exc = record.exc_info
+        result = {
+            "timestamp": self.formatTime(record, self.datefmt),
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "logger": record.name,
+            "stackTrace": traceback.format_tb(exc[2]) if exc else None,
+            "errorType": exc[0].__name__ if exc else None,
+            "errorMessage": str(exc[1]) if exc else None,
+            "requestId": getattr(record, "aws_request_id", None),
+            "location": ("%s:%s:%s" % (record.pathname, record.funcName, record.lineno)
+                         if exc else None),
+        }
+        if getattr(record, "tenant_id", None) is not None:
+            result["tenantId"] = record.tenant_id
+        result.update((k, v) for k, v in record.__dict__.items()
+                      if k not in _RESERVED_FIELDS and k not in result)
+        result = {k: v for k, v in result.items() if v is not None}
+        return json.dumps(result, ensure_ascii=False, default=str) + "\n"
+
+
+class LambdaLoggerFilter(logging.Filter):
+    def filter(self, record):
+        record.aws_request_id = _state["request_id"] or ""
+        record.tenant_id = _state["tenant_id"]
+        return True
+
+
+class LambdaLoggerHandler(logging.Handler):
+    """The root logger's handler: each record is written whole to stdout,
+    which sluice logs line by line under the request id."""
+
+    def emit(self, record):
+        try:
+            sys.stdout.write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _setup_logging():
+    if any(isinstance(h, LambdaLoggerHandler) for h in logging.getLogger().handlers):
+        return
+    logging.Formatter.converter = time.gmtime
+    logger = logging.getLogger()
+    handler = LambdaLoggerHandler()
+    if _log_format_json():
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+            "%Y-%m-%dT%H:%M:%S"))
+    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL")
+    level = {None: "", "TRACE": "DEBUG"}.get(level, level).upper()
+    if level in logging._nameToLevel:
+        logger.setLevel(level)
+    handler.addFilter(LambdaLoggerFilter())
+    logger.addHandler(handler)
+
+
+def _log_error(error):
+    """What Lambda's runtime writes to the function's log when an
+    invocation or the init fails (text: one line, \\r between lines)."""
+    if _log_format_json():
+        line = json.dumps(dict({"timestamp": time.strftime(_DATETIME_FORMAT, time.gmtime()),
+                                "log_level": "ERROR"}, **error), ensure_ascii=False)
+        sys.stdout.write(line + "\n")
+        return
+    desc = "[ERROR]"
+    if error.get("errorType"):
+        desc += " " + error["errorType"]
+    if error.get("errorMessage"):
+        if error.get("errorType"):
+            desc += ":"
+        desc += " " + error["errorMessage"]
+    lines = [desc]
+    if error.get("stackTrace") is not None:
+        lines.append("Traceback (most recent call last):")
+        for element in error["stackTrace"]:
+            if element == "":
+                lines.append("")
+                continue
+            for line in element.splitlines():
+                n = len(line) - len(line.lstrip(" "))
+                lines.append("\u00a0" * n + line[n:])
+    sys.stdout.write("\r".join(lines) + "\n")
 
 
 # --------------------------------------------------------------------------
@@ -222,12 +419,19 @@ def _die(msg):
 
 
 def _stack_of(exc, skip=0):
-    """Lambda's `stackTrace`: one formatted string per frame."""
+    """Lambda's `stackTrace`: one formatted string per frame (as
+    traceback.format_list formats them), from the first frame that is not
+    the runtime's own."""
     tb = exc.__traceback__
     for _ in range(skip):
         if tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
-    lines = traceback.format_list(traceback.extract_tb(tb))
+    frames = traceback.extract_tb(tb)
+    for i, f in enumerate(frames):
+        if not f.filename.endswith(_OWN_FILES):
+            frames = frames[i:]
+            break
+    lines = traceback.format_list(frames)
     return lines[-_STACK_MAX:]
 
 
@@ -277,24 +481,43 @@ def _excepthook(kind, exc, tb):
 # Hooks
 
 
-def register_before_snapshot(fn):
-    """Run fn() in the template before its snapshot (close connections, stop
-    threads: fork keeps only the calling thread). An exception ends the
-    template with init_error. Returns fn, so it works as a decorator."""
-    _before_snapshot.append(fn)
-    return fn
+def register_before_snapshot(fn, *args, **kwargs):
+    """Run fn(*args, **kwargs) in the template before its snapshot (close
+    connections, stop threads: fork keeps only the calling thread); the
+    last registered runs first, as in Lambda. An exception ends the template
+    with init_error. Returns fn, so it works as a decorator. The same list
+    as snapshot_restore_py's."""
+    return snapshot_restore_py.register_before_snapshot(fn, *args, **kwargs)
 
 
-def register_after_restore(fn):
-    """Run fn() in each environment forked from the template, after the
-    `random` module has been re-seeded. An exception ends that environment
-    with init_error. Returns fn, so it works as a decorator."""
-    _after_restore.append(fn)
-    return fn
+def register_after_restore(fn, *args, **kwargs):
+    """Run fn(*args, **kwargs) in each environment forked from the template,
+    after the `random` module has been re-seeded, in registration order. An
+    exception ends that environment with init_error. Returns fn, so it works
+    as a decorator. The same list as snapshot_restore_py's."""
+    return snapshot_restore_py.register_after_restore(fn, *args, **kwargs)
 
 
 # --------------------------------------------------------------------------
 # Messages
+
+
+def _json_default(obj):
+    # Lambda's marshaller writes a Decimal as its number (boto3's DynamoDB
+    # values are Decimals); json cannot write raw text, so int or float
+    if isinstance(obj, decimal.Decimal):
+        if obj.is_nan():
+            return math.nan
+        return int(obj) if obj == obj.to_integral_value() else float(obj)
+    raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
+
+
+def _fail(res, error_type, message, stack):
+    """Fill a failed result and write Lambda's error line to the log."""
+    res["ok"] = False
+    res.update(_error_fields(error_type, message, stack))
+    _log_error({"errorMessage": res["error_message"], "errorType": res["error_type"],
+                "requestId": res["request_id"], "stackTrace": res["stack"]})
 
 
 def _on_invoke(chan, msg, handler):
@@ -307,54 +530,52 @@ def _on_invoke(chan, msg, handler):
     for key in ("deadline_ms", "memory_mb"):
         if not isinstance(msg.get(key, 0), (int, type(None))):
             raise ProtocolError("`%s` from sluice is not an integer" % key)
-    for key in ("function_name", "function_version", "invoked_function_arn"):
+    for key in ("function_name", "function_version", "invoked_function_arn", "tenant_id"):
         if not isinstance(msg.get(key, ""), (str, type(None))):
             raise ProtocolError("`%s` from sluice is not a string" % key)
-    if not isinstance(msg.get("client_context"), (str, bytes, type(None))):
-        raise ProtocolError("`client_context` from sluice has the wrong type")
+    for key in ("client_context", "cognito_identity"):
+        if not isinstance(msg.get(key), (str, bytes, type(None))):
+            raise ProtocolError("`%s` from sluice has the wrong type" % key)
 
+    _state["request_id"] = rid
+    _state["tenant_id"] = msg.get("tenant_id")
     res = {"type": "result", "request_id": rid}
-    context = Context(msg)
     try:
-        event = json.loads(event)
-    except ValueError as e:
-        res["ok"] = False
-        res.update(_error_fields("Runtime.UnmarshalError",
-                                 "Unable to unmarshal input: %s" % e, []))
-        chan.write(res)
-        return
-    try:
-        out = handler(event, context)
-    except Exception as e:
-        res["ok"] = False
-        res.update(_error_fields(type(e).__name__, str(e), _stack_of(e, skip=1)))
-    else:
+        context = Context(msg)
         try:
-            payload = json.dumps(out).encode("utf-8")
-        except (TypeError, ValueError) as e:
-            res["ok"] = False
-            res.update(_error_fields("Runtime.MarshalError",
-                                     "Unable to marshal response: %s" % e, []))
+            event = json.loads(event)
+        except ValueError as e:
+            raise _FaultException("Runtime.UnmarshalError",
+                                  "Unable to unmarshal input: %s" % e) from None
+        try:
+            out = handler(event, context)
+        except Exception as e:
+            _fail(res, type(e).__name__, str(e), _stack_of(e, skip=1))
         else:
+            try:
+                payload = json.dumps(out, default=_json_default).encode("utf-8")
+            except (TypeError, ValueError) as e:
+                raise _FaultException("Runtime.MarshalError",
+                                      "Unable to marshal response: %s" % e) from None
             if len(payload) > PAYLOAD_MAX:
                 # Past the cap the frame itself would be illegal: say why here.
-                res["ok"] = False
-                res.update(_error_fields(
+                raise _FaultException(
                     "Function.ResponseSizeTooLarge",
                     "Response payload size (%d bytes) exceeded maximum allowed payload "
-                    "size (%d bytes)." % (len(payload), PAYLOAD_MAX), []))
-            else:
-                res["ok"] = True
-                res["payload"] = payload
+                    "size (%d bytes)." % (len(payload), PAYLOAD_MAX))
+            res["ok"] = True
+            res["payload"] = payload
+    except _FaultException as e:
+        _fail(res, e.error_type, e.msg, e.trace or [])
     sys.stdout.flush()  # the handler's lines belong to this request id
     sys.stderr.flush()
     chan.write(res)
 
 
 def _run_hooks(chan, hooks, error_type):
-    for fn in hooks:
+    for fn, args, kwargs in hooks:
         try:
-            fn()
+            fn(*args, **kwargs)
         except Exception as e:
             traceback.print_exc()
             _send_init_error(chan, error_type, "%s: %s" % (type(e).__name__, e),
@@ -392,7 +613,13 @@ def _on_fork(chan, msg, chld):
         chan.take_over(*fds)
         random.seed()
         os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
-        if not _run_hooks(chan, _after_restore, "Runtime.AfterRestoreError"):
+        # a log stream of its own, as each restored Lambda environment has
+        stream = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
+        if "]" in stream:
+            os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = (
+                stream[:stream.rindex("]") + 1] + os.urandom(16).hex())
+        if not _run_hooks(chan, snapshot_restore_py.get_after_restore(),
+                          "Runtime.AfterRestoreError"):
             return None
         chan.write({"type": "ready", "runtime": RUNTIME, "restored": True}, creds=True)
         return "child"
@@ -419,7 +646,9 @@ def _serve(chan, handler):
         elif kind == "shutdown":
             return 0
         elif kind == "snapshot":
-            if not _run_hooks(chan, _before_snapshot, "Runtime.BeforeSnapshotError"):
+            # last registered first, as Lambda runs them
+            if not _run_hooks(chan, list(reversed(snapshot_restore_py.get_before_snapshot())),
+                              "Runtime.BeforeSnapshotError"):
                 return 1
             sys.stdout.flush()
             sys.stderr.flush()
@@ -475,3 +704,6 @@ for _stream in (sys.stdout, sys.stderr):
     except (AttributeError, ValueError):
         pass
 sys.excepthook = _excepthook
+# logging.info() and friends as in Lambda: the root logger writes
+# "[LEVEL]\t<time>\t<request id>\t<message>", or JSON lines
+_setup_logging()
