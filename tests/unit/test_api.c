@@ -706,6 +706,9 @@ Test(api, invoke_answers_like_lambda, .init = setup, .fini = teardown, .timeout 
                   json_is_array(json_object_get(j, "stackTrace")),
               "%s", r.body);
     cr_expect_str_eq(str_or(json_string_value(json_object_get(j, "errorType"))), "OrderError");
+    /* as Lambda's Python runtime: the invocation's request id */
+    cr_expect_str_eq(str_or(json_string_value(json_object_get(j, "requestId"))),
+                     str_or(header(&r, "X-Amzn-RequestId")), "%s", r.body);
     json_decref(j);
 
     /* six echo invocations ran, nothing else did */
@@ -725,7 +728,9 @@ Test(api, client_context_reaches_the_handler, .init = setup, .fini = teardown, .
              "#!/usr/bin/python3\n"
              "import sluice_runtime\n\n"
              "def handler(event, context):\n"
-             "    return {\"cc\": context.client_context, \"event\": event}\n\n"
+             "    cc = context.client_context  # Lambda's ClientContext object\n"
+             "    return {\"cc\": cc and {\"custom\": cc.custom, \"env\": cc.env},\n"
+             "            \"event\": event}\n\n"
              "sluice_runtime.start(handler)\n",
              0755);
     start_server(write_config("ctx.yaml",

@@ -160,6 +160,32 @@ static const struct bad_case bad[] = {
       "eu-west-2)\n"
       "t.yaml:3:15: server.account_id: \"12345\" is not an account id (twelve digits, quoted "
       "so YAML keeps leading zeros)\n" },
+    { "runtime python: handler form, code required",
+      "functions:\n  f:\n    runtime: python\n    handler: app\n    code: layer\n"
+      "  g:\n    handler: app.main\n    runtime: python\n"
+      "  h:\n    runtime: python\n    handler: pkg//mod.fn\n    code: nope\n",
+      "t.yaml:4:14: functions.f.handler: handler 'app' is not module.function (as "
+      "app.lambda_handler or pkg/mod.fn), as runtime python needs\n"
+      "t.yaml:6:3: functions.g: runtime python needs `code`, the directory mounted at /var/task\n"
+      "t.yaml:11:14: functions.h.handler: handler 'pkg//mod.fn' is not module.function (as "
+      "app.lambda_handler or pkg/mod.fn), as runtime python needs\n"
+      "t.yaml:12:11: functions.h.code: code tests/unit/fixtures/nope is not a directory\n" },
+    { "code is for runtime python only",
+      "functions:\n  f:\n    code: layer\n    handler: handler.sh\n",
+      "t.yaml:3:11: functions.f.code: `code` is for runtime python only (the other runtimes "
+      "run `handler`, an executable, with its directory as the code)\n" },
+    { "log_level needs json and a level",
+      "functions:\n  f:\n    handler: handler.sh\n    log_level: INFO\n"
+      "  g:\n    handler: handler.sh\n    log_format: json\n    log_level: LOUD\n",
+      "t.yaml:4:16: functions.f.log_level: log_level needs `log_format: json` (as in Lambda, "
+      "levels apply to JSON logs only)\n"
+      "t.yaml:8:16: functions.g.log_level: 'LOUD' is not one of TRACE, DEBUG, INFO, WARN, "
+      "ERROR, FATAL\n" },
+    { "credentials may be set, the rest stays reserved",
+      "functions:\n  f:\n    handler: handler.sh\n    environment:\n"
+      "      AWS_ACCESS_KEY_ID: a\n      AWS_SECRET_ACCESS_KEY: b\n      AWS_SESSION_TOKEN: c\n"
+      "      AWS_ACCESS_KEY: d\n",
+      "t.yaml:5:7: functions.f.environment: variable name 'AWS_ACCESS_KEY' is reserved\n" },
     { "two documents",
       "log: {}\n---\nlog: {}\n",
       "t.yaml:2:1: only one YAML document is allowed\n" },
@@ -249,6 +275,28 @@ Test(config, region_and_account_name_every_arn)
     cr_assert_str_eq(c->functions[0].arn,
                      "arn:aws:lambda:us-gov-west-1:012345678901:function:f");
     cr_assert_eq(c->sources[0].server, &c->server);
+    sl_config_free(c);
+    free(got);
+}
+
+Test(config, runtime_python_keeps_handler_and_resolves_code)
+{
+    struct sl_config *c;
+    char *got = load("functions:\n  f:\n    runtime: python\n    code: ./layer\n"
+                     "    handler: pkg/mod.lambda_handler\n    log_format: json\n"
+                     "    log_level: WARN\n  n:\n    handler: handler.sh\n", &c);
+
+    cr_assert_str_empty(got, "%s", got);
+    cr_assert_not_null(c);
+    cr_expect_eq(c->functions[0].runtime, SL_RUNTIME_PYTHON);
+    cr_expect_str_eq(c->functions[0].handler, "pkg/mod.lambda_handler");
+    cr_expect_str_eq(c->functions[0].code, "tests/unit/fixtures/layer");
+    cr_expect_eq(c->functions[0].log_format, SL_FN_LOG_JSON);
+    cr_expect_str_eq(c->functions[0].log_level, "WARN");
+    cr_expect_eq(c->functions[1].runtime, SL_RUNTIME_NATIVE);
+    cr_expect_str_eq(c->functions[1].handler, "tests/unit/fixtures/handler.sh");
+    cr_expect_null(c->functions[1].code);
+    cr_expect_null(c->functions[1].log_level);
     sl_config_free(c);
     free(got);
 }
