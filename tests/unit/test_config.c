@@ -393,7 +393,7 @@ Test(config, quickstart_example_is_valid)
     sl_diags_init(&d, "examples/quickstart.yaml");
     rc = sl_config_load("examples/quickstart.yaml", &sl_registry, &c, &d);
     cr_assert_eq(rc, 0, "quickstart has %zu errors, first: %s", d.n, d.n ? d.v[0].msg : "");
-    cr_expect_eq(c->nfunctions, 3);
+    cr_expect_eq(c->nfunctions, 4);
     cr_expect_eq(c->nsources, 3);
     sl_diags_destroy(&d);
     sl_config_free(c);
