@@ -73,7 +73,7 @@ Test(cli, lint_quickstart_exits_0)
     char out[4096];
 
     cr_expect_eq(sh(SLUICE " lint examples/quickstart.yaml", out, sizeof(out)), 0, "%s", out);
-    cr_expect(strstr(out, "ok (3 functions, 3 sources, 2 sinks)") != NULL, "%s", out);
+    cr_expect(strstr(out, "ok (4 functions, 3 sources, 2 sinks)") != NULL, "%s", out);
 }
 
 Test(cli, bad_input_is_a_clear_error)
