@@ -52,7 +52,8 @@ static bool python_handler_ok(const char *h)
 {
     const char *dot = strrchr(h, '.'), *p;
 
-    if (!dot || dot == h || !dot[1] || h[0] == '/' || dot[-1] == '/' || dot[-1] == '.')
+    if (!dot || dot == h || !dot[1] || h[0] == '/' || h[0] == '.' || dot[-1] == '/' ||
+        dot[-1] == '.')
         return false;
     if (!isalpha((unsigned char)dot[1]) && dot[1] != '_')
         return false;

@@ -163,13 +163,19 @@ static const struct bad_case bad[] = {
     { "runtime python: handler form, code required",
       "functions:\n  f:\n    runtime: python\n    handler: app\n    code: layer\n"
       "  g:\n    handler: app.main\n    runtime: python\n"
-      "  h:\n    runtime: python\n    handler: pkg//mod.fn\n    code: nope\n",
+      "  h:\n    runtime: python\n    handler: pkg//mod.fn\n    code: nope\n"
+      "  i:\n    runtime: python\n    handler: .app.fn\n    code: layer\n"
+      "  j:\n    runtime: python\n    handler: app.9fn\n    code: layer\n",
       "t.yaml:4:14: functions.f.handler: handler 'app' is not module.function (as "
       "app.lambda_handler or pkg/mod.fn), as runtime python needs\n"
       "t.yaml:6:3: functions.g: runtime python needs `code`, the directory mounted at /var/task\n"
       "t.yaml:11:14: functions.h.handler: handler 'pkg//mod.fn' is not module.function (as "
       "app.lambda_handler or pkg/mod.fn), as runtime python needs\n"
-      "t.yaml:12:11: functions.h.code: code tests/unit/fixtures/nope is not a directory\n" },
+      "t.yaml:12:11: functions.h.code: code tests/unit/fixtures/nope is not a directory\n"
+      "t.yaml:15:14: functions.i.handler: handler '.app.fn' is not module.function (as "
+      "app.lambda_handler or pkg/mod.fn), as runtime python needs\n"
+      "t.yaml:19:14: functions.j.handler: handler 'app.9fn' is not module.function (as "
+      "app.lambda_handler or pkg/mod.fn), as runtime python needs\n" },
     { "code is for runtime python only",
       "functions:\n  f:\n    code: layer\n    handler: handler.sh\n",
       "t.yaml:3:11: functions.f.code: `code` is for runtime python only (the other runtimes "

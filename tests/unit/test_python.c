@@ -634,3 +634,15 @@ Test(python, snapstart_runs_snapshot_restore_py_hooks, .init = setup, .fini = te
     cr_expect_eq(json_integer_value(jget(jb, "after")), 1, "%s", b.payload);
     cr_expect_str_eq(jstr(ja, "init_type"), "snap-start");
 }
+
+/* A relaxed sandbox runs the same bootstrap over the host's paths. */
+Test(python, relaxed_sandbox_loads_by_name, .init = setup, .fini = teardown, .timeout = 90)
+{
+    static struct call a;
+    json_t *j;
+
+    start_server(py_fn("relaxed", "app_pkg/sub.handler", "    sandbox: relaxed\n"), NULL);
+    call(pool_of("relaxed"), "{}", &a);
+    j = ok_json(&a);
+    cr_expect_str_eq(jstr(j, "module"), "app_pkg.sub");
+}
