@@ -43,6 +43,7 @@ static struct event_base *base;
 static struct sl_config *conf;
 static struct sl_functions *fns;
 static int log_fd = -1;
+static const char *more_layers = "";  /* ", /path" after the test's layer */
 
 static char *allocs[256];
 static int nallocs;
@@ -193,11 +194,11 @@ static char *py_fn(const char *name, const char *handler, const char *extra)
                      "    runtime: python\n"
                      "    code: %s/%s\n"
                      "    handler: %s\n"
-                     "    layers: [%s]\n"
+                     "    layers: [%s%s]\n"
                      "    memory_mb: 1769\n"
                      "    timeout_s: 20\n"
                      "%s",
-                     name, root_dir, PYFN, handler, layer_dir, extra ? extra : "");
+                     name, root_dir, PYFN, handler, layer_dir, more_layers, extra ? extra : "");
 }
 
 static char *config_text(const char *functions, const char *server)
@@ -645,4 +646,30 @@ Test(python, relaxed_sandbox_loads_by_name, .init = setup, .fini = teardown, .ti
     call(pool_of("relaxed"), "{}", &a);
     j = ok_json(&a);
     cr_expect_str_eq(jstr(j, "module"), "app_pkg.sub");
+}
+
+/* boto3 (from the Powertools layer tests/deps builds) finds the region and
+ * the credentials a function's environment gives it, as on Lambda. */
+Test(python, boto3_sees_region_and_credentials, .init = setup, .fini = teardown, .timeout = 120)
+{
+    static struct call a;
+    char *pt = xasprintf("%s/tests/.layers/powertools", root_dir);
+    json_t *j;
+
+    cr_assert_eq(access(xasprintf("%s/.done", pt), F_OK), 0, "no %s: run tests/deps", pt);
+    more_layers = xasprintf(", %s", pt);
+    start_server(py_fn("aws", "app.lambda_handler",
+                       "    environment:\n"
+                       "      AWS_ACCESS_KEY_ID: AKIDEXAMPLE\n"
+                       "      AWS_SECRET_ACCESS_KEY: wJalrXUtnFEMI\n"
+                       "      AWS_SESSION_TOKEN: tok\n"),
+                 "  region: eu-central-2\n");
+    call(pool_of("aws"), "{\"action\":\"boto3\"}", &a);
+    j = ok_json(&a);
+    cr_expect_str_eq(jstr(j, "region"), "eu-central-2");
+    cr_expect_str_eq(jstr(j, "access_key"), "AKIDEXAMPLE");
+    cr_expect_str_eq(jstr(j, "secret_key"), "wJalrXUtnFEMI");
+    cr_expect_str_eq(jstr(j, "token"), "tok");
+    cr_expect_str_eq(jstr(j, "method"), "env");
+    cr_expect_str_eq(jstr(j, "sqs_endpoint"), "https://sqs.eu-central-2.amazonaws.com");
 }
