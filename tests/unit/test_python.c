@@ -609,6 +609,20 @@ Test(python, error_response_has_request_id_and_stack, .init = setup, .fini = tea
     cr_expect(strncmp(first, "  File \"/var/task/app.py\", line ", 32) == 0 &&
               strstr(first, ", in lambda_handler\n    raise ValueError(") != NULL,
               "frame: %s", first);
+    /* and Lambda's error line in the function's log: one line, \r between
+     * the traceback's lines (shown escaped), indentation as U+00A0 */
+    {
+        FILE *f = fopen(xasprintf("%s/stderr", data_dir), "re");
+        char buf[16384];
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+
+        if (f)
+            fclose(f);
+        buf[n] = '\0';
+        cr_expect(strstr(buf, "[ERROR] ValueError: bad order 7\\rTraceback (most recent call "
+                              "last):\\r\xc2\xa0\xc2\xa0" "File \"/var/task/app.py\"") != NULL,
+                  "log: %s", buf);
+    }
 }
 
 Test(python, snapstart_runs_snapshot_restore_py_hooks, .init = setup, .fini = teardown,
