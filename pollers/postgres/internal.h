@@ -112,9 +112,11 @@ struct pg {
     bool                 create_export;   /* create the slot on the replication connection */
 
     struct pg_tablefrag *frags;
+    char                *head;           /* ","eventVersion":...,"awsRegion":"..." */
+    size_t               headlen;
 
     /* metrics */
-    struct sl_metric    *m_lag, *m_flushed, *m_changes, *m_txns, *m_age;
+    struct sl_metric    *m_lag, *m_flushed, *m_changes, *m_txns, *m_age, *m_truncs;
     uint64_t             changes, txns;
     double               lag_bytes;
     int64_t              iterator_age_ms;

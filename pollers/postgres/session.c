@@ -230,6 +230,8 @@ void sl__pg_start_streaming(struct pg *p)
     if (p->dec)
         sl__pgo_free(p->dec);
     p->dec = sl__pgo_new();
+    sl__pgo_set_images(p->dec, p->o->image_format == SL_IMAGES_JSON ? PGO_IMAGES_JSON
+                                                                    : PGO_IMAGES_AV);
     sql = sl_asprintf("START_REPLICATION SLOT %s LOGICAL %s (proto_version '1', "
                       "publication_names %s%s%s)",
                       slot, l, pubs, modern ? ", messages 'true'" : "",

@@ -348,6 +348,8 @@ void sl__pg_snapshot_begin(struct pg *p)
     p->snap_txn = sl__pg_txn_new(p, p->consistent_lsn ? p->consistent_lsn - 1 : 0, sl_wall_ms(), 0);
     p->snap_txn->snapshot = true;
     p->snap_dec = sl__pgo_new();
+    sl__pgo_set_images(p->snap_dec, p->o->image_format == SL_IMAGES_JSON ? PGO_IMAGES_JSON
+                                                                         : PGO_IMAGES_AV);
     p->snap.on_up = snap_up;
     p->snap.on_down = snap_down;
     p->snap.on_copy = NULL;
