@@ -264,6 +264,25 @@ Test(config, region_and_account_name_every_arn)
     free(got);
 }
 
+/* starting_position applies to the types that read it (SL_CONF_START). */
+Test(config, starting_position_is_read_by_kafka_and_redis)
+{
+    struct sl_config *c;
+    char *got;
+
+    got = load("functions:\n  f:\n    handler: handler.sh\n"
+               "sources:\n  q:\n    type: redis\n    url: redis://127.0.0.1:6379\n"
+               "    key: jobs\n    function: f\n    starting_position: LATEST\n"
+               "  k:\n    type: kafka\n    brokers: b:1\n    topics: t\n    function: f\n"
+               "    starting_position: LATEST\n"
+               "  p:\n    type: postgres\n    dsn: host=h\n    function: f\n", &c);
+    cr_assert_str_empty(got, "%s", got);
+    cr_assert_eq(c->sources[0].starting_position, SL_START_LATEST);
+    cr_assert_eq(c->sources[1].starting_position, SL_START_LATEST);
+    sl_config_free(c);
+    free(got);
+}
+
 Test(config, good_file_gets_defaults_and_units)
 {
     const struct sl_kafka_opts *kafka;
