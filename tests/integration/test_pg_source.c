@@ -292,7 +292,7 @@ Test(pg_source, filtered_changes_are_final, .fini = fini)
     sql("CREATE TABLE %s (id int PRIMARY KEY, kind text)", qual);
     snprintf(extra, sizeof(extra),
              "    filter_criteria:\n"
-             "      - { eventName: [INSERT], dynamodb: { NewImage: { kind: [keep] } } }\n");
+             "      - { eventName: [INSERT], dynamodb: { NewImage: { kind: { S: [keep] } } } }\n");
     pid = run_sluice(pg_config("c.yaml", th_free_port(), qual, extra, NULL, NULL),
                         "/dev/null");
     wait_streaming(pid, 20000);
