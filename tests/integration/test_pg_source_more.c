@@ -121,10 +121,10 @@ struct lanes {
 static void per_key(json_t *r, void *arg)
 {
     struct lanes *l = arg;
-    long long id = json_integer_value(json_object_get(ddb(r, "Keys"), "id"));
+    long long id = av_int(ddb(r, "Keys"), "id");
     json_t *img = ddb(r, "NewImage");
-    long long v = json_integer_value(json_object_get(img, "v"));
-    const char *tag = str(img, "tag");
+    long long v = av_int(img, "v");
+    const char *tag = av_str(img, "tag");
     int pid = (int)json_integer_value(json_object_get(r, "_pid")), known = 0;
 
     l->records++;
@@ -299,8 +299,8 @@ Test(pg_source_more, bisect_sends_exactly_the_poison_change_to_on_failure, .fini
     rec = json_object_get(json_array_get(recs, 0), "record");
     cr_assert_str_eq(str(rec, "eventName"), "INSERT");
     cr_assert_str_eq(str(rec, "tableName"), qual);
-    cr_assert_eq(json_integer_value(json_object_get(ddb(rec, "NewImage"), "id")), 7);
-    cr_assert_str_eq(str(ddb(rec, "NewImage"), "note"), "poison-row");
+    cr_assert_eq(av_int(ddb(rec, "NewImage"), "id"), 7);
+    cr_assert_str_eq(av_str(ddb(rec, "NewImage"), "note"), "poison-row");
     cr_assert_str_eq(json_string_value(json_object_get(json_array_get(recs, 0), "id")),
                      json_string_value(ddb(rec, "SequenceNumber")),
                      "the envelope's id is the change's SequenceNumber");
