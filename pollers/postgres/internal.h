@@ -79,6 +79,7 @@ struct pg {
     bool                 text_mode;      /* binary 'true' refused by the decoder: text from now on */
     bool                 warned_lag;
     bool                 lag_pending;   /* a lag query is queued or running */
+    bool                 keys_pending;  /* the FULL tables' primary keys are being read */
     int                  server_version;
     int                  rattempt;       /* replication reconnect attempts */
 

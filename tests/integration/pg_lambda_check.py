@@ -166,6 +166,8 @@ def main():
             bad(f"{where}: eventVersion {r.get('eventVersion')!r}")
         d = r.get("dynamodb", {})
         keys = image(d.get("Keys"), "Keys", where)
+        if set(keys) != {"id"}:
+            bad(f"{where}: Keys {sorted(keys)} is not the primary key (id)")
         rid = int(keys.get("id", -1))
         name = r.get("eventName")
         new = image(d["NewImage"], "NewImage", where) if "NewImage" in d else None

@@ -190,6 +190,9 @@ Test(pg_source, replica_identity_full_and_toast, .fini = fini)
     cr_assert_str_eq(av_str(old, "name"), "after");
     cr_assert_eq(av_int(old, "n"), 11);
     cr_assert_eq(av_int(ddb(s.recs[2], "Keys"), "id"), 1);
+    cr_assert_eq(json_object_size(ddb(s.recs[2], "Keys")), 1,
+                 "FULL: Keys is the primary key, as DynamoDB's, not the whole row");
+    cr_assert_eq(json_object_size(ddb(s.recs[1], "Keys")), 1);
 
     /* TOAST: the unchanged big value is not sent, and not invented */
     img = ddb(s.recs[3], "NewImage");
