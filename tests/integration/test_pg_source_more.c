@@ -352,7 +352,7 @@ Test(pg_source_more, idle_publication_on_a_busy_database_advances, .fini = fini)
     pg_cleanup();
 }
 
-Test(pg_source_more, slot_lag_warning_and_all_clear, .fini = fini)
+Test(pg_source_more, slot_lag_warning_and_all_clear, .fini = fini, .timeout = 180)
 {
     char pub[120], busy[120], tables[260], env[600], gate[300], log[300];
     char *lsn;
@@ -379,7 +379,9 @@ Test(pg_source_more, slot_lag_warning_and_all_clear, .fini = fini)
               "no slot lag warning within 35 s; see %s", log);
     cr_assert(!wait_file(log, "lag back to", 0), "all-clear while still held");
     unlink(gate);
-    wait_lines(1, 20000);
+    /* the batch has been retried for 10 s or more by now: the next retry can
+     * be up to a minute away (200 ms doubling, capped at 60 s, full jitter) */
+    wait_lines(1, 65000);
     lsn = sql_value("SELECT pg_current_wal_lsn()::text");
     wait_flushed_past(lsn, 15000, "after the held change succeeded");
     cr_assert(wait_file(log, "lag back to", 25000), "no all-clear once the slot caught up");
