@@ -587,6 +587,19 @@ static int view_applies(const struct view *vw, const struct vkey *vk, int type)
     return !vk->k->traits || (vw->types[type]->traits & vk->k->traits);
 }
 
+/* Why source or sink type `type` refuses the common key `name`, or NULL. */
+static const char *refusal(const struct view *vw, int type, const char *name)
+{
+    const struct sl_conf_refusal *r;
+
+    if (type < 0 || !vw->types || !vw->types[type]->refusals)
+        return NULL;
+    for (r = vw->types[type]->refusals; r->key; r++)
+        if (strcmp(r->key, name) == 0)
+            return r->why;
+    return NULL;
+}
+
 /* Where `vk`'s value lives: in the section struct, or in the options
  * struct of the type that declares it. */
 static void *view_field(const struct vkey *vk, void *base, void *const *opts)
@@ -696,8 +709,10 @@ static void apply_view(struct sl_conf_load *ld, const struct view *vw, void *bas
             if (!vk && other < vw->n && seen[other]) {
                 sl_conf_error(ld, kn, "duplicate key");
             } else if (!vk && other < vw->n) {
+                const char *why = refusal(vw, type, scalar(kn));
                 seen[other] = 1;
-                sl_conf_error(ld, kn, "not a key of %s %s", vw->names[type], vw->kind);
+                sl_conf_error(ld, kn, "not a key of %s %s%s%s", vw->names[type], vw->kind,
+                              why ? ": " : "", why ? why : "");
             } else if (!vk) {
                 const char *best = NULL;
                 size_t bestd = 3;

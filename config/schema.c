@@ -657,8 +657,9 @@ static const struct sl_conf_key source_keys[] = {
       .max = 300000, .off = F(maximum_batching_window_ms),
       .desc = "Longest a batch waits to fill before it is sent." },
     { .name = "starting_position", .type = SL_CK_ENUM, .def = "TRIM_HORIZON", .enums = start_names,
-      .off = F(starting_position),
-      .desc = "Where a new consumer starts: the oldest record, new records, or a time (Kafka)." },
+      .traits = SL_CONF_START, .off = F(starting_position),
+      .desc = "Where a new consumer starts: the oldest record, new records, or a time (Kafka). "
+              "Not for Postgres, which starts where its slot stands (see `snapshot`)." },
     { .name = "starting_position_timestamp", .type = SL_CK_STRING, .traits = SL_CONF_AT_TIMESTAMP,
       .off = F(starting_position_timestamp), .check = check_timestamp,
       .desc = "Time for `AT_TIMESTAMP`: ISO-8601 UTC or Unix seconds." },

@@ -26,7 +26,7 @@ demo_postgres() {
     sleep 0.2
   done
   echo "demo: (sluice's log above shows the echo handler getting the DynamoDB-Streams-shaped events:"
-  echo "demo:  INSERT, INSERT, MODIFY with NewImage and OldImage, REMOVE, each with Keys {\"id\": ...})"
+  echo "demo:  INSERT, INSERT, MODIFY with NewImage and OldImage, REMOVE, each with Keys {\"id\": {\"N\": ...}})"
   echo "demo: the slot, flushed past the changes once the handler succeeded:"
   "${q[@]}" -c "SELECT slot_name, active, confirmed_flush_lsn, pg_current_wal_lsn() - confirmed_flush_lsn AS lag_bytes FROM pg_replication_slots WHERE slot_name = 'sluice_changes'"
   echo "demo: Postgres source metrics"

@@ -1,7 +1,8 @@
 /* Fuzz target: pgoutput messages as the replication stream delivers them.
  * The input is a sequence of [u16 length][message] so one run can cache a
  * Relation and then decode changes against it; the first byte of the input
- * sets a few type aliases, as a poller would for enums and domains. */
+ * sets a few type aliases, as a poller would for enums and domains, key
+ * columns, and the image format (plain JSON or DynamoDB AttributeValues). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -25,6 +26,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         static const char *const pk[] = {"id"};
         sl__pgo_set_key_columns(d, 16384, pk, 1);
     }
+    if (size > 0 && (data[0] & 4))
+        sl__pgo_set_images(d, PGO_IMAGES_AV);
     size_t i = size > 0 ? 1 : 0;
     while (size - i >= 2) {
         size_t n = (size_t)data[i] << 8 | data[i + 1];

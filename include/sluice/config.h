@@ -202,6 +202,8 @@ enum sl_conf_kind {
 #define SL_CONF_AT_TIMESTAMP 0x04u  /* can start at a time (starting_position AT_TIMESTAMP) */
 #define SL_CONF_RETRY_CAP    0x08u  /* maximum_retry_attempts -1 with on_failure means 10, as
                                      * Lambda caps Kafka's */
+#define SL_CONF_START        0x10u  /* reads starting_position (Postgres does not: its slot
+                                     * is the position) */
 
 struct sl_conf_load;             /* one load in progress (opaque) */
 struct sl_conf_key;
@@ -235,6 +237,12 @@ struct sl_conf_default {
     const char *value;
 };
 
+/* A common key a type refuses, and why: `sluice lint` says so. */
+struct sl_conf_refusal {
+    const char *key;
+    const char *why;
+};
+
 /* One source or sink type: its name (the value of `type`), its own keys
  * and the options struct they fill. */
 struct sl_conf_type {
@@ -244,6 +252,7 @@ struct sl_conf_type {
     size_t                    nkeys;
     size_t                    size;      /* of the options struct, 0: none */
     const struct sl_conf_default *defaults; /* ends with a NULL key; NULL: none */
+    const struct sl_conf_refusal *refusals; /* ends with a NULL key; NULL: none */
 };
 
 /* The types a build has, in documentation order; NULL-terminated arrays. */

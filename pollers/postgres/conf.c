@@ -9,6 +9,7 @@ static const char *const view_names[] = {
     "NEW_AND_OLD_IMAGES", "NEW_IMAGE", "OLD_IMAGE", "KEYS_ONLY", NULL,
 };
 static const char *const snapshot_names[] = { "never", "initial", NULL };
+static const char *const image_names[] = { "attribute_values", "json", NULL };
 
 #define F(field) offsetof(struct sl_pg_opts, field)
 static const struct sl_conf_key pg_keys[] = {
@@ -23,10 +24,16 @@ static const struct sl_conf_key pg_keys[] = {
     { .name = "stream_view_type", .type = SL_CK_ENUM, .def = "NEW_AND_OLD_IMAGES",
       .enums = view_names, .off = F(stream_view_type),
       .desc = "Which row images records carry." },
+    { .name = "image_format", .type = SL_CK_ENUM, .def = "attribute_values", .enums = image_names,
+      .off = F(image_format),
+      .desc = "`attribute_values`: `Keys`, `NewImage` and `OldImage` in DynamoDB's AttributeValue "
+              "form, as Lambda sends DynamoDB Streams records (`{\"id\":{\"N\":\"1\"}}`); "
+              "`json`: plain JSON objects (`{\"id\":1}`), which DynamoDB Streams parsers do not "
+              "read (see docs/POSTGRES.md)." },
     { .name = "snapshot", .type = SL_CK_ENUM, .def = "never", .enums = snapshot_names,
       .off = F(snapshot),
       .desc = "`initial`: when sluice creates the slot, deliver the rows already in the "
-              "published tables (as INSERTs, `eventSource` `sluice:postgres:snapshot`) before "
+              "published tables (as `INSERT`s with the extra field `\"snapshot\": true`) before "
               "the changes that follow." },
     { .name = "slot_lag_warning_mb", .type = SL_CK_INT, .def = "1024", .min = 1, .max = 16777216,
       .off = F(slot_lag_warning_mb),
@@ -40,6 +47,15 @@ static const struct sl_conf_key pg_keys[] = {
       .desc = "Longest time between standby status updates (the flushed position) to the server." },
 };
 #undef F
+
+/* Common keys other source types read and this one refuses, with why. */
+static const struct sl_conf_refusal pg_refusals[] = {
+    { "starting_position",
+      "a Postgres source starts where its replication slot stands (a new slot: the current WAL "
+      "position) and never reads starting_position; to deliver the rows already in the tables "
+      "first, set `snapshot: initial`" },
+    { NULL, NULL },
+};
 
 /* Changes are sent as they come unless a window is configured. */
 static const struct sl_conf_default pg_defaults[] = {
@@ -55,6 +71,7 @@ const struct sl_poller_type sl__pg_poller = {
         .nkeys = sizeof(pg_keys) / sizeof(pg_keys[0]),
         .size = sizeof(struct sl_pg_opts),
         .defaults = pg_defaults,
+        .refusals = pg_refusals,
     },
     .make = sl_pg_source_new,
 };

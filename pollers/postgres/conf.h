@@ -10,6 +10,8 @@
 
 enum sl_pg_snapshot { SL_SNAPSHOT_NEVER = 0, SL_SNAPSHOT_INITIAL };
 
+enum sl_pg_images { SL_IMAGES_ATTRIBUTE_VALUES = 0, SL_IMAGES_JSON };
+
 enum sl_stream_view {
     SL_VIEW_NEW_AND_OLD_IMAGES = 0,
     SL_VIEW_NEW_IMAGE,
@@ -24,6 +26,7 @@ struct sl_pg_opts {
     struct sl_strlist tables;        /* schema.table; empty: all tables */
     int     stream_view_type;        /* enum sl_stream_view */
     int     snapshot;                /* enum sl_pg_snapshot */
+    int     image_format;            /* enum sl_pg_images */
     int64_t slot_lag_warning_mb;     /* warn when the slot holds more WAL than this */
     int64_t heartbeat_interval_ms;   /* 0: no heartbeat messages */
     int64_t status_interval_ms;      /* standby status updates at least this often */

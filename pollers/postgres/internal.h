@@ -79,6 +79,7 @@ struct pg {
     bool                 text_mode;      /* binary 'true' refused by the decoder: text from now on */
     bool                 warned_lag;
     bool                 lag_pending;   /* a lag query is queued or running */
+    bool                 keys_pending;  /* the FULL tables' primary keys are being read */
     int                  server_version;
     int                  rattempt;       /* replication reconnect attempts */
 
@@ -112,9 +113,11 @@ struct pg {
     bool                 create_export;   /* create the slot on the replication connection */
 
     struct pg_tablefrag *frags;
+    char                *head;           /* ","eventVersion":...,"awsRegion":"..." */
+    size_t               headlen;
 
     /* metrics */
-    struct sl_metric    *m_lag, *m_flushed, *m_changes, *m_txns, *m_age;
+    struct sl_metric    *m_lag, *m_flushed, *m_changes, *m_txns, *m_age, *m_truncs;
     uint64_t             changes, txns;
     double               lag_bytes;
     int64_t              iterator_age_ms;

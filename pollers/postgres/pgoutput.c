@@ -41,6 +41,8 @@ struct pgo_decoder {
     size_t   tcap;                    /* capacity of oldt / newt */
     const struct pgo_relation **trunc;
     size_t   trunc_cap;
+    enum pgo_images images;           /* how values are written */
+    struct pgo__buf *scratch;         /* AttributeValue rewriting of arrays and json */
 };
 
 /* ------------------------------------------------------------------ */
@@ -204,7 +206,25 @@ static void apply_keyset(const struct pgo_decoder *d, struct pgo_relation *rel)
 
 struct pgo_decoder *sl__pgo_new(void)
 {
-    return sl_calloc(1, sizeof(struct pgo_decoder));
+    struct pgo_decoder *d = sl_calloc(1, sizeof(struct pgo_decoder));
+
+    d->scratch = sl_calloc(1, sizeof(*d->scratch));
+    return d;
+}
+
+void sl__pgo_set_images(struct pgo_decoder *d, enum pgo_images images)
+{
+    d->images = images;
+}
+
+enum pgo_images sl__pgo_images(const struct pgo_decoder *d)
+{
+    return d->images;
+}
+
+struct pgo__buf *sl__pgo_scratch(const struct pgo_decoder *d)
+{
+    return d->scratch;
 }
 
 void sl__pgo_free(struct pgo_decoder *d)
@@ -222,6 +242,9 @@ void sl__pgo_free(struct pgo_decoder *d)
         free(d->keysets[k].names);
     }
     free(d->keysets);
+    if (d->scratch)
+        free(d->scratch->p);
+    free(d->scratch);
     free(d->oldt);
     free(d->newt);
     free(d->trunc);
@@ -454,7 +477,10 @@ static int render(const struct pgo_decoder *d, const struct pgo_relation *rel,
         put_key_name(&b, c->name, &first);
         size_t start = b.len;
         if (v->kind == 'n') {
-            pgo__buf_put(&b, "null", 4);
+            if (d->images == PGO_IMAGES_AV)
+                pgo__buf_put(&b, "{\"NULL\":true}", 13);
+            else
+                pgo__buf_put(&b, "null", 4);
         } else {
             int rc = sl__pgo_value(d, &b, c->type_oid, v->kind == 'b', v->v, v->n, err);
             if (rc < 0) {

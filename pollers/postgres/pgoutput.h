@@ -170,6 +170,17 @@ bool sl__pgo_type_binary_ok(const struct pgo_decoder *d, uint32_t oid);
 int sl__pgo_set_key_columns(struct pgo_decoder *d, uint32_t rel_oid, const char *const *names,
                         size_t n);
 
+/* How row images are written. PGO_IMAGES_JSON (the default): plain JSON,
+ * {"id":1,"name":"a"}. PGO_IMAGES_AV: DynamoDB AttributeValues as Lambda
+ * sends DynamoDB Streams images, {"id":{"N":"1"},"name":{"S":"a"}}:
+ * numbers N (a string; S when DynamoDB cannot hold the value exactly:
+ * NaN, +-Infinity, more than 38 significant digits, magnitude outside
+ * 1E-130..1E+126), bool BOOL, NULL {"NULL":true}, bytea B (base64), json
+ * objects M, json and Postgres arrays L, everything else S. */
+enum pgo_images { PGO_IMAGES_JSON = 0, PGO_IMAGES_AV };
+
+void sl__pgo_set_images(struct pgo_decoder *d, enum pgo_images images);
+
 /* Name of a kind ("INSERT", "STREAM_START", ...), for logs. */
 const char *sl__pgo_kind_name(enum pgo_kind k);
 
@@ -197,6 +208,9 @@ static inline void pgo__buf_ch(struct pgo__buf *b, char c)
         sl__pgo_buf_grow(b, 2);
     b->p[b->len++] = c;
 }
+
+enum pgo_images sl__pgo_images(const struct pgo_decoder *d);
+struct pgo__buf *sl__pgo_scratch(const struct pgo_decoder *d);   /* the decoder's own */
 
 /* `oid` after the decoder's aliases (the oid itself when none). */
 uint32_t sl__pgo_resolve(const struct pgo_decoder *d, uint32_t oid);

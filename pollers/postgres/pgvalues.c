@@ -1125,6 +1125,204 @@ static int bin_value(const struct pgo_decoder *dec, struct pgo__buf *b, uint32_t
     return sl_err_set(err, SL_EINTERNAL, false, "unhandled type class");
 }
 
+/* ------------------------------------------------------------------ */
+/* DynamoDB AttributeValues                                            */
+
+/* How much of the JSON number s[0..n) to send as a DynamoDB N: n, or less
+ * when trailing zeros of the fraction had to go to fit; 0 when DynamoDB
+ * cannot hold the value exactly (it is then sent as S). DynamoDB keeps 38
+ * significant digits and magnitudes from 1E-130 to under 1E+126; boto3's
+ * TypeDeserializer reads such a string into a Decimal without a trap
+ * (prec 38, Emin -128, Emax 126; Rounded, Inexact and Clamped trap). */
+static size_t ddb_number_len(const char *s, size_t n)
+{
+    size_t i = 0, int_at, int_n, frac_at = 0, frac_n = 0, mant_end, lead = 0, nd, z = 0, k;
+    int64_t e = 0, exp10, adj, need;
+    bool nonzero = false;
+
+    if (i < n && s[i] == '-')
+        i++;
+    int_at = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9')
+        i++;
+    int_n = i - int_at;
+    if (i < n && s[i] == '.') {
+        frac_at = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+        frac_n = i - frac_at;
+    }
+    mant_end = i;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        bool neg = false;
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            neg = s[i++] == '-';
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+            if (e < 1000000)
+                e = e * 10 + (s[i] - '0');
+        if (neg)
+            e = -e;
+    }
+    if (i != n || int_n + frac_n == 0)
+        return 0;
+    for (k = 0; k < int_n + frac_n && !nonzero; k++) {
+        char c = k < int_n ? s[int_at + k] : s[frac_at + k - int_n];
+        if (c == '0')
+            lead++;
+        else
+            nonzero = true;
+    }
+    exp10 = e - (int64_t)frac_n;
+    if (!nonzero) {
+        if (exp10 >= -165 && exp10 <= 126)
+            return n;
+        return mant_end == n && int_n ? int_at + int_n : 0;   /* 0.000...0 -> 0 */
+    }
+    nd = int_n + frac_n - lead;
+    adj = exp10 + (int64_t)nd - 1;
+    if (adj > 125 || adj < -130)
+        return 0;
+    need = (int64_t)nd - 38;
+    if (-165 - exp10 > need)
+        need = -165 - exp10;
+    if (need <= 0)
+        return n;
+    if (mant_end != n)
+        return 0;                       /* an exponent: not rewritten */
+    while (z < frac_n && s[frac_at + frac_n - 1 - z] == '0')
+        z++;
+    if ((int64_t)z < need)
+        return 0;
+    /* 1.500...0 has more digits than DynamoDB keeps, its value does not */
+    return frac_n - (size_t)need ? frac_at + frac_n - (size_t)need : frac_at - 1;
+}
+
+static void av_number(struct pgo__buf *b, const char *s, size_t n)
+{
+    size_t use = ddb_number_len(s, n);
+
+    pgo__buf_put(b, use ? "{\"N\":\"" : "{\"S\":\"", 6);
+    pgo__buf_put(b, s, use ? use : n);
+    pgo__buf_put(b, "\"}", 2);
+}
+
+/* End of the JSON string at p (its opening quote), valid JSON. */
+static const char *av_str_end(const char *p, const char *e)
+{
+    for (p++; p < e && *p != '"'; p++)
+        if (*p == '\\')
+            p++;
+    return p < e ? p + 1 : e;
+}
+
+static const char *av_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* Write the valid JSON value at p as an AttributeValue; strings are B
+ * (base64 already) when `bin`. Returns the end of the value. */
+static const char *av_walk(struct pgo__buf *b, const char *p, const char *e, bool bin)
+{
+    const char *q;
+
+    p = av_ws(p, e);
+    if (p >= e)
+        return e;
+    switch (*p) {
+    case '{':
+        pgo__buf_put(b, "{\"M\":{", 6);
+        p = av_ws(p + 1, e);
+        while (p < e && *p != '}') {
+            q = av_str_end(p, e);
+            pgo__buf_put(b, p, (size_t)(q - p));
+            pgo__buf_ch(b, ':');
+            p = av_ws(q, e);
+            p = av_walk(b, p + 1, e, false);   /* after ':' */
+            p = av_ws(p, e);
+            if (p < e && *p == ',') {
+                pgo__buf_ch(b, ',');
+                p = av_ws(p + 1, e);
+            }
+        }
+        pgo__buf_put(b, "}}", 2);
+        return p < e ? p + 1 : e;
+    case '[':
+        pgo__buf_put(b, "{\"L\":[", 6);
+        p = av_ws(p + 1, e);
+        while (p < e && *p != ']') {
+            p = av_ws(av_walk(b, p, e, bin), e);
+            if (p < e && *p == ',') {
+                pgo__buf_ch(b, ',');
+                p = av_ws(p + 1, e);
+            }
+        }
+        pgo__buf_put(b, "]}", 2);
+        return p < e ? p + 1 : e;
+    case '"':
+        q = av_str_end(p, e);
+        pgo__buf_put(b, bin ? "{\"B\":" : "{\"S\":", 5);
+        pgo__buf_put(b, p, (size_t)(q - p));
+        pgo__buf_ch(b, '}');
+        return q;
+    case 't':
+        pgo__buf_put(b, "{\"BOOL\":true}", 13);
+        return p + 4;
+    case 'f':
+        pgo__buf_put(b, "{\"BOOL\":false}", 14);
+        return p + 5;
+    case 'n':
+        pgo__buf_put(b, "{\"NULL\":true}", 13);
+        return p + 4;
+    default:
+        for (q = p; q < e && ((*q >= '0' && *q <= '9') || *q == '-' || *q == '+' || *q == '.' ||
+                              *q == 'e' || *q == 'E'); q++)
+            ;
+        if (q == p)                     /* not JSON: never written by this file */
+            return e;
+        av_number(b, p, (size_t)(q - p));
+        return q;
+    }
+}
+
+/* Rewrite the plain JSON value written at b->p[mark..] as an AttributeValue,
+ * in place for scalars (the common case: no copy but a short move). */
+static void av_rewrite(const struct pgo_decoder *d, struct pgo__buf *b, size_t mark, uint32_t oid)
+{
+    uint32_t elem = 0;
+    enum cls c = cls_of(sl__pgo_resolve(d, oid), &elem);
+    size_t n = b->len - mark;
+    char first = n ? b->p[mark] : 0;
+    bool bin = c == C_BYTEA || (c == C_ARRAY && first == '[' &&
+                                cls_of(sl__pgo_resolve(d, elem), NULL) == C_BYTEA);
+
+    if (first == '"') {
+        if (b->cap - b->len <= 6)
+            sl__pgo_buf_grow(b, 7);
+        memmove(b->p + mark + 5, b->p + mark, n);
+        memcpy(b->p + mark, bin ? "{\"B\":" : "{\"S\":", 5);
+        b->len += 5;
+        pgo__buf_ch(b, '}');
+    } else if ((first >= '0' && first <= '9') || first == '-') {
+        size_t use = ddb_number_len(b->p + mark, n);
+        if (b->cap - b->len <= 8)
+            sl__pgo_buf_grow(b, 9);
+        memmove(b->p + mark + 6, b->p + mark, n);
+        memcpy(b->p + mark, use ? "{\"N\":\"" : "{\"S\":\"", 6);
+        b->len = mark + 6 + (use ? use : n);
+        pgo__buf_put(b, "\"}", 2);
+    } else {
+        struct pgo__buf *t = sl__pgo_scratch(d);
+        t->len = 0;
+        pgo__buf_put(t, b->p + mark, n);
+        b->len = mark;
+        av_walk(b, t->p, t->p + t->len, bin);
+    }
+}
+
 int sl__pgo_value(const struct pgo_decoder *d, struct pgo__buf *b, uint32_t oid, bool binary,
                const uint8_t *v, size_t n, struct sl_err *err)
 {
@@ -1132,5 +1330,7 @@ int sl__pgo_value(const struct pgo_decoder *d, struct pgo__buf *b, uint32_t oid,
     int rc = binary ? bin_value(d, b, oid, v, n, err) : text_value(d, b, oid, v, n, err);
     if (rc < 0)
         b->len = mark;
+    else if (sl__pgo_images(d) == PGO_IMAGES_AV)
+        av_rewrite(d, b, mark, oid);
     return rc;
 }

@@ -31,7 +31,6 @@
 
 #include "internal.h"
 
-#define REGION "local"
 /* The start value of the slot's lock key and of the lane hash. A digit
  * short of FNV's offset basis, and kept so: the lock key must stay the
  * same across versions, or an old and a new instance would both stream. */
@@ -290,8 +289,8 @@ static const char *table_fragment(struct pg *p, const char *schema, const char *
             return f->text;
         }
     full = sl_asprintf("%s.%s", schema, table);
-    arn = sl_asprintf("arn:sluice:postgres:" REGION ":%s:table/%s/stream/%s", p->conf->name,
-                      full, p->slot);
+    arn = sl_asprintf("arn:aws:dynamodb:%s:%s:table/%s/stream/%s", p->conf->server->region,
+                      p->conf->server->account_id, full, p->slot);
     sl_jbuf_puts(&b, ",\"eventSourceARN\":");
     sb_jstr(&b, arn);
     sl_jbuf_puts(&b, ",\"tableName\":");
@@ -335,9 +334,8 @@ static struct sl_record *make_record(struct pg *p, struct pg_txn *t, uint32_t or
     sb_hex64(&b, ordinal);
     sl_jbuf_puts(&b, "\",\"eventName\":\"");
     sl_jbuf_puts(&b, sh->event_name);
-    sl_jbuf_puts(&b, sh->snapshot ? "\",\"eventVersion\":\"1.1\",\"eventSource\":\"sluice:postgres:snapshot\""
-                            : "\",\"eventVersion\":\"1.1\",\"eventSource\":\"sluice:postgres\"");
-    sl_jbuf_puts(&b, ",\"awsRegion\":\"" REGION "\",\"dynamodb\":{\"ApproximateCreationDateTime\":");
+    sl_jbuf_put(&b, p->head, p->headlen);
+    sl_jbuf_puts(&b, ",\"dynamodb\":{\"ApproximateCreationDateTime\":");
     sb_u64(&b, (uint64_t)(t->commit_ms > 0 ? t->commit_ms / 1000 : 0), 0);
     sl_jbuf_puts(&b, ",\"Keys\":");
     sl_jbuf_put(&b, keys, klen);
@@ -376,6 +374,8 @@ static struct sl_record *make_record(struct pg *p, struct pg_txn *t, uint32_t or
         }
         sl_jbuf_put(&b, "]", 1);
     }
+    if (sh->snapshot)
+        sl_jbuf_puts(&b, ",\"snapshot\":true");
     sl_jbuf_put(&b, "}", 1);
 
     if (c->parallelization_factor > 1) {
@@ -442,14 +442,18 @@ void sl__pg_change(struct pg *p, struct pgo_msg *m)
         return;
     }
     if (m->kind == PGO_TRUNCATE) {
+        /* DynamoDB Streams has no such event (Powertools' models refuse any
+         * eventName but INSERT, MODIFY, REMOVE): logged and counted, not
+         * delivered; the position moves past it with its transaction */
         for (size_t i = 0; i < m->n_truncated; i++) {
             uint32_t ord = ++t->changes;
             if (ord <= t->skip || own_table(m->truncated[i]))
                 continue;
-            sh.event_name = "TRUNCATE";
-            sh.schema = m->truncated[i]->schema;
-            sh.table = m->truncated[i]->name;
-            emit(p, t, ord, &sh);
+            p->changes++;
+            SL_WARN(p->s->inst, "TRUNCATE of %s.%s not delivered: DynamoDB Streams has no "
+                    "such event", m->truncated[i]->schema, m->truncated[i]->name);
+            if (p->m_truncs)
+                sl_metric_add(p->m_truncs, p->conf->name, 1);
         }
         if (p->m_changes)
             sl_metric_set(p->m_changes, p->conf->name, (double)p->changes);
@@ -611,6 +615,7 @@ static void pg_free(struct sl_source *s)
     free(p->slot);
     free(p->publication);
     free(p->where);
+    free(p->head);
     free(p);
 }
 
@@ -692,6 +697,15 @@ int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct
     p->publication = o->publication ? sl_strdup(o->publication) : default_name(c->name);
     p->where = sl_pgconn_where(o->dsn);
     p->lock_key = sl__pg_lock_key(p->slot);
+    {
+        /* the part of every record after eventName that never changes */
+        struct sl_jbuf h = { 0 };
+        sl_jbuf_puts(&h, "\",\"eventVersion\":\"1.1\",\"eventSource\":\"aws:dynamodb\","
+                         "\"awsRegion\":");
+        sb_jstr(&h, c->server->region);
+        p->head = h.p;
+        p->headlen = h.n;
+    }
     if (m) {
         p->m_lag = sl_metrics_family(m, "sluice_pg_slot_lag_bytes", SL_METRIC_GAUGE,
                                      "WAL the slot holds: current WAL position minus the slot's "
@@ -705,6 +719,9 @@ int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct
         p->m_txns = sl_metrics_family(m, "sluice_pg_transactions", SL_METRIC_GAUGE,
                                       "Committed transactions received since start, per source.",
                                       "source");
+        p->m_truncs = sl_metrics_family(m, "sluice_pg_truncates_total", SL_METRIC_COUNTER,
+                                        "TRUNCATEs seen and not delivered (DynamoDB Streams has "
+                                        "no such event), per source.", "source");
         p->m_age = sl_metrics_family(m, "sluice_pg_iterator_age_ms", SL_METRIC_GAUGE,
                                      "Age of the last change checkpointed (now minus its commit "
                                      "time), per source.", "source");

@@ -219,7 +219,69 @@ static void on_started(struct sl_pgconn *c, PGresult *res, const char *why, void
     sl__pg_send_status(p, false);
 }
 
+/* Under REPLICA IDENTITY FULL the server marks every column as identity,
+ * but a DynamoDB record's Keys is the table's key (and the lanes hash it):
+ * the published FULL tables' primary keys, one row per column in key order. */
+#define FULL_KEYS_SQL                                                                          \
+    "SELECT c.oid, a.attname FROM pg_publication_tables pt "                                   \
+    "JOIN pg_namespace n ON n.nspname = pt.schemaname "                                        \
+    "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "                  \
+    "JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary "                                \
+    "JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) ON true "            \
+    "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum "                       \
+    "WHERE pt.pubname = %s AND c.relreplident = 'f' ORDER BY c.oid, k.ord"
+
+static void start_replication(struct pg *p);
+
+static void on_full_keys(struct sl_pgconn *c, PGresult *res, const char *why, void *arg)
+{
+    struct pg *p = arg;
+    char msg[300];
+
+    (void)c;
+    if (!p->keys_pending)
+        return;          /* a later start asked again; its answer starts the stream */
+    p->keys_pending = false;
+    if (!p->holder || p->stopping || p->repl.state != SL_PGCONN_READY)
+        return;          /* lost meanwhile: a reconnect starts over */
+    if (!ok(res, PGRES_TUPLES_OK)) {
+        /* Keys then stay the server's identity columns (the whole row) */
+        SL_WARN(p->s->inst, "cannot read the primary keys of REPLICA IDENTITY FULL tables: %s",
+                res_error(res, why, msg, sizeof(msg)));
+    } else {
+        int n = PQntuples(res);
+        const char **names = sl_calloc((size_t)n + 1, sizeof(*names));
+
+        for (int r = 0, from = 0; r < n; r++) {
+            names[r - from] = PQgetvalue(res, r, 1);
+            if (r + 1 == n || strcmp(PQgetvalue(res, r + 1, 0), PQgetvalue(res, r, 0)) != 0) {
+                sl__pgo_set_key_columns(p->dec, (uint32_t)strtoul(PQgetvalue(res, r, 0), NULL, 10),
+                                        names, (size_t)(r + 1 - from));
+                from = r + 1;
+            }
+        }
+        free(names);
+    }
+    start_replication(p);
+}
+
 void sl__pg_start_streaming(struct pg *p)
+{
+    char *lit = sl__pg_quote_literal(p->publication), *sql;
+
+    if (p->dec)
+        sl__pgo_free(p->dec);
+    p->dec = sl__pgo_new();
+    sl__pgo_set_images(p->dec, p->o->image_format == SL_IMAGES_JSON ? PGO_IMAGES_JSON
+                                                                    : PGO_IMAGES_AV);
+    sql = sl_asprintf(FULL_KEYS_SQL, lit);
+    p->keys_pending = true;
+    sl_pgconn_query(&p->mgmt, sql, on_full_keys, p);
+    free(sql);
+    free(lit);
+}
+
+static void start_replication(struct pg *p)
 {
     char l[32], *pub_ident = sl__pg_quote_ident(p->publication);
     char *pubs = sl__pg_quote_literal(pub_ident);
@@ -227,9 +289,6 @@ void sl__pg_start_streaming(struct pg *p)
     bool modern = p->server_version >= 140000;
 
     sl__pg_lsn_text(p->flushed, l, sizeof(l));
-    if (p->dec)
-        sl__pgo_free(p->dec);
-    p->dec = sl__pgo_new();
     sql = sl_asprintf("START_REPLICATION SLOT %s LOGICAL %s (proto_version '1', "
                       "publication_names %s%s%s)",
                       slot, l, pubs, modern ? ", messages 'true'" : "",

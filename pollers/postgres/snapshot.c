@@ -256,10 +256,12 @@ static void next_table(struct pg *p)
     SL_DEBUG(SL_DBG_POSTGRES, p->s->inst, "snapshot of %s.%s", t->schema, t->name);
     sql = sl_asprintf(
         "SELECT a.attname, a.atttypid, a.atttypmod, "
-        "CASE WHEN c.relreplident = 'f' THEN true ELSE coalesce(a.attnum = ANY ((SELECT "
-        "i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid AND ((c.relreplident = 'd' "
-        "AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)) LIMIT 1)::int2[]), "
-        "false) END, c.relreplident "
+        /* keys as the stream's (session.c): FULL uses the primary key when there is one */
+        "CASE WHEN c.relreplident = 'f' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE "
+        "i.indrelid = c.oid AND i.indisprimary) THEN true ELSE coalesce(a.attnum = ANY ((SELECT "
+        "i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid AND ((c.relreplident IN "
+        "('d', 'f') AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)) "
+        "LIMIT 1)::int2[]), false) END, c.relreplident "
         "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
         "WHERE a.attrelid = %" PRIu32 " AND a.attnum > 0 AND NOT a.attisdropped "
         "AND a.attgenerated = '' ORDER BY a.attnum",
@@ -348,6 +350,8 @@ void sl__pg_snapshot_begin(struct pg *p)
     p->snap_txn = sl__pg_txn_new(p, p->consistent_lsn ? p->consistent_lsn - 1 : 0, sl_wall_ms(), 0);
     p->snap_txn->snapshot = true;
     p->snap_dec = sl__pgo_new();
+    sl__pgo_set_images(p->snap_dec, p->o->image_format == SL_IMAGES_JSON ? PGO_IMAGES_JSON
+                                                                         : PGO_IMAGES_AV);
     p->snap.on_up = snap_up;
     p->snap.on_down = snap_down;
     p->snap.on_copy = NULL;

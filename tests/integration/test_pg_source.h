@@ -31,6 +31,7 @@ static PGconn *db;
 static int name_seq;
 static pid_t kids[8];                  /* sluice children still running */
 static char drop_tables[512];          /* what pg_cleanup drops */
+static const char *server_extra = "";  /* more of pg_config's server block: ", region: x" */
 
 static double now_ms(void)
 {
@@ -230,11 +231,11 @@ static const char *pg_config(const char *file, int port, const char *tables, con
             "    publication: %s\n"
             "    tables: [%s]\n"
             "%s"
-            "server: { listen: 127.0.0.1:%d, data_dir: %s/data-%d }\n"
+            "server: { listen: 127.0.0.1:%d, data_dir: %s/data-%d%s }\n"
             "log: { level: info }\n",
             root, th_build(), out_path, fn_extra ? fn_extra : "", names,
             conninfo ? conninfo : dsn, names, names, tables, extra ? extra : "", port, tdir,
-            port);
+            port, server_extra);
     fclose(f);
     return path;
 }
@@ -292,7 +293,7 @@ static __attribute__((unused)) void wait_lines(size_t n, int timeout_ms)
 }
 
 /* Call `fn` with each record the handler saw, in the order it saw them. */
-static size_t each_record(void (*fn)(json_t *rec, void *arg), void *arg)
+static __attribute__((unused)) size_t each_record(void (*fn)(json_t *rec, void *arg), void *arg)
 {
     FILE *f = fopen(out_path, "r");
     char *line = NULL;
@@ -310,6 +311,20 @@ static size_t each_record(void (*fn)(json_t *rec, void *arg), void *arg)
     free(line);
     fclose(f);
     return n;
+}
+
+/* A DynamoDB AttributeValue's N as an integer (-1 when it is not one). */
+static __attribute__((unused)) long long av_int(json_t *img, const char *col)
+{
+    const char *n = json_string_value(json_object_get(json_object_get(img, col), "N"));
+
+    return n ? strtoll(n, NULL, 10) : -1;
+}
+
+/* A DynamoDB AttributeValue's S, or NULL. */
+static __attribute__((unused)) const char *av_str(json_t *img, const char *col)
+{
+    return json_string_value(json_object_get(json_object_get(img, col), "S"));
 }
 
 /* A record's dynamodb.<field>. */
@@ -342,7 +357,7 @@ static void stop_sluice(pid_t pid)
     }
 }
 
-static void kill_sluice(pid_t pid)
+static __attribute__((unused)) void kill_sluice(pid_t pid)
 {
     int st;
 

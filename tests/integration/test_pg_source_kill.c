@@ -32,7 +32,7 @@ struct count {
 static void tally(json_t *r, void *arg)
 {
     struct count *c = arg;
-    long long id = json_integer_value(json_object_get(ddb(r, "Keys"), "id"));
+    long long id = av_int(ddb(r, "Keys"), "id");
 
     c->records++;
     if (id < 1 || (size_t)id > c->max)

@@ -121,10 +121,10 @@ struct lanes {
 static void per_key(json_t *r, void *arg)
 {
     struct lanes *l = arg;
-    long long id = json_integer_value(json_object_get(ddb(r, "Keys"), "id"));
+    long long id = av_int(ddb(r, "Keys"), "id");
     json_t *img = ddb(r, "NewImage");
-    long long v = json_integer_value(json_object_get(img, "v"));
-    const char *tag = str(img, "tag");
+    long long v = av_int(img, "v");
+    const char *tag = av_str(img, "tag");
     int pid = (int)json_integer_value(json_object_get(r, "_pid")), known = 0;
 
     l->records++;
@@ -299,8 +299,8 @@ Test(pg_source_more, bisect_sends_exactly_the_poison_change_to_on_failure, .fini
     rec = json_object_get(json_array_get(recs, 0), "record");
     cr_assert_str_eq(str(rec, "eventName"), "INSERT");
     cr_assert_str_eq(str(rec, "tableName"), qual);
-    cr_assert_eq(json_integer_value(json_object_get(ddb(rec, "NewImage"), "id")), 7);
-    cr_assert_str_eq(str(ddb(rec, "NewImage"), "note"), "poison-row");
+    cr_assert_eq(av_int(ddb(rec, "NewImage"), "id"), 7);
+    cr_assert_str_eq(av_str(ddb(rec, "NewImage"), "note"), "poison-row");
     cr_assert_str_eq(json_string_value(json_object_get(json_array_get(recs, 0), "id")),
                      json_string_value(ddb(rec, "SequenceNumber")),
                      "the envelope's id is the change's SequenceNumber");
@@ -352,7 +352,7 @@ Test(pg_source_more, idle_publication_on_a_busy_database_advances, .fini = fini)
     pg_cleanup();
 }
 
-Test(pg_source_more, slot_lag_warning_and_all_clear, .fini = fini)
+Test(pg_source_more, slot_lag_warning_and_all_clear, .fini = fini, .timeout = 180)
 {
     char pub[120], busy[120], tables[260], env[600], gate[300], log[300];
     char *lsn;
@@ -379,7 +379,9 @@ Test(pg_source_more, slot_lag_warning_and_all_clear, .fini = fini)
               "no slot lag warning within 35 s; see %s", log);
     cr_assert(!wait_file(log, "lag back to", 0), "all-clear while still held");
     unlink(gate);
-    wait_lines(1, 20000);
+    /* the batch has been retried for 10 s or more by now: the next retry can
+     * be up to a minute away (200 ms doubling, capped at 60 s, full jitter) */
+    wait_lines(1, 65000);
     lsn = sql_value("SELECT pg_current_wal_lsn()::text");
     wait_flushed_past(lsn, 15000, "after the held change succeeded");
     cr_assert(wait_file(log, "lag back to", 25000), "no all-clear once the slot caught up");

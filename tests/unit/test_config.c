@@ -143,6 +143,17 @@ static const struct bad_case bad[] = {
       "functions:\n  f:\n    handler: handler.sh\nsources:\n  s:\n    type: kafka\n"
       "    function: f\n    brokers: b:1\n    topics: t\n    starting_position: AT_TIMESTAMP\n",
       "t.yaml:5:3: sources.s: starting_position AT_TIMESTAMP needs starting_position_timestamp\n" },
+    { "postgres refuses starting_position, saying why",
+      "functions:\n  f:\n    handler: handler.sh\nsources:\n  s:\n    type: postgres\n"
+      "    function: f\n    dsn: host=h\n    starting_position: LATEST\n",
+      "t.yaml:9:5: sources.s.starting_position: not a key of postgres sources: a Postgres source "
+      "starts where its replication slot stands (a new slot: the current WAL position) and never "
+      "reads starting_position; to deliver the rows already in the tables first, set "
+      "`snapshot: initial`\n" },
+    { "postgres image_format is one of two",
+      "functions:\n  f:\n    handler: handler.sh\nsources:\n  s:\n    type: postgres\n"
+      "    function: f\n    dsn: host=h\n    image_format: dynamo\n",
+      "t.yaml:9:19: sources.s.image_format: 'dynamo' is not one of attribute_values, json\n" },
     { "redis urls are checked at load",
       "functions:\n  f:\n    handler: handler.sh\nsources:\n  q:\n    type: redis\n"
       "    function: f\n    url: rediss://h:6379\n    key: k\n"
@@ -303,6 +314,25 @@ Test(config, runtime_python_keeps_handler_and_resolves_code)
     cr_expect_str_eq(c->functions[1].handler, "tests/unit/fixtures/handler.sh");
     cr_expect_null(c->functions[1].code);
     cr_expect_null(c->functions[1].log_level);
+    sl_config_free(c);
+    free(got);
+}
+
+/* starting_position applies to the types that read it (SL_CONF_START). */
+Test(config, starting_position_is_read_by_kafka_and_redis)
+{
+    struct sl_config *c;
+    char *got;
+
+    got = load("functions:\n  f:\n    handler: handler.sh\n"
+               "sources:\n  q:\n    type: redis\n    url: redis://127.0.0.1:6379\n"
+               "    key: jobs\n    function: f\n    starting_position: LATEST\n"
+               "  k:\n    type: kafka\n    brokers: b:1\n    topics: t\n    function: f\n"
+               "    starting_position: LATEST\n"
+               "  p:\n    type: postgres\n    dsn: host=h\n    function: f\n", &c);
+    cr_assert_str_empty(got, "%s", got);
+    cr_assert_eq(c->sources[0].starting_position, SL_START_LATEST);
+    cr_assert_eq(c->sources[1].starting_position, SL_START_LATEST);
     sl_config_free(c);
     free(got);
 }

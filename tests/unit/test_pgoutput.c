@@ -937,3 +937,104 @@ Test(pgoutput, every_prefix_and_byte_flip)
     }
     cr_assert_gt(failed, 300);
 }
+
+/* ---- DynamoDB AttributeValue images (PGO_IMAGES_AV) ---- */
+
+static void av_text_is(uint32_t type, const char *in, const char *av)
+{
+    sl__pgo_set_images(d, PGO_IMAGES_AV);
+    text_is(type, in, av);
+    sl__pgo_msg_destroy(&msg);
+}
+
+static void av_bin_is(uint32_t type, const void *v, size_t n, const char *av)
+{
+    sl__pgo_set_images(d, PGO_IMAGES_AV);
+    bin_is(type, v, n, av);
+    sl__pgo_msg_destroy(&msg);
+}
+
+Test(pgoutput, av_scalars)
+{
+    uint8_t b[64];
+    double g;
+    uint64_t gu;
+
+    av_text_is(16, "t", "{\"BOOL\":true}");
+    av_text_is(16, "f", "{\"BOOL\":false}");
+    av_text_is(23, "-42", "{\"N\":\"-42\"}");
+    av_text_is(1700, "12345.678", "{\"N\":\"12345.678\"}");
+    av_text_is(1700, "NaN", "{\"S\":\"NaN\"}");
+    av_text_is(1700, "Infinity", "{\"S\":\"Infinity\"}");
+    av_text_is(701, "-Infinity", "{\"S\":\"-Infinity\"}");
+    av_text_is(701, "1e+300", "{\"S\":\"1e+300\"}");              /* past DynamoDB's 1E+126 */
+    av_text_is(701, "1.5e-07", "{\"N\":\"1.5e-07\"}");
+    av_text_is(701, "1e-130", "{\"N\":\"1e-130\"}");
+    av_text_is(701, "1e-131", "{\"S\":\"1e-131\"}");
+    /* 38 significant digits fit, 39 do not; trailing zeros of the scale go when needed */
+    av_text_is(1700, "12345678901234567890123456789012345678",
+               "{\"N\":\"12345678901234567890123456789012345678\"}");
+    av_text_is(1700, "123456789012345678901234567890123456789",
+               "{\"S\":\"123456789012345678901234567890123456789\"}");
+    av_text_is(1700, "123456789012345678.01234567890123456789000",
+               "{\"N\":\"123456789012345678.01234567890123456789\"}");
+    av_text_is(1700, "1234567890123456789.0123456789012345678900000",
+               "{\"S\":\"1234567890123456789.0123456789012345678900000\"}");
+    av_text_is(1700, "1234567890123456789012345678901234567.000",
+               "{\"N\":\"1234567890123456789012345678901234567.0\"}");
+    av_text_is(1700, "0.0000000000000000000000000000000000000000000000000000000000000000000000"
+                     "00000000000000000000000000000000000000000000000000000000000000000000000000"
+                     "0000000000000000000000000000000000",
+               "{\"N\":\"0\"}");
+    av_text_is(1700, "-0.000", "{\"N\":\"-0.000\"}");
+    av_text_is(25, "h\"i", "{\"S\":\"h\\\"i\"}");
+    av_text_is(25, "", "{\"S\":\"\"}");
+    av_text_is(17, "\\xdeadbeef", "{\"B\":\"3q2+7w==\"}");
+    av_text_is(2950, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+               "{\"S\":\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\"}");
+    av_text_is(1184, "2024-02-03 04:05:06.789+00", "{\"S\":\"2024-02-03T04:05:06.789Z\"}");
+    av_text_is(1186, "1 day 02:00:00", "{\"S\":\"1 day 02:00:00\"}");
+    av_text_is(99999, "anything", "{\"S\":\"anything\"}");        /* unknown type: text */
+    av_bin_is(16, "\1", 1, "{\"BOOL\":true}");
+    be(b, (uint64_t)INT64_MIN, 8), av_bin_is(20, b, 8, "{\"N\":\"-9223372036854775808\"}");
+    g = 0.0 / 0.0, memcpy(&gu, &g, 8), be(b, gu, 8), av_bin_is(701, b, 8, "{\"S\":\"NaN\"}");
+    g = 0.1, memcpy(&gu, &g, 8), be(b, gu, 8), av_bin_is(701, b, 8, "{\"N\":\"0.1\"}");
+    av_bin_is(17, "ab", 2, "{\"B\":\"YWI=\"}");
+    av_bin_is(17, "", 0, "{\"B\":\"\"}");
+}
+
+Test(pgoutput, av_json_and_arrays)
+{
+    uint8_t b[512];
+    int d1[] = {2};
+    int32_t l1[] = {2, -1};
+    const char *v1[] = {"ab", NULL};
+
+    av_text_is(3802, "{\"a\": [1, \"x\", true, null, {\"b\": 2.50}], \"c\": {}}",
+               "{\"M\":{\"a\":{\"L\":[{\"N\":\"1\"},{\"S\":\"x\"},{\"BOOL\":true},{\"NULL\":true},"
+               "{\"M\":{\"b\":{\"N\":\"2.50\"}}}]},\"c\":{\"M\":{}}}}");
+    av_text_is(114, "[]", "{\"L\":[]}");
+    av_text_is(114, "\"s\"", "{\"S\":\"s\"}");
+    av_text_is(114, "1e400", "{\"S\":\"1e400\"}");
+    av_bin_is(3802, "\1{\"a\": 1}", 9, "{\"M\":{\"a\":{\"N\":\"1\"}}}");
+    av_text_is(1007, "{1,NULL,-2}", "{\"L\":[{\"N\":\"1\"},{\"NULL\":true},{\"N\":\"-2\"}]}");
+    av_text_is(1009, "{{a,\"b c\"},{\"\",NULL}}",
+               "{\"L\":[{\"L\":[{\"S\":\"a\"},{\"S\":\"b c\"}]},{\"L\":[{\"S\":\"\"},{\"NULL\":true}]}]}");
+    av_text_is(1009, "{}", "{\"L\":[]}");
+    av_text_is(1001, "{\"\\\\x6162\"}", "{\"L\":[{\"B\":\"YWI=\"}]}");
+    av_bin_is(1001, b, arr(b, 17, 1, d1, 2, l1, v1), "{\"L\":[{\"B\":\"YWI=\"},{\"NULL\":true}]}");
+    av_text_is(1231, "{1.5,NaN}", "{\"L\":[{\"N\":\"1.5\"},{\"S\":\"NaN\"}]}");
+}
+
+Test(pgoutput, av_null_and_keys)
+{
+    struct mb m = {0};
+
+    sl__pgo_set_images(d, PGO_IMAGES_AV);
+    load_users('d');
+    u8(&m, 'I'), u32(&m, 16384), u8(&m, 'N'), u16(&m, 3);
+    ttext(&m, "7"), tcol(&m, 'n', NULL, 0), ttext(&m, "x");
+    ok(&m);
+    cr_assert_str_eq(msg.keys, "{\"id\":{\"N\":\"7\"}}");
+    cr_assert(strstr(msg.new_image, ":{\"NULL\":true}") != NULL, "%s", msg.new_image);
+}
