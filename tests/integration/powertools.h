@@ -29,18 +29,18 @@
 #define PT_MAX_ID 1000
 
 /* The layer exists (tests/deps made it). */
-static inline void pt_require_layer(const char *root)
+static inline void pt_require_layer(const char *top)
 {
     char path[1200];
 
-    snprintf(path, sizeof(path), "%s/tests/.layers/powertools/.done", root);
+    snprintf(path, sizeof(path), "%s/tests/.layers/powertools/.done", top);
     cr_assert_eq(access(path, F_OK), 0, "no Powertools layer at %s/tests/.layers/powertools: "
-                 "run tests/deps", root);
+                 "run tests/deps", top);
 }
 
 /* The `functions:` section: function `pt`, the Powertools app for
  * `source` (kafka, sqs, dynamodb), `extra` more keys (4-space indent). */
-static inline void pt_function_yaml(char *buf, size_t n, const char *root, const char *source,
+static inline void pt_function_yaml(char *buf, size_t n, const char *top, const char *source,
                                     const char *extra)
 {
     snprintf(buf, n,
@@ -55,7 +55,7 @@ static inline void pt_function_yaml(char *buf, size_t n, const char *root, const
              "    init_timeout_s: 30\n"
              "    environment: { POWERTOOLS_SOURCE: %s, POWERTOOLS_SERVICE_NAME: sluice-test }\n"
              "%s",
-             root, root, source, extra ? extra : "");
+             top, top, source, extra ? extra : "");
 }
 
 /* Read the sluice log `log`: total[id] how often id was handled,

@@ -205,7 +205,7 @@ static void pg_cleanup(void)
 /* A config for one postgres source named after the test (slot and
  * publication too), delivering to pg_record; `extra` is YAML for the
  * source block (each line indented by 4). Returns the file's path. */
-static const char *pg_config(const char *file, int port, const char *tables, const char *extra,
+static __attribute__((unused)) const char *pg_config(const char *file, int port, const char *tables, const char *extra,
                              const char *fn_extra, const char *conninfo)
 {
     static char path[400];
@@ -328,7 +328,7 @@ static __attribute__((unused)) const char *av_str(json_t *img, const char *col)
 }
 
 /* A record's dynamodb.<field>. */
-static json_t *ddb(json_t *rec, const char *field)
+static __attribute__((unused)) json_t *ddb(json_t *rec, const char *field)
 {
     return json_object_get(json_object_get(rec, "dynamodb"), field);
 }
