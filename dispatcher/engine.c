@@ -44,6 +44,7 @@ struct batch {
     char             *event;             /* the last invocation's event, of records r[0..n):
                                             borrowed by the pool while in flight, then kept
                                             as the on-failure record's payload */
+    size_t            event_len;
     struct event     *timer;             /* retry after backoff */
     struct batch     *after;             /* bisect: the next half waiting (a stack) */
     bool              dlq;               /* its on_failure write is in flight */
@@ -259,7 +260,7 @@ static char *envelope(struct sl_source *s, struct batch *b, const char *conditio
     json_t *rec, *payload = NULL;
 
     if (ev)
-        len = strlen(ev);
+        len = b->event_len;
     else
         ev = s->ops->event(s, r, n, &len);
     if (ev)
@@ -733,6 +734,7 @@ static void batch_run(struct batch *b)
     rc = sl_dispatcher_invoke(s->engine->d, s->fn->name, &req, on_result, b, &t);
     if (rc == 0) {
         b->event = event; /* borrowed by the pool until on_result */
+        b->event_len = len;
         s->engine->inflight++;
         return;
     }

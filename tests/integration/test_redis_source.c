@@ -565,10 +565,28 @@ static void dlq_redrive_back_to_the_queue(bool list)
     cr_assert_str_eq(json_string_value(json_object_get(m, "body")), "{\"n\":0,\"poison\":true}");
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(m, "attributes"),
                                                        "ApproximateReceiveCount")), "3");
-    json_decref(m);
     read_seen(o.out, &seen);
     cr_assert_eq(seen.fails[0], 2);
     cr_assert_eq(seen.ok[0], 0);
+    /* an entry of the shape sluice wrote before (the engine's envelope
+     * around the message) is not stranded: it is redriven too */
+    {
+        json_t *old;
+        char *text;
+        json_object_set_new(m, "body", json_string("{\"n\":1,\"poison\":true}"));
+        old = json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:s, s:i, s:[{s:s, s:O, s:i}]}",
+                        "version", "1.0", "condition", "MaxReceiveCountExceeded", "source",
+                        "name", "q", "type", "redis", "lane", "", "function", "rec",
+                        "attempts", 3, "records", "id", "old-1", "record", m,
+                        "receiveCount", 3);
+        text = json_dumps(old, JSON_COMPACT);
+        r = redisCommand(rc, "XADD %s * record %s", o.dlq, text);
+        cr_assert(r && r->type == REDIS_REPLY_STRING);
+        freeReplyObject(r);
+        free(text);
+        json_decref(old);
+    }
+    json_decref(m);
 
     snprintf(fixed, sizeof(fixed), "%s.fixed", o.out);
     f = fopen(fixed, "w");
@@ -577,16 +595,19 @@ static void dlq_redrive_back_to_the_queue(bool list)
     th_build_path(exe, sizeof(exe), root, "sluice");
     snprintf(cmd, sizeof(cmd), "'%s' dlq redrive '%s/a.yaml' dlq >&2", exe, dir);
     cr_assert_eq(system(cmd), 0, "sluice dlq redrive failed");
-    cr_assert_eq(rint_(rc, "XLEN %s", o.dlq), 0, "the redriven entry is still in the sink");
-    wait_ok(o.out, 1, 20000, &seen);
+    cr_assert_eq(rint_(rc, "XLEN %s", o.dlq), 0, "the redriven entries are still in the sink");
+    wait_ok(o.out, 2, 20000, &seen);
     cr_assert_eq(seen.ok[0], 1, "the redriven message was handled %d times", seen.ok[0]);
+    cr_assert_eq(seen.ok[1], 1, "the old-shape entry's message was handled %d times", seen.ok[1]);
     cr_assert_eq(seen.maxrc[0], 2, "receive counts: 1, 2 before; 1 after the redrive");
     if (!list) {
         /* its stream fields came back as fields */
-        r = redisCommand(rc, "XREVRANGE %s + - COUNT 1", o.key);
-        cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
-        cr_assert_eq(r->element[0]->element[1]->elements, 4, "body and origin");
-        cr_assert_str_eq(r->element[0]->element[1]->element[3]->str, "test");
+        r = redisCommand(rc, "XREVRANGE %s + - COUNT 2", o.key);
+        cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+        for (size_t i = 0; i < 2; i++) {
+            cr_assert_eq(r->element[i]->element[1]->elements, 4, "body and origin");
+            cr_assert_str_eq(r->element[i]->element[1]->element[3]->str, "test");
+        }
         freeReplyObject(r);
     }
     wait_clean(rc, list, o.key, false, 10000);
