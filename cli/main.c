@@ -85,14 +85,18 @@ static const struct command commands[] = {
       "\"stackTrace\"}) and exits 1.\n\n"
       "Exit codes: 0 success, 1 function error or failure, 2 usage.",
       sl__cmd_invoke },
-    { "dlq", "list|show|redrive CONFIG SINK [ID] [--endpoint URL]",
+    { "dlq", "list|show|redrive CONFIG SINK [ID] [--endpoint URL] [--source NAME]",
       "look at and redrive what a sink holds",
       "list: one line per entry: id, function, condition, payload (first 80 chars).\n"
       "show: the entry (or all) as indented JSON.\n"
-      "redrive: sends each entry's requestPayload back to its function as an\n"
-      "asynchronous invoke at --endpoint (default $SLUICE_ENDPOINT, else\n"
-      "http://127.0.0.1:9001) and removes the entry only once it was accepted (202).\n"
-      "Works for redis, postgres, sqlite and file sinks.\n\n"
+      "redrive: sends an asynchronous invocation's destination record (its\n"
+      "requestPayload) and a stream batch's on-failure record (its payload, the\n"
+      "event) back to the function as an asynchronous invoke at --endpoint (default\n"
+      "$SLUICE_ENDPOINT, else http://127.0.0.1:9001); puts a Redis queue message\n"
+      "back on the queue of the redis source whose key ends its eventSourceARN\n"
+      "(--source NAME when several sources read that key). An entry is removed only\n"
+      "once it was accepted (202) or queued. Records a source lost before delivery\n"
+      "(no payload) are kept. Works for redis, postgres, sqlite and file sinks.\n\n"
       "Exit codes: 0 success, 1 failure (entries that failed are kept), 2 usage.",
       sl__cmd_dlq },
     { "version", "", "print the version", "Prints 'sluice VERSION'. Exit code 0.", cmd_version },

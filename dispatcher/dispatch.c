@@ -208,6 +208,23 @@ static void iso8601(int64_t ms, char *buf, size_t n)
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
+/* The runtime's error response as Lambda puts it in responsePayload:
+ * errorMessage, errorType, stackTrace (a list of strings, empty when the
+ * runtime gave none) and the invocation's requestId. */
+static json_t *error_payload(const struct sl_invoke_result *r)
+{
+    json_t *stack = json_array(), *v;
+    size_t i;
+
+    json_array_foreach(r->stack, i, v)
+        if (json_is_string(v))
+            json_array_append(stack, v);
+    return json_pack("{s:s, s:s, s:o, s:s}", "errorMessage",
+                     r->error_message ? r->error_message : "", "errorType",
+                     r->error_type ? r->error_type : "", "stackTrace", stack, "requestId",
+                     r->request_id ? r->request_id : "");
+}
+
 /* Lambda's destination record (docs: asynchronous invocation). */
 static char *destination_record(const struct sl_function_conf *fn, const struct sl__aevent *ev,
                                 const char *condition, const struct sl_invoke_result *r)
@@ -223,8 +240,7 @@ static char *destination_record(const struct sl_function_conf *fn, const struct 
     if (r && r->ok)
         resp = json_loadb(r->payload, r->payload_len, JSON_DECODE_ANY, NULL);
     else if (r)
-        resp = json_pack("{s:s?, s:s?}", "errorMessage", r->error_message, "errorType",
-                         r->error_type);
+        resp = error_payload(r);
     rec = json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:I}, s:o, s:{s:i, s:s}, s:o}",
                     "version", "1.0", "timestamp", ts,
                     "requestContext", "requestId", ev->id, "functionArn", arn,

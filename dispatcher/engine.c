@@ -15,6 +15,7 @@
 #include "sluice/invoke.h"
 #include "sluice/log.h"
 #include "sluice/clock.h"
+#include "sluice/env.h"
 #include "sluice/mem.h"
 #include "sluice/metrics.h"
 #include "sluice/poller.h"
@@ -36,7 +37,14 @@ struct batch {
     int64_t           first_ms, last_ms;  /* attempts, Unix ms */
     char              etype[128];
     char              emsg[512];
-    char             *event;             /* in flight: borrowed by the pool until the result */
+    /* the last invocation, for the on-failure record's responseContext */
+    int               status;            /* its HTTP status; 0: the function never ran */
+    bool              unhandled;         /* it ended in a function error */
+    char              request_id[40];
+    char             *event;             /* the last invocation's event, of records r[0..n):
+                                            borrowed by the pool while in flight, then kept
+                                            as the on-failure record's payload */
+    size_t            event_len;
     struct event     *timer;             /* retry after backoff */
     struct batch     *after;             /* bisect: the next half waiting (a stack) */
     bool              dlq;               /* its on_failure write is in flight */
@@ -128,7 +136,7 @@ static int64_t retry_backoff_ms(int attempt)
                                   RETRY_CAP_MS);
 }
 
-static void iso8601(int64_t ms, char *buf, size_t n)
+void sl_iso8601(int64_t ms, char *buf, size_t n)
 {
     time_t sec = (time_t)(ms / 1000);
     struct tm tm;
@@ -212,33 +220,78 @@ struct dlq_write {
     struct dlq_write *prev, *next;  /* the engine's writes in flight */
 };
 
-static char *envelope(struct sl_source *s, struct sl_record **r, size_t n, const char *lane,
-                      const char *condition, int attempts, int64_t first, int64_t last,
-                      const char *etype, const char *emsg)
+/* The head of Lambda's on-failure record for an event source mapping:
+ * requestContext, responseContext (null when the function never ran),
+ * version and timestamp, plus sluice's "source". */
+static json_t *failure_head(struct sl_source *s, const char *lane, const char *condition,
+                            int invokes, const char *request_id, int status, bool unhandled)
 {
-    json_t *recs = json_array(), *env;
-    char f[64], l[64], now[64], *out;
+    char now[40], uuid[37];
+    json_t *resp = json_null();
 
-    for (size_t i = 0; i < n; i++) {
-        json_t *body = json_loadb(r[i]->json, r[i]->len, JSON_DECODE_ANY, NULL);
-        json_array_append_new(recs, json_pack("{s:s, s:o, s:i}", "id", r[i]->id,
-                                              "record", body ? body : json_null(),
-                                              "receiveCount", r[i]->receive_count));
+    if (!request_id || !*request_id) {
+        sl_uuid(uuid);
+        request_id = uuid;
     }
-    iso8601(first, f, sizeof(f));
-    iso8601(last, l, sizeof(l));
-    iso8601(sl_wall_ms(), now, sizeof(now));
-    env = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:s, s:i, s:s, s:s, s:{s:s, s:s},"
-                    " s:{s:s?, s:s?, s:I}, s:o}",
-                    "version", "1.0", "timestamp", now, "condition", condition,
-                    "source", "name", s->conf->name, "type", sl_conf_type_name(s->conf->type),
-                    "lane", lane, "function", s->fn->name, "attempts", attempts,
-                    "firstAttempt", f, "lastAttempt", l,
-                    "error", "type", etype ? etype : "", "message", emsg ? emsg : "",
-                    "batchInfo", "firstId", n ? r[0]->id : NULL, "lastId", n ? r[n - 1]->id : NULL,
-                    "size", (json_int_t)n, "records", recs);
-    out = env ? json_dumps(env, JSON_COMPACT) : NULL;
-    json_decref(env);
+    if (status) {
+        resp = json_pack("{s:i, s:s}", "statusCode", status, "executedVersion", "$LATEST");
+        if (unhandled)
+            json_object_set_new(resp, "functionError", json_string("Unhandled"));
+    }
+    sl_iso8601(sl_wall_ms(), now, sizeof(now));
+    return json_pack("{s:{s:s, s:s?, s:s, s:i}, s:o, s:s, s:s, s:{s:s, s:s, s:s}}",
+                     "requestContext", "requestId", request_id, "functionArn", s->fn->arn,
+                     "condition", condition, "approximateInvokeCount", invokes,
+                     "responseContext", resp, "version", "1.0", "timestamp", now,
+                     "source", "name", s->conf->name, "type", sl_conf_type_name(s->conf->type),
+                     "lane", lane);
+}
+
+/* A batch's on-failure record: Lambda's fields, the type's batch info
+ * (ops->batch_info), and sluice's extras: the event the function got
+ * ("payload", as Lambda's Kafka and S3 destinations carry it), the last
+ * error, the first and last attempt. `event` is the batch's event or NULL
+ * (built here). */
+static char *envelope(struct sl_source *s, struct batch *b, const char *condition)
+{
+    struct sl_record **r = b->r;
+    size_t n = b->n, len = 0;
+    char f[40], l[40], *ev = b->event, *out;
+    json_t *rec, *payload = NULL;
+
+    if (ev)
+        len = b->event_len;
+    else
+        ev = s->ops->event(s, r, n, &len);
+    if (ev)
+        payload = json_loadb(ev, len, 0, NULL);
+    if (!payload) {
+        /* no event: the records as they are, so nothing is lost */
+        payload = json_array();
+        for (size_t i = 0; i < n; i++) {
+            json_t *body = json_loadb(r[i]->json, r[i]->len, JSON_DECODE_ANY, NULL);
+            json_array_append_new(payload, body ? body : json_stringn(r[i]->json, r[i]->len));
+        }
+    }
+    if (ev != b->event)
+        free(ev);
+    rec = failure_head(s, b->lane->key, condition, b->attempts, b->request_id, b->status,
+                       b->unhandled);
+    if (!rec) {
+        json_decref(payload);
+        return NULL;
+    }
+    if (s->ops->batch_info && n)
+        s->ops->batch_info(s, b->lane->key, r, n, len, rec);
+    sl_iso8601(b->first_ms, f, sizeof(f));
+    sl_iso8601(b->last_ms, l, sizeof(l));
+    json_object_set_new(rec, "error", json_pack("{s:s, s:s}", "type", b->etype,
+                                                "message", b->emsg));
+    json_object_set_new(rec, "firstAttempt", json_string(f));
+    json_object_set_new(rec, "lastAttempt", json_string(l));
+    json_object_set_new(rec, "payload", payload);
+    out = json_dumps(rec, JSON_COMPACT);
+    json_decref(rec);
     return out;
 }
 
@@ -293,7 +346,8 @@ static void on_dlq_written(void *arg, int rc, const struct sl_err *err)
     inflight_end(e);
 }
 
-/* Send to on_failure (if any), then checkpoint. */
+/* Send to on_failure (if any), then checkpoint. `b` a batch, or NULL and
+ * `one` a queue message received more than max_receive_count times. */
 static void dead_letter(struct sl_source *s, struct batch *b, struct sl_record *one,
                         const char *condition)
 {
@@ -322,11 +376,9 @@ static void dead_letter(struct sl_source *s, struct batch *b, struct sl_record *
         on_dlq_written(w, 0, NULL);
         return;
     }
-    w->envelope = envelope(s, r, n, b ? b->lane->key : "", condition,
-                           b ? b->attempts : one->receive_count,
-                           b ? b->first_ms : sl_wall_ms(), b ? b->last_ms : sl_wall_ms(),
-                           b ? b->etype : "MaxReceiveCountExceeded",
-                           b ? b->emsg : "the message was received too many times");
+    /* a queue message goes as it is, as SQS moves the original message to
+     * its dead-letter queue; a batch as Lambda's on-failure record */
+    w->envelope = b ? envelope(s, b, condition) : sl_strndup(one->json, one->len);
     if (!w->envelope) {
         SL_ERROR(s->inst, "cannot encode the dead-letter envelope; records kept");
         on_dlq_written(w, SL_EINTERNAL, NULL);
@@ -491,9 +543,7 @@ static void on_result(const struct sl_invoke_result *res, void *arg)
         return;
     }
     s = l->s;
-    free(b->event);
-    b->event = NULL;
-    b->last_ms = sl_wall_ms();
+    b->last_ms = sl_wall_ms();   /* b->event is ours again: kept for an on-failure record */
     s->engine->inflight--;
     if (s->stopping) {
         /* shutting down: not final, so not checkpointed; delivered again */
@@ -519,6 +569,9 @@ static void on_outcome(struct batch *b, const struct sl_invoke_result *res)
     char *failed;
     int nf;
 
+    b->status = 200;
+    b->unhandled = !res->ok;
+    snprintf(b->request_id, sizeof(b->request_id), "%s", res->request_id ? res->request_id : "");
     if (!res->ok) {
         snprintf(b->etype, sizeof(b->etype), "%s", res->error_type ? res->error_type : "");
         snprintf(b->emsg, sizeof(b->emsg), "%s", res->error_message ? res->error_message : "");
@@ -580,6 +633,10 @@ static void on_outcome(struct batch *b, const struct sl_invoke_result *res)
         checkpoint(s, b->r, low);
         memmove(b->r, b->r + low, (b->n - low) * sizeof(*b->r));
         b->n -= low;
+        if (low) {
+            free(b->event); /* it holds records that are gone now */
+            b->event = NULL;
+        }
         free(failed);
         batch_failed(b);
     }
@@ -634,6 +691,10 @@ static void batch_failed(struct batch *b)
         struct batch *second = batch_new(l, b->r + half, b->n - half);
         second->attempts = b->attempts;
         second->first_ms = b->first_ms;
+        second->status = b->status;
+        second->unhandled = b->unhandled;
+        free(b->event);
+        b->event = NULL;
         second->after = l->rest;
         l->rest = second;
         b->n = half;
@@ -657,11 +718,12 @@ static void batch_run(struct batch *b)
 
     if (s->stopping || s->engine->draining)
         return; /* left as it is: freed, not checkpointed, at engine_free */
+    free(b->event);
+    b->event = NULL;
     event = s->ops->event(s, b->r, b->n, &len);
     if (!event) {
         snprintf(b->etype, sizeof(b->etype), "Sluice.EventEncoding");
         snprintf(b->emsg, sizeof(b->emsg), "the poller could not build the event");
-        b->attempts = INT32_MAX / 2;
         dead_letter(s, b, NULL, "RetryAttemptsExhausted");
         return;
     }
@@ -672,6 +734,7 @@ static void batch_run(struct batch *b)
     rc = sl_dispatcher_invoke(s->engine->d, s->fn->name, &req, on_result, b, &t);
     if (rc == 0) {
         b->event = event; /* borrowed by the pool until on_result */
+        b->event_len = len;
         s->engine->inflight++;
         return;
     }
@@ -681,6 +744,9 @@ static void batch_run(struct batch *b)
         retry_later(b, retry_backoff_ms(b->throttles > 8 ? 8 : b->throttles));
         return;
     }
+    b->status = rc == SL_ENOTFOUND ? 404 : 500;  /* Lambda's answer to such an Invoke */
+    b->unhandled = false;
+    b->request_id[0] = '\0';
     snprintf(b->etype, sizeof(b->etype), "%s", sl_errname(rc));
     snprintf(b->emsg, sizeof(b->emsg), "cannot invoke %s: %s", s->fn->name, sl_strerror(rc));
     batch_failed(b);
@@ -1120,12 +1186,12 @@ static void on_lost_written(void *arg, int rc, const struct sl_err *err)
 
 void sl_source_report_lost(struct sl_source *s, const char *lane, const char *first_id,
                            const char *last_id, size_t count, const char *condition,
-                           const char *message, void (*done)(void *arg, int rc), void *arg)
+                           const char *message, json_t *info, void (*done)(void *arg, int rc),
+                           void *arg)
 {
     struct sl_sink *sink = s->conf->on_failure ? sl_dispatcher_sink(s->engine->d, s->conf->on_failure)
                                                : NULL;
     struct lost_write *w = sl_calloc(1, sizeof(*w));
-    char now[64];
     json_t *env;
 
     SL_WARN(s->inst, "%zu record(s) from %s to %s in %s lost: %s (%s)%s%s", count, first_id,
@@ -1138,19 +1204,18 @@ void sl_source_report_lost(struct sl_source *s, const char *lane, const char *fi
     w->arg = arg;
     s->engine->inflight++;
     if (!sink) {
+        json_decref(info);
         on_lost_written(w, 0, NULL);
         return;
     }
-    iso8601(sl_wall_ms(), now, sizeof(now));
-    env = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:s, s:i, s:s, s:s, s:{s:s, s:s},"
-                    " s:{s:s, s:s, s:I}, s:[]}",
-                    "version", "1.0", "timestamp", now, "condition", condition,
-                    "source", "name", s->conf->name, "type", sl_conf_type_name(s->conf->type),
-                    "lane", lane, "function", s->fn->name, "attempts", 0,
-                    "firstAttempt", now, "lastAttempt", now,
-                    "error", "type", condition, "message", message,
-                    "batchInfo", "firstId", first_id, "lastId", last_id,
-                    "size", (json_int_t)count, "records");
+    /* the function never saw them: no responseContext, no payload */
+    env = failure_head(s, lane, condition, 0, NULL, 0, false);
+    if (env && info)
+        json_object_update(env, info);
+    json_decref(info);
+    if (env)
+        json_object_set_new(env, "error", json_pack("{s:s, s:s}", "type", condition,
+                                                    "message", message));
     w->envelope = env ? json_dumps(env, JSON_COMPACT) : NULL;
     json_decref(env);
     if (!w->envelope) {

@@ -38,7 +38,7 @@ kafka_demo() {
     done
     echo "== kafka: the dead letter (payload included)"
     redis-cli --no-auth-warning -u "$SLUICE_TEST_REDIS" --raw XREVRANGE sluice:dlq + - COUNT 1 | grep '^{' | head -1 |
-        python3 -c 'import json,sys; e=json.load(sys.stdin); print(json.dumps({"condition": e["condition"], "lane": e["source"]["lane"], "attempts": e["attempts"], "batchInfo": e["batchInfo"]}), "\n records:", [r["record"]["offset"] for r in e["records"]])'
+        python3 -c 'import json,sys; e=json.load(sys.stdin); print(json.dumps({"requestContext": e["requestContext"], "KafkaBatchInfo": e["KafkaBatchInfo"]}), "\n records:", [r["offset"] for p in e["payload"]["records"].values() for r in p])'
 }
 
 kafka_demo

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "sluice/config.h"
 #include "sluice/dispatch.h"
 #include "sluice/sink.h"
@@ -60,6 +62,12 @@ struct sl_poller_ops {
     void (*resume)(struct sl_source *s);
     void (*free_record)(struct sl_source *s, struct sl_record *r);
     void (*free)(struct sl_source *s);                      /* the poller's ctx */
+    /* On-failure records: set the type's batch-info member of `rec` (Lambda's
+     * "KafkaBatchInfo", "DDBStreamBatchInfo") for records r[0..n) of `lane`,
+     * whose invocation payload is `payload_size` bytes. NULL: the record
+     * has none. */
+    void (*batch_info)(struct sl_source *s, const char *lane, struct sl_record *const *r,
+                       size_t n, size_t payload_size, json_t *rec);
 };
 
 /* What the engine keeps per source; pollers use ctx and the wrappers. */
@@ -123,13 +131,17 @@ void sl_source_drop_lanes(struct sl_source *s, const char *prefix, void (*done)(
 
 /* Report records the source can no longer deliver (Kafka: deleted by
  * retention before they were read, or larger than an invocation payload)
- * to the source's on_failure destination, as an envelope with their ids
- * and no payloads; they count as dead-lettered. `done(arg, rc)` runs once
- * the write is confirmed (rc 0) or given up (sluice stopping); at once
- * when there is no on_failure destination (logged). */
+ * to the source's on_failure destination, as an on-failure record with
+ * no payload and no responseContext (the function never ran); they count
+ * as dead-lettered. `info` is the poller's batch-info member, an object
+ * such as {"KafkaBatchInfo":{...}} merged into the record (reference
+ * stolen; NULL: none). `done(arg, rc)` runs once the write is confirmed
+ * (rc 0) or given up (sluice stopping); at once when there is no
+ * on_failure destination (logged). */
 void sl_source_report_lost(struct sl_source *s, const char *lane, const char *first_id,
                            const char *last_id, size_t count, const char *condition,
-                           const char *message, void (*done)(void *arg, int rc), void *arg);
+                           const char *message, json_t *info, void (*done)(void *arg, int rc),
+                           void *arg);
 
 /* Records pushed but not yet final, all lanes. */
 size_t sl_source_outstanding(const struct sl_source *s);
@@ -142,6 +154,9 @@ int64_t sl_source_max_retries(const struct sl_source_conf *c);
 
 /* The loop the engine runs on (for pollers' own timers). */
 struct event_base *sl__engine_base(struct sl_engine *e);
+
+/* ms (Unix) as ISO 8601 with milliseconds, "2019-11-14T00:38:04.835Z"; n >= 32. */
+void sl_iso8601(int64_t ms, char *buf, size_t n);
 
 /* {"Records":[r0,r1,...]}: the event of SQS and DynamoDB Streams shapes,
  * each record's JSON as it is; malloc'd, length in *len. */

@@ -225,9 +225,11 @@ static void on_lost_reported(void *arg, int rc)
 }
 
 /* Offsets [from, to] will never be delivered: tell on_failure; the
- * position passes them once that write is confirmed. */
-static void report_lost(struct kafka *k, struct kpart *p, int64_t from, int64_t to,
-                        const char *condition, const char *why)
+ * position passes them once that write is confirmed. `ts` is their
+ * timestamp and `size` their size as JSON when known (one record), else
+ * -1 and 0. */
+static void report_lost(struct kafka *k, struct kpart *p, int64_t from, int64_t to, int64_t ts,
+                        size_t size, const char *condition, const char *why)
 {
     struct lost *l = sl_calloc(1, sizeof(*l));
     char a[24], b[24];
@@ -242,6 +244,8 @@ static void report_lost(struct kafka *k, struct kpart *p, int64_t from, int64_t 
     snprintf(a, sizeof(a), "%lld", (long long)from);
     snprintf(b, sizeof(b), "%lld", (long long)to);
     sl_source_report_lost(k->s, p->lane, a, b, (size_t)(to - from + 1), condition, why,
+                          sl__kr_batch_info(k->o->brokers ? k->o->brokers : "", p->lane, a, b,
+                                            ts, ts, (size_t)(to - from + 1), size),
                           on_lost_reported, l);
 }
 
@@ -311,7 +315,7 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
         return; /* fetched before a release: not ours any more */
     if (p->lost_from >= 0) {
         if (m->offset > p->lost_from)
-            report_lost(k, p, p->lost_from, m->offset - 1, "RecordExpired",
+            report_lost(k, p, p->lost_from, m->offset - 1, -1, 0, "RecordExpired",
                         "deleted by the broker's retention before it was read");
         p->lost_from = -1;
     }
@@ -327,10 +331,11 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
     }
     if (len > SL_PAYLOAD_MAX - SL_EVENT_SLACK) {
         char why[128];
+        int64_t ts = kr->r.timestamp_ms;
         free(kr);
         snprintf(why, sizeof(why), "the record is %zu bytes as JSON; an invocation takes at most "
                  "%d", len, SL_PAYLOAD_MAX);
-        report_lost(k, p, m->offset, m->offset, "MaximumPayloadSizeExceeded", why);
+        report_lost(k, p, m->offset, m->offset, ts, len, "MaximumPayloadSizeExceeded", why);
         return;
     }
     kr->p = p;
@@ -878,6 +883,19 @@ static void k_release(struct sl_source *s, struct sl_record *const *r, size_t n,
     (void)s, (void)r, (void)n, (void)delay;
 }
 
+/* Lambda's KafkaBatchInfo: a batch is one partition's (its lanes are). */
+static void k_batch_info(struct sl_source *s, const char *lane, struct sl_record *const *r,
+                         size_t n, size_t payload_size, json_t *rec)
+{
+    struct kafka *k = s->ctx;
+
+    json_object_update_new(rec, sl__kr_batch_info(k->o->brokers ? k->o->brokers : "",
+                                                  r[0]->partition ? r[0]->partition : lane,
+                                                  r[0]->id, r[n - 1]->id,
+                                                  r[0]->timestamp_ms, r[n - 1]->timestamp_ms, n,
+                                                  payload_size));
+}
+
 static void k_free_record(struct sl_source *s, struct sl_record *r)
 {
     struct kafka *k = s->ctx;
@@ -1135,6 +1153,7 @@ static const struct sl_poller_ops kafka_ops = {
     .name = "kafka", .klass = SL_CLASS_STREAM, .start = k_start, .stop = k_stop,
     .event = k_event, .checkpoint = k_checkpoint, .release = k_release, .pause = k_pause,
     .resume = k_resume, .free_record = k_free_record, .free = k_free,
+    .batch_info = k_batch_info,
 };
 
 /* Unix ms from starting_position_timestamp: ISO-8601 UTC or Unix seconds. */

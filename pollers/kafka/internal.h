@@ -69,4 +69,11 @@ bool sl__kr_filter_pass(const struct sl_filter *f, bool parse_value, const char 
 /* A JSON string literal (quotes included) for `s`, malloc'd. */
 char *sl__kr_json_string(const char *s);
 
+/* Lambda's KafkaBatchInfo for offsets first..last of `partition`
+ * ("<topic>-<p>"), as {"KafkaBatchInfo":{...}}: a new reference.
+ * Timestamps (Unix ms) < 0 and a payload_size of 0 are unknown: left out. */
+json_t *sl__kr_batch_info(const char *brokers, const char *partition, const char *first,
+                          const char *last, int64_t first_ts, int64_t last_ts, size_t n,
+                          size_t payload_size);
+
 #endif

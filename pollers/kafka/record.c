@@ -145,3 +145,29 @@ bool sl__kr_filter_pass(const struct sl_filter *f, bool parse_value, const char 
     json_decref(doc);
     return pass;
 }
+
+/* The shape of Lambda's on-failure record for Kafka sent to SQS, SNS or
+ * S3: "recordsInfo" keyed by "<topic>-<partition>". A self-managed
+ * cluster has no ARN, so "eventSourceArn" is left out. */
+json_t *sl__kr_batch_info(const char *brokers, const char *partition, const char *first,
+                          const char *last, int64_t first_ts, int64_t last_ts, size_t n,
+                          size_t payload_size)
+{
+    json_t *part = json_pack("{s:s, s:s}", "firstRecordOffset", first, "lastRecordOffset", last);
+    json_t *info;
+    char ts[40];
+
+    if (first_ts >= 0) {
+        sl_iso8601(first_ts, ts, sizeof(ts));
+        json_object_set_new(part, "firstRecordTimestamp", json_string(ts));
+    }
+    if (last_ts >= 0) {
+        sl_iso8601(last_ts, ts, sizeof(ts));
+        json_object_set_new(part, "lastRecordTimestamp", json_string(ts));
+    }
+    info = json_pack("{s:I, s:s}", "batchSize", (json_int_t)n, "bootstrapServers", brokers);
+    if (payload_size)
+        json_object_set_new(info, "payloadSize", json_integer((json_int_t)payload_size));
+    json_object_set_new(info, "recordsInfo", json_pack("{s:o}", partition, part));
+    return json_pack("{s:o}", "KafkaBatchInfo", info);
+}

@@ -148,6 +148,10 @@ void sl__pg_snapshot_begin(struct pg *p);
 void sl__pg_snapshot_pump(struct pg *p);
 void sl__pg_snapshot_free(struct pg *p);
 
+/* failure.c: Lambda's DDBStreamBatchInfo in on-failure records (ops->batch_info) */
+void sl__pg_batch_info(struct sl_source *s, const char *lane, struct sl_record *const *r,
+                       size_t n, size_t payload_size, json_t *rec);
+
 /* Helpers shared by the files. */
 /* The advisory-lock key of a slot: pinned by a unit test, never change it. */
 int64_t sl__pg_lock_key(const char *slot);

@@ -623,6 +623,7 @@ static const struct sl_poller_ops pg_ops = {
     .name = "postgres", .klass = SL_CLASS_STREAM, .start = pg_start, .stop = pg_stop,
     .event = pg_event, .checkpoint = pg_checkpoint, .release = pg_release, .pause = pg_pause,
     .resume = pg_resume, .free_record = pg_free_record, .free = pg_free,
+    .batch_info = sl__pg_batch_info,
 };
 
 /* ------------------------------------------------------------------ */

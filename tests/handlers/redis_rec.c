@@ -5,7 +5,8 @@
  *
  * A record's body is JSON: {"n": <int>, "fail_until": k, "poison": true,
  * "delay_s": d}. It fails while its receive count is below fail_until, or
- * always when poison. With $PARTIAL set, failures are reported in
+ * when poison, until a file "$OUT.fixed" exists (the bug fixed, for
+ * redrive tests). With $PARTIAL set, failures are reported in
  * batchItemFailures (with "visibilityTimeoutSeconds": d when the body has
  * delay_s); otherwise one failure fails the whole invocation. $SLEEP_MS
  * slows each invocation. Without $OUT it records nothing. */
@@ -43,12 +44,17 @@ static int handle(const char *event, size_t len, const struct slr_context *ctx, 
 {
     json_t *ev = json_loadb(event, len, 0, NULL), *recs, *r;
     const char *path = getenv("OUT"), *sleep_ms = getenv("SLEEP_MS");
-    int partial = getenv("PARTIAL") != NULL, failed = 0;
+    int partial = getenv("PARTIAL") != NULL, failed = 0, fixed = 0;
+    char fixed_path[600];
     char *log = NULL, *resp = NULL;
     size_t loglen = 0, logcap = 0, rlen = 0, rcap = 0, i;
     long long t = now_ms();
 
     (void)ctx, (void)arg;
+    if (path) {
+        snprintf(fixed_path, sizeof(fixed_path), "%s.fixed", path);
+        fixed = access(fixed_path, F_OK) == 0;
+    }
     if (!ev || !(recs = json_object_get(ev, "Records")) || !json_is_array(recs)) {
         json_decref(ev);
         return slr_set_error("BadEvent", "not an SQS-shaped event");
@@ -67,7 +73,7 @@ static int handle(const char *event, size_t len, const struct slr_context *ctx, 
         json_t *body = bs ? json_loads(bs, JSON_DECODE_ANY, NULL) : NULL;
         long long n = json_integer_value(json_object_get(body, "n"));
         int rc = rcs ? atoi(rcs) : 0;
-        int fail = json_is_true(json_object_get(body, "poison")) ||
+        int fail = (!fixed && json_is_true(json_object_get(body, "poison"))) ||
                    rc < json_integer_value(json_object_get(body, "fail_until"));
         char line[256];
         int k = snprintf(line, sizeof(line), "%s %lld %d %s %d %lld\n", id ? id : "?", n, rc,

@@ -16,6 +16,62 @@ static void teardown(void)
 
 TestSuite(kafka_source, .fini = teardown, .timeout = 150);
 
+/* ms as Lambda writes times in on-failure records: 2019-11-14T00:38:04.835Z */
+static void iso_ms(int64_t ms, char *buf, size_t n)
+{
+    time_t sec = (time_t)(ms / 1000);
+    struct tm tm;
+
+    gmtime_r(&sec, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + strlen(buf), n - strlen(buf), ".%03dZ", (int)(ms % 1000));
+}
+
+/* An on-failure record in Lambda's shape for Kafka (lambda-spec.md 1.7,
+ * the SQS/SNS/S3 variant): requestContext, responseContext, version,
+ * timestamp and KafkaBatchInfo whose recordsInfo names `part` and agrees
+ * with the records of the event in `payload`, which must be `part`'s
+ * only. Returns the payload's records. */
+static json_t *check_kafka_record(json_t *dl, const char *part, const char *brokers)
+{
+    json_t *rc = json_object_get(dl, "requestContext"), *info = json_object_get(dl, "KafkaBatchInfo");
+    json_t *ri = json_object_get(json_object_get(info, "recordsInfo"), part);
+    json_t *payload = json_object_get(dl, "payload");
+    json_t *recs = json_object_get(json_object_get(payload, "records"), part), *first, *last;
+    char off[32], ts[64], *text;
+
+    cr_assert(json_is_object(rc) && json_is_object(info) && json_is_object(ri),
+              "not Lambda's Kafka on-failure record");
+    cr_assert(json_string_length(json_object_get(rc, "requestId")) > 0);
+    cr_assert(strstr(json_string_value(json_object_get(rc, "functionArn")), ":function:rec"));
+    cr_assert_str_eq(json_string_value(json_object_get(dl, "version")), "1.0");
+    cr_assert(json_is_string(json_object_get(dl, "timestamp")));
+    cr_assert_eq(json_object_size(json_object_get(info, "recordsInfo")), 1);
+    cr_assert_str_eq(json_string_value(json_object_get(info, "bootstrapServers")), brokers);
+    cr_assert_str_eq(json_string_value(json_object_get(payload, "eventSource")),
+                     "SelfManagedKafka");
+    cr_assert(json_array_size(recs) > 0, "no records of %s in the payload", part);
+    cr_assert_eq(json_integer_value(json_object_get(info, "batchSize")),
+                 (json_int_t)json_array_size(recs));
+    /* payloadSize: the bytes of the event the function got */
+    text = json_dumps(payload, JSON_COMPACT);
+    cr_assert_eq(json_integer_value(json_object_get(info, "payloadSize")),
+                 (json_int_t)strlen(text), "payloadSize %lld, event %zu bytes",
+                 (long long)json_integer_value(json_object_get(info, "payloadSize")), strlen(text));
+    free(text);
+    first = json_array_get(recs, 0);
+    last = json_array_get(recs, json_array_size(recs) - 1);
+    snprintf(off, sizeof(off), "%lld", (long long)json_integer_value(json_object_get(first, "offset")));
+    cr_assert_str_eq(json_string_value(json_object_get(ri, "firstRecordOffset")), off);
+    snprintf(off, sizeof(off), "%lld", (long long)json_integer_value(json_object_get(last, "offset")));
+    cr_assert_str_eq(json_string_value(json_object_get(ri, "lastRecordOffset")), off);
+    iso_ms(json_integer_value(json_object_get(first, "timestamp")), ts, sizeof(ts));
+    cr_assert_str_eq(json_string_value(json_object_get(ri, "firstRecordTimestamp")), ts);
+    iso_ms(json_integer_value(json_object_get(last, "timestamp")), ts, sizeof(ts));
+    cr_assert_str_eq(json_string_value(json_object_get(ri, "lastRecordTimestamp")), ts);
+    return recs;
+}
+
 /* Per partition: offsets strictly increasing and exactly 0..n-1. */
 static void assert_in_order(const struct kline *v, size_t n, int parts, long long per_part)
 {
@@ -114,14 +170,16 @@ Test(kafka_source, poison_record_is_bisected_out_to_the_dlq)
     char v[64];
     json_t *dl[8];
     size_t n, ndl;
-    json_t *recs;
+    json_t *recs, *resp, *info;
+    char part[300], ts[64];
+    int64_t ts37 = (int64_t)time(NULL) * 1000 - 5123;
 
     kt_init(&t, "poison");
     kt_create_topic(&t, t.topic, 1);
     rk = kt_producer(&t);
     for (int i = 0; i < 100; i++) {
         snprintf(v, sizeof(v), "{\"i\":%d%s}", i, i == 37 ? ",\"poison\":true" : "");
-        kt_produce(rk, t.topic, 0, NULL, v, 0);
+        kt_produce(rk, t.topic, 0, NULL, v, i == 37 ? ts37 : 0);
     }
     kt_flush(rk);
     /* 100 -> 50 -> 25 -> 13 -> 7 -> 4 -> 2 -> 1: the halvings do not spend
@@ -137,15 +195,30 @@ Test(kafka_source, poison_record_is_bisected_out_to_the_dlq)
     usleep(500000);
     ndl = th_read_jsonl(t.dlq, dl, 8);
     cr_assert_eq(ndl, 1, "%zu dead-letter envelopes", ndl);
-    recs = json_object_get(dl[0], "records");
-    cr_assert_eq(json_array_size(recs), 1, "the envelope holds %zu records",
+    snprintf(part, sizeof(part), "%s-0", t.topic);
+    recs = check_kafka_record(dl[0], part, t.brokers);
+    cr_assert_eq(json_array_size(recs), 1, "the record holds %zu records",
                  json_array_size(recs));
-    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(recs, 0), "id")), "37");
-    cr_assert_str_eq(json_string_value(json_object_get(dl[0], "condition")),
-                     "RetryAttemptsExhausted");
-    /* the payload itself is in the envelope */
-    cr_assert_eq(json_integer_value(json_object_get(
-                     json_object_get(json_array_get(recs, 0), "record"), "offset")), 37);
+    /* the payload itself is in the record: offset 37, produced at ts37 */
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(recs, 0), "offset")), 37);
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(recs, 0), "partition")), 0);
+    info = json_object_get(json_object_get(json_object_get(dl[0], "KafkaBatchInfo"),
+                                           "recordsInfo"), part);
+    cr_assert_str_eq(json_string_value(json_object_get(info, "firstRecordOffset")), "37");
+    cr_assert_str_eq(json_string_value(json_object_get(info, "lastRecordOffset")), "37");
+    iso_ms(ts37, ts, sizeof(ts));
+    cr_assert_str_eq(json_string_value(json_object_get(info, "firstRecordTimestamp")), ts);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(dl[0], "KafkaBatchInfo"),
+                                                    "batchSize")), 1);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(dl[0], "requestContext"),
+                                                       "condition")), "RetryAttemptsExhausted");
+    /* at least the record alone and its one retry */
+    cr_assert_geq(json_integer_value(json_object_get(json_object_get(dl[0], "requestContext"),
+                                                     "approximateInvokeCount")), 2);
+    resp = json_object_get(dl[0], "responseContext");
+    cr_assert_eq(json_integer_value(json_object_get(resp, "statusCode")), 200);
+    cr_assert_str_eq(json_string_value(json_object_get(resp, "executedVersion")), "$LATEST");
+    cr_assert_str_eq(json_string_value(json_object_get(resp, "functionError")), "Unhandled");
     json_decref(dl[0]);
     n = kt_lines(t.out, lines, 20000);
     cr_assert_eq(n, 99, "%zu lines for 99 good records", n);
@@ -237,9 +310,13 @@ Test(kafka_source, records_older_than_maximum_record_age_go_to_on_failure)
     ndl = th_read_jsonl(t.dlq, dl, 8);
     cr_assert_geq(ndl, 1);
     for (size_t i = 0; i < ndl; i++) {
-        cr_assert_str_eq(json_string_value(json_object_get(dl[i], "condition")),
-                         "RecordAgeExceeded");
-        total += json_array_size(json_object_get(dl[i], "records"));
+        char part[300];
+        json_t *recs;
+        snprintf(part, sizeof(part), "%s-0", t.topic);
+        cr_assert_str_eq(json_string_value(json_object_get(json_object_get(dl[i],
+                         "requestContext"), "condition")), "RecordAgeExceeded");
+        recs = check_kafka_record(dl[i], part, t.brokers);
+        total += json_array_size(recs);
         json_decref(dl[i]);
     }
     cr_assert_eq(total, 10, "%zu old records dead-lettered", total);
@@ -302,11 +379,24 @@ Test(kafka_source, records_lost_to_retention_are_reported)
         usleep(100000);
     ndl = th_read_jsonl(t.dlq, dl, 8);
     cr_assert_eq(ndl, 1, "%zu envelopes for the deleted range", ndl);
-    cr_assert_str_eq(json_string_value(json_object_get(dl[0], "condition")), "RecordExpired");
-    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(dl[0], "batchInfo"),
-                                                       "firstId")), "20");
-    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(dl[0], "batchInfo"),
-                                                       "lastId")), "44");
+    {
+        char part[300];
+        json_t *info = json_object_get(dl[0], "KafkaBatchInfo"), *ri;
+        snprintf(part, sizeof(part), "%s-0", t.topic);
+        ri = json_object_get(json_object_get(info, "recordsInfo"), part);
+        cr_assert_str_eq(json_string_value(json_object_get(json_object_get(dl[0],
+                         "requestContext"), "condition")), "RecordExpired");
+        cr_assert_eq(json_integer_value(json_object_get(json_object_get(dl[0],
+                     "requestContext"), "approximateInvokeCount")), 0);
+        cr_assert(json_is_null(json_object_get(dl[0], "responseContext")),
+                  "the function never ran: responseContext null, as Lambda's "
+                  "MaximumPayloadSizeExceeded");
+        cr_assert_str_eq(json_string_value(json_object_get(ri, "firstRecordOffset")), "20");
+        cr_assert_str_eq(json_string_value(json_object_get(ri, "lastRecordOffset")), "44");
+        cr_assert_eq(json_integer_value(json_object_get(info, "batchSize")), 25);
+        cr_assert_str_eq(json_string_value(json_object_get(info, "bootstrapServers")), t.brokers);
+        cr_assert_null(json_object_get(dl[0], "payload"), "the records are gone");
+    }
     json_decref(dl[0]);
 }
 

@@ -48,6 +48,32 @@ static const char *gate_config(const char *tables, const char *extra, const char
     return path;
 }
 
+/* Powertools for AWS Lambda's DynamoDBStreamLambdaOnFailureDestinationModel
+ * (tests/deps installs it) accepts the on-failure record `rec`. */
+static void powertools_accepts(json_t *rec)
+{
+    char path[400], cmd[4096];
+    FILE *f;
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/onfailure.json", tdir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(json_dumpf(rec, f, JSON_COMPACT), 0);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "test -d '%s/tests/.layers/powertools/python' || "
+             "{ echo 'run tests/deps: no Powertools layer' >&2; exit 3; }; "
+             "PYTHONPATH='%s/tests/.layers/powertools/python' /usr/bin/python3 -c '"
+             "import json, sys\n"
+             "from aws_lambda_powertools.utilities.parser.models import "
+             "DynamoDBStreamLambdaOnFailureDestinationModel as M\n"
+             "m = M.model_validate(json.load(open(sys.argv[1])))\n"
+             "assert m.ddb_stream_batch_info.batch_size >= 1\n"
+             "' '%s' >&2", root, root, path);
+    rc = system(cmd);
+    cr_assert_eq(rc, 0, "Powertools' on-failure model rejects %s (exit %d)", path, rc);
+}
+
 /* SELECT a <= b for two LSNs given as text (or SQL expressions). */
 static bool lsn_le(const char *a, const char *b)
 {
@@ -284,11 +310,12 @@ Test(pg_source_more, bisect_sends_exactly_the_poison_change_to_on_failure, .fini
     wait_flushed_past(lsn, 15000, "past the dead-lettered change");
     n = th_read_jsonl(dlq, dl, 8);
     cr_assert_eq(n, 1, "%zu dead-letter envelopes", n);
-    cr_assert_str_eq(str(dl[0], "condition"), "RetryAttemptsExhausted");
-    recs = json_object_get(dl[0], "records");
-    cr_log_info("dlq: the envelope holds %zu record(s) after %lld attempt(s)",
-                json_array_size(recs), (long long)json_integer_value(json_object_get(dl[0],
-                                                                                     "attempts")));
+    cr_assert_str_eq(str(json_object_get(dl[0], "requestContext"), "condition"),
+                     "RetryAttemptsExhausted");
+    recs = json_object_get(json_object_get(dl[0], "payload"), "Records");
+    cr_log_info("dlq: the record holds %zu record(s) after %lld attempt(s)",
+                json_array_size(recs), (long long)json_integer_value(json_object_get(
+                    json_object_get(dl[0], "requestContext"), "approximateInvokeCount")));
     cr_assert_eq(json_array_size(recs), 1, "bisect narrows the batch to the poison change: the "
                  "envelope holds %zu records (splitting must not use up the retry attempts)",
                  json_array_size(recs));
@@ -296,14 +323,35 @@ Test(pg_source_more, bisect_sends_exactly_the_poison_change_to_on_failure, .fini
     usleep(300000);
     cr_assert_eq(count_lines(out_path), 10, "the nine good changes and the one after, once each");
     cr_assert(!file_has(out_path, "poison-row"));
-    rec = json_object_get(json_array_get(recs, 0), "record");
+    rec = json_array_get(recs, 0);
     cr_assert_str_eq(str(rec, "eventName"), "INSERT");
     cr_assert_str_eq(str(rec, "tableName"), qual);
     cr_assert_eq(av_int(ddb(rec, "NewImage"), "id"), 7);
     cr_assert_str_eq(av_str(ddb(rec, "NewImage"), "note"), "poison-row");
-    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(recs, 0), "id")),
-                     json_string_value(ddb(rec, "SequenceNumber")),
-                     "the envelope's id is the change's SequenceNumber");
+    /* Lambda's DDBStreamBatchInfo: the slot is the shard, the change's
+     * SequenceNumber starts and ends the batch, its commit time is the
+     * arrival, the stream ARN names the table and the slot */
+    {
+        json_t *bi = json_object_get(dl[0], "DDBStreamBatchInfo");
+        char arn[300], when[64];
+        time_t sec = (time_t)json_integer_value(ddb(rec, "ApproximateCreationDateTime"));
+        struct tm tm;
+        cr_assert(json_is_object(bi), "no DDBStreamBatchInfo");
+        cr_assert_str_eq(str(bi, "shardId"), names);
+        cr_assert_str_eq(str(bi, "startSequenceNumber"), json_string_value(ddb(rec, "SequenceNumber")));
+        cr_assert_str_eq(str(bi, "endSequenceNumber"), json_string_value(ddb(rec, "SequenceNumber")));
+        cr_assert_eq(json_integer_value(json_object_get(bi, "batchSize")), 1);
+        snprintf(arn, sizeof(arn), "arn:aws:dynamodb:us-east-1:000000000000:table/%s/stream/%s",
+                 qual, names);
+        cr_assert_str_eq(str(bi, "streamArn"), arn);
+        gmtime_r(&sec, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S.", &tm);
+        cr_assert(strncmp(str(bi, "approximateArrivalOfFirstRecord"), when, strlen(when)) == 0,
+                  "arrival %s, commit %s", str(bi, "approximateArrivalOfFirstRecord"), when);
+        cr_assert_str_eq(str(bi, "approximateArrivalOfLastRecord"),
+                         str(bi, "approximateArrivalOfFirstRecord"));
+    }
+    powertools_accepts(dl[0]);
     json_decref(dl[0]);
     free(lsn);
     stop_sluice(pid);

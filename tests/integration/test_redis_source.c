@@ -462,6 +462,25 @@ Test(redis_source, list_sigkill_three_times_loses_nothing) { sigkill(true); }
 /* ------------------------------------------------------------------ */
 /* visibility timeout, receive count, redrive                          */
 
+/* A dead-lettered queue message is the message itself, as the source
+ * built it: SQS-shaped, its eventSourceARN ending in the queue's key, no
+ * envelope around it. */
+static void check_original_message(json_t *m, const char *key)
+{
+    const char *arn = json_string_value(json_object_get(m, "eventSourceARN"));
+    const char *src = json_string_value(json_object_get(m, "eventSource"));
+
+    cr_assert(json_string_length(json_object_get(m, "messageId")) > 0);
+    cr_assert(json_is_string(json_object_get(m, "md5OfBody")));
+    cr_assert(src && (strcmp(src, "aws:sqs") == 0 || strcmp(src, "sluice:redis") == 0), "%s", src);
+    cr_assert(arn && strlen(arn) > strlen(key) + 1 &&
+              strcmp(arn + strlen(arn) - strlen(key), key) == 0 &&
+              arn[strlen(arn) - strlen(key) - 1] == ':', "eventSourceARN %s, key %s", arn, key);
+    cr_assert_null(json_object_get(m, "requestContext"));
+    cr_assert_null(json_object_get(m, "records"));
+    cr_assert_null(json_object_get(m, "condition"));
+}
+
 static void redrive(bool list)
 {
     redisContext *rc = client(rport);
@@ -495,13 +514,10 @@ static void redrive(bool list)
                      r->element[0]->element[1]->element[1]->len, 0, NULL);
     freeReplyObject(r);
     cr_assert(env, "DLQ entry is not JSON");
-    cr_assert_str_eq(json_string_value(json_object_get(env, "condition")),
-                     "MaxReceiveCountExceeded");
-    rec = json_array_get(json_object_get(env, "records"), 0);
-    cr_assert_eq(json_integer_value(json_object_get(rec, "receiveCount")), 4);
-    rec = json_object_get(rec, "record");
+    /* the original message, as an SQS dead-letter queue holds it */
+    rec = env;
+    check_original_message(rec, o.key);
     cr_assert_str_eq(json_string_value(json_object_get(rec, "body")), "{\"n\":0,\"poison\":true}");
-    cr_assert_str_eq(json_string_value(json_object_get(rec, "eventSource")), "sluice:redis");
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(rec, "attributes"),
                                                        "ApproximateReceiveCount")), "4");
     if (!list)
@@ -515,6 +531,91 @@ static void redrive(bool list)
 
 Test(redis_source, stream_visibility_receive_count_redrive) { redrive(false); }
 Test(redis_source, list_visibility_receive_count_redrive) { redrive(true); }
+
+/* A message redriven after max_receive_count sits in the on_failure sink
+ * as the original message; once the handler is fixed, `sluice dlq
+ * redrive` finds its queue from the eventSourceARN's key (keys here hold
+ * ':'), puts it back as a new message, removes it from the sink, and it is
+ * processed. */
+static void dlq_redrive_back_to_the_queue(bool list)
+{
+    redisContext *rc = client(rport);
+    struct opts o = { .list = list, .key = unique_key("back", list), .vis_s = 1,
+                      .max_receive = 2, .out = file("out"), .dlq = unique_key("dlq", list) };
+    char cmd[2000], exe[1200], fixed[400];
+    redisReply *r;
+    json_t *m;
+    double end;
+    FILE *f;
+
+    produce(rc, list, o.key, 0, 1, "\"poison\":true");
+    run(&o, "a");
+    end = now_ms() + 30000;
+    while (rint_(rc, "XLEN %s", o.dlq) < 1) {
+        cr_assert_lt(now_ms(), end, "nothing reached the DLQ");
+        sleep_ms(100);
+    }
+    r = redisCommand(rc, "XRANGE %s - +", o.dlq);
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+    m = json_loadb(r->element[0]->element[1]->element[1]->str,
+                   r->element[0]->element[1]->element[1]->len, 0, NULL);
+    freeReplyObject(r);
+    cr_assert(m, "DLQ entry is not JSON");
+    check_original_message(m, o.key);
+    cr_assert_str_eq(json_string_value(json_object_get(m, "body")), "{\"n\":0,\"poison\":true}");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(m, "attributes"),
+                                                       "ApproximateReceiveCount")), "3");
+    read_seen(o.out, &seen);
+    cr_assert_eq(seen.fails[0], 2);
+    cr_assert_eq(seen.ok[0], 0);
+    /* an entry of the shape sluice wrote before (the engine's envelope
+     * around the message) is not stranded: it is redriven too */
+    {
+        json_t *old;
+        char *text;
+        json_object_set_new(m, "body", json_string("{\"n\":1,\"poison\":true}"));
+        old = json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:s, s:i, s:[{s:s, s:O, s:i}]}",
+                        "version", "1.0", "condition", "MaxReceiveCountExceeded", "source",
+                        "name", "q", "type", "redis", "lane", "", "function", "rec",
+                        "attempts", 3, "records", "id", "old-1", "record", m,
+                        "receiveCount", 3);
+        text = json_dumps(old, JSON_COMPACT);
+        r = redisCommand(rc, "XADD %s * record %s", o.dlq, text);
+        cr_assert(r && r->type == REDIS_REPLY_STRING);
+        freeReplyObject(r);
+        free(text);
+        json_decref(old);
+    }
+    json_decref(m);
+
+    snprintf(fixed, sizeof(fixed), "%s.fixed", o.out);
+    f = fopen(fixed, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    th_build_path(exe, sizeof(exe), root, "sluice");
+    snprintf(cmd, sizeof(cmd), "'%s' dlq redrive '%s/a.yaml' dlq >&2", exe, dir);
+    cr_assert_eq(system(cmd), 0, "sluice dlq redrive failed");
+    cr_assert_eq(rint_(rc, "XLEN %s", o.dlq), 0, "the redriven entries are still in the sink");
+    wait_ok(o.out, 2, 20000, &seen);
+    cr_assert_eq(seen.ok[0], 1, "the redriven message was handled %d times", seen.ok[0]);
+    cr_assert_eq(seen.ok[1], 1, "the old-shape entry's message was handled %d times", seen.ok[1]);
+    cr_assert_eq(seen.maxrc[0], 2, "receive counts: 1, 2 before; 1 after the redrive");
+    if (!list) {
+        /* its stream fields came back as fields */
+        r = redisCommand(rc, "XREVRANGE %s + - COUNT 2", o.key);
+        cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+        for (size_t i = 0; i < 2; i++) {
+            cr_assert_eq(r->element[i]->element[1]->elements, 4, "body and origin");
+            cr_assert_str_eq(r->element[i]->element[1]->element[3]->str, "test");
+        }
+        freeReplyObject(r);
+    }
+    wait_clean(rc, list, o.key, false, 10000);
+    redisFree(rc);
+}
+
+Test(redis_source, stream_dlq_redrive_puts_the_message_back) { dlq_redrive_back_to_the_queue(false); }
+Test(redis_source, list_dlq_redrive_puts_the_message_back) { dlq_redrive_back_to_the_queue(true); }
 
 /* ------------------------------------------------------------------ */
 /* partial batch failure, per-message delay                            */

@@ -249,10 +249,54 @@ Test(async, failing_event_is_retried_then_dead_lettered_once, .init = setup, .fi
                      "responseContext"), "functionError")), "Unhandled");
     cr_expect_str_eq(json_string_value(json_object_get(json_object_get(recs[0],
                      "responsePayload"), "errorType")), "OrderError");
+    /* the whole runtime error, as Lambda puts it there: a handler that gives
+     * no stack still has an (empty) stackTrace, and the requestId */
+    {
+        json_t *rp = json_object_get(recs[0], "responsePayload");
+        const char *msg = json_string_value(json_object_get(rp, "errorMessage"));
+        cr_expect(msg && strncmp(msg, "order rejected", 14) == 0, "errorMessage %s", msg);
+        cr_expect(json_is_array(json_object_get(rp, "stackTrace")), "stackTrace");
+        cr_expect_str_eq(json_string_value(json_object_get(rp, "requestId")), a.id);
+    }
     m = metrics_text();
     cr_expect(strstr(m, "sluice_invocations_total{function=\"fail\"} 3\n") != NULL, "%s", m);
     cr_expect(strstr(m, "sluice_dlq_writes_total{function=\"fail\"} 1\n") != NULL, "%s", m);
     free(m);
+    json_decref(recs[0]);
+}
+
+/* A Python handler's exception: responsePayload is Lambda's error response,
+ * errorMessage, errorType, stackTrace (the traceback's lines) and requestId. */
+Test(async, failure_record_carries_the_whole_runtime_error, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    struct accepted a;
+    json_t *recs[8], *rp, *st, *v;
+    size_t n, i;
+    bool names_handler = false;
+
+    start("server: { data_dir: @DIR@ }\n"
+          "functions:\n  pyfail:\n    handler: @ROOT@/examples/handlers/fail.py\n"
+          "    memory_mb: 1769\n"
+          "    async: { maximum_retry_attempts: 0, on_failure: dlq }\n" SINKS);
+    enqueue("pyfail", "{\"order\":8}", &a);
+    pump_until_records("dlq.jsonl", 1, 20000);
+    n = read_records("dlq.jsonl", recs, 8);
+    cr_assert_eq(n, 1, "%zu destination records", n);
+    rp = json_object_get(recs[0], "responsePayload");
+    cr_expect_str_eq(json_string_value(json_object_get(rp, "errorType")), "OrderError");
+    cr_expect_str_eq(json_string_value(json_object_get(rp, "errorMessage")), "order rejected");
+    cr_expect_str_eq(json_string_value(json_object_get(rp, "requestId")), a.id);
+    st = json_object_get(rp, "stackTrace");
+    cr_assert(json_is_array(st) && json_array_size(st) > 0, "a traceback in stackTrace");
+    json_array_foreach(st, i, v) {
+        cr_expect(json_is_string(v), "stackTrace entries are strings");
+        if (json_is_string(v) && strstr(json_string_value(v), "fail.py"))
+            names_handler = true;
+    }
+    cr_expect(names_handler, "the traceback names the handler's file");
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(recs[0],
+                     "responseContext"), "functionError")), "Unhandled");
     json_decref(recs[0]);
 }
 
@@ -465,12 +509,29 @@ Test(async, dlq_redrive_resubmits_and_removes_only_accepted_entries, .init = set
     f = fopen(cfg, "w");
     fputs(yaml, f);
     fclose(f);
-    /* two dead-lettered events: one for a function that exists, one not */
+    /* an event for a function that exists; a stream batch's on-failure
+     * record (its event in payload); an envelope of the old shape, which
+     * is read but cannot be redriven; records a source lost (nothing to
+     * send); an event for a function that is gone */
     snprintf(path, sizeof(path), "%s/dlq.jsonl", dir);
     f = fopen(path, "w");
     fputs("{\"requestContext\":{\"requestId\":\"r1\",\"functionArn\":\"arn:aws:lambda:us-east-1:"
           "000000000000:function:echo:$LATEST\",\"condition\":\"RetriesExhausted\"},"
           "\"requestPayload\":{\"again\":1}}\n"
+          "{\"requestContext\":{\"requestId\":\"r3\",\"functionArn\":\"arn:aws:lambda:us-east-1:"
+          "000000000000:function:echo\",\"condition\":\"RetryAttemptsExhausted\","
+          "\"approximateInvokeCount\":3},\"responseContext\":{\"statusCode\":200,"
+          "\"executedVersion\":\"$LATEST\",\"functionError\":\"Unhandled\"},\"version\":\"1.0\","
+          "\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"DDBStreamBatchInfo\":{\"shardId\":\"s\"},"
+          "\"payload\":{\"Records\":[{\"again\":3}]}}\n"
+          "{\"version\":\"1.0\",\"condition\":\"RetryAttemptsExhausted\",\"source\":{\"name\":\"s\","
+          "\"type\":\"kafka\",\"lane\":\"t-0\"},\"function\":\"echo\",\"attempts\":3,"
+          "\"batchInfo\":{\"firstId\":\"5\",\"lastId\":\"5\",\"size\":1},"
+          "\"records\":[{\"id\":\"5\",\"record\":{\"offset\":5},\"receiveCount\":1}]}\n"
+          "{\"requestContext\":{\"requestId\":\"r4\",\"functionArn\":\"arn:aws:lambda:us-east-1:"
+          "000000000000:function:echo\",\"condition\":\"RecordExpired\",\"approximateInvokeCount\":0},"
+          "\"responseContext\":null,\"KafkaBatchInfo\":{\"batchSize\":2},"
+          "\"error\":{\"type\":\"RecordExpired\",\"message\":\"deleted\"}}\n"
           "{\"requestContext\":{\"requestId\":\"r2\",\"functionArn\":\"arn:aws:lambda:us-east-1:"
           "000000000000:function:gone:$LATEST\",\"condition\":\"RetriesExhausted\"},"
           "\"requestPayload\":{\"again\":2}}\n", f);
@@ -481,7 +542,7 @@ Test(async, dlq_redrive_resubmits_and_removes_only_accepted_entries, .init = set
     snprintf(cmd, sizeof(cmd), "'%s' dlq redrive '%s' dlq --endpoint "
              "http://127.0.0.1:%d >/dev/null 2>&1", exe, cfg, port);
     cr_expect_neq(system(cmd), 0);
-    cr_expect_eq(count_records("dlq.jsonl"), 2, "entries removed without a redrive");
+    cr_expect_eq(count_records("dlq.jsonl"), 5, "entries removed without a redrive");
 
     snprintf(log, sizeof(log), "%s/sluice.log", dir);
     pid = th_run_sluice(root, cfg, log);
@@ -494,22 +555,37 @@ Test(async, dlq_redrive_resubmits_and_removes_only_accepted_entries, .init = set
     out[fread(out, 1, sizeof(out) - 1, f)] = '\0';
     pclose(f);
     cr_expect(strstr(out, "1\techo\tRetriesExhausted\t{\"again\":1}") != NULL, "%s", out);
+    cr_expect(strstr(out, "2\techo\tRetryAttemptsExhausted\t{\"Records\":[{\"again\":3}]}") != NULL,
+              "%s", out);
+    cr_expect(strstr(out, "3\techo\tRetryAttemptsExhausted\t[{\"id\":\"5\"") != NULL, "%s", out);
+    cr_expect(strstr(out, "4\techo\tRecordExpired\tdeleted") != NULL, "%s", out);
 
     snprintf(cmd, sizeof(cmd), "'%s' dlq redrive '%s' dlq --endpoint "
              "http://127.0.0.1:%d >/dev/null 2>&1", exe, cfg, port);
     cr_expect_neq(system(cmd), 0, "the entry for a missing function cannot be accepted");
-    pump_until_records("ok.jsonl", 1, 10000);
+    pump_until_records("ok.jsonl", 2, 10000);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
 
-    cr_assert_eq(read_records("ok.jsonl", recs, 8), 1);
-    cr_expect_eq(json_integer_value(json_object_get(json_object_get(recs[0], "requestPayload"),
-                                                    "again")), 1);
-    json_decref(recs[0]);
-    cr_assert_eq(read_records("dlq.jsonl", recs, 8), 1, "accepted entry kept or other removed");
-    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(recs[0],
+    cr_assert_eq(read_records("ok.jsonl", recs, 8), 2);
+    for (int i = 0; i < 2; i++) {
+        json_t *req = json_object_get(recs[i], "requestPayload");
+        json_int_t again = json_integer_value(json_object_get(req, "again"));
+        if (!again) /* the batch's event, sent as it was */
+            again = json_integer_value(json_object_get(json_array_get(json_object_get(req,
+                                       "Records"), 0), "again"));
+        cr_expect(again == 1 || again == 3, "redriven payload %d", (int)again);
+        json_decref(recs[i]);
+    }
+    cr_assert_eq(read_records("dlq.jsonl", recs, 8), 3, "accepted entries kept or others removed");
+    cr_expect_str_eq(json_string_value(json_object_get(recs[0], "condition")),
+                     "RetryAttemptsExhausted", "the old-shape envelope is kept");
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(recs[1],
+                     "requestContext"), "requestId")), "r4");
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(recs[2],
                      "requestContext"), "requestId")), "r2");
-    json_decref(recs[0]);
+    for (int i = 0; i < 3; i++)
+        json_decref(recs[i]);
 }
 
 /* data_dir made by sluice is 0700, async.db and its WAL files 0600, whatever

@@ -213,6 +213,19 @@ static size_t dead_letters(json_t **out, size_t max)
     return n < max ? n : max;
 }
 
+/* An on-failure record's condition (requestContext.condition). */
+static const char *condition(json_t *dl)
+{
+    return json_string_value(json_object_get(json_object_get(dl, "requestContext"), "condition"));
+}
+
+/* The records of the event an on-failure record carries (payload.Records:
+ * the memory source's events are SQS/DynamoDB-shaped). */
+static json_t *payload_records(json_t *dl)
+{
+    return json_object_get(json_object_get(dl, "payload"), "Records");
+}
+
 /* ------------------------------------------------------------------ */
 
 Test(engine, batches_respect_size_and_checkpoint_in_order, .init = setup, .fini = teardown,
@@ -262,16 +275,32 @@ Test(engine, exhausted_retries_dead_letter_the_batch_then_the_lane_moves_on, .in
     cr_expect_str_eq(checkpoints(), "1 2 3");
     n = dead_letters(dl, 4);
     cr_assert_eq(n, 1);
-    cr_expect_str_eq(json_string_value(json_object_get(dl[0], "condition")),
-                     "RetryAttemptsExhausted");
-    cr_expect_eq(json_integer_value(json_object_get(dl[0], "attempts")), 3);
+    /* Lambda's on-failure record (lambda-spec.md 1.3) ... */
+    {
+        json_t *rc = json_object_get(dl[0], "requestContext");
+        json_t *resp = json_object_get(dl[0], "responseContext");
+        const char *rid = json_string_value(json_object_get(rc, "requestId"));
+        cr_expect_str_eq(condition(dl[0]), "RetryAttemptsExhausted");
+        cr_expect_eq(json_integer_value(json_object_get(rc, "approximateInvokeCount")), 3);
+        cr_expect_str_eq(json_string_value(json_object_get(rc, "functionArn")),
+                         "arn:aws:lambda:us-east-1:000000000000:function:batch");
+        cr_expect(rid && strlen(rid) > 0, "requestId");
+        cr_expect_eq(json_integer_value(json_object_get(resp, "statusCode")), 200);
+        cr_expect_str_eq(json_string_value(json_object_get(resp, "executedVersion")), "$LATEST");
+        cr_expect_str_eq(json_string_value(json_object_get(resp, "functionError")), "Unhandled");
+        cr_expect_str_eq(json_string_value(json_object_get(dl[0], "version")), "1.0");
+        cr_expect(json_string_length(json_object_get(dl[0], "timestamp")) == 24,
+                  "timestamp as 2019-11-14T00:38:06.021Z");
+        cr_expect_null(json_object_get(dl[0], "condition"), "the old envelope's keys are gone");
+        cr_expect_null(json_object_get(dl[0], "batchInfo"));
+    }
+    /* ... with sluice's extras: the last error and the event the function got */
     cr_expect_str_eq(json_string_value(json_object_get(json_object_get(dl[0], "error"), "type")),
                      "RuntimeError");
-    recs = json_object_get(dl[0], "records");
+    recs = payload_records(dl[0]);
     cr_assert_eq(json_array_size(recs), 2);
     cr_expect_str_eq(json_string_value(json_object_get(json_array_get(recs, 0), "id")), "1");
-    cr_expect(json_is_true(json_object_get(json_object_get(json_array_get(recs, 0), "record"),
-                                           "poison")));
+    cr_expect(json_is_true(json_object_get(json_array_get(recs, 0), "poison")));
     json_decref(dl[0]);
 }
 
@@ -292,7 +321,7 @@ Test(engine, bisect_isolates_the_poison_record, .init = setup, .fini = teardown,
     cr_expect_str_eq(checkpoints(), "1 2 3 4 5 6 7 8");
     n = dead_letters(dl, 8);
     cr_assert_eq(n, 1, "%zu envelopes", n);
-    recs = json_object_get(dl[0], "records");
+    recs = payload_records(dl[0]);
     cr_expect_eq(json_array_size(recs), 1, "bisect should narrow the batch to the poison record");
     cr_expect_str_eq(json_string_value(json_object_get(json_array_get(recs, 0), "id")), "6");
     json_decref(dl[0]);
@@ -365,7 +394,11 @@ static void expect_whole_batch_dead_lettered(const char *etype)
     cr_assert_eq(dead_letters(dl, 4), 1);
     cr_expect_str_eq(json_string_value(json_object_get(json_object_get(dl[0], "error"), "type")),
                      etype);
-    cr_expect_eq(json_array_size(json_object_get(dl[0], "records")), 5);
+    cr_expect_eq(json_array_size(payload_records(dl[0])), 5);
+    /* the function answered: a response, but no function error */
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(dl[0], "responseContext"),
+                                                    "statusCode")), 200);
+    cr_expect_null(json_object_get(json_object_get(dl[0], "responseContext"), "functionError"));
     json_decref(dl[0]);
 }
 
@@ -496,10 +529,13 @@ Test(engine, queue_partial_failure_acks_the_rest_and_redrives_after_max_receives
     cr_expect_str_eq(checkpoints(), "m1 m3 m2",
                      "m1 and m3 acked first, m2 acked only after its redrive");
     cr_assert_eq(dead_letters(dl, 4), 1);
-    cr_expect_str_eq(json_string_value(json_object_get(dl[0], "condition")),
-                     "MaxReceiveCountExceeded");
-    cr_expect_eq(json_integer_value(json_object_get(json_array_get(json_object_get(dl[0],
-                 "records"), 0), "receiveCount")), 3);
+    /* as an SQS dead-letter queue holds it: the original message, unwrapped */
+    {
+        json_t *orig = json_loads("{\"id\":\"m2\",\"poison\":true,\"mode\":\"partial\"}", 0,
+                                  NULL);
+        cr_expect(json_equal(dl[0], orig), "the sink holds the message as it was");
+        json_decref(orig);
+    }
     cr_expect_eq(sl_memory_events(src), 2, "m2 ran twice (receives 1 and 2), then was redriven");
     json_decref(dl[0]);
 }
@@ -519,7 +555,7 @@ Test(engine, old_records_are_dead_lettered_by_age, .init = setup, .fini = teardo
     pump_until(1, 20000);
     cr_expect_str_eq(checkpoints(), "old");
     cr_assert_eq(dead_letters(dl, 4), 1);
-    cr_expect_str_eq(json_string_value(json_object_get(dl[0], "condition")), "RecordAgeExceeded");
+    cr_expect_str_eq(condition(dl[0]), "RecordAgeExceeded");
     json_decref(dl[0]);
 }
 
@@ -636,7 +672,7 @@ Test(engine, splitting_a_batch_does_not_spend_the_retry_quota, .init = setup, .f
     cr_expect_str_eq(checkpoints(), "1 2 3 4 5 6 7 8");
     n = dead_letters(dl, 8);
     cr_assert_eq(n, 1, "%zu envelopes", n);
-    recs = json_object_get(dl[0], "records");
+    recs = payload_records(dl[0]);
     cr_expect_eq(json_array_size(recs), 1, "good records were dead-lettered with the poison one");
     cr_expect_str_eq(json_string_value(json_object_get(json_array_get(recs, 0), "id")), "3");
     json_decref(dl[0]);
