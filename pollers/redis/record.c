@@ -233,8 +233,8 @@ static size_t attrs_get(const redisReply *fields, int skip, struct attr **out)
     size_t n = 0, k = 0;
 
     *out = NULL;
-    if (!fields || fields->elements < 2)
-        return 0;
+    if (!fields || fields->elements < 2 || (fields->elements < 4 && skip == 0))
+        return 0; /* the body alone: the common case, no allocation */
     a = sl_calloc(fields->elements / 2, sizeof(*a));
     for (size_t i = 0; i + 1 < fields->elements; i += 2) {
         const redisReply *f = fields->element[i], *v = fields->element[i + 1];
