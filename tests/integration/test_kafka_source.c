@@ -358,7 +358,7 @@ Test(kafka_source, filter_matches_decoded_key_and_plain_text_value)
     kt_init(&t, "filterkey");
     kt_create_topic(&t, t.topic, 1);
     rk = kt_producer(&t);
-    for (int i = 0; i < 60; i++) {
+    for (int i = 0; i < 59; i++) {
         static const char *keys[] = { "user-42", "{\"tenant\":\"a\"}", "user-7", NULL };
         static const char *values[] = { "{\"type\":\"order\"}", "plain text",
                                         "{\"type\":\"order\"}", "keep me" };
@@ -372,12 +372,18 @@ Test(kafka_source, filter_matches_decoded_key_and_plain_text_value)
               "      - '{\"key\": {\"tenant\": [\"a\"]}}'\n"
               "      - { value: [ keep me ] }\n");
     t.sluice = kt_start(&t, t.cfg);
-    cr_assert_eq(kt_wait(t.out, 45, 100, 60), 45);
+    cr_assert_eq(kt_wait(t.out, 44, 100, 60), 44);
     sleep(2);
     n = kt_lines(t.out, lines, 20000);
-    cr_assert_eq(n, 45, "%zu records delivered, want the 45 matches", n);
+    cr_assert_eq(n, 44, "%zu records delivered, want the 44 matches", n);
     for (size_t i = 0; i < n; i++)
         cr_assert_neq(lines[i].offset % 4, 2, "offset %lld passed the filter", lines[i].offset);
+    /* the last record (58) was filtered: a restart delivers nothing again,
+     * so the committed offset moved past the skipped records */
+    kt_stop(t.sluice, SIGTERM);
+    t.sluice = kt_start(&t, t.cfg);
+    sleep(4);
+    cr_assert_eq(kt_lines(t.out, lines, 20000), 44, "records delivered again after a restart");
 }
 
 Test(kafka_source, bad_filter_patterns_and_topics_are_clear_errors)
