@@ -110,6 +110,18 @@ static void check_code(struct sl_conf_load *ld, const struct sl_conf_key *k, voi
         sl_conf_error(ld, node, "code %s is not a directory", path);
 }
 
+/* `lambda` names the Lambda Runtime API, which this build does not serve
+ * yet: refused rather than run as something else. */
+static void check_runtime(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                          yaml_node_t *node)
+{
+    (void)k;
+    if (*(int *)field == SL_RUNTIME_LAMBDA)
+        sl_conf_error(ld, node, "runtime lambda (a bootstrap speaking the Lambda Runtime API) "
+                      "is not available yet: use native (a handler speaking docs/PROTOCOL.md) "
+                      "or python (a Lambda Python function by name)");
+}
+
 static void check_log_level(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                             yaml_node_t *node)
 {
@@ -580,8 +592,9 @@ static const struct sl_conf_key function_keys[] = {
               "configuration file. Runtime `python`: `module.function` (`app.lambda_handler`, "
               "`pkg/mod.fn`) in `code`, as Lambda's `_HANDLER`." },
     { .name = "runtime", .type = SL_CK_ENUM, .def = "native", .enums = runtime_names,
-      .off = F(runtime),
-      .desc = "`native`: msgpack frames on fd 3. `lambda`: the Lambda Runtime API over HTTP. "
+      .off = F(runtime), .check = check_runtime,
+      .desc = "`native`: msgpack frames on fd 3 (docs/PROTOCOL.md). `lambda` (the Lambda "
+              "Runtime API over HTTP) is refused: not available yet. "
               "`python`: Lambda's Python 3 runtime: `handler` names a function in `code`." },
     { .name = "code", .type = SL_CK_PATH, .off = F(code), .check = check_code,
       .desc = "Runtime `python` only (and required there): the code directory, mounted "

@@ -102,6 +102,7 @@ struct kafka {
     struct event                *ev_wake, *ev_more, *ev_tick, *ev_job, *ev_stuck;
     struct sl_filter            *filter;
     bool                         filter_value;  /* a pattern reads the value */
+    bool                         filter_key;    /* a pattern reads the key */
     char                        *bootstrap_json;
     char                         group[256];
     int64_t                      start_ts_ms;   /* AT_TIMESTAMP */
@@ -323,7 +324,8 @@ static void on_message(struct kafka *k, rd_kafka_message_t *m)
         return; /* already seen (a fetch repeated after a pause) */
     kr = sl__kr_new(m);
     len = kr->r.len;
-    if (k->filter && !sl__kr_filter_pass(k->filter, k->filter_value, kr->r.json, len, m)) {
+    if (k->filter && !sl__kr_filter_pass(k->filter, k->filter_value, k->filter_key, kr->r.json, len,
+                                         m)) {
         free(kr);
         k->s->filtered++;
         p->next = m->offset + 1;
@@ -1195,6 +1197,7 @@ int sl_kafka_source_new(struct sl_engine *e, const struct sl_source_conf *c,
         return sl_err_set(err, SL_ECONFIG, false, "source %s: filter_criteria: %s", c->name, msg);
     }
     k->filter_value = k->filter && sl_filter_targets(k->filter, "value");
+    k->filter_key = k->filter && sl_filter_targets(k->filter, "key");
     if (c->starting_position == SL_START_AT_TIMESTAMP &&
         parse_start_ts(c->starting_position_timestamp, &k->start_ts_ms) != 0) {
         sl_filter_free(k->filter);

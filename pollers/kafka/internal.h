@@ -63,9 +63,11 @@ struct krec *sl__kr_new(const rd_kafka_message_t *m);
 /* The whole SelfManagedKafka event for r[0..n) (one partition). */
 char *sl__kr_event(const char *bootstrap_json, struct sl_record *const *r, size_t n, size_t *len);
 /* True when the record passes `f`: matched against the record's JSON with
- * "value" replaced by the parsed value, or left out when it is not JSON. */
-bool sl__kr_filter_pass(const struct sl_filter *f, bool parse_value, const char *json, size_t len,
-                    const rd_kafka_message_t *m);
+ * "value" (parse_value) and "key" (parse_key) decoded: parsed when JSON,
+ * the plain string when UTF-8 text, left out otherwise. "value" is left
+ * out too when no pattern reads it; "key" then stays base64. */
+bool sl__kr_filter_pass(const struct sl_filter *f, bool parse_value, bool parse_key,
+                        const char *json, size_t len, const rd_kafka_message_t *m);
 /* A JSON string literal (quotes included) for `s`, malloc'd. */
 char *sl__kr_json_string(const char *s);
 

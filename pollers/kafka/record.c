@@ -127,19 +127,30 @@ char *sl__kr_event(const char *bootstrap_json, struct sl_record *const *r, size_
     return b.p;
 }
 
-bool sl__kr_filter_pass(const struct sl_filter *f, bool parse_value, const char *json, size_t len,
-                    const rd_kafka_message_t *m)
+/* A payload as the filter sees it: parsed when it is JSON, the plain
+ * string when it is UTF-8 text, else NULL (left out). */
+static json_t *filter_payload(const void *p, size_t n)
 {
-    json_t *doc = json_loadb(json, len, 0, NULL);
+    json_t *v = json_loadb(p, n, JSON_DECODE_ANY, NULL);
+
+    return v ? v : json_stringn(p, n);
+}
+
+bool sl__kr_filter_pass(const struct sl_filter *f, bool parse_value, bool parse_key,
+                        const char *json, size_t len, const rd_kafka_message_t *m)
+{
+    json_t *doc = json_loadb(json, len, 0, NULL), *v;
     bool pass;
 
     if (!doc)
         return false;
     json_object_del(doc, "value");
-    if (parse_value && m->payload) {
-        json_t *v = json_loadb(m->payload, m->len, JSON_DECODE_ANY, NULL);
-        if (v)
-            json_object_set_new(doc, "value", v);
+    if (parse_value && m->payload && (v = filter_payload(m->payload, m->len)))
+        json_object_set_new(doc, "value", v);
+    if (parse_key && m->key) {
+        json_object_del(doc, "key");
+        if ((v = filter_payload(m->key, m->key_len)))
+            json_object_set_new(doc, "key", v);
     }
     pass = sl_filter_match(f, doc);
     json_decref(doc);

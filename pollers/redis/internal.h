@@ -72,10 +72,14 @@ struct rq_rec {
 
 /* record.c: the record's part of the event (SQS record JSON), malloc'd. */
 char *sl__rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len);
-/* The filter document: the record JSON with "body" parsed, or left out
- * when it is not JSON. New reference. */
+/* The filter document: the record JSON with "body" parsed when it is
+ * JSON, else the plain string it is. New reference. */
 json_t *sl__rq_filter_doc(const char *json, size_t len);
 void sl__rq_md5_hex(const void *data, size_t len, char out[33]);
+/* md5OfMessageAttributes of a stream entry's fields [f, v, f, v...] (skip:
+ * the index of the body's field, or -1), as SQS computes it, into out;
+ * returns the number of attributes (0: none, out is ""). */
+size_t sl__rq_attrs_md5(const redisReply *fields, int skip, char out[33]);
 
 /* ------------------------------------------------------------------ */
 /* modes                                                               */

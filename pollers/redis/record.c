@@ -5,12 +5,15 @@
  *    "attributes":{"ApproximateReceiveCount":"1","SentTimestamp":"...",
  *                  "SenderId":"sluice","ApproximateFirstReceiveTimestamp":"..."},
  *    "messageAttributes":{<stream field>:{"stringValue":...,"dataType":"String"},...},
- *    "md5OfBody":"...", "eventSource":"sluice:redis",
- *    "eventSourceARN":"arn:sluice:redis:<region>:<db>:<key>", "awsRegion":"<region>"}
+ *    "md5OfBody":"...", "md5OfMessageAttributes":"..." (only with attributes),
+ *    "eventSource":"aws:sqs",
+ *    "eventSourceARN":"arn:aws:sqs:<region>:<account>:<key>", "awsRegion":"<region>"}
  *
  * The body is text: bytes that are not UTF-8 are sent as U+FFFD (md5OfBody
  * is computed over the bytes as stored). A stream field whose value is not
- * UTF-8 becomes a Binary attribute (base64). */
+ * UTF-8 becomes a Binary attribute (base64). md5OfMessageAttributes is
+ * SQS's digest of the attributes as sent (names sorted, each name, data
+ * type, transport type and value length-prefixed). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,28 +80,43 @@ static void md5_block(struct md5 *m, const unsigned char *p)
     m->a += a, m->b += b, m->c += c, m->d += d;
 }
 
-void sl__rq_md5_hex(const void *data, size_t len, char out[33])
+static void md5_init(struct md5 *m)
 {
-    struct md5 m = { 0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0, { 0 } };
-    const unsigned char *p = data;
-    unsigned char tail[128];
-    size_t rest = len % 64, tl;
-    uint64_t bits = (uint64_t)len * 8;
+    *m = (struct md5){ 0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0, { 0 } };
+}
 
-    for (size_t i = 0; i + 64 <= len; i += 64)
-        md5_block(&m, p + i);
-    memcpy(tail, p + len - rest, rest);
-    tail[rest] = 0x80;
-    tl = rest < 56 ? 64 : 128;
-    memset(tail + rest + 1, 0, tl - rest - 1);
+static void md5_update(struct md5 *m, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    size_t have = (size_t)(m->len % 64);
+
+    m->len += len;
+    if (have) {
+        size_t take = 64 - have < len ? 64 - have : len;
+        memcpy(m->buf + have, p, take);
+        p += take;
+        len -= take;
+        if (have + take < 64)
+            return;
+        md5_block(m, m->buf);
+    }
+    for (; len >= 64; p += 64, len -= 64)
+        md5_block(m, p);
+    memcpy(m->buf, p, len);
+}
+
+static void md5_hex(struct md5 *m, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char pad[128] = { 0x80 };
+    uint64_t bits = m->len * 8;
+    size_t have = (size_t)(m->len % 64), padlen = have < 56 ? 56 - have : 120 - have;
+
     for (int i = 0; i < 8; i++)
-        tail[tl - 8 + i] = (unsigned char)(bits >> (8 * i));
-    md5_block(&m, tail);
-    if (tl == 128)
-        md5_block(&m, tail + 64);
+        pad[padlen + (size_t)i] = (unsigned char)(bits >> (8 * i));
+    md5_update(m, pad, padlen + 8);
     {
-        static const char hex[] = "0123456789abcdef";
-        uint32_t v[4] = { m.a, m.b, m.c, m.d };
+        uint32_t v[4] = { m->a, m->b, m->c, m->d };
         for (int i = 0; i < 16; i++) {
             unsigned byte = (v[i / 4] >> (8 * (i % 4))) & 0xff;
             out[i * 2] = hex[byte >> 4];
@@ -106,6 +124,15 @@ void sl__rq_md5_hex(const void *data, size_t len, char out[33])
         }
         out[32] = '\0';
     }
+}
+
+void sl__rq_md5_hex(const void *data, size_t len, char out[33])
+{
+    struct md5 m;
+
+    md5_init(&m);
+    md5_update(&m, data, len);
+    md5_hex(&m, out);
 }
 
 /* ------------------------------------------------------------------ */
@@ -140,10 +167,154 @@ static void put_attr(struct sl_jbuf *b, const char *name, const char *v)
     sl_jbuf_puts(b, "\"");
 }
 
+/* ------------------------------------------------------------------ */
+/* message attributes                                                  */
+
+/* One message attribute: a stream field other than the body's. */
+struct attr {
+    const char *name;                 /* UTF-8: as the handler decodes it from the JSON */
+    size_t      nlen;
+    char       *own;                  /* name's storage when it had to be repaired */
+    const char *v;
+    size_t      vlen;
+    bool        binary;               /* not UTF-8: dataType Binary, base64 in the JSON */
+    size_t      idx;                  /* position in the entry */
+};
+
+/* s[0..n) with each byte that is not UTF-8 replaced by U+FFFD, as
+ * sl_jbuf_str writes it; malloc'd, length in *out_len. */
+static char *utf8_repair(const char *s, size_t n, size_t *out_len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    char *o = sl_malloc(n * 3 + 1);
+    size_t k = 0;
+
+    for (size_t i = 0; i < n;) {
+        size_t l = sl_utf8_len(p + i, n - i);
+        if (l) {
+            memcpy(o + k, s + i, l);
+            k += l;
+            i += l;
+        } else {
+            memcpy(o + k, "\xef\xbf\xbd", 3);
+            k += 3;
+            i++;
+        }
+    }
+    o[k] = '\0';
+    *out_len = k;
+    return o;
+}
+
+/* By name (bytes, i.e. code points), then by position in the entry. */
+static int attr_cmp(const void *x, const void *y)
+{
+    const struct attr *a = x, *b = y;
+    size_t n = a->nlen < b->nlen ? a->nlen : b->nlen;
+    int c = memcmp(a->name, b->name, n);
+
+    if (c)
+        return c;
+    if (a->nlen != b->nlen)
+        return a->nlen < b->nlen ? -1 : 1;
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+static void md5_be32(struct md5 *m, size_t n)
+{
+    unsigned char b[4] = { (unsigned char)(n >> 24), (unsigned char)(n >> 16),
+                           (unsigned char)(n >> 8), (unsigned char)n };
+    md5_update(m, b, 4);
+}
+
+static size_t attrs_get(const redisReply *fields, int skip, struct attr **out)
+{
+    struct attr *a;
+    size_t n = 0, k = 0;
+
+    *out = NULL;
+    if (!fields || fields->elements < 2 || (fields->elements < 4 && skip == 0))
+        return 0; /* the body alone: the common case, no allocation */
+    a = sl_calloc(fields->elements / 2, sizeof(*a));
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const redisReply *f = fields->element[i], *v = fields->element[i + 1];
+        if ((int)i == skip || f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        a[n].idx = i;
+        a[n].v = v->str;
+        a[n].vlen = v->len;
+        a[n].binary = !is_utf8(v->str, v->len);
+        if (is_utf8(f->str, f->len)) {
+            a[n].name = f->str;
+            a[n].nlen = f->len;
+        } else {
+            a[n].own = utf8_repair(f->str, f->len, &a[n].nlen);
+            a[n].name = a[n].own;
+        }
+        n++;
+    }
+    if (n == 0) {
+        free(a);
+        return 0;
+    }
+    qsort(a, n, sizeof(*a), attr_cmp);
+    /* a repeated field name: the last one counts, as a JSON parser reads it */
+    for (size_t i = 0; i < n; i++) {
+        if (i + 1 < n && a[i].nlen == a[i + 1].nlen && memcmp(a[i].name, a[i + 1].name, a[i].nlen) == 0) {
+            free(a[i].own);
+            continue;
+        }
+        a[k++] = a[i];
+    }
+    *out = a;
+    return k;
+}
+
+static void attrs_free(struct attr *a, size_t n)
+{
+    for (size_t i = 0; a && i < n; i++)
+        free(a[i].own);
+    free(a);
+}
+
+static void attrs_md5(const struct attr *a, size_t n, char out[33])
+{
+    struct md5 m;
+
+    md5_init(&m);
+    for (size_t i = 0; i < n; i++) {
+        const char *type = a[i].binary ? "Binary" : "String";
+        unsigned char transport = a[i].binary ? 2 : 1;
+
+        md5_be32(&m, a[i].nlen);
+        md5_update(&m, a[i].name, a[i].nlen);
+        md5_be32(&m, 6);
+        md5_update(&m, type, 6);
+        md5_update(&m, &transport, 1);
+        md5_be32(&m, a[i].vlen);
+        md5_update(&m, a[i].v, a[i].vlen);
+    }
+    md5_hex(&m, out);
+}
+
+size_t sl__rq_attrs_md5(const redisReply *fields, int skip, char out[33])
+{
+    struct attr *a;
+    size_t n = attrs_get(fields, skip, &a);
+
+    out[0] = '\0';
+    if (n)
+        attrs_md5(a, n, out);
+    attrs_free(a, n);
+    return n;
+}
+
 char *sl__rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len)
 {
     struct sl_jbuf b = { 0 };
     char md5[33], num[32];
+    struct attr *a = NULL;
+    size_t na = attrs_get(m->fields, m->skip, &a);
 
     sl_jbuf_grow(&b, m->blen + 512);
     sl_jbuf_puts(&b, "{\"messageId\":");
@@ -166,33 +337,32 @@ char *sl__rq_record_json(const struct rq *q, const struct rq_msg *m, size_t *len
     sl_jbuf_puts(&b, ",");
     put_attr(&b, "ApproximateFirstReceiveTimestamp", itoa_(m->first_ms, num));
     sl_jbuf_puts(&b, "},\"messageAttributes\":{");
-    if (m->fields) {
-        bool first = true;
-        for (size_t i = 0; i + 1 < m->fields->elements; i += 2) {
-            const redisReply *f = m->fields->element[i], *v = m->fields->element[i + 1];
-            if ((int)i == m->skip || f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
-                continue;
-            if (!first)
-                sl_jbuf_puts(&b, ",");
-            first = false;
-            sl_jbuf_str(&b, f->str, f->len);
-            if (is_utf8(v->str, v->len)) {
-                sl_jbuf_puts(&b, ":{\"stringValue\":");
-                sl_jbuf_str(&b, v->str, v->len);
-                sl_jbuf_puts(&b, ",\"stringListValues\":[],\"binaryListValues\":[],"
-                          "\"dataType\":\"String\"}");
-            } else {
-                sl_jbuf_puts(&b, ":{\"binaryValue\":");
-                sl_jbuf_base64(&b, (const unsigned char *)v->str, v->len);
-                sl_jbuf_puts(&b, ",\"stringListValues\":[],\"binaryListValues\":[],"
-                          "\"dataType\":\"Binary\"}");
-            }
+    for (size_t i = 0; i < na; i++) {
+        if (i)
+            sl_jbuf_puts(&b, ",");
+        sl_jbuf_str(&b, a[i].name, a[i].nlen);
+        if (!a[i].binary) {
+            sl_jbuf_puts(&b, ":{\"stringValue\":");
+            sl_jbuf_str(&b, a[i].v, a[i].vlen);
+            sl_jbuf_puts(&b, ",\"stringListValues\":[],\"binaryListValues\":[],"
+                      "\"dataType\":\"String\"}");
+        } else {
+            sl_jbuf_puts(&b, ":{\"binaryValue\":");
+            sl_jbuf_base64(&b, (const unsigned char *)a[i].v, a[i].vlen);
+            sl_jbuf_puts(&b, ",\"stringListValues\":[],\"binaryListValues\":[],"
+                      "\"dataType\":\"Binary\"}");
         }
     }
     sl__rq_md5_hex(m->body, m->blen, md5);
     sl_jbuf_puts(&b, "},\"md5OfBody\":\"");
     sl_jbuf_puts(&b, md5);
-    sl_jbuf_puts(&b, "\",\"eventSource\":\"sluice:redis\",\"eventSourceARN\":");
+    if (na) {
+        attrs_md5(a, na, md5);
+        sl_jbuf_puts(&b, "\",\"md5OfMessageAttributes\":\"");
+        sl_jbuf_puts(&b, md5);
+    }
+    attrs_free(a, na);
+    sl_jbuf_puts(&b, "\",\"eventSource\":\"aws:sqs\",\"eventSourceARN\":");
     sl_jbuf_str(&b, q->arn, strlen(q->arn));
     sl_jbuf_puts(&b, ",\"awsRegion\":");
     sl_jbuf_str(&b, q->region, strlen(q->region));
@@ -211,9 +381,9 @@ json_t *sl__rq_filter_doc(const char *json, size_t len)
     parsed = json_is_string(body) ? json_loadb(json_string_value(body), json_string_length(body),
                                                JSON_DECODE_ANY, NULL)
                                   : NULL;
+    /* a body that is not JSON stays the plain string: Lambda matches
+     * plain-string patterns against it and drops it for JSON patterns */
     if (parsed)
         json_object_set_new(doc, "body", parsed);
-    else
-        json_object_del(doc, "body");
     return doc;
 }

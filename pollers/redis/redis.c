@@ -700,8 +700,9 @@ int sl_redis_source_new(struct sl_engine *e, const struct sl_source_conf *c,
                  rnd & 0xffff);
     }
     snprintf(q->region, sizeof(q->region), "%s", c->server->region);
-    snprintf(q->arn, sizeof(q->arn), "arn:sluice:redis:%s:%d:%s", q->region,
-             q->u.db >= 0 ? q->u.db : 0, o->key);
+    /* SQS's queue ARN: the key stands for the queue name (not the db) */
+    snprintf(q->arn, sizeof(q->arn), "arn:aws:sqs:%s:%s:%s", q->region, c->server->account_id,
+             o->key);
     if (c->filter_criteria) {
         char msg[512];
         if (sl_filter_compile(c->filter_criteria, &q->filter, msg, sizeof(msg)) != 0) {

@@ -9,7 +9,9 @@
  * redrive tests). With $PARTIAL set, failures are reported in
  * batchItemFailures (with "visibilityTimeoutSeconds": d when the body has
  * delay_s); otherwise one failure fails the whole invocation. $SLEEP_MS
- * slows each invocation. Without $OUT it records nothing. */
+ * slows each invocation. Without $OUT it records nothing. With $EVENTS,
+ * each event is also appended to that file as it came, one line each
+ * (the event is compact JSON: no newline inside). */
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -109,6 +111,22 @@ static int handle(const char *event, size_t len, const struct slr_context *ctx, 
         close(fd);
     }
     free(log);
+    if (getenv("EVENTS")) {
+        int fd = open(getenv("EVENTS"), O_WRONLY | O_CREAT | O_APPEND, 0644);
+        char *line = malloc(len + 1);
+
+        memcpy(line, event, len);
+        line[len] = '\n';
+        if (fd < 0 || write(fd, line, len + 1) != (ssize_t)(len + 1)) {
+            free(line);
+            free(resp);
+            if (fd >= 0)
+                close(fd);
+            return slr_set_error("OutputError", "cannot append to %s", getenv("EVENTS"));
+        }
+        free(line);
+        close(fd);
+    }
     if (failed && !partial) {
         free(resp);
         return slr_set_error("RecordFailed", "%d record(s) failed", failed);

@@ -229,6 +229,8 @@ struct opts {
     int         port;          /* redis port; 0: the shared one */
     int         api_port;
     const char *extra;         /* more source keys, YAML lines */
+    const char *events;        /* handler's file of whole events, or NULL */
+    const char *server_extra;  /* more server keys, ", k: v" */
 };
 
 static char *write_config(const struct opts *o, const char *name)
@@ -241,17 +243,19 @@ static char *write_config(const struct opts *o, const char *name)
     f = fopen(path, "w");
     cr_assert(f);
     fprintf(f,
-            "server: { listen: 127.0.0.1:%d, data_dir: %s/data-%s }\n"
+            "server: { listen: 127.0.0.1:%d, data_dir: %s/data-%s%s }\n"
             "functions:\n  rec:\n    handler: %s/%s/test-handlers/redis_rec\n"
             "    sandbox: relaxed\n    timeout_s: 60\n"
-            "    environment: { OUT: %s%s, SLEEP_MS: \"%d\" }\n"
+            "    environment: { OUT: %s%s%s%s, SLEEP_MS: \"%d\" }\n"
             "sources:\n  q:\n    type: redis\n    function: rec\n"
             "    url: %s\n    key: %s\n    mode: %s\n"
             "    batch_size: %d\n    maximum_concurrency: %d\n    visibility_timeout_s: %d\n"
             "    max_receive_count: %d\n    report_batch_item_failures: %s\n"
             "    delete_on_ack: %s\n%s%s%s",
-            o->api_port ? o->api_port : th_free_port(), dir, name, root, th_build(), o->out,
-            o->partial ? ", PARTIAL: \"1\"" : "", o->sleep_ms,
+            o->api_port ? o->api_port : th_free_port(), dir, name,
+            o->server_extra ? o->server_extra : "", root, th_build(), o->out,
+            o->partial ? ", PARTIAL: \"1\"" : "", o->events ? ", EVENTS: " : "",
+            o->events ? o->events : "", o->sleep_ms,
             th_redis_url(url, sizeof(url), rhost, o->port ? o->port : rport),
             o->key, o->list ? "list" : "stream", o->batch ? o->batch : 10,
             o->concurrency ? o->concurrency : 2, o->vis_s ? o->vis_s : 30,
@@ -518,6 +522,7 @@ static void redrive(bool list)
     rec = env;
     check_original_message(rec, o.key);
     cr_assert_str_eq(json_string_value(json_object_get(rec, "body")), "{\"n\":0,\"poison\":true}");
+    cr_assert_str_eq(json_string_value(json_object_get(rec, "eventSource")), "aws:sqs");
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(rec, "attributes"),
                                                        "ApproximateReceiveCount")), "4");
     if (!list)
@@ -809,3 +814,101 @@ static void filter(bool list)
 
 Test(redis_source, stream_filtered_messages_deleted_not_invoked) { filter(false); }
 Test(redis_source, list_filtered_messages_deleted_not_invoked) { filter(true); }
+
+/* Lambda's patterns on the SQS shape: metadata (eventSource) and body
+ * together, and a plain-string pattern against a body that is not JSON
+ * (Lambda matches it; a JSON body with a plain-string pattern, or a plain
+ * body with a JSON pattern, is dropped). Only matches are invoked; the
+ * rest are deleted from the queue without an invocation. */
+static void filter_lambda(bool list)
+{
+    redisContext *rc = client(rport);
+    struct opts o = { .list = list, .key = unique_key("filter2", list), .out = file("out"),
+                      .extra = "    filter_criteria:\n"
+                               "      - '{\"eventSource\": [\"aws:sqs\"], "
+                               "\"body\": {\"status\": [\"x\"]}}'\n"
+                               "      - { body: [ plain keep ] }\n"
+                               "      - { eventSource: [ \"sluice:redis\" ] }\n" };
+
+    produce(rc, list, o.key, 1, 11, "\"status\":\"x\"");
+    produce(rc, list, o.key, 11, 21, "\"status\":\"y\"");
+    if (list) {
+        cr_assert_eq(rint_(rc, "LPUSH %s %s", o.key, "plain keep"), 21);
+        cr_assert_eq(rint_(rc, "LPUSH %s %s", o.key, "plain drop"), 22);
+    } else {
+        redisReply *r = redisCommand(rc, "XADD %s * body %s", o.key, "plain keep");
+        cr_assert(r && r->type == REDIS_REPLY_STRING);
+        freeReplyObject(r);
+        r = redisCommand(rc, "XADD %s * body %s", o.key, "plain drop");
+        cr_assert(r && r->type == REDIS_REPLY_STRING);
+        freeReplyObject(r);
+    }
+    run(&o, "a");
+    /* the plain "plain keep" body has no n: the handler logs it as 0 */
+    wait_ok(o.out, 11, 30000, &seen);
+    wait_clean(rc, list, o.key, false, 10000);
+    for (int n = 0; n < 21; n++)
+        cr_assert_eq(seen.ok[n], n <= 10, "message %d handled %d times", n, seen.ok[n]);
+    cr_assert_eq(seen.lines, 11, "%zu handlings, want the 11 matches once each", seen.lines);
+    redisFree(rc);
+}
+
+Test(redis_source, stream_lambda_filter_patterns_on_sqs_shape) { filter_lambda(false); }
+Test(redis_source, list_lambda_filter_patterns_on_sqs_shape) { filter_lambda(true); }
+
+/* ------------------------------------------------------------------ */
+/* the event, judged by Powertools for AWS Lambda                      */
+
+/* Every event parses with Powertools' SqsModel and reads through its
+ * SQSEvent data class; md5OfBody and md5OfMessageAttributes are SQS's (a
+ * Python implementation of SQS's algorithm recomputes them), the ARN and
+ * awsRegion are SQS's in the configured region and account. Stream
+ * entries: some with a String attribute, some with a Binary one (a value
+ * that is not UTF-8) and a name out of order, some with the body alone
+ * (no messageAttributes, no md5OfMessageAttributes). */
+static void powertools(bool list)
+{
+    redisContext *rc = client(rport);
+    static char key[160], cmd[4096];
+    char arn[300];
+    struct opts o = { .list = list, .key = key, .batch = 7, .out = file("out"),
+                      .events = file("events"),
+                      .server_extra = ", region: eu-west-3, account_id: \"123456789012\"" };
+    int want = 20, want_attrs = list ? 0 : 10;
+
+    /* SQS queue names have no ':' (a key with one is in the ARN as it is) */
+    snprintf(key, sizeof(key), "rsrc-sqs-%s-%d-%lld", list ? "list" : "stream", (int)getpid(),
+             (long long)time(NULL));
+    produce(rc, list, key, 0, 5, NULL); /* stream: attribute origin=test */
+    if (list) {
+        produce(rc, list, key, 5, 20, NULL);
+    } else {
+        for (int i = 5; i < 20; i++) {
+            char body[64];
+            redisReply *r;
+
+            snprintf(body, sizeof(body), "{\"n\":%d}", i);
+            if (i < 10)
+                r = redisCommand(rc, "XADD %s * zeta %s body %s blob %b", key, "last", body,
+                                 "\xff\x00\x01", (size_t)3);
+            else
+                r = redisCommand(rc, "XADD %s * body %s", key, body);
+            cr_assert(r && r->type == REDIS_REPLY_STRING);
+            freeReplyObject(r);
+        }
+    }
+    run(&o, "a");
+    wait_ok(o.out, 20, 30000, &seen);
+    wait_clean(rc, list, key, false, 10000);
+    snprintf(arn, sizeof(arn), "arn:aws:sqs:eu-west-3:123456789012:%s", key);
+    snprintf(cmd, sizeof(cmd),
+             "PYTHONPATH='%s/tests/.layers/powertools/python' /usr/bin/python3 "
+             "'%s/tests/integration/sqs_powertools.py' '%s' '%s' eu-west-3 %d %d >&2",
+             root, root, o.events, arn, want, want_attrs);
+    cr_assert_eq(system(cmd), 0, "Powertools or the digests rejected the events (above); "
+                 "the layer comes from tests/deps");
+    redisFree(rc);
+}
+
+Test(redis_source, stream_event_is_sqs_for_powertools) { powertools(false); }
+Test(redis_source, list_event_is_sqs_for_powertools) { powertools(true); }

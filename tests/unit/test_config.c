@@ -203,6 +203,11 @@ static const struct bad_case bad[] = {
       "      AWS_ACCESS_KEY_ID: a\n      AWS_SECRET_ACCESS_KEY: b\n      AWS_SESSION_TOKEN: c\n"
       "      AWS_ACCESS_KEY: d\n",
       "t.yaml:5:7: functions.f.environment: variable name 'AWS_ACCESS_KEY' is reserved\n" },
+    { "runtime lambda is refused until the Runtime API exists",
+      "functions:\n  f:\n    handler: handler.sh\n    runtime: lambda\n",
+      "t.yaml:4:14: functions.f.runtime: runtime lambda (a bootstrap speaking the Lambda "
+      "Runtime API) is not available yet: use native (a handler speaking docs/PROTOCOL.md) or "
+      "python (a Lambda Python function by name)\n" },
     { "two documents",
       "log: {}\n---\nlog: {}\n",
       "t.yaml:2:1: only one YAML document is allowed\n" },

@@ -1,12 +1,16 @@
 /* Event filtering: every rule kind matching and not matching, arrays in
  * documents, nesting, $or, numeric edge cases, payloads that are not JSON,
  * and bad patterns with their exact messages (at compile time and through
- * `sluice lint`). */
+ * `sluice lint`); the documents the Redis and Kafka sources build, matched
+ * as Lambda matches SQS and Kafka records (eventSource, body, plain-string
+ * payloads, Kafka's decoded key). */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+
+#include <librdkafka/rdkafka.h>
 
 #include "sluice/config.h"
 #include "sluice/pollers.h"
@@ -504,4 +508,111 @@ Test(filter, lint_fails_on_a_bad_pattern)
                           "(write [\"order\"] to match it)\n") != NULL,
               "%s", out);
     cr_expect(strstr(out, "bad-filter.yaml: 2 errors\n") != NULL, "%s", out);
+}
+
+/* ------------------------------------------------------------------ */
+/* the documents the pollers build (Lambda's data keys)                */
+
+/* From pollers/redis/internal.h and pollers/kafka/internal.h (they need
+ * libevent's and hiredis' headers; the prototypes are enough). */
+json_t *sl__rq_filter_doc(const char *json, size_t len);
+bool sl__kr_filter_pass(const struct sl_filter *f, bool parse_value, bool parse_key,
+                        const char *json, size_t len, const rd_kafka_message_t *m);
+
+/* An SQS record as the Redis source builds it, with `body_json` (a JSON
+ * string literal) as its body. */
+static bool sqs_match(const char *criteria, const char *body_json)
+{
+    char rec[1024];
+    struct sl_filter *f = compile(criteria);
+    json_t *doc;
+    bool m;
+
+    snprintf(rec, sizeof(rec),
+             "{\"messageId\":\"1-0\",\"receiptHandle\":\"stream:1-0:1\",\"body\":%s,"
+             "\"attributes\":{\"ApproximateReceiveCount\":\"1\"},\"messageAttributes\":"
+             "{\"origin\":{\"stringValue\":\"web\",\"stringListValues\":[],"
+             "\"binaryListValues\":[],\"dataType\":\"String\"}},\"md5OfBody\":\"x\","
+             "\"eventSource\":\"aws:sqs\",\"eventSourceARN\":"
+             "\"arn:aws:sqs:us-east-1:000000000000:jobs\",\"awsRegion\":\"us-east-1\"}",
+             body_json);
+    doc = sl__rq_filter_doc(rec, strlen(rec));
+    cr_assert_not_null(doc);
+    m = sl_filter_match(f, doc);
+    json_decref(doc);
+    sl_filter_free(f);
+    return m;
+}
+
+Test(filter, sqs_metadata_and_body_as_lambda)
+{
+    const char *order = "\"{\\\"status\\\":\\\"x\\\"}\"";
+
+    cr_assert(sqs_match("[{\"eventSource\":[\"aws:sqs\"]}]", order));
+    cr_assert(!sqs_match("[{\"eventSource\":[\"sluice:redis\"]}]", order));
+    cr_assert(sqs_match("[{\"eventSourceARN\":[{\"prefix\":\"arn:aws:sqs:\"}]}]", order));
+    cr_assert(sqs_match("[{\"body\":{\"status\":[\"x\"]}}]", order));
+    cr_assert(!sqs_match("[{\"body\":{\"status\":[\"y\"]}}]", order));
+    cr_assert(sqs_match("[{\"eventSource\":[\"aws:sqs\"],\"body\":{\"status\":[\"x\"]}}]", order));
+    cr_assert(sqs_match("[{\"messageAttributes\":{\"origin\":{\"stringValue\":[\"web\"]}}}]",
+                        order));
+    /* a JSON body against a plain-string pattern: dropped */
+    cr_assert(!sqs_match("[{\"body\":[\"{\\\"status\\\":\\\"x\\\"}\"]}]", order));
+}
+
+Test(filter, sqs_plain_string_body_as_lambda)
+{
+    /* plain pattern, plain body: matched; JSON pattern, plain body: dropped;
+     * metadata only: the body does not matter */
+    cr_assert(sqs_match("[{\"body\":[\"hello\"]}]", "\"hello\""));
+    cr_assert(sqs_match("[{\"body\":[{\"prefix\":\"hel\"}]}]", "\"hello\""));
+    cr_assert(!sqs_match("[{\"body\":[\"bye\"]}]", "\"hello\""));
+    cr_assert(!sqs_match("[{\"body\":{\"status\":[\"x\"]}}]", "\"hello\""));
+    cr_assert(sqs_match("[{\"eventSource\":[\"aws:sqs\"]}]", "\"hello\""));
+}
+
+/* A Kafka record as the Kafka source builds it, with the raw key and value
+ * (NULL: none) in `m`. */
+static bool kafka_match(const char *criteria, const char *key, const char *value, size_t vlen)
+{
+    char rec[512];
+    struct sl_filter *f = compile(criteria);
+    rd_kafka_message_t m = { 0 };
+    bool pass;
+
+    m.key = (void *)key;
+    m.key_len = key ? strlen(key) : 0;
+    m.payload = (void *)value;
+    m.len = vlen;
+    /* base64 in the record: what the handler sees, never what a pattern matches */
+    snprintf(rec, sizeof(rec),
+             "{\"topic\":\"t\",\"partition\":0,\"offset\":5,\"timestamp\":1,"
+             "\"timestampType\":\"CREATE_TIME\",\"key\":%s,\"value\":\"eA==\",\"headers\":[]}",
+             key ? "\"dXNlci00Mg==\"" : "null");
+    pass = sl__kr_filter_pass(f, sl_filter_targets(f, "value"), sl_filter_targets(f, "key"), rec,
+                              strlen(rec), &m);
+    sl_filter_free(f);
+    return pass;
+}
+
+Test(filter, kafka_key_and_value_decoded_as_lambda)
+{
+    const char *order = "{\"type\":\"order\"}";
+
+    cr_assert(kafka_match("[{\"key\":[\"user-42\"]}]", "user-42", order, strlen(order)));
+    cr_assert(!kafka_match("[{\"key\":[\"dXNlci00Mg==\"]}]", "user-42", order, strlen(order)));
+    cr_assert(!kafka_match("[{\"key\":[\"user-7\"]}]", "user-42", order, strlen(order)));
+    cr_assert(kafka_match("[{\"key\":{\"tenant\":[\"a\"]}}]", "{\"tenant\":\"a\"}", order,
+                          strlen(order)));
+    cr_assert(kafka_match("[{\"key\":[\"user-42\"],\"value\":{\"type\":[\"order\"]}}]", "user-42",
+                          order, strlen(order)));
+    cr_assert(!kafka_match("[{\"key\":[\"user-42\"],\"value\":{\"type\":[\"x\"]}}]", "user-42",
+                           order, strlen(order)));
+    cr_assert(kafka_match("[{\"key\":[null]}]", NULL, order, strlen(order)));
+    /* a plain-text value: plain patterns match it, JSON ones do not */
+    cr_assert(kafka_match("[{\"value\":[\"keep me\"]}]", NULL, "keep me", 7));
+    cr_assert(!kafka_match("[{\"value\":{\"type\":[\"order\"]}}]", NULL, "keep me", 7));
+    /* bytes that are not text are left out */
+    cr_assert(!kafka_match("[{\"value\":[{\"exists\":true}]}]", NULL, "\xff\xfe", 2));
+    cr_assert(kafka_match("[{\"value\":[{\"exists\":false}]}]", NULL, "\xff\xfe", 2));
 }
