@@ -200,6 +200,23 @@ static inline size_t pt_dead_letters(const char *path, int *count)
     return n;
 }
 
+/* Some line of the file `path` holds `needle`. */
+static inline bool pt_log_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    bool found = false;
+
+    if (!f)
+        return false;
+    while (!found && getline(&line, &cap, f) > 0)
+        found = strstr(line, needle) != NULL;
+    free(line);
+    fclose(f);
+    return found;
+}
+
 /* Assert the outcome of one run over ids [0, n): every good id handled,
  * exactly once in the first invocation that handled it, never a poison
  * one; exactly the poison ids dead-lettered, once each. */
