@@ -24,7 +24,9 @@
 #define MIN  60000
 #define MB   (1024 * 1024)
 
-static const char *const runtime_names[] = { "native", "lambda", "python", NULL };
+/* "provided" (Lambda's name for custom runtimes) is read as "lambda" (check_runtime) */
+static const char *const runtime_names[] = { "native", "lambda", "python", "provided", NULL };
+#define RUNTIME_PROVIDED 3
 static const char *const fn_log_format_names[] = { "text", "json", NULL };
 static const char *const network_names[] = { "none", "host", NULL };
 static const char *const sandbox_names[] = { "strict", "relaxed", NULL };
@@ -115,11 +117,29 @@ static void check_code(struct sl_conf_load *ld, const struct sl_conf_key *k, voi
 static void check_runtime(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                           yaml_node_t *node)
 {
+    const char *v;
+    bool snap = false;
+    char why[128];
+
     (void)k;
-    if (*(int *)field == SL_RUNTIME_LAMBDA)
-        sl_conf_error(ld, node, "runtime lambda (a bootstrap speaking the Lambda Runtime API) "
-                      "is not available yet: use native (a handler speaking docs/PROTOCOL.md) "
-                      "or python (a Lambda Python function by name)");
+    if (*(int *)field == RUNTIME_PROVIDED)
+        *(int *)field = SL_RUNTIME_LAMBDA;
+    if (*(int *)field != SL_RUNTIME_LAMBDA)
+        return;
+    /* the Runtime API listens on the env's own 127.0.0.1: without a
+     * network namespace of its own there is no address only it can reach */
+    if ((v = sl__load_sibling(ld, "sandbox")) && strcmp(v, "relaxed") == 0)
+        sl_conf_error(ld, node, "runtime lambda needs `sandbox: strict`: the Runtime API "
+                      "listens inside the environment's own network namespace, which a relaxed "
+                      "sandbox does not have");
+    else if ((v = sl__load_sibling(ld, "network")) && strcmp(v, "host") == 0)
+        sl_conf_error(ld, node, "runtime lambda needs `network: none`: with the host's network "
+                      "the Runtime API's 127.0.0.1:9001 would be reachable from the host and "
+                      "every other environment on it");
+    else if ((v = sl__load_sibling(ld, "snapstart")) &&
+             sl__parse_bool(v, &snap, why, sizeof(why)) == 0 && snap)
+        sl_conf_error(ld, node, "runtime lambda cannot use `snapstart` yet: the Runtime API's "
+                      "restore hooks (/runtime/restore/next) are not implemented");
 }
 
 static void check_log_level(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
@@ -588,13 +608,16 @@ const struct sl__ctable sl__async_table = {
 static const struct sl_conf_key function_keys[] = {
     { .name = "handler", .type = SL_CK_STRING, .flags = SL_CK_REQUIRED, .off = F(handler),
       .check = check_handler,
-      .desc = "Runtime `native`: the executable run in each environment, relative to the "
+      .desc = "Runtime `native` and `lambda`: the executable run in each environment (for "
+              "`lambda` the `bootstrap`), relative to the "
               "configuration file. Runtime `python`: `module.function` (`app.lambda_handler`, "
               "`pkg/mod.fn`) in `code`, as Lambda's `_HANDLER`." },
     { .name = "runtime", .type = SL_CK_ENUM, .def = "native", .enums = runtime_names,
       .off = F(runtime), .check = check_runtime,
-      .desc = "`native`: msgpack frames on fd 3 (docs/PROTOCOL.md). `lambda` (the Lambda "
-              "Runtime API over HTTP) is refused: not available yet. "
+      .desc = "`native`: msgpack frames on fd 3 (docs/PROTOCOL.md). `lambda` (alias "
+              "`provided`): `handler` is a `bootstrap` speaking the Lambda Runtime API at "
+              "`AWS_LAMBDA_RUNTIME_API` (docs/RUNTIME-API.md; needs `sandbox: strict`, "
+              "`network: none`, no `snapstart`). "
               "`python`: Lambda's Python 3 runtime: `handler` names a function in `code`." },
     { .name = "code", .type = SL_CK_PATH, .off = F(code), .check = check_code,
       .desc = "Runtime `python` only (and required there): the code directory, mounted "

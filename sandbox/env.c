@@ -373,17 +373,22 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 static void on_ready(struct sl_env *env, const struct sl_msg *m)
 {
-    struct sl_fnpool *pool = env->pool;
-
     if (env->state != ENV_STARTING) {
         sl__env_fail(env, "Runtime.InvalidResponse", "'ready' from an initialized handler");
         return;
     }
+    sl__env_ready(env, m->restored);
+}
+
+void sl__env_ready(struct sl_env *env, bool restored)
+{
+    struct sl_fnpool *pool = env->pool;
+
     event_del(env->ev_timer);
     env->ready_ms = sl_mono_ms();
     env->init_ms = env->ready_ms - env->spawned_ms;
     SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "environment %s ready in %.2f ms%s", env->id,
-             env->init_ms, m->restored ? " (restored)" : "");
+             env->init_ms, restored ? " (restored)" : "");
     if (env->kind == ENV_TEMPLATE) {
         sl__snapstart_template_init(env);
         return;
@@ -398,6 +403,23 @@ static void on_ready(struct sl_env *env, const struct sl_msg *m)
     env->idle_ms = sl_mono_ms();
 }
 
+
+void sl__env_result(struct sl_env *env, bool ok, const char *payload, size_t len,
+                    const char *etype, const char *emsg, json_t *stack)
+{
+    char msg[256];
+
+    event_del(env->ev_timer);
+    sl__env_set_state(env, ENV_IDLE);
+    env->idle_ms = sl_mono_ms();
+    if (ok && len > SL_PAYLOAD_MAX) {
+        snprintf(msg, sizeof(msg), "Response payload size (%zu bytes) exceeded maximum "
+                 "allowed payload size (%d bytes).", len, SL_PAYLOAD_MAX);
+        sl__env_finish(env, false, NULL, 0, "Function.ResponseSizeTooLarge", msg, stack);
+    } else {
+        sl__env_finish(env, ok, payload, len, etype, emsg, stack);
+    }
+}
 
 static void on_message(struct sl_env *env, struct sl_msg *m)
 {
@@ -425,20 +447,13 @@ static void on_message(struct sl_env *env, struct sl_msg *m)
                          "result for a request that is not running");
             return;
         }
-        event_del(env->ev_timer);
-        sl__env_set_state(env, ENV_IDLE);
-        env->idle_ms = sl_mono_ms();
-        if (m->ok && m->payload.n > SL_PAYLOAD_MAX) {
-            snprintf(emsg, sizeof(emsg), "Response payload size (%zu bytes) exceeded maximum "
-                     "allowed payload size (%d bytes).", m->payload.n, SL_PAYLOAD_MAX);
-            sl__env_finish(env, false, NULL, 0, "Function.ResponseSizeTooLarge", emsg, NULL);
-        } else if (m->ok) {
-            sl__env_finish(env, true, m->payload.p, m->payload.n, NULL, NULL, NULL);
+        if (m->ok) {
+            sl__env_result(env, true, m->payload.p, m->payload.n, NULL, NULL, NULL);
         } else {
             snprintf(etype, sizeof(etype), "%.*s", (int)m->error_type.n, m->error_type.p);
             snprintf(emsg, sizeof(emsg), "%.*s", (int)m->error_message.n,
                      m->error_message.p ? m->error_message.p : "");
-            sl__env_finish(env, false, NULL, 0, etype, emsg, stack_json(m->stack));
+            sl__env_result(env, false, NULL, 0, etype, emsg, stack_json(m->stack));
         }
         return;
     case SL_MSG_SNAPSHOT_READY:
@@ -515,11 +530,20 @@ int sl__env_attach(struct sl_env *env)
 {
     struct event_base *base = env->pool->base;
 
-    env->bev = bufferevent_socket_new(base, env->proc.sock, 0);
-    if (!env->bev)
-        return -1;
-    bufferevent_setcb(env->bev, sl__env_on_read, NULL, on_bev_event, env);
-    bufferevent_enable(env->bev, EV_READ | EV_WRITE);
+    if (env->proc.rapi >= 0) {
+        /* runtime lambda: the handler never had fd 3, the Runtime API is its channel */
+        if (env->proc.sock >= 0)
+            close(env->proc.sock);
+        env->proc.sock = -1;
+        if (sl__rapi_attach(env) != 0)
+            return -1;
+    } else {
+        env->bev = bufferevent_socket_new(base, env->proc.sock, 0);
+        if (!env->bev)
+            return -1;
+        bufferevent_setcb(env->bev, sl__env_on_read, NULL, on_bev_event, env);
+        bufferevent_enable(env->bev, EV_READ | EV_WRITE);
+    }
     if (env->proc.out >= 0) {
         env->ev_out = event_new(base, env->proc.out, EV_READ | EV_PERSIST, on_output, env);
         event_add(env->ev_out, NULL);
@@ -553,7 +577,7 @@ struct sl_env *sl__env_alloc(struct sl_fnpool *pool, int kind, bool provisioned)
     env->fork_fds[0] = env->fork_fds[1] = env->fork_fds[2] = -1;
     env->proc.pid = -1;
     env->proc.pidfd = env->proc.sock = env->proc.out = env->proc.err = env->proc.setup = -1;
-    env->proc.mem_fd = env->proc.netns = -1;
+    env->proc.mem_fd = env->proc.netns = env->proc.rapi = -1;
     snprintf(env->id, sizeof(env->id), "%s%lu", kind == ENV_TEMPLATE ? "t" : "e", ++pool->seq);
     env->ev_timer = evtimer_new(pool->base, on_timer, env);
     LIST_INSERT_HEAD(&pool->envs, env, link);
@@ -581,6 +605,7 @@ void sl__env_destroy(struct sl_env *env)
         pool->template_ready = false;
     }
     replace = env->provisioned && !pool->closing;
+    sl__rapi_free(env);
     if (env->bev)
         bufferevent_free(env->bev); /* does not close the fd: release does */
     if (env->ev_out)
@@ -629,6 +654,17 @@ void sl__env_send_invoke(struct sl_env *env)
     m.event_len = env->inv->event_len;
     sl__env_set_state(env, ENV_BUSY);
     env->busy_ms = sl_mono_ms();
+    if (env->rapi) {
+        if (m.event_len > SL_PAYLOAD_MAX) {
+            sl__env_set_state(env, ENV_IDLE);
+            sl__env_finish(env, false, NULL, 0, "RequestTooLargeException", "event is over 6 MB",
+                           NULL);
+            return;
+        }
+        sl__env_timer(env->ev_timer, (double)fn->timeout_ms);
+        sl__rapi_invoke(env, m.deadline_ms);
+        return;
+    }
     rc = sl_frame_invoke(&m, &frame, &len);
     if (rc != 0) {
         /* the event itself is too big: the env is fine */
@@ -697,7 +733,7 @@ void sl__env_bury(struct sl_fnpool *pool, struct sl_sbx_proc *p)
     /* `p` no longer owns anything */
     memset(p, 0, sizeof(*p));
     p->pid = -1;
-    p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = p->netns = -1;
+    p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = p->netns = p->rapi = -1;
 }
 
 void sl__env_graves_free(struct sl_fnpool *pool)
@@ -724,6 +760,7 @@ static void start_failed(struct sl_env *env, struct sl_err *err)
         pool->nenvs--;
         pool->nprovisioned -= env->provisioned;
     }
+    sl__rapi_free(env);
     if (env->bev)
         bufferevent_free(env->bev);
     event_free(env->ev_timer);
@@ -738,6 +775,10 @@ struct sl_env *sl__env_start(struct sl_fnpool *pool, bool provisioned, struct sl
     struct sl_env *env;
     const char *init_type;
 
+    if (pool->fn->snapstart && pool->fn->runtime == SL_RUNTIME_LAMBDA) {
+        sl_err_set(err, SL_EINVAL, false, "runtime lambda cannot use snapstart");
+        return NULL;
+    }
     if (pool->fn->snapstart && pool->template)
         return sl__snapstart_start(pool, provisioned, err);
     init_type = pool->fn->snapstart ? "snap-start"

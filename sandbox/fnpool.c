@@ -59,9 +59,12 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
             char *frame;
             size_t len;
             SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "environment %s idle: shutting down", env->id);
-            sl_frame_shutdown("spindown", sl_wall_ms() + SHUTDOWN_MS, &frame, &len);
-            bufferevent_write(env->bev, frame, len);
-            free(frame);
+            /* runtime lambda: Lambda tells only extensions; the runtime is killed */
+            if (env->bev) {
+                sl_frame_shutdown("spindown", sl_wall_ms() + SHUTDOWN_MS, &frame, &len);
+                bufferevent_write(env->bev, frame, len);
+                free(frame);
+            }
             sl__env_set_state(env, ENV_STOPPING);
             sl__env_timer(env->ev_timer, SHUTDOWN_MS);
         }

@@ -102,6 +102,7 @@ void sl__sandbox_setup_error(int fd, struct sl_err *err);
 #define EOF_GRACE_MS   200     /* socket closed: wait this long for the exit status */
 
 struct sl__fake;                   /* one fake pool's script and answers (fake.c) */
+struct sl__rapi;                   /* one env's Runtime API (rapi.c) */
 struct sl__fakes;                  /* what the fake pools of one sl_functions share */
 struct sl__grave;
 
@@ -133,7 +134,8 @@ struct sl_env {
     int                 state;           /* enum env_state */
     char                id[24];
     struct sl_sbx_proc  proc;
-    struct bufferevent *bev;             /* fd 3 */
+    struct bufferevent *bev;             /* fd 3; NULL for runtime lambda */
+    struct sl__rapi    *rapi;            /* runtime lambda: its Runtime API (rapi.c) */
     struct event       *ev_out, *ev_err, *ev_exit, *ev_setup, *ev_timer, *ev_first;
     struct linebuf      out, err;
     double              out_tokens;      /* bytes of output it may still log now */
@@ -197,9 +199,25 @@ void sl__env_graves_free(struct sl_fnpool *pool);
 /* The env's current invocation's one result (no-op without one); steals `stack`. */
 void sl__env_finish(struct sl_env *env, bool ok, const char *payload, size_t len,
                     const char *etype, const char *emsg, json_t *stack);
+/* The handler finished its init ("ready"): run the invocation that waits
+ * for it, or become idle. */
+void sl__env_ready(struct sl_env *env, bool restored);
+/* The handler answered the running invocation (the env becomes idle); a
+ * payload over 6 MB fails it with Function.ResponseSizeTooLarge; steals `stack`. */
+void sl__env_result(struct sl_env *env, bool ok, const char *payload, size_t len,
+                    const char *etype, const char *emsg, json_t *stack);
 /* The env is unusable: fail its invocation with this error and destroy it. */
 void sl__env_fail(struct sl_env *env, const char *etype, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* rapi.c: the Runtime API of a runtime-lambda env, listening on
+ * env->proc.rapi. attach: -1 if it cannot watch it. invoke: env->inv
+ * starts (the env is BUSY): hand it to the runtime's /next now or when it
+ * comes. free: closes its connections (not the listening fd). */
+int  sl__rapi_attach(struct sl_env *env);
+void sl__rapi_invoke(struct sl_env *env, int64_t deadline_ms);
+void sl__rapi_deliver(struct sl_env *env);
+void sl__rapi_free(struct sl_env *env);
 
 /* snapstart.c: envs forked from a function's template */
 struct sl_env *sl__snapstart_start(struct sl_fnpool *pool, bool provisioned, struct sl_err *err);

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +57,7 @@ struct child {
     int         userns;
     int         netns;              /* the env's network namespace to join, or -1 */
     int         newnet;             /* userns hosts: the clone made one; bring lo up */
+    int         nosock;             /* runtime lambda: no fd 3 for the handler */
     uid_t       uid;                /* the function's uid and gid (ids.c) */
     int         sync_r, setup_w, sock, out_w, err_w, plan, init_exe;
     const char *root;
@@ -180,6 +182,7 @@ static void plan_child(struct child *c, const struct sl_sandbox *sb,
     c->relaxed = fn->sandbox == SL_SANDBOX_RELAXED;
     c->userns = sb->userns;
     c->netns = -1;
+    c->nosock = fn->runtime == SL_RUNTIME_LAMBDA;
     c->newnet = sb->userns && fn->network == SL_NETWORK_NONE;
     c->root = sb->root;
     c->filter = &sb->filter;
@@ -332,7 +335,7 @@ static char **build_env(const struct sl_sandbox *sb, const struct sl_function_co
     size_t n = 0, cap = fn->environment.n + 32;
     char **env = sl_calloc(cap, sizeof(char *));
     const char *rt = relaxed ? sb->runtime_dir : "/var/runtime";
-    bool py = fn->runtime == SL_RUNTIME_PYTHON;
+    bool py = fn->runtime == SL_RUNTIME_PYTHON, rapi = fn->runtime == SL_RUNTIME_LAMBDA;
     char pyver[16];
 
     if (!rt)
@@ -350,6 +353,8 @@ static char **build_env(const struct sl_sandbox *sb, const struct sl_function_co
     if (py)
         env[n++] = sl_asprintf("PYTHONPATH=/opt/python/lib/python%s/site-packages:/opt/python:"
                                "%s/python", pyver, rt);
+    else if (rapi)
+        ; /* Lambda's provided runtimes set no PYTHONPATH: the bootstrap's own business */
     else
         env[n++] = sl_asprintf("PYTHONPATH=%s/python:/opt/python/lib/python%s/site-packages:"
                                "/opt/python", rt, pyver);
@@ -368,7 +373,10 @@ static char **build_env(const struct sl_sandbox *sb, const struct sl_function_co
     }
     env[n++] = sl_asprintf("AWS_REGION=%s", fn->server->region);
     env[n++] = sl_asprintf("AWS_DEFAULT_REGION=%s", fn->server->region);
-    env[n++] = sl_strdup("SLUICE_RUNTIME_FD=3");
+    if (rapi)
+        env[n++] = sl_asprintf("AWS_LAMBDA_RUNTIME_API=127.0.0.1:%d", SL_SANDBOX_RAPI_PORT);
+    else
+        env[n++] = sl_strdup("SLUICE_RUNTIME_FD=3");
     env[n++] = sl_strdup("HOME=/tmp");
     for (size_t i = 0; i < fn->environment.n; i++)
         env[n++] = sl_asprintf("%s=%s", fn->environment.v[i].key, fn->environment.v[i].value);
@@ -528,6 +536,7 @@ static int write_plan(struct spawn *s, struct sl_err *err)
     h.userns = (uint32_t)c->userns;
     h.netns = c->netns >= 0;
     h.newnet = (uint32_t)c->newnet;
+    h.nosock = (uint32_t)c->nosock;
     h.uid = (uint32_t)c->uid;
     h.fsize = (uint64_t)c->fsize;
     if (!c->relaxed) {
@@ -601,6 +610,33 @@ static int open_channels(struct spawn *s, struct sl_err *err)
     c->sock = s->sv[1];
     c->out_w = s->outp[1];
     c->err_w = s->errp[1];
+    return 0;
+}
+
+/* Runtime lambda: the Runtime API's listening socket, bound inside the
+ * env's own network namespace before the handler can run, so its first
+ * connect finds it and nothing outside the env can reach it. */
+static int open_rapi(struct sl_sandbox *sb, struct sl_sbx_proc *p, struct sl_err *err)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(SL_SANDBOX_RAPI_PORT),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int s, one = 1;
+
+    if (p->netns < 0)
+        return sl_err_set(err, SL_ESANDBOX, false, "sandbox: runtime lambda needs a network "
+                          "namespace of its own (strict sandbox, `network: none`, sluice run "
+                          "as root)");
+    if ((s = sl_sandbox_socket(sb, p, AF_INET, SOCK_STREAM, err)) < 0)
+        return s;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(s, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(s, 16) != 0) {
+        int e = errno;
+        close(s);
+        return sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot listen on the "
+                          "environment's 127.0.0.1:%d: %s", SL_SANDBOX_RAPI_PORT, strerror(e));
+    }
+    set_nonblock(s);
+    p->rapi = s;
     return 0;
 }
 
@@ -722,7 +758,7 @@ int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
 
     memset(p, 0, sizeof(*p));
     p->pid = -1;
-    p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = p->netns = -1;
+    p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = p->netns = p->rapi = -1;
     s.c = sl_calloc(1, sizeof(*s.c));
     if (fn->runtime == SL_RUNTIME_PYTHON) {
         if (!fn->code || !sb->runtime_dir) {
@@ -753,6 +789,8 @@ int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
         if ((rc = plan_root(s.c, sb, fn, s.code_dir, err)) != 0)
             goto fail;
     }
+    if (fn->runtime == SL_RUNTIME_LAMBDA && (rc = open_rapi(sb, p, err)) != 0)
+        goto fail;
     plan_exec(&s, sb, fn, init_type);
     if ((rc = write_plan(&s, err)) != 0 || (rc = open_channels(&s, err)) != 0)
         goto fail;
@@ -773,7 +811,7 @@ fail:
     spawn_destroy(&s);
     if (p->pid > 0 && !p->reaped) {
         /* a killed process still to reap: only the cgroups it is in wait */
-        int *fds[] = { &p->sock, &p->out, &p->err, &p->setup, &p->mem_fd, &p->netns };
+        int *fds[] = { &p->sock, &p->out, &p->err, &p->setup, &p->mem_fd, &p->netns, &p->rapi };
         for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
             spawn_close(fds[i]);
         return rc;
@@ -819,7 +857,8 @@ bool sl_sandbox_reap(struct sl_sbx_proc *p)
 
 void sl_sandbox_release(struct sl_sandbox *sb, struct sl_sbx_proc *p)
 {
-    int *fds[] = { &p->pidfd, &p->sock, &p->out, &p->err, &p->setup, &p->mem_fd, &p->netns };
+    int *fds[] = { &p->pidfd, &p->sock, &p->out, &p->err, &p->setup, &p->mem_fd, &p->netns,
+                   &p->rapi };
 
     (void)sb;
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {

@@ -50,6 +50,8 @@ struct sl_sbx_proc {
     int    mem_fd;             /* the cgroup's peak memory file, kept open: read per invoke */
     int    netns;              /* the env's own network namespace (strict, `network: none`,
                                 * root hosts), else -1: kept for the env's whole life */
+    int    rapi;               /* runtime lambda: the listening socket on the env's
+                                * 127.0.0.1:9001 (non-blocking), else -1 */
     char  *cgroup[3];          /* per-controller directories, NULL if unused */
     int    ncgroup;
     bool   relaxed;
@@ -57,7 +59,11 @@ struct sl_sbx_proc {
     int    status;             /* wait status once reaped */
 };
 
-/* Start the handler of `fn` in a new sandbox. `init_type` is the value of
+#define SL_SANDBOX_RAPI_PORT 9001  /* the Runtime API's port on the env's 127.0.0.1 */
+
+/* Start the handler of `fn` in a new sandbox. With runtime lambda the
+ * handler gets no fd 3 and `p->rapi` listens (before the handler runs)
+ * on 127.0.0.1:9001 inside the env's own network namespace. `init_type` is the value of
  * AWS_LAMBDA_INITIALIZATION_TYPE. All fds in `p` are non-blocking and
  * close-on-exec; the caller owns them (sl_sandbox_release). On failure
  * `p` holds no fds but p->pidfd, and only when the environment's init was

@@ -50,7 +50,7 @@ struct mnt {
 };
 
 struct init {
-    int         relaxed, userns, netns, newnet;
+    int         relaxed, userns, netns, newnet, nosock;
     uid_t       uid;
     int         setup_w, sock, out_w, err_w;
     const char *root, *old_root, *exe, *cwd;
@@ -177,6 +177,7 @@ static void read_plan(struct init *c)
     c->userns = (int)h.userns;
     c->netns = h.netns ? SL_INIT_FD_NETNS : -1;
     c->newnet = (int)h.newnet;
+    c->nosock = (int)h.nosock;
     c->uid = (uid_t)h.uid;
     c->fsize = (rlim_t)h.fsize;
     c->root = plan_str(c, buf, h.size, h.root);
@@ -286,6 +287,8 @@ static void place_fds(struct init *c, int devnull)
     for (int i = 0; i < 4; i++)
         if (dup2(high[i], i) != i)
             fail(c, "dup2");
+    if (c->nosock)
+        close(3); /* runtime lambda: the Runtime API is its only channel */
     if (dup3(high[4], 4, O_CLOEXEC) != 4)
         fail(c, "dup3");
     c->setup_w = 4;

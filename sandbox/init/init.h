@@ -55,6 +55,7 @@ struct sl_init_plan {
     uint32_t userns;       /* in a user namespace: no uid switch, no device nodes */
     uint32_t netns;        /* SL_INIT_FD_NETNS is open: join it */
     uint32_t newnet;       /* the clone made a network namespace: bring lo up */
+    uint32_t nosock;       /* runtime lambda: the handler gets no fd 3 */
     uint32_t uid;          /* the function's uid and gid */
     uint32_t nm, nlayers;
     uint64_t fsize;        /* RLIMIT_FSIZE */
