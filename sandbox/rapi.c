@@ -36,6 +36,8 @@
 #define BODY_MAX      SL_PAYLOAD_MAX   /* a response or error body */
 #define CONNS_MAX     8                /* the runtime needs one or two */
 #define READ_HIGH     (256 * 1024)     /* stop reading while this much waits unparsed */
+#define LINGER_MAX    (8 * 1024 * 1024) /* dropped after a closing answer, at most */
+#define LINGER_S      1
 
 #define PREFIX "/2018-06-01/runtime/"
 
@@ -95,10 +97,32 @@ static const char *status_text(int st)
     }
 }
 
+/* After a closing answer: read and drop what the client still sends (up
+ * to LINGER_MAX, for at most LINGER_S idle) before closing, so that the
+ * answer is not lost to a reset of a connection with unread bytes. */
+static void on_linger_read(struct bufferevent *bev, void *arg)
+{
+    struct rapi_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    c->total += evbuffer_get_length(in);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (c->total > LINGER_MAX)
+        conn_free(c);
+}
+
 static void on_flushed_close(struct bufferevent *bev, void *arg)
 {
-    (void)bev;
-    conn_free(arg);
+    struct rapi_conn *c = arg;
+    struct timeval tv = { LINGER_S, 0 };
+
+    shutdown(bufferevent_getfd(bev), SHUT_WR);
+    c->total = 0;
+    evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+    bufferevent_setcb(bev, on_linger_read, NULL, conn_event, c);
+    bufferevent_set_timeouts(bev, &tv, NULL);
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    bufferevent_enable(bev, EV_READ);
 }
 
 /* Write an answer; `close`: nothing more is read and the connection goes
@@ -632,8 +656,8 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
             }
             return 0;
         }
-        c->total += (size_t)e.pos;
-        if (c->total > (size_t)BODY_MAX + HEAD_MAX) {
+        c->left += (size_t)e.pos + n; /* trailer bytes (left is 0 after the last chunk) */
+        if (c->left > HEAD_MAX) {
             reply_bad(c, 431, "trailers too large");
             return 0;
         }
@@ -680,7 +704,7 @@ static void conn_read(struct bufferevent *bev, void *arg)
 static void conn_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
         conn_free(arg);
 }
 
