@@ -203,11 +203,18 @@ static const struct bad_case bad[] = {
       "      AWS_ACCESS_KEY_ID: a\n      AWS_SECRET_ACCESS_KEY: b\n      AWS_SESSION_TOKEN: c\n"
       "      AWS_ACCESS_KEY: d\n",
       "t.yaml:5:7: functions.f.environment: variable name 'AWS_ACCESS_KEY' is reserved\n" },
-    { "runtime lambda is refused until the Runtime API exists",
-      "functions:\n  f:\n    handler: handler.sh\n    runtime: lambda\n",
-      "t.yaml:4:14: functions.f.runtime: runtime lambda (a bootstrap speaking the Lambda "
-      "Runtime API) is not available yet: use native (a handler speaking docs/PROTOCOL.md) or "
-      "python (a Lambda Python function by name)\n" },
+    { "runtime lambda needs its own network namespace and no snapstart",
+      "functions:\n  f:\n    handler: handler.sh\n    runtime: lambda\n    sandbox: relaxed\n"
+      "  g:\n    network: host\n    handler: handler.sh\n    runtime: provided\n"
+      "  h:\n    runtime: lambda\n    handler: handler.sh\n    snapstart: yes\n",
+      "t.yaml:4:14: functions.f.runtime: runtime lambda needs `sandbox: strict`: the Runtime API "
+      "listens inside the environment's own network namespace, which a relaxed sandbox does "
+      "not have\n"
+      "t.yaml:9:14: functions.g.runtime: runtime lambda needs `network: none`: with the host's "
+      "network the Runtime API's 127.0.0.1:9001 would be reachable from the host and every "
+      "other environment on it\n"
+      "t.yaml:11:14: functions.h.runtime: runtime lambda cannot use `snapstart` yet: the Runtime "
+      "API's restore hooks (/runtime/restore/next) are not implemented\n" },
     { "two documents",
       "log: {}\n---\nlog: {}\n",
       "t.yaml:2:1: only one YAML document is allowed\n" },
@@ -319,6 +326,22 @@ Test(config, runtime_python_keeps_handler_and_resolves_code)
     cr_expect_str_eq(c->functions[1].handler, "tests/unit/fixtures/handler.sh");
     cr_expect_null(c->functions[1].code);
     cr_expect_null(c->functions[1].log_level);
+    sl_config_free(c);
+    free(got);
+}
+
+Test(config, runtime_lambda_and_its_alias_provided)
+{
+    struct sl_config *c;
+    char *got = load("functions:\n  f:\n    runtime: lambda\n    handler: handler.sh\n"
+                     "  g:\n    runtime: provided\n    handler: handler.sh\n"
+                     "    snapstart: false\n    network: none\n    sandbox: strict\n", &c);
+
+    cr_assert_str_empty(got, "%s", got);
+    cr_assert_not_null(c);
+    cr_expect_eq(c->functions[0].runtime, SL_RUNTIME_LAMBDA);
+    cr_expect_eq(c->functions[1].runtime, SL_RUNTIME_LAMBDA);
+    cr_expect_str_eq(c->functions[1].handler, "tests/unit/fixtures/handler.sh");
     sl_config_free(c);
     free(got);
 }
