@@ -112,8 +112,8 @@ static void check_code(struct sl_conf_load *ld, const struct sl_conf_key *k, voi
         sl_conf_error(ld, node, "code %s is not a directory", path);
 }
 
-/* `lambda` names the Lambda Runtime API, which this build does not serve
- * yet: refused rather than run as something else. */
+/* `lambda` (alias `provided`): a bootstrap speaking the Lambda Runtime API
+ * (sandbox/rapi.c), which needs the env's own network namespace. */
 static void check_runtime(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                           yaml_node_t *node)
 {

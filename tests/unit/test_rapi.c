@@ -814,3 +814,39 @@ Test(rapi, aws_lambda_go_invoke_error_deadline, .init = setup, .fini = teardown,
     json_decref(j);
     stop_server(5000);
 }
+
+Test(rapi, awslambdaric_async_failure_reaches_the_dlq, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+    const char *dlq = fmt("%s/dlq.jsonl", dir);
+    json_t *rec = NULL, *rc, *rp;
+    struct resp r;
+    double end;
+
+    start_server(write_config("rapi.yaml", fmt("functions:\n%s"
+                 "sinks:\n  dlq: { type: file, path: %s }\n",
+                 py_fn("pyasync", "    async: { maximum_retry_attempts: 1, backoff_initial_ms: 10,"
+                                  " backoff_max_ms: 20, on_failure: dlq }\n"), dlq), NULL));
+    r = http("POST", INVOKE("pyasync"), "X-Amz-Invocation-Type: Event\r\n",
+             "{\"do\":\"async-fail\",\"order\":5}", 29);
+    cr_assert_eq(r.status, 202, "%d %.300s", r.status, r.body ? r.body : "");
+    for (end = now_ms() + 60000; now_ms() < end && !rec; usleep(100000)) {
+        char *text = slurp(dlq);
+        if (text[0] == '{')
+            rec = json_loads(text, JSON_DISABLE_EOF_CHECK, NULL);
+    }
+    cr_assert_not_null(rec, "nothing reached the on_failure sink; log:\n%s", server_log());
+    rc = json_object_get(rec, "requestContext");
+    cr_expect_str_eq(jstr(rc, "condition"), "RetriesExhausted");
+    cr_expect_eq(json_integer_value(json_object_get(rc, "approximateInvokeCount")), 2);
+    cr_expect_str_eq(jstr(rc, "requestId"), str_or(header(&r, "X-Amzn-RequestId")));
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(rec, "requestPayload"),
+                                                    "order")), 5);
+    cr_expect_str_eq(jstr(json_object_get(rec, "responseContext"), "functionError"), "Unhandled");
+    rp = json_object_get(rec, "responsePayload");
+    cr_expect_str_eq(jstr(rp, "errorType"), "OrderError");
+    cr_expect_str_eq(jstr(rp, "errorMessage"), "async order rejected");
+    cr_expect(json_array_size(json_object_get(rp, "stackTrace")) > 0, "awslambdaric's traceback");
+    json_decref(rec);
+    stop_server(5000);
+}
