@@ -682,6 +682,45 @@ Test(rapi, timeout_kills_the_env_and_the_next_invoke_works, .init = setup, .fini
     stop_server(5000);
 }
 
+Test(rapi, out_of_memory_is_reported, .init = setup, .fini = teardown, .timeout = 60)
+{
+    start(lambda_fn("probe", fixture("probe.sh"), "    memory_mb: 128\n"));
+    json_decref(expect_fn_error("probe", "{\"do\":\"oom\"}", "Runtime.OutOfMemory",
+                                "memory limit of 128 MB reached"));
+    stop_server(5000);
+}
+
+Test(rapi, provisioned_env_is_initialized_before_the_first_invoke, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    struct resp r;
+    const char *body, *id, *log, *p;
+    double end;
+
+    start_server(write_config("rapi.yaml", fmt("functions:\n%slog: { debug: [sandbox] }\n",
+                 lambda_fn("probe", fixture("probe.sh"), "    provisioned_concurrency: 1\n")),
+                 NULL));
+    /* the provisioned env called /next: it is ready before anything is invoked */
+    for (end = now_ms() + 10000; now_ms() < end; usleep(50000))
+        if (strstr(server_log(), "environment e1 ready in"))
+            break;
+    cr_assert(strstr(server_log(), "environment e1 ready in"), "%s", server_log());
+    r = invoke("probe", "{\"do\":\"env\"}", NULL);
+    cr_assert_eq(r.status, 200, "%d %.300s; log:\n%s", r.status, r.body ? r.body : "",
+                 server_log());
+    body = fmt("%.*s", (int)r.blen, r.body);
+    cr_expect(strstr(body, "AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency\n"), "%s",
+              body);
+    id = header(&r, "X-Amzn-RequestId");
+    cr_assert_not_null(id);
+    stop_server(5000);
+    log = server_log();
+    p = strstr(log, fmt("REPORT RequestId: %s", id));
+    cr_assert_not_null(p, "%s", log);
+    cr_expect(!memmem(p, (size_t)(strchr(p, '\n') ? strchr(p, '\n') - p : (long)strlen(p)),
+                      "Init Duration", 13), "a provisioned env's invoke is warm: %s", log);
+}
+
 Test(rapi, bootstrap_that_never_calls_next_times_out_its_init, .init = setup, .fini = teardown,
      .timeout = 60)
 {
