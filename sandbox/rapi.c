@@ -234,6 +234,10 @@ void sl__rapi_deliver(struct sl_env *env)
         add_header(out, "Lambda-Runtime-Client-Context", env->inv->client_context);
     evbuffer_add(out, "\r\n", 2);
     evbuffer_add(out, env->inv->event, env->inv->event_len);
+    /* out now rather than on the next loop turn: the runtime is waiting;
+     * the bufferevent writes whatever the socket did not take */
+    if (evbuffer_write(out, bufferevent_getfd(c->bev)) < 0 && errno != EAGAIN)
+        SL_DEBUG(SL_DBG_SANDBOX, env->pool->inst, "runtime api: write: %s", strerror(errno));
     c->state = C_HEAD;
     /* requests pipelined behind the /next */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)))
