@@ -218,6 +218,9 @@ int  sl__rapi_attach(struct sl_env *env);
 void sl__rapi_invoke(struct sl_env *env, int64_t deadline_ms);
 void sl__rapi_deliver(struct sl_env *env);
 void sl__rapi_free(struct sl_env *env);
+/* Serve an already connected socket `fd` (non-blocking; taken) as if
+ * accepted: the fuzz target's way in. */
+void sl__rapi_adopt(struct sl_env *env, int fd);
 
 /* snapstart.c: envs forked from a function's template */
 struct sl_env *sl__snapstart_start(struct sl_fnpool *pool, bool provisioned, struct sl_err *err);

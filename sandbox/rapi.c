@@ -725,67 +725,84 @@ static void conn_free(struct rapi_conn *c)
     free(c);
 }
 
+/* Serve one accepted connection `s` (non-blocking; taken in every case). */
+static void conn_new(struct sl__rapi *ra, int s)
+{
+    struct rapi_conn *c;
+
+    if (ra->nconns >= CONNS_MAX) {
+        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                   "Connection: close\r\n\r\n";
+        if (send(s, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+            SL_DEBUG(SL_DBG_SANDBOX, ra->env->pool->inst, "runtime api: busy: %s",
+                     strerror(errno));
+        close(s);
+        return;
+    }
+    c = sl_calloc(1, sizeof(*c));
+    c->ra = ra;
+    c->body = evbuffer_new();
+    c->bev = bufferevent_socket_new(ra->env->pool->base, s, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev || !c->body) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            close(s);
+        if (c->body)
+            evbuffer_free(c->body);
+        free(c);
+        return;
+    }
+    c->keepalive = true;
+    LIST_INSERT_HEAD(&ra->conns, c, link);
+    ra->nconns++;
+    bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH);
+    bufferevent_setcb(c->bev, conn_read, NULL, conn_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
     struct sl__rapi *ra = arg;
-    struct rapi_conn *c;
     int s;
 
     (void)what;
     for (int i = 0; i < 16; i++) {
         if ((s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) < 0)
             return;
-        if (ra->nconns >= CONNS_MAX) {
-            static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                                       "Connection: close\r\n\r\n";
-            if (send(s, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-                SL_DEBUG(SL_DBG_SANDBOX, ra->env->pool->inst, "runtime api: busy: %s",
-                         strerror(errno));
-            close(s);
-            continue;
-        }
-        c = sl_calloc(1, sizeof(*c));
-        c->ra = ra;
-        c->body = evbuffer_new();
-        c->bev = bufferevent_socket_new(ra->env->pool->base, s, BEV_OPT_CLOSE_ON_FREE);
-        if (!c->bev || !c->body) {
-            if (c->bev)
-                bufferevent_free(c->bev);
-            else
-                close(s);
-            if (c->body)
-                evbuffer_free(c->body);
-            free(c);
-            continue;
-        }
-        c->keepalive = true;
-        LIST_INSERT_HEAD(&ra->conns, c, link);
-        ra->nconns++;
-        bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH);
-        bufferevent_setcb(c->bev, conn_read, NULL, conn_event, c);
-        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        conn_new(ra, s);
     }
 }
 
 /* ------------------------------------------------------------------ */
 /* Lifetime                                                            */
 
+static struct sl__rapi *rapi_get(struct sl_env *env)
+{
+    if (!env->rapi) {
+        env->rapi = sl_calloc(1, sizeof(*env->rapi));
+        env->rapi->env = env;
+        LIST_INIT(&env->rapi->conns);
+    }
+    return env->rapi;
+}
+
 int sl__rapi_attach(struct sl_env *env)
 {
-    struct sl__rapi *ra = sl_calloc(1, sizeof(*ra));
+    struct sl__rapi *ra = rapi_get(env);
 
-    ra->env = env;
-    LIST_INIT(&ra->conns);
     ra->ev_accept = event_new(env->pool->base, env->proc.rapi, EV_READ | EV_PERSIST, on_accept,
                               ra);
     if (!ra->ev_accept || event_add(ra->ev_accept, NULL) != 0) {
-        if (ra->ev_accept)
-            event_free(ra->ev_accept);
-        free(ra);
+        sl__rapi_free(env);
         return -1;
     }
-    env->rapi = ra;
     return 0;
+}
+
+void sl__rapi_adopt(struct sl_env *env, int fd)
+{
+    conn_new(rapi_get(env), fd);
 }
 
 void sl__rapi_free(struct sl_env *env)
@@ -798,7 +815,8 @@ void sl__rapi_free(struct sl_env *env)
         *ra->gone = true;
     while (!LIST_EMPTY(&ra->conns))
         conn_free(LIST_FIRST(&ra->conns));
-    event_free(ra->ev_accept);
+    if (ra->ev_accept)
+        event_free(ra->ev_accept);
     free(ra);
     env->rapi = NULL;
 }
