@@ -56,6 +56,7 @@ struct rapi_conn {
     bool                keepalive;
     bool                chunked;
     bool                over;           /* body past BODY_MAX: its bytes are dropped */
+    bool                expect;         /* Expect: 100-continue */
     size_t              left;           /* Content-Length or chunk bytes still to read */
     size_t              total;          /* body bytes seen */
     struct evbuffer    *body;
@@ -91,6 +92,7 @@ static const char *status_text(int st)
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 413: return "Payload Too Large";
+    case 417: return "Expectation Failed";
     case 431: return "Request Header Fields Too Large";
     case 501: return "Not Implemented";
     default:  return "Internal Server Error";
@@ -374,6 +376,10 @@ static void on_init_error(struct rapi_conn *c)
 static void route(struct rapi_conn *c)
 {
     const char *p = c->path;
+    char *q = strchr(c->path, '?');
+
+    if (q)
+        *q = '\0'; /* a query string changes nothing, as with the emulator's router */
     bool get = strcmp(c->method, "GET") == 0, post = strcmp(c->method, "POST") == 0;
 
     if (strncmp(p, PREFIX, strlen(PREFIX)) != 0) {
@@ -498,6 +504,10 @@ static int parse_head(struct rapi_conn *c, char *h, const char **why)
                 c->keepalive = false;
             else if (strcasecmp(v, "keep-alive") == 0)
                 c->keepalive = true;
+        } else if (strcasecmp(line, "Expect") == 0) {
+            if (strcasecmp(v, "100-continue") != 0)
+                return *why = "unsupported Expect", 417;
+            c->expect = true;
         } else if (strcasecmp(line, "Lambda-Runtime-Function-Error-Type") == 0) {
             snprintf(c->etype, sizeof(c->etype), "%s", v);
         } else if (strcasecmp(line, "Lambda-Runtime-Function-Response-Mode") == 0) {
@@ -515,7 +525,7 @@ static int parse_head(struct rapi_conn *c, char *h, const char **why)
 static void request_reset(struct rapi_conn *c)
 {
     c->method[0] = c->path[0] = c->etype[0] = c->mode[0] = '\0';
-    c->chunked = c->over = false;
+    c->chunked = c->over = c->expect = false;
     c->left = c->total = 0;
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
     c->state = C_HEAD;
@@ -584,6 +594,11 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
             /* Content-Length says too much: answer now, read nothing more */
             c->keepalive = false;
             break;
+        }
+        if (c->expect && (c->chunked || c->left) && evbuffer_get_length(in) == 0) {
+            /* the client waits for this before it sends the body (curl: past 1 MB) */
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            bufferevent_write(c->bev, cont, sizeof(cont) - 1);
         }
         return 1;
     }

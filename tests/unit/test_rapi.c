@@ -553,6 +553,20 @@ Test(rapi, chunked_response_is_read, .init = setup, .fini = teardown, .timeout =
     stop_server(5000);
 }
 
+Test(rapi, large_response_gets_100_continue, .init = setup, .fini = teardown, .timeout = 60)
+{
+    struct resp r;
+
+    start(lambda_fn("probe", fixture("probe.sh"), NULL));
+    r = invoke("probe", "{\"do\":\"two-mb\"}", NULL);
+    cr_assert_eq(r.status, 200, "%d; log:\n%s", r.status, server_log());
+    cr_assert_null(header(&r, "X-Amz-Function-Error"), "%.300s", r.body);
+    cr_expect_eq(r.blen, 2000000);
+    cr_expect(r.blen > 0 && r.body[0] == 'b' && r.body[r.blen - 1] == 'b');
+    expect_line(report("probe"), "continue:", "1 < HTTP/1.1 202 Accepted");
+    stop_server(5000);
+}
+
 Test(rapi, error_endpoint_is_lambdas_function_error, .init = setup, .fini = teardown,
      .timeout = 60)
 {
