@@ -12,7 +12,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { createRequire } from 'node:module';
+import Module, { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { RuntimeClient } from './rapid.mjs';
 import {
@@ -442,6 +442,23 @@ async function run(appRoot, handlerString) {
   new Runtime(client, handler, metadata, errorCallbacks).scheduleIteration();
 }
 
+// Lambda's NODE_PATH when the environment gives none: layers' node_modules
+// under /opt, then the task root. (CommonJS only: ES modules ignore it.)
+function defaultNodePath(appRoot) {
+  if (process.env.NODE_PATH !== undefined) return;
+  const major = process.versions.node.split('.')[0];
+  process.env.NODE_PATH = [
+    `/opt/nodejs/node${major}/node_modules`,
+    '/opt/nodejs/node_modules',
+    '/var/runtime/node_modules',
+    '/var/runtime',
+    appRoot,
+  ].join(':');
+  if (typeof Module._initPaths === 'function') Module._initPaths();
+}
+
 // The handler comes from _HANDLER (Lambda) or the first argument (the RIC's
 // container entry point); code from LAMBDA_TASK_ROOT, else the working dir.
-await run(process.env.LAMBDA_TASK_ROOT || process.cwd(), process.argv[2] || process.env._HANDLER || '');
+const appRoot = process.env.LAMBDA_TASK_ROOT || process.cwd();
+defaultNodePath(appRoot);
+await run(appRoot, process.argv[2] || process.env._HANDLER || '');
