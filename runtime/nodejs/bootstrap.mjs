@@ -29,7 +29,7 @@ import {
   setCurrentRequestId,
   setCurrentTenantId,
 } from './logpatch.mjs';
-import { installGlobalAwsLambda, isStreaming, highWaterMark } from './streaming.mjs';
+import { installGlobalAwsLambda, isStreaming, highWaterMark, buildStreamingContext } from './streaming.mjs';
 
 const require = createRequire(import.meta.url);
 
@@ -327,7 +327,6 @@ class Runtime {
     const { bodyJson, headers } = await this.client.nextInvocation();
     const ic = new InvokeContext(headers);
     ic.updateLoggingContext();
-    const { buildStreamingContext } = await import('./streaming.mjs');
     const sc = buildStreamingContext(
       this.client,
       ic.invokeId,
@@ -421,10 +420,16 @@ async function run(appRoot, handlerString) {
   beforeExit.reset();
   process.on('beforeExit', beforeExit.invoke);
 
-  let handler;
+  let handler, metadata;
   try {
     if (!handlerString) throw new MalformedHandlerName('Bad handler');
     handler = await loadHandler(appRoot, handlerString);
+    metadata = {
+      streaming: isStreaming(handler),
+      highWaterMark: highWaterMark(handler),
+      isAsync: isAsyncFunction(handler),
+      argsNum: handler.length,
+    };
   } catch (error) {
     // What Lambda's runtime does with a failed load: the error escapes its
     // top-level await and reaches the uncaughtException listener.
@@ -432,12 +437,6 @@ async function run(appRoot, handlerString) {
     errorCallbacks.uncaughtException(error);
     return;
   }
-  const metadata = {
-    streaming: isStreaming(handler),
-    highWaterMark: highWaterMark(handler),
-    isAsync: isAsyncFunction(handler),
-    argsNum: handler.length,
-  };
   checkForDeprecatedCallback(metadata);
   new Runtime(client, handler, metadata, errorCallbacks).scheduleIteration();
 }
