@@ -95,7 +95,7 @@ export class RuntimeClient {
     const response = toRapidResponse(error);
     const body = serialize(response);
     const headers = { 'Lambda-Runtime-Function-Error-Type': typeHeader(response.errorType) };
-    const cause = headerSafe(xrayCause(error), 32768);
+    const cause = headerSafe(xrayCause(error), 8192);
     if (cause) headers['Lambda-Runtime-Function-XRay-Error-Cause'] = cause;
     this.post(`${BASE}/invocation/${encodeURIComponent(id)}/error`, body, headers, callback);
   }
