@@ -367,7 +367,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
                 sl__env_fail(env, "Runtime.InvalidResponse", "handler closed its protocol socket");
             return;
         }
-        if (env->ext) {
+        if (sl__ext_count(env)) {
             /* extensions get SHUTDOWN (timeout) before the env goes */
             char msg[160];
             snprintf(msg, sizeof(msg), "RequestId: %s Error: Task timed out after %.2f seconds",

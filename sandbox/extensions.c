@@ -31,6 +31,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -91,6 +92,16 @@ struct sl__ext {
     bool               holding;       /* an invocation answered, extensions busy */
     bool               shutting;
     struct event      *ev_phase;      /* shutdown: end of the extensions' part */
+    struct event      *ev_crash;      /* an extension was gone when we looked */
+    struct xproc {                    /* the launched extensions' processes */
+        struct sl__ext *x;
+        size_t          i;            /* in launched[] */
+        int             pidfd;
+        struct event   *ev;
+        bool            gone;
+    }                  procs[SL_EXT_MAX];
+    bool               scanned;
+    pid_t              rt_pid;        /* the runtime's host pid, -1 unknown */
     struct tel_sub    *subs[TEL_SUBS_MAX];
     size_t             nsubs;
     struct backlog_ev  backlog[BACKLOG_MAX];
@@ -543,6 +554,7 @@ static bool all_waiting(const struct sl__ext *x, bool shutdown)
 }
 
 static void phase_end(struct sl__ext *x);
+static void scan_procs(struct sl__ext *x);
 
 /* Something moved: init done, an invocation's extensions done, shutdown
  * acknowledged. May destroy nothing; may start an invocation. */
@@ -594,6 +606,7 @@ void sl__ext_runtime_next(struct sl_env *env)
     }
     if (!x->rt_next) {
         x->rt_next = true;
+        scan_procs(x);
         emit(x, T_PLATFORM, "platform.initRuntimeDone",
              json_pack("{s:s, s:s, s:s}", "initializationType", init_type(env), "phase", "init",
                        "status", "success"));
@@ -667,48 +680,134 @@ bool sl__ext_hold(struct sl_env *env, bool ok)
     return true;
 }
 
-/* The runtime's host pid: the env's init's child that is pid n+2 in the
- * env's pid namespace (sluice-init starts the n extensions first). */
-static pid_t runtime_pid(struct sl__ext *x)
+/* The host pid of the env init's child that is `nspid` in the env's pid
+ * namespace, from the NSpid line of its status; -1 if none. */
+static pid_t ns_child(const struct sl__ext *x, pid_t *kids, size_t nkids, pid_t nspid)
 {
-    char path[64], line[256];
-    pid_t want = (pid_t)x->nlaunched + 2, found = -1;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)x->env->proc.pid,
-             (int)x->env->proc.pid);
-    if (!(f = fopen(path, "r")))
-        return -1;
-    while (found < 0 && fscanf(f, "%255s", line) == 1) {
-        char sp[64];
+    for (size_t k = 0; k < nkids; k++) {
+        char sp[64], line[256];
+        pid_t found = -1;
         FILE *s;
-        long child = strtol(line, NULL, 10);
 
-        snprintf(sp, sizeof(sp), "/proc/%ld/status", child);
-        if (child <= 0 || !(s = fopen(sp, "r")))
+        snprintf(sp, sizeof(sp), "/proc/%d/status", (int)kids[k]);
+        if (!(s = fopen(sp, "r")))
             continue;
         while (fgets(line, sizeof(line), s))
             if (strncmp(line, "NSpid:", 6) == 0) {
                 char *last = strrchr(line, '\t');
-                if (last && atoi(last + 1) == want)
-                    found = (pid_t)child;
+                if (last && atoi(last + 1) == nspid)
+                    found = kids[k];
                 break;
             }
         fclose(s);
+        if (found > 0)
+            return found;
     }
-    fclose(f);
-    return found;
+    (void)x;
+    return -1;
+}
+
+static void ext_gone(struct sl__ext *x, size_t i);
+
+static void on_proc_exit(evutil_socket_t fd, short what, void *arg)
+{
+    struct xproc *p = arg;
+
+    (void)fd, (void)what;
+    ext_gone(p->x, p->i);
+}
+
+static void on_crash(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl__ext *x = arg;
+
+    (void)fd, (void)what;
+    for (size_t i = 0; i < x->nlaunched; i++)
+        if (x->procs[i].pidfd < 0 && !x->procs[i].gone) {
+            ext_gone(x, i);
+            return; /* (the env may be gone now) */
+        }
+}
+
+/* Once the runtime runs (sluice-init starts the n extensions first, so
+ * they are pids 2..n+1 of the env's pid namespace and the runtime n+2):
+ * find their host pids, watch the extensions' exits through pidfds. An
+ * extension that is gone already crashed. */
+static void scan_procs(struct sl__ext *x)
+{
+    char path[64];
+    pid_t kids[64];
+    size_t nkids = 0;
+    long v;
+    FILE *f;
+    bool missing = false;
+
+    if (x->scanned)
+        return;
+    x->scanned = true;
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)x->env->proc.pid,
+             (int)x->env->proc.pid);
+    if ((f = fopen(path, "r"))) {
+        while (nkids < sizeof(kids) / sizeof(kids[0]) && fscanf(f, "%ld", &v) == 1)
+            if (v > 0)
+                kids[nkids++] = (pid_t)v;
+        fclose(f);
+    }
+    x->rt_pid = ns_child(x, kids, nkids, (pid_t)x->nlaunched + 2);
+    for (size_t i = 0; i < x->nlaunched; i++) {
+        struct xproc *p = &x->procs[i];
+        pid_t pid = ns_child(x, kids, nkids, (pid_t)i + 2);
+
+        if (pid > 0 && (p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) >= 0) {
+            p->ev = event_new(x->env->pool->base, p->pidfd, EV_READ, on_proc_exit, p);
+            if (p->ev && event_add(p->ev, NULL) == 0)
+                continue;
+        }
+        missing = true;
+    }
+    if (missing)
+        sl__env_timer(x->ev_crash, 0); /* from the loop: we are inside a request */
+}
+
+/* Launched extension i exited (or was gone when we looked). After
+ * SHUTDOWN that is its way to say it is done; before, a crash: Lambda's
+ * Extension.Crash, the env is reset. */
+static void ext_gone(struct sl__ext *x, size_t i)
+{
+    struct sl_env *env = x->env;
+    struct xproc *p = &x->procs[i];
+    char msg[160];
+
+    p->gone = true;
+    if (p->ev)
+        event_del(p->ev);
+    for (size_t k = 0; k < x->n; k++)
+        if (x->e[k].external && strcmp(x->e[k].name, x->launched[i]) == 0) {
+            x->e[k].st = X_ERROR; /* nothing more to wait for */
+            x->e[k].waiter = NULL;
+        }
+    if (x->shutting) {
+        progress(x);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "RequestId: %s Error: extension %s exited",
+             env->inv ? env->inv->request_id : "-", x->launched[i]);
+    SL_WARN(env->pool->inst, "environment %s: %s", env->id, msg);
+    sl__env_finish(env, false, NULL, 0, "Extension.Crash", msg, NULL);
+    if (env->state == ENV_STOPPING)
+        return;
+    if (!sl__ext_shutdown(env, "failure"))
+        sl__env_destroy(env);
 }
 
 /* The extensions had their part of the shutdown: SIGTERM to the runtime,
  * SIGKILL (the env destroyed) when it exits or RUNTIME_TERM_MS later. */
 static void phase_end(struct sl__ext *x)
 {
-    pid_t rt = runtime_pid(x);
-
     event_del(x->ev_phase);
-    if (rt > 0)
-        kill(rt, SIGTERM);
+    scan_procs(x);
+    if (x->rt_pid > 0)
+        kill(x->rt_pid, SIGTERM);
     sl__env_timer(x->env->ev_timer, RUNTIME_TERM_MS);
 }
 
@@ -716,6 +815,11 @@ static void on_phase(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     phase_end(arg);
+}
+
+size_t sl__ext_count(const struct sl_env *env)
+{
+    return env->ext ? env->ext->n + env->ext->nlaunched : 0;
 }
 
 bool sl__ext_shutdown(struct sl_env *env, const char *reason)
@@ -1030,8 +1134,15 @@ int sl__ext_attach(struct sl_env *env)
     x->env = env;
     x->nlaunched = sl__ext_scan(env->pool->fn, x->launched);
     x->ev_phase = evtimer_new(env->pool->base, on_phase, x);
+    x->ev_crash = evtimer_new(env->pool->base, on_crash, x);
+    x->rt_pid = -1;
+    for (size_t i = 0; i < SL_EXT_MAX; i++) {
+        x->procs[i].x = x;
+        x->procs[i].i = i;
+        x->procs[i].pidfd = -1;
+    }
     env->ext = x;
-    if (!x->ev_phase) {
+    if (!x->ev_phase || !x->ev_crash) {
         sl__ext_free(env);
         return -1;
     }
@@ -1055,6 +1166,14 @@ void sl__ext_free(struct sl_env *env)
         free(x->backlog[i].json);
     if (x->ev_phase)
         event_free(x->ev_phase);
+    if (x->ev_crash)
+        event_free(x->ev_crash);
+    for (size_t i = 0; i < SL_EXT_MAX; i++) {
+        if (x->procs[i].ev)
+            event_free(x->procs[i].ev);
+        if (x->procs[i].pidfd >= 0)
+            close(x->procs[i].pidfd);
+    }
     free(x);
     env->ext = NULL;
 }

@@ -610,6 +610,29 @@ Test(rapi_ext, extension_that_never_calls_next_fails_the_init, .init = setup, .f
     stop_server(10000);
 }
 
+Test(rapi_ext, extension_crash_fails_the_init_and_resets, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    struct resp r = { 0 };
+    json_t *j;
+
+    start_fn("initcrash", "    init_timeout_s: 10\n");
+    r = post(INVOKE("fx"), NULL, "{}");
+    cr_assert_eq(r.status, 200, "%d; log:\n%s", r.status, server_log());
+    cr_expect_str_eq(str_or(header(&r, "X-Amz-Function-Error")), "Unhandled", "%.300s", r.body);
+    j = json_loadb(r.body, r.blen, 0, NULL);
+    cr_assert_not_null(j, "%.300s", r.body);
+    cr_expect_str_eq(str_or(json_string_value(json_object_get(j, "errorType"))),
+                     "Extension.Crash", "%.300s; log:\n%s", r.body, server_log());
+    cr_expect(strstr(str_or(json_string_value(json_object_get(j, "errorMessage"))),
+                     "extension recorder exited"), "%.300s", r.body);
+    json_decref(j);
+    cr_expect_null(log_line_with(server_log(), "FN handling", (char *)NULL), "%s", server_log());
+    cr_expect(count_tagged() == 0 || (usleep(3000000), count_tagged() == 0),
+              "the env is gone with its runtime");
+    stop_server(10000);
+}
+
 Test(rapi_ext, hostile_requests_get_lambdas_errors, .init = setup, .fini = teardown,
      .timeout = 60)
 {
