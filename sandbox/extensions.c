@@ -73,7 +73,10 @@ struct tel_sub {
     size_t              nq;
     struct bufferevent *bev;          /* the batch in flight */
     struct event       *ev_flush;
+    size_t              inflight_n, inflight_bytes;  /* the batch in flight */
     unsigned long long  dropped;
+    unsigned long long  pend_records, pend_bytes;   /* not yet told by logsDropped */
+    const char         *pend_why;
     bool                drop_logged;
 };
 
@@ -187,9 +190,14 @@ static void now_iso(char *buf, size_t n)
 
 static void tel_flush(struct tel_sub *s);
 
-static void tel_drop(struct tel_sub *s, size_t n, const char *why)
+/* Records lost for `s`: counted, logged once, and told to the subscriber
+ * by a platform.logsDropped event as soon as its queue has room. */
+static void tel_drop(struct tel_sub *s, size_t n, size_t bytes, const char *why)
 {
     s->dropped += n;
+    s->pend_records += n;
+    s->pend_bytes += bytes;
+    s->pend_why = why;
     if (!s->drop_logged) {
         SL_WARN(s->x->env->pool->inst, "telemetry: events for a subscriber on port %u "
                 "dropped (%s); counting on, logged once per subscription", s->port, why);
@@ -199,6 +207,7 @@ static void tel_drop(struct tel_sub *s, size_t n, const char *why)
 
 static void tel_done(struct tel_sub *s)
 {
+    s->inflight_n = s->inflight_bytes = 0;
     if (s->bev) {
         bufferevent_free(s->bev);
         s->bev = NULL;
@@ -231,7 +240,8 @@ static void tel_on_event(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED)
         return;
     if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
-        tel_drop(s, 1, what & BEV_EVENT_TIMEOUT ? "listener too slow" : "listener unreachable");
+        tel_drop(s, s->inflight_n, s->inflight_bytes,
+                 what & BEV_EVENT_TIMEOUT ? "listener too slow" : "listener unreachable");
     tel_done(s);
 }
 
@@ -252,7 +262,7 @@ static void tel_flush(struct tel_sub *s)
     sl_err_clear(&err);
     fd = sl_sandbox_socket(env->pool->sb, &env->proc, AF_INET, SOCK_STREAM | SOCK_NONBLOCK, &err);
     if (fd < 0) {
-        tel_drop(s, s->nq, err.msg);
+        tel_drop(s, s->nq, evbuffer_get_length(s->q), "cannot reach the listener");
         evbuffer_drain(s->q, evbuffer_get_length(s->q));
         s->nq = 0;
         return;
@@ -269,12 +279,14 @@ static void tel_flush(struct tel_sub *s)
                         "Connection: close\r\n\r\n[", s->path, s->port, len);
     evbuffer_add_buffer(out, s->q);
     evbuffer_add(out, "]", 1);
+    s->inflight_n = s->nq;
+    s->inflight_bytes = len;
     s->nq = 0;
     bufferevent_setcb(s->bev, tel_on_read, NULL, tel_on_event, s);
     bufferevent_set_timeouts(s->bev, &tv, &tv);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&a, sizeof(a)) != 0) {
-        tel_drop(s, 1, "cannot connect");
+        tel_drop(s, s->inflight_n, s->inflight_bytes, "cannot connect");
         bufferevent_free(s->bev);
         s->bev = NULL;
     }
@@ -286,22 +298,42 @@ static void tel_on_flush(evutil_socket_t fd, short what, void *arg)
     tel_flush(arg);
 }
 
-static void tel_push(struct tel_sub *s, const char *json)
+static bool tel_room(const struct tel_sub *s, size_t n)
 {
-    size_t n = strlen(json);
+    return s->nq < s->max_items && evbuffer_get_length(s->q) + n + 1 <= s->max_bytes;
+}
 
-    if (s->nq >= s->max_items || evbuffer_get_length(s->q) + n + 1 > s->max_bytes) {
-        /* full: a batch is still in flight (or the queue is) */
-        tel_flush(s);
-        if (s->nq >= s->max_items || evbuffer_get_length(s->q) + n + 1 > s->max_bytes) {
-            tel_drop(s, 1, "subscriber's buffer full");
-            return;
-        }
-    }
+static void tel_add(struct tel_sub *s, const char *json, size_t n)
+{
     if (s->nq)
         evbuffer_add(s->q, ",", 1);
     evbuffer_add(s->q, json, n);
     s->nq++;
+}
+
+static void tel_push(struct tel_sub *s, const char *json)
+{
+    size_t n = strlen(json);
+    char note[320], t[40];
+
+    if (!tel_room(s, n))
+        tel_flush(s); /* full: one batch goes, unless one is in flight */
+    if (s->pend_records) {
+        /* Lambda's platform.logsDropped, first in line once there is room */
+        now_iso(t, sizeof(t));
+        snprintf(note, sizeof(note), "{\"time\":\"%s\",\"type\":\"platform.logsDropped\","
+                 "\"record\":{\"droppedRecords\":%llu,\"droppedBytes\":%llu,\"reason\":"
+                 "\"%s\"}}", t, s->pend_records, s->pend_bytes, s->pend_why);
+        if (tel_room(s, strlen(note) + n + 1)) {
+            tel_add(s, note, strlen(note));
+            s->pend_records = s->pend_bytes = 0;
+        }
+    }
+    if (!tel_room(s, n)) {
+        tel_drop(s, 1, n, "Some logs were dropped because the subscriber's buffer was full");
+        return;
+    }
+    tel_add(s, json, n);
     if (s->nq >= s->max_items)
         tel_flush(s);
     else if (!evtimer_pending(s->ev_flush, NULL))
@@ -315,8 +347,8 @@ static void emit(struct sl__ext *x, unsigned type, const char *name, json_t *rec
     json_t *o;
     char *s;
 
-    if (!x->nsubs && x->nbacklog >= BACKLOG_MAX) {
-        json_decref(record);
+    if (!x->nsubs && (x->nbacklog >= BACKLOG_MAX || x->env->state != ENV_STARTING)) {
+        json_decref(record); /* nobody to tell, nobody still to come */
         return;
     }
     now_iso(t, sizeof(t));

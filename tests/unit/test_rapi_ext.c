@@ -585,6 +585,24 @@ Test(rapi_ext, extension_ignoring_shutdown_is_killed_after_the_budget, .init = s
     stop_server(10000);
 }
 
+Test(rapi_ext, slow_listener_costs_dropped_records_told_by_logs_dropped, .init = setup,
+     .fini = teardown, .timeout = 90)
+{
+    const char *l;
+
+    start_fn("slow", "    output_kb_per_s: 100000\n");
+    /* ~2.2 MB of lines: far more than the 256 KiB queue while a batch waits */
+    invoke_fx("{\"spam\":10000}");
+    /* invocations never wait for telemetry */
+    invoke_fx("{}");
+    l = wait_line(20000, "EXT tel platform.logsDropped", "\"droppedRecords\": ");
+    cr_expect_not_null(l, "no platform.logsDropped; log:\n%.3000s", server_log());
+    cr_expect(l && strstr(l, "\"droppedBytes\": ") && strstr(l, "\"reason\": "), "%s", l);
+    cr_expect_not_null(log_line_with(server_log(), "telemetry: events for a subscriber on port "
+                                     "4243 dropped", (char *)NULL), "sluice logs the loss");
+    stop_server(10000);
+}
+
 /* ------------------------------------------------------------------ */
 /* Failing and hostile extensions                                      */
 
