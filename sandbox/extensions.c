@@ -435,6 +435,7 @@ static void on_subscribe(struct sl__ext *x, struct rapi_conn *c, const char *bod
         BAD("destination.URI must name a port");
     snprintf(host, sizeof(host), "%.*s", (int)i, rest);
     if (strcmp(host, "sandbox.localdomain") != 0 && strcmp(host, "sandbox") != 0 &&
+        strcmp(host, "sandbox.localhost") != 0 &&
         strcmp(host, "127.0.0.1") != 0 && strcmp(host, "localhost") != 0)
         BAD("destination.URI host must be sandbox.localdomain");
     errno = 0;
@@ -847,6 +848,19 @@ static void on_phase(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     phase_end(arg);
+}
+
+size_t sl__ext_conns(const struct sl_env *env)
+{
+    const struct sl__ext *x = env->ext;
+    size_t n = 0;
+
+    if (!x)
+        return 0;
+    n = x->nlaunched;
+    for (size_t i = 0; i < x->n; i++)
+        n += !x->e[i].external;
+    return 2 * n; /* a parked /event/next and one more request each */
 }
 
 size_t sl__ext_count(const struct sl_env *env)

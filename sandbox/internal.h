@@ -272,6 +272,8 @@ void sl__ext_log(struct sl_env *env, const char *line, size_t len);
  * subscribed, then SIGTERM to the runtime, SIGKILL after 2 s at most.
  * false: no extensions, the caller shuts it down itself. */
 bool sl__ext_shutdown(struct sl_env *env, const char *reason);
+/* Runtime API connections the env's extensions may hold beyond the runtime's. */
+size_t sl__ext_conns(const struct sl_env *env);
 /* Extensions started or registered (0: the env shuts down as without). */
 size_t sl__ext_count(const struct sl_env *env);
 void sl__ext_free(struct sl_env *env);

@@ -757,7 +757,7 @@ static void conn_new(struct sl__rapi *ra, int s)
 {
     struct rapi_conn *c;
 
-    if (ra->nconns >= CONNS_MAX) {
+    if (ra->nconns >= CONNS_MAX + sl__ext_conns(ra->env)) {
         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
                                    "Connection: close\r\n\r\n";
         if (send(s, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
