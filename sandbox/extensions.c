@@ -147,7 +147,7 @@ size_t sl__ext_scan(const struct sl_function_conf *fn, char names[][SL_EXT_NAME_
             for (size_t k = 0; k < n; k++)
                 dup |= strcmp(names[k], de->d_name) == 0;
             if (!dup && n < SL_EXT_MAX)
-                snprintf(names[n++], SL_EXT_NAME_MAX + 1, "%s", de->d_name);
+                snprintf(names[n++], SL_EXT_NAME_MAX + 1, "%.*s", SL_EXT_NAME_MAX, de->d_name);
         }
         closedir(d);
     }
@@ -496,10 +496,10 @@ static void on_subscribe(struct sl__ext *x, struct rapi_conn *c, const char *bod
         s->timeout_ms = (int)json_integer_value(v);
     }
 #undef BAD
-    json_decref(doc);
     s->x = x;
     s->port = (uint16_t)port;
-    snprintf(s->path, sizeof(s->path), "%s", *end ? end : "/");
+    snprintf(s->path, sizeof(s->path), "%s", *end ? end : "/"); /* (end lives in doc) */
+    json_decref(doc);
     s->q = evbuffer_new();
     s->ev_flush = evtimer_new(x->env->pool->base, tel_on_flush, s);
     if (x->nsubs >= TEL_SUBS_MAX) {

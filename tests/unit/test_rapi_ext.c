@@ -415,16 +415,18 @@ static const char *log_line_with(const char *log, ...)
 {
     for (const char *l = log; l && *l;) {
         const char *eol = strchr(l, '\n');
-        const char *line = fmt("%.*s", (int)(eol ? (size_t)(eol - l) : strlen(l)), l);
+        char *line = strndup(l, eol ? (size_t)(eol - l) : strlen(l));
         bool all = true;
         va_list ap;
 
+        cr_assert_not_null(line);
         va_start(ap, log);
         for (const char *s = va_arg(ap, const char *); s && all; s = va_arg(ap, const char *))
             all = strstr(line, s) != NULL;
         va_end(ap);
         if (all)
-            return line;
+            return keep(line);
+        free(line);
         l = eol ? eol + 1 : NULL;
     }
     return NULL;
@@ -445,9 +447,15 @@ static const char *wait_line(int ms, const char *a, const char *b)
     double end = now_ms() + ms;
 
     for (;;) {
-        const char *l = log_line_with(server_log(), a, b, (const char *)NULL);
+        const char *l;
+        int before = nallocs;
+
+        l = log_line_with(server_log(), a, b, (const char *)NULL);
         if (l || now_ms() > end)
             return l;
+        /* nothing found: what this round kept (the log's copy) goes */
+        while (nallocs > before)
+            free(allocs[--nallocs]);
         usleep(50000);
     }
 }
@@ -456,11 +464,12 @@ static const char *wait_line(int ms, const char *a, const char *b)
  * EXT_MODE=`mode`: the extensions (and runtimes) this test started. */
 static int count_tagged(void)
 {
-    const char *want = fmt("EXT_TAG=t%d", (int)getpid());
+    char want[64];
     DIR *d = opendir("/proc");
     struct dirent *de;
     int n = 0;
 
+    snprintf(want, sizeof(want), "EXT_TAG=t%d", (int)getpid());
     cr_assert_not_null(d);
     while ((de = readdir(d))) {
         char path[300], buf[16384];
