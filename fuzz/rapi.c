@@ -8,7 +8,8 @@
  * what the runtime sends on one connection (sl__rapi_adopt on one end of
  * a socketpair); the loop runs after each write and the answers are read
  * and dropped; then the runtime hangs up and the environment is destroyed
- * if the input did not already end it. Every input must end without a
+ * if the input did not already end it. Half the inputs also get the
+ * Extensions and Telemetry APIs (sl__ext_attach, no extension processes). Every input must end without a
  * crash, a leak or a sanitizer report, and the invocation must get its
  * one result. */
 #include <stddef.h>
@@ -119,6 +120,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     LIST_INIT(&pool->graves);
     env = sl__env_alloc(pool, ENV_COLD, false);
     sl__rapi_adopt(env, sv[0]);
+    if ((data[-2] / 3) & 1)
+        sl__ext_attach(env); /* the Extensions and Telemetry APIs too (extensions.c) */
 
     inv = sl_calloc(1, sizeof(*inv));
     snprintf(inv->request_id, sizeof(inv->request_id), "8f3c2e1a-0000-4000-8000-000000000001");

@@ -158,6 +158,9 @@ void sl__env_finish(struct sl_env *env, bool ok, const char *payload, size_t len
                 "Memory Size: %lld MB Max Memory Used: %lld MB", inv->request_id,
                 r.duration_ms, (long long)billed, (long long)pool->fn->memory_mb,
                 (long long)r.max_memory_mb);
+    if (env->ext)
+        sl__ext_report(env, inv->request_id, ok, r.duration_ms, billed, r.max_memory_mb,
+                       r.cold ? r.init_ms : 0);
     if (!ok)
         SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "%s failed: %s: %s", inv->request_id, etype,
                  emsg ? emsg : "");
@@ -192,6 +195,8 @@ static void log_line(struct sl_env *env, const char *line, size_t len)
 {
     /* the log sink escapes control characters: one line stays one line */
     SL_INFO(env->pool->inst, "[%s] %.*s", out_request(env), (int)len, line);
+    if (env->ext)
+        sl__ext_log(env, line, len);
     if (env->inv) {
         tail_add(env->inv, line, len);
         tail_add(env->inv, "\n", 1);
@@ -346,10 +351,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
     (void)fd, (void)what;
     switch (env->state) {
-    case ENV_STARTING:
-        sl__env_fail(env, "Sandbox.Timedout", "init did not finish within %.2f seconds",
-                     pool->fn->init_timeout_ms / 1000.0);
+    case ENV_STARTING: {
+        char why[512] = "";
+        sl__env_fail(env, "Sandbox.Timedout", "init did not finish within %.2f seconds%s%s%s",
+                     pool->fn->init_timeout_ms / 1000.0,
+                     sl__ext_pending(env, why, sizeof(why)) ? " (" : "", why, why[0] ? ")" : "");
         return;
+    }
     case ENV_BUSY:
         if (env->sock_closed) {
             /* a throttled cgroup can delay the init's exit past the grace */
@@ -358,6 +366,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
             else
                 sl__env_fail(env, "Runtime.InvalidResponse", "handler closed its protocol socket");
             return;
+        }
+        if (sl__ext_count(env)) {
+            /* extensions get SHUTDOWN (timeout) before the env goes */
+            char msg[160];
+            snprintf(msg, sizeof(msg), "RequestId: %s Error: Task timed out after %.2f seconds",
+                     env->inv ? env->inv->request_id : "-", pool->fn->timeout_ms / 1000.0);
+            sl__env_finish(env, false, NULL, 0, "Sandbox.Timedout", msg, NULL);
+            if (sl__ext_shutdown(env, "timeout"))
+                return;
         }
         sl__env_fail(env, "Sandbox.Timedout",
                      "RequestId: %s Error: Task timed out after %.2f seconds",
@@ -409,9 +426,13 @@ void sl__env_result(struct sl_env *env, bool ok, const char *payload, size_t len
 {
     char msg[256];
 
-    event_del(env->ev_timer);
-    sl__env_set_state(env, ENV_IDLE);
-    env->idle_ms = sl_mono_ms();
+    /* with extensions the env stays busy (its timer running) until they
+     * called /event/next: extensions.c makes it idle */
+    if (!env->ext || !sl__ext_hold(env, ok)) {
+        event_del(env->ev_timer);
+        sl__env_set_state(env, ENV_IDLE);
+        env->idle_ms = sl_mono_ms();
+    }
     if (ok && len > SL_PAYLOAD_MAX) {
         snprintf(msg, sizeof(msg), "Response payload size (%zu bytes) exceeded maximum "
                  "allowed payload size (%d bytes).", len, SL_PAYLOAD_MAX);
@@ -535,7 +556,7 @@ int sl__env_attach(struct sl_env *env)
         if (env->proc.sock >= 0)
             close(env->proc.sock);
         env->proc.sock = -1;
-        if (sl__rapi_attach(env) != 0)
+        if (sl__rapi_attach(env) != 0 || sl__ext_attach(env) != 0)
             return -1;
     } else {
         env->bev = bufferevent_socket_new(base, env->proc.sock, 0);

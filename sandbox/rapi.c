@@ -60,6 +60,7 @@ struct rapi_conn {
     size_t              left;           /* Content-Length or chunk bytes still to read */
     size_t              total;          /* body bytes seen */
     struct evbuffer    *body;
+    struct sl__ext_hdrs xh;             /* Lambda-Extension-* (extensions.c) */
     LIST_ENTRY(rapi_conn) link;
 };
 
@@ -252,6 +253,7 @@ void sl__rapi_invoke(struct sl_env *env, int64_t deadline_ms)
         return;
     env->rapi->delivered = false;
     env->rapi->deadline_ms = deadline_ms;
+    sl__ext_invoke(env, deadline_ms);
     sl__rapi_deliver(env);
 }
 
@@ -272,7 +274,7 @@ static void on_next(struct rapi_conn *c)
     c->state = C_PARKED;
     ra->waiter = c;
     if (env->state == ENV_STARTING && env->kind == ENV_COLD)
-        sl__env_ready(env, false); /* may deliver at once */
+        sl__ext_runtime_next(env); /* ready, now or with the extensions; may deliver */
     else
         sl__rapi_deliver(env);
 }
@@ -382,6 +384,12 @@ static void route(struct rapi_conn *c)
         *q = '\0'; /* a query string changes nothing, as with the emulator's router */
     bool get = strcmp(c->method, "GET") == 0, post = strcmp(c->method, "POST") == 0;
 
+    if (strncmp(p, "/2020-01-01/extension/", 22) == 0 || strcmp(p, "/2022-07-01/telemetry") == 0) {
+        size_t len = evbuffer_get_length(c->body);
+        sl__ext_route(c->ra->env, c, c->method, p, &c->xh,
+                      len ? (const char *)evbuffer_pullup(c->body, -1) : "", len, c->over);
+        return;
+    }
     if (strncmp(p, PREFIX, strlen(PREFIX)) != 0) {
         reply_error(c, 404, "InvalidRequest", "no such path", c->over);
         return;
@@ -512,6 +520,8 @@ static int parse_head(struct rapi_conn *c, char *h, const char **why)
             snprintf(c->etype, sizeof(c->etype), "%s", v);
         } else if (strcasecmp(line, "Lambda-Runtime-Function-Response-Mode") == 0) {
             snprintf(c->mode, sizeof(c->mode), "%s", v);
+        } else if (strncasecmp(line, "Lambda-Extension-", 17) == 0) {
+            sl__ext_header(&c->xh, line, v);
         }
     }
     if (have_cl && have_te)
@@ -528,6 +538,7 @@ static void request_reset(struct rapi_conn *c)
     c->chunked = c->over = c->expect = false;
     c->left = c->total = 0;
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
+    memset(&c->xh, 0, sizeof(c->xh));
     c->state = C_HEAD;
 }
 
@@ -733,6 +744,7 @@ static void conn_free(struct rapi_conn *c)
 
     if (ra->waiter == c)
         ra->waiter = NULL;
+    sl__ext_conn_gone(ra->env, c);
     LIST_REMOVE(c, link);
     ra->nconns--;
     bufferevent_free(c->bev);
@@ -745,7 +757,7 @@ static void conn_new(struct sl__rapi *ra, int s)
 {
     struct rapi_conn *c;
 
-    if (ra->nconns >= CONNS_MAX) {
+    if (ra->nconns >= CONNS_MAX + sl__ext_conns(ra->env)) {
         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
                                    "Connection: close\r\n\r\n";
         if (send(s, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
@@ -830,8 +842,49 @@ void sl__rapi_free(struct sl_env *env)
         *ra->gone = true;
     while (!LIST_EMPTY(&ra->conns))
         conn_free(LIST_FIRST(&ra->conns));
+    sl__ext_free(env);
     if (ra->ev_accept)
         event_free(ra->ev_accept);
     free(ra);
     env->rapi = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* For extensions.c                                                    */
+
+void sl__rapi_send(struct rapi_conn *c, int st, const char *headers, const char *body)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    bool parked = c->state == C_PARKED;
+
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %zu\r\n%s%s\r\n", st, status_text(st), strlen(body),
+                        headers ? headers : "", c->keepalive ? "" : "Connection: close\r\n");
+    evbuffer_add(out, body, strlen(body));
+    if (evbuffer_write(out, bufferevent_getfd(c->bev)) < 0 && errno != EAGAIN)
+        SL_DEBUG(SL_DBG_SANDBOX, c->ra->env->pool->inst, "runtime api: write: %s",
+                 strerror(errno));
+    if (!c->keepalive) {
+        c->state = C_CLOSING;
+        bufferevent_disable(c->bev, EV_READ);
+        bufferevent_setcb(c->bev, NULL, on_flushed_close, conn_event, c);
+        bufferevent_trigger(c->bev, EV_WRITE,
+                            BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+        return;
+    }
+    if (parked) {
+        request_reset(c);
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+            bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+    }
+}
+
+void sl__rapi_send_error(struct rapi_conn *c, int st, const char *etype, const char *msg)
+{
+    reply_error(c, st, etype, msg, c->over);
+}
+
+void sl__rapi_park(struct rapi_conn *c)
+{
+    c->state = C_PARKED;
 }

@@ -86,7 +86,8 @@ static int build_etc(const char *etc)
                                 "sbx_user1051:x:993:990::/tmp:/usr/sbin/nologin\n"
                                 "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n") ||
         put_file(etc, "group", "root:x:0:\nsbx_user1051:x:990:\nnogroup:x:65534:\n") ||
-        put_file(etc, "hosts", "127.0.0.1 localhost\n::1 localhost\n") ||
+        put_file(etc, "hosts", "127.0.0.1 localhost sandbox.localdomain sandbox.localhost sandbox\n"
+                                "::1 localhost\n") ||
         put_file(etc, "hostname", "sluice\n"))
         return -1;
     copy_in(etc, "/etc/ld.so.cache", "ld.so.cache");

@@ -73,6 +73,7 @@ struct child {
     char        cwd[PATH_LEN];
     char      **argv;
     char      **envp;
+    char      **exts;               /* runtime lambda: /opt/extensions/<name>, NULL-ended */
     const struct sock_fprog *filter;
     rlim_t      fsize;
 };
@@ -445,6 +446,7 @@ static void spawn_destroy(struct spawn *s)
     if (s->c) {
         free_strv(s->c->argv);
         free_strv(s->c->envp);
+        free_strv(s->c->exts);
         free(s->c);
     }
     free(s->code_dir);
@@ -466,6 +468,14 @@ static void plan_exec(struct spawn *s, const struct sl_sandbox *sb,
     }
     c->envp = build_env(sb, fn, init_type, c->relaxed ? s->code_dir : "/var/task", s->base,
                         c->relaxed);
+    if (fn->runtime == SL_RUNTIME_LAMBDA && !c->relaxed) {
+        /* Lambda's external extensions: the layers' extensions/, at /opt */
+        char names[SL_EXT_MAX][SL_EXT_NAME_MAX + 1];
+        size_t n = sl__ext_scan(fn, names);
+        c->exts = sl_calloc(n + 1, sizeof(char *));
+        for (size_t i = 0; i < n; i++)
+            c->exts[i] = sl_asprintf("/opt/extensions/%s", names[i]);
+    }
 }
 
 /* The plan as it is written: a header, then strings and arrays. */
@@ -568,6 +578,8 @@ static int write_plan(struct spawn *s, struct sl_err *err)
     }
     h.argv = pb_strv(&pb, c->argv, &h.argc);
     h.envp = pb_strv(&pb, c->envp, &h.envc);
+    if (c->exts && c->exts[0])
+        h.exts = pb_strv(&pb, c->exts, &h.nexts);
     h.filter = pb_put(&pb, c->filter->filter, c->filter->len * sizeof(struct sock_filter), 8);
     h.filter_len = c->filter->len;
     h.size = (uint32_t)pb.len;
