@@ -3,6 +3,7 @@
  * API itself is in invoke.c.
  *
  *   POST /2015-03-31/functions/{name}/invocations   (invoke.c)
+ *   POST /2021-11-15/functions/{name}/response-streaming-invocations   (invoke.c)
  *   GET  /healthz   200 "ok" while the process runs
  *   GET  /readyz    200 while accepting, 503 once stopping
  *   GET  /metrics   Prometheus text
@@ -446,17 +447,18 @@ static void on_request(struct evhttp_request *req, void *arg)
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
-    size_t plen, pre = strlen(INVOKE_PREFIX), suf = strlen(INVOKE_SUFFIX);
+    size_t plen, name = 0, nlen = 0;
+    int route;
     char id[37];
 
     sl_uuid(id);
     if (!path)
         path = "";
     plen = strlen(path);
-    if (sl__api_is_invoke_path(path, plen)) {
-        char *raw = sl_strndup(path + pre, plen - pre - suf);
+    if ((route = sl__api_invoke_route(path, plen, &name, &nlen)) != 0) {
+        char *raw = sl_strndup(path + name, nlen);
 
-        sl__invoke_handle(a, req, id, raw, evhttp_uri_get_query(u));
+        sl__invoke_handle(a, req, id, raw, evhttp_uri_get_query(u), route == 2);
         free(raw);
     } else if (strcmp(path, "/healthz") == 0) {
         if (get)
@@ -489,7 +491,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     } else {
         sl__api_respond_error(a, req, id, 404, "UnknownOperationException", NULL,
                               "no operation at %s %.200s: sluice serves POST " INVOKE_PREFIX
-                              "{name}" INVOKE_SUFFIX ", GET /healthz, /readyz and /metrics",
+                              "{name}" INVOKE_SUFFIX ", POST " STREAM_PREFIX "{name}"
+                              STREAM_SUFFIX ", GET /healthz, /readyz and /metrics",
                               method_name(cmd), path);
     }
 }

@@ -118,6 +118,8 @@ struct pending {
     const char   *event;             /* borrowed until cb */
     size_t        event_len;
     const char   *client_context;
+    sl_invoke_chunk_cb on_chunk;     /* response streaming, or NULL */
+    void         *chunk_arg;
     sl_invoke_cb  cb;
     void         *arg;
     double        queued_ms;

@@ -4,13 +4,16 @@
  * sluice listens on 127.0.0.1:9001 inside the env's own network namespace
  * (spawn.c opened the socket before the handler ran) and serves
  *   GET  /2018-06-01/runtime/invocation/next            the first one is "ready"
- *   POST /2018-06-01/runtime/invocation/{id}/response   "result", ok
+ *   POST /2018-06-01/runtime/invocation/{id}/response   "result", ok (or streamed)
  *   POST /2018-06-01/runtime/invocation/{id}/error      "result", failed
  *   POST /2018-06-01/runtime/init/error                 "init_error"
  * with a small HTTP/1.1 request parser of our own on bufferevents: hard
  * caps on the request head and bodies, Content-Length and chunked
  * bodies, keep-alive and pipelining, a few connections at once. Answers
  * to misbehaviour are the Runtime Interface Emulator's (docs/RUNTIME-API.md).
+ * A streamed response (Lambda-Runtime-Function-Response-Mode: streaming)
+ * for an invocation with an `on_chunk` goes there as it is read, pausing
+ * the socket while the receiver holds too much; its error trailers end it.
  * Everything here runs on the loop; an env destroyed under a callback is
  * noticed through `gone`. */
 #include <ctype.h>
@@ -38,6 +41,7 @@
 #define READ_HIGH     (256 * 1024)     /* stop reading while this much waits unparsed */
 #define LINGER_MAX    (8 * 1024 * 1024) /* dropped after a closing answer, at most */
 #define LINGER_S      1
+#define RESUME_MS     10               /* a paused stream asks its receiver again */
 
 #define PREFIX "/2018-06-01/runtime/"
 
@@ -60,6 +64,14 @@ struct rapi_conn {
     size_t              left;           /* Content-Length or chunk bytes still to read */
     size_t              total;          /* body bytes seen */
     struct evbuffer    *body;
+    /* a streamed response (mode "streaming" for the running invocation) */
+    bool                stream;
+    bool                forward;        /* its bytes go to the invocation's on_chunk */
+    bool                paused;         /* reading stopped: the receiver is full */
+    char                sid[40];        /* the invocation it answers */
+    char                tr_etype[128];  /* trailer Lambda-Runtime-Function-Error-Type */
+    char               *tr_ebody;       /* trailer Lambda-Runtime-Function-Error-Body (base64) */
+    struct event       *ev_resume;
     LIST_ENTRY(rapi_conn) link;
 };
 
@@ -256,6 +268,152 @@ void sl__rapi_invoke(struct sl_env *env, int64_t deadline_ms)
 }
 
 /* ------------------------------------------------------------------ */
+/* Streamed responses                                                  */
+
+/* A response head for the running invocation in mode "streaming": mark
+ * the request, and send its bytes on as they come when the invocation
+ * takes them (else they are collected as any response, up to 6 MB). */
+static void stream_begin(struct rapi_conn *c)
+{
+    struct sl__rapi *ra = c->ra;
+    struct sl_env *env = ra->env;
+    const char *id, *slash;
+    size_t idlen;
+
+    if (strcmp(c->method, "POST") != 0 || strcmp(c->mode, "streaming") != 0 || !env->inv ||
+        !ra->delivered || env->state != ENV_BUSY ||
+        strncmp(c->path, PREFIX "invocation/", strlen(PREFIX) + 11) != 0)
+        return;
+    id = c->path + strlen(PREFIX) + 11;
+    slash = strchr(id, '/');
+    if (!slash || strncmp(slash, "/response", 9) != 0 || (slash[9] && slash[9] != '?'))
+        return;
+    idlen = (size_t)(slash - id);
+    if (idlen != strlen(env->inv->request_id) || memcmp(id, env->inv->request_id, idlen) != 0)
+        return;
+    c->stream = true;
+    c->forward = env->inv->on_chunk != NULL;
+    snprintf(c->sid, sizeof(c->sid), "%s", env->inv->request_id);
+    if (c->forward && !c->chunked)
+        c->over = c->left > SL_STREAM_MAX;
+}
+
+/* The invocation this stream answers is still running. */
+static bool stream_live(const struct rapi_conn *c)
+{
+    const struct sl_env *env = c->ra->env;
+
+    return env->inv && env->state == ENV_BUSY && strcmp(env->inv->request_id, c->sid) == 0;
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct rapi_conn *c = arg;
+    struct sl_env *env = c->ra->env;
+    struct timeval tv = { 0, RESUME_MS * 1000 };
+
+    (void)fd, (void)what;
+    if (stream_live(c) && env->inv->on_chunk(NULL, 0, env->inv->chunk_arg) >= SL_STREAM_LOW) {
+        evtimer_add(c->ev_resume, &tv);
+        return;
+    }
+    c->paused = false;
+    bufferevent_enable(c->bev, EV_READ);
+    conn_read(c->bev, c); /* what waits in the input */
+}
+
+/* The receiver holds too much: stop reading the runtime's socket (it
+ * blocks in its writes, as in Lambda) and ask again every RESUME_MS. */
+static void stream_pause(struct rapi_conn *c)
+{
+    struct timeval tv = { 0, RESUME_MS * 1000 };
+
+    if (!c->ev_resume)
+        c->ev_resume = evtimer_new(c->ra->env->pool->base, on_resume, c);
+    if (!c->ev_resume)
+        return; /* cannot wait: go on reading */
+    c->paused = true;
+    bufferevent_disable(c->bev, EV_READ);
+    evtimer_add(c->ev_resume, &tv);
+}
+
+/* `n` streamed body bytes at the front of `in`: to the invocation's
+ * on_chunk up to SL_STREAM_MAX, the rest dropped (the result says why). */
+static void stream_take(struct rapi_conn *c, struct evbuffer *in, size_t n)
+{
+    struct sl_env *env = c->ra->env;
+    size_t room = c->total < SL_STREAM_MAX ? SL_STREAM_MAX - c->total : 0, give;
+
+    c->total += n;
+    if (c->total > SL_STREAM_MAX)
+        c->over = true;
+    give = n < room ? n : room;
+    if (give && stream_live(c)) {
+        const char *p = (const char *)evbuffer_pullup(in, (ssize_t)give);
+        if (env->inv->on_chunk(p, give, env->inv->chunk_arg) >= SL_STREAM_HIGH)
+            stream_pause(c);
+    }
+    evbuffer_drain(in, n);
+}
+
+/* A trailer line of a chunked body (NUL-terminated, no CRLF). */
+static void stream_trailer(struct rapi_conn *c, char *line)
+{
+    char *colon = strchr(line, ':'), *v, *end;
+
+    if (!colon)
+        return;
+    *colon = '\0';
+    for (v = colon + 1; *v == ' ' || *v == '\t'; v++)
+        ;
+    end = v + strlen(v);
+    while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+        *--end = '\0';
+    if (strcasecmp(line, "Lambda-Runtime-Function-Error-Type") == 0) {
+        snprintf(c->tr_etype, sizeof(c->tr_etype), "%s", v);
+    } else if (strcasecmp(line, "Lambda-Runtime-Function-Error-Body") == 0) {
+        free(c->tr_ebody);
+        c->tr_ebody = sl_strdup(v);
+    }
+}
+
+static int b64_value(char ch)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *p = ch ? strchr(alphabet, ch) : NULL;
+
+    return p ? (int)(p - alphabet) : -1;
+}
+
+/* Standard base64, padding optional, into `out`; false when malformed. */
+static bool b64_decode(const char *s, struct evbuffer *out)
+{
+    size_t n = strlen(s);
+    unsigned acc = 0;
+    int bits = 0;
+
+    while (n > 0 && s[n - 1] == '=')
+        n--;
+    if (n % 4 == 1)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64_value(s[i]);
+        if (v < 0)
+            return false;
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            unsigned char b;
+            bits -= 8;
+            b = (unsigned char)((acc >> bits) & 0xff);
+            evbuffer_add(out, &b, 1);
+        }
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
 /* Routes                                                              */
 
 static void on_next(struct rapi_conn *c)
@@ -330,10 +488,11 @@ static void on_answer(struct rapi_conn *c, const char *id, size_t idlen, bool er
     snprintf(ra->done, sizeof(ra->done), "%s", env->inv->request_id);
     if (c->over) {
         char msg[160];
-        snprintf(msg, sizeof(msg), "Exceeded maximum allowed payload size (%d bytes).", BODY_MAX);
+        int max = c->forward ? SL_STREAM_MAX : BODY_MAX;
+        snprintf(msg, sizeof(msg), "Exceeded maximum allowed payload size (%d bytes).", max);
         reply_error(c, 413, "RequestEntityTooLarge", msg, true);
         snprintf(msg, sizeof(msg), "Response payload size exceeded maximum allowed payload "
-                 "size (%d bytes).", BODY_MAX);
+                 "size (%d bytes).", max);
         sl__env_result(env, false, NULL, 0, "Function.ResponseSizeTooLarge", msg, NULL);
         return;
     }
@@ -347,6 +506,16 @@ static void on_answer(struct rapi_conn *c, const char *id, size_t idlen, bool er
     reply(c, 202, "{\"status\":\"OK\"}", false);
     if (error) {
         finish_error(env, c, false);
+    } else if (c->stream && (c->tr_etype[0] || c->tr_ebody)) {
+        /* an error in the trailers: what was streamed stays sent; the
+         * error body (base64 of Lambda's error JSON) is the result */
+        evbuffer_drain(c->body, evbuffer_get_length(c->body));
+        if (c->tr_ebody && !b64_decode(c->tr_ebody, c->body))
+            evbuffer_drain(c->body, evbuffer_get_length(c->body));
+        snprintf(c->etype, sizeof(c->etype), "%s", c->tr_etype);
+        finish_error(env, c, false);
+    } else if (c->forward) {
+        sl__env_result(env, true, NULL, 0, NULL, NULL, NULL); /* the bytes went on_chunk */
     } else {
         size_t len = evbuffer_get_length(c->body);
         const char *p = len ? (const char *)evbuffer_pullup(c->body, -1) : "";
@@ -526,6 +695,10 @@ static void request_reset(struct rapi_conn *c)
 {
     c->method[0] = c->path[0] = c->etype[0] = c->mode[0] = '\0';
     c->chunked = c->over = c->expect = false;
+    c->stream = c->forward = c->paused = false;
+    c->sid[0] = c->tr_etype[0] = '\0';
+    free(c->tr_ebody);
+    c->tr_ebody = NULL;
     c->left = c->total = 0;
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
     c->state = C_HEAD;
@@ -534,6 +707,10 @@ static void request_reset(struct rapi_conn *c)
 /* Body bytes: kept up to BODY_MAX, past it counted and dropped. */
 static void body_take(struct rapi_conn *c, struct evbuffer *in, size_t n)
 {
+    if (c->forward) {
+        stream_take(c, in, n);
+        return;
+    }
     c->total += n;
     if (c->total > BODY_MAX)
         c->over = true;
@@ -551,6 +728,8 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
 {
     size_t avail = evbuffer_get_length(in);
 
+    if (c->paused)
+        return 0; /* on_resume goes on */
     switch (c->state) {
     case C_HEAD: {
         struct evbuffer_ptr e = evbuffer_search(in, "\r\n\r\n", 4, NULL);
@@ -589,6 +768,7 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
             reply_bad(c, st, why);
             return 0;
         }
+        stream_begin(c);
         c->state = c->chunked ? C_CHUNK_SIZE : C_BODY;
         if (c->over && !c->chunked) {
             /* Content-Length says too much: answer now, read nothing more */
@@ -665,7 +845,7 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
         return 1;
     }
     case C_TRAILERS: {
-        /* trailers are read and ignored, the blank line ends the body */
+        /* trailers: a stream's error ones are kept, the blank line ends the body */
         size_t n = 0;
         struct evbuffer_ptr e = evbuffer_search_eol(in, NULL, &n, EVBUFFER_EOL_CRLF_STRICT);
         if (e.pos < 0) {
@@ -680,9 +860,17 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
             reply_bad(c, 431, "trailers too large");
             return 0;
         }
-        evbuffer_drain(in, (size_t)e.pos + n);
-        if (e.pos > 0)
+        if (e.pos > 0) {
+            char *line = sl_malloc((size_t)e.pos + 1);
+            evbuffer_remove(in, line, (size_t)e.pos);
+            line[e.pos] = '\0';
+            evbuffer_drain(in, n);
+            if (c->stream && !memchr(line, '\0', (size_t)e.pos))
+                stream_trailer(c, line);
+            free(line);
             return 1;
+        }
+        evbuffer_drain(in, n);
         break;
     }
     default:
@@ -737,6 +925,9 @@ static void conn_free(struct rapi_conn *c)
     ra->nconns--;
     bufferevent_free(c->bev);
     evbuffer_free(c->body);
+    if (c->ev_resume)
+        event_free(c->ev_resume);
+    free(c->tr_ebody);
     free(c);
 }
 
