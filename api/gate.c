@@ -745,6 +745,7 @@ static void up_read(struct bufferevent *bev, void *arg)
     struct evbuffer *out = bufferevent_get_output(c->cli);
 
     evbuffer_add_buffer(out, bufferevent_get_input(bev));
+    sl__api_held(c->a, "gate", evbuffer_get_length(out));
     if (evbuffer_get_length(out) > DOWN_HIGH) {
         /* a slow client (a long streamed answer): evhttp's own output
          * grows instead and the invocation's stream pauses; cli_write

@@ -230,6 +230,16 @@ void sl__api_respond_error(struct sl_api *a, struct evhttp_request *req, const c
     free(text);
 }
 
+void sl__api_held(struct sl_api *a, const char *where, size_t n)
+{
+    size_t *max = strcmp(where, "gate") == 0 ? &a->held_gate : &a->held_evhttp;
+
+    if (n <= *max || !a->m_held)
+        return;
+    *max = n;
+    sl_metric_set(a->m_held, where, (double)n);
+}
+
 void sl__api_respond_method(struct sl_api *a, struct evhttp_request *req, const char *id,
                             const char *allow)
 {
@@ -551,6 +561,13 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
     LIST_INIT(&a->replies);
     a->m_req = sl_metrics_family(m, "sluice_http_requests_total", SL_METRIC_COUNTER,
                                  "HTTP requests answered by the API, by status code.", "code");
+    a->m_held = sl_metrics_family(m, "sluice_api_stream_held_bytes_max", SL_METRIC_GAUGE,
+                                  "The most bytes of an answer held for a client that reads "
+                                  "slower than the function streams, by where they wait.",
+                                  "where");
+    a->m_pauses = sl_metrics_family(m, "sluice_api_stream_pauses_total", SL_METRIC_COUNTER,
+                                    "Times a streamed response stopped reading the function "
+                                    "until its client caught up.", NULL);
 
     rc = parse_listen(conf->server.listen, host, sizeof(host), &port, err);
     if (rc != 0)

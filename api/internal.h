@@ -44,6 +44,11 @@ struct sl_api {
     LIST_HEAD(, call)           calls;       /* invocations waiting for the dispatcher */
     LIST_HEAD(, reply)          replies;     /* responses not yet fully written */
     struct sl_metric           *m_req;
+    /* response streaming: the most bytes held for a slow client, where
+     * (gate: relayed to it, evhttp: not yet relayed), and the pauses */
+    struct sl_metric           *m_held;
+    struct sl_metric           *m_pauses;
+    size_t                      held_gate, held_evhttp;
     /* the gate (gate.c) */
     LIST_HEAD(, conn)           conns;       /* every client connection */
     int64_t                     nconns;
@@ -183,6 +188,10 @@ void sl__gate_adopt(struct sl_api *a, int fd);
 void sl__gate_flush(struct sl_api *a, int ms);
 /* After evhttp_free. */
 void sl__gate_free(struct sl_api *a);
+
+/* `n` bytes wait for a client in `where` ("gate", "evhttp"): keeps the
+ * high-water mark in sluice_api_stream_held_bytes_max (http.c). */
+void sl__api_held(struct sl_api *a, const char *where, size_t n);
 
 /* Whether path[0..plen) is INVOKE_PREFIX{name}INVOKE_SUFFIX or
  * STREAM_PREFIX{name}STREAM_SUFFIX. */

@@ -60,6 +60,7 @@ struct call {
     char                     *payload;       /* owned; borrowed by the pool until the callback */
     size_t                    len;
     char                     *client_context; /* owned JSON text or NULL */
+    char                     *trace_id;      /* owned X-Amzn-Trace-Id or NULL */
 };
 
 /* ------------------------------------------------------------------ */
@@ -162,6 +163,7 @@ static void call_free(struct call *c)
 {
     free(c->payload);
     free(c->client_context);
+    free(c->trace_id);
     free(c);
 }
 
@@ -244,6 +246,7 @@ static size_t on_chunk(const char *p, size_t n, void *arg)
 {
     struct call *c = arg;
     struct evbuffer *buf;
+    size_t held;
 
     if (!c->req || c->detached)
         return 0; /* the client is gone: the rest is dropped, the function runs on */
@@ -256,7 +259,13 @@ static size_t on_chunk(const char *p, size_t n, void *arg)
     sl__evstream_event(buf, "PayloadChunk", "application/octet-stream", p, n);
     evhttp_send_reply_chunk(c->req, buf);
     evbuffer_free(buf);
-    return stream_backlog(c->req);
+    held = stream_backlog(c->req);
+    if (c->a) {
+        sl__api_held(c->a, "evhttp", held);
+        if (held >= SL_STREAM_HIGH)
+            sl_metric_add(c->a->m_pauses, NULL, 1); /* the runtime's socket pauses */
+    }
+    return held;
 }
 
 /* InvokeComplete, and the end of the answer. */
@@ -621,13 +630,19 @@ static void dispatch(struct sl_api *a, struct evhttp_request *req, const char *i
     if (sync) {
         struct sl_invoke_req ir = { 0 };
 
+        const char *trace = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                               "X-Amzn-Trace-Id");
+
         c->payload = payload;
         c->len = len;
         c->client_context = cc;
+        if (trace && strlen(trace) <= 256)
+            c->trace_id = sl_strdup(trace); /* the sandbox takes what is well formed */
         ir.event = c->payload;
         ir.event_len = c->len;
         ir.client_context = c->client_context;
         ir.request_id = c->id;
+        ir.trace_id = c->trace_id;
         if (stream) {
             ir.on_chunk = on_chunk;
             ir.chunk_arg = c;

@@ -13,7 +13,10 @@
  * to misbehaviour are the Runtime Interface Emulator's (docs/RUNTIME-API.md).
  * A streamed response (Lambda-Runtime-Function-Response-Mode: streaming)
  * for an invocation with an `on_chunk` goes there as it is read, pausing
- * the socket while the receiver holds too much; its error trailers end it.
+ * the socket while the receiver holds too much; its error trailers end it,
+ * passing SL_STREAM_MAX cuts it (413), and one that breaks off (malformed
+ * chunks, EOF before the last chunk) ends as Runtime.TruncatedResponse.
+ * /next carries Lambda-Runtime-Trace-Id (the caller's Root kept).
  * Everything here runs on the loop; an env destroyed under a callback is
  * noticed through `gone`. */
 #include <ctype.h>
@@ -22,7 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -85,11 +90,17 @@ struct sl__rapi {
     int64_t             deadline_ms;    /* of the current invocation, Unix ms */
     char                done[40];       /* the request id last answered */
     bool               *gone;           /* set when freed under a callback */
+    /* a streamed response that broke off (EOF, malformed chunks): the
+     * invocation fails as truncated unless the runtime's exit says more */
+    struct event       *ev_trunc;
+    char                trunc_sid[40];
+    char                trunc_why[96];
 };
 
 static void conn_free(struct rapi_conn *c);
 static void conn_read(struct bufferevent *bev, void *arg);
 static void conn_event(struct bufferevent *bev, short what, void *arg);
+static void stream_broken(struct rapi_conn *c, const char *why);
 
 /* ------------------------------------------------------------------ */
 /* Answers                                                             */
@@ -197,6 +208,7 @@ static void reply_error(struct rapi_conn *c, int st, const char *etype, const ch
 static void reply_bad(struct rapi_conn *c, int st, const char *msg)
 {
     SL_DEBUG(SL_DBG_SANDBOX, c->ra->env->pool->inst, "runtime api: %d: %s", st, msg);
+    stream_broken(c, msg);
     reply_error(c, st, "InvalidRequest", msg, true);
 }
 
@@ -223,13 +235,72 @@ static void add_header(struct evbuffer *out, const char *name, const char *v)
     evbuffer_add(out, "\r\n", 2);
 }
 
+static void rand_hex(char *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char r[16];
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (i % 32 == 0 && getrandom(r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            for (size_t k = 0; k < sizeof(r); k++)
+                r[k] = (unsigned char)((unsigned long)ts.tv_nsec >> (k % 4 * 8)) ^
+                       (unsigned char)(k * 131 + i);
+        }
+        out[i] = hex[(r[i % 32 / 2] >> (i % 2 * 4)) & 15];
+    }
+    out[n] = '\0';
+}
+
+/* `s` is exactly n lowercase hex digits. */
+static bool is_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+/* Lambda-Runtime-Trace-Id: X-Ray's Root=1-<epoch hex>-<24 hex>;Parent=<16
+ * hex>;Sampled=<0|1>. The caller's X-Amzn-Trace-Id (`in`, may be NULL)
+ * gives Root and Sampled when well formed; Parent is this invocation's own
+ * segment, as Lambda's is; the rest is generated. */
+static void trace_id(const char *in, char out[96])
+{
+    char root[36] = "", parent[17], sampled = '0';
+    const char *p = in;
+
+    while (p && *p) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+
+        while (len && *p == ' ')
+            p++, len--;
+        if (len == 5 + 35 && strncmp(p, "Root=1-", 7) == 0 && is_hex(p + 7, 8) &&
+            p[15] == '-' && is_hex(p + 16, 24))
+            snprintf(root, sizeof(root), "%.35s", p + 5);
+        else if (len == 9 && strncmp(p, "Sampled=", 8) == 0 && (p[8] == '0' || p[8] == '1'))
+            sampled = p[8];
+        p = end ? end + 1 : NULL;
+    }
+    if (!root[0]) {
+        char r24[25];
+        rand_hex(r24, 24);
+        snprintf(root, sizeof(root), "1-%08llx-%s", (long long)time(NULL) & 0xffffffffLL, r24);
+    }
+    rand_hex(parent, 16);
+    snprintf(out, 96, "Root=%s;Parent=%s;Sampled=%c", root, parent, sampled);
+}
+
 void sl__rapi_deliver(struct sl_env *env)
 {
     struct sl__rapi *ra = env->rapi;
     const struct sl_function_conf *fn = env->pool->fn;
     struct rapi_conn *c;
     struct evbuffer *out;
-    char num[32];
+    char num[32], trace[96];
 
     if (!ra || !ra->waiter || !env->inv || env->state != ENV_BUSY || ra->delivered)
         return;
@@ -244,6 +315,8 @@ void sl__rapi_deliver(struct sl_env *env)
     add_header(out, "Lambda-Runtime-Deadline-Ms", num);
     if (fn->arn)
         add_header(out, "Lambda-Runtime-Invoked-Function-Arn", fn->arn);
+    trace_id(env->inv->trace_id, trace);
+    add_header(out, "Lambda-Runtime-Trace-Id", trace);
     if (env->inv->client_context && env->inv->client_context[0])
         add_header(out, "Lambda-Runtime-Client-Context", env->inv->client_context);
     evbuffer_add(out, "\r\n", 2);
@@ -337,16 +410,43 @@ static void stream_pause(struct rapi_conn *c)
     evtimer_add(c->ev_resume, &tv);
 }
 
+/* The stream passed SL_STREAM_MAX: the invocation ends now with Lambda's
+ * Function.ResponseSizeTooLarge and the runtime gets its 413 (the
+ * connection closes: the rest of its body is not read). Returns true
+ * when `c` may be gone. */
+static bool stream_cut(struct rapi_conn *c)
+{
+    struct sl__rapi *ra = c->ra;
+    struct sl_env *env = ra->env;
+    char msg[160];
+    bool gone = false;
+
+    c->over = true;
+    if (!stream_live(c))
+        return false; /* dropped until the body ends, as any late bytes */
+    c->stream = false; /* not a truncation */
+    snprintf(ra->done, sizeof(ra->done), "%s", c->sid);
+    snprintf(msg, sizeof(msg), "Exceeded maximum allowed payload size (%d bytes).",
+             SL_STREAM_MAX);
+    reply_error(c, 413, "RequestEntityTooLarge", msg, true);
+    snprintf(msg, sizeof(msg), "Response payload size exceeded maximum allowed payload "
+             "size (%d bytes).", SL_STREAM_MAX);
+    ra->gone = &gone;
+    sl__env_result(env, false, NULL, 0, "Function.ResponseSizeTooLarge", msg, NULL);
+    if (!gone)
+        ra->gone = NULL;
+    return true;
+}
+
 /* `n` streamed body bytes at the front of `in`: to the invocation's
- * on_chunk up to SL_STREAM_MAX, the rest dropped (the result says why). */
-static void stream_take(struct rapi_conn *c, struct evbuffer *in, size_t n)
+ * on_chunk up to SL_STREAM_MAX; past it the stream is cut. Returns true
+ * when reading stops (`c` may be gone). */
+static bool stream_take(struct rapi_conn *c, struct evbuffer *in, size_t n)
 {
     struct sl_env *env = c->ra->env;
     size_t room = c->total < SL_STREAM_MAX ? SL_STREAM_MAX - c->total : 0, give;
 
     c->total += n;
-    if (c->total > SL_STREAM_MAX)
-        c->over = true;
     give = n < room ? n : room;
     if (give && stream_live(c)) {
         const char *p = (const char *)evbuffer_pullup(in, (ssize_t)give);
@@ -354,6 +454,43 @@ static void stream_take(struct rapi_conn *c, struct evbuffer *in, size_t n)
             stream_pause(c);
     }
     evbuffer_drain(in, n);
+    return c->total > SL_STREAM_MAX && !c->over && stream_cut(c);
+}
+
+static void on_truncated(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl__rapi *ra = arg;
+    struct sl_env *env = ra->env;
+    char msg[200];
+
+    (void)fd, (void)what;
+    if (!env->inv || env->state != ENV_BUSY || strcmp(env->inv->request_id, ra->trunc_sid) != 0)
+        return; /* it ended otherwise (the runtime's exit, a timeout) */
+    snprintf(ra->done, sizeof(ra->done), "%s", ra->trunc_sid);
+    snprintf(msg, sizeof(msg), "The runtime's streamed response ended before its last chunk "
+             "(%s).", ra->trunc_why);
+    sl__env_result(env, false, NULL, 0, "Runtime.TruncatedResponse", msg, NULL);
+}
+
+/* A streamed response broke off (the connection closed, or its chunks are
+ * malformed): the invocation fails as Runtime.TruncatedResponse after
+ * EOF_GRACE_MS, unless it ends otherwise first (a runtime that died gets
+ * Runtime.ExitError). */
+static void stream_broken(struct rapi_conn *c, const char *why)
+{
+    struct sl__rapi *ra = c->ra;
+    struct timeval tv = { 0, EOF_GRACE_MS * 1000 };
+
+    if (!c->stream || !stream_live(c))
+        return;
+    c->stream = false;
+    if (!ra->ev_trunc)
+        ra->ev_trunc = evtimer_new(ra->env->pool->base, on_truncated, ra);
+    if (!ra->ev_trunc)
+        return; /* the invocation's timeout ends it */
+    snprintf(ra->trunc_sid, sizeof(ra->trunc_sid), "%s", c->sid);
+    snprintf(ra->trunc_why, sizeof(ra->trunc_why), "%s", why);
+    evtimer_add(ra->ev_trunc, &tv);
 }
 
 /* A trailer line of a chunked body (NUL-terminated, no CRLF). */
@@ -704,13 +841,13 @@ static void request_reset(struct rapi_conn *c)
     c->state = C_HEAD;
 }
 
-/* Body bytes: kept up to BODY_MAX, past it counted and dropped. */
-static void body_take(struct rapi_conn *c, struct evbuffer *in, size_t n)
+/* Body bytes: kept up to BODY_MAX, past it counted and dropped (a
+ * forwarded stream: stream_take). Returns true when reading stops and
+ * `c` may be gone. */
+static bool body_take(struct rapi_conn *c, struct evbuffer *in, size_t n)
 {
-    if (c->forward) {
-        stream_take(c, in, n);
-        return;
-    }
+    if (c->forward)
+        return stream_take(c, in, n);
     c->total += n;
     if (c->total > BODY_MAX)
         c->over = true;
@@ -720,6 +857,7 @@ static void body_take(struct rapi_conn *c, struct evbuffer *in, size_t n)
     } else {
         evbuffer_remove_buffer(in, c->body, n);
     }
+    return false;
 }
 
 /* One step of the request in `in`. Returns 1 when it can go on, 0 when it
@@ -784,7 +922,8 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
     }
     case C_BODY: {
         size_t n = avail < c->left ? avail : c->left;
-        body_take(c, in, n);
+        if (body_take(c, in, n))
+            return 0;
         c->left -= n;
         if (c->left)
             return 0;
@@ -825,7 +964,8 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
     }
     case C_CHUNK_DATA: {
         size_t n = avail < c->left ? avail : c->left;
-        body_take(c, in, n);
+        if (body_take(c, in, n))
+            return 0;
         c->left -= n;
         if (c->left)
             return 0;
@@ -911,8 +1051,10 @@ static void conn_read(struct bufferevent *bev, void *arg)
 static void conn_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+        stream_broken(arg, "the connection closed");
         conn_free(arg);
+    }
 }
 
 static void conn_free(struct rapi_conn *c)
@@ -1023,6 +1165,8 @@ void sl__rapi_free(struct sl_env *env)
         conn_free(LIST_FIRST(&ra->conns));
     if (ra->ev_accept)
         event_free(ra->ev_accept);
+    if (ra->ev_trunc)
+        event_free(ra->ev_trunc);
     free(ra);
     env->rapi = NULL;
 }

@@ -53,6 +53,8 @@ struct sl_invoke_req {
     size_t      event_len;
     const char *client_context;  /* JSON text or NULL */
     const char *request_id;      /* NULL: a new UUID */
+    const char *trace_id;        /* the caller's X-Amzn-Trace-Id or NULL (X-Ray's
+                                  * Root=...;Parent=...;Sampled=...) */
     /* NULL: the response arrives whole in the result (at most 6 MB). Set:
      * a runtime that streams (Lambda-Runtime-Function-Response-Mode:
      * streaming) hands its bytes here as they come, up to SL_STREAM_MAX,
