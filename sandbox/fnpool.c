@@ -157,6 +157,9 @@ int sl_fnpool_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl
     inv->event = req->event;
     inv->event_len = req->event_len;
     inv->client_context = req->client_context;
+    inv->trace_id = req->trace_id;
+    inv->on_chunk = req->on_chunk;
+    inv->chunk_arg = req->chunk_arg;
     inv->cb = cb;
     inv->arg = arg;
     inv->queued_ms = sl_mono_ms();

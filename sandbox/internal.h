@@ -119,6 +119,9 @@ struct pending {
     const char   *event;             /* borrowed until cb */
     size_t        event_len;
     const char   *client_context;
+    const char   *trace_id;          /* the caller's X-Amzn-Trace-Id, or NULL */
+    sl_invoke_chunk_cb on_chunk;     /* response streaming, or NULL */
+    void         *chunk_arg;
     sl_invoke_cb  cb;
     void         *arg;
     double        queued_ms;

@@ -488,7 +488,7 @@ Test(rapi, bootstrap_gets_lambda_environment_and_no_fd3, .init = setup, .fini = 
                            "arn:aws:lambda:us-east-1:000000000000:function:probe"), "%s", body);
     cr_expect(!strstr(body, "Lambda-Runtime-Client-Context"), "only when set: %s", body);
     cr_expect(!strstr(body, "Lambda-Runtime-Cognito-Identity"), "only when set: %s", body);
-    cr_expect(!strstr(body, "Lambda-Runtime-Trace-Id"), "only when set: %s", body);
+    cr_expect(strstr(body, "Lambda-Runtime-Trace-Id: Root=1-"), "always, as Lambda: %s", body);
     stop_server(5000);
 }
 
