@@ -345,6 +345,13 @@ static void on_result(const struct sl_invoke_result *r, void *arg)
     }
     if (r->ok) {
         sl__api_respond(a, req, c->id, 200, "application/json", r->payload, r->payload_len);
+    } else if (r->error_doc) {
+        /* the runtime's own error document, as Lambda answers it */
+        char *text = json_dumps(r->error_doc, JSON_COMPACT);
+
+        evhttp_add_header(h, "X-Amz-Function-Error", "Unhandled");
+        sl__api_respond(a, req, c->id, 200, "application/json", text, text ? strlen(text) : 0);
+        free(text);
     } else {
         json_t *e = json_object();
         char *text;

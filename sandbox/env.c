@@ -103,6 +103,8 @@ void sl__env_finish(struct sl_env *env, bool ok, const char *payload, size_t len
 
     if (!inv) {
         json_decref(stack);
+        json_decref(env->err_doc);
+        env->err_doc = NULL;
         return;
     }
     /* what the handler printed before answering is already in the pipes
@@ -122,6 +124,7 @@ void sl__env_finish(struct sl_env *env, bool ok, const char *payload, size_t len
     r.error_type = etype;
     r.error_message = emsg;
     r.stack = stack;
+    r.error_doc = ok ? NULL : env->err_doc;
     r.duration_ms = env->busy_ms > 0 ? now - env->busy_ms : 0;
     r.init_ms = env->init_ms;
     r.cold = env->init_ms > 0;
@@ -164,8 +167,12 @@ void sl__env_finish(struct sl_env *env, bool ok, const char *payload, size_t len
     if (!ok)
         SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "%s failed: %s: %s", inv->request_id, etype,
                  emsg ? emsg : "");
+    json_incref(r.error_doc);
+    json_decref(env->err_doc);
+    env->err_doc = NULL;
     inv->cb(&r, inv->arg);
     json_decref(stack);
+    json_decref(r.error_doc);
     free(inv);
 }
 
@@ -796,8 +803,9 @@ struct sl_env *sl__env_start(struct sl_fnpool *pool, bool provisioned, struct sl
     struct sl_env *env;
     const char *init_type;
 
-    if (pool->fn->snapstart && pool->fn->runtime == SL_RUNTIME_LAMBDA) {
-        sl_err_set(err, SL_EINVAL, false, "runtime lambda cannot use snapstart");
+    if (pool->fn->snapstart &&
+        (pool->fn->runtime == SL_RUNTIME_LAMBDA || pool->fn->runtime == SL_RUNTIME_NODEJS)) {
+        sl_err_set(err, SL_EINVAL, false, "runtimes on the Runtime API cannot use snapstart");
         return NULL;
     }
     if (pool->fn->snapstart && pool->template)

@@ -67,7 +67,21 @@ struct sl_sandbox {
     struct sock_fprog   filter;    /* compiled seccomp filter */
     int                 init_exe;  /* sluice-init, O_PATH: execveat'd by each spawn */
     bool                userns;    /* not root: each env gets a user namespace */
+    int                 node_major; /* runtime nodejs: /usr/bin/node's major version (nodejs.c),
+                                     * 0 when no function has that runtime */
 };
+
+/* nodejs.c: runtime nodejs. probe: when a function of `o` has it, check
+ * that node is there and note its major version in sb (an error names the
+ * function and what is missing). argv: node's command line, the caller's
+ * (NULL-ended). env: its variables into env[0..2], returns how many;
+ * `rt` and `task_root` are the paths the handler sees. */
+#define SL__NODE_EXE "/usr/bin/node"
+int    sl__nodejs_probe(struct sl_sandbox *sb, const struct sl_sandbox_opts *o,
+                        struct sl_err *err);
+char **sl__nodejs_argv(const struct sl_function_conf *fn, const char *rt);
+size_t sl__nodejs_env(const struct sl_sandbox *sb, const struct sl_function_conf *fn,
+                      const char *rt, const char *task_root, char **env);
 
 int  sl__cgroups_init(struct sl__cgroups *cg, struct sl_err *err);
 void sl__cgroups_destroy(struct sl__cgroups *cg);
@@ -148,6 +162,8 @@ struct sl_env {
     double              drop_report_ms;  /* when dropped output was last reported */
     unsigned long long  drop_bytes, drop_lines; /* dropped, not yet reported */
     struct pending     *inv;             /* the invocation it runs or starts for */
+    json_t             *err_doc;         /* the runtime's error document for the result
+                                          * being finished (rapi.c), taken by env_finish */
     char                setup_error[SL_ERR_MSG_MAX];
     char                last_request[40];/* for output lines after a result */
     double              spawned_ms, ready_ms, busy_ms, idle_ms;

@@ -585,8 +585,15 @@ static void finish_error(struct sl_env *env, struct rapi_conn *c, bool init)
     if (json_is_object(doc)) {
         json_t *t = json_object_get(doc, "errorType"), *m = json_object_get(doc, "errorMessage"),
                *st = json_object_get(doc, "stackTrace");
-        if (json_is_string(t) && json_string_length(t))
+        /* Node's runtime calls its stack `trace` */
+        if (!json_is_array(st))
+            st = json_object_get(doc, "trace");
+        if (json_is_string(t) && json_string_length(t)) {
             etype = json_string_value(t);
+            /* Lambda answers the runtime's error document as it is */
+            json_decref(env->err_doc);
+            env->err_doc = json_incref(doc);
+        }
         if (json_is_string(m))
             emsg = json_string_value(m);
         if (json_is_array(st)) {

@@ -163,6 +163,8 @@ int sl_sandbox_new(const struct sl_sandbox_opts *o, struct sl_sandbox **out, str
         rc = SL_ESANDBOX;
         goto fail;
     }
+    if ((rc = sl__nodejs_probe(sb, o, err)) != 0)
+        goto fail;
     if (mkdir_p(sb->root) != 0) {
         rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot create %s: %s", sb->root,
                         strerror(errno));

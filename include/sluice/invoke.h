@@ -25,6 +25,9 @@ struct sl_invoke_result {
     const char *error_type;      /* !ok: "Sandbox.Timedout", the handler's type, ... */
     const char *error_message;
     json_t     *stack;           /* !ok: array of strings or NULL */
+    json_t     *error_doc;       /* !ok: the runtime's own error document (Runtime API: an
+                                  * object with errorType), which Lambda answers as it is
+                                  * (Node's has `trace`, not `stackTrace`); else NULL */
     bool        throttled;       /* never ran: at the concurrency cap */
     double      duration_ms;     /* invoke phase */
     double      init_ms;         /* > 0 when this invocation waited for a cold start */
