@@ -34,9 +34,12 @@
  *     its own with no environment each time, as bench cold-start does):
  *     from the call to the callback, i.e. sandbox spawn, the Go runtime's
  *     start up to its first GET /next, the invocation; target p50 <= 10 ms;
- *   - the RIE's cold start on the side: a new aws-lambda-rie process per
- *     run (its HTTP server up first, untimed), its first invoke timed
- *     (it starts the bootstrap then).
+ *   - for the breakdown, interleaved with those: cold starts of a C custom
+ *     runtime (build/test-handlers/rapi_echo) under runtime lambda, of the
+ *     C echo on the native protocol, and of the same Go bootstrap under
+ *     the RIE: a new aws-lambda-rie process each time (its HTTP server up
+ *     first, untimed), its first invoke timed (it starts the bootstrap
+ *     then).
  *
  * Everything is in /tmp/sluice-bench-runtime-api-XXXXXX, removed on
  * success, kept and named on failure. */
@@ -53,7 +56,6 @@
 #define LIB_MEASURE  5e6
 #define COLD_WARMUP  3
 #define COLD_N       40
-#define RIE_COLD_N   20
 #define BLOCK        100            /* pairs per block for invocations/s */
 #define TARGET_RATIO 1.0
 #define TARGET_COLD  10.0           /* ms */
@@ -270,15 +272,17 @@ static int new_pool(struct bench_host *h, const char *fn, struct sl_fnpool **poo
 }
 
 /* The library part; 0 or -1. *cold_p50 is the Go function's cold p50. */
-static int lib_part(const char *gobin, const char *event, double *cold_p50)
+static int lib_part(const char *gobin, const char *rie, const char *rlog, const char *event,
+                    const char *value, double *cold_p50)
 {
     struct bench_host h;
     struct sl_fnpool *pn = NULL, *pg = NULL;
     struct bench_call c;
     static const char *const cold_fns[3] = { "go", "crapi", "native" };
-    struct bench_stats sn, sg, sc[3], si[3];
+    struct bench_stats sn, sg, sc[4], si[3];
+    struct kc kr = { .fd = -1 };
     double *nat = calloc(LIB_N_MAX, sizeof(double)), *gol = calloc(LIB_N_MAX, sizeof(double));
-    double cold[3][COLD_N], cinit[3][COLD_N], t0;
+    double cold[4][COLD_N], cinit[3][COLD_N], t0;
     char crapi[PATH_MAX];
     int n = 0, code = 1, warm_cold = 0;
 
@@ -340,9 +344,26 @@ static int lib_part(const char *gobin, const char *event, double *cold_p50)
      * and for the breakdown the C custom runtime under runtime lambda and
      * the C echo on the native protocol */
     for (int i = 0; i < COLD_WARMUP + COLD_N; i++) {
-        for (int f = 0; f < 3; f++) {
+        for (int f = 0; f < 4; f++) {
             struct sl_fnpool *p;
             double us;
+            if (f == 3) {
+                /* the emulator: a new process, its HTTP server up (untimed),
+                 * then its first invoke, which starts the bootstrap */
+                pid_t rp = rie_start(rie, gobin, rlog, &kr.port);
+                if (rp < 0)
+                    goto out;
+                us = go_invoke(&kr, "RIE", "/2015-03-31/functions/function/invocations",
+                               event, value);
+                close(kr.fd);
+                kr.fd = -1;
+                rie_stop(rp);
+                if (us < 0)
+                    goto out;
+                if (i >= COLD_WARMUP)
+                    cold[f][i - COLD_WARMUP] = us / 1000.0;
+                continue;
+            }
             if (new_pool(&h, cold_fns[f], &p) != 0)
                 goto out;
             us = lib_invoke(h.base, p, event, &c);
@@ -359,10 +380,10 @@ static int lib_part(const char *gobin, const char *event, double *cold_p50)
             }
         }
     }
-    for (int f = 0; f < 3; f++) {
-        sc[f] = bench_stats(cold[f], COLD_N);
+    for (int f = 0; f < 3; f++)
         si[f] = bench_stats(cinit[f], COLD_N);
-    }
+    for (int f = 0; f < 4; f++)
+        sc[f] = bench_stats(cold[f], COLD_N);
     *cold_p50 = sc[0].p50;
     printf(NAME ": cold start of the aws-lambda-go bootstrap (runtime lambda, %d starts, "
            "cgroups %s): p50 %.2f ms, p99 %.2f ms (init, spawn to its first GET /next: p50 "
@@ -372,10 +393,14 @@ static int lib_part(const char *gobin, const char *event, double *cold_p50)
     printf(NAME ": cold start breakdown, same run: C custom runtime (runtime lambda, "
            "rapi_echo) p50 %.2f ms (init %.2f ms); C echo on the native protocol p50 %.2f ms "
            "(init %.2f ms)\n", sc[1].p50, si[1].p50, sc[2].p50, si[2].p50);
+    printf(NAME ": cold start of the same bootstrap under the RIE, interleaved with those (a "
+           "new aws-lambda-rie process each time, its first invoke; no sandbox): p50 %.2f ms, "
+           "p99 %.2f ms\n", sc[3].p50, sc[3].p99);
     code = 0;
 out:
     sl_fnpool_free(pn);
     sl_fnpool_free(pg);
+    free(kr.buf);
     free(nat);
     free(gol);
     return bench_host_close(&h, code) == 0 ? 0 : -1;
@@ -387,12 +412,12 @@ int main(void)
 {
     struct hb_sluice s = { 0 };
     struct kc ks = { .fd = -1 }, kr = { .fd = -1 };
-    struct bench_stats ss, sr, rc;
+    struct bench_stats ss, sr;
     char dir[PATH_MAX], gobin[PATH_MAX], rie[PATH_MAX], rlog[PATH_MAX + 16], spath[128];
     const char *rpath = "/2015-03-31/functions/function/invocations";
     char *yaml = NULL, *event, value[EVENT_SIZE];
     double *sl = calloc(N_MAX, sizeof(double)), *rl = calloc(N_MAX, sizeof(double));
-    double rcold[RIE_COLD_N], sum_s = 0, sum_r = 0, t0, ips_s, ips_r, cold_p50 = 0;
+    double sum_s = 0, sum_r = 0, t0, ips_s, ips_r, cold_p50 = 0;
     pid_t rpid = -1;
     double *bs = NULL, *br = NULL;
     int code = 1, n = 0, nb;
@@ -494,28 +519,8 @@ int main(void)
            EVENT_SIZE, ips_s, ss.p50, ss.p99, ips_r, sr.p50, sr.p99, nb, BLOCK,
            n / (sum_s / 1e6), n / (sum_r / 1e6), cold_inits);
 
-    /* the RIE's cold start, on the side */
-    for (int i = 0; i < RIE_COLD_N; i++) {
-        double us;
-        if (kr.fd >= 0)
-            close(kr.fd);
-        kr.fd = -1;
-        if ((rpid = rie_start(rie, gobin, rlog, &kr.port)) < 0)
-            goto out;
-        us = go_invoke(&kr, "RIE", rpath, event, value);
-        rie_stop(rpid);
-        rpid = -1;
-        if (us < 0)
-            goto out;
-        rcold[i] = us / 1000.0;
-    }
-    rc = bench_stats(rcold, RIE_COLD_N);
-
-    if (lib_part(gobin, event, &cold_p50) != 0)
+    if (lib_part(gobin, rie, rlog, event, value, &cold_p50) != 0)
         goto out;
-    printf(NAME ": cold start of the same bootstrap under the RIE (new process, first "
-           "invoke; no sandbox), %d starts: p50 %.2f ms, p99 %.2f ms\n", RIE_COLD_N, rc.p50,
-           rc.p99);
     printf(NAME ": target sluice/RIE invocations/s >= %.1f: %s\n", TARGET_RATIO,
            ips_s / ips_r >= TARGET_RATIO ? "met" : "MISSED");
     bench_report(&(struct bench_result){ .name = NAME, .value = ips_s, .unit = "inv/s",
