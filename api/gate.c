@@ -60,6 +60,7 @@
 #define CHUNK_LINE_MAX 1024
 #define LINGER_MS      2000              /* after the last answer, for the client to read it */
 #define UP_HIGH        (1024 * 1024)     /* relayed to evhttp and not yet taken: stop reading */
+#define DOWN_HIGH      (1024 * 1024)     /* answers not yet sent to the client: stop reading evhttp */
 
 enum cstate { C_HEAD, C_BODY, C_CHUNK_SIZE, C_CHUNK_DATA, C_TRAILER, C_SHUT };
 
@@ -222,14 +223,35 @@ int sl__gate_parse(char *buf, size_t len, struct sl_gate_head *h, const char **w
     return 0;
 }
 
+static bool route_is(const char *path, size_t plen, const char *prefix, const char *suffix,
+                     size_t *name, size_t *nlen)
+{
+    size_t pre = strlen(prefix), suf = strlen(suffix);
+
+    if (!(plen > pre + suf && strncmp(path, prefix, pre) == 0 &&
+          memcmp(path + plen - suf, suffix, suf) == 0 &&
+          !memchr(path + pre, '/', plen - pre - suf)))
+        return false;
+    *name = pre;
+    *nlen = plen - pre - suf;
+    return true;
+}
+
+int sl__api_invoke_route(const char *path, size_t plen, size_t *name, size_t *nlen)
+{
+    if (route_is(path, plen, INVOKE_PREFIX, INVOKE_SUFFIX, name, nlen))
+        return 1;
+    if (route_is(path, plen, STREAM_PREFIX, STREAM_SUFFIX, name, nlen))
+        return 2;
+    return 0;
+}
+
 /* Whether `path` is the Invoke API's. */
 bool sl__api_is_invoke_path(const char *path, size_t plen)
 {
-    size_t pre = strlen(INVOKE_PREFIX), suf = strlen(INVOKE_SUFFIX);
+    size_t name, nlen;
 
-    return plen > pre + suf && strncmp(path, INVOKE_PREFIX, pre) == 0 &&
-           memcmp(path + plen - suf, INVOKE_SUFFIX, suf) == 0 &&
-           !memchr(path + pre, '/', plen - pre - suf);
+    return sl__api_invoke_route(path, plen, &name, &nlen) != 0;
 }
 
 int sl__gate_decide(const struct sl_server_conf *sc, const struct sl_gate_head *h,
@@ -689,6 +711,9 @@ static void cli_write(struct bufferevent *bev, void *arg)
     struct conn *c = arg;
 
     (void)bev;
+    if (c->up && !(bufferevent_get_enabled(c->up) & EV_READ) &&
+        evbuffer_get_length(bufferevent_get_output(c->cli)) <= DOWN_HIGH / 2)
+        bufferevent_enable(c->up, EV_READ); /* up_read paused it */
     if (c->st == C_SHUT && !c->up && evbuffer_get_length(bufferevent_get_output(c->cli)) == 0) {
         shut_cli(c);
         if (c->cli_eof)
@@ -717,8 +742,16 @@ static void cli_event(struct bufferevent *bev, short what, void *arg)
 static void up_read(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
+    struct evbuffer *out = bufferevent_get_output(c->cli);
 
-    evbuffer_add_buffer(bufferevent_get_output(c->cli), bufferevent_get_input(bev));
+    evbuffer_add_buffer(out, bufferevent_get_input(bev));
+    sl__api_held(c->a, "gate", evbuffer_get_length(out));
+    if (evbuffer_get_length(out) > DOWN_HIGH) {
+        /* a slow client (a long streamed answer): evhttp's own output
+         * grows instead and the invocation's stream pauses; cli_write
+         * resumes */
+        bufferevent_disable(bev, EV_READ);
+    }
 }
 
 static void up_write(struct bufferevent *bev, void *arg)
@@ -822,6 +855,7 @@ void sl__gate_adopt(struct sl_api *a, int fd)
     LIST_INSERT_HEAD(&a->conns, c, link);
     a->nconns++;
     bufferevent_setcb(c->cli, cli_read, cli_write, cli_event, c);
+    bufferevent_setwatermark(c->cli, EV_WRITE, DOWN_HIGH / 2, 0);
     bufferevent_enable(c->cli, EV_READ | EV_WRITE);
     c->timing = true;
     arm(c, a->conf->server.header_timeout_ms);

@@ -3,6 +3,7 @@
  * API itself is in invoke.c.
  *
  *   POST /2015-03-31/functions/{name}/invocations   (invoke.c)
+ *   POST /2021-11-15/functions/{name}/response-streaming-invocations   (invoke.c)
  *   Lambda's management paths                        (mgmt.c)
  *   GET  /healthz   200 "ok" while the process runs
  *   GET  /readyz    200 while accepting, 503 once stopping
@@ -228,6 +229,16 @@ void sl__api_respond_error(struct sl_api *a, struct evhttp_request *req, const c
     evhttp_add_header(evhttp_request_get_output_headers(req), "X-Amzn-ErrorType", type);
     sl__api_respond(a, req, id, code, "application/json", text, text ? strlen(text) : 0);
     free(text);
+}
+
+void sl__api_held(struct sl_api *a, const char *where, size_t n)
+{
+    size_t *max = strcmp(where, "gate") == 0 ? &a->held_gate : &a->held_evhttp;
+
+    if (n <= *max || !a->m_held)
+        return;
+    *max = n;
+    sl_metric_set(a->m_held, where, (double)n);
 }
 
 void sl__api_respond_method(struct sl_api *a, struct evhttp_request *req, const char *id,
@@ -460,17 +471,18 @@ static void on_request(struct evhttp_request *req, void *arg)
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
-    size_t plen, pre = strlen(INVOKE_PREFIX), suf = strlen(INVOKE_SUFFIX);
+    size_t plen, name = 0, nlen = 0;
+    int route;
     char id[37];
 
     sl_uuid(id);
     if (!path)
         path = "";
     plen = strlen(path);
-    if (sl__api_is_invoke_path(path, plen)) {
-        char *raw = sl_strndup(path + pre, plen - pre - suf);
+    if ((route = sl__api_invoke_route(path, plen, &name, &nlen)) != 0) {
+        char *raw = sl_strndup(path + name, nlen);
 
-        sl__invoke_handle(a, req, id, raw, evhttp_uri_get_query(u));
+        sl__invoke_handle(a, req, id, raw, evhttp_uri_get_query(u), route == 2);
         free(raw);
     } else if (strcmp(path, "/healthz") == 0) {
         if (get)
@@ -503,8 +515,9 @@ static void on_request(struct evhttp_request *req, void *arg)
     } else if (!sl__mgmt_handle(a, req, id, path, evhttp_uri_get_query(u))) {
         sl__api_respond_error(a, req, id, 404, "UnknownOperationException", NULL,
                               "no operation at %s %.200s: sluice serves POST " INVOKE_PREFIX
-                              "{name}" INVOKE_SUFFIX ", the management API (README), "
-                              "GET /healthz, /readyz and /metrics",
+                              "{name}" INVOKE_SUFFIX ", POST " STREAM_PREFIX "{name}"
+                              STREAM_SUFFIX ", the management API (README), GET /healthz, "
+                              "/readyz and /metrics",
                               method_name(cmd), path);
     }
 }
@@ -564,6 +577,13 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
     LIST_INIT(&a->replies);
     a->m_req = sl_metrics_family(m, "sluice_http_requests_total", SL_METRIC_COUNTER,
                                  "HTTP requests answered by the API, by status code.", "code");
+    a->m_held = sl_metrics_family(m, "sluice_api_stream_held_bytes_max", SL_METRIC_GAUGE,
+                                  "The most bytes of an answer held for a client that reads "
+                                  "slower than the function streams, by where they wait.",
+                                  "where");
+    a->m_pauses = sl_metrics_family(m, "sluice_api_stream_pauses_total", SL_METRIC_COUNTER,
+                                    "Times a streamed response stopped reading the function "
+                                    "until its client caught up.", NULL);
 
     rc = parse_listen(conf->server.listen, host, sizeof(host), &port, err);
     if (rc != 0)

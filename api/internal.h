@@ -24,6 +24,8 @@
 
 #define INVOKE_PREFIX  "/2015-03-31/functions/"
 #define INVOKE_SUFFIX  "/invocations"
+#define STREAM_PREFIX  "/2021-11-15/functions/"     /* InvokeWithResponseStream */
+#define STREAM_SUFFIX  "/response-streaming-invocations"
 
 struct call;
 struct conn;
@@ -50,6 +52,11 @@ struct sl_api {
     LIST_HEAD(, call)           calls;       /* invocations waiting for the dispatcher */
     LIST_HEAD(, reply)          replies;     /* responses not yet fully written */
     struct sl_metric           *m_req;
+    /* response streaming: the most bytes held for a slow client, where
+     * (gate: relayed to it, evhttp: not yet relayed), and the pauses */
+    struct sl_metric           *m_held;
+    struct sl_metric           *m_pauses;
+    size_t                      held_gate, held_evhttp;
     /* the gate (gate.c) */
     LIST_HEAD(, conn)           conns;       /* every client connection */
     int64_t                     nconns;
@@ -205,8 +212,16 @@ void sl__gate_flush(struct sl_api *a, int ms);
 /* After evhttp_free. */
 void sl__gate_free(struct sl_api *a);
 
-/* Whether path[0..plen) is INVOKE_PREFIX{name}INVOKE_SUFFIX. */
+/* `n` bytes wait for a client in `where` ("gate", "evhttp"): keeps the
+ * high-water mark in sluice_api_stream_held_bytes_max (http.c). */
+void sl__api_held(struct sl_api *a, const char *where, size_t n);
+
+/* Whether path[0..plen) is INVOKE_PREFIX{name}INVOKE_SUFFIX or
+ * STREAM_PREFIX{name}STREAM_SUFFIX. */
 bool sl__api_is_invoke_path(const char *path, size_t plen);
+/* 1 for the former (Invoke), 2 for the latter (InvokeWithResponseStream),
+ * else 0; *name and *nlen: where the name is in `path`. */
+int sl__api_invoke_route(const char *path, size_t plen, size_t *name, size_t *nlen);
 
 /* ------------------------------------------------------------------ */
 /* The management API (mgmt.c)                                         */
@@ -231,9 +246,17 @@ int sl__api_parse_function_name(const char *s, char name[FN_NAME_MAX + 1],
                                 char qual[QUALIFIER_MAX + 1]);
 
 /* POST INVOKE_PREFIX{raw_name}INVOKE_SUFFIX[?query]: answers `req`, now
- * or when the invocation ends. `raw_name` is still URI-encoded. */
+ * or when the invocation ends. `raw_name` is still URI-encoded. `stream`:
+ * InvokeWithResponseStream (STREAM_PREFIX...), answered as an event
+ * stream while the function's response arrives. */
 void sl__invoke_handle(struct sl_api *a, struct evhttp_request *req, const char *id,
-                       const char *raw_name, const char *query);
+                       const char *raw_name, const char *query, bool stream);
+
+/* evstream.c: one event-stream message (`type` an :event-type such as
+ * "PayloadChunk", `ctype` its :content-type) with `n` payload bytes,
+ * appended to `out`. */
+void sl__evstream_event(struct evbuffer *out, const char *type, const char *ctype,
+                        const void *payload, size_t n);
 
 /* X-Amz-Client-Context's value `b64` (NULL: absent, true with *cc NULL):
  * true with *cc the decoded JSON object's text (caller frees), false when

@@ -2,9 +2,19 @@
  *
  *   POST /2015-03-31/functions/{name}/invocations[?Qualifier=...]
  *
+ *   POST /2021-11-15/functions/{name}/response-streaming-invocations
+ *
  * Request checks in Lambda's order (who you are, what you name, how you
  * invoke, what you send), RequestResponse / Event / DryRun, Tail logs
  * (X-Amz-Log-Result) and Lambda's error shapes for function errors.
+ *
+ * InvokeWithResponseStream answers 200 with an event stream, chunked:
+ * a PayloadChunk per piece of the response as the runtime streams it
+ * (sl_invoke_req.on_chunk), or one with the whole response of a function
+ * that does not stream, then InvokeComplete (ErrorCode, ErrorDetails,
+ * LogResult). While the client reads slower than the function writes,
+ * on_chunk reports the bytes evhttp still holds and the runtime's socket
+ * pauses (the gate relays at most DOWN_HIGH ahead of the client).
  *
  * An invocation waits for the dispatcher in a `struct call`, which owns
  * a copy of the payload (the pool borrows it until the callback). The
@@ -20,6 +30,7 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
@@ -39,11 +50,14 @@ struct call {
     struct evhttp_connection *evcon;         /* whose close callback points here */
     bool                      detached;      /* req outlived its connection: ours to free */
     bool                      tail;          /* X-Amz-Log-Type: Tail */
+    bool                      stream;        /* InvokeWithResponseStream */
+    bool                      started;       /* its 200 and headers are out */
     char                      id[40];        /* request id */
     char                      fn[FN_NAME_MAX + 1];
     char                     *payload;       /* owned; borrowed by the pool until the callback */
     size_t                    len;
     char                     *client_context; /* owned JSON text or NULL */
+    char                     *trace_id;      /* owned X-Amzn-Trace-Id or NULL */
 };
 
 /* ------------------------------------------------------------------ */
@@ -146,6 +160,7 @@ static void call_free(struct call *c)
 {
     free(c->payload);
     free(c->client_context);
+    free(c->trace_id);
     free(c);
 }
 
@@ -194,6 +209,111 @@ static void call_hold(struct sl_api *a, struct call *c, struct evhttp_request *r
         evhttp_connection_set_closecb(c->evcon, on_conn_close, c);
 }
 
+/* ------------------------------------------------------------------ */
+/* InvokeWithResponseStream                                            */
+
+/* The 200 and headers of the event stream, once. */
+static void stream_start(struct call *c, struct sl_api *a, struct evhttp_request *req)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+
+    if (c->started)
+        return;
+    c->started = true;
+    evhttp_add_header(h, "X-Amzn-RequestId", c->id);
+    evhttp_add_header(h, "X-Amz-Executed-Version", "$LATEST");
+    evhttp_add_header(h, "Content-Type", "application/vnd.amazon.eventstream");
+    if (a)
+        sl_metric_add(a->m_req, "200", 1);
+    SL_DEBUG(SL_DBG_API, INST, "%s: streaming the response of %s", c->id, c->fn);
+    evhttp_send_reply_start(req, 200, "OK");
+}
+
+/* Bytes evhttp holds for the client, not yet written. */
+static size_t stream_backlog(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+
+    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+}
+
+/* sl_invoke_chunk_cb: the runtime streamed `n` more bytes. */
+static size_t on_chunk(const char *p, size_t n, void *arg)
+{
+    struct call *c = arg;
+    struct evbuffer *buf;
+    size_t held;
+
+    if (!c->req || c->detached)
+        return 0; /* the client is gone: the rest is dropped, the function runs on */
+    if (n == 0)
+        return stream_backlog(c->req);
+    stream_start(c, c->a, c->req);
+    buf = evbuffer_new();
+    if (!buf)
+        return 0;
+    sl__evstream_event(buf, "PayloadChunk", "application/octet-stream", p, n);
+    evhttp_send_reply_chunk(c->req, buf);
+    evbuffer_free(buf);
+    held = stream_backlog(c->req);
+    if (c->a) {
+        sl__api_held(c->a, "evhttp", held);
+        if (held >= SL_STREAM_HIGH)
+            sl_metric_add(c->a->m_pauses, NULL, 1); /* the runtime's socket pauses */
+    }
+    return held;
+}
+
+/* InvokeComplete, and the end of the answer. */
+static void stream_end(struct evhttp_request *req, const char *code,
+                       const char *details, const char *log_tail)
+{
+    struct evbuffer *buf = evbuffer_new();
+    json_t *o = json_object();
+    char *text;
+
+    if (code)
+        json_object_set_new(o, "ErrorCode", sl__api_json_text(code));
+    if (details)
+        json_object_set_new(o, "ErrorDetails", sl__api_json_text(details));
+    if (log_tail) {
+        char *b = b64_encode((const unsigned char *)log_tail, strlen(log_tail));
+        json_object_set_new(o, "LogResult", json_string(b));
+        free(b);
+    }
+    text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (buf) {
+        sl__evstream_event(buf, "InvokeComplete", "application/json", text ? text : "{}",
+                           text ? strlen(text) : 2);
+        evhttp_send_reply_chunk(req, buf);
+        evbuffer_free(buf);
+    }
+    free(text);
+    evhttp_send_reply_end(req);
+}
+
+/* The invocation ended: what was not streamed goes as one PayloadChunk
+ * (a function that does not stream), then InvokeComplete. */
+static void stream_result(struct call *c, struct sl_api *a, struct evhttp_request *req,
+                          const struct sl_invoke_result *r)
+{
+    stream_start(c, a, req);
+    if (r->ok && r->payload_len) {
+        struct evbuffer *buf = evbuffer_new();
+        if (buf) {
+            sl__evstream_event(buf, "PayloadChunk", "application/octet-stream", r->payload,
+                               r->payload_len);
+            evhttp_send_reply_chunk(req, buf);
+            evbuffer_free(buf);
+        }
+    }
+    stream_end(req, r->ok ? NULL : r->error_type ? r->error_type : "Runtime.Unknown",
+               r->ok ? NULL : r->error_message ? r->error_message : "",
+               c->tail ? (r->log_tail ? r->log_tail : "") : NULL);
+}
+
 static void on_result(const struct sl_invoke_result *r, void *arg)
 {
     struct call *c = arg;
@@ -203,6 +323,11 @@ static void on_result(const struct sl_invoke_result *r, void *arg)
 
     if (!req) {
         SL_DEBUG(SL_DBG_API, INST, "%s: result of %s dropped: nobody is waiting", c->id, c->fn);
+        call_free(c);
+        return;
+    }
+    if (c->stream) {
+        stream_result(c, a, req, r);
         call_free(c);
         return;
     }
@@ -217,6 +342,13 @@ static void on_result(const struct sl_invoke_result *r, void *arg)
     }
     if (r->ok) {
         sl__api_respond(a, req, c->id, 200, "application/json", r->payload, r->payload_len);
+    } else if (r->error_doc) {
+        /* the runtime's own error document, as Lambda answers it */
+        char *text = json_dumps(r->error_doc, JSON_COMPACT);
+
+        evhttp_add_header(h, "X-Amz-Function-Error", "Unhandled");
+        sl__api_respond(a, req, c->id, 200, "application/json", text, text ? strlen(text) : 0);
+        free(text);
     } else {
         json_t *e = json_object();
         char *text;
@@ -488,7 +620,8 @@ static bool read_client_context(struct sl_api *a, struct evhttp_request *req, co
  * (RequestResponse) or once the event is stored (Event). Takes
  * `payload` and `cc`. */
 static void dispatch(struct sl_api *a, struct evhttp_request *req, const char *id,
-                     const char *name, bool sync, bool tail, char *payload, size_t len, char *cc)
+                     const char *name, bool sync, bool tail, bool stream, char *payload,
+                     size_t len, char *cc)
 {
     struct call *c = sl_calloc(1, sizeof(*c));
     struct sl_throttle t = { NULL, 0 };
@@ -497,16 +630,27 @@ static void dispatch(struct sl_api *a, struct evhttp_request *req, const char *i
     snprintf(c->id, sizeof(c->id), "%s", id);
     snprintf(c->fn, sizeof(c->fn), "%s", name);
     c->tail = tail;
+    c->stream = stream;
     if (sync) {
         struct sl_invoke_req ir = { 0 };
+
+        const char *trace = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                               "X-Amzn-Trace-Id");
 
         c->payload = payload;
         c->len = len;
         c->client_context = cc;
+        if (trace && strlen(trace) <= 256)
+            c->trace_id = sl_strdup(trace); /* the sandbox takes what is well formed */
         ir.event = c->payload;
         ir.event_len = c->len;
         ir.client_context = c->client_context;
         ir.request_id = c->id;
+        ir.trace_id = c->trace_id;
+        if (stream) {
+            ir.on_chunk = on_chunk;
+            ir.chunk_arg = c;
+        }
         call_hold(a, c, req);
         rc = sl_dispatcher_invoke(a->d, c->fn, &ir, on_result, c, &t);
     } else {
@@ -533,7 +677,7 @@ static void dispatch(struct sl_api *a, struct evhttp_request *req, const char *i
 }
 
 void sl__invoke_handle(struct sl_api *a, struct evhttp_request *req, const char *id,
-                       const char *raw_name, const char *query)
+                       const char *raw_name, const char *query, bool stream)
 {
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     const char *itype = evhttp_find_header(in, "X-Amz-Invocation-Type");
@@ -555,6 +699,15 @@ void sl__invoke_handle(struct sl_api *a, struct evhttp_request *req, const char 
     }
     if (!resolve_function(a, req, id, raw_name, query, entry, name))
         return;
+    if (stream && itype && strcmp(itype, "RequestResponse") != 0 &&
+        strcmp(itype, "DryRun") != 0) {
+        /* ResponseStreamingInvocationType */
+        sl__api_respond_error(a, req, id, 400, "ValidationException", NULL,
+                              "1 validation error detected: Value '%.64s' at 'invocationType' "
+                              "failed to satisfy constraint: Member must satisfy enum value "
+                              "set: [RequestResponse, DryRun]", itype);
+        return;
+    }
     if (itype && strcmp(itype, "Event") == 0) {
         sync = false;
     } else if (itype && strcmp(itype, "DryRun") == 0) {
@@ -585,8 +738,8 @@ void sl__invoke_handle(struct sl_api *a, struct evhttp_request *req, const char 
         free(payload);
         return;
     }
-    dispatch(a, req, id, name, sync, sync && ltype && strcmp(ltype, "Tail") == 0, payload, len,
-             cc);
+    dispatch(a, req, id, name, sync, sync && ltype && strcmp(ltype, "Tail") == 0, stream,
+             payload, len, cc);
 }
 
 /* ------------------------------------------------------------------ */
@@ -605,6 +758,12 @@ void sl__invoke_abandon(struct sl_api *a)
             evhttp_connection_set_closecb(c->evcon, NULL, NULL);
         c->req = NULL;
         c->evcon = NULL;
+        if (c->started) {
+            /* the 200 is out: the stream ends with the reason */
+            stream_end(req, "ServiceException", "sluice stopped before the invocation "
+                       "finished (shutdown_grace_s); it may have run in part", NULL);
+            continue;
+        }
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
         sl__api_respond_error(a, req, c->id, 503, "ServiceException", NULL,
                               "sluice stopped before the invocation finished (shutdown_grace_s); "

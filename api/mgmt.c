@@ -123,7 +123,7 @@ static const char *runtime_name(int r)
     switch (r) {
     case SL_RUNTIME_LAMBDA: return "lambda";
     case SL_RUNTIME_PYTHON: return "python";
-    case 3:                 return "provided";
+    case SL_RUNTIME_NODEJS: return "nodejs";
     default:                return "native";
     }
 }

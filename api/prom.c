@@ -4,11 +4,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 
 #include "sluice/api.h"
+#include "sluice/mem.h"
 #include "sluice/metrics.h"
 
 /* Shortest text that reads back as the same double. */
@@ -57,6 +59,30 @@ static void put_escaped(struct evbuffer *out, const char *s, bool quote)
     evbuffer_add(out, run, (size_t)(s - run));
 }
 
+/* label="value" pairs: the family's label names (comma separated) with
+ * the series' value parts (SL_METRIC_LV_SEP separated), in order; a value
+ * with fewer parts than names gets "" for the rest. */
+static void put_labels(struct evbuffer *out, const char *names, const char *lv)
+{
+    const char *n = names, *v = lv;
+    bool first = true;
+
+    while (*n) {
+        size_t nl = strcspn(n, ",");
+        size_t vl = v ? strcspn(v, SL_METRIC_LV_SEP) : 0;
+        char *part = sl_strndup(v ? v : "", vl);
+
+        evbuffer_add_printf(out, "%s%.*s=\"", first ? "" : ",", (int)nl, n);
+        put_escaped(out, part, true);
+        evbuffer_add(out, "\"", 1);
+        free(part);
+        first = false;
+        n += nl + (n[nl] == ',');
+        if (v)
+            v = v[vl] ? v + vl + 1 : NULL;
+    }
+}
+
 /* `name{label="lv",le="x"}`; `suffix` is "_bucket", "_sum"... or "". */
 static void put_sample_name(struct evbuffer *out, const struct sl_metric_view *f,
                             const struct sl_metric_series *s, const char *suffix, const char *le)
@@ -65,9 +91,8 @@ static void put_sample_name(struct evbuffer *out, const struct sl_metric_view *f
 
     evbuffer_add_printf(out, "%s%s", f->name, suffix);
     if (s->lv) {
-        evbuffer_add_printf(out, "{%s=\"", f->label);
-        put_escaped(out, s->lv, true);
-        evbuffer_add(out, "\"", 1);
+        evbuffer_add(out, "{", 1);
+        put_labels(out, f->label, s->lv);
         open = true;
     }
     if (le) {

@@ -147,6 +147,8 @@ static void on_local_result(const struct sl_invoke_result *r, void *arg)
     lr->max_memory_mb = (long long)r->max_memory_mb;
     if (r->ok) {
         lr->out = strndup(r->payload, r->payload_len);
+    } else if (r->error_doc) {
+        lr->out = json_dumps(r->error_doc, JSON_COMPACT); /* the runtime's own, as Lambda's */
     } else {
         json_t *e = json_pack("{s:s, s:s}", "errorMessage",
                               r->error_message ? r->error_message : "", "errorType",

@@ -82,7 +82,7 @@ static const struct command commands[] = {
       "once with the payload (default {}), prints the result JSON to stdout and\n"
       "the duration, init duration and peak memory to stderr, like sam local invoke.\n"
       "A function error prints Lambda's error JSON ({\"errorMessage\", \"errorType\",\n"
-      "\"stackTrace\"}) and exits 1.\n\n"
+      "\"stackTrace\"}, or the error document a Runtime API runtime posted) and exits 1.\n\n"
       "Exit codes: 0 success, 1 function error or failure, 2 usage.",
       sl__cmd_invoke },
     { "dlq", "list|show|redrive CONFIG SINK [ID] [--endpoint URL] [--source NAME]",

@@ -960,9 +960,10 @@ static void check_cross(struct sl_conf_load *ld)
 
     for (size_t i = 0; i < c->nfunctions; i++) {
         struct sl_function_conf *f = &c->functions[i];
-        if (f->runtime == SL_RUNTIME_PYTHON && !f->code)
-            sl_diags_add(ld->d, f->line, f->col, "functions.%s: runtime python needs `code`, "
-                         "the directory mounted at /var/task", f->name);
+        if ((f->runtime == SL_RUNTIME_PYTHON || f->runtime == SL_RUNTIME_NODEJS) && !f->code)
+            sl_diags_add(ld->d, f->line, f->col, "functions.%s: runtime %s needs `code`, "
+                         "the directory mounted at /var/task", f->name,
+                         f->runtime == SL_RUNTIME_PYTHON ? "python" : "nodejs");
         if (f->reserved_concurrency >= 0 && f->provisioned_concurrency > f->reserved_concurrency)
             sl_diags_add(ld->d, f->line, f->col, "functions.%s: provisioned_concurrency (%lld) "
                          "is more than reserved_concurrency (%lld)", f->name,

@@ -25,8 +25,9 @@
 #define MB   (1024 * 1024)
 
 /* "provided" (Lambda's name for custom runtimes) is read as "lambda" (check_runtime) */
-static const char *const runtime_names[] = { "native", "lambda", "python", "provided", NULL };
-#define RUNTIME_PROVIDED 3
+static const char *const runtime_names[] = { "native", "lambda", "python", "nodejs", "provided",
+                                             NULL };
+#define RUNTIME_PROVIDED 4
 static const char *const fn_log_format_names[] = { "text", "json", NULL };
 static const char *const network_names[] = { "none", "host", NULL };
 static const char *const sandbox_names[] = { "strict", "relaxed", NULL };
@@ -41,11 +42,22 @@ const char *sl_conf_type_name(const struct sl_conf_type *t)
 /* ------------------------------------------------------------------ */
 /* Check hooks                                                         */
 
-static bool is_python_runtime(struct sl_conf_load *ld)
+static bool is_runtime(struct sl_conf_load *ld, const char *name)
 {
     const char *rt = sl__load_sibling(ld, "runtime");
 
-    return rt && strcmp(rt, "python") == 0;
+    return rt && strcmp(rt, name) == 0;
+}
+
+static bool is_python_runtime(struct sl_conf_load *ld)
+{
+    return is_runtime(ld, "python");
+}
+
+/* The built-in runtimes: `handler` names code in `code`, not an executable. */
+static bool has_code_runtime(struct sl_conf_load *ld)
+{
+    return is_runtime(ld, "python") || is_runtime(ld, "nodejs");
 }
 
 /* Lambda's Python handler string: module.function, the module dotted or
@@ -71,9 +83,29 @@ static bool python_handler_ok(const char *h)
     return true;
 }
 
-/* `handler`: with runtime python the module.function string, kept as
- * written; with the others an executable, resolved against the
- * configuration's directory. */
+/* Lambda's Node.js handler string, as its runtime splits it: an optional
+ * directory (up to the last '/'), the module up to the first '.', then the
+ * export's property path (`index.handler`, `sub/dir/file.fn`, `m.a.b`).
+ * The runtime refuses `..` anywhere; an absolute directory would leave
+ * the task root. */
+static bool nodejs_handler_ok(const char *h)
+{
+    const char *base = strrchr(h, '/'), *dot;
+
+    base = base ? base + 1 : h;
+    dot = strchr(base, '.');
+    if (!dot || dot == base || !dot[1] || dot[strlen(dot) - 1] == '.' || h[0] == '/' ||
+        strstr(h, "..") || strstr(h, "//"))
+        return false;
+    for (const char *p = h; *p; p++)
+        if (isspace((unsigned char)*p) || (unsigned char)*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}
+
+/* `handler`: with runtime python the module.function string, with runtime
+ * nodejs the file.export string, kept as written; with the others an
+ * executable, resolved against the configuration's directory. */
 static void check_handler(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                           yaml_node_t *node)
 {
@@ -85,6 +117,13 @@ static void check_handler(struct sl_conf_load *ld, const struct sl_conf_key *k, 
         if (!python_handler_ok(*hp))
             sl_conf_error(ld, node, "handler '%s' is not module.function (as "
                           "app.lambda_handler or pkg/mod.fn), as runtime python needs", *hp);
+        return;
+    }
+    if (is_runtime(ld, "nodejs")) {
+        if (!nodejs_handler_ok(*hp))
+            sl_conf_error(ld, node, "handler '%s' is not file.export (as index.handler or "
+                          "sub/dir/file.fn, no '..', not absolute), as runtime nodejs needs",
+                          *hp);
         return;
     }
     path = sl__load_resolve_path(ld, *hp);
@@ -105,41 +144,43 @@ static void check_code(struct sl_conf_load *ld, const struct sl_conf_key *k, voi
     struct stat st;
 
     (void)k;
-    if (!is_python_runtime(ld))
-        sl_conf_error(ld, node, "`code` is for runtime python only (the other runtimes run "
-                      "`handler`, an executable, with its directory as the code)");
+    if (!has_code_runtime(ld))
+        sl_conf_error(ld, node, "`code` is for runtimes python and nodejs only (the others "
+                      "run `handler`, an executable, with its directory as the code)");
     else if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
         sl_conf_error(ld, node, "code %s is not a directory", path);
 }
 
 /* `lambda` (alias `provided`): a bootstrap speaking the Lambda Runtime API
- * (sandbox/rapi.c), which needs the env's own network namespace. */
+ * (sandbox/rapi.c), which needs the env's own network namespace; so does
+ * `nodejs`, whose bootstrap (runtime/nodejs) speaks the same API. */
 static void check_runtime(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                           yaml_node_t *node)
 {
-    const char *v;
+    const char *v, *rt;
     bool snap = false;
     char why[128];
 
     (void)k;
     if (*(int *)field == RUNTIME_PROVIDED)
         *(int *)field = SL_RUNTIME_LAMBDA;
-    if (*(int *)field != SL_RUNTIME_LAMBDA)
+    if (*(int *)field != SL_RUNTIME_LAMBDA && *(int *)field != SL_RUNTIME_NODEJS)
         return;
+    rt = *(int *)field == SL_RUNTIME_NODEJS ? "nodejs" : "lambda";
     /* the Runtime API listens on the env's own 127.0.0.1: without a
      * network namespace of its own there is no address only it can reach */
     if ((v = sl__load_sibling(ld, "sandbox")) && strcmp(v, "relaxed") == 0)
-        sl_conf_error(ld, node, "runtime lambda needs `sandbox: strict`: the Runtime API "
+        sl_conf_error(ld, node, "runtime %s needs `sandbox: strict`: the Runtime API "
                       "listens inside the environment's own network namespace, which a relaxed "
-                      "sandbox does not have");
+                      "sandbox does not have", rt);
     else if ((v = sl__load_sibling(ld, "network")) && strcmp(v, "host") == 0)
-        sl_conf_error(ld, node, "runtime lambda needs `network: none`: with the host's network "
+        sl_conf_error(ld, node, "runtime %s needs `network: none`: with the host's network "
                       "the Runtime API's 127.0.0.1:9001 would be reachable from the host and "
-                      "every other environment on it");
+                      "every other environment on it", rt);
     else if ((v = sl__load_sibling(ld, "snapstart")) &&
              sl__parse_bool(v, &snap, why, sizeof(why)) == 0 && snap)
-        sl_conf_error(ld, node, "runtime lambda cannot use `snapstart` yet: the Runtime API's "
-                      "restore hooks (/runtime/restore/next) are not implemented");
+        sl_conf_error(ld, node, "runtime %s cannot use `snapstart` yet: the Runtime API's "
+                      "restore hooks (/runtime/restore/next) are not implemented", rt);
 }
 
 static void check_log_level(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
@@ -672,25 +713,32 @@ static const struct sl_conf_key function_keys[] = {
       .desc = "Runtime `native` and `lambda`: the executable run in each environment (for "
               "`lambda` the `bootstrap`), relative to the "
               "configuration file. Runtime `python`: `module.function` (`app.lambda_handler`, "
-              "`pkg/mod.fn`) in `code`, as Lambda's `_HANDLER`." },
+              "`pkg/mod.fn`) in `code`, as Lambda's `_HANDLER`. Runtime `nodejs`: "
+              "`file.export` (`index.handler`, `sub/dir/file.fn`) in `code`, as Lambda's." },
     { .name = "runtime", .type = SL_CK_ENUM, .def = "native", .enums = runtime_names,
       .off = F(runtime), .check = check_runtime,
       .desc = "`native`: msgpack frames on fd 3 (docs/PROTOCOL.md). `lambda` (alias "
               "`provided`): `handler` is a `bootstrap` speaking the Lambda Runtime API at "
               "`AWS_LAMBDA_RUNTIME_API` (docs/RUNTIME-API.md; needs `sandbox: strict`, "
               "`network: none`, no `snapstart`). "
-              "`python`: Lambda's Python 3 runtime: `handler` names a function in `code`." },
+              "`python`: Lambda's Python 3 runtime: `handler` names a function in `code`. "
+              "`nodejs`: Lambda's Node.js runtime (docs/NODEJS.md) on Debian's `/usr/bin/node`, "
+              "over the Runtime API (the same needs as `lambda`): `handler` names an export "
+              "of a module in `code`." },
     { .name = "code", .type = SL_CK_PATH, .off = F(code), .check = check_code,
-      .desc = "Runtime `python` only (and required there): the code directory, mounted "
-              "read-only at `/var/task`; relative to the configuration file." },
+      .desc = "Runtimes `python` and `nodejs` only (and required there): the code directory, "
+              "mounted read-only at `/var/task` (`LAMBDA_TASK_ROOT`); relative to the "
+              "configuration file." },
     { .name = "log_format", .type = SL_CK_ENUM, .def = "text", .enums = fn_log_format_names,
       .off = F(log_format),
       .desc = "Lambda's `LogFormat`: `json` sets `AWS_LAMBDA_LOG_FORMAT=JSON` and runtime "
-              "`python` writes `logging` records as JSON lines." },
+              "`python` writes `logging` records, runtime `nodejs` `console` lines, as JSON "
+              "lines." },
     { .name = "log_level", .type = SL_CK_STRING, .off = F(log_level), .check = check_log_level,
       .desc = "Lambda's `ApplicationLogLevel` (TRACE, DEBUG, INFO, WARN, ERROR, FATAL; "
               "`log_format: json` only, INFO when unset): `AWS_LAMBDA_LOG_LEVEL`, the root "
-              "logger's level in runtime `python`." },
+              "logger's level in runtime `python`, the lowest `console` level runtime `nodejs` "
+              "writes." },
     { .name = "memory_mb", .type = SL_CK_SIZE, .def = "128", .unit = MB, .min = 128, .max = 10240,
       .off = F(memory_mb),
       .desc = "Memory limit of an environment; CPU share grows with it (1769 MB = 1 CPU)." },

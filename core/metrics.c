@@ -1,7 +1,9 @@
 /* Metrics registry: families, counters, gauges, histograms, collection.
  *
- * A family is a name, a type, a help text and at most one label; its
- * series are created on first use, one per label value, and kept sorted
+ * A family is a name, a type, a help text and its label names (none, one,
+ * or up to SL_METRIC_MAXLABELS separated by commas); its series are
+ * created on first use, one per label value (the values of several labels
+ * joined by SL_METRIC_LV_SEP), and kept sorted
  * by label value so the output is stable. Histograms use one fixed set of
  * buckets made for seconds. Everything runs on the loop thread; nothing
  * here blocks or fails: a bad call is logged once and ignored. */
@@ -94,6 +96,31 @@ static bool valid_name(const char *s, bool label)
     return true;
 }
 
+/* "a" or "a,b,c": each a label name, none twice, none "le" for a
+ * histogram (its bucket label) */
+static bool valid_labels(const char *spec, int type)
+{
+    char buf[128], *save = NULL, *tok;
+    const char *seen[SL_METRIC_MAXLABELS];
+    size_t n = 0;
+
+    if (strlen(spec) >= sizeof(buf))
+        return false;
+    memcpy(buf, spec, strlen(spec) + 1);
+    if (buf[0] == ',' || (buf[0] && buf[strlen(buf) - 1] == ','))
+        return false;
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n == SL_METRIC_MAXLABELS || !valid_name(tok, true) ||
+            (type == SL_METRIC_HISTOGRAM && strcmp(tok, "le") == 0))
+            return false;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(seen[i], tok) == 0)
+                return false;
+        seen[n++] = tok;
+    }
+    return n > 0 && !strstr(spec, ",,");
+}
+
 static struct sl_metric_series *series_insert(struct sl_metric *f, const char *lv, size_t at)
 {
     struct sl_metric_series *s;
@@ -128,8 +155,7 @@ struct sl_metric *sl_metrics_family(struct sl_metrics *m, const char *name, int 
         return f;
     }
     if (type < SL_METRIC_COUNTER || type > SL_METRIC_HISTOGRAM || !valid_name(name, false) ||
-        (label && (!valid_name(label, true) ||
-                   (type == SL_METRIC_HISTOGRAM && strcmp(label, "le") == 0)))) {
+        (label && !valid_labels(label, type))) {
         SL_ERROR("metrics", "invalid metric %s (type %d, label %s); ignored", name ? name : "?",
                  type, label ? label : "none");
         return NULL;

@@ -208,14 +208,18 @@ static void iso8601(int64_t ms, char *buf, size_t n)
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
-/* The runtime's error response as Lambda puts it in responsePayload:
- * errorMessage, errorType, stackTrace (a list of strings, empty when the
- * runtime gave none) and the invocation's requestId. */
+/* The runtime's error response as Lambda puts it in responsePayload: the
+ * runtime's own document when it sent one (Runtime API), else errorMessage,
+ * errorType, stackTrace (a list of strings, empty when the runtime gave
+ * none) and the invocation's requestId. */
 static json_t *error_payload(const struct sl_invoke_result *r)
 {
-    json_t *stack = json_array(), *v;
+    json_t *stack, *v;
     size_t i;
 
+    if (r->error_doc)
+        return json_deep_copy(r->error_doc);
+    stack = json_array();
     json_array_foreach(r->stack, i, v)
         if (json_is_string(v))
             json_array_append(stack, v);

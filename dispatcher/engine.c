@@ -876,11 +876,10 @@ static void collect(void *arg, struct sl_metrics *m)
         const uint64_t v[] = { s->received, s->succeeded, s->retried, s->dead_lettered,
                                s->filtered };
         for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++) {
-            snprintf(lv, sizeof(lv), "%s/%s", s->conf->name, kinds[k]);
+            snprintf(lv, sizeof(lv), "%s" SL_METRIC_LV_SEP "%s", s->conf->name, kinds[k]);
             sl_metric_set(e->m_records, lv, (double)v[k]);
         }
-        snprintf(lv, sizeof(lv), "%s/failed", s->conf->name);
-        sl_metric_set(e->m_batches, lv, (double)s->failed_batches);
+        sl_metric_set(e->m_batches, s->conf->name, (double)s->failed_batches);
         sl_metric_set(e->m_pending, s->conf->name, (double)sl_source_outstanding(s));
     }
 }
@@ -897,12 +896,13 @@ int sl_engine_new(struct event_base *base, const struct sl_config *conf, struct 
     e->metrics = m;
     if (m) {
         /* counters kept by the engine, exposed as gauges of their running totals */
-        e->m_records = sl_metrics_family(m, "sluice_source_records", SL_METRIC_GAUGE,
-                                         "Records per source and outcome since start "
-                                         "(label: source/outcome).", "source_outcome");
-        e->m_batches = sl_metrics_family(m, "sluice_source_batches", SL_METRIC_GAUGE,
-                                         "Batches per source that ended in a function error "
-                                         "since start (label: source/failed).", "source_outcome");
+        e->m_records = sl_metrics_family(m, "sluice_source_records_total", SL_METRIC_COUNTER,
+                                         "Records per source since start, by outcome "
+                                         "(received, succeeded, retried, dead_lettered, "
+                                         "filtered).", "source,outcome");
+        e->m_batches = sl_metrics_family(m, "sluice_source_failed_batches_total",
+                                         SL_METRIC_COUNTER, "Batches per source that ended in "
+                                         "a function error since start.", "source");
         e->m_pending = sl_metrics_family(m, "sluice_source_outstanding_records", SL_METRIC_GAUGE,
                                          "Records fetched and not yet final, per source.",
                                          "source");

@@ -8,7 +8,7 @@
 kafka_demo_succeeded() {
     local v
     v=$(curl -s "http://127.0.0.1:${SLUICE_PORT:-9001}/metrics" |
-        sed -n 's/^sluice_source_records{source_outcome="orders\/succeeded"} //p')
+        sed -n 's/^sluice_source_records_total{source="orders",outcome="succeeded"} //p')
     echo "${v:-0}"
 }
 
@@ -28,7 +28,7 @@ kafka_demo() {
         [ "$(kafka_demo_succeeded)" -ge $((ok0 + 300)) ] && break
         sleep 1
     done
-    curl -s "http://127.0.0.1:${SLUICE_PORT:-9001}/metrics" | grep -E '^sluice_(source_records\{source_outcome="orders|kafka_)'
+    curl -s "http://127.0.0.1:${SLUICE_PORT:-9001}/metrics" | grep -E '^sluice_(source_records_total\{source="orders|kafka_)'
     echo "== kafka: one poison order (the handler raises on it)"
     printf 'customer-1:{"type":"order","id":301,"poison":true}\n' |
         kcat -P -b "$SLUICE_TEST_KAFKA" -t orders -K:

@@ -23,7 +23,7 @@ demo_redis() {
   echo "demo: redriven to sluice:dlq (MaxReceiveCountExceeded, with the message and its receive count):"
   "${r[@]}" --no-raw XREVRANGE sluice:dlq + - COUNT 1 | head -4
   echo "demo: Redis source metrics"
-  curl -s "$SLUICE_ENDPOINT/metrics" | grep -E '^sluice_redis_(messages|pending|queue_depth)\{source(_kind)?="jobs' || true
+  curl -s "$SLUICE_ENDPOINT/metrics" | grep -E '^sluice_redis_(messages_total|pending|queue_depth)\{source="jobs' || true
 }
 
 demo_redis

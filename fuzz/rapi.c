@@ -4,11 +4,14 @@
  * An environment of a function with `runtime: lambda`, without processes:
  * the first byte picks its state (starting with an invocation waiting for
  * its init, busy with an invocation the runtime has not asked for yet,
- * idle), the second where the rest is cut into two writes. The rest is
+ * idle, or busy with an invocation whose client takes a streamed response
+ * and now and then says it is full), the second where the rest is cut
+ * into two writes. The rest is
  * what the runtime sends on one connection (sl__rapi_adopt on one end of
  * a socketpair); the loop runs after each write and the answers are read
  * and dropped; then the runtime hangs up and the environment is destroyed
- * if the input did not already end it. Every input must end without a
+ * if the input did not already end it. Half the inputs also get the
+ * Extensions and Telemetry APIs (sl__ext_attach, no extension processes). Every input must end without a
  * crash, a leak or a sanitizer report, and the invocation must get its
  * one result. */
 #include <stddef.h>
@@ -69,6 +72,20 @@ static void on_result(const struct sl_invoke_result *r, void *arg)
     (*(int *)arg)++;
 }
 
+/* An InvokeWithResponseStream client: takes the bytes, and holds "too
+ * much" after a piece starting with '!' (the stream pauses and asks
+ * again). */
+static size_t on_chunk(const char *p, size_t n, void *arg)
+{
+    volatile char sink = 0;
+
+    (void)arg;
+    for (size_t i = 0; i < n; i++)
+        sink ^= p[i]; /* every byte it was given is readable */
+    (void)sink;
+    return n && p[0] == '!' ? SL_STREAM_HIGH : 0;
+}
+
 static void pump(struct event_base *base, int fd)
 {
     char buf[65536];
@@ -102,7 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         setup();
     if (size < 2)
         return 0;
-    mode = data[0] % 3;
+    mode = data[0] % 4;
     cut = data[1];
     data += 2;
     size -= 2;
@@ -119,6 +136,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     LIST_INIT(&pool->graves);
     env = sl__env_alloc(pool, ENV_COLD, false);
     sl__rapi_adopt(env, sv[0]);
+    if ((data[-2] / 3) & 1)
+        sl__ext_attach(env); /* the Extensions and Telemetry APIs too (extensions.c) */
 
     inv = sl_calloc(1, sizeof(*inv));
     snprintf(inv->request_id, sizeof(inv->request_id), "8f3c2e1a-0000-4000-8000-000000000001");
@@ -128,9 +147,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     inv->arg = &results;
     if (mode == 0) {
         env->inv = inv;                    /* waits for the init: the first /next */
-    } else if (mode == 1) {
+    } else if (mode == 1 || mode == 3) {
         sl__env_set_state(env, ENV_IDLE);
         env->inv = inv;
+        if (mode == 3)
+            inv->on_chunk = on_chunk;      /* a streamed response goes there */
         sl__env_send_invoke(env);          /* busy, not asked for yet */
     } else {
         sl__env_set_state(env, ENV_IDLE);  /* nothing running */

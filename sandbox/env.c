@@ -103,6 +103,8 @@ void sl__env_finish(struct sl_env *env, bool ok, const char *payload, size_t len
 
     if (!inv) {
         json_decref(stack);
+        json_decref(env->err_doc);
+        env->err_doc = NULL;
         return;
     }
     /* what the handler printed before answering is already in the pipes
@@ -122,6 +124,7 @@ void sl__env_finish(struct sl_env *env, bool ok, const char *payload, size_t len
     r.error_type = etype;
     r.error_message = emsg;
     r.stack = stack;
+    r.error_doc = ok ? NULL : env->err_doc;
     r.duration_ms = env->busy_ms > 0 ? now - env->busy_ms : 0;
     r.init_ms = env->init_ms;
     r.cold = env->init_ms > 0;
@@ -158,11 +161,18 @@ void sl__env_finish(struct sl_env *env, bool ok, const char *payload, size_t len
                 "Memory Size: %lld MB Max Memory Used: %lld MB", inv->request_id,
                 r.duration_ms, (long long)billed, (long long)pool->fn->memory_mb,
                 (long long)r.max_memory_mb);
+    if (env->ext)
+        sl__ext_report(env, inv->request_id, ok, r.duration_ms, billed, r.max_memory_mb,
+                       r.cold ? r.init_ms : 0);
     if (!ok)
         SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "%s failed: %s: %s", inv->request_id, etype,
                  emsg ? emsg : "");
+    json_incref(r.error_doc);
+    json_decref(env->err_doc);
+    env->err_doc = NULL;
     inv->cb(&r, inv->arg);
     json_decref(stack);
+    json_decref(r.error_doc);
     free(inv);
 }
 
@@ -192,6 +202,8 @@ static void log_line(struct sl_env *env, const char *line, size_t len)
 {
     /* the log sink escapes control characters: one line stays one line */
     SL_INFO(env->pool->inst, "[%s] %.*s", out_request(env), (int)len, line);
+    if (env->ext)
+        sl__ext_log(env, line, len);
     if (env->inv) {
         tail_add(env->inv, line, len);
         tail_add(env->inv, "\n", 1);
@@ -346,10 +358,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
     (void)fd, (void)what;
     switch (env->state) {
-    case ENV_STARTING:
-        sl__env_fail(env, "Sandbox.Timedout", "init did not finish within %.2f seconds",
-                     pool->fn->init_timeout_ms / 1000.0);
+    case ENV_STARTING: {
+        char why[512] = "";
+        sl__env_fail(env, "Sandbox.Timedout", "init did not finish within %.2f seconds%s%s%s",
+                     pool->fn->init_timeout_ms / 1000.0,
+                     sl__ext_pending(env, why, sizeof(why)) ? " (" : "", why, why[0] ? ")" : "");
         return;
+    }
     case ENV_BUSY:
         if (env->sock_closed) {
             /* a throttled cgroup can delay the init's exit past the grace */
@@ -358,6 +373,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
             else
                 sl__env_fail(env, "Runtime.InvalidResponse", "handler closed its protocol socket");
             return;
+        }
+        if (sl__ext_count(env)) {
+            /* extensions get SHUTDOWN (timeout) before the env goes */
+            char msg[160];
+            snprintf(msg, sizeof(msg), "RequestId: %s Error: Task timed out after %.2f seconds",
+                     env->inv ? env->inv->request_id : "-", pool->fn->timeout_ms / 1000.0);
+            sl__env_finish(env, false, NULL, 0, "Sandbox.Timedout", msg, NULL);
+            if (sl__ext_shutdown(env, "timeout"))
+                return;
         }
         sl__env_fail(env, "Sandbox.Timedout",
                      "RequestId: %s Error: Task timed out after %.2f seconds",
@@ -409,9 +433,13 @@ void sl__env_result(struct sl_env *env, bool ok, const char *payload, size_t len
 {
     char msg[256];
 
-    event_del(env->ev_timer);
-    sl__env_set_state(env, ENV_IDLE);
-    env->idle_ms = sl_mono_ms();
+    /* with extensions the env stays busy (its timer running) until they
+     * called /event/next: extensions.c makes it idle */
+    if (!env->ext || !sl__ext_hold(env, ok)) {
+        event_del(env->ev_timer);
+        sl__env_set_state(env, ENV_IDLE);
+        env->idle_ms = sl_mono_ms();
+    }
     if (ok && len > SL_PAYLOAD_MAX) {
         snprintf(msg, sizeof(msg), "Response payload size (%zu bytes) exceeded maximum "
                  "allowed payload size (%d bytes).", len, SL_PAYLOAD_MAX);
@@ -535,7 +563,7 @@ int sl__env_attach(struct sl_env *env)
         if (env->proc.sock >= 0)
             close(env->proc.sock);
         env->proc.sock = -1;
-        if (sl__rapi_attach(env) != 0)
+        if (sl__rapi_attach(env) != 0 || sl__ext_attach(env) != 0)
             return -1;
     } else {
         env->bev = bufferevent_socket_new(base, env->proc.sock, 0);
@@ -775,8 +803,9 @@ struct sl_env *sl__env_start(struct sl_fnpool *pool, bool provisioned, struct sl
     struct sl_env *env;
     const char *init_type;
 
-    if (pool->fn->snapstart && pool->fn->runtime == SL_RUNTIME_LAMBDA) {
-        sl_err_set(err, SL_EINVAL, false, "runtime lambda cannot use snapstart");
+    if (pool->fn->snapstart &&
+        (pool->fn->runtime == SL_RUNTIME_LAMBDA || pool->fn->runtime == SL_RUNTIME_NODEJS)) {
+        sl_err_set(err, SL_EINVAL, false, "runtimes on the Runtime API cannot use snapstart");
         return NULL;
     }
     if (pool->fn->snapstart && pool->template)

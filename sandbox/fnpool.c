@@ -59,6 +59,8 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
             char *frame;
             size_t len;
             SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "environment %s idle: shutting down", env->id);
+            if (env->ext && sl__ext_shutdown(env, "spindown"))
+                continue; /* extensions: Lambda's shutdown phase (extensions.c) */
             /* runtime lambda: Lambda tells only extensions; the runtime is killed */
             if (env->bev) {
                 sl_frame_shutdown("spindown", sl_wall_ms() + SHUTDOWN_MS, &frame, &len);
@@ -141,8 +143,9 @@ int sl_fnpool_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl
     /* then one that is starting with nobody waiting for it */
     if (!pick)
         LIST_FOREACH(env, &pool->envs, link)
-            if (env->kind != ENV_TEMPLATE && env->state == ENV_STARTING && !env->inv)
-                pick = env;
+            if (env->kind != ENV_TEMPLATE && !env->inv &&
+                (env->state == ENV_STARTING || (env->state == ENV_BUSY && env->ext)))
+                pick = env; /* (busy without an invocation: its extensions finish one) */
     if (!pick && (int64_t)pool->nenvs >= cap)
         return SL_EAGAIN;
 
@@ -154,6 +157,9 @@ int sl_fnpool_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl
     inv->event = req->event;
     inv->event_len = req->event_len;
     inv->client_context = req->client_context;
+    inv->trace_id = req->trace_id;
+    inv->on_chunk = req->on_chunk;
+    inv->chunk_arg = req->chunk_arg;
     inv->cb = cb;
     inv->arg = arg;
     inv->queued_ms = sl_mono_ms();

@@ -67,7 +67,21 @@ struct sl_sandbox {
     struct sock_fprog   filter;    /* compiled seccomp filter */
     int                 init_exe;  /* sluice-init, O_PATH: execveat'd by each spawn */
     bool                userns;    /* not root: each env gets a user namespace */
+    int                 node_major; /* runtime nodejs: /usr/bin/node's major version (nodejs.c),
+                                     * 0 when no function has that runtime */
 };
+
+/* nodejs.c: runtime nodejs. probe: when a function of `o` has it, check
+ * that node is there and note its major version in sb (an error names the
+ * function and what is missing). argv: node's command line, the caller's
+ * (NULL-ended). env: its variables into env[0..2], returns how many;
+ * `rt` and `task_root` are the paths the handler sees. */
+#define SL__NODE_EXE "/usr/bin/node"
+int    sl__nodejs_probe(struct sl_sandbox *sb, const struct sl_sandbox_opts *o,
+                        struct sl_err *err);
+char **sl__nodejs_argv(const struct sl_function_conf *fn, const char *rt);
+size_t sl__nodejs_env(const struct sl_sandbox *sb, const struct sl_function_conf *fn,
+                      const char *rt, const char *task_root, char **env);
 
 int  sl__cgroups_init(struct sl__cgroups *cg, struct sl_err *err);
 void sl__cgroups_destroy(struct sl__cgroups *cg);
@@ -103,6 +117,7 @@ void sl__sandbox_setup_error(int fd, struct sl_err *err);
 
 struct sl__fake;                   /* one fake pool's script and answers (fake.c) */
 struct sl__rapi;                   /* one env's Runtime API (rapi.c) */
+struct sl__ext;                    /* one env's Extensions and Telemetry APIs (extensions.c) */
 struct sl__fakes;                  /* what the fake pools of one sl_functions share */
 struct sl__grave;
 
@@ -118,6 +133,9 @@ struct pending {
     const char   *event;             /* borrowed until cb */
     size_t        event_len;
     const char   *client_context;
+    const char   *trace_id;          /* the caller's X-Amzn-Trace-Id, or NULL */
+    sl_invoke_chunk_cb on_chunk;     /* response streaming, or NULL */
+    void         *chunk_arg;
     sl_invoke_cb  cb;
     void         *arg;
     double        queued_ms;
@@ -136,6 +154,7 @@ struct sl_env {
     struct sl_sbx_proc  proc;
     struct bufferevent *bev;             /* fd 3; NULL for runtime lambda */
     struct sl__rapi    *rapi;            /* runtime lambda: its Runtime API (rapi.c) */
+    struct sl__ext     *ext;             /* runtime lambda: its extensions (extensions.c) */
     struct event       *ev_out, *ev_err, *ev_exit, *ev_setup, *ev_timer, *ev_first;
     struct linebuf      out, err;
     double              out_tokens;      /* bytes of output it may still log now */
@@ -143,6 +162,8 @@ struct sl_env {
     double              drop_report_ms;  /* when dropped output was last reported */
     unsigned long long  drop_bytes, drop_lines; /* dropped, not yet reported */
     struct pending     *inv;             /* the invocation it runs or starts for */
+    json_t             *err_doc;         /* the runtime's error document for the result
+                                          * being finished (rapi.c), taken by env_finish */
     char                setup_error[SL_ERR_MSG_MAX];
     char                last_request[40];/* for output lines after a result */
     double              spawned_ms, ready_ms, busy_ms, idle_ms;
@@ -221,6 +242,67 @@ void sl__rapi_free(struct sl_env *env);
 /* Serve an already connected socket `fd` (non-blocking; taken) as if
  * accepted: the fuzz target's way in. */
 void sl__rapi_adopt(struct sl_env *env, int fd);
+
+/* extensions.c: the Extensions API (/2020-01-01/extension/...) and the
+ * Telemetry API (/2022-07-01/telemetry) of a runtime-lambda env, served on
+ * its Runtime API's connections, and the lifecycle hooks that make the env
+ * wait for its extensions as Lambda's does. */
+#define SL_EXT_MAX       10            /* Lambda's limit of extensions */
+#define SL_EXT_NAME_MAX  64
+
+struct rapi_conn;                  /* one Runtime API connection (rapi.c) */
+
+/* The Lambda-Extension-* headers of a request (rapi.c's parser fills it). */
+struct sl__ext_hdrs {
+    char name[SL_EXT_NAME_MAX + 8];  /* Lambda-Extension-Name */
+    char id[48];                     /* Lambda-Extension-Identifier */
+    char etype[128];                 /* Lambda-Extension-Function-Error-Type */
+    char feature[64];                /* Lambda-Extension-Accept-Feature */
+    bool has_name, has_id, has_etype;
+};
+
+/* The executables of the function's layers' extensions/ directories (the
+ * env's /opt/extensions), sorted by name, at most SL_EXT_MAX: their count. */
+size_t sl__ext_scan(const struct sl_function_conf *fn, char names[][SL_EXT_NAME_MAX + 1]);
+/* At the env's start (after sl__rapi_attach): -1 if it cannot. */
+int  sl__ext_attach(struct sl_env *env);
+void sl__ext_header(struct sl__ext_hdrs *h, const char *name, const char *value);
+/* A request under /2020-01-01/extension/ or /2022-07-01/telemetry. */
+void sl__ext_route(struct sl_env *env, struct rapi_conn *c, const char *method, const char *path,
+                   const struct sl__ext_hdrs *h, const char *body, size_t len, bool over);
+/* A connection goes (rapi.c): forget it. */
+void sl__ext_conn_gone(struct sl_env *env, struct rapi_conn *c);
+/* The runtime called /next during init: the env is ready now, or once
+ * every extension called /event/next. */
+void sl__ext_runtime_next(struct sl_env *env);
+/* Init timed out: which extensions held it up, in buf; 0 if none. */
+size_t sl__ext_pending(const struct sl_env *env, char *buf, size_t n);
+/* env->inv goes to the runtime: INVOKE to the extensions, platform.start. */
+void sl__ext_invoke(struct sl_env *env, int64_t deadline_ms);
+/* The runtime answered: true when the env must stay busy until its
+ * extensions called /event/next (sl__ext then makes it idle). */
+bool sl__ext_hold(struct sl_env *env, bool ok);
+/* The invocation's report (platform.report). */
+void sl__ext_report(struct sl_env *env, const char *request_id, bool ok, double duration_ms,
+                    int64_t billed_ms, int64_t max_memory_mb, double init_ms);
+/* One line the env printed (a `function` telemetry event). */
+void sl__ext_log(struct sl_env *env, const char *line, size_t len);
+/* Shut the env down as Lambda does with extensions: SHUTDOWN to those
+ * subscribed, then SIGTERM to the runtime, SIGKILL after 2 s at most.
+ * false: no extensions, the caller shuts it down itself. */
+bool sl__ext_shutdown(struct sl_env *env, const char *reason);
+/* Runtime API connections the env's extensions may hold beyond the runtime's. */
+size_t sl__ext_conns(const struct sl_env *env);
+/* Extensions started or registered (0: the env shuts down as without). */
+size_t sl__ext_count(const struct sl_env *env);
+void sl__ext_free(struct sl_env *env);
+
+/* rapi.c, for extensions.c: answer a request on `c` (`headers`: whole
+ * "Name: value\r\n" lines or NULL); park: `c` waits (an /event/next);
+ * answering a parked `c` serves what is pipelined behind it. */
+void sl__rapi_send(struct rapi_conn *c, int st, const char *headers, const char *body);
+void sl__rapi_send_error(struct rapi_conn *c, int st, const char *etype, const char *msg);
+void sl__rapi_park(struct rapi_conn *c);
 
 /* snapstart.c: envs forked from a function's template */
 struct sl_env *sl__snapstart_start(struct sl_fnpool *pool, bool provisioned, struct sl_err *err);

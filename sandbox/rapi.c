@@ -4,13 +4,19 @@
  * sluice listens on 127.0.0.1:9001 inside the env's own network namespace
  * (spawn.c opened the socket before the handler ran) and serves
  *   GET  /2018-06-01/runtime/invocation/next            the first one is "ready"
- *   POST /2018-06-01/runtime/invocation/{id}/response   "result", ok
+ *   POST /2018-06-01/runtime/invocation/{id}/response   "result", ok (or streamed)
  *   POST /2018-06-01/runtime/invocation/{id}/error      "result", failed
  *   POST /2018-06-01/runtime/init/error                 "init_error"
  * with a small HTTP/1.1 request parser of our own on bufferevents: hard
  * caps on the request head and bodies, Content-Length and chunked
  * bodies, keep-alive and pipelining, a few connections at once. Answers
  * to misbehaviour are the Runtime Interface Emulator's (docs/RUNTIME-API.md).
+ * A streamed response (Lambda-Runtime-Function-Response-Mode: streaming)
+ * for an invocation with an `on_chunk` goes there as it is read, pausing
+ * the socket while the receiver holds too much; its error trailers end it,
+ * passing SL_STREAM_MAX cuts it (413), and one that breaks off (malformed
+ * chunks, EOF before the last chunk) ends as Runtime.TruncatedResponse.
+ * /next carries Lambda-Runtime-Trace-Id (the caller's Root kept).
  * Everything here runs on the loop; an env destroyed under a callback is
  * noticed through `gone`. */
 #include <ctype.h>
@@ -19,7 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -38,6 +46,7 @@
 #define READ_HIGH     (256 * 1024)     /* stop reading while this much waits unparsed */
 #define LINGER_MAX    (8 * 1024 * 1024) /* dropped after a closing answer, at most */
 #define LINGER_S      1
+#define RESUME_MS     10               /* a paused stream asks its receiver again */
 
 #define PREFIX "/2018-06-01/runtime/"
 
@@ -60,6 +69,15 @@ struct rapi_conn {
     size_t              left;           /* Content-Length or chunk bytes still to read */
     size_t              total;          /* body bytes seen */
     struct evbuffer    *body;
+    struct sl__ext_hdrs xh;             /* Lambda-Extension-* (extensions.c) */
+    /* a streamed response (mode "streaming" for the running invocation) */
+    bool                stream;
+    bool                forward;        /* its bytes go to the invocation's on_chunk */
+    bool                paused;         /* reading stopped: the receiver is full */
+    char                sid[40];        /* the invocation it answers */
+    char                tr_etype[128];  /* trailer Lambda-Runtime-Function-Error-Type */
+    char               *tr_ebody;       /* trailer Lambda-Runtime-Function-Error-Body (base64) */
+    struct event       *ev_resume;
     LIST_ENTRY(rapi_conn) link;
 };
 
@@ -73,11 +91,17 @@ struct sl__rapi {
     int64_t             deadline_ms;    /* of the current invocation, Unix ms */
     char                done[40];       /* the request id last answered */
     bool               *gone;           /* set when freed under a callback */
+    /* a streamed response that broke off (EOF, malformed chunks): the
+     * invocation fails as truncated unless the runtime's exit says more */
+    struct event       *ev_trunc;
+    char                trunc_sid[40];
+    char                trunc_why[96];
 };
 
 static void conn_free(struct rapi_conn *c);
 static void conn_read(struct bufferevent *bev, void *arg);
 static void conn_event(struct bufferevent *bev, short what, void *arg);
+static void stream_broken(struct rapi_conn *c, const char *why);
 
 /* ------------------------------------------------------------------ */
 /* Answers                                                             */
@@ -185,6 +209,7 @@ static void reply_error(struct rapi_conn *c, int st, const char *etype, const ch
 static void reply_bad(struct rapi_conn *c, int st, const char *msg)
 {
     SL_DEBUG(SL_DBG_SANDBOX, c->ra->env->pool->inst, "runtime api: %d: %s", st, msg);
+    stream_broken(c, msg);
     reply_error(c, st, "InvalidRequest", msg, true);
 }
 
@@ -211,13 +236,72 @@ static void add_header(struct evbuffer *out, const char *name, const char *v)
     evbuffer_add(out, "\r\n", 2);
 }
 
+static void rand_hex(char *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char r[16];
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (i % 32 == 0 && getrandom(r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            for (size_t k = 0; k < sizeof(r); k++)
+                r[k] = (unsigned char)((unsigned long)ts.tv_nsec >> (k % 4 * 8)) ^
+                       (unsigned char)(k * 131 + i);
+        }
+        out[i] = hex[(r[i % 32 / 2] >> (i % 2 * 4)) & 15];
+    }
+    out[n] = '\0';
+}
+
+/* `s` is exactly n lowercase hex digits. */
+static bool is_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+/* Lambda-Runtime-Trace-Id: X-Ray's Root=1-<epoch hex>-<24 hex>;Parent=<16
+ * hex>;Sampled=<0|1>. The caller's X-Amzn-Trace-Id (`in`, may be NULL)
+ * gives Root and Sampled when well formed; Parent is this invocation's own
+ * segment, as Lambda's is; the rest is generated. */
+static void trace_id(const char *in, char out[96])
+{
+    char root[36] = "", parent[17], sampled = '0';
+    const char *p = in;
+
+    while (p && *p) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+
+        while (len && *p == ' ')
+            p++, len--;
+        if (len == 5 + 35 && strncmp(p, "Root=1-", 7) == 0 && is_hex(p + 7, 8) &&
+            p[15] == '-' && is_hex(p + 16, 24))
+            snprintf(root, sizeof(root), "%.35s", p + 5);
+        else if (len == 9 && strncmp(p, "Sampled=", 8) == 0 && (p[8] == '0' || p[8] == '1'))
+            sampled = p[8];
+        p = end ? end + 1 : NULL;
+    }
+    if (!root[0]) {
+        char r24[25];
+        rand_hex(r24, 24);
+        snprintf(root, sizeof(root), "1-%08llx-%s", (long long)time(NULL) & 0xffffffffLL, r24);
+    }
+    rand_hex(parent, 16);
+    snprintf(out, 96, "Root=%s;Parent=%s;Sampled=%c", root, parent, sampled);
+}
+
 void sl__rapi_deliver(struct sl_env *env)
 {
     struct sl__rapi *ra = env->rapi;
     const struct sl_function_conf *fn = env->pool->fn;
     struct rapi_conn *c;
     struct evbuffer *out;
-    char num[32];
+    char num[32], trace[96];
 
     if (!ra || !ra->waiter || !env->inv || env->state != ENV_BUSY || ra->delivered)
         return;
@@ -232,6 +316,8 @@ void sl__rapi_deliver(struct sl_env *env)
     add_header(out, "Lambda-Runtime-Deadline-Ms", num);
     if (fn->arn)
         add_header(out, "Lambda-Runtime-Invoked-Function-Arn", fn->arn);
+    trace_id(env->inv->trace_id, trace);
+    add_header(out, "Lambda-Runtime-Trace-Id", trace);
     if (env->inv->client_context && env->inv->client_context[0])
         add_header(out, "Lambda-Runtime-Client-Context", env->inv->client_context);
     evbuffer_add(out, "\r\n", 2);
@@ -252,7 +338,218 @@ void sl__rapi_invoke(struct sl_env *env, int64_t deadline_ms)
         return;
     env->rapi->delivered = false;
     env->rapi->deadline_ms = deadline_ms;
+    sl__ext_invoke(env, deadline_ms);
     sl__rapi_deliver(env);
+}
+
+/* ------------------------------------------------------------------ */
+/* Streamed responses                                                  */
+
+/* A response head for the running invocation in mode "streaming": mark
+ * the request, and send its bytes on as they come when the invocation
+ * takes them (else they are collected as any response, up to 6 MB). */
+static void stream_begin(struct rapi_conn *c)
+{
+    struct sl__rapi *ra = c->ra;
+    struct sl_env *env = ra->env;
+    const char *id, *slash;
+    size_t idlen;
+
+    if (strcmp(c->method, "POST") != 0 || strcmp(c->mode, "streaming") != 0 || !env->inv ||
+        !ra->delivered || env->state != ENV_BUSY ||
+        strncmp(c->path, PREFIX "invocation/", strlen(PREFIX) + 11) != 0)
+        return;
+    id = c->path + strlen(PREFIX) + 11;
+    slash = strchr(id, '/');
+    if (!slash || strncmp(slash, "/response", 9) != 0 || (slash[9] && slash[9] != '?'))
+        return;
+    idlen = (size_t)(slash - id);
+    if (idlen != strlen(env->inv->request_id) || memcmp(id, env->inv->request_id, idlen) != 0)
+        return;
+    c->stream = true;
+    c->forward = env->inv->on_chunk != NULL;
+    snprintf(c->sid, sizeof(c->sid), "%s", env->inv->request_id);
+    if (c->forward && !c->chunked)
+        c->over = c->left > SL_STREAM_MAX;
+}
+
+/* The invocation this stream answers is still running. */
+static bool stream_live(const struct rapi_conn *c)
+{
+    const struct sl_env *env = c->ra->env;
+
+    return env->inv && env->state == ENV_BUSY && strcmp(env->inv->request_id, c->sid) == 0;
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct rapi_conn *c = arg;
+    struct sl_env *env = c->ra->env;
+    struct timeval tv = { 0, RESUME_MS * 1000 };
+
+    (void)fd, (void)what;
+    if (stream_live(c) && env->inv->on_chunk(NULL, 0, env->inv->chunk_arg) >= SL_STREAM_LOW) {
+        evtimer_add(c->ev_resume, &tv);
+        return;
+    }
+    c->paused = false;
+    bufferevent_enable(c->bev, EV_READ);
+    conn_read(c->bev, c); /* what waits in the input */
+}
+
+/* The receiver holds too much: stop reading the runtime's socket (it
+ * blocks in its writes, as in Lambda) and ask again every RESUME_MS. */
+static void stream_pause(struct rapi_conn *c)
+{
+    struct timeval tv = { 0, RESUME_MS * 1000 };
+
+    if (!c->ev_resume)
+        c->ev_resume = evtimer_new(c->ra->env->pool->base, on_resume, c);
+    if (!c->ev_resume)
+        return; /* cannot wait: go on reading */
+    c->paused = true;
+    bufferevent_disable(c->bev, EV_READ);
+    evtimer_add(c->ev_resume, &tv);
+}
+
+/* The stream passed SL_STREAM_MAX: the invocation ends now with Lambda's
+ * Function.ResponseSizeTooLarge and the runtime gets its 413 (the
+ * connection closes: the rest of its body is not read). Returns true
+ * when `c` may be gone. */
+static bool stream_cut(struct rapi_conn *c)
+{
+    struct sl__rapi *ra = c->ra;
+    struct sl_env *env = ra->env;
+    char msg[160];
+    bool gone = false;
+
+    c->over = true;
+    if (!stream_live(c))
+        return false; /* dropped until the body ends, as any late bytes */
+    c->stream = false; /* not a truncation */
+    snprintf(ra->done, sizeof(ra->done), "%s", c->sid);
+    snprintf(msg, sizeof(msg), "Exceeded maximum allowed payload size (%d bytes).",
+             SL_STREAM_MAX);
+    reply_error(c, 413, "RequestEntityTooLarge", msg, true);
+    snprintf(msg, sizeof(msg), "Response payload size exceeded maximum allowed payload "
+             "size (%d bytes).", SL_STREAM_MAX);
+    ra->gone = &gone;
+    sl__env_result(env, false, NULL, 0, "Function.ResponseSizeTooLarge", msg, NULL);
+    if (!gone)
+        ra->gone = NULL;
+    return true;
+}
+
+/* `n` streamed body bytes at the front of `in`: to the invocation's
+ * on_chunk up to SL_STREAM_MAX; past it the stream is cut. Returns true
+ * when reading stops (`c` may be gone). */
+static bool stream_take(struct rapi_conn *c, struct evbuffer *in, size_t n)
+{
+    struct sl_env *env = c->ra->env;
+    size_t room = c->total < SL_STREAM_MAX ? SL_STREAM_MAX - c->total : 0, give;
+
+    c->total += n;
+    give = n < room ? n : room;
+    if (give && stream_live(c)) {
+        const char *p = (const char *)evbuffer_pullup(in, (ssize_t)give);
+        if (env->inv->on_chunk(p, give, env->inv->chunk_arg) >= SL_STREAM_HIGH)
+            stream_pause(c);
+    }
+    evbuffer_drain(in, n);
+    return c->total > SL_STREAM_MAX && !c->over && stream_cut(c);
+}
+
+static void on_truncated(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl__rapi *ra = arg;
+    struct sl_env *env = ra->env;
+    char msg[200];
+
+    (void)fd, (void)what;
+    if (!env->inv || env->state != ENV_BUSY || strcmp(env->inv->request_id, ra->trunc_sid) != 0)
+        return; /* it ended otherwise (the runtime's exit, a timeout) */
+    snprintf(ra->done, sizeof(ra->done), "%s", ra->trunc_sid);
+    snprintf(msg, sizeof(msg), "The runtime's streamed response ended before its last chunk "
+             "(%s).", ra->trunc_why);
+    sl__env_result(env, false, NULL, 0, "Runtime.TruncatedResponse", msg, NULL);
+}
+
+/* A streamed response broke off (the connection closed, or its chunks are
+ * malformed): the invocation fails as Runtime.TruncatedResponse after
+ * EOF_GRACE_MS, unless it ends otherwise first (a runtime that died gets
+ * Runtime.ExitError). */
+static void stream_broken(struct rapi_conn *c, const char *why)
+{
+    struct sl__rapi *ra = c->ra;
+    struct timeval tv = { 0, EOF_GRACE_MS * 1000 };
+
+    if (!c->stream || !stream_live(c))
+        return;
+    c->stream = false;
+    if (!ra->ev_trunc)
+        ra->ev_trunc = evtimer_new(ra->env->pool->base, on_truncated, ra);
+    if (!ra->ev_trunc)
+        return; /* the invocation's timeout ends it */
+    snprintf(ra->trunc_sid, sizeof(ra->trunc_sid), "%s", c->sid);
+    snprintf(ra->trunc_why, sizeof(ra->trunc_why), "%s", why);
+    evtimer_add(ra->ev_trunc, &tv);
+}
+
+/* A trailer line of a chunked body (NUL-terminated, no CRLF). */
+static void stream_trailer(struct rapi_conn *c, char *line)
+{
+    char *colon = strchr(line, ':'), *v, *end;
+
+    if (!colon)
+        return;
+    *colon = '\0';
+    for (v = colon + 1; *v == ' ' || *v == '\t'; v++)
+        ;
+    end = v + strlen(v);
+    while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+        *--end = '\0';
+    if (strcasecmp(line, "Lambda-Runtime-Function-Error-Type") == 0) {
+        snprintf(c->tr_etype, sizeof(c->tr_etype), "%s", v);
+    } else if (strcasecmp(line, "Lambda-Runtime-Function-Error-Body") == 0) {
+        free(c->tr_ebody);
+        c->tr_ebody = sl_strdup(v);
+    }
+}
+
+static int b64_value(char ch)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *p = ch ? strchr(alphabet, ch) : NULL;
+
+    return p ? (int)(p - alphabet) : -1;
+}
+
+/* Standard base64, padding optional, into `out`; false when malformed. */
+static bool b64_decode(const char *s, struct evbuffer *out)
+{
+    size_t n = strlen(s);
+    unsigned acc = 0;
+    int bits = 0;
+
+    while (n > 0 && s[n - 1] == '=')
+        n--;
+    if (n % 4 == 1)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64_value(s[i]);
+        if (v < 0)
+            return false;
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            unsigned char b;
+            bits -= 8;
+            b = (unsigned char)((acc >> bits) & 0xff);
+            evbuffer_add(out, &b, 1);
+        }
+    }
+    return true;
 }
 
 /* ------------------------------------------------------------------ */
@@ -272,7 +569,7 @@ static void on_next(struct rapi_conn *c)
     c->state = C_PARKED;
     ra->waiter = c;
     if (env->state == ENV_STARTING && env->kind == ENV_COLD)
-        sl__env_ready(env, false); /* may deliver at once */
+        sl__ext_runtime_next(env); /* ready, now or with the extensions; may deliver */
     else
         sl__rapi_deliver(env);
 }
@@ -288,8 +585,15 @@ static void finish_error(struct sl_env *env, struct rapi_conn *c, bool init)
     if (json_is_object(doc)) {
         json_t *t = json_object_get(doc, "errorType"), *m = json_object_get(doc, "errorMessage"),
                *st = json_object_get(doc, "stackTrace");
-        if (json_is_string(t) && json_string_length(t))
+        /* Node's runtime calls its stack `trace` */
+        if (!json_is_array(st))
+            st = json_object_get(doc, "trace");
+        if (json_is_string(t) && json_string_length(t)) {
             etype = json_string_value(t);
+            /* Lambda answers the runtime's error document as it is */
+            json_decref(env->err_doc);
+            env->err_doc = json_incref(doc);
+        }
         if (json_is_string(m))
             emsg = json_string_value(m);
         if (json_is_array(st)) {
@@ -330,10 +634,11 @@ static void on_answer(struct rapi_conn *c, const char *id, size_t idlen, bool er
     snprintf(ra->done, sizeof(ra->done), "%s", env->inv->request_id);
     if (c->over) {
         char msg[160];
-        snprintf(msg, sizeof(msg), "Exceeded maximum allowed payload size (%d bytes).", BODY_MAX);
+        int max = c->forward ? SL_STREAM_MAX : BODY_MAX;
+        snprintf(msg, sizeof(msg), "Exceeded maximum allowed payload size (%d bytes).", max);
         reply_error(c, 413, "RequestEntityTooLarge", msg, true);
         snprintf(msg, sizeof(msg), "Response payload size exceeded maximum allowed payload "
-                 "size (%d bytes).", BODY_MAX);
+                 "size (%d bytes).", max);
         sl__env_result(env, false, NULL, 0, "Function.ResponseSizeTooLarge", msg, NULL);
         return;
     }
@@ -347,6 +652,16 @@ static void on_answer(struct rapi_conn *c, const char *id, size_t idlen, bool er
     reply(c, 202, "{\"status\":\"OK\"}", false);
     if (error) {
         finish_error(env, c, false);
+    } else if (c->stream && (c->tr_etype[0] || c->tr_ebody)) {
+        /* an error in the trailers: what was streamed stays sent; the
+         * error body (base64 of Lambda's error JSON) is the result */
+        evbuffer_drain(c->body, evbuffer_get_length(c->body));
+        if (c->tr_ebody && !b64_decode(c->tr_ebody, c->body))
+            evbuffer_drain(c->body, evbuffer_get_length(c->body));
+        snprintf(c->etype, sizeof(c->etype), "%s", c->tr_etype);
+        finish_error(env, c, false);
+    } else if (c->forward) {
+        sl__env_result(env, true, NULL, 0, NULL, NULL, NULL); /* the bytes went on_chunk */
     } else {
         size_t len = evbuffer_get_length(c->body);
         const char *p = len ? (const char *)evbuffer_pullup(c->body, -1) : "";
@@ -382,6 +697,12 @@ static void route(struct rapi_conn *c)
         *q = '\0'; /* a query string changes nothing, as with the emulator's router */
     bool get = strcmp(c->method, "GET") == 0, post = strcmp(c->method, "POST") == 0;
 
+    if (strncmp(p, "/2020-01-01/extension/", 22) == 0 || strcmp(p, "/2022-07-01/telemetry") == 0) {
+        size_t len = evbuffer_get_length(c->body);
+        sl__ext_route(c->ra->env, c, c->method, p, &c->xh,
+                      len ? (const char *)evbuffer_pullup(c->body, -1) : "", len, c->over);
+        return;
+    }
     if (strncmp(p, PREFIX, strlen(PREFIX)) != 0) {
         reply_error(c, 404, "InvalidRequest", "no such path", c->over);
         return;
@@ -512,6 +833,8 @@ static int parse_head(struct rapi_conn *c, char *h, const char **why)
             snprintf(c->etype, sizeof(c->etype), "%s", v);
         } else if (strcasecmp(line, "Lambda-Runtime-Function-Response-Mode") == 0) {
             snprintf(c->mode, sizeof(c->mode), "%s", v);
+        } else if (strncasecmp(line, "Lambda-Extension-", 17) == 0) {
+            sl__ext_header(&c->xh, line, v);
         }
     }
     if (have_cl && have_te)
@@ -526,14 +849,23 @@ static void request_reset(struct rapi_conn *c)
 {
     c->method[0] = c->path[0] = c->etype[0] = c->mode[0] = '\0';
     c->chunked = c->over = c->expect = false;
+    c->stream = c->forward = c->paused = false;
+    c->sid[0] = c->tr_etype[0] = '\0';
+    free(c->tr_ebody);
+    c->tr_ebody = NULL;
     c->left = c->total = 0;
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
+    memset(&c->xh, 0, sizeof(c->xh));
     c->state = C_HEAD;
 }
 
-/* Body bytes: kept up to BODY_MAX, past it counted and dropped. */
-static void body_take(struct rapi_conn *c, struct evbuffer *in, size_t n)
+/* Body bytes: kept up to BODY_MAX, past it counted and dropped (a
+ * forwarded stream: stream_take). Returns true when reading stops and
+ * `c` may be gone. */
+static bool body_take(struct rapi_conn *c, struct evbuffer *in, size_t n)
 {
+    if (c->forward)
+        return stream_take(c, in, n);
     c->total += n;
     if (c->total > BODY_MAX)
         c->over = true;
@@ -543,6 +875,7 @@ static void body_take(struct rapi_conn *c, struct evbuffer *in, size_t n)
     } else {
         evbuffer_remove_buffer(in, c->body, n);
     }
+    return false;
 }
 
 /* One step of the request in `in`. Returns 1 when it can go on, 0 when it
@@ -551,6 +884,8 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
 {
     size_t avail = evbuffer_get_length(in);
 
+    if (c->paused)
+        return 0; /* on_resume goes on */
     switch (c->state) {
     case C_HEAD: {
         struct evbuffer_ptr e = evbuffer_search(in, "\r\n\r\n", 4, NULL);
@@ -589,6 +924,7 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
             reply_bad(c, st, why);
             return 0;
         }
+        stream_begin(c);
         c->state = c->chunked ? C_CHUNK_SIZE : C_BODY;
         if (c->over && !c->chunked) {
             /* Content-Length says too much: answer now, read nothing more */
@@ -604,7 +940,8 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
     }
     case C_BODY: {
         size_t n = avail < c->left ? avail : c->left;
-        body_take(c, in, n);
+        if (body_take(c, in, n))
+            return 0;
         c->left -= n;
         if (c->left)
             return 0;
@@ -645,7 +982,8 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
     }
     case C_CHUNK_DATA: {
         size_t n = avail < c->left ? avail : c->left;
-        body_take(c, in, n);
+        if (body_take(c, in, n))
+            return 0;
         c->left -= n;
         if (c->left)
             return 0;
@@ -665,7 +1003,7 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
         return 1;
     }
     case C_TRAILERS: {
-        /* trailers are read and ignored, the blank line ends the body */
+        /* trailers: a stream's error ones are kept, the blank line ends the body */
         size_t n = 0;
         struct evbuffer_ptr e = evbuffer_search_eol(in, NULL, &n, EVBUFFER_EOL_CRLF_STRICT);
         if (e.pos < 0) {
@@ -680,9 +1018,17 @@ static int conn_step(struct rapi_conn *c, struct evbuffer *in)
             reply_bad(c, 431, "trailers too large");
             return 0;
         }
-        evbuffer_drain(in, (size_t)e.pos + n);
-        if (e.pos > 0)
+        if (e.pos > 0) {
+            char *line = sl_malloc((size_t)e.pos + 1);
+            evbuffer_remove(in, line, (size_t)e.pos);
+            line[e.pos] = '\0';
+            evbuffer_drain(in, n);
+            if (c->stream && !memchr(line, '\0', (size_t)e.pos))
+                stream_trailer(c, line);
+            free(line);
             return 1;
+        }
+        evbuffer_drain(in, n);
         break;
     }
     default:
@@ -723,8 +1069,10 @@ static void conn_read(struct bufferevent *bev, void *arg)
 static void conn_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+        stream_broken(arg, "the connection closed");
         conn_free(arg);
+    }
 }
 
 static void conn_free(struct rapi_conn *c)
@@ -733,10 +1081,14 @@ static void conn_free(struct rapi_conn *c)
 
     if (ra->waiter == c)
         ra->waiter = NULL;
+    sl__ext_conn_gone(ra->env, c);
     LIST_REMOVE(c, link);
     ra->nconns--;
     bufferevent_free(c->bev);
     evbuffer_free(c->body);
+    if (c->ev_resume)
+        event_free(c->ev_resume);
+    free(c->tr_ebody);
     free(c);
 }
 
@@ -745,7 +1097,7 @@ static void conn_new(struct sl__rapi *ra, int s)
 {
     struct rapi_conn *c;
 
-    if (ra->nconns >= CONNS_MAX) {
+    if (ra->nconns >= CONNS_MAX + sl__ext_conns(ra->env)) {
         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
                                    "Connection: close\r\n\r\n";
         if (send(s, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
@@ -830,8 +1182,51 @@ void sl__rapi_free(struct sl_env *env)
         *ra->gone = true;
     while (!LIST_EMPTY(&ra->conns))
         conn_free(LIST_FIRST(&ra->conns));
+    sl__ext_free(env);
     if (ra->ev_accept)
         event_free(ra->ev_accept);
+    if (ra->ev_trunc)
+        event_free(ra->ev_trunc);
     free(ra);
     env->rapi = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* For extensions.c                                                    */
+
+void sl__rapi_send(struct rapi_conn *c, int st, const char *headers, const char *body)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    bool parked = c->state == C_PARKED;
+
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %zu\r\n%s%s\r\n", st, status_text(st), strlen(body),
+                        headers ? headers : "", c->keepalive ? "" : "Connection: close\r\n");
+    evbuffer_add(out, body, strlen(body));
+    if (evbuffer_write(out, bufferevent_getfd(c->bev)) < 0 && errno != EAGAIN)
+        SL_DEBUG(SL_DBG_SANDBOX, c->ra->env->pool->inst, "runtime api: write: %s",
+                 strerror(errno));
+    if (!c->keepalive) {
+        c->state = C_CLOSING;
+        bufferevent_disable(c->bev, EV_READ);
+        bufferevent_setcb(c->bev, NULL, on_flushed_close, conn_event, c);
+        bufferevent_trigger(c->bev, EV_WRITE,
+                            BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+        return;
+    }
+    if (parked) {
+        request_reset(c);
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+            bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+    }
+}
+
+void sl__rapi_send_error(struct rapi_conn *c, int st, const char *etype, const char *msg)
+{
+    reply_error(c, st, etype, msg, c->over);
+}
+
+void sl__rapi_park(struct rapi_conn *c)
+{
+    c->state = C_PARKED;
 }

@@ -86,7 +86,8 @@ static int build_etc(const char *etc)
                                 "sbx_user1051:x:993:990::/tmp:/usr/sbin/nologin\n"
                                 "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n") ||
         put_file(etc, "group", "root:x:0:\nsbx_user1051:x:990:\nnogroup:x:65534:\n") ||
-        put_file(etc, "hosts", "127.0.0.1 localhost\n::1 localhost\n") ||
+        put_file(etc, "hosts", "127.0.0.1 localhost sandbox.localdomain sandbox.localhost sandbox\n"
+                                "::1 localhost\n") ||
         put_file(etc, "hostname", "sluice\n"))
         return -1;
     copy_in(etc, "/etc/ld.so.cache", "ld.so.cache");
@@ -162,6 +163,8 @@ int sl_sandbox_new(const struct sl_sandbox_opts *o, struct sl_sandbox **out, str
         rc = SL_ESANDBOX;
         goto fail;
     }
+    if ((rc = sl__nodejs_probe(sb, o, err)) != 0)
+        goto fail;
     if (mkdir_p(sb->root) != 0) {
         rc = sl_err_set(err, SL_ESANDBOX, false, "sandbox: cannot create %s: %s", sb->root,
                         strerror(errno));

@@ -73,6 +73,7 @@ struct child {
     char        cwd[PATH_LEN];
     char      **argv;
     char      **envp;
+    char      **exts;               /* runtime lambda: /opt/extensions/<name>, NULL-ended */
     const struct sock_fprog *filter;
     rlim_t      fsize;
 };
@@ -175,6 +176,12 @@ static struct mnt *add_fs(struct child *c, const char *step, const char *rel, co
     return m;
 }
 
+/* The built-in runtimes run an interpreter of the host on `code`. */
+static bool builtin_runtime(const struct sl_function_conf *fn)
+{
+    return fn->runtime == SL_RUNTIME_PYTHON || fn->runtime == SL_RUNTIME_NODEJS;
+}
+
 /* Step 1: what the child is, where its handler is, and what it may use. */
 static void plan_child(struct child *c, const struct sl_sandbox *sb,
                        const struct sl_function_conf *fn, const char *code_dir, const char *base)
@@ -182,19 +189,20 @@ static void plan_child(struct child *c, const struct sl_sandbox *sb,
     c->relaxed = fn->sandbox == SL_SANDBOX_RELAXED;
     c->userns = sb->userns;
     c->netns = -1;
-    c->nosock = fn->runtime == SL_RUNTIME_LAMBDA;
+    c->nosock = fn->runtime == SL_RUNTIME_LAMBDA || fn->runtime == SL_RUNTIME_NODEJS;
     c->newnet = sb->userns && fn->network == SL_NETWORK_NONE;
     c->root = sb->root;
     c->filter = &sb->filter;
     c->fsize = (rlim_t)fn->ephemeral_storage_mb * 1024 * 1024;
-    if (fn->runtime == SL_RUNTIME_PYTHON)
-        snprintf(c->exe, sizeof(c->exe), "%s", SL_PYTHON_EXE);
+    if (builtin_runtime(fn))
+        snprintf(c->exe, sizeof(c->exe), "%s",
+                 fn->runtime == SL_RUNTIME_PYTHON ? SL_PYTHON_EXE : SL__NODE_EXE);
     if (c->relaxed) {
-        if (fn->runtime != SL_RUNTIME_PYTHON)
+        if (!builtin_runtime(fn))
             snprintf(c->exe, sizeof(c->exe), "%s", fn->handler);
         snprintf(c->cwd, sizeof(c->cwd), "%s", code_dir);
     } else {
-        if (fn->runtime != SL_RUNTIME_PYTHON)
+        if (!builtin_runtime(fn))
             snprintf(c->exe, sizeof(c->exe), "/var/task/%s", base);
         snprintf(c->cwd, sizeof(c->cwd), "/var/task");
         snprintf(c->old_root, sizeof(c->old_root), "%s/.old", sb->root);
@@ -335,7 +343,8 @@ static char **build_env(const struct sl_sandbox *sb, const struct sl_function_co
     size_t n = 0, cap = fn->environment.n + 32;
     char **env = sl_calloc(cap, sizeof(char *));
     const char *rt = relaxed ? sb->runtime_dir : "/var/runtime";
-    bool py = fn->runtime == SL_RUNTIME_PYTHON, rapi = fn->runtime == SL_RUNTIME_LAMBDA;
+    bool py = fn->runtime == SL_RUNTIME_PYTHON, node = fn->runtime == SL_RUNTIME_NODEJS;
+    bool rapi = fn->runtime == SL_RUNTIME_LAMBDA || node;
     char pyver[16];
 
     if (!rt)
@@ -358,7 +367,10 @@ static char **build_env(const struct sl_sandbox *sb, const struct sl_function_co
     else
         env[n++] = sl_asprintf("PYTHONPATH=%s/python:/opt/python/lib/python%s/site-packages:"
                                "/opt/python", rt, pyver);
-    env[n++] = sl_asprintf("_HANDLER=%s", py ? fn->handler : base);
+    if (node)
+        n += sl__nodejs_env(sb, fn, rt, task_root, env + n);
+    else
+        env[n++] = sl_asprintf("_HANDLER=%s", py ? fn->handler : base);
     if (py)
         env[n++] = sl_asprintf("AWS_EXECUTION_ENV=AWS_Lambda_python%s", pyver);
     env[n++] = sl_asprintf("AWS_LAMBDA_FUNCTION_NAME=%s", fn->name);
@@ -445,6 +457,7 @@ static void spawn_destroy(struct spawn *s)
     if (s->c) {
         free_strv(s->c->argv);
         free_strv(s->c->envp);
+        free_strv(s->c->exts);
         free(s->c);
     }
     free(s->code_dir);
@@ -456,6 +469,12 @@ static void plan_exec(struct spawn *s, const struct sl_sandbox *sb,
 {
     struct child *c = s->c;
 
+    if (fn->runtime == SL_RUNTIME_NODEJS) {
+        c->argv = sl__nodejs_argv(fn, c->relaxed ? sb->runtime_dir : "/var/runtime");
+        c->envp = build_env(sb, fn, init_type, c->relaxed ? s->code_dir : "/var/task", s->base,
+                            c->relaxed);
+        return;
+    }
     c->argv = sl_calloc(4, sizeof(char *));
     c->argv[0] = sl_strdup(c->exe);
     if (fn->runtime == SL_RUNTIME_PYTHON) {
@@ -466,6 +485,14 @@ static void plan_exec(struct spawn *s, const struct sl_sandbox *sb,
     }
     c->envp = build_env(sb, fn, init_type, c->relaxed ? s->code_dir : "/var/task", s->base,
                         c->relaxed);
+    if (fn->runtime == SL_RUNTIME_LAMBDA && !c->relaxed) {
+        /* Lambda's external extensions: the layers' extensions/, at /opt */
+        char names[SL_EXT_MAX][SL_EXT_NAME_MAX + 1];
+        size_t n = sl__ext_scan(fn, names);
+        c->exts = sl_calloc(n + 1, sizeof(char *));
+        for (size_t i = 0; i < n; i++)
+            c->exts[i] = sl_asprintf("/opt/extensions/%s", names[i]);
+    }
 }
 
 /* The plan as it is written: a header, then strings and arrays. */
@@ -568,6 +595,8 @@ static int write_plan(struct spawn *s, struct sl_err *err)
     }
     h.argv = pb_strv(&pb, c->argv, &h.argc);
     h.envp = pb_strv(&pb, c->envp, &h.envc);
+    if (c->exts && c->exts[0])
+        h.exts = pb_strv(&pb, c->exts, &h.nexts);
     h.filter = pb_put(&pb, c->filter->filter, c->filter->len * sizeof(struct sock_filter), 8);
     h.filter_len = c->filter->len;
     h.size = (uint32_t)pb.len;
@@ -760,10 +789,11 @@ int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
     p->pid = -1;
     p->pidfd = p->sock = p->out = p->err = p->setup = p->mem_fd = p->netns = p->rapi = -1;
     s.c = sl_calloc(1, sizeof(*s.c));
-    if (fn->runtime == SL_RUNTIME_PYTHON) {
+    if (builtin_runtime(fn)) {
         if (!fn->code || !sb->runtime_dir) {
             spawn_destroy(&s);
-            return sl_err_set(err, SL_ESANDBOX, false, "sandbox: runtime python needs %s",
+            return sl_err_set(err, SL_ESANDBOX, false, "sandbox: runtime %s needs %s",
+                              fn->runtime == SL_RUNTIME_PYTHON ? "python" : "nodejs",
                               fn->code ? "sluice's runtime/ directory (set SLUICE_RUNTIME_DIR)"
                                        : "`code`");
         }
@@ -789,7 +819,7 @@ int sl_sandbox_spawn(struct sl_sandbox *sb, const struct sl_function_conf *fn,
         if ((rc = plan_root(s.c, sb, fn, s.code_dir, err)) != 0)
             goto fail;
     }
-    if (fn->runtime == SL_RUNTIME_LAMBDA && (rc = open_rapi(sb, p, err)) != 0)
+    if (s.c->nosock && (rc = open_rapi(sb, p, err)) != 0)
         goto fail;
     plan_exec(&s, sb, fn, init_type);
     if ((rc = write_plan(&s, err)) != 0 || (rc = open_channels(&s, err)) != 0)

@@ -34,7 +34,8 @@ struct sl_kvlist {
     size_t        n;
 };
 
-enum sl_runtime_kind { SL_RUNTIME_NATIVE = 0, SL_RUNTIME_LAMBDA, SL_RUNTIME_PYTHON };
+enum sl_runtime_kind { SL_RUNTIME_NATIVE = 0, SL_RUNTIME_LAMBDA, SL_RUNTIME_PYTHON,
+                       SL_RUNTIME_NODEJS };
 enum sl_fn_log_format { SL_FN_LOG_TEXT = 0, SL_FN_LOG_JSON };
 enum sl_network_mode { SL_NETWORK_NONE = 0, SL_NETWORK_HOST };
 enum sl_sandbox_mode { SL_SANDBOX_STRICT = 0, SL_SANDBOX_RELAXED };
@@ -63,9 +64,11 @@ struct sl_server_conf;
 struct sl_function_conf {
     char   *name;
     char   *handler;                 /* native: absolute path, resolved against the config
-                                      * dir; python: "module.function" as written */
+                                      * dir; python: "module.function", nodejs:
+                                      * "file.export", as written */
     int     runtime;                 /* enum sl_runtime_kind */
-    char   *code;                    /* python: the code directory (absolute), else NULL */
+    char   *code;                    /* python, nodejs: the code directory (absolute),
+                                      * else NULL */
     int     log_format;              /* enum sl_fn_log_format: AWS_LAMBDA_LOG_FORMAT */
     char   *log_level;               /* AWS_LAMBDA_LOG_LEVEL (JSON only), or NULL */
     int64_t memory_mb;

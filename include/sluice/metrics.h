@@ -1,5 +1,5 @@
 /* sluice: the metrics registry. Families are created once (name, type,
- * help, at most one label); components add samples by label value. The
+ * help, label names); components add samples by label value. The
  * API renders it at GET /metrics (api/prom.c). Loop thread only. */
 #ifndef SLUICE_METRICS_H
 #define SLUICE_METRICS_H
@@ -15,12 +15,17 @@ struct sl_metric;
 struct sl_metrics *sl_metrics_new(void);
 void sl_metrics_free(struct sl_metrics *m);
 
-/* Find or create a family. `label` is the label name or NULL. Names
- * follow Prometheus rules ("sluice_invocations_total"). */
+/* Find or create a family. `label` is the label name, several names
+ * separated by commas ("source,outcome", at most SL_METRIC_MAXLABELS), or
+ * NULL. Names follow Prometheus rules ("sluice_invocations_total"). */
 struct sl_metric *sl_metrics_family(struct sl_metrics *m, const char *name, int type,
                                     const char *help, const char *label);
 
-/* `lv` is the label value, NULL for a family without a label. */
+/* `lv` is the label value, NULL for a family without a label; for several
+ * labels, their values in order joined by SL_METRIC_LV_SEP. */
+#define SL_METRIC_MAXLABELS 4
+#define SL_METRIC_LV_SEP    "\x1f"
+
 void sl_metric_add(struct sl_metric *f, const char *lv, double v);      /* counter, gauge */
 void sl_metric_set(struct sl_metric *f, const char *lv, double v);      /* gauge */
 void sl_metric_observe(struct sl_metric *f, const char *lv, double v);  /* histogram (seconds) */
@@ -48,7 +53,7 @@ struct sl_metric_series {
 
 /* A family as a renderer sees it; valid during the callback only. */
 struct sl_metric_view {
-    const char *name, *help, *label;         /* label NULL: no label */
+    const char *name, *help, *label;         /* label NULL: no label; "a,b": two */
     int         type;                        /* enum sl_metric_type */
     const struct sl_metric_series *s;        /* sorted by label value, unlabelled first */
     size_t      n;

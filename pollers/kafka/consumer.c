@@ -837,7 +837,7 @@ static void collect(void *arg, struct sl_metrics *m)
     for (size_t i = 0; i < k->nparts; i++) {
         struct kpart *p = k->parts[i];
         int64_t lo = -1, hi = -1, pos;
-        snprintf(lv, sizeof(lv), "%s/%s", k->c->name, p->lane);
+        snprintf(lv, sizeof(lv), "%s" SL_METRIC_LV_SEP "%s", k->c->name, p->lane);
         if (!p->assigned || !k->rk) {
             sl_metric_set(k->m_lag, lv, 0);
             continue;
@@ -1225,11 +1225,11 @@ int sl_kafka_source_new(struct sl_engine *e, const struct sl_source_conf *c,
     k->s = sl_engine_add_source(e, c, &kafka_ops, k);
     if (m) {
         k->m_lag = sl_metrics_family(m, "sluice_kafka_offset_lag", SL_METRIC_GAUGE,
-                                     "Records in the partition after the committable position "
-                                     "(label: source/topic-partition).", "partition");
+                                     "Records in the partition after the committable position.",
+                                     "source,partition");
         k->m_age = sl_metrics_family(m, "sluice_kafka_iterator_age_seconds", SL_METRIC_GAUGE,
-                                     "Now minus the timestamp of the last record checkpointed "
-                                     "(label: source/topic-partition).", "partition");
+                                     "Now minus the timestamp of the last record checkpointed.",
+                                     "source,partition");
         sl_metrics_on_collect(m, collect, k);
     }
     *out = k->s;

@@ -229,8 +229,6 @@ void sl__pg_commit(struct pg *p, const struct pgo_msg *m)
     p->last_commit = p->cur->final_lsn;
     p->cur = NULL;
     p->txns++;
-    if (p->m_txns)
-        sl_metric_set(p->m_txns, p->conf->name, (double)p->txns);
     sl__pg_advance(p);
 }
 
@@ -455,8 +453,6 @@ void sl__pg_change(struct pg *p, struct pgo_msg *m)
             if (p->m_truncs)
                 sl_metric_add(p->m_truncs, p->conf->name, 1);
         }
-        if (p->m_changes)
-            sl_metric_set(p->m_changes, p->conf->name, (double)p->changes);
         return;
     }
     {
@@ -485,8 +481,6 @@ void sl__pg_change(struct pg *p, struct pgo_msg *m)
             break;
         }
         emit(p, t, ord, &sh);
-        if (p->m_changes && (p->changes & 127) == 0)
-            sl_metric_set(p->m_changes, p->conf->name, (double)p->changes);
     }
 }
 
@@ -554,7 +548,7 @@ static void pg_checkpoint(struct sl_source *s, struct sl_record *const *r, size_
     }
     if (n && p->m_age) {
         p->iterator_age_ms = sl_wall_ms() - r[n - 1]->timestamp_ms;
-        sl_metric_set(p->m_age, p->conf->name, (double)p->iterator_age_ms);
+        sl_metric_set(p->m_age, p->conf->name, (double)p->iterator_age_ms / 1000.0);
     }
     sl__pg_advance(p);
 }
@@ -591,12 +585,26 @@ static void pg_free_record(struct sl_source *s, struct sl_record *r)
     free(r);
 }
 
+/* The counters kept in `p`, as series, at each scrape (setting them on
+ * every change would cost the hot path a lookup per row). */
+static void collect(void *arg, struct sl_metrics *m)
+{
+    struct pg *p = arg;
+
+    (void)m;
+    sl_metric_set(p->m_changes, p->conf->name, (double)p->changes);
+    sl_metric_set(p->m_txns, p->conf->name, (double)p->txns);
+    sl_metric_set(p->m_lag, p->conf->name, p->lag_bytes);
+}
+
 static void pg_free(struct sl_source *s)
 {
     struct pg *p = s->ctx;
 
     if (!p)
         return;
+    if (sl_engine_metrics(s->engine))
+        sl_metrics_off_collect(sl_engine_metrics(s->engine), collect, p);
     sl__pg_session_free(p);
     while (p->thead) {
         struct pg_txn *t = p->thead;
@@ -714,18 +722,22 @@ int sl_pg_source_new(struct sl_engine *e, const struct sl_source_conf *c, struct
         p->m_flushed = sl_metrics_family(m, "sluice_pg_flushed_lsn", SL_METRIC_GAUGE,
                                          "Last LSN every change before which is final "
                                          "(sent to the server as flushed), per source.", "source");
-        p->m_changes = sl_metrics_family(m, "sluice_pg_changes", SL_METRIC_GAUGE,
+        p->m_changes = sl_metrics_family(m, "sluice_pg_changes_total", SL_METRIC_COUNTER,
                                          "Row changes received since start, per source.",
                                          "source");
-        p->m_txns = sl_metrics_family(m, "sluice_pg_transactions", SL_METRIC_GAUGE,
+        p->m_txns = sl_metrics_family(m, "sluice_pg_transactions_total", SL_METRIC_COUNTER,
                                       "Committed transactions received since start, per source.",
                                       "source");
         p->m_truncs = sl_metrics_family(m, "sluice_pg_truncates_total", SL_METRIC_COUNTER,
                                         "TRUNCATEs seen and not delivered (DynamoDB Streams has "
                                         "no such event), per source.", "source");
-        p->m_age = sl_metrics_family(m, "sluice_pg_iterator_age_ms", SL_METRIC_GAUGE,
+        p->m_age = sl_metrics_family(m, "sluice_pg_iterator_age_seconds", SL_METRIC_GAUGE,
                                      "Age of the last change checkpointed (now minus its commit "
                                      "time), per source.", "source");
+        /* every series from the start, at 0 */
+        sl_metric_add(p->m_truncs, c->name, 0);
+        sl_metric_set(p->m_age, c->name, 0);
+        sl_metrics_on_collect(m, collect, p);
     }
     p->s = sl_engine_add_source(e, c, &pg_ops, p);
     *out = p->s;

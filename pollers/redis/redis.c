@@ -529,7 +529,7 @@ static void collect(void *arg, struct sl_metrics *m)
     sl_metric_set(q->m_pending, name, q->g_pending);
     sl_metric_set(q->m_oldest, name, q->g_oldest_s);
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-        snprintf(lv, sizeof(lv), "%s/%s", name, kinds[i]);
+        snprintf(lv, sizeof(lv), "%s" SL_METRIC_LV_SEP "%s", name, kinds[i]);
         sl_metric_set(q->m_msgs, lv, (double)v[i]);
     }
 }
@@ -549,10 +549,10 @@ static void metrics_init(struct rq *q)
     q->m_oldest = sl_metrics_family(m, "sluice_redis_oldest_message_age_seconds",
                                     SL_METRIC_GAUGE, "Age of the oldest message not yet "
                                     "deleted from a Redis queue.", "source");
-    q->m_msgs = sl_metrics_family(m, "sluice_redis_messages", SL_METRIC_GAUGE,
-                                  "Messages per Redis source since start (label: "
-                                  "source/received|deleted|redriven|released|reclaimed|"
-                                  "filtered).", "source_kind");
+    q->m_msgs = sl_metrics_family(m, "sluice_redis_messages_total", SL_METRIC_COUNTER,
+                                  "Messages per Redis source since start, by outcome "
+                                  "(received, deleted, redriven, released, reclaimed, "
+                                  "filtered).", "source,outcome");
     sl_metrics_on_collect(m, collect, q);
 }
 

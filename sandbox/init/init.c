@@ -19,6 +19,7 @@
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -61,6 +62,8 @@ struct init {
     char        opt_data[2048];
     const char *dev[SL_INIT_NDEV];
     char      **argv, **envp;
+    char      **exts;          /* runtime lambda: external extensions to start */
+    int         nexts;
     struct sock_fprog filter;
     rlim_t      fsize;
 };
@@ -220,6 +223,12 @@ static void read_plan(struct init *c)
     }
     c->argv = plan_strv(c, buf, h.size, h.argv, h.argc);
     c->envp = plan_strv(c, buf, h.size, h.envp, h.envc);
+    if (h.nexts > 10) {
+        errno = EINVAL;
+        fail(c, "read the plan (too many extensions)");
+    }
+    c->nexts = (int)h.nexts;
+    c->exts = h.nexts ? plan_strv(c, buf, h.size, h.exts, h.nexts) : NULL;
     if (h.filter_len == 0 || h.filter_len > BPF_MAXINSNS || h.filter % 8 ||
         h.filter < sizeof(h) || h.filter > h.size ||
         (h.size - h.filter) / sizeof(struct sock_filter) < h.filter_len) {
@@ -298,6 +307,62 @@ static void place_fds(struct init *c, int devnull)
 }
 
 static void exec_handler(struct init *c, int devnull) __attribute__((noreturn));
+
+/* What Lambda hides from extensions (the runtime's own variables). */
+static int ext_hidden(const char *kv)
+{
+    static const char *const hide[] = {
+        "_HANDLER=", "AWS_EXECUTION_ENV=", "AWS_LAMBDA_LOG_GROUP_NAME=",
+        "AWS_LAMBDA_LOG_STREAM_NAME=", "AWS_XRAY_CONTEXT_MISSING=", "AWS_XRAY_DAEMON_ADDRESS=",
+        "LAMBDA_RUNTIME_DIR=", "LAMBDA_TASK_ROOT=", "_AWS_XRAY_DAEMON_ADDRESS=",
+        "_AWS_XRAY_DAEMON_PORT=",
+    };
+
+    for (size_t i = 0; i < sizeof(hide) / sizeof(hide[0]); i++)
+        if (strncmp(kv, hide[i], strlen(hide[i])) == 0)
+            return 1;
+    return 0;
+}
+
+/* Runtime lambda: start each external extension, as Lambda does before
+ * the runtime: its own process, the function's uid, the handler's output
+ * pipes, the handler's environment without what Lambda hides from
+ * extensions, cwd /. Their pids in the env's pid namespace are 2..n+1, so
+ * the handler's is n+2 (sluice finds it by that to SIGTERM it). */
+static void start_extensions(struct init *c, int devnull)
+{
+    char **envp;
+    int n = 0;
+
+    if (!c->nexts)
+        return;
+    for (char **e = c->envp; e && *e; e++)
+        n++;
+    if (!(envp = calloc((size_t)n + 1, sizeof(char *))))
+        fail(c, "start extensions");
+    n = 0;
+    for (char **e = c->envp; e && *e; e++)
+        if (!ext_hidden(*e))
+            envp[n++] = *e;
+    for (int i = 0; i < c->nexts; i++) {
+        pid_t pid = fork();
+
+        if (pid < 0)
+            fail(c, "fork an extension");
+        if (pid == 0) {
+            char *argv[2] = { c->exts[i], NULL };
+            place_fds(c, devnull);
+            close(4); /* the setup pipe tells about the handler only */
+            drop_privileges(c, 1);
+            if (chdir("/") == 0)
+                execve(c->exts[i], argv, envp);
+            dprintf(2, "sluice-init: cannot start extension %s: %s\n", c->exts[i],
+                    strerror(errno));
+            _exit(127);
+        }
+    }
+    free(envp);
+}
 
 static void exec_handler(struct init *c, int devnull)
 {
@@ -483,6 +548,8 @@ int main(void)
     if ((devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
         fail(&c, "open /dev/null");
 
+    if (!c.relaxed)
+        start_extensions(&c, devnull);
     handler = fork();
     if (handler < 0)
         fail(&c, "fork handler");

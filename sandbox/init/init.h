@@ -65,6 +65,7 @@ struct sl_init_plan {
     uint32_t argv, argc;   /* offset of argc string offsets */
     uint32_t envp, envc;
     uint32_t filter, filter_len; /* struct sock_filter[filter_len], 8-aligned */
+    uint32_t exts, nexts;  /* runtime lambda: extensions to start before the handler */
     struct sl_init_mnt m[SL_INIT_MOUNTS];
 };
 

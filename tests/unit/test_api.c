@@ -31,7 +31,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+
 #include "harness.h"
+#include "sluice/api.h"
+#include "sluice/metrics.h"
 
 #define INVOKE(fn) "/2015-03-31/functions/" fn "/invocations"
 #define MB (1024 * 1024)
@@ -1559,4 +1563,43 @@ Test(api, auth_config_is_checked, .init = setup, .fini = teardown, .timeout = 60
     cr_expect_eq(code, 1, "%s", out);
     cr_expect(strstr(out, "tokens 1 and 2 are the same") != NULL, "%s", out);
     cr_expect(strstr(out, "same-token") == NULL, "a token is in the output:\n%s", out);
+}
+
+/* A family with two labels renders one label per dimension, values escaped,
+ * in the text format Prometheus parses; bad label specs are refused. */
+Test(api, metrics_render_several_labels)
+{
+    struct sl_metrics *m = sl_metrics_new();
+    struct sl_metric *f = sl_metrics_family(m, "sluice_t_total", SL_METRIC_COUNTER, "t.",
+                                            "source,outcome");
+    struct sl_metric *h = sl_metrics_family(m, "sluice_t_seconds", SL_METRIC_HISTOGRAM, "h.",
+                                            "source,kind");
+    struct evbuffer *b = evbuffer_new();
+    char *text;
+
+    cr_assert_not_null(f);
+    cr_assert_not_null(h);
+    sl_metric_add(f, "jobs" SL_METRIC_LV_SEP "received", 3);
+    sl_metric_add(f, "a\"b" SL_METRIC_LV_SEP "x\\y", 1);
+    sl_metric_add(f, "only-one-part", 2);
+    sl_metric_observe(h, "jobs" SL_METRIC_LV_SEP "cold", 0.002);
+    cr_assert_null(sl_metrics_family(m, "sluice_u", SL_METRIC_GAUGE, "u.", "a,a"));
+    cr_assert_null(sl_metrics_family(m, "sluice_v", SL_METRIC_GAUGE, "v.", "a,,b"));
+    cr_assert_null(sl_metrics_family(m, "sluice_w", SL_METRIC_GAUGE, "w.", "a,"));
+    cr_assert_null(sl_metrics_family(m, "sluice_x", SL_METRIC_HISTOGRAM, "x.", "a,le"));
+    cr_assert_null(sl_metrics_family(m, "sluice_y", SL_METRIC_GAUGE, "y.", "a,b,c,d,e"));
+    sl_prom_render(m, b);
+    evbuffer_add(b, "", 1);
+    text = (char *)evbuffer_pullup(b, -1);
+    cr_expect(strstr(text, "sluice_t_total{source=\"jobs\",outcome=\"received\"} 3\n"), "%s", text);
+    cr_expect(strstr(text, "sluice_t_total{source=\"a\\\"b\",outcome=\"x\\\\y\"} 1\n"), "%s", text);
+    cr_expect(strstr(text, "sluice_t_total{source=\"only-one-part\",outcome=\"\"} 2\n"), "%s",
+              text);
+    cr_expect(strstr(text, "sluice_t_seconds_bucket{source=\"jobs\",kind=\"cold\",le=\"0.0025\"} 1\n"),
+              "%s", text);
+    cr_expect(strstr(text, "sluice_t_seconds_count{source=\"jobs\",kind=\"cold\"} 1\n"), "%s",
+              text);
+    cr_expect_null(strstr(text, "\x1f"), "%s", text);
+    evbuffer_free(b);
+    sl_metrics_free(m);
 }

@@ -187,10 +187,50 @@ static const struct bad_case bad[] = {
       "app.lambda_handler or pkg/mod.fn), as runtime python needs\n"
       "t.yaml:19:14: functions.j.handler: handler 'app.9fn' is not module.function (as "
       "app.lambda_handler or pkg/mod.fn), as runtime python needs\n" },
-    { "code is for runtime python only",
+    { "code is for runtimes python and nodejs only",
       "functions:\n  f:\n    code: layer\n    handler: handler.sh\n",
-      "t.yaml:3:11: functions.f.code: `code` is for runtime python only (the other runtimes "
+      "t.yaml:3:11: functions.f.code: `code` is for runtimes python and nodejs only (the others "
       "run `handler`, an executable, with its directory as the code)\n" },
+    { "runtime nodejs: handler form, code required",
+      "functions:\n  f:\n    runtime: nodejs\n    handler: index\n    code: layer\n"
+      "  g:\n    handler: index.handler\n    runtime: nodejs\n"
+      "  h:\n    runtime: nodejs\n    handler: ../up/index.handler\n    code: layer\n"
+      "  i:\n    runtime: nodejs\n    handler: /abs/index.handler\n    code: layer\n"
+      "  j:\n    runtime: nodejs\n    handler: sub/.handler\n    code: layer\n"
+      "  k:\n    runtime: nodejs\n    handler: index.a..b\n    code: layer\n"
+      "  l:\n    runtime: nodejs\n    handler: \"index.han dler\"\n    code: layer\n"
+      "  m:\n    runtime: nodejs\n    handler: index.\n    code: nope\n",
+      "t.yaml:4:14: functions.f.handler: handler 'index' is not file.export (as index.handler "
+      "or sub/dir/file.fn, no '..', not absolute), as runtime nodejs needs\n"
+      "t.yaml:6:3: functions.g: runtime nodejs needs `code`, the directory mounted at /var/task\n"
+      "t.yaml:11:14: functions.h.handler: handler '../up/index.handler' is not file.export (as "
+      "index.handler or sub/dir/file.fn, no '..', not absolute), as runtime nodejs needs\n"
+      "t.yaml:15:14: functions.i.handler: handler '/abs/index.handler' is not file.export (as "
+      "index.handler or sub/dir/file.fn, no '..', not absolute), as runtime nodejs needs\n"
+      "t.yaml:19:14: functions.j.handler: handler 'sub/.handler' is not file.export (as "
+      "index.handler or sub/dir/file.fn, no '..', not absolute), as runtime nodejs needs\n"
+      "t.yaml:23:14: functions.k.handler: handler 'index.a..b' is not file.export (as "
+      "index.handler or sub/dir/file.fn, no '..', not absolute), as runtime nodejs needs\n"
+      "t.yaml:27:14: functions.l.handler: handler 'index.han dler' is not file.export (as "
+      "index.handler or sub/dir/file.fn, no '..', not absolute), as runtime nodejs needs\n"
+      "t.yaml:31:14: functions.m.handler: handler 'index.' is not file.export (as "
+      "index.handler or sub/dir/file.fn, no '..', not absolute), as runtime nodejs needs\n"
+      "t.yaml:32:11: functions.m.code: code tests/unit/fixtures/nope is not a directory\n" },
+    { "runtime nodejs runs on the Runtime API: strict, its own network, no snapstart",
+      "functions:\n  f:\n    handler: index.handler\n    code: layer\n    runtime: nodejs\n"
+      "    sandbox: relaxed\n"
+      "  g:\n    network: host\n    handler: index.handler\n    code: layer\n"
+      "    runtime: nodejs\n"
+      "  h:\n    runtime: nodejs\n    handler: index.handler\n    code: layer\n"
+      "    snapstart: yes\n",
+      "t.yaml:5:14: functions.f.runtime: runtime nodejs needs `sandbox: strict`: the Runtime API "
+      "listens inside the environment's own network namespace, which a relaxed sandbox does "
+      "not have\n"
+      "t.yaml:11:14: functions.g.runtime: runtime nodejs needs `network: none`: with the host's "
+      "network the Runtime API's 127.0.0.1:9001 would be reachable from the host and every "
+      "other environment on it\n"
+      "t.yaml:13:14: functions.h.runtime: runtime nodejs cannot use `snapstart` yet: the Runtime "
+      "API's restore hooks (/runtime/restore/next) are not implemented\n" },
     { "log_level needs json and a level",
       "functions:\n  f:\n    handler: handler.sh\n    log_level: INFO\n"
       "  g:\n    handler: handler.sh\n    log_format: json\n    log_level: LOUD\n",
@@ -326,6 +366,29 @@ Test(config, runtime_python_keeps_handler_and_resolves_code)
     cr_expect_str_eq(c->functions[1].handler, "tests/unit/fixtures/handler.sh");
     cr_expect_null(c->functions[1].code);
     cr_expect_null(c->functions[1].log_level);
+    sl_config_free(c);
+    free(got);
+}
+
+Test(config, runtime_nodejs_keeps_handler_and_resolves_code)
+{
+    struct sl_config *c;
+    char *got = load("functions:\n  f:\n    runtime: nodejs\n    code: ./layer\n"
+                     "    handler: index.handler\n    log_format: json\n    log_level: DEBUG\n"
+                     "  g:\n    runtime: nodejs\n    code: layer\n"
+                     "    handler: sub/dir/file.handlers.main\n", &c);
+
+    cr_assert_str_empty(got, "%s", got);
+    cr_assert_not_null(c);
+    cr_expect_eq(c->functions[0].runtime, SL_RUNTIME_NODEJS);
+    cr_expect_str_eq(c->functions[0].handler, "index.handler");
+    cr_expect_str_eq(c->functions[0].code, "tests/unit/fixtures/layer");
+    cr_expect_eq(c->functions[0].log_format, SL_FN_LOG_JSON);
+    cr_expect_str_eq(c->functions[0].log_level, "DEBUG");
+    cr_expect_eq(c->functions[0].network, SL_NETWORK_NONE);
+    cr_expect_eq(c->functions[0].sandbox, SL_SANDBOX_STRICT);
+    cr_expect_eq(c->functions[1].runtime, SL_RUNTIME_NODEJS);
+    cr_expect_str_eq(c->functions[1].handler, "sub/dir/file.handlers.main");
     sl_config_free(c);
     free(got);
 }

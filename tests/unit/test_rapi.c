@@ -488,7 +488,7 @@ Test(rapi, bootstrap_gets_lambda_environment_and_no_fd3, .init = setup, .fini = 
                            "arn:aws:lambda:us-east-1:000000000000:function:probe"), "%s", body);
     cr_expect(!strstr(body, "Lambda-Runtime-Client-Context"), "only when set: %s", body);
     cr_expect(!strstr(body, "Lambda-Runtime-Cognito-Identity"), "only when set: %s", body);
-    cr_expect(!strstr(body, "Lambda-Runtime-Trace-Id"), "only when set: %s", body);
+    cr_expect(strstr(body, "Lambda-Runtime-Trace-Id: Root=1-"), "always, as Lambda: %s", body);
     stop_server(5000);
 }
 
@@ -877,6 +877,46 @@ Test(rapi, aws_lambda_go_invoke_error_deadline, .init = setup, .fini = teardown,
     r = invoke("go", "{\"value\":\"again\"}", &j);
     cr_expect_eq(r.status, 200);
     cr_expect_str_eq(jstr(j, "echo"), "again");
+    json_decref(j);
+    stop_server(5000);
+}
+
+/* tests/handlers/rapi_rust: lambda_runtime 1.5 from crates.io (built by
+ * tests/deps), lambda_runtime::run as on provided.al2023 */
+Test(rapi, rust_lambda_runtime_invoke_error_deadline, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+    struct resp r;
+    json_t *j;
+    long long dl, now;
+
+    start(lambda_fn("rs", fmt("%s/bootstrap", layer("rust-rapi")),
+                    "    timeout_s: 4\n    memory_mb: 256\n"));
+    r = invoke("rs", "{\"value\":\"r1\"}", &j);
+    cr_assert_eq(r.status, 200, "%d %.500s; log:\n%s", r.status, r.body ? r.body : "",
+                 server_log());
+    cr_assert_null(header(&r, "X-Amz-Function-Error"), "%.500s; log:\n%s", r.body,
+                   server_log());
+    cr_assert_not_null(j, "%.500s", r.body);
+    cr_expect_str_eq(jstr(j, "echo"), "r1");
+    cr_expect_str_eq(jstr(j, "request_id"), str_or(header(&r, "X-Amzn-RequestId")));
+    cr_expect_str_eq(jstr(j, "function_name"), "rs");
+    cr_expect_str_eq(jstr(j, "function_arn"), "arn:aws:lambda:us-east-1:000000000000:function:rs");
+    cr_expect_eq(json_integer_value(json_object_get(j, "memory_mb")), 256, "%.500s", r.body);
+    dl = json_integer_value(json_object_get(j, "deadline_ms"));
+    now = json_integer_value(json_object_get(j, "now_ms"));
+    cr_expect(dl - now > 0 && dl - now <= 4000, "deadline %lld ms after now: %.500s", dl - now,
+              r.body);
+    json_decref(j);
+
+    /* Result<_, BadOrder> with From<BadOrder> for Diagnostic: POST .../error */
+    json_decref(expect_fn_error("rs", "{\"do\":\"fail\",\"value\":\"7\"}", "BadOrder",
+                                "bad order 7"));
+    /* the same environment answers the next one */
+    r = invoke("rs", "{\"value\":\"again\"}", &j);
+    cr_expect_eq(r.status, 200);
+    cr_expect_null(header(&r, "X-Amz-Function-Error"), "%.500s", r.body);
+    cr_expect_str_eq(jstr(j, "echo"), "again", "%.500s", r.body);
     json_decref(j);
     stop_server(5000);
 }
