@@ -4,6 +4,7 @@
  *
  *   POST /2015-03-31/functions/{name}/invocations   (invoke.c)
  *   POST /2021-11-15/functions/{name}/response-streaming-invocations   (invoke.c)
+ *   Lambda's management paths                        (mgmt.c)
  *   GET  /healthz   200 "ok" while the process runs
  *   GET  /readyz    200 while accepting, 503 once stopping
  *   GET  /metrics   Prometheus text
@@ -374,8 +375,21 @@ bool sl__api_metrics_allowed(const struct sl_server_conf *sc, const struct sl_hd
     return tok[len] == '\0' && ct_equal(tok, len, want, strlen(want));
 }
 
-/* A server.auth entry's functions: "*" or a comma-separated list. */
+/* A server.auth entry's scopes (SL_SCOPE_*); invoke when not given. */
+int sl__api_scopes(const json_t *entry)
+{
+    const json_t *v = json_object_get(entry, "scopes");
+
+    return v ? (int)json_integer_value(v) : SL_SCOPE_INVOKE;
+}
+
 bool sl__api_token_allows(const json_t *entry, const char *fn)
+{
+    return (sl__api_scopes(entry) & SL_SCOPE_INVOKE) && sl__api_token_covers(entry, fn);
+}
+
+/* A server.auth entry's functions: "*" or a comma-separated list. */
+bool sl__api_token_covers(const json_t *entry, const char *fn)
 {
     const char *spec = json_string_value(json_object_get(entry, "functions"));
     size_t fl = strlen(fn);
@@ -498,11 +512,12 @@ static void on_request(struct evhttp_request *req, void *arg)
         } else {
             sl__api_respond_method(a, req, id, "GET");
         }
-    } else {
+    } else if (!sl__mgmt_handle(a, req, id, path, evhttp_uri_get_query(u))) {
         sl__api_respond_error(a, req, id, 404, "UnknownOperationException", NULL,
                               "no operation at %s %.200s: sluice serves POST " INVOKE_PREFIX
                               "{name}" INVOKE_SUFFIX ", POST " STREAM_PREFIX "{name}"
-                              STREAM_SUFFIX ", GET /healthz, /readyz and /metrics",
+                              STREAM_SUFFIX ", the management API (README), GET /healthz, "
+                              "/readyz and /metrics",
                               method_name(cmd), path);
     }
 }
@@ -557,6 +572,7 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
     a->d = d;
     a->metrics = m;
     a->accepting = true;
+    a->started_ms = sl_wall_ms();
     LIST_INIT(&a->calls);
     LIST_INIT(&a->replies);
     a->m_req = sl_metrics_family(m, "sluice_http_requests_total", SL_METRIC_COUNTER,
@@ -652,5 +668,6 @@ void sl_api_free(struct sl_api *a)
     }
     /* what is still pending finishes without anyone to answer */
     sl__invoke_orphan(a);
+    sl__mgmt_free(a);
     free(a);
 }
