@@ -23,6 +23,8 @@
 
 struct call;
 struct conn;
+struct tail;
+struct sl_logring;
 struct sl_err;
 
 /* A response being written: tracked so sl_api_free can still deliver it
@@ -54,6 +56,11 @@ struct sl_api {
     double                      accept_logged_ms;
     char                        sock_dir[80];   /* evhttp's socket: private directory */
     char                        sock_path[108]; /* and the socket in it */
+    /* the live tail (logs.c) */
+    struct sl_logring          *ring;        /* function logs, or NULL (borrowed) */
+    LIST_HEAD(, tail)           tails;       /* clients of GET /logs/tail */
+    size_t                      ntails;
+    struct sl_metric           *m_tails, *m_tail_drop;
 };
 
 /* ------------------------------------------------------------------ */
@@ -184,6 +191,29 @@ void sl__gate_free(struct sl_api *a);
 
 /* Whether path[0..plen) is INVOKE_PREFIX{name}INVOKE_SUFFIX. */
 bool sl__api_is_invoke_path(const char *path, size_t plen);
+
+/* ------------------------------------------------------------------ */
+/* The live tail (logs.c)                                              */
+
+/* Whether path[0..plen) is the tail's (/logs/tail). */
+bool sl__logs_is_path(const char *path, size_t plen);
+
+/* Whether a request for the tail may go on (0), else the answer in *out
+ * and its status returned; out->entry is the credential's server.auth
+ * entry. The one check for reading logs: the Invoke API's credentials. */
+int sl__logs_authorize(const struct sl_server_conf *sc, const char *method, const char *target,
+                       const struct sl_hdrs *h, long long now, struct sl_authn *out);
+
+/* The gate's head `h` for /logs/tail, authorized with server.auth entry
+ * `entry` (NULL: auth off): 0 when the tail took over `bev` (the client's
+ * connection, nothing of the request left in its input), else the HTTP
+ * status to answer with *type and why (size wn); `bev` is then the
+ * caller's still. */
+int sl__logs_open(struct sl_api *a, struct bufferevent *bev, const struct sl_gate_head *h,
+                  const json_t *entry, const char **type, char *why, size_t wn);
+
+void sl__logs_init(struct sl_api *a);      /* after a->metrics */
+void sl__logs_free(struct sl_api *a);      /* every client closed */
 
 /* ------------------------------------------------------------------ */
 /* The Invoke API (invoke.c)                                           */

@@ -16,6 +16,7 @@
  * Whatever the format, every line that is kept also goes to the log ring
  * (the live tail, the log sink) with its level, function, source and
  * request id, and into the invocation's 4 KB log tail (X-Amz-Log-Result). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,8 +248,9 @@ static void platform(struct sl_env *env, struct pending *inv, int level, const c
     json_object_set_new(line, "time", json_string(ts));
     json_object_set_new(line, "type", json_string(type));
     json_object_set_new(line, "record", record); /* steals */
-    out = json_dumps(line, JSON_COMPACT);
-    rec = json_dumps(record, JSON_COMPACT);
+    /* 15 digits: 0.118 rather than 0.11799999999999999 */
+    out = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    rec = json_dumps(record, JSON_COMPACT | JSON_REAL_PRECISION(15));
     if (out) {
         sl_log_json_line(out, strlen(out));
         to_tail(env, inv, out, strlen(out));
@@ -270,6 +272,12 @@ void sl__fnlog_start(struct sl_env *env)
     rec = json_pack("{s:s,s:s}", "requestId", env->inv->request_id, "version", "$LATEST");
     platform(env, NULL, SL_LVL_INFO, "platform.start", env->inv->request_id, line_source(env),
              rec, text);
+}
+
+/* Milliseconds as Lambda's records give them: three decimals. */
+static double ms3(double ms)
+{
+    return round(ms * 1000) / 1000;
 }
 
 static const char *status_of(const struct sl_invoke_result *r)
@@ -321,20 +329,20 @@ void sl__fnlog_report(struct sl_env *env, struct pending *inv, const struct sl_i
         return;
     }
     rec = json_pack("{s:s,s:s,s:{s:f}}", "requestId", inv->request_id, "status", status_of(r),
-                    "metrics", "durationMs", r->duration_ms);
+                    "metrics", "durationMs", ms3(r->duration_ms));
     if (!r->ok && r->error_type)
         json_object_set_new(rec, "errorType", json_string(r->error_type));
     snprintf(init, sizeof(init), "END RequestId: %s", inv->request_id);
     platform(env, inv, SL_LVL_INFO, "platform.runtimeDone", inv->request_id, src, rec, init);
 
-    metrics = json_pack("{s:f,s:I,s:I,s:I}", "durationMs", r->duration_ms,
+    metrics = json_pack("{s:f,s:I,s:I,s:I}", "durationMs", ms3(r->duration_ms),
                         "billedDurationMs", (json_int_t)billed,
                         "memorySizeMB", (json_int_t)pool->fn->memory_mb,
                         "maxMemoryUsedMB", (json_int_t)r->max_memory_mb);
     if (r->cold)
         json_object_set_new(metrics, env->kind == ENV_FORKED ? "restoreDurationMs"
                                                              : "initDurationMs",
-                            json_real(r->init_ms));
+                            json_real(ms3(r->init_ms)));
     rec = json_pack("{s:s,s:s,s:o}", "requestId", inv->request_id, "status", status_of(r),
                     "metrics", metrics);
     if (!r->ok && r->error_type)
@@ -366,7 +374,7 @@ void sl__fnlog_init_report(struct sl_env *env, bool restored)
              json_pack("{s:s,s:s,s:{s:f}}", "initializationType",
                        restored ? "snap-start" : env->provisioned ? "provisioned-concurrency"
                                                                   : "on-demand",
-                       "phase", "init", "metrics", "durationMs", env->init_ms),
+                       "phase", "init", "metrics", "durationMs", ms3(env->init_ms)),
              text);
 }
 

@@ -18,6 +18,11 @@ struct sl_api;
 int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_dispatcher *d,
                struct sl_metrics *m, struct sl_api **out, struct sl_err *err);
 
+/* Serve GET /logs/tail (the live tail) from `ring` (borrowed: it must
+ * outlive `a`); without one the tail answers 404. */
+struct sl_logring;
+void sl_api_set_logring(struct sl_api *a, struct sl_logring *ring);
+
 /* Stop accepting: /readyz answers 503 and new invocations get 503. */
 void sl_api_stop_accepting(struct sl_api *a);
 
