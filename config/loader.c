@@ -1257,11 +1257,6 @@ const struct sl_function_conf *sl_config_function(const struct sl_config *c, con
     return NULL;
 }
 
-const char *sl_function_app_level(const struct sl_function_conf *fn)
-{
-    return fn->application_log_level ? fn->application_log_level : fn->log_level;
-}
-
 const struct sl_sink_conf *sl_config_sink(const struct sl_config *c, const char *name)
 {
     for (size_t i = 0; i < c->nsinks; i++)

@@ -35,9 +35,17 @@ static bool json_format(const struct sl_fnpool *pool)
     return pool->fn && pool->fn->log_format == SL_FN_LOG_JSON;
 }
 
+const char *sl__fnlog_app_level(const struct sl_function_conf *fn)
+{
+    /* log_level is the deprecated name (lint refuses both at once) */
+    return fn->application_log_level ? fn->application_log_level
+           : fn->log_level           ? fn->log_level
+                                     : "INFO";
+}
+
 void sl__fnlog_init(struct sl_fnpool *pool)
 {
-    const char *a = sl_function_app_level(pool->fn), *s = pool->fn->system_log_level;
+    const char *a = sl__fnlog_app_level(pool->fn), *s = pool->fn->system_log_level;
     int lv;
 
     pool->app_level = SL_LVL_INFO;

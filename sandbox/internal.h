@@ -225,6 +225,7 @@ void sl__env_tail_add(struct pending *inv, const char *s, size_t n);
  * start/report/init_start/init_report/dropped: sluice's own lines (in text
  * format only REPORT and the dropped-output notice exist, as before). */
 void sl__fnlog_init(struct sl_fnpool *pool);
+const char *sl__fnlog_app_level(const struct sl_function_conf *fn);  /* "INFO" when unset */
 void sl__fnlog_output(struct sl_env *env, const char *line, size_t len);
 void sl__fnlog_start(struct sl_env *env);
 void sl__fnlog_report(struct sl_env *env, struct pending *inv, const struct sl_invoke_result *r,

@@ -68,8 +68,8 @@ struct sl_function_conf {
     char   *code;                    /* python: the code directory (absolute), else NULL */
     int     log_format;              /* enum sl_fn_log_format: AWS_LAMBDA_LOG_FORMAT */
     char   *log_level;               /* deprecated name of application_log_level, or NULL */
-    char   *application_log_level;   /* TRACE..FATAL (JSON only), or NULL: INFO;
-                                      * read it through sl_function_app_level */
+    char   *application_log_level;   /* TRACE..FATAL (JSON only), or NULL: log_level,
+                                      * else INFO (sandbox: sl__fnlog_app_level) */
     char   *system_log_level;        /* DEBUG, INFO, WARN (JSON only), or NULL: INFO */
     char   *log_sink;                /* sink shipping this function's logs, or NULL:
                                       * server.log_sink */
@@ -318,10 +318,6 @@ int sl_config_load_buffer(const char *name, const char *dir, const char *buf,
 void sl_config_free(struct sl_config *c);
 
 const struct sl_function_conf *sl_config_function(const struct sl_config *c, const char *name);
-
-/* A function's application log level (application_log_level, else the
- * deprecated log_level), NULL when neither is set (INFO). */
-const char *sl_function_app_level(const struct sl_function_conf *fn);
 const struct sl_sink_conf *sl_config_sink(const struct sl_config *c, const char *name);
 
 /* A type's name for logs ("kafka", "redis", ...); "?" for NULL. */
