@@ -189,13 +189,16 @@ static void pump(struct tail *t)
 
         if (!t->live && pending(t) >= TAIL_BUF / 2)
             return; /* the backlog goes on as the client reads (on_write) */
+        if (!matches(t, e)) {
+            t->next++;
+            continue;
+        }
         if (t->live && pending(t) + e->json_len + 64 > TAIL_BUF) {
             drop_slow(t, end - t->next);
             return;
         }
         t->next++;
-        if (matches(t, e))
-            put_event(t, e);
+        put_event(t, e);
     }
     if (!t->live) {
         t->live = true;
