@@ -99,10 +99,25 @@ static const struct command commands[] = {
       "(no payload) are kept. Works for redis, postgres, sqlite and file sinks.\n\n"
       "Exit codes: 0 success, 1 failure (entries that failed are kept), 2 usage.",
       sl__cmd_dlq },
+    { "logs", "CONFIG [--function F] [--source S] [--request-id ID] [--level L] [--since 10m] "
+              "[--follow] [--json]",
+      "show a running service's function logs (like sam logs)",
+      "Reads the live tail (GET /logs/tail) of the `sluice run` serving CONFIG, at its\n"
+      "server.listen (a wildcard address is reached on loopback). Prints one line per\n"
+      "log line: TIMESTAMP FUNCTION REQUEST_ID MESSAGE (a message the handler wrote as a\n"
+      "JSON object is printed as compact JSON); --json prints the events' JSON as\n"
+      "sent. Lines are what the service's log ring holds of the last --since (default\n"
+      "10m; 0 for none; ms, s, m, h, d), filtered by function, event source, request\n"
+      "id and least level (TRACE, DEBUG, INFO, WARN, ERROR, FATAL). Without --follow\n"
+      "it exits after them; with --follow (-f) it goes on printing new lines until\n"
+      "interrupted. Credentials: $SLUICE_TOKEN as a bearer token, else the first\n"
+      "bearer token of CONFIG's server.auth.\n\n"
+      "Exit codes: 0 done (or interrupted), 1 refused or unreachable, 2 usage.",
+      sl__cmd_logs },
     { "status", "CONFIG [--json] [--endpoint URL]", "what a running instance is doing",
       "Asks the service CONFIG describes (server.listen, or --endpoint) for its\n"
-      "functions and event source mappings (the management API: $SLUICE_TOKEN as a\n"
-      "bearer token with the read scope when server.auth is set) and its /metrics\n"
+      "functions and event source mappings (the management API: $SLUICE_TOKEN, else\n"
+      "the first bearer token in CONFIG's server.auth with the read scope) and its /metrics\n"
       "($SLUICE_METRICS_TOKEN when server.metrics_auth is set), counts the entries\n"
       "of each sink, and reads the runtime overrides in data_dir. Prints per\n"
       "function: state, invocations, errors, throttles, running, dead letters; per\n"

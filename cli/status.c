@@ -6,9 +6,10 @@
  * /metrics for counts and lag, /readyz), the configuration's sinks for
  * their dead letters, and data_dir for the runtime overrides in force. A
  * mapping is matched to its source by the UUID both sides derive
- * (sl_mapping_uuid). Credentials: $SLUICE_TOKEN as a bearer token (it
- * needs the `read` scope when server.auth is set), $SLUICE_METRICS_TOKEN
- * for /metrics when server.metrics_auth is set (else $SLUICE_TOKEN). */
+ * (sl_mapping_uuid). Credentials: $SLUICE_TOKEN as a bearer token, else
+ * the first bearer token of server.auth with the read (or admin) scope;
+ * $SLUICE_METRICS_TOKEN for /metrics when server.metrics_auth is set
+ * (else the same token). */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -416,6 +417,30 @@ static void print_text(json_t *r)
     }
 }
 
+/* The bearer token to send: $SLUICE_TOKEN, else the first bearer token in
+ * server.auth with the read (or admin) scope, else none. */
+static const char *pick_token(const struct sl_config *c)
+{
+    const char *env = getenv("SLUICE_TOKEN"), *key, *best = NULL;
+    json_t *e;
+    json_int_t pos = 0;
+
+    if (env && *env)
+        return env;
+    json_object_foreach(c->server.auth, key, e) {
+        json_int_t p = json_integer_value(json_object_get(e, "pos"));
+        json_int_t sc = json_integer_value(json_object_get(e, "scopes"));
+
+        if (json_object_get(e, "secret") || !(sc & (SL_SCOPE_READ | SL_SCOPE_ADMIN)))
+            continue;
+        if (!best || p < pos) {
+            best = key;
+            pos = p;
+        }
+    }
+    return best;
+}
+
 int sl__cmd_status(int argc, char **argv)
 {
     const char *cfg = NULL, *endpoint = NULL, *token = getenv("SLUICE_TOKEN");
@@ -445,6 +470,8 @@ int sl__cmd_status(int argc, char **argv)
     }
     if (sl__cli_load(cfg, &c) != 0)
         return EXIT_FAIL;
+    if (!token || !*token)
+        token = pick_token(c);
     if (endpoint) {
         struct evhttp_uri *u = evhttp_uri_parse(endpoint);
         if (!u || !evhttp_uri_get_host(u)) {

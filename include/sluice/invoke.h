@@ -65,6 +65,7 @@ struct sl_invoke_req {
      * in the result. */
     sl_invoke_chunk_cb on_chunk;
     void              *chunk_arg;
+    const char *source;          /* the event source mapping invoking, or NULL (for logs) */
 };
 
 #endif
