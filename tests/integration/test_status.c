@@ -81,10 +81,10 @@ static json_t *find(json_t *arr, const char *k, const char *v)
 Test(status, reports_functions_sources_dead_letters_and_overrides)
 {
     static char out[65536];
-    char cmd[1200], rurl[300];
+    char cmd[2400], rurl[300];
     redisContext *rc;
     json_t *j, *fn, *src, *sink, *maps;
-    const char *uuid;
+    char uuid[40];
     FILE *f;
     int code;
 
@@ -133,8 +133,9 @@ Test(status, reports_functions_sources_dead_letters_and_overrides)
     j = json_loads(out, 0, NULL);
     maps = json_object_get(j, "EventSourceMappings");
     cr_assert_eq(json_array_size(maps), 1, "%s", out);
-    uuid = json_string_value(json_object_get(json_array_get(maps, 0), "UUID"));
-    cr_assert_not_null(uuid);
+    cr_assert(json_is_string(json_object_get(json_array_get(maps, 0), "UUID")), "%s", out);
+    snprintf(uuid, sizeof(uuid), "%s",
+             json_string_value(json_object_get(json_array_get(maps, 0), "UUID")));
     snprintf(cmd, sizeof(cmd), "curl -s -o /dev/null -w '%%{http_code}' -X PUT -d "
              "'{\"BatchSize\":3}' http://127.0.0.1:%d/2015-03-31/event-source-mappings/%s",
              port, uuid);
@@ -206,7 +207,7 @@ Test(status, reports_functions_sources_dead_letters_and_overrides)
 
 Test(status, usage_errors)
 {
-    char cmd[1200], out[4096];
+    char cmd[2400], out[4096];
 
     snprintf(cmd, sizeof(cmd), "%s/%s/sluice status 2>&1", top, th_build());
     cr_assert_eq(run(cmd, out, sizeof(out)), 2, "%s", out);
