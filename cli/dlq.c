@@ -715,6 +715,21 @@ static int dlq_command(const struct sl_config *c, const char *verb, const char *
     return rc;
 }
 
+int sl__cli_dlq_count(const struct sl_sink_conf *s, size_t *n)
+{
+    struct entries e = { 0 };
+
+    *n = 0;
+    if (s->type != &sl_redis_sink.conf && s->type != &sl_postgres_sink.conf &&
+        s->type != &sl_sqlite_sink.conf && s->type != &sl_file_sink.conf)
+        return -1;
+    if (load(s, &e) != 0)
+        return -1;
+    *n = e.n;
+    entries_free(&e);
+    return 0;
+}
+
 int sl__cmd_dlq(int argc, char **argv)
 {
     const char *endpoint = getenv("SLUICE_ENDPOINT"), *args[4], *only = NULL;

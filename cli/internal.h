@@ -38,6 +38,11 @@ int sl__cmd_run(int argc, char **argv);      /* run.c */
 int sl__cmd_invoke(int argc, char **argv);   /* invoke.c */
 int sl__cmd_dlq(int argc, char **argv);      /* dlq.c */
 int sl__cmd_logs(int argc, char **argv);     /* logs.c */
+int sl__cmd_status(int argc, char **argv);   /* status.c */
+
+/* The number of entries sink `s` holds (its dead letters): 0, or -1 when
+ * it cannot be read back (a Kafka sink) or is unreachable. (dlq.c) */
+int sl__cli_dlq_count(const struct sl_sink_conf *s, size_t *n);
 
 /* Invoke `fn` at `endpoint` (http://host:port) as a Lambda client would.
  * Prints the result (or Lambda's error JSON) to stdout; returns the exit

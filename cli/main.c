@@ -1,5 +1,5 @@
 /* sluice command line: argument parsing and the command table; each
- * command lives in its own file (run.c, lint.c, invoke.c, dlq.c). */
+ * command lives in its own file (run.c, lint.c, invoke.c, dlq.c, status.c). */
 #include <stdio.h>
 #include <string.h>
 
@@ -114,6 +114,20 @@ static const struct command commands[] = {
       "bearer token of CONFIG's server.auth.\n\n"
       "Exit codes: 0 done (or interrupted), 1 refused or unreachable, 2 usage.",
       sl__cmd_logs },
+    { "status", "CONFIG [--json] [--endpoint URL]", "what a running instance is doing",
+      "Asks the service CONFIG describes (server.listen, or --endpoint) for its\n"
+      "functions and event source mappings (the management API: $SLUICE_TOKEN, else\n"
+      "the first bearer token in CONFIG's server.auth with the read scope) and its /metrics\n"
+      "($SLUICE_METRICS_TOKEN when server.metrics_auth is set), counts the entries\n"
+      "of each sink, and reads the runtime overrides in data_dir. Prints per\n"
+      "function: state, invocations, errors, throttles, running, dead letters; per\n"
+      "source: state, records received/succeeded/retried/dead-lettered and lag\n"
+      "(Kafka offset lag and iterator age, Redis depth, pending and oldest age,\n"
+      "Postgres slot lag and iterator age); per sink: entries; then the overrides in\n"
+      "force. --json prints the same as one JSON document.\n\n"
+      "Exit codes: 0 the service answered everything, 1 it is not ready or a part\n"
+      "could not be read (what could is still printed), 2 usage.",
+      sl__cmd_status },
     { "version", "", "print the version", "Prints 'sluice VERSION'. Exit code 0.", cmd_version },
     { "config-docs", "", "print the configuration reference (Markdown)",
       "Prints docs/CONFIGURATION.md, generated from the key tables. Exit code 0.",
