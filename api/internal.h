@@ -19,6 +19,7 @@
 #define INST "api"
 
 #define INVOKE_PREFIX  "/2015-03-31/functions/"
+#define RELOAD_PATH    "/admin/reload"
 #define INVOKE_SUFFIX  "/invocations"
 
 struct call;
@@ -54,6 +55,10 @@ struct sl_api {
     double                      accept_logged_ms;
     char                        sock_dir[80];   /* evhttp's socket: private directory */
     char                        sock_path[108]; /* and the socket in it */
+    /* live reload (POST /admin/reload, /readyz's details) */
+    sl_api_reload_fn            reload;
+    void                       *reload_arg;
+    json_t                     *last_reload;  /* {"ok", "error"|"summary", "at"} or NULL */
 };
 
 /* ------------------------------------------------------------------ */
@@ -174,6 +179,8 @@ void sl__gate_init(struct sl_api *a);
 /* After evhttp_new: evhttp's private socket and the listener on
  * host:port (server.listen). */
 int sl__gate_start(struct sl_api *a, const char *host, int port, struct sl_err *err);
+/* server.max_connections, lowered to what ulimit -n leaves (start, reload). */
+void sl__gate_set_limits(struct sl_api *a);
 /* A client connection accepted on `fd` (nonblocking): the gate owns it
  * (also how the fuzz target feeds it bytes). */
 void sl__gate_adopt(struct sl_api *a, int fd);
