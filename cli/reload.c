@@ -303,6 +303,10 @@ static int svc_reload(void *arg, char **msg)
     char summary[1024];
     int rc;
 
+    if (!svc->engine || !svc->d || !svc->fns || !svc->api) {
+        *msg = sl_strdup("sluice is still starting");
+        return SL_EAGAIN;
+    }
     SL_INFO(INST, "reloading %s", svc->path);
     sl_diags_init(&dg, svc->path);
     rc = sl_config_load(svc->path, &sl_registry, &nc, &dg);
