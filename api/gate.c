@@ -271,7 +271,8 @@ int sl__gate_decide(const struct sl_server_conf *sc, const struct sl_gate_head *
             path = "/";
     }
     plen = strcspn(path, "?#");
-    if (sl__api_is_invoke_path(path, plen)) {
+    if (sl__api_is_invoke_path(path, plen) ||
+        (plen == strlen(RELOAD_PATH) && strncmp(path, RELOAD_PATH, plen) == 0)) {
         sl__api_authenticate(sc, h->method, h->target, &hd, NULL, now, out);
         return out->code;
     }
@@ -992,14 +993,9 @@ static int inner_listen(struct sl_api *a, struct sl_err *err)
     return 0;
 }
 
-int sl__gate_start(struct sl_api *a, const char *host, int port, struct sl_err *err)
+void sl__gate_set_limits(struct sl_api *a)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-    struct addrinfo *ai = NULL;
     struct rlimit rl;
-    char ps[16];
-    int fd = -1, rc, one = 1, e = 0;
 
     /* connections must leave descriptors for everything else (handlers,
      * sinks, queues), and one that reached evhttp takes three */
@@ -1016,6 +1012,17 @@ int sl__gate_start(struct sl_api *a, const char *host, int port, struct sl_err *
             a->max_conns = room;
         }
     }
+}
+
+int sl__gate_start(struct sl_api *a, const char *host, int port, struct sl_err *err)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+    struct addrinfo *ai = NULL;
+    char ps[16];
+    int fd = -1, rc, one = 1, e = 0;
+
+    sl__gate_set_limits(a);
     if ((rc = inner_listen(a, err)) != 0)
         return rc;
     snprintf(ps, sizeof(ps), "%d", port);

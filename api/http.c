@@ -462,6 +462,104 @@ bool sl__api_check_token(struct sl_api *a, struct evhttp_request *req, const cha
 }
 
 /* ------------------------------------------------------------------ */
+/* Health and live reload                                              */
+
+/* {"status":"ready"|"stopping"} and, after a reload, "last_reload". */
+static void respond_ready(struct sl_api *a, struct evhttp_request *req, const char *id)
+{
+    json_t *b = json_pack("{s:s}", "status", a->accepting ? "ready" : "stopping");
+    char *text;
+
+    if (b && a->last_reload)
+        json_object_set(b, "last_reload", a->last_reload);
+    text = b ? json_dumps(b, JSON_COMPACT) : NULL;
+    json_decref(b);
+    sl__api_respond(a, req, id, a->accepting ? 200 : 503, "application/json", text ? text : "{}",
+                    text ? strlen(text) : 2);
+    free(text);
+}
+
+/* POST /admin/reload, body {"config": PATH} or empty. The management API's
+ * admin scope, when there is one, is checked here; until then a credential
+ * must be allowed every function ("*"), the widest invocation right. */
+static void handle_reload(struct sl_api *a, struct evhttp_request *req, const char *id,
+                          enum evhttp_cmd_type cmd)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    json_t *entry, *body = NULL, *ans;
+    const char *config = NULL;
+    char *msg = NULL, *text;
+    int rc;
+
+    if (cmd != EVHTTP_REQ_POST) {
+        sl__api_respond_method(a, req, id, "POST");
+        return;
+    }
+    if (!sl__api_check_token(a, req, id, &entry))
+        return;
+    if (entry && (!(sl__api_scopes(entry) & SL_SCOPE_ADMIN) ||
+                  !sl__api_token_covers(entry, "*"))) {
+        sl__api_respond_error(a, req, id, 403, "AccessDeniedException", NULL,
+                              "reloading needs a credential with the admin scope for every "
+                              "function (\"*\")");
+        return;
+    }
+    if (!a->reload) {
+        sl__api_respond_error(a, req, id, 501, "ServiceException", NULL,
+                              "this server cannot reload");
+        return;
+    }
+    if (evbuffer_get_length(in) > 0) {
+        size_t n = evbuffer_get_length(in);
+        body = json_loadb((const char *)evbuffer_pullup(in, -1), n, 0, NULL);
+        if (!json_is_object(body) ||
+            (json_object_get(body, "config") && !json_is_string(json_object_get(body, "config")))) {
+            json_decref(body);
+            sl__api_respond_error(a, req, id, 400, "InvalidRequestContentException", NULL,
+                                  "the body must be a JSON object {\"config\": PATH}");
+            return;
+        }
+        config = json_string_value(json_object_get(body, "config"));
+    }
+    rc = a->reload(a->reload_arg, config, &msg);
+    ans = json_pack("{s:b, s:o}", "ok", rc == 0, rc == 0 ? "summary" : "errors",
+                    sl__api_json_text(msg));
+    text = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
+    json_decref(ans);
+    json_decref(body);
+    free(msg);
+    sl__api_respond(a, req, id, rc == 0 ? 200 : 400, "application/json", text ? text : "{}",
+                    text ? strlen(text) : 2);
+    free(text);
+}
+
+void sl_api_on_reload(struct sl_api *a, sl_api_reload_fn fn, void *arg)
+{
+    a->reload = fn;
+    a->reload_arg = arg;
+}
+
+void sl_api_reload_status(struct sl_api *a, bool ok, const char *msg, int64_t at_ms)
+{
+    char at[40];
+    time_t sec = (time_t)(at_ms / 1000);
+    struct tm tm;
+
+    gmtime_r(&sec, &tm);
+    strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(at + strlen(at), sizeof(at) - strlen(at), ".%03dZ", (int)(at_ms % 1000));
+    json_decref(a->last_reload);
+    a->last_reload = json_pack("{s:b, s:o, s:s}", "ok", ok, ok ? "summary" : "error",
+                               sl__api_json_text(msg), "at", at);
+}
+
+void sl_api_set_config(struct sl_api *a, const struct sl_config *conf)
+{
+    a->conf = conf;
+    sl__gate_set_limits(a);
+}
+
+/* ------------------------------------------------------------------ */
 /* Routing                                                             */
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -492,10 +590,10 @@ static void on_request(struct evhttp_request *req, void *arg)
     } else if (strcmp(path, "/readyz") == 0) {
         if (!get)
             sl__api_respond_method(a, req, id, "GET");
-        else if (a->accepting)
-            sl__api_respond(a, req, id, 200, "text/plain; charset=utf-8", "ready\n", 6);
         else
-            sl__api_respond(a, req, id, 503, "text/plain; charset=utf-8", "stopping\n", 9);
+            respond_ready(a, req, id);
+    } else if (strcmp(path, RELOAD_PATH) == 0) {
+        handle_reload(a, req, id, cmd);
     } else if (strcmp(path, "/metrics") == 0) {
         struct sl_hdrs h;
 
@@ -516,8 +614,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         sl__api_respond_error(a, req, id, 404, "UnknownOperationException", NULL,
                               "no operation at %s %.200s: sluice serves POST " INVOKE_PREFIX
                               "{name}" INVOKE_SUFFIX ", POST " STREAM_PREFIX "{name}"
-                              STREAM_SUFFIX ", the management API (README), GET /healthz, "
-                              "/readyz, /metrics and /logs/tail",
+                              STREAM_SUFFIX ", POST " RELOAD_PATH ", the management API "
+                              "(README), GET /healthz, /readyz, /metrics and /logs/tail",
                               method_name(cmd), path);
     }
 }
@@ -672,5 +770,6 @@ void sl_api_free(struct sl_api *a)
     /* what is still pending finishes without anyone to answer */
     sl__invoke_orphan(a);
     sl__mgmt_free(a);
+    json_decref(a->last_reload);
     free(a);
 }

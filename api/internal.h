@@ -23,6 +23,7 @@
 #define FN_ARG_MAX     256                       /* the whole FunctionName (ARN forms) */
 
 #define INVOKE_PREFIX  "/2015-03-31/functions/"
+#define RELOAD_PATH    "/admin/reload"
 #define INVOKE_SUFFIX  "/invocations"
 #define STREAM_PREFIX  "/2021-11-15/functions/"     /* InvokeWithResponseStream */
 #define STREAM_SUFFIX  "/response-streaming-invocations"
@@ -84,6 +85,10 @@ struct sl_api {
     LIST_HEAD(, tail)           tails;       /* clients of GET /logs/tail */
     size_t                      ntails;
     struct sl_metric           *m_tails, *m_tail_drop;
+    /* live reload (POST /admin/reload, /readyz's details) */
+    sl_api_reload_fn            reload;
+    void                       *reload_arg;
+    json_t                     *last_reload;  /* {"ok", "error"|"summary", "at"} or NULL */
 };
 
 /* ------------------------------------------------------------------ */
@@ -211,6 +216,8 @@ void sl__gate_init(struct sl_api *a);
 /* After evhttp_new: evhttp's private socket and the listener on
  * host:port (server.listen). */
 int sl__gate_start(struct sl_api *a, const char *host, int port, struct sl_err *err);
+/* server.max_connections, lowered to what ulimit -n leaves (start, reload). */
+void sl__gate_set_limits(struct sl_api *a);
 /* A client connection accepted on `fd` (nonblocking): the gate owns it
  * (also how the fuzz target feeds it bytes). */
 void sl__gate_adopt(struct sl_api *a, int fd);

@@ -779,8 +779,12 @@ static void write_done(void *arg)
             struct sl_err err;
 
             sl_err_clear(&err);
+            /* a source a reload kept still reads the configuration it
+             * started with: the change goes there too */
+            if (s && s->conf != sc)
+                sl_overrides_apply_source(a->ov, (struct sl_source_conf *)s->conf);
             if (s)
-                sl_source_set_enabled(s, sc->enabled);
+                sl_source_set_enabled(s, s->conf->enabled);
             else if (sc->enabled && sl_engine_start_source(a->engine, sc, &err) != 0)
                 SL_ERROR(INST, "source %s: cannot start: %s", sc->name, err.msg);
         }

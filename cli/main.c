@@ -64,8 +64,8 @@ static const struct command commands[] = {
       "Loads CONFIG, starts every source, sink and function it names and runs until\n"
       "SIGTERM or SIGINT, which stop it gracefully: in-flight invocations may finish\n"
       "within server.shutdown_grace_s, and nothing unfinished is checkpointed. A\n"
-      "second SIGTERM/SIGINT stops at once. SIGHUP is reserved for reload. Logs go to\n"
-      "stderr (log.format: text or json).\n\n"
+      "second SIGTERM/SIGINT stops at once. SIGHUP reloads CONFIG (see `sluice help\n"
+      "reload`). Logs go to stderr (log.format: text or json).\n\n"
       "Exit codes: 0 stopped cleanly, 1 invalid configuration or a failure, 2 usage.",
       sl__cmd_run },
     { "lint", "CONFIG", "check a configuration file without running it",
@@ -128,6 +128,17 @@ static const struct command commands[] = {
       "Exit codes: 0 the service answered everything, 1 it is not ready or a part\n"
       "could not be read (what could is still printed), 2 usage.",
       sl__cmd_status },
+    { "reload", "CONFIG [--endpoint URL]", "reload a running service's configuration",
+      "Asks the `sluice run` that runs CONFIG to read it again (POST /admin/reload at\n"
+      "--endpoint, default $SLUICE_ENDPOINT, else CONFIG's server.listen; $SLUICE_TOKEN\n"
+      "is sent as a bearer token: admin scope, every function). SIGHUP does the\n"
+      "same. The new file is checked first: an invalid one changes nothing, and its\n"
+      "problems are printed as file:line:col: message. Otherwise added functions,\n"
+      "sources and sinks start, removed ones drain and stop, changed ones restart\n"
+      "alone; unchanged functions keep their warm environments. server.listen,\n"
+      "data_dir, async_queue*, worker_threads and sandbox_uid_base need a restart.\n\n"
+      "Exit codes: 0 reloaded, 1 refused (the errors are printed) or no answer, 2 usage.",
+      sl__cmd_reload },
     { "version", "", "print the version", "Prints 'sluice VERSION'. Exit code 0.", cmd_version },
     { "config-docs", "", "print the configuration reference (Markdown)",
       "Prints docs/CONFIGURATION.md, generated from the key tables. Exit code 0.",

@@ -340,6 +340,20 @@ void sl_overrides_apply(const struct sl_overrides *ov, struct sl_config *c)
     apply_doc(ov->doc, c);
 }
 
+void sl_overrides_apply_source(const struct sl_overrides *ov, struct sl_source_conf *sc)
+{
+    const char *key;
+    json_t *v, *e = json_object_get(json_object_get(ov->doc, "sources"), sc->name);
+
+    json_object_foreach(e, key, v) {
+        const struct sl_conf_key *k = key_row(true, key);
+        char why[256];
+
+        if (!meta_key(key) && k && check_value(k, sc->type, key, v, why, sizeof(why)) == 0)
+            store(k, sc, v);
+    }
+}
+
 json_t *sl_overrides_draft(const struct sl_overrides *ov)
 {
     return json_deep_copy(ov->doc);

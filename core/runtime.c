@@ -92,7 +92,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
     (void)what;
     if (sig == SIGHUP) {
-        SL_WARN(NULL, "SIGHUP received: configuration reload is not supported yet; ignored");
+        if (!rt->reload)
+            SL_WARN(NULL, "SIGHUP received: this command does not reload; ignored");
+        else if (rt->stopping)
+            SL_WARN(NULL, "SIGHUP received while stopping: not reloading");
+        else
+            sl_runtime_reload(rt, NULL); /* it logs what it did */
         return;
     }
     if (rt->stopping) {
@@ -103,6 +108,41 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
     SL_INFO(NULL, "%s received: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
     sl_runtime_stop(rt, 0);
+}
+
+void sl_runtime_set_reload(struct sl_runtime *rt, sl_reload_fn fn, void *arg)
+{
+    rt->reload = fn;
+    rt->reload_arg = arg;
+}
+
+void sl_runtime_set_reload_hook(struct sl_runtime *rt, sl_reload_hook fn, void *arg)
+{
+    rt->reload_hook = fn;
+    rt->reload_hook_arg = arg;
+}
+
+int sl_runtime_reload(struct sl_runtime *rt, char **msg)
+{
+    char *m = NULL;
+    int rc;
+
+    if (msg)
+        *msg = NULL;
+    if (!rt->reload)
+        return SL_EUNSUPPORTED;
+    if (rt->stopping)
+        return SL_ESTOPPED;
+    if (rt->reload_hook)
+        rt->reload_hook(rt->reload_hook_arg, true, 0);
+    rc = rt->reload(rt->reload_arg, &m);
+    if (rt->reload_hook)
+        rt->reload_hook(rt->reload_hook_arg, false, rc);
+    if (msg)
+        *msg = m;
+    else
+        free(m);
+    return rc;
 }
 
 int sl_runtime_new(const struct sl_runtime_opts *o, struct sl_runtime **out, struct sl_err *err)

@@ -27,7 +27,8 @@
 
 struct inflight {                /* a sync or async invocation the dispatcher counts */
     struct sl_dispatcher *d;
-    const struct sl_function_conf *fn;
+    char                  fn[72];  /* the function's name: its settings are looked up when
+                                    * the result comes, as a reload may have changed them */
     sl_invoke_cb          cb;    /* sync: the caller's */
     void                 *arg;
     struct sl__aevent    *ev;    /* async: the queued event */
@@ -56,6 +57,9 @@ struct sl_dispatcher {
     size_t                   running;    /* in-flight invocations, all functions */
     size_t                   settling;   /* destination writes not yet confirmed */
     struct bucket           *buckets;    /* scale-up rate, parallel to conf->functions */
+    struct sl_sink         **retired;    /* replaced by a reload: freed once idle */
+    size_t                   nretired;
+    struct event            *retire_timer;
     bool                     draining;
     bool                     abandoned;  /* tearing down: results settle nothing */
     void                   (*drained)(void *);
@@ -99,15 +103,14 @@ static void maybe_drained(struct sl_dispatcher *d)
     }
 }
 
-static void count_result(struct sl_dispatcher *d, const struct sl_function_conf *fn,
-                         const struct sl_invoke_result *r)
+static void count_result(struct sl_dispatcher *d, const char *fn, const struct sl_invoke_result *r)
 {
-    sl_metric_add(d->m_inv, fn->name, 1);
+    sl_metric_add(d->m_inv, fn, 1);
     if (!r->ok)
-        sl_metric_add(d->m_err, fn->name, 1);
-    sl_metric_observe(d->m_dur, fn->name, r->duration_ms / 1000.0);
+        sl_metric_add(d->m_err, fn, 1);
+    sl_metric_observe(d->m_dur, fn, r->duration_ms / 1000.0);
     sl_metric_add(d->m_conc, NULL, -1);
-    sl_metric_add(d->m_conc_fn, fn->name, -1);
+    sl_metric_add(d->m_conc_fn, fn, -1);
 }
 
 static void on_sync_result(const struct sl_invoke_result *r, void *arg)
@@ -185,7 +188,7 @@ int sl_dispatcher_invoke(struct sl_dispatcher *d, const char *name, const struct
         return SL_ENOTFOUND;
     in = sl_calloc(1, sizeof(*in));
     in->d = d;
-    in->fn = fn;
+    snprintf(in->fn, sizeof(in->fn), "%s", fn->name);
     in->cb = cb;
     in->arg = arg;
     in->started = sl_mono_ms();
@@ -349,7 +352,8 @@ static void on_async_result(const struct sl_invoke_result *r, void *arg)
     struct inflight *in = arg;
     struct sl_dispatcher *d = in->d;
     struct sl__aevent *ev = in->ev;
-    const struct sl_async_conf *a = &in->fn->async;
+    const struct sl_function_conf *fn = find_fn(d, in->fn);
+    const struct sl_async_conf *a;
     int64_t now = sl_wall_ms();
 
     d->running--;
@@ -359,6 +363,16 @@ static void on_async_result(const struct sl_invoke_result *r, void *arg)
         sl__asyncq_release(ev);
         return;
     }
+    if (!fn) {
+        /* removed by a reload while it ran: as on_scan does, kept */
+        SL_WARN("dispatch:async", "event %s: function %s is no longer configured; kept in "
+                "the queue", ev->id, ev->function);
+        ev->next_ms = now + 60000;
+        sl__asyncq_release(ev);
+        maybe_drained(d);
+        return;
+    }
+    a = &fn->async;
     if (r->ok) {
         settle(d, ev, a->on_success, "Success", r, false);
     } else if (ev->attempts > a->maximum_retry_attempts) {
@@ -413,7 +427,7 @@ static void on_scan(evutil_socket_t fd, short what, void *arg)
         }
         in = sl_calloc(1, sizeof(*in));
         in->d = d;
-        in->fn = fn;
+        snprintf(in->fn, sizeof(in->fn), "%s", fn->name);
         in->ev = ev;
         req.event = ev->payload;
         req.event_len = ev->len;
@@ -573,7 +587,147 @@ void sl_dispatcher_free(struct sl_dispatcher *d)
     for (size_t i = 0; d->sinks && i < d->conf->nsinks; i++)
         sl_sink_free(d->sinks[i]);
     free(d->sinks);
+    for (size_t i = 0; i < d->nretired; i++)
+        sl_sink_free(d->retired[i]);
+    free(d->retired);
+    if (d->retire_timer)
+        event_free(d->retire_timer);
     free(d->buckets);
     sl__asyncq_close(d->q);
     free(d);
+}
+
+/* ------------------------------------------------------------------ */
+/* Live reload                                                         */
+
+struct sl_dispatcher_stage {
+    const struct sl_config *conf;
+    struct sl_sink        **sinks;      /* parallel to conf->sinks */
+    bool                   *kept;       /* sinks[i] is a running sink */
+};
+
+static void stage_free(struct sl_dispatcher_stage *st, bool free_new)
+{
+    if (!st)
+        return;
+    for (size_t i = 0; free_new && i < st->conf->nsinks; i++)
+        if (!st->kept[i])
+            sl_sink_free(st->sinks[i]);
+    free(st->sinks);
+    free(st->kept);
+    free(st);
+}
+
+int sl_dispatcher_prepare(struct sl_dispatcher *d, const struct sl_config *conf,
+                          bool (*keep)(void *arg, const char *name), void *arg,
+                          struct sl_dispatcher_stage **out, struct sl_err *err)
+{
+    struct sl_dispatcher_stage *st = sl_calloc(1, sizeof(*st));
+    size_t n = conf->nsinks ? conf->nsinks : 1;
+
+    st->conf = conf;
+    st->sinks = sl_calloc(n, sizeof(*st->sinks));
+    st->kept = sl_calloc(n, sizeof(*st->kept));
+    for (size_t i = 0; i < conf->nsinks; i++) {
+        struct sl_sink *old = find_sink(d, conf->sinks[i].name);
+        int rc;
+
+        if (old && keep(arg, conf->sinks[i].name)) {
+            st->sinks[i] = old;
+            st->kept[i] = true;
+            continue;
+        }
+        rc = sl_sink_new(d->base, d->pool, &conf->sinks[i], &st->sinks[i], err);
+        if (rc != 0) {
+            stage_free(st, true);
+            return rc;
+        }
+    }
+    *out = st;
+    return 0;
+}
+
+static void on_retire_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_dispatcher *d = arg;
+    size_t k = 0;
+
+    (void)fd, (void)what;
+    for (size_t i = 0; i < d->nretired; i++) {
+        struct sl_sink *s = d->retired[i];
+        if (!sl_sink_idle(s)) {
+            d->retired[k++] = s;
+            continue;
+        }
+        SL_INFO(s->inst, "replaced: its last write is confirmed; closed");
+        sl_sink_free(s);
+    }
+    d->nretired = k;
+    if (k == 0)
+        event_del(d->retire_timer);
+}
+
+void sl_dispatcher_commit(struct sl_dispatcher *d, struct sl_dispatcher_stage *st)
+{
+    const struct sl_config *conf = st->conf;
+    struct bucket *buckets = sl_calloc(conf->nfunctions ? conf->nfunctions : 1,
+                                       sizeof(*buckets));
+
+    /* a sink not kept keeps the writes it has until they are confirmed:
+     * new writes go to the sink of that name in `conf` */
+    for (size_t i = 0; i < d->conf->nsinks; i++) {
+        bool kept = false;
+        for (size_t j = 0; j < conf->nsinks; j++)
+            kept |= st->kept[j] && st->sinks[j] == d->sinks[i];
+        if (kept)
+            continue;
+        d->retired = sl_realloc(d->retired, (d->nretired + 1) * sizeof(*d->retired));
+        d->retired[d->nretired++] = d->sinks[i];
+    }
+    /* scale-up buckets follow the functions by name */
+    for (size_t i = 0; i < conf->nfunctions; i++) {
+        const struct sl_function_conf *old = find_fn(d, conf->functions[i].name);
+        if (old) {
+            buckets[i] = d->buckets[old - d->conf->functions];
+        } else {
+            buckets[i].tokens = SCALE_BURST;
+            buckets[i].at_ms = sl_mono_ms();
+        }
+    }
+    free(d->buckets);
+    d->buckets = buckets;
+    free(d->sinks);
+    d->sinks = st->sinks;
+    d->conf = conf;
+    st->sinks = NULL;
+    stage_free(st, false);
+    if (d->nretired > 0) {
+        struct timeval tv = { 0, 100000 };
+        if (!d->retire_timer)
+            d->retire_timer = event_new(d->base, -1, EV_PERSIST, on_retire_check, d);
+        event_add(d->retire_timer, &tv);
+        on_retire_check(-1, 0, d);
+    }
+    if (d->scan && !d->draining)
+        schedule_scan(d, 0);
+}
+
+void sl_dispatcher_abort(struct sl_dispatcher_stage *st)
+{
+    stage_free(st, true);
+}
+
+bool sl_dispatcher_uses(const struct sl_dispatcher *d, const struct sl_config *conf)
+{
+    const struct sl_sink_conf *lo = conf->sinks, *hi = conf->sinks + conf->nsinks;
+
+    if (d->conf == conf)
+        return true;
+    for (size_t i = 0; i < d->conf->nsinks; i++)
+        if (d->sinks[i]->conf >= lo && d->sinks[i]->conf < hi)
+            return true;
+    for (size_t i = 0; i < d->nretired; i++)
+        if (d->retired[i]->conf >= lo && d->retired[i]->conf < hi)
+            return true;
+    return false;
 }

@@ -103,9 +103,37 @@ static void drain_check(struct sl_engine *e)
     done(e->drained_arg);
 }
 
-static void inflight_end(struct sl_engine *e)
+/* A source being retired (sl_source_stop) is over once its poller stopped
+ * fetching and none of its work is in flight: say so from the loop, so
+ * that the callback may free the source. */
+static void source_drain_check(struct sl_source *s)
 {
-    e->inflight--;
+    if (s->retiring && s->fetch_stopped && s->inflight == 0 && s->retired_ev &&
+        !evtimer_pending(s->retired_ev, NULL)) {
+        struct timeval now = { 0, 0 };
+        evtimer_add(s->retired_ev, &now);
+    }
+}
+
+static void inflight_begin(struct sl_source *s)
+{
+    s->engine->inflight++;
+    s->inflight++;
+}
+
+/* Without the drain checks: on_result runs them after its outcome. */
+static void inflight_drop(struct sl_source *s)
+{
+    s->engine->inflight--;
+    s->inflight--;
+}
+
+static void inflight_end(struct sl_source *s)
+{
+    struct sl_engine *e = s->engine;
+
+    inflight_drop(s);
+    source_drain_check(s);
     drain_check(e);
 }
 
@@ -344,7 +372,8 @@ static void on_dlq_written(void *arg, int rc, const struct sl_err *err)
     }
     free(w->envelope);
     free(w);
-    inflight_end(e);
+    (void)e;
+    inflight_end(s);
 }
 
 /* Send to on_failure (if any), then checkpoint. `b` a batch, or NULL and
@@ -368,7 +397,7 @@ static void dead_letter(struct sl_source *s, struct batch *b, struct sl_record *
     w->one = one;
     if (b)
         b->dlq = true;
-    s->engine->inflight++;
+    inflight_begin(s);
     w->next = s->engine->writes;
     if (w->next)
         w->next->prev = w;
@@ -545,7 +574,7 @@ static void on_result(const struct sl_invoke_result *res, void *arg)
     }
     s = l->s;
     b->last_ms = sl_wall_ms();   /* b->event is ours again: kept for an on-failure record */
-    s->engine->inflight--;
+    inflight_drop(s);
     if (s->stopping) {
         /* shutting down: not final, so not checkpointed; delivered again */
         account(s, b->r, b->n);
@@ -559,6 +588,7 @@ static void on_result(const struct sl_invoke_result *res, void *arg)
         drop_result(b, res);
     else
         on_outcome(b, res);
+    source_drain_check(s);
     drain_check(s->engine);
 }
 
@@ -719,7 +749,7 @@ static void batch_run(struct batch *b)
     char *event;
     int rc;
 
-    if (s->stopping || s->engine->draining)
+    if (s->stopping || s->retiring || s->engine->draining)
         return; /* left as it is: freed, not checkpointed, at engine_free */
     free(b->event);
     b->event = NULL;
@@ -739,7 +769,7 @@ static void batch_run(struct batch *b)
     if (rc == 0) {
         b->event = event; /* borrowed by the pool until on_result */
         b->event_len = len;
-        s->engine->inflight++;
+        inflight_begin(s);
         return;
     }
     free(event);
@@ -790,7 +820,7 @@ static void lane_kick(struct sl__lane *l)
 {
     const struct sl_source_conf *c = l->s->conf;
 
-    if (l->cur || l->n == 0 || l->s->stopping || l->s->engine->draining)
+    if (l->cur || l->n == 0 || l->s->stopping || l->s->retiring || l->s->engine->draining)
         return;
     if ((int64_t)l->n >= c->batch_size || l->bytes >= SL_PAYLOAD_MAX - SL_EVENT_SLACK ||
         c->maximum_batching_window_ms == 0) {
@@ -930,12 +960,16 @@ void sl_engine_stop(struct sl_engine *e, void (*done)(void *arg), void *arg)
     e->draining = true;
     e->drained = done;
     e->drained_arg = arg;
-    e->fetching = e->nsources;
+    e->fetching = 0;
+    for (size_t i = 0; i < e->nsources; i++)
+        e->fetching += !e->sources[i]->fetch_stopped;
     for (size_t i = 0; i < e->nsources; i++) {
         struct sl_source *s = e->sources[i];
         /* nothing new starts; retry timers that fire find the engine draining */
         for (struct sl__lane *l = s->lanes; l; l = l->next)
             event_del(l->window);
+        if (s->fetch_stopped || s->retiring)
+            continue; /* retired by a reload: already told to stop */
         if (s->ops->stop)
             s->ops->stop(s);
         else
@@ -951,8 +985,9 @@ void sl_source_stopped(struct sl_source *s)
     if (s->fetch_stopped)
         return;
     s->fetch_stopped = true;
-    if (e->fetching > 0)
+    if (e->draining && e->fetching > 0)
         e->fetching--;
+    source_drain_check(s);
     drain_check(e);
 }
 
@@ -995,15 +1030,23 @@ static void orphan_batch(struct sl_source *s, struct batch *b)
     }
 }
 
-void sl_engine_free(struct sl_engine *e)
+/* Let go of dead-letter writes in flight for `only` (NULL: every source):
+ * their records go back unfinished, the sink's reply only frees the write. */
+static void orphan_writes(struct sl_engine *e, struct sl_source *only)
 {
-    if (!e)
-        return;
-    if (e->metrics)
-        sl_metrics_off_collect(e->metrics, collect, e);
-    while (e->writes) {
-        struct dlq_write *w = e->writes;
-        e->writes = w->next;
+    struct dlq_write *w, *next;
+
+    for (w = e->writes; w; w = next) {
+        next = w->next;
+        if (only && w->s != only)
+            continue;
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            e->writes = w->next;
+        if (w->next)
+            w->next->prev = w->prev;
+        w->prev = w->next = NULL;
         if (w->b) {
             struct sl__lane *l = w->b->lane;
             if (l->cur == w->b)
@@ -1016,37 +1059,131 @@ void sl_engine_free(struct sl_engine *e)
         w->s = NULL;
         w->b = NULL;
     }
-    for (size_t i = 0; i < e->nsources; i++) {
-        struct sl_source *s = e->sources[i];
-        s->stopping = true;
-        while (s->lanes) {
-            struct sl__lane *l = s->lanes;
-            s->lanes = l->next;
-            /* nothing here was checkpointed: the source delivers it again */
-            free_list(s, l->head);
-            if (l->cur && l->cur->event)
-                orphan_batch(s, l->cur);
-            else if (l->cur) {
-                release_records(s, l->cur->r, l->cur->n);
-                batch_free(l->cur);
-            }
-            while (l->rest) {
-                struct batch *b = l->rest;
-                l->rest = b->after;
-                release_records(s, b->r, b->n);
-                batch_free(b);
-            }
-            if (l->drop && --l->drop->lanes == 0)
-                free(l->drop); /* the poller goes too: its callback is moot */
-            event_free(l->window);
-            free(l);
+}
+
+/* Free one source, its lanes and the records they hold (not checkpointed). */
+static void source_destroy(struct sl_source *s)
+{
+    s->stopping = true;
+    while (s->lanes) {
+        struct sl__lane *l = s->lanes;
+        s->lanes = l->next;
+        /* nothing here was checkpointed: the source delivers it again */
+        free_list(s, l->head);
+        if (l->cur && l->cur->event)
+            orphan_batch(s, l->cur);
+        else if (l->cur) {
+            release_records(s, l->cur->r, l->cur->n);
+            batch_free(l->cur);
         }
-        if (s->ops->free)
-            s->ops->free(s);
-        free(s);
+        while (l->rest) {
+            struct batch *b = l->rest;
+            l->rest = b->after;
+            release_records(s, b->r, b->n);
+            batch_free(b);
+        }
+        if (l->drop && --l->drop->lanes == 0)
+            free(l->drop); /* the poller goes too: its callback is moot */
+        event_free(l->window);
+        free(l);
     }
+    if (s->ops->free)
+        s->ops->free(s);
+    if (s->retired_ev)
+        event_free(s->retired_ev);
+    free(s);
+}
+
+void sl_engine_free(struct sl_engine *e)
+{
+    if (!e)
+        return;
+    if (e->metrics)
+        sl_metrics_off_collect(e->metrics, collect, e);
+    orphan_writes(e, NULL);
+    for (size_t i = 0; i < e->nsources; i++)
+        source_destroy(e->sources[i]);
     free(e->sources);
     free(e);
+}
+
+/* ------------------------------------------------------------------ */
+/* One source at a time (live reload)                                  */
+
+static void on_retired(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_source *s = arg;
+    void (*done)(void *) = s->retired;
+
+    (void)fd, (void)what;
+    s->retired = NULL;
+    if (done)
+        done(s->retired_arg);
+}
+
+void sl_source_stop(struct sl_source *s, void (*done)(void *arg), void *arg)
+{
+    if (s->retiring)
+        return;
+    s->retiring = true;
+    s->retired = done;
+    s->retired_arg = arg;
+    s->retired_ev = evtimer_new(s->engine->base, on_retired, s);
+    for (struct sl__lane *l = s->lanes; l; l = l->next)
+        event_del(l->window);
+    if (s->fetch_stopped)
+        source_drain_check(s);
+    else if (s->ops->stop)
+        s->ops->stop(s);
+    else
+        sl_source_stopped(s);
+}
+
+void sl_source_free(struct sl_source *s)
+{
+    struct sl_engine *e;
+
+    if (!s)
+        return;
+    e = s->engine;
+    for (size_t i = 0; i < e->nsources; i++)
+        if (e->sources[i] == s) {
+            memmove(&e->sources[i], &e->sources[i + 1],
+                    (e->nsources - i - 1) * sizeof(*e->sources));
+            e->nsources--;
+            break;
+        }
+    if (e->metrics) {
+        /* its series stop at their last values; a source of the same name
+         * started later counts from zero again */
+        const char *kinds[] = { "received", "succeeded", "retried", "dead_lettered",
+                                "filtered" };
+        char lv[160];
+        for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+            snprintf(lv, sizeof(lv), "%s" SL_METRIC_LV_SEP "%s", s->conf->name, kinds[k]);
+            sl_metric_set(e->m_records, lv, 0);
+        }
+        sl_metric_set(e->m_pending, s->conf->name, 0);
+    }
+    orphan_writes(e, s);
+    if (s->inflight > 0 && !s->stopping)
+        SL_WARN(s->inst, "freed with %zu invocation(s) or write(s) in flight; their records "
+                "will be delivered again", s->inflight);
+    e->inflight -= s->inflight;
+    source_destroy(s);
+    drain_check(e);
+}
+
+void sl_engine_set_config(struct sl_engine *e, const struct sl_config *conf)
+{
+    e->conf = conf;
+    for (size_t i = 0; i < e->nsources; i++) {
+        struct sl_source *s = e->sources[i];
+        const struct sl_function_conf *fn = sl_config_function(conf, s->conf->function);
+        /* a source whose function is gone is being retired: keep the old */
+        if (fn)
+            s->fn = fn;
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -1177,15 +1314,15 @@ struct lost_write {
 static void on_lost_written(void *arg, int rc, const struct sl_err *err)
 {
     struct lost_write *w = arg;
-    struct sl_engine *e = w->s->engine;
+    struct sl_source *s = w->s;
 
     (void)err;
     if (rc == 0)
-        w->s->dead_lettered += w->count;
+        s->dead_lettered += w->count;
     w->done(w->arg, rc);
     free(w->envelope);
     free(w);
-    inflight_end(e);
+    inflight_end(s);
 }
 
 void sl_source_report_lost(struct sl_source *s, const char *lane, const char *first_id,
@@ -1206,7 +1343,7 @@ void sl_source_report_lost(struct sl_source *s, const char *lane, const char *fi
     w->count = count;
     w->done = done;
     w->arg = arg;
-    s->engine->inflight++;
+    inflight_begin(s);
     if (!sink) {
         json_decref(info);
         on_lost_written(w, 0, NULL);

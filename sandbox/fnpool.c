@@ -191,6 +191,25 @@ int sl_fnpool_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl
     return 0;
 }
 
+bool sl__fnpool_active(const struct sl_fnpool *pool)
+{
+    const struct sl_env *env;
+
+    if (pool->nbusy > 0)
+        return true;
+    LIST_FOREACH(env, &pool->envs, link)
+        if (env->inv)
+            return true;
+    return false;
+}
+
+void sl_fnpool_rebind(struct sl_fnpool *pool, const struct sl_function_conf *fn,
+                      int64_t max_envs)
+{
+    pool->fn = fn;
+    pool->o.max_envs = max_envs;
+}
+
 size_t sl_fnpool_envs(const struct sl_fnpool *pool) { return pool->nenvs; }
 /* a fake pool is always warm: the dispatcher never throttles its scale-up */
 size_t sl_fnpool_idle(const struct sl_fnpool *pool) { return pool->fake ? 1 : pool->nidle; }

@@ -206,7 +206,18 @@ struct sl_functions {
     size_t                   npools;
     const struct sl_config  *conf;      /* NULL for fake functions */
     struct sl__fakes        *fakes;     /* fake functions (fake.c), else NULL */
+    struct event_base       *base;
+    bool                     relaxed_only; /* the sandbox was prepared without network
+                                            * namespaces: no strict function until a restart */
+    /* live reload: pools replaced or removed, freed once no env of theirs runs an
+     * invocation (checked by `retire_timer`) */
+    struct sl_fnpool       **retired;
+    size_t                   nretired;
+    struct event            *retire_timer;
 };
+
+/* fnpool.c: whether an env of `pool` runs or waits to run an invocation. */
+bool sl__fnpool_active(const struct sl_fnpool *pool);
 
 /* env.c: one environment's lifecycle */
 struct sl_env *sl__env_start(struct sl_fnpool *pool, bool provisioned, struct sl_err *err);

@@ -377,6 +377,13 @@ void sl_sink_write_reliable(struct sl_sink *s, const char *json, size_t len,
     rel_attempt(r);
 }
 
+bool sl_sink_idle(const struct sl_sink *s)
+{
+    const struct impl *im = (const struct impl *)s;
+
+    return !im->rel && !im->dhead && im->busy == 0;
+}
+
 void sl_sink_free(struct sl_sink *s)
 {
     struct impl *im;

@@ -6,6 +6,9 @@
 #ifndef SLUICE_API_H
 #define SLUICE_API_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include <event2/buffer.h>
 #include <event2/event.h>
 
@@ -41,6 +44,22 @@ void sl_api_set_engine(struct sl_api *a, struct sl_engine *e);
  * outlive `a`); without one the tail answers 404. */
 struct sl_logring;
 void sl_api_set_logring(struct sl_api *a, struct sl_logring *ring);
+
+/* Live reload: `conf` (borrowed: outlives `a` or the next call) is in
+ * force from now on: credentials, metrics_auth, connection cap and
+ * timeouts, region and account. server.listen is not read again. */
+void sl_api_set_config(struct sl_api *a, const struct sl_config *conf);
+
+/* POST /admin/reload (authenticated as an invocation, by a credential
+ * allowed every function) runs fn(arg, config, &msg): `config` is the
+ * path the client named (NULL: none), `msg` a malloc'd text (the summary,
+ * or every problem, one a line). 0: 200, else 400 with the problems. */
+typedef int (*sl_api_reload_fn)(void *arg, const char *config, char **msg);
+void sl_api_on_reload(struct sl_api *a, sl_api_reload_fn fn, void *arg);
+
+/* What /readyz reports as "last_reload": whether it worked, its summary
+ * or error, and when (Unix ms). */
+void sl_api_reload_status(struct sl_api *a, bool ok, const char *msg, int64_t at_ms);
 
 /* Stop accepting: /readyz answers 503 and new invocations get 503. */
 void sl_api_stop_accepting(struct sl_api *a);

@@ -334,6 +334,39 @@ void sl_config_free(struct sl_config *c);
 const struct sl_function_conf *sl_config_function(const struct sl_config *c, const char *name);
 const struct sl_sink_conf *sl_config_sink(const struct sl_config *c, const char *name);
 
+/* ------------------------------------------------------------------ */
+/* Differences (live reload)                                           */
+
+enum sl_diff_section { SL_DIFF_FUNCTION = 0, SL_DIFF_SOURCE, SL_DIFF_SINK };
+enum sl_diff_kind { SL_DIFF_ADDED = 1, SL_DIFF_REMOVED, SL_DIFF_CHANGED };
+
+struct sl_conf_change {
+    int         section;             /* enum sl_diff_section */
+    int         kind;                /* enum sl_diff_kind */
+    const char *name;                /* borrowed from the configuration that has it */
+    char        keys[160];           /* CHANGED: the keys that differ ("batch_size, environment";
+                                      * "type" alone when the type did; "..." when cut) */
+};
+
+struct sl_conf_diff {
+    struct sl_conf_change *v;        /* new names first, then removed ones */
+    size_t                 n;
+    char                   server[256]; /* server keys that differ, "" for none */
+    char                   log[128];    /* log keys that differ */
+};
+
+/* What changed from `a` to `b`, key by key, through the key tables. `d`
+ * borrows names from both: destroy it before freeing either. */
+void sl_config_diff(const struct sl_config *a, const struct sl_config *b, struct sl_conf_diff *d);
+void sl_conf_diff_destroy(struct sl_conf_diff *d);
+/* The change to `name` in `section`; NULL when unchanged (or in neither). */
+const struct sl_conf_change *sl_conf_diff_find(const struct sl_conf_diff *d, int section,
+                                               const char *name);
+bool sl_conf_diff_empty(const struct sl_conf_diff *d);
+/* One line: "+1 source: s3, -1 function: old, ~1 source: s1 (batch_size),
+ * ~server (auth)", or "no change". */
+void sl_conf_diff_summary(const struct sl_conf_diff *d, char *buf, size_t n);
+
 /* A type's name for logs ("kafka", "redis", ...); "?" for NULL. */
 const char *sl_conf_type_name(const struct sl_conf_type *t);
 

@@ -60,6 +60,25 @@ struct sl_logship *sl_logship_new(struct sl_dispatcher *d, const struct sl_confi
 void sl_logship_stop(struct sl_logship *ls);
 void sl_logship_free(struct sl_logship *ls);
 
+/* Live reload in two steps (as sl_functions_prepare): prepare opens the
+ * sinks of `conf` (borrowed: outlives `d` or the next reload) that are
+ * new or changed (keep(arg, name) false), keeping the running sink of a
+ * name it says is unchanged; it fails with nothing changed. commit puts
+ * `conf` in force: functions, limits and sinks are looked up there from
+ * now on; a replaced or removed sink takes no new write and is closed
+ * once its writes are confirmed. abort: the new sinks are closed. Call
+ * after sl_functions_commit, so the pools are `conf`'s. */
+struct sl_dispatcher_stage;
+int  sl_dispatcher_prepare(struct sl_dispatcher *d, const struct sl_config *conf,
+                           bool (*keep)(void *arg, const char *name), void *arg,
+                           struct sl_dispatcher_stage **out, struct sl_err *err);
+void sl_dispatcher_commit(struct sl_dispatcher *d, struct sl_dispatcher_stage *st);
+void sl_dispatcher_abort(struct sl_dispatcher_stage *st);
+
+/* Whether the dispatcher still reads `conf` (in force, or a running or
+ * closing sink's settings): the configuration must live on while it does. */
+bool sl_dispatcher_uses(const struct sl_dispatcher *d, const struct sl_config *conf);
+
 /* Stop taking work; `done` runs once in-flight invocations finished. */
 void sl_dispatcher_drain(struct sl_dispatcher *d, void (*done)(void *arg), void *arg);
 

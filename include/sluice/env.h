@@ -38,6 +38,12 @@ int sl_fnpool_new(struct event_base *base, struct sl_sandbox *sb,
 int sl_fnpool_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req,
                      sl_invoke_cb cb, void *arg);
 
+/* Live reload: `fn` (borrowed, as in sl_fnpool_new) describes the same
+ * function as the pool's, from a newer configuration; `max_envs` is the
+ * new cap when reserved_concurrency is -1. The envs stay as they are. */
+void sl_fnpool_rebind(struct sl_fnpool *pool, const struct sl_function_conf *fn,
+                      int64_t max_envs);
+
 /* Envs alive, idle and initialized (ready for a warm invoke). */
 size_t sl_fnpool_envs(const struct sl_fnpool *pool);
 size_t sl_fnpool_idle(const struct sl_fnpool *pool);
@@ -65,6 +71,27 @@ struct sl_fnpool *sl_functions_pool(struct sl_functions *f, const char *name);
 struct sl_logring;
 void sl_functions_set_logring(struct sl_functions *f, struct sl_logring *ring);
 void sl_functions_free(struct sl_functions *f);
+
+/* Live reload in two steps, so that nothing changes unless everything
+ * could start. prepare: a pool for every function of `conf` (borrowed,
+ * must outlive `f` or the next reload): the running pool of that name when
+ * keep(arg, name) says the function did not change, else a new one
+ * (provisioned envs and SnapStart templates start now). Fails, with
+ * nothing changed, when a new pool cannot start or `conf` needs what the
+ * sandbox was not prepared for. commit: `conf` is in force; pools not
+ * kept are retired: they take no new invocation, their envs finish what
+ * they run, then the pool is freed. abort: the new pools go. Both free
+ * the stage. */
+struct sl_functions_stage;
+int  sl_functions_prepare(struct sl_functions *f, const struct sl_config *conf,
+                          bool (*keep)(void *arg, const char *name), void *arg,
+                          struct sl_functions_stage **out, struct sl_err *err);
+void sl_functions_commit(struct sl_functions *f, struct sl_functions_stage *st);
+void sl_functions_abort(struct sl_functions_stage *st);
+
+/* Whether a pool (running or retired) still describes its function with
+ * an entry of `conf`: the configuration must live on while it does. */
+bool sl_functions_uses(const struct sl_functions *f, const struct sl_config *conf);
 
 /* Directory of the handler runtime libraries: $SLUICE_RUNTIME_DIR, else
  * runtime/ beside the directory of the sluice binary. NULL if missing.

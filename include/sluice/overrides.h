@@ -64,6 +64,10 @@ size_t sl_overrides_check(const struct sl_overrides *ov, const struct sl_config 
 /* Write every override into `c` (after sl_overrides_check found none). */
 void sl_overrides_apply(const struct sl_overrides *ov, struct sl_config *c);
 
+/* Write source `sc`'s overrides into it: a running source that still
+ * reads the configuration it was started with (one a reload kept). */
+void sl_overrides_apply_source(const struct sl_overrides *ov, struct sl_source_conf *sc);
+
 /* A change: a copy of the document to edit with sl_overrides_put, then
  * sl_overrides_commit (or json_decref to drop it). New reference. */
 json_t *sl_overrides_draft(const struct sl_overrides *ov);

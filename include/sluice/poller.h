@@ -88,6 +88,12 @@ struct sl_source {
     bool     stopping;
     bool     fetch_stopped;   /* the poller reported sl_source_stopped() */
     struct sl__lane *lanes;
+    /* retiring alone (sl_source_stop, a live reload) */
+    bool     retiring;
+    size_t   inflight;        /* its invocations and dead-letter writes */
+    void   (*retired)(void *arg);
+    void    *retired_arg;
+    struct event *retired_ev; /* runs `retired` from the loop */
 };
 
 struct sl_metrics;
@@ -106,6 +112,25 @@ void sl_engine_stop(struct sl_engine *e, void (*done)(void *arg), void *arg);
 /* Frees every source (ops->free) and the records it still holds, which
  * are not checkpointed. */
 void sl_engine_free(struct sl_engine *e);
+
+/* Live reload, one source at a time. sl_source_stop is sl_engine_stop for
+ * `s` alone: its poller stops fetching, no new batch of it starts, its
+ * batches in flight finish and are checkpointed; `done(arg)` then runs
+ * from the loop (never inside this call), and may sl_source_free(s).
+ * Records fetched and not final are not checkpointed: the source (or the
+ * one that replaces it) delivers them again. */
+void sl_source_stop(struct sl_source *s, void (*done)(void *arg), void *arg);
+
+/* Detach `s` from its engine and free it (ops->free) with the records it
+ * still holds, unfinished. After sl_source_stop's `done`, nothing is in
+ * flight; sooner, what is in flight is orphaned as on a hard stop. */
+void sl_source_free(struct sl_source *s);
+
+/* The configuration now in force: `conf` (borrowed, outlives the engine
+ * or the next call) is what new sources are added from, and every source
+ * now invokes its function as `conf` describes it. A source keeps the
+ * sl_source_conf it was made from. */
+void sl_engine_set_config(struct sl_engine *e, const struct sl_config *conf);
 
 /* The metrics registry, NULL when the engine has none. Pollers add their
  * own families (lag, depth) with sl_metrics_family / sl_metrics_on_collect. */

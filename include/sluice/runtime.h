@@ -7,6 +7,7 @@
 #ifndef SLUICE_RUNTIME_H
 #define SLUICE_RUNTIME_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <event2/event.h>
@@ -34,6 +35,16 @@ struct sl_runtime_opts {
     int     worker_threads;          /* threads of the worker pool */
 };
 
+/* Live reload. The command that wired the components installs `fn`
+ * (cli/reload.c): it builds the new configuration beside the running one
+ * and swaps it in; 0, or a negative SL_E* with every problem in *msg
+ * (malloc'd, one a line; on success the summary). */
+typedef int (*sl_reload_fn)(void *arg, char **msg);
+
+/* Told around every reload, e.g. to say RELOADING=1 and READY=1 to
+ * systemd: begin (rc 0) before the file is read, end with its result. */
+typedef void (*sl_reload_hook)(void *arg, bool begin, int rc);
+
 struct sl_runtime {
     struct sl_runtime_opts opts;
     struct event_base *base;
@@ -45,6 +56,10 @@ struct sl_runtime {
     size_t             nstopping;    /* components still stopping */
     int                stopping;
     int                exit_code;
+    sl_reload_fn       reload;       /* NULL: SIGHUP is logged and ignored */
+    void              *reload_arg;
+    sl_reload_hook     reload_hook;
+    void              *reload_hook_arg;
 };
 
 /* Build the root; `o` is copied. */
@@ -61,6 +76,15 @@ int sl_runtime_run(struct sl_runtime *rt);
 
 /* Ask for a graceful stop (what SIGTERM does). Safe to call twice. */
 void sl_runtime_stop(struct sl_runtime *rt, int exit_code);
+
+/* SIGHUP runs `fn` from now on (NULL: ignored again). */
+void sl_runtime_set_reload(struct sl_runtime *rt, sl_reload_fn fn, void *arg);
+void sl_runtime_set_reload_hook(struct sl_runtime *rt, sl_reload_hook fn, void *arg);
+
+/* Reload now (SIGHUP and POST /admin/reload): the hook's begin, `fn`, the
+ * hook's end. SL_ESTOPPED while stopping, SL_EUNSUPPORTED without `fn`.
+ * `msg` may be NULL. */
+int sl_runtime_reload(struct sl_runtime *rt, char **msg);
 
 /* Reported by a component when its stop finished. */
 void sl_component_stopped(struct sl_component *c);

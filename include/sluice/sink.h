@@ -109,6 +109,10 @@ void sl_sink_write(struct sl_sink *s, const char *json, size_t len, sl_sink_done
 void sl_sink_write_reliable(struct sl_sink *s, const char *json, size_t len,
                             sl_sink_done_fn done, void *arg);
 
+/* No write in flight or waiting to be retried: it can be closed without
+ * failing one (a live reload closes a replaced sink then). */
+bool sl_sink_idle(const struct sl_sink *s);
+
 void sl_sink_free(struct sl_sink *s);
 
 #endif

@@ -3,11 +3,14 @@
  * and for an asynchronous event {"async": n}, it appends one line to
  * $OUT, all lines of an invocation in one write:
  *
- *     <k|r|p|a> <id> <unix ms> <where>\n
+ *     <k|r|p|a> <id> <unix ms> <where> <env>\n
  *
  * The id is a Kafka record's value, a queue message's body, the `id`
  * column of a Postgres row (NewImage), or an async event's `async`;
- * <where> is a Kafka record's <partition>:<offset>, "-" for the others. */
+ * <where> is a Kafka record's <partition>:<offset>, "-" for the others;
+ * <env> names the environment that ran it (its log stream name, fresh for
+ * every environment), so a test can tell whether an environment survived
+ * a reload. */
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -26,12 +29,15 @@ struct out {
 static void line(struct out *o, char src, const char *id, size_t idlen, long long ms,
                  const char *where)
 {
-    char buf[160];
+    char buf[256];
     int n;
 
     if (idlen > 40)
         idlen = 40;
-    n = snprintf(buf, sizeof(buf), "%c %.*s %lld %s\n", src, (int)idlen, id, ms, where);
+    const char *env = getenv("AWS_LAMBDA_LOG_STREAM_NAME");
+
+    n = snprintf(buf, sizeof(buf), "%c %.*s %lld %s %.80s\n", src, (int)idlen, id, ms, where,
+                 env && *env ? env : "-");
     if (o->n + (size_t)n + 1 > o->cap) {
         o->cap = (o->n + (size_t)n + 1) * 2;
         o->p = realloc(o->p, o->cap);
