@@ -63,8 +63,9 @@ struct sl_fnpool *sl_functions_pool(struct sl_functions *f, const char *name);
 void sl_functions_free(struct sl_functions *f);
 
 /* Directory of the handler runtime libraries: $SLUICE_RUNTIME_DIR, else
- * runtime/ beside the directory of the sluice binary. NULL if missing.
- * Caller frees. */
+ * runtime/ beside the directory of the sluice binary (a build tree), else
+ * ../lib/sluice/runtime from it (an installed <prefix>/bin/sluice). NULL if
+ * missing. Caller frees. */
 char *sl_runtime_dir(void);
 
 /* A random UUID (v4) into buf[37]. */
