@@ -199,7 +199,7 @@ uninstall:
 # A Debian package of this build: $(BUILD)/sluice_$(VERSION)_<arch>.deb
 # (deploy/debian/: maintainer scripts; deploy/mkdeb: staging and control).
 deb: $(BUILD)/sluice $(BUILD)/sluice-init
-	@deploy/mkdeb $(BUILD) $(VERSION)
+	@SANITIZE=$(SANITIZE) deploy/mkdeb $(BUILD) $(VERSION)
 
 clean:
 	rm -rf $(BUILD)
