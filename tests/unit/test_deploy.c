@@ -231,6 +231,26 @@ static int recv_within(int fd, char *buf, size_t n, int ms)
     return 1;
 }
 
+/* What the deb test leaves when an assertion ends it early: the service
+ * it started, and the package (purged, so the next run starts clean). */
+static pid_t service = -1;
+static int deb_installed;
+
+static void deb_cleanup(void)
+{
+    char out[4096];
+
+    if (service > 0) {
+        kill(service, SIGKILL);
+        waitpid(service, NULL, 0);
+        service = -1;
+    }
+    if (deb_installed) {
+        sh(out, sizeof(out), "dpkg -P sluice");
+        deb_installed = 0;
+    }
+}
+
 /* The installed service, started as its unit says (systemd where it is
  * PID 1; else tests/deploy/unit-exec: ExecStart under the unit's
  * capability bounding set, no_new_privs and a read-only file system),
@@ -253,6 +273,7 @@ static void run_installed_service(int port)
     cr_assert_geq(pid, 0);
     if (pid == 0) {
         int log = open("/tmp/sluice-deb-service.log", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(log, 1);
         dup2(log, 2);
         setenv("NOTIFY_SOCKET", env, 1);
         setenv("WATCHDOG_USEC", "30000000", 1); /* WatchdogSec=30s */
@@ -262,6 +283,7 @@ static void run_installed_service(int port)
               (char *)NULL);
         _exit(127);
     }
+    service = pid;
     cr_assert(recv_within(fd, msg, sizeof(msg), 30000), "the service sent nothing:\n%s",
               (sh(out, sizeof(out), "cat /tmp/sluice-deb-service.log"), out));
     cr_assert(strstr(msg, "READY=1") != NULL, "first notification: %s", msg);
@@ -273,11 +295,12 @@ static void run_installed_service(int port)
     cr_assert(recv_within(fd, msg, sizeof(msg), 10000) && strstr(msg, "STOPPING=1"),
               "no STOPPING=1: %s", msg);
     cr_assert_eq(waitpid(pid, &st, 0), pid);
+    service = -1;
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the service exited %d", st);
     close(fd);
 }
 
-Test(deploy, deb_installs_lints_runs_removes_and_purges, .timeout = 600)
+Test(deploy, deb_installs_lints_runs_removes_and_purges, .timeout = 600, .fini = deb_cleanup)
 {
     static char out[65536];
     char deb[512], pid1[64] = "";
@@ -301,6 +324,7 @@ Test(deploy, deb_installs_lints_runs_removes_and_purges, .timeout = 600)
     rc = sh(out, sizeof(out), "dpkg-deb -I %s conffiles", deb);
     cr_assert(strstr(out, "/etc/sluice/sluice.yaml") != NULL, "conffiles: %s", out);
 
+    deb_installed = 1;
     rc = sh(out, sizeof(out), "DEBIAN_FRONTEND=noninteractive dpkg -i %s", deb);
     cr_assert_eq(rc, 0, "dpkg -i: %s", out);
 
@@ -359,6 +383,7 @@ Test(deploy, deb_installs_lints_runs_removes_and_purges, .timeout = 600)
     /* purge: nothing of it is left but the system user */
     rc = sh(out, sizeof(out), "dpkg -P sluice");
     cr_assert_eq(rc, 0, "dpkg -P: %s", out);
+    deb_installed = 0;
     rc = sh(out, sizeof(out), "test ! -e /etc/sluice && test ! -e /var/lib/sluice && "
             "test ! -e /etc/systemd/system/multi-user.target.wants/sluice.service && "
             "! dpkg-query -W sluice");

@@ -29,6 +29,19 @@ struct nt {
     pid_t pid;
 };
 
+/* sluice of the running test: killed by cleanup() when an assertion ends
+ * the test early (it holds the test's stdout and a port) */
+static pid_t child = -1;
+
+static void cleanup(void)
+{
+    if (child > 0) {
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        child = -1;
+    }
+}
+
 static long long now_ms(void)
 {
     struct timespec ts;
@@ -84,10 +97,12 @@ static void nt_start(struct nt *t, long long watchdog_usec)
         else
             unsetenv("WATCHDOG_USEC");
         unsetenv("WATCHDOG_PID");
-        execl("/bin/sh", "sh", "-c", "exec \"${BUILD:-build}/sluice\" run \"$0\" 2>>\"$1\"",
+        execl("/bin/sh", "sh", "-c",
+              "exec \"${BUILD:-build}/sluice\" run \"$0\" >/dev/null 2>>\"$1\"",
               t->cfg, t->log, (char *)NULL);
         _exit(127);
     }
+    child = t->pid;
 }
 
 /* The next datagram within `ms`, into buf; 0 on a timeout. */
@@ -113,14 +128,14 @@ static int nt_wait(struct nt *t, int ms)
     while (now_ms() < end) {
         pid_t w = waitpid(t->pid, &st, WNOHANG);
         if (w == t->pid) {
-            t->pid = -1;
+            t->pid = child = -1;
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         }
         usleep(20000);
     }
     kill(t->pid, SIGKILL);
     waitpid(t->pid, &st, 0);
-    t->pid = -1;
+    t->pid = child = -1;
     return -1;
 }
 
@@ -144,10 +159,7 @@ static void nt_teardown(struct nt *t)
 {
     char cmd[256];
 
-    if (t->pid > 0) {
-        kill(t->pid, SIGKILL);
-        waitpid(t->pid, NULL, 0);
-    }
+    cleanup();
     close(t->sock);
     th_scan_logs(t->dir);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->dir);
@@ -171,7 +183,7 @@ static char *slurp(const char *path)
     return buf;
 }
 
-Test(notify, ready_after_readyz_then_watchdog_then_stopping, .timeout = 60)
+Test(notify, ready_after_readyz_then_watchdog_then_stopping, .timeout = 60, .fini = cleanup)
 {
     struct nt t;
     char msg[512];
@@ -216,7 +228,7 @@ Test(notify, ready_after_readyz_then_watchdog_then_stopping, .timeout = 60)
     nt_teardown(&t);
 }
 
-Test(notify, no_watchdog_pings_without_watchdog_usec, .timeout = 60)
+Test(notify, no_watchdog_pings_without_watchdog_usec, .timeout = 60, .fini = cleanup)
 {
     struct nt t;
     char msg[512];
@@ -238,7 +250,7 @@ Test(notify, no_watchdog_pings_without_watchdog_usec, .timeout = 60)
 
 /* A service that cannot start never claims readiness: systemd then sees
  * the exit, not a ready service that dies. */
-Test(notify, no_ready_when_the_api_cannot_listen, .timeout = 60)
+Test(notify, no_ready_when_the_api_cannot_listen, .timeout = 60, .fini = cleanup)
 {
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t len = sizeof(a);
