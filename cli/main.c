@@ -65,7 +65,9 @@ static const struct command commands[] = {
       "SIGTERM or SIGINT, which stop it gracefully: in-flight invocations may finish\n"
       "within server.shutdown_grace_s, and nothing unfinished is checkpointed. A\n"
       "second SIGTERM/SIGINT stops at once. SIGHUP is reserved for reload. Logs go to\n"
-      "stderr (log.format: text or json).\n\n"
+      "stderr (log.format: text or json). Under systemd (Type=notify, $NOTIFY_SOCKET)\n"
+      "it sends READY=1 once the API listens and the sources started, STOPPING=1, and\n"
+      "WATCHDOG=1 every half $WATCHDOG_USEC.\n\n"
       "Exit codes: 0 stopped cleanly, 1 invalid configuration or a failure, 2 usage.",
       sl__cmd_run },
     { "lint", "CONFIG", "check a configuration file without running it",

@@ -81,6 +81,10 @@ Test(deploy, make_install_runs_a_python_function_then_uninstall_removes_it, .tim
             "test -f share/doc/sluice/sluice.yaml.example && "
             "grep -qx 'ExecStart=/opt/sl/bin/sluice run /etc/sluice/sluice.yaml' "
             "lib/systemd/system/sluice.service && "
+            "grep -qx 'Type=notify' lib/systemd/system/sluice.service && "
+            "grep -qx 'ExecReload=/bin/kill -HUP $MAINPID' lib/systemd/system/sluice.service && "
+            "grep -qx 'WatchdogSec=30s' lib/systemd/system/sluice.service && "
+            "grep -qx 'Delegate=yes' lib/systemd/system/sluice.service && "
             "grep -q 'code: /opt/sl/share/sluice/examples/hello' share/doc/sluice/sluice.yaml.example",
             dir);
     cr_assert_eq(rc, 0, "installed tree: %s", out);
