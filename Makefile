@@ -2,7 +2,7 @@
 
 VERSION    := 0.1.0
 BUILD      := build
-PKGS       := rdkafka hiredis libpq libevent msgpack yaml-0.1 jansson libseccomp sqlite3 libcrypto
+PKGS       := rdkafka hiredis libpq libevent msgpack yaml-0.1 jansson libseccomp sqlite3 libcrypto libsystemd
 TEST_PKGS  := criterion
 
 CC         ?= cc
@@ -50,7 +50,26 @@ INIT_CFLAGS := $(CSTD) $(WARN) -O2 -g -static
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test unit run bench docs clean check-docs fuzz
+# Installation (`make install`, `make uninstall`, `make deb`): the binary, the
+# environments' init, the handler runtimes (found at run time as
+# ../lib/sluice/runtime from the binary), the man page, the systemd unit and
+# an example configuration. DESTDIR is honoured.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+LIBEXECDIR ?= $(PREFIX)/libexec
+SHAREDIR   ?= $(PREFIX)/share/sluice
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/sluice
+UNITDIR    ?= $(LIBDIR)/systemd/system
+RUNTIME_FILES := $(wildcard runtime/python/*.py runtime/nodejs/*.mjs runtime/c/*.[ch])
+INSTALLED  := $(BINDIR)/sluice $(LIBEXECDIR)/sluice/sluice-init \
+              $(RUNTIME_FILES:runtime/%=$(LIBDIR)/sluice/runtime/%) \
+              $(MANDIR)/man1/sluice.1 $(UNITDIR)/sluice.service \
+              $(SHAREDIR)/examples/hello/app.py $(DOCDIR)/sluice.yaml.example \
+              $(DOCDIR)/README.md $(DOCDIR)/CONFIGURATION.md $(DOCDIR)/SECURITY.md
+
+.PHONY: all deps test unit run bench docs clean check-docs fuzz install uninstall deb
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/sluice $(BUILD)/sluice-init $(HANDLER_BINS) $(TEST_HANDLER_BINS)
@@ -150,6 +169,37 @@ docs: all
 
 check-docs: all
 	@$(BUILD)/sluice config-docs | diff -u docs/CONFIGURATION.md - && echo "docs/CONFIGURATION.md is current"
+
+# The example configuration and the unit name installed paths: /usr/bin and
+# /usr/share/sluice in deploy/, rewritten for PREFIX.
+install: $(BUILD)/sluice $(BUILD)/sluice-init
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)/sluice $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SHAREDIR)/examples/hello $(DESTDIR)$(DOCDIR) \
+		$(addprefix $(DESTDIR)$(LIBDIR)/sluice/runtime/,python nodejs c)
+	install -m 0755 $(BUILD)/sluice $(DESTDIR)$(BINDIR)/sluice
+	install -m 0755 $(BUILD)/sluice-init $(DESTDIR)$(LIBEXECDIR)/sluice/sluice-init
+	@set -e; for f in $(RUNTIME_FILES); do \
+		echo "install -m 0644 $$f $(DESTDIR)$(LIBDIR)/sluice/$$f"; \
+		install -m 0644 $$f $(DESTDIR)$(LIBDIR)/sluice/$$f; done
+	install -m 0644 docs/sluice.1 $(DESTDIR)$(MANDIR)/man1/sluice.1
+	sed -e 's#/usr/bin/sluice#$(BINDIR)/sluice#g' deploy/sluice.service \
+		> $(DESTDIR)$(UNITDIR)/sluice.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/sluice.service
+	install -m 0644 examples/lambda/app.py $(DESTDIR)$(SHAREDIR)/examples/hello/app.py
+	sed -e 's#/usr/share/sluice#$(SHAREDIR)#g' deploy/sluice.yaml > $(DESTDIR)$(DOCDIR)/sluice.yaml.example
+	chmod 0644 $(DESTDIR)$(DOCDIR)/sluice.yaml.example
+	install -m 0644 README.md docs/CONFIGURATION.md docs/SECURITY.md $(DESTDIR)$(DOCDIR)/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(addprefix $(DESTDIR),$(addprefix $(LIBDIR)/sluice/runtime/,python nodejs c) \
+		$(LIBDIR)/sluice/runtime $(LIBDIR)/sluice $(LIBEXECDIR)/sluice \
+		$(SHAREDIR)/examples/hello $(SHAREDIR)/examples $(SHAREDIR) $(DOCDIR)) 2>/dev/null
+
+# A Debian package of this build: $(BUILD)/sluice_$(VERSION)_<arch>.deb
+# (deploy/debian/: maintainer scripts; deploy/mkdeb: staging and control).
+deb: $(BUILD)/sluice $(BUILD)/sluice-init
+	@SANITIZE=$(SANITIZE) deploy/mkdeb $(BUILD) $(VERSION)
 
 clean:
 	rm -rf $(BUILD)

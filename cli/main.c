@@ -65,7 +65,10 @@ static const struct command commands[] = {
       "SIGTERM or SIGINT, which stop it gracefully: in-flight invocations may finish\n"
       "within server.shutdown_grace_s, and nothing unfinished is checkpointed. A\n"
       "second SIGTERM/SIGINT stops at once. SIGHUP reloads CONFIG (see `sluice help\n"
-      "reload`). Logs go to stderr (log.format: text or json).\n\n"
+      "reload`). Logs go to stderr (log.format: text or json). Under systemd\n"
+      "(Type=notify, $NOTIFY_SOCKET) it sends READY=1 once the API listens and the\n"
+      "sources started, RELOADING=1 and READY=1 around a reload, STOPPING=1, and\n"
+      "WATCHDOG=1 every half $WATCHDOG_USEC.\n\n"
       "Exit codes: 0 stopped cleanly, 1 invalid configuration or a failure, 2 usage.",
       sl__cmd_run },
     { "lint", "CONFIG", "check a configuration file without running it",

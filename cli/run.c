@@ -196,7 +196,7 @@ static const struct sl_component_ops sources_ops = {
 int sl__cmd_run(int argc, char **argv)
 {
     struct sl__service svc = { 0 };
-    struct sl_runtime_opts opts;
+    struct sl_runtime_opts opts = { 0 };
     struct sl_runtime *rt;
     struct sl_config *c;
     struct sl_overrides *ov = NULL;
@@ -225,6 +225,7 @@ int sl__cmd_run(int argc, char **argv)
     sl_err_clear(&err);
     opts.shutdown_grace_ms = c->server.shutdown_grace_ms;
     opts.worker_threads = (int)c->server.worker_threads;
+    opts.notify = 1;    /* systemd's Type=notify: READY=1, STOPPING=1, WATCHDOG=1 */
     if (sl_runtime_new(&opts, &rt, &err) != 0) {
         SL_ERROR(NULL, "cannot start: %s", err.msg);
         sl_log_stop_writer(SL__LOG_STOP_MS);

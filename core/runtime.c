@@ -3,6 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <systemd/sd-daemon.h>
+
+#include "sluice/clock.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/runtime.h"
@@ -19,6 +22,55 @@ struct sl_component {
 const char *sl_component_name(const struct sl_component *c)
 {
     return c->name;
+}
+
+/* The service manager's protocol (systemd's Type=notify): one datagram to
+ * $NOTIFY_SOCKET each, through libsystemd; nothing without the variable.
+ * A failure is logged once, not at every watchdog tick. */
+static void notify(struct sl_runtime *rt, const char *state)
+{
+    int rc;
+
+    if (!rt->opts.notify)
+        return;
+    rc = sd_notify(0, state);
+    if (rc < 0 && !rt->notify_failed) {
+        rt->notify_failed = 1;
+        SL_WARN(NULL, "cannot notify the service manager at $NOTIFY_SOCKET: %s", strerror(-rc));
+    }
+}
+
+/* Sent from the loop, so a loop that stalls stops the pings and the
+ * service manager restarts the service. */
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    notify(arg, "WATCHDOG=1");
+}
+
+/* WATCHDOG_USEC (and WATCHDOG_PID, when set, naming us): ping at half the
+ * interval, as sd_watchdog_enabled(3) advises. */
+static int watchdog_start(struct sl_runtime *rt, struct sl_err *err)
+{
+    uint64_t usec = 0;
+    struct timeval tv;
+    int rc;
+
+    if (!rt->opts.notify)
+        return 0;
+    rc = sd_watchdog_enabled(0, &usec);
+    if (rc < 0)
+        SL_WARN(NULL, "ignoring the service manager's watchdog settings: %s", strerror(-rc));
+    if (rc <= 0 || usec == 0)
+        return 0;
+    rt->watchdog = event_new(rt->base, -1, EV_PERSIST, on_watchdog, rt);
+    tv.tv_sec = (time_t)(usec / 2 / 1000000);
+    tv.tv_usec = (suseconds_t)(usec / 2 % 1000000);
+    if (!rt->watchdog || evtimer_add(rt->watchdog, &tv) != 0)
+        return sl_err_set(err, SL_EIO, false, "cannot start the watchdog timer");
+    SL_INFO(NULL, "service manager watchdog: WATCHDOG=1 every %lld ms",
+            (long long)(usec / 2 / 1000));
+    return 0;
 }
 
 static void finish_stop(struct sl_runtime *rt)
@@ -58,6 +110,7 @@ void sl_runtime_stop(struct sl_runtime *rt, int exit_code)
         return;
     rt->stopping = 1;
     rt->exit_code = exit_code;
+    notify(rt, "STOPPING=1\nSTATUS=stopping");
     tv.tv_sec = rt->opts.shutdown_grace_ms / 1000;
     tv.tv_usec = (rt->opts.shutdown_grace_ms % 1000) * 1000;
     evtimer_add(rt->stop_timer, &tv);
@@ -133,11 +186,21 @@ int sl_runtime_reload(struct sl_runtime *rt, char **msg)
         return SL_EUNSUPPORTED;
     if (rt->stopping)
         return SL_ESTOPPED;
+    /* systemd: reloading until READY=1 again (MONOTONIC_USEC, which
+     * Type=notify-reload asks for, is harmless for Type=notify) */
+    {
+        char st[96];
+        snprintf(st, sizeof(st), "RELOADING=1\nSTATUS=reloading\nMONOTONIC_USEC=%llu",
+                 (unsigned long long)(sl_mono_ms() * 1000.0));
+        notify(rt, st);
+    }
     if (rt->reload_hook)
         rt->reload_hook(rt->reload_hook_arg, true, 0);
     rc = rt->reload(rt->reload_arg, &m);
     if (rt->reload_hook)
         rt->reload_hook(rt->reload_hook_arg, false, rc);
+    notify(rt, rc == 0 ? "READY=1\nSTATUS=running" : "READY=1\nSTATUS=running (the last reload "
+                                                   "was refused: see the log)");
     if (msg)
         *msg = m;
     else
@@ -166,6 +229,8 @@ int sl_runtime_new(const struct sl_runtime_opts *o, struct sl_runtime **out, str
         rc = sl_err_set(err, SL_EIO, false, "cannot install signal handlers");
         goto fail;
     }
+    if ((rc = watchdog_start(rt, err)) != 0)
+        goto fail;
     /* a peer closing a socket or pipe is an error return, not a death */
     signal(SIGPIPE, SIG_IGN);
     rc = sl_pool_new(rt->base, o->worker_threads, &rt->pool, err);
@@ -208,6 +273,10 @@ int sl_runtime_run(struct sl_runtime *rt)
         }
         c->started = 1;
     }
+    /* the API listens and every source started (a source connects in the
+     * background: its lag and errors are in /metrics, not in readiness) */
+    if (!rt->stopping)
+        notify(rt, "READY=1\nSTATUS=running");
     if (!rt->stopping || rt->nstopping > 0)
         event_base_dispatch(rt->base);
     return rt->exit_code;
@@ -234,6 +303,8 @@ void sl_runtime_free(struct sl_runtime *rt)
         event_free(rt->sig_hup);
     if (rt->stop_timer)
         event_free(rt->stop_timer);
+    if (rt->watchdog)
+        event_free(rt->watchdog);
     if (rt->base)
         event_base_free(rt->base);
     free(rt);

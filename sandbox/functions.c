@@ -13,8 +13,11 @@
 
 char *sl_runtime_dir(void)
 {
+    /* <prefix>/build/sluice -> <prefix>/runtime (a build tree), then
+     * <prefix>/bin/sluice -> <prefix>/lib/sluice/runtime (`make install`) */
+    static const char *const below[] = { "runtime", "lib/sluice/runtime" };
     const char *env = getenv("SLUICE_RUNTIME_DIR");
-    char exe[PATH_MAX], *dir;
+    char exe[PATH_MAX], real[PATH_MAX], *prefix;
     struct stat st;
     ssize_t n;
 
@@ -24,18 +27,16 @@ char *sl_runtime_dir(void)
     if (n <= 0)
         return NULL;
     exe[n] = '\0';
-    /* <prefix>/build/sluice -> <prefix>/runtime (dirname works in place) */
-    dir = sl_asprintf("%s/runtime", dirname(dirname(exe)));
-    {
-        char real[PATH_MAX];
-        char *r = realpath(dir, real) ? sl_strdup(real) : NULL;
+    prefix = dirname(dirname(exe)); /* works in place */
+    for (size_t i = 0; i < sizeof(below) / sizeof(below[0]); i++) {
+        char *dir = sl_asprintf("%s/%s", prefix, below[i]);
+        bool ok = realpath(dir, real) && stat(real, &st) == 0 && S_ISDIR(st.st_mode);
+
         free(dir);
-        if (r && (stat(r, &st) != 0 || !S_ISDIR(st.st_mode))) {
-            free(r);
-            r = NULL;
-        }
-        return r;
+        if (ok)
+            return sl_strdup(real);
     }
+    return NULL;
 }
 
 int sl_functions_new(struct event_base *base, const struct sl_config *conf, const char *only,
@@ -71,8 +72,9 @@ int sl_functions_new(struct event_base *base, const struct sl_config *conf, cons
     so.functions = conf->functions;
     so.nfunctions = conf->nfunctions;
     if (!rtdir)
-        SL_WARN(NULL, "no runtime/ directory found beside the sluice binary (set "
-                "SLUICE_RUNTIME_DIR): handlers cannot import the runtime libraries");
+        SL_WARN(NULL, "no runtime/ directory found beside the sluice binary nor "
+                "lib/sluice/runtime/ (set SLUICE_RUNTIME_DIR): handlers cannot import the "
+                "runtime libraries");
     rc = sl_sandbox_new(&so, &f->sb, err);
     free(state);
     free(rtdir);

@@ -94,8 +94,9 @@ void sl_functions_abort(struct sl_functions_stage *st);
 bool sl_functions_uses(const struct sl_functions *f, const struct sl_config *conf);
 
 /* Directory of the handler runtime libraries: $SLUICE_RUNTIME_DIR, else
- * runtime/ beside the directory of the sluice binary. NULL if missing.
- * Caller frees. */
+ * runtime/ beside the directory of the sluice binary (a build tree), else
+ * ../lib/sluice/runtime from it (an installed <prefix>/bin/sluice). NULL if
+ * missing. Caller frees. */
 char *sl_runtime_dir(void);
 
 /* A random UUID (v4) into buf[37]. */

@@ -33,6 +33,9 @@ struct sl_component_ops {
 struct sl_runtime_opts {
     int64_t shutdown_grace_ms;       /* how long a graceful stop may take */
     int     worker_threads;          /* threads of the worker pool */
+    int     notify;                  /* tell a service manager (sd_notify): READY=1 once
+                                      * every component started, STOPPING=1, and WATCHDOG=1
+                                      * from the loop when WATCHDOG_USEC asks for it */
 };
 
 /* Live reload. The command that wired the components installs `fn`
@@ -51,6 +54,7 @@ struct sl_runtime {
     struct sl_pool    *pool;         /* blocking work */
     struct event      *sig_term, *sig_int, *sig_hup;
     struct event      *stop_timer;   /* shutdown_grace_s */
+    struct event      *watchdog;     /* WATCHDOG=1 every WATCHDOG_USEC / 2; NULL without */
     struct sl_component *components; /* registry, in start order */
     size_t             ncomponents;
     size_t             nstopping;    /* components still stopping */
@@ -60,6 +64,7 @@ struct sl_runtime {
     void              *reload_arg;
     sl_reload_hook     reload_hook;
     void              *reload_hook_arg;
+    int                notify_failed; /* sd_notify failed once: logged, not again */
 };
 
 /* Build the root; `o` is copied. */
@@ -71,7 +76,9 @@ void sl_runtime_add(struct sl_runtime *rt, const char *name, const struct sl_com
                     void *ctx);
 
 /* Start every component, then run the loop until a stop completes.
- * Returns the process exit code (0 after a graceful stop). */
+ * With opts.notify, READY=1 goes to $NOTIFY_SOCKET once every component's
+ * start returned (the API listens, the sources are started), before the
+ * loop runs. Returns the process exit code (0 after a graceful stop). */
 int sl_runtime_run(struct sl_runtime *rt);
 
 /* Ask for a graceful stop (what SIGTERM does). Safe to call twice. */
