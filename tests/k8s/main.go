@@ -2,8 +2,8 @@
 //
 // Each YAML document is decoded strictly (sigs.k8s.io/yaml's UnmarshalStrict:
 // an unknown or duplicated field is an error) into its type from the
-// Kubernetes API (k8s.io/api) or, for a ScaledObject, KEDA's own API type
-// (github.com/kedacore/keda/v2/apis/keda/v1alpha1). Then the set is checked
+// Kubernetes API (k8s.io/api) or, for a ScaledObject, KEDA v2.16's API
+// type as keda.go declares it. Then the set is checked
 // as a whole: the Service, the PodDisruptionBudget and every ScaledObject
 // point at the Deployment, the probes ask /healthz and /readyz, the
 // container adds only the capabilities the sandbox needs, the config map
@@ -20,7 +20,6 @@ import (
 	"sort"
 	"strings"
 
-	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -47,7 +46,7 @@ type set struct {
 	services    []*corev1.Service
 	configMaps  []*corev1.ConfigMap
 	pdbs        []*policyv1.PodDisruptionBudget
-	scaled      []*kedav1alpha1.ScaledObject
+	scaled      []*ScaledObject
 }
 
 func decode(raw []byte) (any, error) {
@@ -66,7 +65,7 @@ func decode(raw []byte) (any, error) {
 	case "policy/v1 PodDisruptionBudget":
 		obj = &policyv1.PodDisruptionBudget{}
 	case "keda.sh/v1alpha1 ScaledObject":
-		obj = &kedav1alpha1.ScaledObject{}
+		obj = &ScaledObject{}
 	default:
 		return nil, fmt.Errorf("unexpected apiVersion/kind %q %q", tm.APIVersion, tm.Kind)
 	}
@@ -105,7 +104,7 @@ func (s *set) add(obj any) {
 		s.configMaps = append(s.configMaps, o)
 	case *policyv1.PodDisruptionBudget:
 		s.pdbs = append(s.pdbs, o)
-	case *kedav1alpha1.ScaledObject:
+	case *ScaledObject:
 		s.scaled = append(s.scaled, o)
 	}
 }

@@ -179,9 +179,9 @@ Test(deploy, k8s_manifests_decode_strictly_into_the_api_types, .timeout = 120)
     rc = sh(out, sizeof(out), K8S_CHECK " deploy/k8s/*.yaml");
     cr_assert_eq(rc, 0, "%s", out);
     for (const char *s = "*v1.Deployment sluice\0*v1.Service sluice\0*v1.ConfigMap sluice\0"
-                         "*v1.PodDisruptionBudget sluice\0*v1alpha1.ScaledObject sluice-kafka\0"
-                         "*v1alpha1.ScaledObject sluice-redis\0"
-                         "*v1alpha1.ScaledObject sluice-prometheus\0";
+                         "*v1.PodDisruptionBudget sluice\0*main.ScaledObject sluice-kafka\0"
+                         "*main.ScaledObject sluice-redis\0"
+                         "*main.ScaledObject sluice-prometheus\0";
          *s; s += strlen(s) + 1)
         cr_expect(strstr(out, s) != NULL, "%s not decoded:\n%s", s, out);
     cr_expect(strstr(out, "k8s-check: 8 ok, 0 problems") != NULL, "%s", out);
