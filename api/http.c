@@ -363,8 +363,21 @@ bool sl__api_metrics_allowed(const struct sl_server_conf *sc, const struct sl_hd
     return tok[len] == '\0' && ct_equal(tok, len, want, strlen(want));
 }
 
-/* A server.auth entry's functions: "*" or a comma-separated list. */
+/* A server.auth entry's scopes (SL_SCOPE_*); invoke when not given. */
+int sl__api_scopes(const json_t *entry)
+{
+    const json_t *v = json_object_get(entry, "scopes");
+
+    return v ? (int)json_integer_value(v) : SL_SCOPE_INVOKE;
+}
+
 bool sl__api_token_allows(const json_t *entry, const char *fn)
+{
+    return (sl__api_scopes(entry) & SL_SCOPE_INVOKE) && sl__api_token_covers(entry, fn);
+}
+
+/* A server.auth entry's functions: "*" or a comma-separated list. */
+bool sl__api_token_covers(const json_t *entry, const char *fn)
 {
     const char *spec = json_string_value(json_object_get(entry, "functions"));
     size_t fl = strlen(fn);

@@ -119,8 +119,15 @@ void sl__api_evhdrs(struct evhttp_request *req, struct sl_hdrs *h);
 bool sl__api_check_token(struct sl_api *a, struct evhttp_request *req, const char *id,
                          json_t **entry);
 
-/* Whether server.auth entry `entry` may invoke `fn`. */
+/* Whether server.auth entry `entry` may invoke `fn` (scope invoke, and
+ * `fn` among its functions). */
 bool sl__api_token_allows(const json_t *entry, const char *fn);
+
+/* Whether `fn` is among the entry's functions, whatever the scope. */
+bool sl__api_token_covers(const json_t *entry, const char *fn);
+
+/* The entry's scopes, SL_SCOPE_* bits. */
+int sl__api_scopes(const json_t *entry);
 
 /* AWS SigV4's Authorization header, parsed (sigv4.c). */
 struct sl_sigv4 {

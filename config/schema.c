@@ -327,7 +327,7 @@ static char *auth_secret(struct sl_conf_load *ld, yaml_node_t *node, size_t i, j
 
     if (!inline_s == !file) {
         sl_conf_error(ld, node, "key %zu: give one of secret_access_key and "
-                      "secret_access_key_file", i + 1);
+                      "secret_access_key_file (or bearer: true for a bearer token)", i + 1);
         return NULL;
     }
     if (inline_s) {
@@ -376,6 +376,48 @@ static void check_data_dir(struct sl_conf_load *ld, const struct sl_conf_key *k,
         sl_conf_error(ld, node, "%s", why);
 }
 
+/* An entry's scopes: "invoke", "read", "admin", separated by commas;
+ * admin implies read. A bitmask of SL_SCOPE_*, or -1 (reported). */
+static int parse_scopes(struct sl_conf_load *ld, yaml_node_t *node, size_t i, const json_t *v)
+{
+    const char *p = json_string_value(v);
+    int mask = 0;
+
+    if (!p) {
+        sl_conf_error(ld, node, "entry %zu: scopes must be a string such as \"invoke, read\"",
+                      i + 1);
+        return -1;
+    }
+    while (*p) {
+        const char *s, *e;
+
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        for (s = p; *p && *p != ','; p++)
+            ;
+        for (e = p; e > s && e[-1] == ' '; e--)
+            ;
+        if (e - s == 6 && strncmp(s, "invoke", 6) == 0)
+            mask |= SL_SCOPE_INVOKE;
+        else if (e - s == 4 && strncmp(s, "read", 4) == 0)
+            mask |= SL_SCOPE_READ;
+        else if (e - s == 5 && strncmp(s, "admin", 5) == 0)
+            mask |= SL_SCOPE_ADMIN | SL_SCOPE_READ;
+        else {
+            sl_conf_error(ld, node, "entry %zu: unknown scope '%.*s' (invoke, read, admin)",
+                          i + 1, (int)(e - s) > 32 ? 32 : (int)(e - s), s);
+            return -1;
+        }
+    }
+    if (mask == 0) {
+        sl_conf_error(ld, node, "entry %zu: scopes is empty (invoke, read, admin)", i + 1);
+        return -1;
+    }
+    return mask;
+}
+
 static void check_auth(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
                        yaml_node_t *node)
 {
@@ -396,6 +438,8 @@ static void check_auth(struct sl_conf_load *ld, const struct sl_conf_key *k, voi
         char why[512], *tok = sl__interpolate(raw, why, sizeof(why)), *secret = NULL;
         const char *p, *fns = NULL;
         json_t *fnv = val, *dup = NULL;
+        bool bearer = !json_is_object(val), pair = false;
+        int scopes = SL_SCOPE_INVOKE;
 
         if (!tok) {
             /* `why` quotes the key: show it only when the key is a pure reference */
@@ -408,33 +452,49 @@ static void check_auth(struct sl_conf_load *ld, const struct sl_conf_key *k, voi
             i++;
             continue;
         }
+        if (json_is_object(val)) {
+            json_t *b = json_object_get(val, "bearer");
+
+            if (b && !json_is_boolean(b))
+                sl_conf_error(ld, node, "entry %zu: bearer must be true or false", i + 1);
+            bearer = json_is_true(b);
+            pair = !bearer;
+        }
         if (!*tok)
             sl_conf_error(ld, node, "token %zu is empty (is its variable set?)", i + 1);
         for (p = tok; *p; p++)
             if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p) || *p == ',' ||
-                (*p == '/' && json_is_object(val)))
+                (*p == '/' && pair))
                 break;
         if (*p)
             sl_conf_error(ld, node, "%s %zu contains a space, a comma%s or a control character",
-                          json_is_object(val) ? "key" : "token", i + 1,
-                          json_is_object(val) ? ", a slash" : "");
+                          pair ? "key" : "token", i + 1, pair ? ", a slash" : "");
         else if ((dup = json_object_get(norm, tok)))
             sl_conf_error(ld, node, "tokens %zu and %zu are the same",
                           (size_t)json_integer_value(json_object_get(dup, "pos")), i + 1);
         if (json_is_object(val)) {
             const char *mk;
-            json_t *mv;
+            json_t *mv, *sv = json_object_get(val, "scopes");
 
             json_object_foreach(val, mk, mv)
                 if (strcmp(mk, "secret_access_key") != 0 &&
-                    strcmp(mk, "secret_access_key_file") != 0 && strcmp(mk, "functions") != 0)
-                    sl_conf_error(ld, node, "key %zu: unknown key '%s' (an access key has "
-                                  "secret_access_key or secret_access_key_file, and "
-                                  "functions)", i + 1, mk);
-            secret = auth_secret(ld, node, i, val);
+                    strcmp(mk, "secret_access_key_file") != 0 && strcmp(mk, "functions") != 0 &&
+                    strcmp(mk, "scopes") != 0 && strcmp(mk, "bearer") != 0)
+                    sl_conf_error(ld, node, "entry %zu: unknown key '%s' (an access key has "
+                                  "secret_access_key or secret_access_key_file, functions and "
+                                  "scopes; a bearer token bearer: true, functions and scopes)",
+                                  i + 1, mk);
+            if (bearer && (json_object_get(val, "secret_access_key") ||
+                           json_object_get(val, "secret_access_key_file")))
+                sl_conf_error(ld, node, "entry %zu: a bearer token (bearer: true) has no "
+                              "secret_access_key", i + 1);
+            else if (pair)
+                secret = auth_secret(ld, node, i, val);
+            if (sv && (scopes = parse_scopes(ld, node, i, sv)) < 0)
+                scopes = 0;
             fnv = json_object_get(val, "functions");
             if (!fnv)
-                sl_conf_error(ld, node, "key %zu: missing 'functions' (\"*\" or names "
+                sl_conf_error(ld, node, "entry %zu: missing 'functions' (\"*\" or names "
                               "separated by commas)", i + 1);
         }
         if (fnv && !json_is_string(fnv))
@@ -442,8 +502,9 @@ static void check_auth(struct sl_conf_load *ld, const struct sl_conf_key *k, voi
                           "commas, as a string", i + 1);
         else if (fnv)
             fns = json_string_value(fnv);
-        if (fns && check_functions(ld, node, i, fns) && *tok && !*p && !dup) {
-            json_t *e = json_pack("{s:s, s:I}", "functions", fns, "pos", (json_int_t)(i + 1));
+        if (fns && check_functions(ld, node, i, fns) && *tok && !*p && !dup && scopes > 0) {
+            json_t *e = json_pack("{s:s, s:I, s:i}", "functions", fns, "pos", (json_int_t)(i + 1),
+                                  "scopes", scopes);
 
             if (secret)
                 json_object_set_new(e, "secret", json_string(secret));
@@ -777,8 +838,14 @@ static const struct sl_conf_key server_keys[] = {
               "SDKs) sign with AWS Signature Version 4 for service `lambda`, any region, and "
               "sluice verifies the signature and a clock skew of at most 5 minutes. A bearer "
               "token is never accepted as an access key id. Keys are interpolated too "
-              "(`${SLUICE_TOKEN}: \"*\"`). Empty: no authentication. `/healthz` and "
-              "`/readyz` stay open; `/metrics` too unless `metrics_auth` is set." },
+              "(`${SLUICE_TOKEN}: \"*\"`). Each credential has scopes: `invoke` (the "
+              "Invoke API), `read` (the management API's reads), `admin` (its writes, and "
+              "reads); the forms above have `invoke` only. Give others with `scopes: "
+              "\"invoke, read\"` in a key pair's mapping, or write a bearer token as a "
+              "mapping `TOKEN: {bearer: true, functions: \"*\", scopes: \"read\"}`. "
+              "`functions` limits every scope to those functions. Empty: no authentication "
+              "(every operation is open). `/healthz` and `/readyz` stay open; `/metrics` "
+              "too unless `metrics_auth` is set." },
     { .name = "metrics_auth", .type = SL_CK_STRING, .off = F(metrics_auth),
       .check = check_metrics_auth,
       .desc = "A bearer token that `GET /metrics` then requires (`Authorization: Bearer "

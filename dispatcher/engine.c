@@ -83,6 +83,7 @@ struct sl_engine {
     void                  (*drained)(void *arg);
     void                   *drained_arg;
     struct sl_metric       *m_records, *m_batches, *m_pending;
+    sl_engine_maker         make;         /* a poller for a source enabled later */
 };
 
 static void lane_kick(struct sl__lane *l);
@@ -155,7 +156,7 @@ static void account(struct sl_source *s, struct sl_record *const *r, size_t n)
         s->pending_bytes -= r[i]->len;
     if (s->paused && s->pending_bytes < LOW_WATER) {
         s->paused = false;
-        if (s->ops->resume)
+        if (s->ops->resume && !s->disabled)
             s->ops->resume(s);
     }
 }
@@ -582,6 +583,7 @@ static void on_outcome(struct batch *b, const struct sl_invoke_result *res)
     nf = s->conf->report_batch_item_failures
              ? item_failures(b, res->payload, res->payload_len, failed, &why) : 0;
     if (nf == 0) {
+        s->last_ok_ms = sl_wall_ms();
         s->succeeded += b->n;
         checkpoint(s, b->r, b->n);
         free(failed);
@@ -662,6 +664,7 @@ static void batch_failed(struct batch *b)
     int64_t now = sl_wall_ms(), oldest = INT64_MAX, max_retries = sl_source_max_retries(c);
 
     s->failed_batches++;
+    s->last_fail_ms = now;
     b->attempts++;
     if (s->ops->klass == SL_CLASS_QUEUE) {
         requeue(s, b->r, b->n, c->visibility_timeout_ms);
@@ -825,7 +828,7 @@ void sl_source_push(struct sl_source *s, const char *lane, struct sl_record *r)
     s->pending_bytes += r->len;
     if (!s->paused && s->pending_bytes > HIGH_WATER) {
         s->paused = true;
-        if (s->ops->pause)
+        if (s->ops->pause && !s->disabled)
             s->ops->pause(s);
     }
     if (s->ops->klass == SL_CLASS_QUEUE && r->receive_count > s->conf->max_receive_count) {
@@ -1224,4 +1227,62 @@ void sl_source_report_lost(struct sl_source *s, const char *lane, const char *fi
         return;
     }
     sl_sink_write_reliable(sink, w->envelope, strlen(w->envelope), on_lost_written, w);
+}
+
+/* ------------------------------------------------------------------ */
+/* Steering (the management API)                                       */
+
+void sl_source_set_enabled(struct sl_source *s, bool on)
+{
+    if (s->disabled == !on)
+        return;
+    s->disabled = !on;
+    if (s->paused || s->stopping || s->engine->draining)
+        return; /* backpressure or a stop already holds the poller */
+    if (!on && s->ops->pause)
+        s->ops->pause(s);
+    else if (on && s->ops->resume)
+        s->ops->resume(s);
+    SL_INFO(s->inst, "%s by the management API", on ? "enabled" : "disabled: fetching stopped");
+}
+
+const char *sl_source_state(const struct sl_source *s)
+{
+    if (!s->disabled)
+        return "Enabled";
+    return sl_source_outstanding(s) > 0 ? "Disabling" : "Disabled";
+}
+
+struct sl_source *sl_engine_source(struct sl_engine *e, const char *name)
+{
+    for (size_t i = 0; e && i < e->nsources; i++)
+        if (strcmp(e->sources[i]->conf->name, name) == 0)
+            return e->sources[i];
+    return NULL;
+}
+
+void sl_engine_set_maker(struct sl_engine *e, sl_engine_maker make)
+{
+    e->make = make;
+}
+
+int sl_engine_start_source(struct sl_engine *e, const struct sl_source_conf *c,
+                           struct sl_err *err)
+{
+    struct sl_source *s = NULL;
+    int rc;
+
+    if (e->draining)
+        return sl_err_set(err, SL_ESTOPPED, false, "sluice is stopping");
+    if (!e->make)
+        return sl_err_set(err, SL_EUNSUPPORTED, false, "source %s: no poller factory", c->name);
+    if (sl_engine_source(e, c->name))
+        return 0;
+    rc = e->make(e, c, &s, err);
+    if (rc == 0 && s->ops->start)
+        rc = s->ops->start(s, err);
+    if (rc == 0)
+        SL_INFO(s->inst, "started (%s -> %s) by the management API", sl_conf_type_name(c->type),
+                c->function);
+    return rc;
 }

@@ -124,6 +124,11 @@ struct sl_sink_conf {
     int     line, col;
 };
 
+/* What a server.auth credential may do ("scopes"). */
+#define SL_SCOPE_INVOKE 0x1   /* the Invoke API */
+#define SL_SCOPE_READ   0x2   /* the management API's reads */
+#define SL_SCOPE_ADMIN  0x4   /* its writes (runtime overrides); implies read */
+
 struct sl_server_conf {
     char   *listen;                  /* host:port of the HTTP API */
     int64_t concurrency_limit;
@@ -132,7 +137,8 @@ struct sl_server_conf {
     int64_t worker_threads;
     /* server.auth in normal form (config/schema.c): {"<token or access key id>":
      * {"functions": "*" | "fn1,fn2", "secret": "<secret access key>" (key pairs),
-     *  "pos": <1-based position>}}; NULL or empty: no authentication */
+     *  "scopes": SL_SCOPE_* bits, "pos": <1-based position>}}; NULL or empty: no
+     * authentication */
     json_t *auth;
     char   *metrics_auth;            /* bearer token /metrics requires; NULL: open */
     int64_t max_connections;         /* HTTP connections open at once */
@@ -253,6 +259,11 @@ struct sl_conf_type {
     size_t                    size;      /* of the options struct, 0: none */
     const struct sl_conf_default *defaults; /* ends with a NULL key; NULL: none */
     const struct sl_conf_refusal *refusals; /* ends with a NULL key; NULL: none */
+    /* Sources: add to `out` the members of Lambda's
+     * EventSourceMappingConfiguration that name source `c`, as its events
+     * name it (EventSourceArn; Kafka's SelfManagedEventSource and Topics).
+     * NULL: none. */
+    void (*describe)(const struct sl_source_conf *c, json_t *out);
 };
 
 /* The types a build has, in documentation order; NULL-terminated arrays. */

@@ -81,7 +81,10 @@ struct sl_source {
     /* counters */
     uint64_t received, succeeded, failed_batches, retried, dead_lettered, filtered;
     size_t   pending_bytes;
-    bool     paused;
+    int64_t  last_ok_ms;      /* wall clock of the last batch that succeeded (0: none) */
+    int64_t  last_fail_ms;    /* and of the last that failed */
+    bool     paused;          /* backpressure: above the high watermark */
+    bool     disabled;        /* sl_source_set_enabled(false): fetching stopped */
     bool     stopping;
     bool     fetch_stopped;   /* the poller reported sl_source_stopped() */
     struct sl__lane *lanes;
@@ -151,6 +154,40 @@ size_t sl_source_outstanding(const struct sl_source *s);
  * on_failure destination is 10 for types with SL_CONF_RETRY_CAP (Kafka),
  * as Lambda caps them. -1: no limit. */
 int64_t sl_source_max_retries(const struct sl_source_conf *c);
+
+/* ------------------------------------------------------------------ */
+/* Steering a running source (the management API, on the loop thread).
+ * Settings the engine reads per batch (batch_size,
+ * maximum_batching_window_ms, retries, record age, bisect,
+ * report_batch_item_failures) are read from the source's
+ * struct sl_source_conf each time, so writing them there on the loop
+ * thread takes effect from the next batch. */
+
+/* Stop fetching (on = false) or start again. A disabled source fetches
+ * nothing more; what it already fetched still runs and is checkpointed,
+ * so it then stands still with its position saved; enabling resumes from
+ * there. Combined with backpressure: the poller fetches only when neither
+ * holds it. */
+void sl_source_set_enabled(struct sl_source *s, bool on);
+
+/* "Enabled", "Disabling" (disabled, records still in flight) or
+ * "Disabled". */
+const char *sl_source_state(const struct sl_source *s);
+
+/* The running source named `name`, NULL when it has no poller. */
+struct sl_source *sl_engine_source(struct sl_engine *e, const char *name);
+
+/* How a source that had no poller (enabled: false at start) gets one when
+ * it is enabled: the poller registry's factory (sl_poller_for), given by
+ * the command that wires the parts (pollers/ is above the engine). */
+typedef int (*sl_engine_maker)(struct sl_engine *e, const struct sl_source_conf *c,
+                               struct sl_source **out, struct sl_err *err);
+void sl_engine_set_maker(struct sl_engine *e, sl_engine_maker make);
+
+/* Make and start the poller of source `c` (which has none yet). 0, or a
+ * negative SL_E* with `err` set. */
+int sl_engine_start_source(struct sl_engine *e, const struct sl_source_conf *c,
+                           struct sl_err *err);
 
 /* The loop the engine runs on (for pollers' own timers). */
 struct event_base *sl__engine_base(struct sl_engine *e);

@@ -1,11 +1,13 @@
 /* The Kafka source type: its keys, checks and registry entry. */
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "sluice/kafka.h"
+#include "sluice/mem.h"
 
 #include "conf.h"
 
@@ -63,6 +65,31 @@ static const struct sl_conf_key kafka_keys[] = {
 };
 #undef F
 
+/* Lambda's self-managed Kafka mapping has no EventSourceArn: its bootstrap
+ * servers and topics name it, as its events do ("bootstrapServers"). */
+static void kafka_describe(const struct sl_source_conf *c, json_t *out)
+{
+    const struct sl_kafka_opts *o = c->opts;
+    json_t *eps = json_array(), *topics = json_array();
+    const char *p = o->brokers;
+
+    while (p && *p) {
+        size_t n = strcspn(p, ",");
+        char *one = sl_strndup(p, n);
+
+        json_array_append_new(eps, json_string(one));
+        free(one);
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    for (size_t i = 0; i < o->topics.n; i++)
+        json_array_append_new(topics, json_string(o->topics.v[i]));
+    json_object_set_new(out, "SelfManagedEventSource",
+                        json_pack("{s:{s:o}}", "Endpoints", "KAFKA_BOOTSTRAP_SERVERS", eps));
+    json_object_set_new(out, "Topics", topics);
+}
+
 const struct sl_poller_type sl__kafka_poller = {
     .conf = {
         .name = "kafka",
@@ -70,6 +97,7 @@ const struct sl_poller_type sl__kafka_poller = {
         .keys = kafka_keys,
         .nkeys = sizeof(kafka_keys) / sizeof(kafka_keys[0]),
         .size = sizeof(struct sl_kafka_opts),
+        .describe = kafka_describe,
     },
     .make = sl_kafka_source_new,
 };

@@ -1,7 +1,10 @@
 /* The Postgres change-stream source type: its keys and registry entry. */
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "conf.h"
+#include "sluice/mem.h"
 
 #define SEC 1000 /* ms per second */
 
@@ -63,6 +66,26 @@ static const struct sl_conf_default pg_defaults[] = {
     { NULL, NULL },
 };
 
+/* The stream ARN its events carry (postgres.c):
+ * arn:aws:dynamodb:<region>:<account>:table/<schema.table>/stream/<slot>
+ * for a source of one table; with several (or all) tables, `*` stands
+ * for the table. */
+static void pg_describe(const struct sl_source_conf *c, json_t *out)
+{
+    const struct sl_pg_opts *o = c->opts;
+    char *slot = o->slot ? sl_strdup(o->slot) : sl_asprintf("sluice_%s", c->name);
+    char *table = o->tables.n != 1 ? sl_strdup("*")
+                  : strchr(o->tables.v[0], '.') ? sl_strdup(o->tables.v[0])
+                                                : sl_asprintf("public.%s", o->tables.v[0]);
+    char *arn = sl_asprintf("arn:aws:dynamodb:%s:%s:table/%s/stream/%s", c->server->region,
+                            c->server->account_id, table, slot);
+
+    json_object_set_new(out, "EventSourceArn", json_string(arn));
+    free(arn);
+    free(table);
+    free(slot);
+}
+
 const struct sl_poller_type sl__pg_poller = {
     .conf = {
         .name = "postgres",
@@ -72,6 +95,7 @@ const struct sl_poller_type sl__pg_poller = {
         .size = sizeof(struct sl_pg_opts),
         .defaults = pg_defaults,
         .refusals = pg_refusals,
+        .describe = pg_describe,
     },
     .make = sl_pg_source_new,
 };

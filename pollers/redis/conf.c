@@ -1,7 +1,9 @@
 /* The Redis queue source type: its keys, checks and registry entry. */
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "conf.h"
+#include "sluice/mem.h"
 #include "sluice/redis.h"
 
 #define SEC 1000 /* ms per second */
@@ -38,6 +40,18 @@ static const struct sl_conf_key redis_keys[] = {
 #undef F
 #undef BASE
 
+/* The queue's ARN as its events carry it (record.c): SQS's, with the key
+ * standing for the queue name. */
+static void redis_describe(const struct sl_source_conf *c, json_t *out)
+{
+    const struct sl_redis_opts *o = c->opts;
+    char *arn = sl_asprintf("arn:aws:sqs:%s:%s:%s", c->server->region, c->server->account_id,
+                            o->key);
+
+    json_object_set_new(out, "EventSourceArn", json_string(arn));
+    free(arn);
+}
+
 /* A queue: small batches sent at once unless told otherwise. */
 static const struct sl_conf_default redis_defaults[] = {
     { "batch_size", "10" },
@@ -53,6 +67,7 @@ const struct sl_poller_type sl__redis_poller = {
         .nkeys = sizeof(redis_keys) / sizeof(redis_keys[0]),
         .size = sizeof(struct sl_redis_opts),
         .defaults = redis_defaults,
+        .describe = redis_describe,
     },
     .make = sl_redis_source_new,
 };

@@ -139,7 +139,7 @@ struct rq {
     bool                reading, reclaiming, statting, beating;
     char                cursor[64];    /* reclaim cursor (stream) */
     /* flow: records held (pushed, not yet freed by the engine) */
-    size_t              held, limit;
+    size_t              held;          /* fetched, not yet final */
     size_t             *lane_load;
     size_t              nlanes;
     char              (*lane_name)[12];

@@ -331,9 +331,13 @@ static void rq_free_record(struct sl_source *s, struct sl_record *r)
 /* ------------------------------------------------------------------ */
 /* Fetching                                                            */
 
+/* Messages held at most: 2 x lanes x batch_size, read each time, since
+ * the management API may change batch_size while the source runs. */
 static size_t room(const struct rq *q)
 {
-    return q->held < q->limit ? q->limit - q->held : 0;
+    size_t limit = 2 * q->nlanes * (size_t)q->conf->batch_size;
+
+    return q->held < limit ? limit - q->held : 0;
 }
 
 static void fetch_more(struct rq *q)
@@ -717,7 +721,6 @@ int sl_redis_source_new(struct sl_engine *e, const struct sl_source_conf *c,
     q->lane_name = sl_calloc(q->nlanes, sizeof(*q->lane_name));
     for (size_t i = 0; i < q->nlanes; i++)
         snprintf(q->lane_name[i], sizeof(q->lane_name[i]), "%u", (unsigned)(i % 100000));
-    q->limit = 2 * q->nlanes * (size_t)c->batch_size;
     q->reclaim_every = c->visibility_timeout_ms / 4;
     if (q->reclaim_every > 1000)
         q->reclaim_every = 1000;
