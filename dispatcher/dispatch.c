@@ -60,7 +60,7 @@ struct sl_dispatcher {
     bool                     abandoned;  /* tearing down: results settle nothing */
     void                   (*drained)(void *);
     void                    *drained_arg;
-    struct sl_metric        *m_inv, *m_err, *m_thr, *m_dur, *m_conc, *m_conc_fn, *m_dlq,
+    struct sl_metric        *m_inv, *m_err, *m_thr, *m_dur, *m_cold, *m_conc, *m_conc_fn, *m_dlq,
                             *m_depth, *m_age;
 };
 
@@ -106,6 +106,8 @@ static void count_result(struct sl_dispatcher *d, const struct sl_function_conf 
     if (!r->ok)
         sl_metric_add(d->m_err, fn->name, 1);
     sl_metric_observe(d->m_dur, fn->name, r->duration_ms / 1000.0);
+    if (r->cold)
+        sl_metric_add(d->m_cold, fn->name, 1);
     sl_metric_add(d->m_conc, NULL, -1);
     sl_metric_add(d->m_conc_fn, fn->name, -1);
 }
@@ -510,6 +512,9 @@ int sl_dispatcher_new(struct event_base *base, const struct sl_config *conf,
                                   "Invocations running now, all functions.", NULL);
     d->m_conc_fn = sl_metrics_family(metrics, "sluice_function_concurrent_executions",
                                      SL_METRIC_GAUGE, "Invocations running now.", "function");
+    d->m_cold = sl_metrics_family(metrics, "sluice_cold_starts_total", SL_METRIC_COUNTER,
+                                  "Invocations that waited for an environment's init (cold "
+                                  "starts; SnapStart restores included).", "function");
     d->m_dlq = sl_metrics_family(metrics, "sluice_dlq_writes_total", SL_METRIC_COUNTER,
                                  "Records written to an on_failure destination.", "function");
     d->m_depth = sl_metrics_family(metrics, "sluice_async_queue_depth", SL_METRIC_GAUGE,
