@@ -499,10 +499,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         } else {
             sl__api_respond_method(a, req, id, "GET");
         }
-    } else {
+    } else if (!sl__mgmt_handle(a, req, id, path, evhttp_uri_get_query(u))) {
         sl__api_respond_error(a, req, id, 404, "UnknownOperationException", NULL,
                               "no operation at %s %.200s: sluice serves POST " INVOKE_PREFIX
-                              "{name}" INVOKE_SUFFIX ", GET /healthz, /readyz and /metrics",
+                              "{name}" INVOKE_SUFFIX ", the management API (README), "
+                              "GET /healthz, /readyz and /metrics",
                               method_name(cmd), path);
     }
 }
@@ -557,6 +558,7 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
     a->d = d;
     a->metrics = m;
     a->accepting = true;
+    a->started_ms = sl_wall_ms();
     LIST_INIT(&a->calls);
     LIST_INIT(&a->replies);
     a->m_req = sl_metrics_family(m, "sluice_http_requests_total", SL_METRIC_COUNTER,
@@ -645,5 +647,6 @@ void sl_api_free(struct sl_api *a)
     }
     /* what is still pending finishes without anyone to answer */
     sl__invoke_orphan(a);
+    sl__mgmt_free(a);
     free(a);
 }

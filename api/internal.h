@@ -18,11 +18,19 @@
 
 #define INST "api"
 
+#define FN_NAME_MAX    64
+#define QUALIFIER_MAX  128
+#define FN_ARG_MAX     256                       /* the whole FunctionName (ARN forms) */
+
 #define INVOKE_PREFIX  "/2015-03-31/functions/"
 #define INVOKE_SUFFIX  "/invocations"
 
 struct call;
 struct conn;
+struct mwrite;
+struct sl_engine;
+struct sl_overrides;
+struct sl_pool;
 struct sl_err;
 
 /* A response being written: tracked so sl_api_free can still deliver it
@@ -54,6 +62,14 @@ struct sl_api {
     double                      accept_logged_ms;
     char                        sock_dir[80];   /* evhttp's socket: private directory */
     char                        sock_path[108]; /* and the socket in it */
+    /* the management API (mgmt.c) */
+    struct sl_config           *conf_rw;     /* `conf`, writable (sl_api_manage); NULL: reads only */
+    struct sl_overrides        *ov;          /* the overrides in force */
+    struct sl_pool             *pool;        /* writes the overrides file */
+    struct sl_engine           *engine;      /* the running sources; NULL: none */
+    struct mwrite              *writing;     /* an overrides write in flight */
+    int64_t                    *prov_started; /* provisioned_concurrency per function at start */
+    int64_t                     started_ms;  /* wall clock at sl_api_new */
 };
 
 /* ------------------------------------------------------------------ */
@@ -193,7 +209,26 @@ void sl__gate_free(struct sl_api *a);
 bool sl__api_is_invoke_path(const char *path, size_t plen);
 
 /* ------------------------------------------------------------------ */
+/* The management API (mgmt.c)                                         */
+
+/* Answer `req` when `path` (still URI-encoded) is one of the management
+ * API's (Lambda's REST paths for functions, event source mappings,
+ * concurrency, event invoke configs, account settings and tags) and
+ * return true; false when it is not, and nothing was sent. */
+bool sl__mgmt_handle(struct sl_api *a, struct evhttp_request *req, const char *id,
+                     const char *path, const char *query);
+
+/* sl_api_free: an overrides write still in flight answers nobody. */
+void sl__mgmt_free(struct sl_api *a);
+
+/* ------------------------------------------------------------------ */
 /* The Invoke API (invoke.c)                                           */
+
+/* Lambda's FunctionName forms (name, partial or full ARN, with an
+ * optional :qualifier): fills name and qual (empty when none); -1 when
+ * `s` does not match Lambda's pattern. */
+int sl__api_parse_function_name(const char *s, char name[FN_NAME_MAX + 1],
+                                char qual[QUALIFIER_MAX + 1]);
 
 /* POST INVOKE_PREFIX{raw_name}INVOKE_SUFFIX[?query]: answers `req`, now
  * or when the invocation ends. `raw_name` is still URI-encoded. */

@@ -30,9 +30,6 @@
 #include "sluice/mem.h"
 
 #define CLIENT_CONTEXT_MAX 3583                  /* base64 bytes of X-Amz-Client-Context */
-#define FN_NAME_MAX    64
-#define QUALIFIER_MAX  128
-#define FN_ARG_MAX     256                       /* the whole FunctionName (ARN forms) */
 
 /* One invocation between the dispatcher call and its callback. */
 struct call {
@@ -270,8 +267,8 @@ static void on_accepted(void *arg, int rc, const char *request_id)
  * (arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\d{1}:)?(\d{12}:)?
  * (function:)?([a-zA-Z0-9-_\.]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?
  * Fills name and qualifier (empty when none); -1 when it does not match. */
-static int parse_function_name(const char *s, char name[FN_NAME_MAX + 1],
-                               char qual[QUALIFIER_MAX + 1])
+int sl__api_parse_function_name(const char *s, char name[FN_NAME_MAX + 1],
+                                char qual[QUALIFIER_MAX + 1])
 {
     const char *p = s, *q, *n0;
     size_t len;
@@ -363,7 +360,7 @@ static bool resolve_function(struct sl_api *a, struct evhttp_request *req, const
     bool ok = false;
 
     decoded = evhttp_uridecode(raw_name, 0, &dlen);
-    if (!decoded || strlen(decoded) != dlen || parse_function_name(decoded, name, qual) != 0) {
+    if (!decoded || strlen(decoded) != dlen || sl__api_parse_function_name(decoded, name, qual) != 0) {
         sl__api_respond_error(a, req, id, 400, "ValidationException", NULL,
                               "1 validation error detected: Value '%.256s' at 'functionName' "
                               "failed to satisfy constraint: Member must satisfy regular "

@@ -20,6 +20,13 @@
  * config the caller frees, or nonzero. (lint.c) */
 int sl__cli_load(const char *path, struct sl_config **c);
 
+struct sl_overrides;
+
+/* Read data_dir's runtime overrides for `c` and check them (the
+ * management API's writes): 0 with *out (the caller frees), or -1 with
+ * every problem printed to stderr. (lint.c) */
+int sl__cli_overrides(const char *path, const struct sl_config *c, struct sl_overrides **out);
+
 /* Apply the file's log settings to the process's log. (lint.c) */
 void sl__cli_log_setup(const struct sl_config *c);
 #define SL__LOG_QUEUE   (4u << 20)  /* bytes of log lines waiting for the writer thread */

@@ -11,6 +11,7 @@
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/metrics.h"
+#include "sluice/overrides.h"
 #include "sluice/pollers.h"
 #include "sluice/runtime.h"
 
@@ -24,6 +25,8 @@
 struct core_comp {
     struct sl_runtime    *rt;
     const struct sl_config *conf;    /* borrowed: freed after the runtime */
+    struct sl_config     *conf_rw;   /* the same, for the management API's writes */
+    struct sl_overrides  *ov;        /* borrowed: the overrides applied to it */
     struct sl_functions  *fns;
     struct sl_metrics    *metrics;
     struct sl_dispatcher *d;
@@ -48,6 +51,8 @@ static int core_start(void *ctx, struct sl_err *err)
         rc = sl_dispatcher_new(rt->base, cc->conf, cc->fns, cc->metrics, rt->pool, &cc->d, err);
     if (rc == 0)
         rc = sl_api_new(rt->base, cc->conf, cc->d, cc->metrics, &cc->api, err);
+    if (rc == 0 && cc->ov)
+        sl_api_manage(cc->api, cc->conf_rw, cc->ov, rt->pool);
     return rc;
 }
 
@@ -99,6 +104,18 @@ struct sources_comp {
     struct sl_component *c;
 };
 
+/* A poller for a source enabled through the management API. */
+static int make_source(struct sl_engine *e, const struct sl_source_conf *c,
+                       struct sl_source **out, struct sl_err *err)
+{
+    sl_poller_factory make = sl_poller_for(c->type);
+
+    if (!make)
+        return sl_err_set(err, SL_EUNSUPPORTED, false, "source %s: no poller for type %s",
+                          c->name, sl_conf_type_name(c->type));
+    return make(e, c, out, err);
+}
+
 static int sources_start(void *ctx, struct sl_err *err)
 {
     struct sources_comp *sc = ctx;
@@ -106,6 +123,10 @@ static int sources_start(void *ctx, struct sl_err *err)
     int rc;
 
     rc = sl_engine_new(sc->cc->rt->base, conf, sc->cc->d, sc->cc->metrics, &sc->engine, err);
+    if (rc == 0) {
+        sl_engine_set_maker(sc->engine, make_source);
+        sl_api_set_engine(sc->cc->api, sc->engine);
+    }
     for (size_t i = 0; rc == 0 && i < conf->nsources; i++) {
         const struct sl_source_conf *sconf = &conf->sources[i];
         sl_poller_factory make = sl_poller_for(sconf->type);
@@ -114,7 +135,11 @@ static int sources_start(void *ctx, struct sl_err *err)
 
         snprintf(inst, sizeof(inst), "source:%s", sconf->name);
         if (!sconf->enabled) {
-            SL_INFO(inst, "disabled (enabled: false)");
+            SL_INFO(inst, "disabled (enabled: false%s)",
+                    sc->cc->ov && json_object_get(sl_overrides_source(sc->cc->ov, sconf->name),
+                                                  "enabled")
+                        ? ", by the management API's override"
+                        : "");
             continue;
         }
         if (!make)
@@ -151,6 +176,7 @@ static void sources_free(void *ctx)
 {
     struct sources_comp *sc = ctx;
 
+    sl_api_set_engine(sc->cc->api, NULL);
     sl_engine_free(sc->engine);
     free(sc);
 }
@@ -164,6 +190,7 @@ int sl__cmd_run(int argc, char **argv)
     struct sl_runtime_opts opts;
     struct sl_runtime *rt;
     struct sl_config *c;
+    struct sl_overrides *ov = NULL;
     struct sl_err err;
     int code;
 
@@ -174,6 +201,14 @@ int sl__cmd_run(int argc, char **argv)
     if (sl__cli_load(argv[1], &c) != 0)
         return EXIT_FAIL;
     sl__cli_log_setup(c);
+    if (sl__cli_overrides(argv[1], c, &ov) != 0) {
+        sl_config_free(c);
+        return EXIT_FAIL;
+    }
+    sl_overrides_apply(ov, c);
+    if (!sl_overrides_empty(ov))
+        SL_INFO(NULL, "runtime overrides in force from %s (sluice lint shows them)",
+                sl_overrides_path(ov));
     /* the loop never waits for stderr: lines queue for a writer thread */
     if (sl_log_start_writer(SL__LOG_QUEUE) != 0)
         SL_WARN(NULL, "cannot start the log writer thread: writing the log on the loop");
@@ -184,6 +219,7 @@ int sl__cmd_run(int argc, char **argv)
     if (sl_runtime_new(&opts, &rt, &err) != 0) {
         SL_ERROR(NULL, "cannot start: %s", err.msg);
         sl_log_stop_writer(SL__LOG_STOP_MS);
+        sl_overrides_free(ov);
         sl_config_free(c);
         return EXIT_FAIL;
     }
@@ -192,6 +228,8 @@ int sl__cmd_run(int argc, char **argv)
         struct sources_comp *sc = sl_calloc(1, sizeof(*sc));
         cc->rt = rt;
         cc->conf = c;
+        cc->conf_rw = c;
+        cc->ov = ov;
         sc->cc = cc;
         sl_runtime_add(rt, "sluice", &core_ops, cc);
         if (c->nsources > 0)
@@ -205,6 +243,7 @@ int sl__cmd_run(int argc, char **argv)
     SL_INFO(NULL, "stopped (exit code %d)", code);
     sl_runtime_free(rt);
     sl_log_stop_writer(SL__LOG_STOP_MS);
+    sl_overrides_free(ov);
     sl_config_free(c);
     return code;
 }

@@ -18,6 +18,24 @@ struct sl_api;
 int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_dispatcher *d,
                struct sl_metrics *m, struct sl_api **out, struct sl_err *err);
 
+struct sl_engine;
+struct sl_overrides;
+struct sl_pool;
+
+/* The management API's writes (sluice/overrides.h): `conf` is the
+ * configuration sl_api_new was given, writable (the API changes its
+ * settings on the loop thread, where every reader of them runs), `ov` the
+ * overrides already applied to it, `pool` writes the overrides file off
+ * the loop. All borrowed, and must outlive the API. Without this call the
+ * management API only reads. */
+void sl_api_manage(struct sl_api *a, struct sl_config *conf, struct sl_overrides *ov,
+                   struct sl_pool *pool);
+
+/* The running sources (an engine of sluice/poller.h), for the event
+ * source mappings' state and for enabling and disabling them; NULL when
+ * the engine is gone. Borrowed. */
+void sl_api_set_engine(struct sl_api *a, struct sl_engine *e);
+
 /* Stop accepting: /readyz answers 503 and new invocations get 503. */
 void sl_api_stop_accepting(struct sl_api *a);
 

@@ -74,11 +74,22 @@ static void pg_describe(const struct sl_source_conf *c, json_t *out)
 {
     const struct sl_pg_opts *o = c->opts;
     char *slot = o->slot ? sl_strdup(o->slot) : sl_asprintf("sluice_%s", c->name);
-    char *table = o->tables.n != 1 ? sl_strdup("*")
-                  : strchr(o->tables.v[0], '.') ? sl_strdup(o->tables.v[0])
-                                                : sl_asprintf("public.%s", o->tables.v[0]);
-    char *arn = sl_asprintf("arn:aws:dynamodb:%s:%s:table/%s/stream/%s", c->server->region,
-                            c->server->account_id, table, slot);
+    char *table, *arn;
+
+    /* the default slot name as postgres.c makes it */
+    for (char *p = slot; !o->slot && *p; p++) {
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+        else if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
+            *p = '_';
+    }
+    if (strlen(slot) > 63)
+        slot[63] = '\0';
+    table = o->tables.n != 1 ? sl_strdup("*")
+            : strchr(o->tables.v[0], '.') ? sl_strdup(o->tables.v[0])
+                                          : sl_asprintf("public.%s", o->tables.v[0]);
+    arn = sl_asprintf("arn:aws:dynamodb:%s:%s:table/%s/stream/%s", c->server->region,
+                      c->server->account_id, table, slot);
 
     json_object_set_new(out, "EventSourceArn", json_string(arn));
     free(arn);
