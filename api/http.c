@@ -499,7 +499,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         } else {
             sl__api_respond_method(a, req, id, "GET");
         }
-    } else if (!sl__mgmt_handle(a, req, id, path, evhttp_uri_get_query(u))) {
+    } else if (!sl__console_handle(a, req, id, path, evhttp_uri_get_query(u)) &&
+               !sl__mgmt_handle(a, req, id, path, evhttp_uri_get_query(u))) {
         sl__api_respond_error(a, req, id, 404, "UnknownOperationException", NULL,
                               "no operation at %s %.200s: sluice serves POST " INVOKE_PREFIX
                               "{name}" INVOKE_SUFFIX ", the management API (README), "
@@ -563,6 +564,7 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
     LIST_INIT(&a->replies);
     a->m_req = sl_metrics_family(m, "sluice_http_requests_total", SL_METRIC_COUNTER,
                                  "HTTP requests answered by the API, by status code.", "code");
+    sl__console_init(a);
 
     rc = parse_listen(conf->server.listen, host, sizeof(host), &port, err);
     if (rc != 0)
@@ -648,5 +650,6 @@ void sl_api_free(struct sl_api *a)
     /* what is still pending finishes without anyone to answer */
     sl__invoke_orphan(a);
     sl__mgmt_free(a);
+    sl__console_free(a);
     free(a);
 }

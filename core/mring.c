@@ -299,7 +299,7 @@ static void put_float(struct sl_jbuf *out, float v)
 }
 
 void sl_mring_json(const struct sl_mring *r, const char *names, const char *key, size_t points,
-                   struct sl_jbuf *out)
+                   sl_mring_keep_fn keep, void *arg, struct sl_jbuf *out)
 {
     size_t n = points && points < r->npoints ? points : r->npoints;
     size_t first = (r->head + SL_MRING_POINTS + 1 - n) % SL_MRING_POINTS;
@@ -316,7 +316,8 @@ void sl_mring_json(const struct sl_mring *r, const char *names, const char *key,
         const struct mseries *s = r->s[k];
         const char *name = r->rules[s->rule].name;
 
-        if (!name_listed(names, name) || (key && strcmp(key, s->key) != 0))
+        if (!name_listed(names, name) || (key && strcmp(key, s->key) != 0) ||
+            (keep && !keep(arg, name, s->key)))
             continue;
         sl_jbuf_puts(out, any ? ",{\"name\":" : "{\"name\":");
         sl_jbuf_str(out, name, strlen(name));

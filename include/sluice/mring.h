@@ -11,6 +11,7 @@
 #ifndef SLUICE_MRING_H
 #define SLUICE_MRING_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,9 +61,11 @@ size_t sl_mring_dropped(const struct sl_mring *r);
  *   {"step_s":10,"t":[ms,...],"series":[{"name":..,"key":..,"v":[x|null,...]}]}
  * with the last `points` points (0: all held), oldest first, of the series
  * whose name is in `names` (a comma-separated list; NULL or "": all) and,
- * when `key` is not NULL, whose key is `key`. */
+ * when `key` is not NULL, whose key is `key`, and that `keep` (NULL: all)
+ * keeps. */
+typedef bool (*sl_mring_keep_fn)(void *arg, const char *name, const char *key);
 void sl_mring_json(const struct sl_mring *r, const char *names, const char *key, size_t points,
-                   struct sl_jbuf *out);
+                   sl_mring_keep_fn keep, void *arg, struct sl_jbuf *out);
 
 /* The latest point of series (name, key): 0 and *v, or -1 when it has
  * none. */

@@ -109,7 +109,7 @@ Test(mring, wraps_after_an_hour_and_serves_json)
         sl_metric_add(x.rec, "orders" SL_METRIC_LV_SEP "received", 10 * (i + 1));
         sl_mring_sample(r, x.m, 10000LL * i);
     }
-    sl_mring_json(r, "source.records_per_s,source.lag", NULL, 0, &b);
+    sl_mring_json(r, "source.records_per_s,source.lag", NULL, 0, NULL, NULL, &b);
     j = json_loads(b.p, 0, &je);
     cr_assert(j, "%s: %s", je.text, b.p);
     t = json_object_get(j, "t");
@@ -129,7 +129,7 @@ Test(mring, wraps_after_an_hour_and_serves_json)
 
     /* the last point only, for the overview's tables */
     b = (struct sl_jbuf){ 0 };
-    sl_mring_json(r, NULL, "orders", 1, &b);
+    sl_mring_json(r, NULL, "orders", 1, NULL, NULL, &b);
     j = json_loads(b.p, 0, &je);
     cr_assert(j);
     cr_expect_eq(json_array_size(json_object_get(j, "t")), 1);
@@ -139,6 +139,13 @@ Test(mring, wraps_after_an_hour_and_serves_json)
     free(b.p);
     sl_mring_free(r);
     sl_metrics_free(x.m);
+}
+
+static bool keep_s0(void *arg, const char *name, const char *key)
+{
+    (void)arg;
+    (void)name;
+    return strncmp(key, "s00", 3) == 0;
 }
 
 Test(mring, series_are_bounded_and_keys_escaped)
@@ -159,9 +166,10 @@ Test(mring, series_are_bounded_and_keys_escaped)
     sl_mring_sample(r, x.m, 2);
     cr_expect_eq(sl_mring_series(r), 10);
     cr_expect_geq(sl_mring_dropped(r), 40);
-    sl_mring_json(r, NULL, NULL, 0, &b);
+    sl_mring_json(r, NULL, NULL, 0, keep_s0, NULL, &b);
     j = json_loads(b.p, 0, NULL);
     cr_assert(j, "valid JSON with quotes in keys: %s", b.p);
+    cr_expect_eq(json_array_size(json_object_get(j, "series")), 1, "what keep keeps: %s", b.p);
     cr_expect_str_eq(json_string_value(json_object_get(
                          json_array_get(json_object_get(j, "series"), 0), "key")),
                      "s00\"<x>");
