@@ -3,6 +3,7 @@
  * API itself is in invoke.c.
  *
  *   POST /2015-03-31/functions/{name}/invocations   (invoke.c)
+ *   Lambda's management paths                        (mgmt.c)
  *   GET  /healthz   200 "ok" while the process runs
  *   GET  /readyz    200 while accepting, 503 once stopping
  *   GET  /metrics   Prometheus text

@@ -1015,6 +1015,11 @@ static void function_write(struct sl_api *a, struct evhttp_request *req, const c
                            "ReservedConcurrentExecutions is required");
             goto out;
         }
+        if (json_integer_value(v) < 0) {
+            mgmt_error(a, req, id, 400, "InvalidParameterValueException",
+                       "ReservedConcurrentExecutions must be 0 or more");
+            goto out;
+        }
         if (json_integer_value(v) < fc->provisioned_concurrency) {
             mgmt_error(a, req, id, 409, "ResourceConflictException",
                        "ReservedConcurrentExecutions %lld is below the function's provisioned "
@@ -1024,12 +1029,8 @@ static void function_write(struct sl_api *a, struct evhttp_request *req, const c
         }
         if (!(draft = write_begin(a, req, id)))
             goto out;
-        ok = json_integer_value(v) >= 0 &&
-             put(a, req, id, draft, NULL, fc, "reserved_concurrency", json_incref(v),
+        ok = put(a, req, id, draft, NULL, fc, "reserved_concurrency", json_incref(v),
                  "ReservedConcurrentExecutions");
-        if (!ok && json_integer_value(v) < 0)
-            mgmt_error(a, req, id, 400, "InvalidParameterValueException",
-                       "ReservedConcurrentExecutions must be 0 or more");
         break;
     case OP_DEL_CONC:
         if (!(draft = write_begin(a, req, id)))

@@ -1,5 +1,6 @@
 /* sluice: the HTTP API at server.listen: Lambda's Invoke API
- * (POST /2015-03-31/functions/{name}/invocations), GET /healthz,
+ * (POST /2015-03-31/functions/{name}/invocations), Lambda's management API
+ * (api/mgmt.c), GET /healthz,
  * GET /readyz and GET /metrics (Prometheus text). libevent evhttp on the
  * loop. */
 #ifndef SLUICE_API_H

@@ -689,7 +689,7 @@ Test(api, invoke_answers_like_lambda, .init = setup, .fini = teardown, .timeout 
     expect_error(&r, 400, "InvalidRequestContentException", "client context not an object");
     r = get(INVOKE("echo"));
     expect_error(&r, 405, "MethodNotAllowedException", "GET on invocations");
-    r = get("/2015-03-31/functions/echo");
+    r = get("/2015-03-31/functions/echo/aliases"); /* ListAliases: not served */
     expect_error(&r, 404, "UnknownOperationException", "unknown path");
     r = post("/", NULL, "{}");
     expect_error(&r, 404, "UnknownOperationException", "POST /");

@@ -651,3 +651,187 @@ Test(config, generated_reference_is_current)
     free(gen);
     free(disk);
 }
+
+/* server.auth scopes: the old forms are invoke only; admin implies read;
+ * a bearer token takes scopes as a mapping with bearer: true. */
+Test(config, auth_scopes_and_bearer_mappings)
+{
+    struct sl_config *c;
+    char *got;
+    json_t *a;
+
+    got = load("functions:\n  f:\n    handler: handler.sh\n"
+               "server:\n  auth:\n"
+               "    tok-old: \"*\"\n"
+               "    AKIAOLD: { secret_access_key: s1, functions: f }\n"
+               "    AKIAADM: { secret_access_key: s2, functions: \"*\", scopes: \"admin\" }\n"
+               "    tok-read: { bearer: true, functions: f, scopes: \"invoke, read\" }\n", &c);
+    cr_assert_str_empty(got, "%s", got);
+    a = c->server.auth;
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(a, "tok-old"), "scopes")),
+                 SL_SCOPE_INVOKE);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(a, "AKIAOLD"), "scopes")),
+                 SL_SCOPE_INVOKE);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(a, "AKIAADM"), "scopes")),
+                 SL_SCOPE_ADMIN | SL_SCOPE_READ);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(a, "tok-read"), "scopes")),
+                 SL_SCOPE_INVOKE | SL_SCOPE_READ);
+    cr_assert_null(json_object_get(json_object_get(a, "tok-read"), "secret"),
+                   "a bearer token has no secret");
+    cr_assert_not_null(json_object_get(json_object_get(a, "AKIAADM"), "secret"));
+    sl_config_free(c);
+    free(got);
+
+    got = load("functions:\n  f:\n    handler: handler.sh\n"
+               "server:\n  auth:\n"
+               "    AKIAX: { secret_access_key: s1, functions: f, scopes: \"read, root\" }\n"
+               "    tok-b: { bearer: true, functions: f, secret_access_key: s }\n"
+               "    AKIAY: { functions: f }\n"
+               "    tok-c: { bearer: yes, functions: f, scopes: \"\" }\n", NULL);
+    cr_assert(strstr(got, "entry 1: unknown scope 'root' (invoke, read, admin)"), "%s", got);
+    cr_assert(strstr(got, "entry 2: a bearer token (bearer: true) has no secret_access_key"),
+              "%s", got);
+    cr_assert(strstr(got, "key 3: give one of secret_access_key and secret_access_key_file (or "
+                          "bearer: true for a bearer token)"), "%s", got);
+    cr_assert(strstr(got, "entry 4: scopes is empty"), "%s", got);
+    cr_assert_null(strstr(got, "s1"), "a secret in a message: %s", got);
+    free(got);
+}
+
+#include "sluice/overrides.h"
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Runtime overrides: checked against the file (a removed source, a
+ * changed type, a value out of the key's range, a stream key on a queue),
+ * applied in the key's unit, written 0600 and read back; the mapping's
+ * UUID is pinned (instances and restarts must agree on it). */
+Test(config, runtime_overrides_check_apply_and_persist)
+{
+    static const char yaml[] =
+        "functions:\n  f:\n    handler: handler.sh\n"
+        "sources:\n"
+        "  q:\n    type: redis\n    url: redis://127.0.0.1:6379\n    key: jobs\n    function: f\n"
+        "  k:\n    type: kafka\n    brokers: 127.0.0.1:9092\n    topics: [t]\n    function: f\n";
+    char tmpl[] = "/tmp/sluice-ovr-XXXXXX", path[256], why[512], uuid[37], *got, *text;
+    struct sl_overrides *ov;
+    struct sl_config *c;
+    struct sl_diags d;
+    struct stat st;
+    json_t *draft, *v;
+    FILE *f;
+    size_t len = 0;
+
+    cr_assert_not_null(mkdtemp(tmpl));
+    got = load(yaml, &c);
+    cr_assert_str_empty(got, "%s", got);
+    free(got);
+
+    sl_mapping_uuid(c, &c->sources[0], uuid);
+    cr_assert_str_eq(uuid, "5ff76bb0-391a-5a2f-876b-fc6b8934140d", "the UUID of (000000000000, f, q) changed");
+
+    /* none yet: an empty set */
+    cr_assert_eq(sl_overrides_load(tmpl, &ov, why, sizeof(why)), 0, "%s", why);
+    cr_assert(sl_overrides_empty(ov));
+    draft = sl_overrides_draft(ov);
+    v = json_integer(20000);
+    cr_assert_neq(sl_overrides_put(draft, &c->sources[0], NULL, "batch_size", v, why,
+                                   sizeof(why)), 0);
+    cr_assert_str_eq(why, "batch_size 20000 is out of range (1..10000)");
+    json_decref(v);
+    v = json_integer(3);
+    cr_assert_neq(sl_overrides_put(draft, &c->sources[0], NULL, "maximum_retry_attempts", v, why,
+                                   sizeof(why)), 0);
+    cr_assert_str_eq(why, "maximum_retry_attempts is not a setting of redis sources");
+    cr_assert_neq(sl_overrides_put(draft, &c->sources[0], NULL, "visibility_timeout_s", v, why,
+                                   sizeof(why)), 0);
+    cr_assert_eq(sl_overrides_put(draft, &c->sources[1], NULL, "maximum_retry_attempts", v, why,
+                                  sizeof(why)), 0, "%s", why);
+    json_decref(v);
+    v = json_integer(2500);
+    cr_assert_eq(sl_overrides_put(draft, &c->sources[0], NULL, "maximum_batching_window_ms", v,
+                                  why, sizeof(why)), 0, "%s", why);
+    json_decref(v);
+    cr_assert_eq(sl_overrides_put(draft, &c->sources[0], NULL, "enabled", json_false(), why,
+                                  sizeof(why)), 0, "%s", why);
+    v = json_integer(4);
+    cr_assert_eq(sl_overrides_put(draft, NULL, &c->functions[0], "reserved_concurrency", v, why,
+                                  sizeof(why)), 0, "%s", why);
+    json_decref(v);
+    v = json_integer(900);
+    cr_assert_eq(sl_overrides_put(draft, NULL, &c->functions[0], "async.maximum_event_age_s", v,
+                                  why, sizeof(why)), 0, "%s", why);
+    json_decref(v);
+    text = sl_overrides_text(draft);
+    cr_assert_eq(sl_overrides_write(tmpl, text, why, sizeof(why)), 0, "%s", why);
+    free(text);
+    sl_overrides_commit(ov, draft, c);
+    cr_assert_eq(c->sources[0].enabled, false);
+    cr_assert_eq(c->sources[0].maximum_batching_window_ms, 2500);
+    cr_assert_eq(c->sources[1].maximum_retry_attempts, 3);
+    cr_assert_eq(c->functions[0].reserved_concurrency, 4);
+    cr_assert_eq(c->functions[0].async.maximum_event_age_ms, 900000);
+    sl_overrides_free(ov);
+    sl_config_free(c);
+
+    snprintf(path, sizeof(path), "%s/%s", tmpl, SL_OVERRIDES_FILE);
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0600);
+
+    /* read back and applied to a fresh load */
+    got = load(yaml, &c);
+    free(got);
+    cr_assert_eq(sl_overrides_load(tmpl, &ov, why, sizeof(why)), 0, "%s", why);
+    sl_diags_init(&d, "o");
+    cr_assert_eq(sl_overrides_check(ov, c, &d), 0);
+    sl_diags_destroy(&d);
+    sl_overrides_apply(ov, c);
+    cr_assert_eq(c->sources[0].enabled, false);
+    cr_assert_eq(c->functions[0].reserved_concurrency, 4);
+    sl_overrides_free(ov);
+    sl_config_free(c);
+
+    /* the file changed under them: q gone, or q a kafka source now */
+    got = load("functions:\n  f:\n    handler: handler.sh\n", &c);
+    free(got);
+    cr_assert_eq(sl_overrides_load(tmpl, &ov, why, sizeof(why)), 0, "%s", why);
+    sl_diags_init(&d, "o");
+    cr_assert_eq(sl_overrides_check(ov, c, &d), 2);
+    f = open_memstream(&text, &len);
+    sl_diags_print(&d, f);
+    fclose(f);
+    cr_assert(strstr(text, "source 'q': overridden, but the configuration has no such source"),
+              "%s", text);
+    cr_assert(strstr(text, "source 'k': overridden"), "%s", text);
+    free(text);
+    sl_diags_destroy(&d);
+    sl_overrides_free(ov);
+    sl_config_free(c);
+
+    /* a hand-edited value out of range, an unknown version */
+    write_file(path, "{\"version\":1,\"sources\":{},\"functions\":{\"f\":"
+                     "{\"reserved_concurrency\":-7,\"memory_mb\":1}}}");
+    got = load(yaml, &c);
+    free(got);
+    cr_assert_eq(sl_overrides_load(tmpl, &ov, why, sizeof(why)), 0, "%s", why);
+    sl_diags_init(&d, "o");
+    cr_assert_eq(sl_overrides_check(ov, c, &d), 2);
+    sl_diags_destroy(&d);
+    sl_overrides_free(ov);
+    write_file(path, "{\"version\":9}");
+    cr_assert_neq(sl_overrides_load(tmpl, &ov, why, sizeof(why)), 0);
+    cr_assert(strstr(why, "version 9, this sluice reads version 1"), "%s", why);
+    write_file(path, "{not json");
+    cr_assert_neq(sl_overrides_load(tmpl, &ov, why, sizeof(why)), 0);
+    cr_assert(strstr(why, "not JSON"), "%s", why);
+    sl_config_free(c);
+    unlink(path);
+    rmdir(tmpl);
+}
