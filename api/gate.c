@@ -76,6 +76,7 @@ struct conn {
     bool                up_shut;    /* evhttp was told no more requests come */
     bool                cli_eof;    /* the client sends no more */
     bool                cli_shut;   /* our answers are all out: write side shut */
+    bool                adopted;    /* the live tail took the client's connection */
     unsigned            passed;     /* requests let through to evhttp */
 };
 
@@ -252,6 +253,8 @@ int sl__gate_decide(const struct sl_server_conf *sc, const struct sl_gate_head *
         sl__api_authenticate(sc, h->method, h->target, &hd, NULL, now, out);
         return out->code;
     }
+    if (sl__logs_is_path(path, plen))
+        return sl__logs_authorize(sc, h->method, h->target, &hd, now, out);
     if (plen == 8 && strncmp(path, "/metrics", 8) == 0 && !sl__api_metrics_allowed(sc, &hd)) {
         out->code = 401;
         out->type = "MissingAuthenticationTokenException";
@@ -278,6 +281,8 @@ static const char *reason(int code)
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 413: return "Request Entity Too Large";
     case 431: return "Request Header Fields Too Large";
@@ -320,7 +325,8 @@ static void conn_free(struct conn *c)
     c->a->nconns--;
     if (c->up)
         bufferevent_free(c->up);
-    bufferevent_free(c->cli);
+    if (c->cli)
+        bufferevent_free(c->cli);
     event_free(c->timer);
     free(c);
 }
@@ -531,6 +537,29 @@ static bool take_head(struct conn *c, struct evbuffer *src, size_t n)
         free(buf);
         return false;
     }
+    if (sl__logs_is_path(h.target, strcspn(h.target, "?#"))) {
+        const char *type = NULL;
+        char msg[320];
+        int code;
+
+        if (c->up) {
+            /* its answers would have to wait for the earlier ones */
+            conn_reject(c, 400, "InvalidRequestException",  NULL, "open /logs/tail on a "
+                        "connection of its own");
+            free(buf);
+            return false;
+        }
+        evbuffer_drain(src, evbuffer_get_length(src));
+        code = sl__logs_open(c->a, c->cli, &h, r.entry, &type, msg, sizeof(msg));
+        free(buf);
+        if (code != 0) {
+            conn_reject(c, code, type, NULL, msg);
+            return false;
+        }
+        c->cli = NULL;
+        c->adopted = true;
+        return false;
+    }
     free(buf);
     if (!c->up && (!c->a->sock_path[0] || !up_connect(c))) {
         conn_reject(c, 503, "ServiceException", NULL, "the HTTP server is not reachable");
@@ -621,6 +650,10 @@ static void gate_run(struct conn *c)
                 return;
             }
             take_head(c, src, n);
+            if (c->adopted) {
+                conn_free(c); /* the tail has its connection */
+                return;
+            }
             break;
         case C_BODY:
         case C_CHUNK_DATA:

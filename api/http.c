@@ -505,7 +505,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         sl__api_respond_error(a, req, id, 404, "UnknownOperationException", NULL,
                               "no operation at %s %.200s: sluice serves POST " INVOKE_PREFIX
                               "{name}" INVOKE_SUFFIX ", the management API (README), "
-                              "GET /healthz, /readyz and /metrics",
+                              "GET /healthz, /readyz, /metrics and /logs/tail",
                               method_name(cmd), path);
     }
 }
@@ -563,6 +563,7 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
     a->started_ms = sl_wall_ms();
     LIST_INIT(&a->calls);
     LIST_INIT(&a->replies);
+    sl__logs_init(a);
     a->m_req = sl_metrics_family(m, "sluice_http_requests_total", SL_METRIC_COUNTER,
                                  "HTTP requests answered by the API, by status code.", "code");
     sl__console_init(a);
@@ -605,7 +606,8 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
             loopback = (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
         }
     }
-    SL_INFO(INST, "listening on http://%s%s%s:%d (Invoke API, /healthz, /readyz, /metrics)%s",
+    SL_INFO(INST, "listening on http://%s%s%s:%d (Invoke API, /healthz, /readyz, /metrics, "
+            "/logs/tail)%s",
             strchr(shown, ':') ? "[" : "", shown[0] ? shown : host,
             strchr(shown, ':') ? "]" : "", port,
             auth_on ? "; invocations need a credential (server.auth)" : "");
@@ -634,6 +636,7 @@ void sl_api_free(struct sl_api *a)
 
     if (!a)
         return;
+    sl__logs_free(a);
     /* the loop is over: whoever still waits for a result gets a 503 now */
     sl__invoke_abandon(a);
     flush_replies(a, 1000);

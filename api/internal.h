@@ -32,6 +32,8 @@ struct sl__console;
 struct sl_engine;
 struct sl_overrides;
 struct sl_pool;
+struct tail;
+struct sl_logring;
 struct sl_err;
 
 /* A response being written: tracked so sl_api_free can still deliver it
@@ -73,6 +75,11 @@ struct sl_api {
     int64_t                     started_ms;  /* wall clock at sl_api_new */
     /* the web console (console.c) */
     struct sl__console         *console;
+    /* the live tail (logs.c) */
+    struct sl_logring          *ring;        /* function logs, or NULL (borrowed) */
+    LIST_HEAD(, tail)           tails;       /* clients of GET /logs/tail */
+    size_t                      ntails;
+    struct sl_metric           *m_tails, *m_tail_drop;
 };
 
 /* ------------------------------------------------------------------ */
@@ -236,6 +243,27 @@ bool sl__console_handle(struct sl_api *a, struct evhttp_request *req, const char
 void sl__console_init(struct sl_api *a);
 /* In sl_api_free: requests still waiting answer nobody. */
 void sl__console_free(struct sl_api *a);
+/* The live tail (logs.c)                                              */
+
+/* Whether path[0..plen) is the tail's (/logs/tail). */
+bool sl__logs_is_path(const char *path, size_t plen);
+
+/* Whether a request for the tail may go on (0), else the answer in *out
+ * and its status returned; out->entry is the credential's server.auth
+ * entry. The one check for reading logs: the Invoke API's credentials. */
+int sl__logs_authorize(const struct sl_server_conf *sc, const char *method, const char *target,
+                       const struct sl_hdrs *h, long long now, struct sl_authn *out);
+
+/* The gate's head `h` for /logs/tail, authorized with server.auth entry
+ * `entry` (NULL: auth off): 0 when the tail took over `bev` (the client's
+ * connection, nothing of the request left in its input), else the HTTP
+ * status to answer with *type and why (size wn); `bev` is then the
+ * caller's still. */
+int sl__logs_open(struct sl_api *a, struct bufferevent *bev, const struct sl_gate_head *h,
+                  const json_t *entry, const char **type, char *why, size_t wn);
+
+void sl__logs_init(struct sl_api *a);      /* after a->metrics */
+void sl__logs_free(struct sl_api *a);      /* every client closed */
 
 /* ------------------------------------------------------------------ */
 /* The Invoke API (invoke.c)                                           */

@@ -37,6 +37,7 @@ int sl__cmd_lint(int argc, char **argv);     /* lint.c */
 int sl__cmd_run(int argc, char **argv);      /* run.c */
 int sl__cmd_invoke(int argc, char **argv);   /* invoke.c */
 int sl__cmd_dlq(int argc, char **argv);      /* dlq.c */
+int sl__cmd_logs(int argc, char **argv);     /* logs.c */
 
 /* Invoke `fn` at `endpoint` (http://host:port) as a Lambda client would.
  * Prints the result (or Lambda's error JSON) to stdout; returns the exit

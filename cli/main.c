@@ -99,6 +99,21 @@ static const struct command commands[] = {
       "(no payload) are kept. Works for redis, postgres, sqlite and file sinks.\n\n"
       "Exit codes: 0 success, 1 failure (entries that failed are kept), 2 usage.",
       sl__cmd_dlq },
+    { "logs", "CONFIG [--function F] [--source S] [--request-id ID] [--level L] [--since 10m] "
+              "[--follow] [--json]",
+      "show a running service's function logs (like sam logs)",
+      "Reads the live tail (GET /logs/tail) of the `sluice run` serving CONFIG, at its\n"
+      "server.listen (a wildcard address is reached on loopback). Prints one line per\n"
+      "log line: TIMESTAMP FUNCTION REQUEST_ID MESSAGE (a message the handler wrote as a\n"
+      "JSON object is printed as compact JSON); --json prints the events' JSON as\n"
+      "sent. Lines are what the service's log ring holds of the last --since (default\n"
+      "10m; 0 for none; ms, s, m, h, d), filtered by function, event source, request\n"
+      "id and least level (TRACE, DEBUG, INFO, WARN, ERROR, FATAL). Without --follow\n"
+      "it exits after them; with --follow (-f) it goes on printing new lines until\n"
+      "interrupted. Credentials: $SLUICE_TOKEN as a bearer token, else the first\n"
+      "bearer token of CONFIG's server.auth.\n\n"
+      "Exit codes: 0 done (or interrupted), 1 refused or unreachable, 2 usage.",
+      sl__cmd_logs },
     { "version", "", "print the version", "Prints 'sluice VERSION'. Exit code 0.", cmd_version },
     { "config-docs", "", "print the configuration reference (Markdown)",
       "Prints docs/CONFIGURATION.md, generated from the key tables. Exit code 0.",

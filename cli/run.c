@@ -9,6 +9,7 @@
 #include "sluice/dispatch.h"
 #include "sluice/env.h"
 #include "sluice/log.h"
+#include "sluice/logring.h"
 #include "sluice/mem.h"
 #include "sluice/metrics.h"
 #include "sluice/overrides.h"
@@ -31,6 +32,8 @@ struct core_comp {
     struct sl_metrics    *metrics;
     struct sl_dispatcher *d;
     struct sl_api        *api;
+    struct sl_logring    *ring;      /* function logs: the live tail, the log sink */
+    struct sl_logship    *ship;
     struct sl_component  *c;
 };
 
@@ -46,11 +49,18 @@ static int core_start(void *ctx, struct sl_err *err)
     if (sl_data_dir_prepare(cc->conf->server.data_dir, why, sizeof(why)) != 0)
         return sl_err_set(err, SL_ECONFIG, false, "%s", why);
     cc->metrics = sl_metrics_new();
+    cc->ring = sl_logring_new((size_t)cc->conf->server.log_ring_kb * 1024, cc->metrics);
     rc = sl_functions_new(rt->base, cc->conf, NULL, &cc->fns, err);
-    if (rc == 0)
+    if (rc == 0) {
+        sl_functions_set_logring(cc->fns, cc->ring);
         rc = sl_dispatcher_new(rt->base, cc->conf, cc->fns, cc->metrics, rt->pool, &cc->d, err);
-    if (rc == 0)
+    }
+    if (rc == 0) {
+        cc->ship = sl_logship_new(cc->d, cc->conf, cc->ring);
         rc = sl_api_new(rt->base, cc->conf, cc->d, cc->metrics, &cc->api, err);
+    }
+    if (rc == 0)
+        sl_api_set_logring(cc->api, cc->ring);
     if (rc == 0 && cc->ov)
         sl_api_manage(cc->api, cc->conf_rw, cc->ov, rt->pool);
     return rc;
@@ -85,7 +95,10 @@ static void core_free(void *ctx)
     sl_api_free(cc->api);
     sl_dispatcher_abandon(cc->d); /* the worker pool is already gone */
     sl_functions_free(cc->fns);
+    sl_logship_stop(cc->ship);
     sl_dispatcher_free(cc->d);
+    sl_logship_free(cc->ship);
+    sl_logring_free(cc->ring);
     sl_metrics_free(cc->metrics);
     free(cc);
 }

@@ -142,22 +142,54 @@ static void check_runtime(struct sl_conf_load *ld, const struct sl_conf_key *k, 
                       "restore hooks (/runtime/restore/next) are not implemented");
 }
 
-static void check_log_level(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
-                            yaml_node_t *node)
+/* Lambda's LoggingConfig levels: one of `levels`, and only with
+ * `log_format: json` (Lambda applies levels to JSON logs only). */
+static void check_level_of(struct sl_conf_load *ld, yaml_node_t *node, const char *key,
+                           const char *v, const char *const *levels, const char *shown)
 {
-    static const char *const levels[] = { "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL",
-                                          NULL };
-    const char *v = *(char **)field, *fmt = sl__load_sibling(ld, "log_format");
+    const char *fmt = sl__load_sibling(ld, "log_format");
 
-    (void)k;
     for (int i = 0; levels[i]; i++)
         if (strcmp(v, levels[i]) == 0) {
             if (!fmt || strcmp(fmt, "json") != 0)
-                sl_conf_error(ld, node, "log_level needs `log_format: json` (as in Lambda, "
-                              "levels apply to JSON logs only)");
+                sl_conf_error(ld, node, "%s needs `log_format: json` (as in Lambda, "
+                              "levels apply to JSON logs only)", key);
             return;
         }
-    sl_conf_error(ld, node, "'%s' is not one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL", v);
+    sl_conf_error(ld, node, "'%s' is not one of %s", v, shown);
+}
+
+static const char *const app_levels[] = { "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL",
+                                          NULL };
+
+static void check_log_level(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                            yaml_node_t *node)
+{
+    (void)k;
+    if (sl__load_sibling(ld, "application_log_level")) {
+        sl_conf_error(ld, node, "log_level is the old name of application_log_level: set "
+                      "application_log_level only");
+        return;
+    }
+    check_level_of(ld, node, "log_level", *(char **)field, app_levels,
+                   "TRACE, DEBUG, INFO, WARN, ERROR, FATAL");
+}
+
+static void check_app_level(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                            yaml_node_t *node)
+{
+    (void)k;
+    check_level_of(ld, node, "application_log_level", *(char **)field, app_levels,
+                   "TRACE, DEBUG, INFO, WARN, ERROR, FATAL");
+}
+
+static void check_system_level(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
+                               yaml_node_t *node)
+{
+    static const char *const levels[] = { "DEBUG", "INFO", "WARN", NULL };
+
+    (void)k;
+    check_level_of(ld, node, "system_log_level", *(char **)field, levels, "DEBUG, INFO, WARN");
 }
 
 static void check_layers(struct sl_conf_load *ld, const struct sl_conf_key *k, void *field,
@@ -685,12 +717,38 @@ static const struct sl_conf_key function_keys[] = {
               "read-only at `/var/task`; relative to the configuration file." },
     { .name = "log_format", .type = SL_CK_ENUM, .def = "text", .enums = fn_log_format_names,
       .off = F(log_format),
-      .desc = "Lambda's `LogFormat`: `json` sets `AWS_LAMBDA_LOG_FORMAT=JSON` and runtime "
-              "`python` writes `logging` records as JSON lines." },
+      .desc = "Lambda's `LogFormat`. `text`: each line the handler prints is logged as "
+              "`[function:NAME] [REQUEST_ID] LINE` in sluice's log, with a `REPORT` line per "
+              "invocation. `json`: sets `AWS_LAMBDA_LOG_FORMAT=JSON` (runtime `python` and "
+              "`nodejs` then write `logging`/`console` records as JSON), and every line is "
+              "written as one JSON object: a line that is a JSON object is kept, with "
+              "`timestamp`, `level` (INFO), `requestId` and `function` added when missing; "
+              "any other line becomes `{\"timestamp\",\"level\":\"INFO\",\"requestId\","
+              "\"function\",\"message\"}`; sluice's own lines are Lambda's platform records "
+              "(`{\"time\",\"type\":\"platform.report\",\"record\":{...}}`). "
+              "README, \"Function logs\"." },
+    { .name = "application_log_level", .type = SL_CK_STRING, .off = F(application_log_level),
+      .check = check_app_level,
+      .desc = "Lambda's `ApplicationLogLevel`: TRACE, DEBUG, INFO, WARN, ERROR or FATAL "
+              "(`log_format: json` only; INFO when unset). Sets `AWS_LAMBDA_LOG_LEVEL`, which "
+              "the runtimes filter by at the source (`python`'s root logger, `nodejs`'s "
+              "`console`); sluice also drops the JSON object lines whose `level` is below it "
+              "(a line without a valid `level` counts as INFO), as Lambda does for other "
+              "runtimes." },
     { .name = "log_level", .type = SL_CK_STRING, .off = F(log_level), .check = check_log_level,
-      .desc = "Lambda's `ApplicationLogLevel` (TRACE, DEBUG, INFO, WARN, ERROR, FATAL; "
-              "`log_format: json` only, INFO when unset): `AWS_LAMBDA_LOG_LEVEL`, the root "
-              "logger's level in runtime `python`." },
+      .desc = "Deprecated: the old name of `application_log_level`, still read; setting both "
+              "is an error." },
+    { .name = "system_log_level", .type = SL_CK_STRING, .off = F(system_log_level),
+      .check = check_system_level,
+      .desc = "Lambda's `SystemLogLevel`: DEBUG, INFO or WARN (`log_format: json` only; INFO "
+              "when unset). sluice's per-invocation records (`platform.start`, "
+              "`platform.runtimeDone`, `platform.report`) and init records "
+              "(`platform.initStart`, `platform.initReport`) are INFO; dropped-output notices "
+              "(`platform.logsDropped`) are WARN. WARN keeps only the latter." },
+    { .name = "log_sink", .type = SL_CK_STRING, .flags = SL_CK_REF_SINK, .off = F(log_sink),
+      .check = check_sink_ref,
+      .desc = "A sink (in `sinks`) that receives this function's log lines as JSON, the "
+              "live tail's events; overrides `server.log_sink`." },
     { .name = "memory_mb", .type = SL_CK_SIZE, .def = "128", .unit = MB, .min = 128, .max = 10240,
       .off = F(memory_mb),
       .desc = "Memory limit of an environment; CPU share grows with it (1769 MB = 1 CPU)." },
@@ -904,6 +962,19 @@ static const struct sl_conf_key server_keys[] = {
               "(the instance died or lost Redis) is taken over by another. Live instances "
               "refresh the events they hold, waiting or running, every "
               "min(5 s, this / 4), so it need not cover function timeouts or backoff." },
+    { .name = "log_sink", .type = SL_CK_STRING, .flags = SL_CK_REF_SINK, .off = F(log_sink),
+      .check = check_sink_ref,
+      .desc = "A sink (in `sinks`) that receives every function's log lines (handler output "
+              "and sluice's per-invocation lines), one JSON object each, as the live tail "
+              "sends them. Lines are queued (at most 10000 or 8 MB) and written with at most "
+              "64 writes in flight; what does not fit, or fails, is dropped and counted "
+              "(`sluice_log_lines_dropped_total{reason=\"sink\"}`): invocations never wait "
+              "for it. A function's `log_sink` overrides it." },
+    { .name = "log_ring_kb", .type = SL_CK_SIZE, .def = "4096", .unit = 1024, .min = 64,
+      .max = 1048576, .off = F(log_ring_kb),
+      .desc = "Size in KB of the in-memory ring of recent function log lines that "
+              "`GET /logs/tail` and `sluice logs` replay (`since`); the oldest lines make "
+              "room (`sluice_log_lines_dropped_total{reason=\"ring\"}`)." },
 };
 #undef F
 

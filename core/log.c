@@ -365,17 +365,10 @@ unsigned long long sl_log_dropped(void)
     return n;
 }
 
-void sl__log(int level, const char *inst, const char *fmt, ...)
+/* One whole line out: queued for the writer, or written directly. */
+static void emit(const char *line, size_t len)
 {
-    char msg[LOG_LINE_MAX], line[LOG_LINE_MAX * 2 + 512];
-    size_t len;
-    va_list ap;
     int saved = errno;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    len = format_line(line, sizeof(line), level, inst, msg);
 
     pthread_mutex_lock(&lq.lock);
     if (lq.running) {
@@ -400,6 +393,55 @@ void sl__log(int level, const char *inst, const char *fmt, ...)
     pthread_mutex_unlock(&lq.lock);
     write_all(log_fd, line, len);
     errno = saved;
+}
+
+void sl__log(int level, const char *inst, const char *fmt, ...)
+{
+    char msg[LOG_LINE_MAX], line[LOG_LINE_MAX * 2 + 512];
+    size_t len;
+    va_list ap;
+    int saved = errno;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    len = format_line(line, sizeof(line), level, inst, msg);
+    emit(line, len);
+    errno = saved;
+}
+
+void sl_log_json_line(const char *json, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    char stack[LOG_LINE_MAX * 2], *line = stack;
+    size_t cap = n * 6 + 2, len = 0; /* each byte at most \u00XX */
+
+    if (cap > sizeof(stack))
+        line = malloc(cap);
+    if (!line)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)json[i];
+        unsigned v = 0x100;
+
+        if (c == 0x7f || c == '\n' || c == '\r')
+            v = c;
+        else if (c == 0xc2 && i + 1 < n && (unsigned char)json[i + 1] >= 0x80 &&
+                 (unsigned char)json[i + 1] <= 0x9f)
+            v = (unsigned char)json[++i]; /* a C1 control, as UTF-8 */
+        if (v == 0x100) {
+            line[len++] = (char)c;
+            continue;
+        }
+        memcpy(line + len, "\\u00", 4);
+        line[len + 4] = hex[v >> 4];
+        line[len + 5] = hex[v & 15];
+        len += 6;
+    }
+    line[len++] = '\n';
+    emit(line, len);
+    if (line != stack)
+        free(line);
 }
 
 /* ------------------------------------------------------------------ */

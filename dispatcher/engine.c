@@ -734,6 +734,7 @@ static void batch_run(struct batch *b)
         b->first_ms = sl_wall_ms();
     req.event = event;
     req.event_len = len;
+    req.source = s->conf->name;
     rc = sl_dispatcher_invoke(s->engine->d, s->fn->name, &req, on_result, b, &t);
     if (rc == 0) {
         b->event = event; /* borrowed by the pool until on_result */

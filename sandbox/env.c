@@ -61,7 +61,7 @@ void sl__env_set_state(struct sl_env *env, int state)
 /* Ending an invocation                                                */
 
 /* Keep the last TAIL_MAX bytes of what an invocation logged. */
-static void tail_add(struct pending *inv, const char *s, size_t n)
+void sl__env_tail_add(struct pending *inv, const char *s, size_t n)
 {
     if (n >= TAIL_MAX) {
         s += n - TAIL_MAX;
@@ -133,31 +133,9 @@ void sl__env_finish(struct sl_env *env, bool ok, const char *payload, size_t len
     billed = (int64_t)ceil(r.duration_ms + (r.cold && env->kind == ENV_COLD ? r.init_ms : 0));
     if (billed < 1)
         billed = 1;
-    {
-        char report[512], init[64] = "";
-        int n;
-
-        if (r.cold)
-            snprintf(init, sizeof(init), "\tInit Duration: %.2f ms", r.init_ms);
-        n = snprintf(report, sizeof(report), "REPORT RequestId: %s\tDuration: %.2f ms\t"
-                     "Billed Duration: %lld ms\tMemory Size: %lld MB\tMax Memory Used: %lld MB"
-                     "%s\n", inv->request_id, r.duration_ms, (long long)billed,
-                     (long long)pool->fn->memory_mb, (long long)r.max_memory_mb, init);
-        if (n > 0)
-            tail_add(inv, report, (size_t)n < sizeof(report) ? (size_t)n : sizeof(report) - 1);
-        r.log_tail = inv->tail;
-    }
-    if (r.cold)
-        SL_INFO(pool->inst, "REPORT RequestId: %s Duration: %.2f ms Billed Duration: %lld ms "
-                "Memory Size: %lld MB Max Memory Used: %lld MB Init Duration: %.2f ms%s",
-                inv->request_id, r.duration_ms, (long long)billed,
-                (long long)pool->fn->memory_mb, (long long)r.max_memory_mb, r.init_ms,
-                env->kind == ENV_FORKED ? " (restored)" : "");
-    else
-        SL_INFO(pool->inst, "REPORT RequestId: %s Duration: %.2f ms Billed Duration: %lld ms "
-                "Memory Size: %lld MB Max Memory Used: %lld MB", inv->request_id,
-                r.duration_ms, (long long)billed, (long long)pool->fn->memory_mb,
-                (long long)r.max_memory_mb);
+    sl__fnlog_report(env, inv, &r, billed);
+    snprintf(env->last_source, sizeof(env->last_source), "%s", inv->source);
+    r.log_tail = inv->tail;
     if (!ok)
         SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "%s failed: %s: %s", inv->request_id, etype,
                  emsg ? emsg : "");
@@ -183,39 +161,19 @@ void sl__env_fail(struct sl_env *env, const char *etype, const char *fmt, ...)
 /* ------------------------------------------------------------------ */
 /* Handler output                                                      */
 
-static const char *out_request(const struct sl_env *env)
-{
-    return env->inv ? env->inv->request_id : env->last_request[0] ? env->last_request : "init";
-}
-
-static void log_line(struct sl_env *env, const char *line, size_t len)
-{
-    /* the log sink escapes control characters: one line stays one line */
-    SL_INFO(env->pool->inst, "[%s] %.*s", out_request(env), (int)len, line);
-    if (env->inv) {
-        tail_add(env->inv, line, len);
-        tail_add(env->inv, "\n", 1);
-    }
-}
-
 /* Say how much output was dropped: at most once a second while it goes
  * on, and (`now`) when the invocation ends or the env goes. */
 static void report_dropped(struct sl_env *env, bool now)
 {
     double t = sl_mono_ms();
     char msg[200];
-    int n;
 
     if (!env->drop_lines || (!now && t - env->drop_report_ms < 1000))
         return;
-    n = snprintf(msg, sizeof(msg), "sluice: %llu bytes of output in %llu lines dropped "
-                 "(over output_kb_per_s: %lld)", env->drop_bytes, env->drop_lines,
-                 (long long)env->pool->fn->output_kb_per_s);
-    SL_WARN(env->pool->inst, "[%s] %s", out_request(env), msg);
-    if (env->inv && n > 0) {
-        tail_add(env->inv, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
-        tail_add(env->inv, "\n", 1);
-    }
+    snprintf(msg, sizeof(msg), "sluice: %llu bytes of output in %llu lines dropped "
+             "(over output_kb_per_s: %lld)", env->drop_bytes, env->drop_lines,
+             (long long)env->pool->fn->output_kb_per_s);
+    sl__fnlog_dropped(env, msg);
     env->drop_bytes = env->drop_lines = 0;
     env->drop_report_ms = t;
 }
@@ -228,7 +186,7 @@ static void out_line(struct sl_env *env, const char *line, size_t len)
 
     if (env->out_tokens >= cost) {
         env->out_tokens -= cost;
-        log_line(env, line, len);
+        sl__fnlog_output(env, line, len);
         return;
     }
     if (!env->drop_lines && sl_mono_ms() - env->drop_report_ms >= 1000)
@@ -389,6 +347,7 @@ void sl__env_ready(struct sl_env *env, bool restored)
     env->init_ms = env->ready_ms - env->spawned_ms;
     SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "environment %s ready in %.2f ms%s", env->id,
              env->init_ms, restored ? " (restored)" : "");
+    sl__fnlog_init_report(env, restored);
     if (env->kind == ENV_TEMPLATE) {
         sl__snapstart_template_init(env);
         return;
@@ -654,6 +613,7 @@ void sl__env_send_invoke(struct sl_env *env)
     m.event_len = env->inv->event_len;
     sl__env_set_state(env, ENV_BUSY);
     env->busy_ms = sl_mono_ms();
+    sl__fnlog_start(env);
     if (env->rapi) {
         if (m.event_len > SL_PAYLOAD_MAX) {
             sl__env_set_state(env, ENV_IDLE);
@@ -791,6 +751,7 @@ struct sl_env *sl__env_start(struct sl_fnpool *pool, bool provisioned, struct sl
     }
     if (env->kind == ENV_TEMPLATE)
         pool->template = env;
+    sl__fnlog_init_start(env, init_type);
     sl__env_timer(env->ev_timer, (double)pool->fn->init_timeout_ms);
     SL_DEBUG(SL_DBG_SANDBOX, pool->inst, "environment %s started (pid %d, %s)", env->id,
              (int)env->proc.pid, init_type);

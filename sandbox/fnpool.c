@@ -85,6 +85,7 @@ int sl_fnpool_new(struct event_base *base, struct sl_sandbox *sb,
     LIST_INIT(&pool->envs);
     LIST_INIT(&pool->graves);
     snprintf(pool->inst, sizeof(pool->inst), "function:%s", fn->name);
+    sl__fnlog_init(pool);
     pool->reaper = event_new(base, -1, EV_PERSIST, on_reap, pool);
     event_add(pool->reaper, &tv);
 
@@ -151,6 +152,8 @@ int sl_fnpool_invoke(struct sl_fnpool *pool, const struct sl_invoke_req *req, sl
         snprintf(inv->request_id, sizeof(inv->request_id), "%s", req->request_id);
     else
         sl_uuid(inv->request_id);
+    if (req->source)
+        snprintf(inv->source, sizeof(inv->source), "%s", req->source);
     inv->event = req->event;
     inv->event_len = req->event_len;
     inv->client_context = req->client_context;

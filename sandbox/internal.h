@@ -115,6 +115,7 @@ struct pending {
     char          tail[TAIL_MAX + 1];
     size_t        tail_len;
     char          request_id[40];
+    char          source[96];        /* event source mapping, "" for none */
     const char   *event;             /* borrowed until cb */
     size_t        event_len;
     const char   *client_context;
@@ -145,6 +146,7 @@ struct sl_env {
     struct pending     *inv;             /* the invocation it runs or starts for */
     char                setup_error[SL_ERR_MSG_MAX];
     char                last_request[40];/* for output lines after a result */
+    char                last_source[96]; /* and its source */
     double              spawned_ms, ready_ms, busy_ms, idle_ms;
     double              init_ms;         /* to report on the first invocation */
     bool                provisioned;
@@ -162,6 +164,9 @@ struct sl_fnpool {
     const struct sl_function_conf *fn;
     struct sl_fnpool_opts          o;
     char                           inst[96];   /* "function:<name>" */
+    struct sl_logring             *ring;       /* function logs for the tail, or NULL */
+    int                            app_level;  /* enum sl_lvl: json lines below are dropped */
+    int                            sys_level;  /* enum sl_lvl: platform records below too */
     struct env_list                envs;
     size_t                         nenvs;      /* excluding the template */
     size_t                         nidle, nbusy, nprovisioned;
@@ -209,6 +214,25 @@ void sl__env_result(struct sl_env *env, bool ok, const char *payload, size_t len
 /* The env is unusable: fail its invocation with this error and destroy it. */
 void sl__env_fail(struct sl_env *env, const char *etype, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Keep the last TAIL_MAX bytes an invocation logged (env.c). */
+void sl__env_tail_add(struct pending *inv, const char *s, size_t n);
+
+/* fnlog.c: a function's log lines, by its LoggingConfig (log_format,
+ * application_log_level, system_log_level): into sluice's log, the
+ * invocation's log tail and the log ring. init: the pool's levels.
+ * output: one line the handler printed (`len` bytes, no newline).
+ * start/report/init_start/init_report/dropped: sluice's own lines (in text
+ * format only REPORT and the dropped-output notice exist, as before). */
+void sl__fnlog_init(struct sl_fnpool *pool);
+const char *sl__fnlog_app_level(const struct sl_function_conf *fn);  /* "INFO" when unset */
+void sl__fnlog_output(struct sl_env *env, const char *line, size_t len);
+void sl__fnlog_start(struct sl_env *env);
+void sl__fnlog_report(struct sl_env *env, struct pending *inv, const struct sl_invoke_result *r,
+                      int64_t billed);
+void sl__fnlog_init_start(struct sl_env *env, const char *init_type);
+void sl__fnlog_init_report(struct sl_env *env, bool restored);
+void sl__fnlog_dropped(struct sl_env *env, const char *msg);
 
 /* rapi.c: the Runtime API of a runtime-lambda env, listening on
  * env->proc.rapi. attach: -1 if it cannot watch it. invoke: env->inv

@@ -369,7 +369,8 @@ static char **build_env(const struct sl_sandbox *sb, const struct sl_function_co
     env[n++] = log_stream_name();
     if (fn->log_format == SL_FN_LOG_JSON) {
         env[n++] = sl_strdup("AWS_LAMBDA_LOG_FORMAT=JSON");
-        env[n++] = sl_asprintf("AWS_LAMBDA_LOG_LEVEL=%s", fn->log_level ? fn->log_level : "INFO");
+        env[n++] = sl_asprintf("AWS_LAMBDA_LOG_LEVEL=%s",
+                              sl__fnlog_app_level(fn));
     }
     env[n++] = sl_asprintf("AWS_REGION=%s", fn->server->region);
     env[n++] = sl_asprintf("AWS_DEFAULT_REGION=%s", fn->server->region);

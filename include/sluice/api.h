@@ -37,6 +37,11 @@ void sl_api_manage(struct sl_api *a, struct sl_config *conf, struct sl_overrides
  * the engine is gone. Borrowed. */
 void sl_api_set_engine(struct sl_api *a, struct sl_engine *e);
 
+/* Serve GET /logs/tail (the live tail) from `ring` (borrowed: it must
+ * outlive `a`); without one the tail answers 404. */
+struct sl_logring;
+void sl_api_set_logring(struct sl_api *a, struct sl_logring *ring);
+
 /* Stop accepting: /readyz answers 503 and new invocations get 503. */
 void sl_api_stop_accepting(struct sl_api *a);
 

@@ -67,7 +67,12 @@ struct sl_function_conf {
     int     runtime;                 /* enum sl_runtime_kind */
     char   *code;                    /* python: the code directory (absolute), else NULL */
     int     log_format;              /* enum sl_fn_log_format: AWS_LAMBDA_LOG_FORMAT */
-    char   *log_level;               /* AWS_LAMBDA_LOG_LEVEL (JSON only), or NULL */
+    char   *log_level;               /* deprecated name of application_log_level, or NULL */
+    char   *application_log_level;   /* TRACE..FATAL (JSON only), or NULL: log_level,
+                                      * else INFO (sandbox: sl__fnlog_app_level) */
+    char   *system_log_level;        /* DEBUG, INFO, WARN (JSON only), or NULL: INFO */
+    char   *log_sink;                /* sink shipping this function's logs, or NULL:
+                                      * server.log_sink */
     int64_t memory_mb;
     int64_t timeout_ms;
     int64_t init_timeout_ms;
@@ -150,6 +155,8 @@ struct sl_server_conf {
     int64_t sandbox_uid_base;        /* function i runs as uid/gid sandbox_uid_base + i */
     char   *region;                  /* in every ARN, awsRegion and AWS_REGION */
     char   *account_id;              /* twelve digits, in every ARN */
+    char   *log_sink;                /* sink shipping every function's logs, or NULL */
+    int64_t log_ring_kb;             /* the function log ring's size (live tail) */
 };
 
 struct sl_log_conf {

@@ -46,6 +46,20 @@ int sl_dispatcher_enqueue(struct sl_dispatcher *d, const char *fn, const char *p
 /* The sink named `name` (opened by the dispatcher), or NULL. */
 struct sl_sink *sl_dispatcher_sink(struct sl_dispatcher *d, const char *name);
 
+/* The log sink (logship.c): function log lines from `ring` go to the
+ * dispatcher's sink named by each function's log_sink, else
+ * server.log_sink, as JSON records, never holding up an invocation (a
+ * bounded queue; what does not fit or fails is dropped and counted).
+ * NULL when no function has a log sink. `c`, `ring` and `d` are borrowed.
+ * Stop it (no more writes) before sl_dispatcher_free, and free it after,
+ * when the writes it had in flight have ended. */
+struct sl_logring;
+struct sl_logship;
+struct sl_logship *sl_logship_new(struct sl_dispatcher *d, const struct sl_config *c,
+                                  struct sl_logring *ring);
+void sl_logship_stop(struct sl_logship *ls);
+void sl_logship_free(struct sl_logship *ls);
+
 /* Stop taking work; `done` runs once in-flight invocations finished. */
 void sl_dispatcher_drain(struct sl_dispatcher *d, void (*done)(void *arg), void *arg);
 

@@ -60,6 +60,10 @@ struct sl_functions;
 int sl_functions_new(struct event_base *base, const struct sl_config *conf, const char *only,
                      struct sl_functions **out, struct sl_err *err);
 struct sl_fnpool *sl_functions_pool(struct sl_functions *f, const char *name);
+/* Send every function's log lines (handler output, START/REPORT) to `ring`
+ * (borrowed; must outlive `f`) from now on, besides sluice's log. */
+struct sl_logring;
+void sl_functions_set_logring(struct sl_functions *f, struct sl_logring *ring);
 void sl_functions_free(struct sl_functions *f);
 
 /* Directory of the handler runtime libraries: $SLUICE_RUNTIME_DIR, else

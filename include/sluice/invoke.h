@@ -41,6 +41,7 @@ struct sl_invoke_req {
     size_t      event_len;
     const char *client_context;  /* JSON text or NULL */
     const char *request_id;      /* NULL: a new UUID */
+    const char *source;          /* the event source mapping invoking, or NULL (for logs) */
 };
 
 #endif

@@ -87,6 +87,13 @@ void sl__log(int level, const char *inst, const char *fmt, ...)
             sl__log(SL_LOG_DEBUG, (inst), __VA_ARGS__);                  \
     } while (0)
 
+/* Write one JSON object (n bytes, no line break in it: JSON text from
+ * jansson or sl_jbuf) as a line of its own, whatever the log format: the
+ * function logs of `log_format: json` functions. DEL and C1 controls are
+ * written as \u00NN, so the line carries no terminal escapes. Not gated
+ * by the log level: the caller filtered. */
+void sl_log_json_line(const char *json, size_t n);
+
 /* Copy `in` to `out` (size n, always terminated) with passwords masked:
  * URL userinfo ("redis://user:***@host"; for redis:// and rediss:// a
  * userinfo without ':' is the password, shown as "***@host"), and

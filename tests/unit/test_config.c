@@ -198,6 +198,27 @@ static const struct bad_case bad[] = {
       "levels apply to JSON logs only)\n"
       "t.yaml:8:16: functions.g.log_level: 'LOUD' is not one of TRACE, DEBUG, INFO, WARN, "
       "ERROR, FATAL\n" },
+    { "LoggingConfig: levels need json, names are Lambda's, one name for the app level",
+      "functions:\n  f:\n    handler: handler.sh\n    system_log_level: WARN\n"
+      "    application_log_level: ERROR\n"
+      "  g:\n    handler: handler.sh\n    log_format: json\n    system_log_level: ERROR\n"
+      "    application_log_level: warn\n"
+      "  h:\n    handler: handler.sh\n    log_format: json\n    log_level: INFO\n"
+      "    application_log_level: INFO\n",
+      "t.yaml:4:23: functions.f.system_log_level: system_log_level needs `log_format: json` (as "
+      "in Lambda, levels apply to JSON logs only)\n"
+      "t.yaml:5:28: functions.f.application_log_level: application_log_level needs "
+      "`log_format: json` (as in Lambda, levels apply to JSON logs only)\n"
+      "t.yaml:9:23: functions.g.system_log_level: 'ERROR' is not one of DEBUG, INFO, WARN\n"
+      "t.yaml:10:28: functions.g.application_log_level: 'warn' is not one of TRACE, DEBUG, "
+      "INFO, WARN, ERROR, FATAL\n"
+      "t.yaml:14:16: functions.h.log_level: log_level is the old name of "
+      "application_log_level: set application_log_level only\n" },
+    { "log sinks must exist",
+      "functions:\n  f:\n    handler: handler.sh\n    log_sink: nowhere\n"
+      "server:\n  log_sink: gone\n",
+      "t.yaml:4:15: functions.f.log_sink: no sink named 'nowhere'\n"
+      "t.yaml:6:13: server.log_sink: no sink named 'gone'\n" },
     { "credentials may be set, the rest stays reserved",
       "functions:\n  f:\n    handler: handler.sh\n    environment:\n"
       "      AWS_ACCESS_KEY_ID: a\n      AWS_SECRET_ACCESS_KEY: b\n      AWS_SESSION_TOKEN: c\n"
