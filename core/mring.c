@@ -111,6 +111,9 @@ static struct mseries *find(struct sl_mring *r, size_t rule, const char *key, si
     s->key = sl_strndup(key, klen);
     for (size_t i = 0; i < SL_MRING_POINTS; i++)
         s->v[i] = NAN;
+    /* the registry creates a series on its first use: one that appears
+     * after the ring's first sample was 0 (nothing) at the one before */
+    s->has_prev = r->npoints > 0;
     r->s = sl_realloc(r->s, (r->n + 1) * sizeof(*r->s));
     r->s[r->n++] = s;
     return r->hint = s;

@@ -87,6 +87,12 @@ Test(mring, rates_sums_maxima_and_percentiles)
     /* p99: rank 99, past the 98 in the small bucket: (1, 2.5] at 1/2 */
     cr_expect_float_eq(last(r, "function.duration_p99_s", "echo"), 1.75, 1e-6);
 
+    /* a counter that appears between samples started from nothing */
+    sl_metric_add(x.rec, "audit" SL_METRIC_LV_SEP "received", 30);
+    sl_mring_sample(r, x.m, 1015000);
+    cr_expect_float_eq(last(r, "source.records_per_s", "audit"), 6, 1e-6,
+                       "a new series' first interval counts from 0");
+
     /* nothing observed: a gap, not a zero */
     sl_mring_sample(r, x.m, 1020000);
     cr_expect(isnan(last(r, "function.duration_p99_s", "echo")));
