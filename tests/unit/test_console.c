@@ -166,11 +166,12 @@ static json_t *wait_entries(const char *token, const char *sink, size_t want)
         struct resp r = req("GET", path, token, NULL);
         json_t *j;
 
-        if (r.status == 200 && (j = body_json(&r)) &&
-            json_array_size(json_object_get(j, "entries")) >= want)
-            return j;
-        if (r.status == 200)
-            json_decref(body_json(&r));
+        if (r.status == 200) {
+            j = body_json(&r);
+            if (json_array_size(json_object_get(j, "entries")) >= want)
+                return j;
+            json_decref(j);
+        }
         usleep(50000);
     }
     cr_assert_fail("sink %s never held %zu entries", sink, want);
