@@ -27,6 +27,10 @@ LIBS_ALL    = $(PKG_LIBS) -lpthread -lm
 LIB_SRCS   := $(wildcard core/*.c config/*.c sandbox/*.c sinks/*.c dispatcher/*.c pollers/*.c pollers/*/*.c api/*.c) \
               sandbox/init/lo.c
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+# The web console's static files, embedded (console/embed.sh, api/assets.h).
+CONSOLE_ASSETS := $(sort $(wildcard console/*.html console/*.js console/*.css)) \
+                  $(sort $(wildcard console/vendor/uplot/*))
+LIB_OBJS   += $(BUILD)/obj/gen/console_assets.o
 CLI_OBJS   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cli/*.c))
 UNIT_SRCS  := $(wildcard tests/unit/*.c)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
@@ -83,6 +87,14 @@ FORCE:
 $(BUILD)/obj/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/gen/console_assets.c: console/embed.sh $(CONSOLE_ASSETS)
+	@mkdir -p $(dir $@)
+	console/embed.sh $(CONSOLE_ASSETS) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/console_assets.o: $(BUILD)/gen/console_assets.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Iapi -c $< -o $@
 
 $(BUILD)/libsluice.a: $(LIB_OBJS)
 	@rm -f $@

@@ -610,12 +610,14 @@ static void on_request(struct evhttp_request *req, void *arg)
         } else {
             sl__api_respond_method(a, req, id, "GET");
         }
-    } else if (!sl__mgmt_handle(a, req, id, path, evhttp_uri_get_query(u))) {
+    } else if (!sl__console_handle(a, req, id, path, evhttp_uri_get_query(u)) &&
+               !sl__mgmt_handle(a, req, id, path, evhttp_uri_get_query(u))) {
         sl__api_respond_error(a, req, id, 404, "UnknownOperationException", NULL,
                               "no operation at %s %.200s: sluice serves POST " INVOKE_PREFIX
                               "{name}" INVOKE_SUFFIX ", POST " STREAM_PREFIX "{name}"
                               STREAM_SUFFIX ", POST " RELOAD_PATH ", the management API "
-                              "(README), GET /healthz, /readyz, /metrics and /logs/tail",
+                              "(README), GET /healthz, /readyz, /metrics, /logs/tail and "
+                              "/console",
                               method_name(cmd), path);
     }
 }
@@ -683,6 +685,7 @@ int sl_api_new(struct event_base *base, const struct sl_config *conf, struct sl_
     a->m_pauses = sl_metrics_family(m, "sluice_api_stream_pauses_total", SL_METRIC_COUNTER,
                                     "Times a streamed response stopped reading the function "
                                     "until its client caught up.", NULL);
+    sl__console_init(a);
 
     rc = parse_listen(conf->server.listen, host, sizeof(host), &port, err);
     if (rc != 0)
@@ -771,5 +774,6 @@ void sl_api_free(struct sl_api *a)
     sl__invoke_orphan(a);
     sl__mgmt_free(a);
     json_decref(a->last_reload);
+    sl__console_free(a);
     free(a);
 }

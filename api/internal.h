@@ -31,6 +31,7 @@
 struct call;
 struct conn;
 struct mwrite;
+struct sl__console;
 struct sl_engine;
 struct sl_overrides;
 struct sl_pool;
@@ -80,6 +81,8 @@ struct sl_api {
     struct mwrite              *writing;     /* an overrides write in flight */
     int64_t                    *prov_started; /* provisioned_concurrency per function at start */
     int64_t                     started_ms;  /* wall clock at sl_api_new */
+    /* the web console (console.c) */
+    struct sl__console         *console;
     /* the live tail (logs.c) */
     struct sl_logring          *ring;        /* function logs, or NULL (borrowed) */
     LIST_HEAD(, tail)           tails;       /* clients of GET /logs/tail */
@@ -251,6 +254,17 @@ bool sl__mgmt_handle(struct sl_api *a, struct evhttp_request *req, const char *i
 void sl__mgmt_free(struct sl_api *a);
 
 /* ------------------------------------------------------------------ */
+/* The web console (console.c)                                         */
+
+/* Answer `req` when `path` is /console or under it and return true;
+ * false when it is not, and nothing was sent. */
+bool sl__console_handle(struct sl_api *a, struct evhttp_request *req, const char *id,
+                        const char *path, const char *query);
+
+/* In sl_api_new, after the metrics: the sample ring and its timer. */
+void sl__console_init(struct sl_api *a);
+/* In sl_api_free: requests still waiting answer nobody. */
+void sl__console_free(struct sl_api *a);
 /* The live tail (logs.c)                                              */
 
 /* Whether path[0..plen) is the tail's (/logs/tail). */

@@ -64,7 +64,7 @@ struct sl_dispatcher {
     bool                     abandoned;  /* tearing down: results settle nothing */
     void                   (*drained)(void *);
     void                    *drained_arg;
-    struct sl_metric        *m_inv, *m_err, *m_thr, *m_dur, *m_conc, *m_conc_fn, *m_dlq,
+    struct sl_metric        *m_inv, *m_err, *m_thr, *m_dur, *m_cold, *m_conc, *m_conc_fn, *m_dlq,
                             *m_depth, *m_age;
 };
 
@@ -109,6 +109,8 @@ static void count_result(struct sl_dispatcher *d, const char *fn, const struct s
     if (!r->ok)
         sl_metric_add(d->m_err, fn, 1);
     sl_metric_observe(d->m_dur, fn, r->duration_ms / 1000.0);
+    if (r->cold)
+        sl_metric_add(d->m_cold, fn, 1);
     sl_metric_add(d->m_conc, NULL, -1);
     sl_metric_add(d->m_conc_fn, fn, -1);
 }
@@ -528,6 +530,9 @@ int sl_dispatcher_new(struct event_base *base, const struct sl_config *conf,
                                   "Invocations running now, all functions.", NULL);
     d->m_conc_fn = sl_metrics_family(metrics, "sluice_function_concurrent_executions",
                                      SL_METRIC_GAUGE, "Invocations running now.", "function");
+    d->m_cold = sl_metrics_family(metrics, "sluice_cold_starts_total", SL_METRIC_COUNTER,
+                                  "Invocations that waited for an environment's init (cold "
+                                  "starts; SnapStart restores included).", "function");
     d->m_dlq = sl_metrics_family(metrics, "sluice_dlq_writes_total", SL_METRIC_COUNTER,
                                  "Records written to an on_failure destination.", "function");
     d->m_depth = sl_metrics_family(metrics, "sluice_async_queue_depth", SL_METRIC_GAUGE,

@@ -891,6 +891,25 @@ size_t sl_source_outstanding(const struct sl_source *s)
     return n;
 }
 
+size_t sl_source_lanes(const struct sl_source *s, struct sl_lane_info *out, size_t max)
+{
+    size_t n = 0;
+
+    for (struct sl__lane *l = s->lanes; l; l = l->next, n++) {
+        if (n >= max)
+            continue;
+        out[n] = (struct sl_lane_info){ .key = l->key, .waiting = l->n };
+        if (l->cur) {
+            out[n].running = l->cur->n;
+            out[n].attempts = l->cur->attempts;
+            out[n].error = l->cur->attempts ? l->cur->emsg : NULL;
+        }
+        for (const struct batch *b = l->rest; b; b = b->after)
+            out[n].waiting += b->n;
+    }
+    return n;
+}
+
 /* ------------------------------------------------------------------ */
 
 /* Per-source counters as Prometheus series, refreshed at each scrape. */

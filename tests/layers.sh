@@ -25,10 +25,10 @@ declare -A LEVEL=(
 declare -A OWNER=(
     [backoff.h]=core [resolve.h]=core [clock.h]=core [err.h]=core [filter.h]=core [hash.h]=core
     [invoke.h]=core [jbuf.h]=core [kafka.h]=core [log.h]=core [mem.h]=core [metrics.h]=core
-    [datadir.h]=core [pgconn.h]=core [pool.h]=core [redis.h]=core [runtime.h]=core
+    [datadir.h]=core [mring.h]=core [pgconn.h]=core [pool.h]=core [redis.h]=core [runtime.h]=core
     [logring.h]=core
     [config.h]=config [overrides.h]=config
-    [sink.h]=sinks [capture_sink.h]=sinks
+    [sink.h]=sinks [capture_sink.h]=sinks [dlqops.h]=sinks
     [sandbox.h]=sandbox [env.h]=sandbox [frame.h]=sandbox [fake_functions.h]=sandbox
     [dispatch.h]=dispatcher [poller.h]=dispatcher
     [pollers.h]=pollers [memory_poller.h]=pollers

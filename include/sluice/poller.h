@@ -171,6 +171,18 @@ void sl_source_report_lost(struct sl_source *s, const char *lane, const char *fi
                            const char *message, json_t *info, void (*done)(void *arg, int rc),
                            void *arg);
 
+/* A lane as the console shows it; valid until the loop runs again. */
+struct sl_lane_info {
+    const char *key;          /* "orders-3", "orders-3#1", "stream" ... */
+    size_t      waiting;      /* records queued behind the running batch */
+    size_t      running;      /* records of the batch in flight or waiting to retry */
+    int         attempts;     /* its failed invocations so far */
+    const char *error;        /* its last error message, NULL when none */
+};
+
+/* Up to `max` of `s`'s lanes into `out`; the number it has. */
+size_t sl_source_lanes(const struct sl_source *s, struct sl_lane_info *out, size_t max);
+
 /* Records pushed but not yet final, all lanes. */
 size_t sl_source_outstanding(const struct sl_source *s);
 

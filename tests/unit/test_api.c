@@ -892,6 +892,9 @@ Test(api, metrics_count_what_ran, .init = setup, .fini = teardown, .timeout = 12
     cr_expect_eq(metric("sluice_invocations_total{function=\"fail\"}"), 1);
     cr_expect_eq(metric("sluice_invocation_errors_total{function=\"fail\"}"), 1);
     cr_expect_eq(metric("sluice_invocation_errors_total{function=\"echo\"}"), -1);
+    /* the first invocation of each started its environment; the rest were warm */
+    cr_expect_eq(metric("sluice_cold_starts_total{function=\"echo\"}"), 1);
+    cr_expect_eq(metric("sluice_cold_starts_total{function=\"fail\"}"), 1);
     cr_expect_eq(metric("sluice_invocation_duration_seconds_count{function=\"echo\"}"), 3);
     cr_expect_eq(metric("sluice_invocation_duration_seconds_bucket{function=\"echo\","
                         "le=\"+Inf\"}"), 3);
