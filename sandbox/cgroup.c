@@ -190,6 +190,61 @@ static int make_base(struct sl__cgroups *cg, int i, const char *mnt, const char 
     return 0;
 }
 
+/* Whether `dir`'s cgroup.subtree_control already enables memory, cpu and
+ * pids for its children. */
+static bool v2_enabled_below(const char *dir)
+{
+    char path[1100], buf[512] = "";
+    FILE *f;
+    bool ok;
+
+    snprintf(path, sizeof(path), "%s/cgroup.subtree_control", dir);
+    if (!(f = fopen(path, "re")))
+        return false;
+    ok = fgets(buf, sizeof(buf), f) && strstr(buf, "memory") && strstr(buf, "cpu") &&
+         strstr(buf, "pids");
+    fclose(f);
+    return ok;
+}
+
+/* cgroup v2 enables controllers for a cgroup's children only while the
+ * cgroup itself holds no process ("no internal processes", the root
+ * excepted). A cgroup delegated to sluice (systemd's Delegate=yes, a
+ * container's cgroup namespace) holds sluice itself: sluice moves into a
+ * leaf of it, `supervisor`, and enables the controllers there, so the
+ * environments' cgroups (siblings of that leaf) get them. What else
+ * shares the cgroup (a login shell's scope) makes that impossible: said. */
+static int v2_enable_own(const char *mnt, const char *own, struct sl_err *err)
+{
+    char dir[1024], leaf[1100], pid[32];
+    int rc;
+
+    snprintf(dir, sizeof(dir), "%s%s", mnt, strcmp(own, "/") == 0 ? "" : own);
+    if (v2_enabled_below(dir))
+        return 0;
+    rc = write_file(dir, "cgroup.subtree_control", "+memory +cpu +pids");
+    if (rc == -EBUSY) {
+        snprintf(leaf, sizeof(leaf), "%s/supervisor", dir);
+        snprintf(pid, sizeof(pid), "%d", (int)getpid());
+        if (mkdir(leaf, 0755) != 0 && errno != EEXIST)
+            return sl_err_set(err, SL_ESANDBOX, false, "cannot create cgroup %s: %s", leaf,
+                              strerror(errno));
+        if ((rc = write_file(leaf, "cgroup.procs", pid)) != 0)
+            return sl_err_set(err, SL_ESANDBOX, false, "cannot move sluice into cgroup %s: "
+                              "%s", leaf, strerror(-rc));
+        SL_INFO(NULL, "sandbox: moved into cgroup %s/supervisor, so the environments' "
+                "cgroups beside it can have controllers", strcmp(own, "/") == 0 ? "" : own);
+        rc = write_file(dir, "cgroup.subtree_control", "+memory +cpu +pids");
+    }
+    if (rc != 0)
+        return sl_err_set(err, SL_ESANDBOX, false, "cannot enable the memory, cpu and pids "
+                          "controllers below cgroup %s: %s%s", dir, strerror(-rc),
+                          rc == -EBUSY ? " (other processes share sluice's cgroup: run it in "
+                          "a cgroup of its own, e.g. as a systemd service with Delegate=yes, "
+                          "deploy/sluice.service)" : "");
+    return 0;
+}
+
 int sl__cgroups_init(struct sl__cgroups *cg, struct sl_err *err)
 {
     char *mnt = find_mount(NULL), *own = NULL;
@@ -210,7 +265,9 @@ int sl__cgroups_init(struct sl__cgroups *cg, struct sl_err *err)
         }
     }
     if (cg->kind == CG_V2) {
-        rc = make_base(cg, 0, mnt, own, err);
+        rc = v2_enable_own(mnt, own, err);
+        if (rc == 0)
+            rc = make_base(cg, 0, mnt, own, err);
         if (rc == 0) {
             /* children can only use controllers enabled in the parent */
             if (write_file(cg->base[0], "cgroup.subtree_control", "+memory +cpu +pids") != 0)
