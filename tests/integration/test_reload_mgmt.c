@@ -272,5 +272,11 @@ Test(reload_mgmt, a_source_enabled_by_the_api_is_drained_not_doubled)
     wait_handled(12);
     sleep(1);
     cr_assert_eq(handled(), 12, "messages handled twice: two sources on one slot?");
-    cr_assert_eq(json_integer_value(json_object_get(mapping(), "BatchSize")), 7);
+    {
+        json_t *m = mapping();
+        json_int_t bs = json_integer_value(json_object_get(m, "BatchSize"));
+
+        json_decref(m);
+        cr_assert_eq(bs, 7);
+    }
 }
