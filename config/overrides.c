@@ -301,6 +301,21 @@ static void store(const struct sl_conf_key *k, void *base, const json_t *v)
     }
 }
 
+/* One source's entry `e` of the document into `sc`. */
+static void apply_source(json_t *e, struct sl_source_conf *sc)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach(e, key, v) {
+        const struct sl_conf_key *k = key_row(true, key);
+        char why[256];
+
+        if (!meta_key(key) && k && check_value(k, sc->type, key, v, why, sizeof(why)) == 0)
+            store(k, sc, v);
+    }
+}
+
 static void apply_doc(const json_t *doc, struct sl_config *c)
 {
     const char *name, *key;
@@ -309,15 +324,8 @@ static void apply_doc(const json_t *doc, struct sl_config *c)
     json_object_foreach(json_object_get(doc, "sources"), name, e) {
         struct sl_source_conf *sc = (struct sl_source_conf *)find_source(c, name);
 
-        if (!sc)
-            continue;
-        json_object_foreach(e, key, v) {
-            const struct sl_conf_key *k = key_row(true, key);
-            char why[256];
-
-            if (!meta_key(key) && k && check_value(k, sc->type, key, v, why, sizeof(why)) == 0)
-                store(k, sc, v);
-        }
+        if (sc)
+            apply_source(e, sc);
     }
     json_object_foreach(json_object_get(doc, "functions"), name, e) {
         struct sl_function_conf *fc = (struct sl_function_conf *)sl_config_function(c, name);
@@ -342,16 +350,7 @@ void sl_overrides_apply(const struct sl_overrides *ov, struct sl_config *c)
 
 void sl_overrides_apply_source(const struct sl_overrides *ov, struct sl_source_conf *sc)
 {
-    const char *key;
-    json_t *v, *e = json_object_get(json_object_get(ov->doc, "sources"), sc->name);
-
-    json_object_foreach(e, key, v) {
-        const struct sl_conf_key *k = key_row(true, key);
-        char why[256];
-
-        if (!meta_key(key) && k && check_value(k, sc->type, key, v, why, sizeof(why)) == 0)
-            store(k, sc, v);
-    }
+    apply_source(json_object_get(json_object_get(ov->doc, "sources"), sc->name), sc);
 }
 
 json_t *sl_overrides_draft(const struct sl_overrides *ov)
